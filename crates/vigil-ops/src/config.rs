@@ -1,0 +1,189 @@
+//! Pipeline settings: window size, lateness, idle timeout, clock skew,
+//! dedup width and input limits. Deserialised from the `[pipeline]` table of
+//! the worker config; defaults match DESIGN.md.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the pipeline's processing time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// The caller passes the wall clock (the Kafka worker).
+    #[default]
+    Wall,
+    /// Processing time is reconstructed from the batches' `sent_at_ms`
+    /// (replays, `vigil ingest`, `vigil demo`): see [`crate::clock::ReplayClock`].
+    Replay,
+}
+
+/// Limits that protect a worker from oversized or abusive batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted record, in bytes (Kafka's default is 1 MiB).
+    pub max_batch_bytes: usize,
+    /// Most series in one batch.
+    pub max_series_per_batch: usize,
+    /// Most points in one batch (all series together).
+    pub max_points_per_batch: usize,
+    /// Longest tenant or agent id, in bytes.
+    pub max_id_bytes: usize,
+    /// Longest metric name, in bytes.
+    pub max_metric_bytes: usize,
+    /// Most labels on one series.
+    pub max_labels: usize,
+    /// Longest label key or value, in bytes.
+    pub max_label_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_bytes: 1 << 20,
+            max_series_per_batch: 10_000,
+            max_points_per_batch: 100_000,
+            max_id_bytes: 256,
+            max_metric_bytes: 200,
+            max_labels: 32,
+            max_label_bytes: 1024,
+        }
+    }
+}
+
+/// Settings of the operator chain (one per worker, shared by partitions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Tumbling window size W; windows are `[k·W, (k+1)·W)` on the epoch.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Allowed lateness L: an agent's watermark is its greatest timestamp
+    /// minus L.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// An agent silent this long (processing time) has its windows closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Points further than this ahead of processing time are refused as
+    /// `future`.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Width of the per-agent anti-replay window, in sequence numbers
+    /// (multiple of 64).
+    pub dedup_window: u32,
+    /// How often idle timeouts and offline agents are checked (processing
+    /// time).
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
+    /// Source of processing time.
+    pub clock: ClockMode,
+    /// Input limits.
+    pub limits: Limits,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            window: Duration::from_secs(60),
+            allowed_lateness: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            max_clock_skew: Duration::from_secs(300),
+            dedup_window: 1024,
+            tick_interval: Duration::from_secs(5),
+            clock: ClockMode::Wall,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One problem found by [`PipelineConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pipeline.{field}: {message}")]
+pub struct ConfigProblem {
+    /// Field path below `pipeline`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PipelineConfig {
+    /// Window size in ms.
+    pub fn window_ms(&self) -> i64 {
+        self.window.as_millis() as i64
+    }
+
+    /// Checks every setting and returns all problems at once.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let mut bad = |field, message: &str| {
+            p.push(ConfigProblem {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if self.window.as_millis() < 1000 || !self.window.as_millis().is_multiple_of(1000) {
+            bad("window", "must be a whole number of seconds, at least 1s");
+        }
+        if self.window.as_millis() > 86_400_000 {
+            bad("window", "must be at most 24h");
+        }
+        if self.allowed_lateness > Duration::from_secs(86_400) {
+            bad("allowed_lateness", "must be at most 24h");
+        }
+        if self.idle_timeout < self.tick_interval {
+            bad("idle_timeout", "must be at least tick_interval");
+        }
+        if self.tick_interval.is_zero() {
+            bad("tick_interval", "must be positive");
+        }
+        if self.dedup_window < 64 || !self.dedup_window.is_multiple_of(64) || self.dedup_window > 1 << 20 {
+            bad(
+                "dedup_window",
+                "must be a multiple of 64 between 64 and 1048576",
+            );
+        }
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.max_batch_bytes", l.max_batch_bytes),
+            ("limits.max_series_per_batch", l.max_series_per_batch),
+            ("limits.max_points_per_batch", l.max_points_per_batch),
+            ("limits.max_id_bytes", l.max_id_bytes),
+            ("limits.max_metric_bytes", l.max_metric_bytes),
+            ("limits.max_labels", l.max_labels),
+            ("limits.max_label_bytes", l.max_label_bytes),
+        ] {
+            if v == 0 {
+                bad(field, "must be positive");
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_design() {
+        let c = PipelineConfig::default();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.window_ms(), 60_000);
+        assert_eq!(c.allowed_lateness, Duration::from_secs(30));
+        assert_eq!(c.max_clock_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn parses_humantime_and_reports_all_problems() {
+        let c: PipelineConfig = toml::from_str("window = \"0s\"\ndedup_window = 100\n").unwrap();
+        let p = c.validate();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(
+            p[0].to_string(),
+            "pipeline.window: must be a whole number of seconds, at least 1s"
+        );
+        assert!(toml::from_str::<PipelineConfig>("windw = \"1m\"").is_err());
+    }
+}

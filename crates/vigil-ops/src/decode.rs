@@ -1,0 +1,271 @@
+//! Decoding and batch-level validation of `vigil.v1.TelemetryBatch`.
+//!
+//! A record that does not decode, or breaks a [`Limits`] rule, is refused
+//! whole with one [`RejectReason`]. Point-level checks (non-finite values,
+//! future and late timestamps) happen later, in the pipeline, because they
+//! need the agent's state.
+
+use prost::Message;
+use vigil_proto::v1::TelemetryBatch;
+
+use crate::config::Limits;
+use crate::reject::RejectReason;
+
+/// Why a batch was refused, with a human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// Reason (DLQ reason and metric label).
+    pub reason: RejectReason,
+    /// Detail for operators.
+    pub detail: String,
+}
+
+impl BatchError {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        BatchError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Decodes `bytes` into `batch` (reusing its allocations where prost can)
+/// and validates it against `limits`. On success labels of every series
+/// are sorted by key.
+pub fn decode_into(
+    bytes: &[u8],
+    limits: &Limits,
+    batch: &mut TelemetryBatch,
+) -> Result<(), BatchError> {
+    if bytes.len() > limits.max_batch_bytes {
+        return Err(BatchError::new(
+            RejectReason::TooLarge,
+            format!(
+                "record is {} bytes, limit {}",
+                bytes.len(),
+                limits.max_batch_bytes
+            ),
+        ));
+    }
+    batch.clear();
+    batch.merge(bytes).map_err(|e| {
+        BatchError::new(
+            RejectReason::Decode,
+            format!("not a vigil.v1.TelemetryBatch: {e}"),
+        )
+    })?;
+    validate(batch, limits)
+}
+
+/// Is `s` a valid metric name: `[A-Za-z_:][A-Za-z0-9_.:]*`.
+pub fn valid_metric(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':'))
+}
+
+/// Is `s` a valid label key: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_label_key(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn validate(batch: &mut TelemetryBatch, limits: &Limits) -> Result<(), BatchError> {
+    for (what, id) in [
+        ("tenant_id", &batch.tenant_id),
+        ("agent_id", &batch.agent_id),
+    ] {
+        if id.is_empty() {
+            return Err(BatchError::new(
+                RejectReason::MissingId,
+                format!("{what} is empty"),
+            ));
+        }
+        if id.len() > limits.max_id_bytes {
+            return Err(BatchError::new(
+                RejectReason::MissingId,
+                format!(
+                    "{what} is {} bytes, limit {}",
+                    id.len(),
+                    limits.max_id_bytes
+                ),
+            ));
+        }
+    }
+    if batch.series.len() > limits.max_series_per_batch {
+        return Err(BatchError::new(
+            RejectReason::TooManySeries,
+            format!(
+                "{} series, limit {}",
+                batch.series.len(),
+                limits.max_series_per_batch
+            ),
+        ));
+    }
+    let mut points = 0usize;
+    for (i, s) in batch.series.iter_mut().enumerate() {
+        if s.metric.len() > limits.max_metric_bytes || !valid_metric(&s.metric) {
+            return Err(BatchError::new(
+                RejectReason::InvalidMetric,
+                format!("series {i}: metric name {:?} is not [A-Za-z_:][A-Za-z0-9_.:]* of at most {} bytes", truncate(&s.metric), limits.max_metric_bytes),
+            ));
+        }
+        if s.timestamps_ms.len() != s.values.len() {
+            return Err(BatchError::new(
+                RejectReason::LengthMismatch,
+                format!(
+                    "series {i} ({}): {} timestamps but {} values",
+                    s.metric,
+                    s.timestamps_ms.len(),
+                    s.values.len()
+                ),
+            ));
+        }
+        points += s.timestamps_ms.len();
+        if s.labels.len() > limits.max_labels {
+            return Err(BatchError::new(
+                RejectReason::InvalidLabels,
+                format!(
+                    "series {i} ({}): {} labels, limit {}",
+                    s.metric,
+                    s.labels.len(),
+                    limits.max_labels
+                ),
+            ));
+        }
+        if !s.labels.is_sorted_by(|a, b| a.key <= b.key) {
+            s.labels.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
+        for (j, l) in s.labels.iter().enumerate() {
+            if !valid_label_key(&l.key)
+                || l.key.len() > limits.max_label_bytes
+                || l.value.len() > limits.max_label_bytes
+            {
+                return Err(BatchError::new(
+                    RejectReason::InvalidLabels,
+                    format!("series {i} ({}): label key {:?} is not [A-Za-z_][A-Za-z0-9_]* or key/value exceed {} bytes", s.metric, truncate(&l.key), limits.max_label_bytes),
+                ));
+            }
+            if j > 0 && s.labels[j - 1].key == l.key {
+                return Err(BatchError::new(
+                    RejectReason::InvalidLabels,
+                    format!("series {i} ({}): label key {:?} repeats", s.metric, l.key),
+                ));
+            }
+        }
+    }
+    if points > limits.max_points_per_batch {
+        return Err(BatchError::new(
+            RejectReason::TooManyPoints,
+            format!("{points} points, limit {}", limits.max_points_per_batch),
+        ));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::{Label, Series};
+
+    fn batch() -> TelemetryBatch {
+        TelemetryBatch {
+            tenant_id: "t".into(),
+            agent_id: "a".into(),
+            seq: 1,
+            sent_at_ms: 0,
+            agent: None,
+            series: vec![Series {
+                metric: "cpu_pct".into(),
+                labels: vec![
+                    Label {
+                        key: "z".into(),
+                        value: "1".into(),
+                    },
+                    Label {
+                        key: "a".into(),
+                        value: "2".into(),
+                    },
+                ],
+                timestamps_ms: vec![1, 2],
+                values: vec![1.0, 2.0],
+            }],
+        }
+    }
+
+    fn check(b: &TelemetryBatch) -> Result<TelemetryBatch, RejectReason> {
+        let mut out = TelemetryBatch::default();
+        decode_into(&b.encode_to_vec(), &Limits::default(), &mut out)
+            .map(|_| out)
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn valid_batch_decodes_with_sorted_labels() {
+        let b = check(&batch()).unwrap();
+        assert_eq!(b.series[0].labels[0].key, "a");
+    }
+
+    #[test]
+    fn each_malformation_has_its_reason() {
+        let mut out = TelemetryBatch::default();
+        let l = Limits::default();
+        assert_eq!(
+            decode_into(&[0xff, 0xff, 0xff], &l, &mut out)
+                .unwrap_err()
+                .reason,
+            RejectReason::Decode
+        );
+        assert_eq!(
+            decode_into(&vec![0; (1 << 20) + 1], &l, &mut out)
+                .unwrap_err()
+                .reason,
+            RejectReason::TooLarge
+        );
+        let mut b = batch();
+        b.agent_id.clear();
+        assert_eq!(check(&b), Err(RejectReason::MissingId));
+        let mut b = batch();
+        b.series[0].metric = "cpu pct".into();
+        assert_eq!(check(&b), Err(RejectReason::InvalidMetric));
+        let mut b = batch();
+        b.series[0].labels[1].key = "z".into();
+        assert_eq!(check(&b), Err(RejectReason::InvalidLabels));
+        let mut b = batch();
+        b.series[0].labels[1].key = "9x".into();
+        assert_eq!(check(&b), Err(RejectReason::InvalidLabels));
+        let mut b = batch();
+        b.series[0].values.pop();
+        assert_eq!(check(&b), Err(RejectReason::LengthMismatch));
+        let mut b = batch();
+        b.series = vec![b.series[0].clone(); 10_001];
+        assert_eq!(check(&b), Err(RejectReason::TooManySeries));
+        let mut b = batch();
+        b.series[0].timestamps_ms = vec![0; 100_001];
+        b.series[0].values = vec![0.0; 100_001];
+        assert_eq!(check(&b), Err(RejectReason::TooManyPoints));
+    }
+
+    #[test]
+    fn names() {
+        assert!(
+            valid_metric("disk_used_pct")
+                && valid_metric("a:b.c")
+                && !valid_metric("")
+                && !valid_metric("1x")
+        );
+        assert!(valid_label_key("mount") && !valid_label_key("a-b") && !valid_label_key(""));
+    }
+}

@@ -1,0 +1,425 @@
+//! The values that flow between operators and out of the pipeline: series
+//! identity, closed window aggregates and alert events.
+//!
+//! These types are the contract with the storage and query crates: the
+//! Parquet schemas of `aggregates/` and `alerts/` are derived from them.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Stable 64-bit identity of a series: xxh3 of its canonical key
+/// `tenant \0 agent \0 metric \0 labels`. Used to key per-series state in
+/// detectors and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesId(pub u64);
+
+impl SeriesId {
+    /// Computes the id of a series from its key parts (labels canonical).
+    pub fn of(tenant: &str, agent: &str, metric: &str, labels: &str) -> Self {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for part in [tenant, agent, metric, labels] {
+            h.update(part.as_bytes());
+            h.update(&[0]);
+        }
+        SeriesId(h.digest())
+    }
+}
+
+/// Identity of one series: (tenant, agent, metric, labels). Shared by every
+/// window of the series through an [`Arc`], so closing a window allocates no
+/// strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesMeta {
+    /// Stable hash of the key.
+    pub id: SeriesId,
+    /// Tenant id.
+    pub tenant: Arc<str>,
+    /// Agent id.
+    pub agent: Arc<str>,
+    /// Metric name.
+    pub metric: Arc<str>,
+    /// Canonical labels, see [`canonical_labels`].
+    pub labels: Arc<str>,
+}
+
+impl SeriesMeta {
+    /// Builds the metadata of a series, computing its id.
+    pub fn new(tenant: &str, agent: &str, metric: &str, labels: &str) -> Self {
+        SeriesMeta {
+            id: SeriesId::of(tenant, agent, metric, labels),
+            tenant: tenant.into(),
+            agent: agent.into(),
+            metric: metric.into(),
+            labels: labels.into(),
+        }
+    }
+
+    /// Value of one label in the canonical label string, if present.
+    pub fn label(&self, key: &str) -> Option<String> {
+        parse_canonical_labels(&self.labels)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Writes labels in canonical form into `out`: `k1=v1,k2=v2`, sorted by key
+/// (the caller guarantees order), with `\`, `,` and `=` in values escaped by
+/// a backslash. The empty label set is the empty string.
+pub fn canonical_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    out: &mut String,
+) {
+    out.clear();
+    for (i, (k, v)) in labels.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push('=');
+        for c in v.chars() {
+            if matches!(c, '\\' | ',' | '=') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+}
+
+/// Parses a canonical label string back into (key, value) pairs.
+pub fn parse_canonical_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if s.is_empty() {
+        return out;
+    }
+    let mut key = String::new();
+    let mut val = String::new();
+    let mut in_val = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if in_val {
+                        val.push(n)
+                    } else {
+                        key.push(n)
+                    }
+                }
+            }
+            '=' if !in_val => in_val = true,
+            ',' => {
+                out.push((std::mem::take(&mut key), std::mem::take(&mut val)));
+                in_val = false;
+            }
+            c => {
+                if in_val {
+                    val.push(c)
+                } else {
+                    key.push(c)
+                }
+            }
+        }
+    }
+    out.push((key, val));
+    out
+}
+
+/// Running aggregate of one open window. Sum is accumulated in arrival
+/// order, so two arrival orders agree to floating-point rounding only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Agg {
+    /// Number of points merged.
+    pub count: u64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Value of the point with the greatest timestamp (on a tie, the one
+    /// that arrived last).
+    pub last: f64,
+    /// Timestamp of `last`.
+    pub last_ts_ms: i64,
+}
+
+impl Agg {
+    /// An aggregate holding one point.
+    #[inline]
+    pub fn new(ts_ms: i64, value: f64) -> Self {
+        Agg {
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+            last: value,
+            last_ts_ms: ts_ms,
+        }
+    }
+
+    /// Merges one point.
+    #[inline]
+    pub fn push(&mut self, ts_ms: i64, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        if value < self.min {
+            self.min = value;
+        }
+        if value > self.max {
+            self.max = value;
+        }
+        if ts_ms >= self.last_ts_ms {
+            self.last = value;
+            self.last_ts_ms = ts_ms;
+        }
+    }
+
+    /// Arithmetic mean (`sum / count`).
+    #[inline]
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count as f64
+    }
+}
+
+/// Which aggregate of a window a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateKind {
+    /// Number of points.
+    Count,
+    /// Sum of values.
+    Sum,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Mean value.
+    Mean,
+    /// Latest value.
+    Last,
+}
+
+impl AggregateKind {
+    /// Reads this aggregate from a window.
+    pub fn of(self, a: &Agg) -> f64 {
+        match self {
+            AggregateKind::Count => a.count as f64,
+            AggregateKind::Sum => a.sum,
+            AggregateKind::Min => a.min,
+            AggregateKind::Max => a.max,
+            AggregateKind::Mean => a.mean(),
+            AggregateKind::Last => a.last,
+        }
+    }
+
+    /// Lower-case name, as in config and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateKind::Count => "count",
+            AggregateKind::Sum => "sum",
+            AggregateKind::Min => "min",
+            AggregateKind::Max => "max",
+            AggregateKind::Mean => "mean",
+            AggregateKind::Last => "last",
+        }
+    }
+}
+
+/// A closed tumbling window of one series, `[start_ms, end_ms)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowAggregate {
+    /// The series.
+    pub series: Arc<SeriesMeta>,
+    /// Window start (inclusive), ms since epoch, aligned to the window size.
+    pub start_ms: i64,
+    /// Window end (exclusive).
+    pub end_ms: i64,
+    /// The aggregates.
+    pub agg: Agg,
+}
+
+/// Severity of an alert rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Needs attention soon.
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Lifecycle state carried by an alert event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// The incident started.
+    Firing,
+    /// The incident ended.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// The detector family that raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Fixed threshold with `for` and hysteresis.
+    Threshold,
+    /// Predictive trend (time until a limit).
+    Trend,
+    /// Adaptive baseline deviation.
+    Anomaly,
+    /// Agent stopped sending.
+    Offline,
+}
+
+impl DetectorKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::Threshold => "threshold",
+            DetectorKind::Trend => "trend",
+            DetectorKind::Anomaly => "anomaly",
+            DetectorKind::Offline => "offline",
+        }
+    }
+}
+
+/// One alert event: an incident produces exactly one `firing` and (when it
+/// ends) one `resolved` event with the same `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// Deterministic incident id: hex xxh3-128 of fingerprint and
+    /// `started_at_ms`, so a replay yields the same id.
+    pub id: String,
+    /// Hex xxh3-64 of rule, tenant, agent, metric and labels.
+    pub fingerprint: String,
+    /// Rule name.
+    pub rule: String,
+    /// Detector family.
+    pub kind: DetectorKind,
+    /// Severity from the rule.
+    pub severity: Severity,
+    /// `firing` or `resolved`.
+    pub status: AlertStatus,
+    /// True when a maintenance window suppressed notification.
+    pub suppressed: bool,
+    /// Tenant id.
+    pub tenant: String,
+    /// Agent id.
+    pub agent: String,
+    /// Last known hostname of the agent, if it reported one.
+    pub hostname: Option<String>,
+    /// Metric name (none for offline alerts).
+    pub metric: Option<String>,
+    /// Canonical labels of the series (empty for offline alerts).
+    pub labels: String,
+    /// Observed value that decided this event.
+    pub value: Option<f64>,
+    /// Rule threshold (or the limit a trend is heading for).
+    pub threshold: Option<f64>,
+    /// For trend alerts: when the limit is predicted to be reached.
+    pub predicted_at_ms: Option<i64>,
+    /// Start of the window that decided this event.
+    pub window_start_ms: Option<i64>,
+    /// End of the window that decided this event.
+    pub window_end_ms: Option<i64>,
+    /// When the incident started (event time of its first bad window, or
+    /// the processing time an agent was declared offline).
+    pub started_at_ms: i64,
+    /// When the incident ended (set on `resolved`).
+    pub resolved_at_ms: Option<i64>,
+    /// Time of this event (`started_at_ms` or `resolved_at_ms`).
+    pub event_time_ms: i64,
+    /// Human-readable summary.
+    pub summary: String,
+}
+
+/// Hex xxh3-64 fingerprint of an alert's identity.
+pub fn fingerprint(rule: &str, tenant: &str, agent: &str, metric: &str, labels: &str) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [rule, tenant, agent, metric, labels] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
+    format!("{:016x}", h.digest())
+}
+
+/// Deterministic incident id from fingerprint and start time.
+pub fn incident_id(fingerprint: &str, started_at_ms: i64) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(fingerprint.as_bytes());
+    h.update(&started_at_ms.to_le_bytes());
+    let mut s = String::with_capacity(32);
+    let _ = write!(s, "{:032x}", h.digest128());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_labels_round_trip_with_escapes() {
+        let mut s = String::new();
+        canonical_labels([("iface", "eth0"), ("path", "a,b=c\\d")], &mut s);
+        assert_eq!(s, "iface=eth0,path=a\\,b\\=c\\\\d");
+        let back = parse_canonical_labels(&s);
+        assert_eq!(
+            back,
+            vec![
+                ("iface".into(), "eth0".into()),
+                ("path".into(), "a,b=c\\d".into())
+            ]
+        );
+        canonical_labels(std::iter::empty(), &mut s);
+        assert_eq!(s, "");
+        assert!(parse_canonical_labels("").is_empty());
+    }
+
+    #[test]
+    fn agg_tracks_last_by_timestamp() {
+        let mut a = Agg::new(2000, 5.0);
+        a.push(1000, 9.0);
+        a.push(3000, 1.0);
+        assert_eq!(
+            (a.count, a.sum, a.min, a.max, a.last, a.last_ts_ms),
+            (3, 15.0, 1.0, 9.0, 1.0, 3000)
+        );
+        assert_eq!(a.mean(), 5.0);
+    }
+
+    #[test]
+    fn ids_are_deterministic() {
+        let f = fingerprint("r", "t", "a", "m", "");
+        assert_eq!(f, fingerprint("r", "t", "a", "m", ""));
+        assert_ne!(f, fingerprint("r", "t", "a", "m", "x=y"));
+        assert_eq!(incident_id(&f, 1), incident_id(&f, 1));
+        assert_eq!(incident_id(&f, 1).len(), 32);
+    }
+}

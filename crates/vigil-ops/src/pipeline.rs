@@ -1,0 +1,730 @@
+//! The operator chain for one partition: decode → validate → dedup →
+//! windows → detectors → alert lifecycle.
+//!
+//! A [`Pipeline`] is owned by exactly one thread (one per Kafka partition, or
+//! one for a replay); it takes no locks. Its state is plain serde data, so a
+//! checkpoint is a serialisation of the whole value and a restore continues
+//! with identical output (see the tests).
+//!
+//! Every record ends in exactly one of: accepted (its points merged into
+//! windows, minus refused points), dropped as a duplicate, or refused whole
+//! with a [`RejectReason`]. Refused points and records come out as
+//! [`Rejected`] values for the dead-letter sink, and [`PipelineStats`] counts
+//! every outcome.
+
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+use vigil_proto::v1::TelemetryBatch;
+
+use crate::clock::ReplayClock;
+use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
+use crate::decode::{decode_into, BatchError};
+use crate::dedup::{AntiReplay, Verdict};
+use crate::detect::DetectorEngine;
+use crate::model::{canonical_labels, AlertEvent, AlertStatus, WindowAggregate};
+use crate::reject::{Position, RejectReason, Rejected};
+use crate::rules::RuleSet;
+use crate::window::{AgentWindows, WindowSpec};
+
+/// What one call to the pipeline produced. The caller drains (or clears)
+/// the vectors; their capacity is reused.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Windows closed by this call, per series in start order.
+    pub windows: Vec<WindowAggregate>,
+    /// Alert events raised by this call.
+    pub alerts: Vec<AlertEvent>,
+    /// Refused records and points.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Outputs {
+    /// Empties all vectors, keeping capacity.
+    pub fn clear(&mut self) {
+        self.windows.clear();
+        self.alerts.clear();
+        self.rejected.clear();
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.alerts.is_empty() && self.rejected.is_empty()
+    }
+}
+
+/// Counters of every outcome. Monotonic; exported as metrics by the binary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineStats {
+    /// Records offered to [`Pipeline::process`].
+    pub records: u64,
+    /// Bytes offered.
+    pub bytes: u64,
+    /// Batches accepted (decoded, valid, not duplicate).
+    pub batches_accepted: u64,
+    /// Batches dropped because their (agent, seq) was already processed.
+    pub duplicates: u64,
+    /// Points in accepted batches.
+    pub points_in: u64,
+    /// Points merged into windows.
+    pub points_accepted: u64,
+    /// Records refused whole, by [`RejectReason::index`].
+    pub rejected_records: [u64; RejectReason::ALL.len()],
+    /// Points refused, by [`RejectReason::index`] (for record-level reasons:
+    /// the points of records that decoded).
+    pub rejected_points: [u64; RejectReason::ALL.len()],
+    /// Windows closed by watermark.
+    pub windows_closed: u64,
+    /// Windows closed by idle timeout or end of input.
+    pub windows_closed_idle: u64,
+    /// Alert events with status firing.
+    pub alerts_firing: u64,
+    /// Alert events with status resolved.
+    pub alerts_resolved: u64,
+    /// Agents seen.
+    pub agents: u64,
+    /// Series seen.
+    pub series: u64,
+}
+
+impl PipelineStats {
+    /// Records refused for `reason`.
+    pub fn rejected_records(&self, reason: RejectReason) -> u64 {
+        self.rejected_records[reason.index()]
+    }
+
+    /// Points refused for `reason`.
+    pub fn rejected_points(&self, reason: RejectReason) -> u64 {
+        self.rejected_points[reason.index()]
+    }
+}
+
+/// Per-agent state: identity, liveness, dedup window and open windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentState {
+    tenant: Arc<str>,
+    agent: Arc<str>,
+    hostname: Option<Arc<str>>,
+    last_seen_ms: i64,
+    dedup: AntiReplay,
+    windows: AgentWindows,
+}
+
+/// Reusable buffers (not part of the state).
+#[derive(Debug, Default, Clone)]
+struct Scratch {
+    batch: TelemetryBatch,
+    key: String,
+    labels: String,
+    refused: [Vec<(i64, f64)>; 3],
+}
+
+/// Point-level refusal reasons, in the order of `Scratch::refused`.
+const POINT_REASONS: [RejectReason; 3] = [
+    RejectReason::NonFinite,
+    RejectReason::Future,
+    RejectReason::Late,
+];
+
+/// The operator chain of one partition. See the module docs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    spec: WindowSpec,
+    agents: Vec<AgentState>,
+    /// `tenant \0 agent` → index into `agents`.
+    agent_index: HashMap<Box<str>, u32>,
+    detectors: DetectorEngine,
+    clock: ReplayClock,
+    last_tick_ms: Option<i64>,
+    stats: PipelineStats,
+    #[serde(skip)]
+    scratch: Scratch,
+}
+
+impl Pipeline {
+    /// Builds a pipeline, or returns every configuration problem.
+    pub fn new(cfg: PipelineConfig, rules: Arc<RuleSet>) -> Result<Self, Vec<ConfigProblem>> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Pipeline {
+            spec: WindowSpec {
+                size_ms: cfg.window_ms(),
+                lateness_ms: cfg.allowed_lateness.as_millis() as i64,
+            },
+            clock: ReplayClock::new(cfg.max_clock_skew.as_millis() as i64),
+            cfg,
+            agents: Vec::new(),
+            agent_index: HashMap::new(),
+            detectors: DetectorEngine::new(rules),
+            last_tick_ms: None,
+            stats: PipelineStats::default(),
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Re-attaches the rules after a restore from a checkpoint (rules are
+    /// configuration, not state, and are not serialised).
+    pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
+        self.detectors.attach_rules(rules);
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// Open windows over all agents.
+    pub fn open_windows(&self) -> usize {
+        self.agents.iter().map(|a| a.windows.open_windows()).sum()
+    }
+
+    /// Current processing time in replay mode (`None` in wall mode or
+    /// before the first batch).
+    pub fn replay_now_ms(&self) -> Option<i64> {
+        match self.cfg.clock {
+            ClockMode::Replay => self.clock.now_ms(),
+            ClockMode::Wall => None,
+        }
+    }
+
+    /// Processes one record. `wall_now_ms` is the processing time in
+    /// [`ClockMode::Wall`] and ignored in [`ClockMode::Replay`].
+    pub fn process(&mut self, pos: Position, payload: &[u8], wall_now_ms: i64, out: &mut Outputs) {
+        self.stats.records += 1;
+        self.stats.bytes += payload.len() as u64;
+        let mut batch = std::mem::take(&mut self.scratch.batch);
+        match decode_into(payload, &self.cfg.limits, &mut batch) {
+            Ok(()) => {
+                let now = match self.cfg.clock {
+                    ClockMode::Wall => wall_now_ms,
+                    ClockMode::Replay => self.clock.observe(batch.sent_at_ms),
+                };
+                self.accept(pos, payload, &batch, now, out);
+                self.maybe_tick(now, out);
+            }
+            Err(e) => {
+                self.refuse_batch(pos, payload, &batch, e, out);
+                let now = match self.cfg.clock {
+                    ClockMode::Wall => Some(wall_now_ms),
+                    ClockMode::Replay => self.clock.now_ms(),
+                };
+                if let Some(now) = now {
+                    self.maybe_tick(now, out);
+                }
+            }
+        }
+        self.scratch.batch = batch;
+    }
+
+    fn refuse_batch(
+        &mut self,
+        pos: Position,
+        payload: &[u8],
+        batch: &TelemetryBatch,
+        e: BatchError,
+        out: &mut Outputs,
+    ) {
+        // A batch that failed after decoding still tells us who sent it.
+        let decoded = e.reason != RejectReason::Decode && e.reason != RejectReason::TooLarge;
+        let points: u64 = if decoded {
+            batch
+                .series
+                .iter()
+                .map(|s| s.timestamps_ms.len() as u64)
+                .sum()
+        } else {
+            0
+        };
+        self.stats.rejected_records[e.reason.index()] += 1;
+        self.stats.rejected_points[e.reason.index()] += points;
+        let some = |s: &String| (decoded && !s.is_empty()).then(|| s.clone());
+        out.rejected.push(Rejected {
+            reason: e.reason,
+            detail: e.detail,
+            position: pos,
+            tenant: some(&batch.tenant_id),
+            agent: some(&batch.agent_id),
+            seq: decoded.then_some(batch.seq),
+            metric: None,
+            labels: None,
+            points: Vec::new(),
+            point_count: points,
+            raw: Some(payload.to_vec()),
+        });
+    }
+
+    fn agent_slot(&mut self, tenant: &str, agent: &str) -> usize {
+        let key = &mut self.scratch.key;
+        key.clear();
+        key.push_str(tenant);
+        key.push('\0');
+        key.push_str(agent);
+        if let Some(&i) = self.agent_index.get(key.as_str()) {
+            return i as usize;
+        }
+        let i = self.agents.len();
+        self.agents.push(AgentState {
+            tenant: tenant.into(),
+            agent: agent.into(),
+            hostname: None,
+            last_seen_ms: i64::MIN,
+            dedup: AntiReplay::new(self.cfg.dedup_window),
+            windows: AgentWindows::new(self.spec),
+        });
+        self.agent_index.insert(key.as_str().into(), i as u32);
+        self.stats.agents += 1;
+        i
+    }
+
+    fn accept(
+        &mut self,
+        pos: Position,
+        payload: &[u8],
+        batch: &TelemetryBatch,
+        now: i64,
+        out: &mut Outputs,
+    ) {
+        let ai = self.agent_slot(&batch.tenant_id, &batch.agent_id);
+        let points: u64 = batch
+            .series
+            .iter()
+            .map(|s| s.timestamps_ms.len() as u64)
+            .sum();
+        match self.agents[ai].dedup.check(batch.seq) {
+            Verdict::New => {}
+            Verdict::Duplicate => {
+                self.stats.duplicates += 1;
+                self.seen(ai, now, out);
+                return;
+            }
+            Verdict::TooOld => {
+                let highest = self.agents[ai].dedup.highest().unwrap_or(0);
+                let e = BatchError {
+                    reason: RejectReason::SeqTooOld,
+                    detail: format!(
+                        "seq {} is more than {} below the agent's highest seq {highest}; cannot tell a resend from new data",
+                        batch.seq, self.cfg.dedup_window
+                    ),
+                };
+                self.refuse_batch(pos, payload, batch, e, out);
+                return;
+            }
+        }
+        self.agents[ai].dedup.record(batch.seq);
+        self.stats.batches_accepted += 1;
+        self.stats.points_in += points;
+        if let Some(info) = &batch.agent {
+            if !info.hostname.is_empty()
+                && self.agents[ai].hostname.as_deref() != Some(info.hostname.as_str())
+            {
+                self.agents[ai].hostname = Some(info.hostname.as_str().into());
+            }
+        }
+        self.seen(ai, now, out);
+
+        let skew = self.cfg.max_clock_skew.as_millis() as i64;
+        let future_after = now.saturating_add(skew);
+        let windows_before = out.windows.len();
+        let Scratch {
+            key,
+            labels,
+            refused,
+            ..
+        } = &mut self.scratch;
+        let st = &mut self.agents[ai];
+        let mut accepted = 0u64;
+        let mut new_series = 0u64;
+        for s in &batch.series {
+            let mut slot = None;
+            let mut any_refused = false;
+            for (&ts, &v) in s.timestamps_ms.iter().zip(&s.values) {
+                let r = if !v.is_finite() {
+                    0
+                } else if ts > future_after {
+                    1
+                } else if st.windows.is_late(ts) {
+                    2
+                } else {
+                    let slot = *slot.get_or_insert_with(|| {
+                        canonical_labels(
+                            s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
+                            labels,
+                        );
+                        let before = st.windows.series_count();
+                        let i = st
+                            .windows
+                            .slot(&st.tenant, &st.agent, &s.metric, labels, key);
+                        new_series += (st.windows.series_count() - before) as u64;
+                        i
+                    });
+                    st.windows.push(slot, ts, v);
+                    accepted += 1;
+                    continue;
+                };
+                refused[r].push((ts, v));
+                any_refused = true;
+            }
+            if any_refused {
+                canonical_labels(
+                    s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
+                    labels,
+                );
+                for (r, pts) in refused.iter_mut().enumerate() {
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    let reason = POINT_REASONS[r];
+                    self.stats.rejected_points[reason.index()] += pts.len() as u64;
+                    let detail = match reason {
+                        RejectReason::NonFinite => "value is NaN or infinite".to_string(),
+                        RejectReason::Future => {
+                            format!("timestamp more than {skew} ms ahead of processing time {now}")
+                        }
+                        _ => format!(
+                            "window already closed (agent frontier {})",
+                            st.windows.frontier()
+                        ),
+                    };
+                    out.rejected.push(Rejected {
+                        reason,
+                        detail,
+                        position: pos,
+                        tenant: Some(batch.tenant_id.clone()),
+                        agent: Some(batch.agent_id.clone()),
+                        seq: Some(batch.seq),
+                        metric: Some(s.metric.clone()),
+                        labels: Some(labels.clone()),
+                        point_count: pts.len() as u64,
+                        points: std::mem::take(pts),
+                        raw: None,
+                    });
+                }
+            }
+        }
+        self.stats.points_accepted += accepted;
+        self.stats.series += new_series;
+        let closed = st.windows.advance(&mut out.windows);
+        self.stats.windows_closed += closed as u64;
+        self.detect(windows_before, out);
+    }
+
+    /// Marks an agent alive and lets the offline detector resolve.
+    fn seen(&mut self, ai: usize, now: i64, out: &mut Outputs) {
+        let st = &mut self.agents[ai];
+        st.last_seen_ms = st.last_seen_ms.max(now);
+        let before = out.alerts.len();
+        self.detectors
+            .on_agent_seen(&st.tenant, &st.agent, now, &mut out.alerts);
+        self.finish_alerts(before, out);
+    }
+
+    /// Runs detectors on windows closed since `from`.
+    fn detect(&mut self, from: usize, out: &mut Outputs) {
+        let before = out.alerts.len();
+        for w in &out.windows[from..] {
+            self.detectors.on_window(w, &mut out.alerts);
+        }
+        self.finish_alerts(before, out);
+    }
+
+    /// Fills hostnames and counts events raised since `from`.
+    fn finish_alerts(&mut self, from: usize, out: &mut Outputs) {
+        for a in &mut out.alerts[from..] {
+            match a.status {
+                AlertStatus::Firing => self.stats.alerts_firing += 1,
+                AlertStatus::Resolved => self.stats.alerts_resolved += 1,
+            }
+            if a.hostname.is_none() {
+                let key = &mut self.scratch.key;
+                key.clear();
+                key.push_str(&a.tenant);
+                key.push('\0');
+                key.push_str(&a.agent);
+                if let Some(&i) = self.agent_index.get(key.as_str()) {
+                    a.hostname = self.agents[i as usize]
+                        .hostname
+                        .as_deref()
+                        .map(str::to_string);
+                }
+            }
+        }
+    }
+
+    fn maybe_tick(&mut self, now: i64, out: &mut Outputs) {
+        match self.last_tick_ms {
+            None => self.last_tick_ms = Some(now),
+            Some(t) if now - t >= self.cfg.tick_interval.as_millis() as i64 => self.tick(now, out),
+            Some(_) => {}
+        }
+    }
+
+    /// Processing-time housekeeping: closes the windows of agents idle for
+    /// `idle_timeout` and runs the offline detector. Called by `process`
+    /// every `tick_interval`; a live worker also calls it on a timer so
+    /// that a silent partition still closes windows.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Outputs) {
+        self.last_tick_ms = Some(now_ms);
+        let idle = self.cfg.idle_timeout.as_millis() as i64;
+        let from = out.windows.len();
+        for st in &mut self.agents {
+            if st.windows.open_windows() > 0 && now_ms.saturating_sub(st.last_seen_ms) >= idle {
+                self.stats.windows_closed_idle += st.windows.close_all(&mut out.windows) as u64;
+            }
+        }
+        self.detect(from, out);
+        let before = out.alerts.len();
+        self.detectors.on_tick(now_ms, &mut out.alerts);
+        self.finish_alerts(before, out);
+    }
+
+    /// End of input (a replay reached the end of its file): closes every
+    /// open window as if each agent went idle, and runs the detectors on
+    /// them. Offline detection is not run: the input ended, not the agents.
+    pub fn finish(&mut self, out: &mut Outputs) {
+        let from = out.windows.len();
+        for st in &mut self.agents {
+            self.stats.windows_closed_idle += st.windows.close_all(&mut out.windows) as u64;
+        }
+        self.detect(from, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+    use vigil_proto::v1::{Label, Series};
+
+    fn cfg() -> PipelineConfig {
+        PipelineConfig {
+            clock: ClockMode::Wall,
+            ..PipelineConfig::default()
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline::new(cfg(), Arc::new(RuleSet::default())).unwrap()
+    }
+
+    fn batch(agent: &str, seq: u64, pts: &[(i64, f64)]) -> Vec<u8> {
+        TelemetryBatch {
+            tenant_id: "t1".into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(0),
+            agent: None,
+            series: vec![Series {
+                metric: "cpu_pct".into(),
+                labels: vec![Label {
+                    key: "core".into(),
+                    value: "all".into(),
+                }],
+                timestamps_ms: pts.iter().map(|p| p.0).collect(),
+                values: pts.iter().map(|p| p.1).collect(),
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// A window-aligned start time.
+    const T0: i64 = 1_800_000_000_000;
+    /// (agent, seq, points) of one test batch.
+    type TestBatch = (String, u64, Vec<(i64, f64)>);
+
+    const POS: Position = Position {
+        partition: 0,
+        offset: 0,
+    };
+
+    #[test]
+    fn duplicates_dropped_and_point_reasons_counted() {
+        let mut p = pipeline();
+        let mut out = Outputs::default();
+        let now = T0 + 200_000;
+        p.process(
+            POS,
+            &batch("a", 1, &[(T0, 1.0), (T0 + 10_000, 3.0)]),
+            now,
+            &mut out,
+        );
+        p.process(
+            POS,
+            &batch("a", 1, &[(T0, 1.0), (T0 + 10_000, 3.0)]),
+            now,
+            &mut out,
+        );
+        assert_eq!(p.stats().duplicates, 1);
+        p.process(
+            POS,
+            &batch(
+                "a",
+                2,
+                &[
+                    (T0 + 100_000, 5.0),
+                    (T0 + 20_000, f64::NAN),
+                    (now + 600_000, 1.0),
+                ],
+            ),
+            now,
+            &mut out,
+        );
+        assert_eq!(out.windows.len(), 1, "watermark 70s closed [T0, T0+60s)");
+        assert_eq!(out.windows[0].agg.count, 2);
+        p.process(POS, &batch("a", 3, &[(T0 + 5_000, 9.0)]), now, &mut out);
+        let reasons: Vec<_> = out
+            .rejected
+            .iter()
+            .map(|r| (r.reason, r.point_count))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (RejectReason::NonFinite, 1),
+                (RejectReason::Future, 1),
+                (RejectReason::Late, 1)
+            ]
+        );
+        assert_eq!(p.stats().rejected_points(RejectReason::Late), 1);
+        assert_eq!(p.stats().points_accepted, 3);
+        p.process(POS, b"\xff\xff garbage", now, &mut out);
+        assert_eq!(out.rejected.last().unwrap().reason, RejectReason::Decode);
+        assert_eq!(p.stats().rejected_records(RejectReason::Decode), 1);
+        p.finish(&mut out);
+        assert_eq!(out.windows.len(), 2);
+        assert_eq!(p.open_windows(), 0);
+    }
+
+    #[test]
+    fn seq_below_window_is_refused_with_its_reason() {
+        let mut p = pipeline();
+        let mut out = Outputs::default();
+        p.process(POS, &batch("a", 5000, &[(T0, 1.0)]), T0, &mut out);
+        p.process(POS, &batch("a", 10, &[(T0, 1.0)]), T0, &mut out);
+        assert_eq!(out.rejected[0].reason, RejectReason::SeqTooOld);
+        assert_eq!(out.rejected[0].seq, Some(10));
+    }
+
+    #[test]
+    fn idle_agent_windows_close_on_tick() {
+        let mut p = pipeline();
+        let mut out = Outputs::default();
+        p.process(POS, &batch("a", 1, &[(T0, 1.0)]), T0, &mut out);
+        p.tick(T0 + 299_000, &mut out);
+        assert!(out.windows.is_empty());
+        p.tick(T0 + 300_000, &mut out);
+        assert_eq!(out.windows.len(), 1);
+        assert_eq!(p.stats().windows_closed_idle, 1);
+    }
+
+    /// Runs batches through a pipeline, optionally checkpointing (serde
+    /// round trip) after `restore_at` records; returns closed windows.
+    fn run(
+        batches: &[TestBatch],
+        restore_at: Option<usize>,
+    ) -> Vec<(String, i64, u64, u64)> {
+        let mut p = pipeline();
+        let mut out = Outputs::default();
+        // A fixed processing time well after every point: resends and
+        // interleavings must not change which points count as future.
+        let now = T0 + 10_000_000;
+        for (i, (agent, seq, pts)) in batches.iter().enumerate() {
+            if Some(i) == restore_at {
+                let snap = serde_json::to_vec(&p).unwrap();
+                p = serde_json::from_slice(&snap).unwrap();
+                p.attach_rules(Arc::new(RuleSet::default()));
+            }
+            p.process(POS, &batch(agent, *seq, pts), now, &mut out);
+        }
+        p.finish(&mut out);
+        let mut w: Vec<_> = out
+            .windows
+            .iter()
+            .map(|w| {
+                (
+                    w.series.agent.to_string(),
+                    w.start_ms,
+                    w.agg.count,
+                    w.agg.sum.to_bits(),
+                )
+            })
+            .collect();
+        w.sort();
+        w
+    }
+
+    fn fleet() -> impl Strategy<Value = Vec<TestBatch>> {
+        // Two agents; agent "b" has a clock up to 4 minutes ahead.
+        proptest::collection::vec(
+            (
+                0u8..2,
+                proptest::collection::vec((0i64..20, 0i64..100), 1..6),
+            ),
+            1..60,
+        )
+        .prop_map(|bs| {
+            let mut seq = [0u64; 2];
+            let mut t = [T0; 2];
+            bs.into_iter()
+                .map(|(a, pts)| {
+                    seq[a as usize] += 1;
+                    t[a as usize] += 10_000;
+                    let skew = if a == 1 { 240_000 } else { 0 };
+                    let pts = pts
+                        .into_iter()
+                        .map(|(dt, v)| (t[a as usize] + skew - dt * 1_000, v as f64))
+                        .collect();
+                    (
+                        if a == 0 {
+                            "a".to_string()
+                        } else {
+                            "b".to_string()
+                        },
+                        seq[a as usize],
+                        pts,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Resending any batch again (anywhere later in the stream) changes
+        /// nothing in the output.
+        #[test]
+        fn resent_batches_change_nothing(bs in fleet(), resend in proptest::collection::vec((0usize..60, 0usize..60), 0..10)) {
+            let straight = run(&bs, None);
+            let mut with_dups = bs.clone();
+            for (i, j) in resend {
+                let i = i % bs.len();
+                let at = (i + 1 + j % bs.len()).min(with_dups.len());
+                with_dups.insert(at, bs[i].clone());
+            }
+            prop_assert_eq!(run(&with_dups, None), straight);
+        }
+
+        /// A checkpoint/restore at any point gives the same output.
+        #[test]
+        fn checkpoint_restore_is_invisible(bs in fleet(), at in 0usize..60) {
+            prop_assert_eq!(run(&bs, Some(at % bs.len())), run(&bs, None));
+        }
+
+        /// An agent with a clock far ahead does not close another agent's
+        /// windows: agent a's windows equal those it gets when alone.
+        #[test]
+        fn skewed_agent_does_not_close_others(bs in fleet()) {
+            let alone: Vec<_> = bs.iter().filter(|b| b.0 == "a").cloned().collect();
+            let a_mixed: Vec<_> = run(&bs, None).into_iter().filter(|w| w.0 == "a").collect();
+            prop_assert_eq!(a_mixed, run(&alone, None));
+        }
+    }
+}

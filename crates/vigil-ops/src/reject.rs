@@ -1,0 +1,131 @@
+//! Why input is refused: one reason enum for every drop path, whose string
+//! is at once the DLQ reason, the metric label and the log field.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a batch or some of its points were refused. Each variant maps to
+/// one stable snake_case string ([`RejectReason::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The record is not a valid `TelemetryBatch`.
+    Decode,
+    /// The record is larger than `limits.max_batch_bytes`.
+    TooLarge,
+    /// More series than `limits.max_series_per_batch`.
+    TooManySeries,
+    /// More points than `limits.max_points_per_batch`.
+    TooManyPoints,
+    /// Tenant or agent id is empty or too long.
+    MissingId,
+    /// Metric name is empty, too long or has characters outside `[A-Za-z0-9_.:]`.
+    InvalidMetric,
+    /// A label key is invalid, or keys repeat.
+    InvalidLabels,
+    /// `timestamps_ms` and `values` differ in length.
+    LengthMismatch,
+    /// A value is NaN or infinite.
+    NonFinite,
+    /// A timestamp is further in the future than `max_clock_skew`.
+    Future,
+    /// A point belongs to a window that is already closed.
+    Late,
+    /// The batch's sequence number is below the agent's dedup window, so
+    /// whether it is a resend cannot be decided.
+    SeqTooOld,
+}
+
+impl RejectReason {
+    /// Every reason, in a stable order (for metrics pre-registration and docs).
+    pub const ALL: [RejectReason; 12] = [
+        RejectReason::Decode,
+        RejectReason::TooLarge,
+        RejectReason::TooManySeries,
+        RejectReason::TooManyPoints,
+        RejectReason::MissingId,
+        RejectReason::InvalidMetric,
+        RejectReason::InvalidLabels,
+        RejectReason::LengthMismatch,
+        RejectReason::NonFinite,
+        RejectReason::Future,
+        RejectReason::Late,
+        RejectReason::SeqTooOld,
+    ];
+
+    /// The stable name: DLQ reason, metric label value, log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Decode => "decode",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::TooManySeries => "too_many_series",
+            RejectReason::TooManyPoints => "too_many_points",
+            RejectReason::MissingId => "missing_id",
+            RejectReason::InvalidMetric => "invalid_metric",
+            RejectReason::InvalidLabels => "invalid_labels",
+            RejectReason::LengthMismatch => "length_mismatch",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::Future => "future",
+            RejectReason::Late => "late",
+            RejectReason::SeqTooOld => "seq_too_old",
+        }
+    }
+
+    /// Index into [`RejectReason::ALL`], for per-reason counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// True when the whole batch is refused (as opposed to some points).
+    pub fn is_batch_level(self) -> bool {
+        !matches!(
+            self,
+            RejectReason::NonFinite | RejectReason::Future | RejectReason::Late
+        )
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a record came from: Kafka (topic, partition, offset), or a file
+/// (`source` = file name, partition 0, offset = record index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// Partition number.
+    pub partition: i32,
+    /// Offset of the record within the partition.
+    pub offset: i64,
+}
+
+/// A refused batch, or the refused points of one series of a batch, ready
+/// for the dead-letter sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// Why.
+    pub reason: RejectReason,
+    /// Human-readable detail (decode error, the limit that was exceeded...).
+    pub detail: String,
+    /// Source record.
+    pub position: Position,
+    /// Tenant, when the batch decoded.
+    pub tenant: Option<String>,
+    /// Agent, when the batch decoded.
+    pub agent: Option<String>,
+    /// Batch sequence number, when the batch decoded.
+    pub seq: Option<u64>,
+    /// Metric of the refused points (point-level reasons).
+    pub metric: Option<String>,
+    /// Canonical labels of the refused points (point-level reasons).
+    pub labels: Option<String>,
+    /// The refused points as (timestamp ms, value) (point-level reasons).
+    pub points: Vec<(i64, f64)>,
+    /// Number of points refused (for batch-level reasons, all the batch's
+    /// points when it decoded, else 0).
+    pub point_count: u64,
+    /// The raw record, for batch-level reasons (so it can be replayed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw: Option<Vec<u8>>,
+}

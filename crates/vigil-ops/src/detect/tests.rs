@@ -1,0 +1,510 @@
+//! Unit and property tests of the detector engine: threshold `for` and
+//! hysteresis, gaps, offline detection, trend events, lifecycle invariants
+//! and checkpoint/restore equivalence.
+
+use std::collections::HashMap as StdHashMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::DetectorEngine;
+use crate::model::{
+    incident_id, Agg, AlertEvent, AlertStatus, DetectorKind, SeriesMeta, WindowAggregate,
+};
+use crate::rules::RuleSet;
+
+const W: i64 = 60_000;
+
+fn rules(text: &str) -> Arc<RuleSet> {
+    match RuleSet::from_toml(text, "test.toml") {
+        Ok(r) => Arc::new(r),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+const CPU: &str = r#"
+[[threshold]]
+name = "cpu_high"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">"
+value = 90
+for = 3
+clear = 80
+severity = "warning"
+
+[offline]
+after = "10m"
+severity = "warning"
+"#;
+
+fn win(series: &Arc<SeriesMeta>, i: i64, v: f64) -> WindowAggregate {
+    WindowAggregate {
+        series: series.clone(),
+        start_ms: i * W,
+        end_ms: (i + 1) * W,
+        agg: Agg::new(i * W, v),
+    }
+}
+
+fn cpu() -> Arc<SeriesMeta> {
+    Arc::new(SeriesMeta::new("t1", "a1", "cpu_pct", ""))
+}
+
+fn feed(e: &mut DetectorEngine, s: &Arc<SeriesMeta>, vals: &[(i64, f64)]) -> Vec<AlertEvent> {
+    let mut out = Vec::new();
+    for &(i, v) in vals {
+        e.on_window(&win(s, i, v), &mut out);
+    }
+    out
+}
+
+#[test]
+fn threshold_fires_after_for_and_resolves_past_clear() {
+    let mut e = DetectorEngine::new(rules(CPU));
+    let s = cpu();
+    let out = feed(&mut e, &s, &[(0, 95.0), (1, 95.0)]);
+    assert!(out.is_empty());
+    let out = feed(&mut e, &s, &[(2, 96.0)]);
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(
+        (f.status, f.kind, f.rule.as_str()),
+        (AlertStatus::Firing, DetectorKind::Threshold, "cpu_high")
+    );
+    assert_eq!(f.started_at_ms, 0, "started at the first breaching window");
+    assert_eq!(
+        f.event_time_ms,
+        3 * W,
+        "event at the end of the window completing the run"
+    );
+    assert_eq!(
+        (f.window_start_ms, f.window_end_ms),
+        (Some(2 * W), Some(3 * W))
+    );
+    assert_eq!((f.value, f.threshold), (Some(96.0), Some(90.0)));
+    assert_eq!(f.id, incident_id(&f.fingerprint, 0));
+    assert!(f.hostname.is_none() && !f.suppressed);
+    // Between clear and value: still firing, no event.
+    assert!(feed(&mut e, &s, &[(3, 85.0), (4, 92.0), (5, 81.0)]).is_empty());
+    let out = feed(&mut e, &s, &[(6, 80.0)]);
+    assert_eq!(out.len(), 1);
+    let r = &out[0];
+    assert_eq!(r.status, AlertStatus::Resolved);
+    assert_eq!(
+        (r.id.as_str(), r.resolved_at_ms, r.started_at_ms),
+        (f.id.as_str(), Some(7 * W), 0)
+    );
+}
+
+#[test]
+fn a_gap_restarts_the_run() {
+    let mut e = DetectorEngine::new(rules(CPU));
+    let s = cpu();
+    // windows 0,1 breach, 2 missing, 3,4 breach: not 3 consecutive yet.
+    assert!(feed(&mut e, &s, &[(0, 95.0), (1, 95.0), (3, 95.0), (4, 95.0)]).is_empty());
+    let out = feed(&mut e, &s, &[(5, 95.0)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].started_at_ms, 3 * W);
+}
+
+#[test]
+fn lower_bound_rule_and_labels() {
+    let r = rules(
+        r#"
+[[threshold]]
+name = "spooler_down"
+metric = "service_up"
+labels = { service = "spooler" }
+aggregate = "last"
+op = "<"
+value = 1
+for = 2
+severity = "critical"
+summary = "{series} down on {agent}"
+"#,
+    );
+    let mut e = DetectorEngine::new(r);
+    let other = Arc::new(SeriesMeta::new("t", "a", "service_up", "service=sshd"));
+    let spool = Arc::new(SeriesMeta::new("t", "a", "service_up", "service=spooler"));
+    assert!(feed(&mut e, &other, &[(0, 0.0), (1, 0.0), (2, 0.0)]).is_empty());
+    let out = feed(&mut e, &spool, &[(0, 0.0), (1, 0.0)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].summary, "service_up{service=spooler} down on a");
+    assert_eq!(out[0].labels, "service=spooler");
+    let out = feed(&mut e, &spool, &[(2, 1.0)]);
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+}
+
+#[test]
+fn maintenance_suppresses_but_records() {
+    let r = rules(&format!(
+        "{CPU}\n[[maintenance]]\ntenant = \"t1\"\nagent = \"a1\"\nstart = 0\nend = {}\n",
+        5 * W
+    ));
+    let mut e = DetectorEngine::new(r);
+    let s = cpu();
+    let out = feed(&mut e, &s, &[(0, 95.0), (1, 95.0), (2, 95.0), (3, 50.0)]);
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|e| e.suppressed));
+    let out = feed(&mut e, &s, &[(10, 95.0), (11, 95.0), (12, 95.0)]);
+    assert!(!out[0].suppressed);
+}
+
+#[test]
+fn offline_fires_on_tick_and_resolves_on_return() {
+    let mut e = DetectorEngine::new(rules(CPU));
+    let mut out = Vec::new();
+    e.on_agent_seen("t1", "b", 0, &mut out);
+    e.on_agent_seen("t1", "a", 0, &mut out);
+    e.on_agent_seen("t0", "z", 5 * W, &mut out);
+    e.on_tick(10 * W, &mut out);
+    assert!(out.is_empty(), "exactly `after` is not yet offline");
+    e.on_tick(10 * W + 1, &mut out);
+    let agents: Vec<&str> = out.iter().map(|e| e.agent.as_str()).collect();
+    assert_eq!(agents, ["a", "b"], "stable order");
+    assert!(out
+        .iter()
+        .all(|e| e.kind == DetectorKind::Offline && e.metric.is_none() && e.labels.is_empty()));
+    assert_eq!(out[0].started_at_ms, 10 * W + 1);
+    out.clear();
+    e.on_tick(20 * W, &mut out);
+    assert_eq!(out.len(), 1, "only z newly offline; a and b already are");
+    assert_eq!(out[0].agent, "z");
+    out.clear();
+    e.on_agent_seen("t1", "a", 30 * W, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+    assert_eq!(out[0].resolved_at_ms, Some(30 * W));
+    assert_eq!(out[0].id, incident_id(&out[0].fingerprint, 10 * W + 1));
+}
+
+#[test]
+fn trend_fires_with_predicted_time_and_resolves_on_cleanup() {
+    let r = rules(
+        r#"
+[[trend]]
+name = "disk_full_predicted"
+metric = "disk_used_pct"
+limit = 100
+severity = "warning"
+"#,
+    );
+    let mut e = DetectorEngine::new(r);
+    let s = Arc::new(SeriesMeta::new(
+        "t",
+        "host1",
+        "disk_used_pct",
+        "mount=/data",
+    ));
+    let mut out = Vec::new();
+    // Flat at 50 for 12 h, then +2 %/h: full at 12 h + 25 h = 37 h.
+    let fill_min = 37 * 60;
+    let mut fired = None;
+    for i in 0..fill_min - 60 {
+        let v = if i < 720 {
+            50.0
+        } else {
+            50.0 + 2.0 * (i - 720) as f64 / 60.0
+        };
+        let v = v + if i % 2 == 0 { 0.2 } else { -0.2 };
+        e.on_window(&win(&s, i, v), &mut out);
+        if fired.is_none() && !out.is_empty() {
+            fired = Some(i);
+        }
+    }
+    let Some(at) = fired else {
+        panic!("no trend alert")
+    };
+    assert_eq!(out.len(), 1);
+    let f = out[0].clone();
+    assert_eq!(
+        (f.kind, f.status, f.threshold),
+        (DetectorKind::Trend, AlertStatus::Firing, Some(100.0))
+    );
+    let pred = f.predicted_at_ms.unwrap_or(0);
+    let truth = fill_min * W;
+    let lead = truth - (at + 1) * W;
+    assert!(lead > 5 * 3_600_000, "lead {} h", lead as f64 / 3.6e6);
+    assert!(
+        ((pred - truth).abs() as f64) < 0.1 * lead as f64,
+        "pred {pred} truth {truth}"
+    );
+    assert!(
+        f.summary.contains("predicted to reach 100 at 1970-01-0"),
+        "{}",
+        f.summary
+    );
+    // Cleanup: back to 40 % and flat; resolves within resolve_after (30m)
+    // plus the fit's reaction time.
+    out.clear();
+    let base = fill_min - 60;
+    for i in base..base + 180 {
+        e.on_window(&win(&s, i, 40.0), &mut out);
+    }
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+    assert_eq!(out[0].id, f.id);
+}
+
+#[test]
+fn trend_resolves_when_limit_is_reached() {
+    let r = rules("[[trend]]\nname = \"p\"\nmetric = \"m\"\nlimit = 100\nseverity = \"info\"\n");
+    let mut e = DetectorEngine::new(r);
+    let s = Arc::new(SeriesMeta::new("t", "a", "m", ""));
+    let mut out = Vec::new();
+    for i in 0..3000 {
+        let v = (20.0 + 3.0 * i as f64 / 60.0).min(100.0);
+        e.on_window(&win(&s, i, v), &mut out);
+    }
+    let st: Vec<AlertStatus> = out.iter().map(|e| e.status).collect();
+    assert_eq!(st, [AlertStatus::Firing, AlertStatus::Resolved]);
+    assert!(out[1].summary.contains("reached"), "{}", out[1].summary);
+}
+
+#[test]
+fn falling_trend() {
+    let r = rules("[[trend]]\nname = \"free\"\nmetric = \"free_gb\"\nlimit = 0\ndirection = \"falling\"\nseverity = \"info\"\n");
+    let mut e = DetectorEngine::new(r);
+    let s = Arc::new(SeriesMeta::new("t", "a", "free_gb", ""));
+    let mut out = Vec::new();
+    for i in 0..1500 {
+        let v = 100.0 - 4.0 * i as f64 / 60.0 + if i % 2 == 0 { 0.1 } else { -0.1 };
+        e.on_window(&win(&s, i, v.max(0.0)), &mut out);
+    }
+    assert!(!out.is_empty());
+    assert_eq!(out[0].status, AlertStatus::Firing);
+    let pred = out[0].predicted_at_ms.unwrap_or(0);
+    assert!((pred - 1500 * W).abs() < 3_600_000, "pred {pred}");
+}
+
+#[test]
+fn attach_rules_keeps_state_by_name() {
+    let mut e = DetectorEngine::new(rules(CPU));
+    let s = cpu();
+    feed(&mut e, &s, &[(0, 95.0), (1, 95.0)]);
+    let json = serde_json::to_string(&e).unwrap_or_default();
+    let back: Result<DetectorEngine, _> = serde_json::from_str(&json);
+    let Ok(mut back) = back else {
+        panic!("restore failed")
+    };
+    // Same rules plus a new one before it: state still found by name.
+    let more = format!(
+        "[[threshold]]\nname = \"x\"\nmetric = \"y\"\naggregate = \"last\"\nop = \">\"\nvalue = 1\nseverity = \"info\"\n{CPU}"
+    );
+    back.attach_rules(rules(&more));
+    assert_eq!(feed(&mut back, &s, &[(2, 95.0)]).len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------
+
+/// One step of a random stream.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A window of series `s` (0..3), `skip` windows after its previous
+    /// one, with value `v`.
+    Window { s: usize, skip: u8, v: f64 },
+    /// Agent `a` (0..3) seen, `dt` ms after the previous processing time.
+    Seen { a: usize, dt: i64 },
+    /// Tick `dt` ms later.
+    Tick { dt: i64 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0usize..3, prop_oneof![4 => Just(0u8), 1 => 1u8..4], prop_oneof![70.0f64..100.0, Just(90.0), Just(80.0)])
+            .prop_map(|(s, skip, v)| Step::Window { s, skip, v }),
+        1 => (0usize..3, 0i64..400_000).prop_map(|(a, dt)| Step::Seen { a, dt }),
+        1 => (0i64..900_000).prop_map(|dt| Step::Tick { dt }),
+    ]
+}
+
+const PROP_RULES: &str = r#"
+[[threshold]]
+name = "hot"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">"
+value = 90
+for = 2
+clear = 80
+severity = "warning"
+
+[[threshold]]
+name = "very_hot"
+metric = "cpu_pct"
+aggregate = "max"
+op = ">="
+value = 97
+severity = "critical"
+
+[[trend]]
+name = "rising"
+metric = "cpu_pct"
+limit = 100
+min_points = 5
+lookback = "30m"
+min_t = 2
+severity = "info"
+
+[offline]
+after = "10m"
+severity = "warning"
+"#;
+
+/// Runs steps `from..` on `engine`, with stream cursors `pos` (next window
+/// index per series) and `now` (processing time).
+fn run_steps(
+    engine: &mut DetectorEngine,
+    steps: &[Step],
+    series: &[Arc<SeriesMeta>],
+    pos: &mut [i64; 3],
+    now: &mut i64,
+) -> Vec<AlertEvent> {
+    let mut out = Vec::new();
+    for st in steps {
+        match *st {
+            Step::Window { s, skip, v } => {
+                pos[s] += i64::from(skip);
+                engine.on_window(&win(&series[s], pos[s], v), &mut out);
+                pos[s] += 1;
+            }
+            Step::Seen { a, dt } => {
+                *now += dt;
+                engine.on_agent_seen("t", &format!("agent{a}"), *now, &mut out);
+            }
+            Step::Tick { dt } => {
+                *now += dt;
+                engine.on_tick(*now, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn series() -> Vec<Arc<SeriesMeta>> {
+    (0..3)
+        .map(|i| Arc::new(SeriesMeta::new("t", &format!("agent{i}"), "cpu_pct", "")))
+        .collect()
+}
+
+/// Reference model of one threshold rule: (firing, run, last_end).
+fn reference(
+    vals: &[(i64, f64)],
+    value: f64,
+    clear: f64,
+    for_n: u32,
+    ge: bool,
+) -> Vec<(AlertStatus, i64)> {
+    let holds = |v: f64, x: f64| if ge { v >= x } else { v > x };
+    let (mut firing, mut run, mut run_start, mut last_end) = (None::<i64>, 0u32, 0i64, None::<i64>);
+    let mut ev = Vec::new();
+    for &(i, v) in vals {
+        let (start, end) = (i * W, (i + 1) * W);
+        let contiguous = last_end == Some(start);
+        last_end = Some(end);
+        if holds(v, value) {
+            if run == 0 || !contiguous {
+                run = 0;
+                run_start = start;
+            }
+            run += 1;
+        } else {
+            run = 0;
+        }
+        match firing {
+            None if holds(v, value) && run >= for_n => {
+                firing = Some(run_start);
+                ev.push((AlertStatus::Firing, run_start));
+            }
+            Some(st) if !holds(v, clear) => {
+                firing = None;
+                ev.push((AlertStatus::Resolved, st));
+            }
+            _ => {}
+        }
+    }
+    ev
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    #[test]
+    fn lifecycle_alternates_and_ids_match(steps in prop::collection::vec(step(), 0..300)) {
+        let mut e = DetectorEngine::new(rules(PROP_RULES));
+        let s = series();
+        let out = run_steps(&mut e, &steps, &s, &mut [0; 3], &mut 0);
+        let mut open: StdHashMap<String, String> = StdHashMap::new();
+        for ev in &out {
+            prop_assert!(ev.hostname.is_none());
+            prop_assert_eq!(&ev.id, &incident_id(&ev.fingerprint, ev.started_at_ms));
+            match ev.status {
+                AlertStatus::Firing => {
+                    prop_assert!(!open.contains_key(&ev.fingerprint), "two firings for {}", ev.fingerprint);
+                    open.insert(ev.fingerprint.clone(), ev.id.clone());
+                    prop_assert_eq!(ev.event_time_ms >= ev.started_at_ms, true);
+                }
+                AlertStatus::Resolved => {
+                    let id = open.remove(&ev.fingerprint);
+                    prop_assert_eq!(id.as_deref(), Some(ev.id.as_str()), "resolved without firing");
+                    prop_assert_eq!(ev.resolved_at_ms, Some(ev.event_time_ms));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn threshold_events_match_the_reference_model(steps in prop::collection::vec(step(), 0..300)) {
+        let mut e = DetectorEngine::new(rules(PROP_RULES));
+        let s = series();
+        let out = run_steps(&mut e, &steps, &s, &mut [0; 3], &mut 0);
+        // Rebuild each series' window sequence.
+        let mut pos = [0i64; 3];
+        let mut vals: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 3];
+        for st in &steps {
+            if let Step::Window { s, skip, v } = *st {
+                pos[s] += i64::from(skip);
+                vals[s].push((pos[s], v));
+                pos[s] += 1;
+            }
+        }
+        for (i, sm) in s.iter().enumerate() {
+            for (rule, value, clear, for_n, ge) in [("hot", 90.0, 80.0, 2, false), ("very_hot", 97.0, 97.0, 1, true)] {
+                let want = reference(&vals[i], value, clear, for_n, ge);
+                let got: Vec<(AlertStatus, i64)> = out
+                    .iter()
+                    .filter(|e| e.rule == rule && e.agent == *sm.agent)
+                    .map(|e| (e.status, e.started_at_ms))
+                    .collect();
+                prop_assert_eq!(got, want, "rule {} series {}", rule, i);
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoint_restore_is_equivalent(steps in prop::collection::vec(step(), 0..300), cut in 0usize..300) {
+        let r = rules(PROP_RULES);
+        let s = series();
+        let cut = cut.min(steps.len());
+
+        let mut straight = DetectorEngine::new(r.clone());
+        let want = run_steps(&mut straight, &steps, &s, &mut [0; 3], &mut 0);
+
+        let mut first = DetectorEngine::new(r.clone());
+        let (mut pos, mut now) = ([0i64; 3], 0i64);
+        let mut got = run_steps(&mut first, &steps[..cut], &s, &mut pos, &mut now);
+        let json = serde_json::to_string(&first).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        drop(first);
+        let mut restored: DetectorEngine = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        restored.attach_rules(r);
+        got.extend(run_steps(&mut restored, &steps[cut..], &s, &mut pos, &mut now));
+        prop_assert_eq!(got, want);
+        // Checkpoints are deterministic.
+        let again = serde_json::to_string(&restored).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let again2 = serde_json::to_string(&straight).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(again, again2);
+    }
+}

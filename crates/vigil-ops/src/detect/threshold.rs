@@ -1,0 +1,133 @@
+//! Threshold detector: `aggregate op value` for `for` consecutive windows
+//! fires; the incident resolves once `aggregate op clear` no longer holds.
+//!
+//! Per (rule, series) state is four scalars. Consecutive means the
+//! previous window's end equals the next window's start: a gap of missing
+//! windows restarts the run (but does not resolve a firing incident; the
+//! next window decides).
+
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::{fmt_value, render, Subject};
+use crate::model::{AlertEvent, AlertStatus, DetectorKind, WindowAggregate};
+use crate::rules::{RuleSet, ThresholdRule};
+
+/// State of one threshold rule on one series.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdState {
+    /// Breaching windows in the current run.
+    pub run: u32,
+    /// Start of the first window of the current run.
+    pub run_start_ms: i64,
+    /// End of the last window seen, if any.
+    pub last_end_ms: Option<i64>,
+    /// `started_at_ms` of the firing incident, if any.
+    pub firing_since: Option<i64>,
+}
+
+impl ThresholdState {
+    /// Feeds one window; appends a `firing` or `resolved` event on a
+    /// transition.
+    pub fn on_window(
+        &mut self,
+        rule: &ThresholdRule,
+        rules: &RuleSet,
+        w: &WindowAggregate,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        if self.last_end_ms.is_some_and(|e| w.start_ms < e) {
+            // Out of order or repeated window: the contract says this does
+            // not happen; ignore it rather than corrupt the run.
+            return;
+        }
+        let v = rule.aggregate.of(&w.agg);
+        if !v.is_finite() {
+            return;
+        }
+        let contiguous = self.last_end_ms == Some(w.start_ms);
+        self.last_end_ms = Some(w.end_ms);
+        let breach = rule.op.holds(v, rule.value);
+        if breach {
+            if self.run == 0 || !contiguous {
+                self.run = 0;
+                self.run_start_ms = w.start_ms;
+            }
+            self.run = self.run.saturating_add(1);
+        } else {
+            self.run = 0;
+        }
+        match self.firing_since {
+            None if breach && self.run >= rule.for_windows => {
+                let started = self.run_start_ms;
+                self.firing_since = Some(started);
+                out.push(event(rule, rules, w, v, AlertStatus::Firing, started));
+            }
+            Some(started) if !rule.op.holds(v, rule.clear) => {
+                self.firing_since = None;
+                out.push(event(rule, rules, w, v, AlertStatus::Resolved, started));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn event(
+    rule: &ThresholdRule,
+    rules: &RuleSet,
+    w: &WindowAggregate,
+    v: f64,
+    status: AlertStatus,
+    started: i64,
+) -> AlertEvent {
+    let s = &w.series;
+    let subject = Subject {
+        rule: &rule.name,
+        kind: DetectorKind::Threshold,
+        severity: rule.severity,
+        tenant: &s.tenant,
+        agent: &s.agent,
+        metric: Some(&s.metric),
+        labels: &s.labels,
+    };
+    let series = subject.series_name();
+    let summary = match (&rule.summary, status) {
+        (Some(t), AlertStatus::Firing) => render(
+            t,
+            &[
+                ("rule", &rule.name),
+                ("tenant", &s.tenant),
+                ("agent", &s.agent),
+                ("metric", &s.metric),
+                ("labels", &s.labels),
+                ("series", &series),
+                ("aggregate", rule.aggregate.as_str()),
+                ("op", rule.op.as_str()),
+                ("value", &fmt_value(v)),
+                ("threshold", &fmt_value(rule.value)),
+                ("for", &rule.for_windows.to_string()),
+            ],
+        ),
+        (None, AlertStatus::Firing) => format!(
+            "{series} {} {} {} {} on {} for {} window(s)",
+            rule.aggregate.as_str(),
+            fmt_value(v),
+            rule.op,
+            fmt_value(rule.value),
+            s.agent,
+            rule.for_windows
+        ),
+        (_, AlertStatus::Resolved) => format!(
+            "{series} {} {} on {} is back past {} (resolved)",
+            rule.aggregate.as_str(),
+            fmt_value(v),
+            s.agent,
+            fmt_value(rule.clear)
+        ),
+    };
+    let mut e = subject.event(rules, status, started, w.end_ms, summary);
+    e.value = Some(v);
+    e.threshold = Some(rule.value);
+    e.window_start_ms = Some(w.start_ms);
+    e.window_end_ms = Some(w.end_ms);
+    e
+}

@@ -1,1 +1,44 @@
-//! placeholder
+//! # vigil-query: SQL over Vigil's Parquet datasets
+//!
+//! Owns reading: a DataFusion session with the `aggregates` and `alerts`
+//! datasets written by `vigil-store` registered as tables (Hive `date`
+//! partition, statistics and page-index pruning), result rendering for the
+//! CLI, and the `vigil report` queries.
+//!
+//! ```text
+//!  <root>/aggregates/date=…/*.parquet ─┐
+//!  <root>/alerts/date=…/*.parquet     ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json
+//!                                                 └─ report::run() ─▶ fleet health, alerts by rule, predicted disk fills
+//! ```
+//!
+//! Queries are async and CPU-heavy: the binary runs them on a tokio runtime
+//! of its own (or through [`block_on`]), never on the worker's I/O runtime.
+//!
+//! Modules: [`session`] (the tables), [`render`] (output formats),
+//! [`report`] (the report SQL), [`error`] (the typed error).
+
+pub mod error;
+pub mod render;
+pub mod report;
+pub mod session;
+
+pub use datafusion::arrow::array::RecordBatch;
+pub use error::{QueryError, Result};
+pub use render::{render, Format, UnknownFormat};
+pub use session::{table_schema, QuerySession, PARTITION_TYPE};
+
+/// Runs a future to completion on a new multi-threaded tokio runtime (one
+/// worker per core): the blocking entry point for callers without a
+/// runtime, such as `vigil sql`. Callers that already run tokio should
+/// `.await` the async functions on a runtime dedicated to queries instead.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("vigil-query")
+        .enable_all()
+        .build()
+        .map_err(|source| QueryError::Runtime { source })?;
+    Ok(runtime.block_on(future))
+}
+
+#[cfg(test)]
+mod tests;

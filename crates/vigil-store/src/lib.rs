@@ -1,1 +1,42 @@
-//! placeholder
+//! # vigil-store: Parquet datasets and dead-letter files
+//!
+//! Owns how Vigil's output lands on disk: the Arrow schemas of the
+//! `aggregates/` and `alerts/` datasets, their Hive-style `date=` layout,
+//! deterministic file names, and atomic publication (tmp + fsync + rename),
+//! plus the JSON Lines dead-letter sink. The contract is written down in
+//! `docs/storage.md`; DataFusion lives in `vigil-query`, not here.
+//!
+//! ```text
+//!  WindowAggregate ─push─▶ AggregatesWriter ─┐
+//!  AlertEvent      ─push─▶ AlertsWriter     ─┼─flush(SourceRange)─▶ <root>/<dataset>/date=YYYY-MM-DD/
+//!                                            │                        part-<src>-p<part>-<first>-<last>.parquet
+//!  Rejected        ─push─▶ DlqWriter        ─┴─flush(SourceRange)─▶ <root>/dlq/dlq-<src>-p<part>-<first>-<last>.jsonl
+//! ```
+//!
+//! A worker flushes after each input range and commits the range's Kafka
+//! offsets only once `flush` returned: the files are then durable, and a
+//! replay of the same range rewrites the same names instead of adding
+//! duplicates.
+//!
+//! Modules: [`schema`] (columns and sort keys), [`naming`] (source ranges,
+//! file and partition names), [`writer`] (the Parquet writer), [`dlq`] (the
+//! dead-letter sink), [`error`] (the typed error).
+
+mod atomic;
+pub mod dlq;
+pub mod error;
+pub mod naming;
+pub mod schema;
+pub mod writer;
+
+pub use dlq::{DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
+pub use error::{Result, StoreError};
+pub use naming::{sanitize_source, SourceRange};
+pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
+pub use writer::{
+    AggregateRows, AggregatesWriter, AlertRows, AlertsWriter, DatasetWriter, FlushReport,
+    RowBuffer, WriterConfig, WrittenFile,
+};
+
+#[cfg(test)]
+mod tests;

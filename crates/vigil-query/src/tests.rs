@@ -1,0 +1,403 @@
+//! Query tests over datasets written by `vigil-store` into a temp dir.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use vigil_ops::{
+    Agg, AlertEvent, AlertStatus, DetectorKind, SeriesMeta, Severity, WindowAggregate,
+};
+use vigil_store::{AggregatesWriter, AlertsWriter, SourceRange, WriterConfig};
+
+use crate::report;
+use crate::*;
+
+/// 2026-11-03T00:00:00Z.
+const MIDNIGHT: i64 = 1_793_664_000_000;
+const W: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+fn window(agent: &str, metric: &str, start: i64, values: &[f64]) -> WindowAggregate {
+    let mut agg = Agg::new(start, values[0]);
+    for (i, v) in values.iter().enumerate().skip(1) {
+        agg.push(start + i as i64 * 1000, *v);
+    }
+    WindowAggregate {
+        series: Arc::new(SeriesMeta::new("t1", agent, metric, "")),
+        start_ms: start,
+        end_ms: start + W,
+        agg,
+    }
+}
+
+fn range(first: i64) -> SourceRange<'static> {
+    SourceRange {
+        source: "rmm.telemetry.v1",
+        partition: 0,
+        first_offset: first,
+        last_offset: first + 9,
+    }
+}
+
+/// 3 agents × {cpu_pct, mem_pct} × 4 windows: two before midnight
+/// (2026-11-02) and two after (2026-11-03). Agent `a{i}` has cpu mean
+/// `10·(i+1)` and mem max `85 + 5·i` (90 for a1, so only a2 exceeds 90).
+fn write_aggregates(root: &Path) {
+    let mut w = AggregatesWriter::new(root, WriterConfig::default()).unwrap();
+    for i in 0..3 {
+        let agent = format!("a{i}");
+        for k in [-2, -1, 0, 1] {
+            let cpu = 10.0 * (i + 1) as f64;
+            w.push(&window(
+                &agent,
+                "cpu_pct",
+                MIDNIGHT + k * W,
+                &[cpu - 1.0, cpu + 1.0],
+            ));
+            let mem = 85.0 + 5.0 * i as f64;
+            w.push(&window(
+                &agent,
+                "mem_pct",
+                MIDNIGHT + k * W,
+                &[mem - 10.0, mem],
+            ));
+        }
+    }
+    w.flush(range(0)).unwrap();
+}
+
+fn alert(
+    agent: &str,
+    rule: &str,
+    kind: DetectorKind,
+    status: AlertStatus,
+    suppressed: bool,
+    t: i64,
+) -> AlertEvent {
+    let resolved = status == AlertStatus::Resolved;
+    AlertEvent {
+        id: format!("{rule}-{agent}"),
+        fingerprint: format!("fp-{rule}-{agent}"),
+        rule: rule.into(),
+        kind,
+        severity: if kind == DetectorKind::Trend {
+            Severity::Warning
+        } else {
+            Severity::Critical
+        },
+        status,
+        suppressed,
+        tenant: "t1".into(),
+        agent: agent.into(),
+        hostname: Some(format!("host-{agent}")),
+        metric: (kind != DetectorKind::Offline).then(|| "disk_used_pct".into()),
+        labels: if kind == DetectorKind::Trend {
+            "mount=/data".into()
+        } else {
+            String::new()
+        },
+        value: Some(80.0),
+        threshold: Some(100.0),
+        predicted_at_ms: (kind == DetectorKind::Trend).then_some(t + 18 * HOUR),
+        window_start_ms: Some(t - W),
+        window_end_ms: Some(t),
+        started_at_ms: t,
+        resolved_at_ms: resolved.then_some(t + HOUR),
+        event_time_ms: if resolved { t + HOUR } else { t },
+        summary: format!("{rule} on {agent}"),
+    }
+}
+
+fn write_alerts(root: &Path) {
+    let mut w = AlertsWriter::new(root, WriterConfig::default()).unwrap();
+    w.push(&alert(
+        "a0",
+        "disk_fill",
+        DetectorKind::Trend,
+        AlertStatus::Firing,
+        false,
+        MIDNIGHT + 2 * HOUR,
+    ));
+    w.push(&alert(
+        "a1",
+        "disk_fill",
+        DetectorKind::Trend,
+        AlertStatus::Firing,
+        false,
+        MIDNIGHT + HOUR,
+    ));
+    w.push(&alert(
+        "a1",
+        "disk_fill",
+        DetectorKind::Trend,
+        AlertStatus::Resolved,
+        false,
+        MIDNIGHT + HOUR,
+    ));
+    w.push(&alert(
+        "a0",
+        "agent_offline",
+        DetectorKind::Offline,
+        AlertStatus::Firing,
+        false,
+        MIDNIGHT,
+    ));
+    w.push(&alert(
+        "a2",
+        "agent_offline",
+        DetectorKind::Offline,
+        AlertStatus::Firing,
+        true,
+        MIDNIGHT,
+    ));
+    w.flush(range(0)).unwrap();
+}
+
+fn run(session: &QuerySession, sql: &str) -> Vec<RecordBatch> {
+    block_on(session.sql(sql)).unwrap().unwrap()
+}
+
+fn one(session: &QuerySession, sql: &str) -> RecordBatch {
+    let batches = run(session, sql);
+    datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+#[test]
+fn group_by_where_date_and_order_by() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+
+    let b = one(
+        &s,
+        "SELECT agent, count(*) AS windows, sum(\"count\") AS points, avg(mean) AS cpu
+         FROM aggregates WHERE metric = 'cpu_pct' GROUP BY agent ORDER BY agent DESC",
+    );
+    let agents: Vec<_> = b
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap().to_owned())
+        .collect();
+    assert_eq!(agents, ["a2", "a1", "a0"]);
+    assert_eq!(
+        b.column(1).as_primitive::<Int64Type>().values().to_vec(),
+        [4, 4, 4]
+    );
+    assert_eq!(
+        b.column(2).as_primitive::<UInt64Type>().values().to_vec(),
+        [8, 8, 8]
+    );
+    assert_eq!(
+        b.column(3).as_primitive::<Float64Type>().values().to_vec(),
+        [30.0, 20.0, 10.0]
+    );
+
+    // The partition column is a date and filters by directory.
+    let b = one(
+        &s,
+        "SELECT date, count(*) AS n FROM aggregates GROUP BY date ORDER BY date",
+    );
+    assert_eq!(b.schema().field(0).data_type(), &DataType::Date32);
+    assert_eq!(
+        render(&[b], Format::Csv).unwrap(),
+        "date,n\n2026-11-02,12\n2026-11-03,12\n"
+    );
+    let n = |sql: &str| one(&s, sql).column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(
+        n("SELECT count(*) FROM aggregates WHERE date = '2026-11-02'"),
+        12
+    );
+    assert_eq!(
+        n("SELECT count(*) FROM aggregates WHERE date >= '2026-11-03'"),
+        12
+    );
+    assert_eq!(n("SELECT count(*) FROM aggregates WHERE date BETWEEN DATE '2026-11-01' AND DATE '2026-11-02'"), 12);
+    assert_eq!(
+        n("SELECT count(*) FROM aggregates WHERE window_start >= TIMESTAMP '2026-11-03T00:00:00Z' AND agent = 'a1'"),
+        4
+    );
+    // The date directory is the UTC day of window_start for every row.
+    assert_eq!(
+        n("SELECT count(*) FROM aggregates WHERE date <> CAST(window_start AS DATE)"),
+        0
+    );
+}
+
+#[test]
+fn partition_filter_prunes_other_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    // A file that cannot be read, in a partition the query does not touch.
+    let bad = dir.path().join("aggregates/date=2026-11-01");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("part-garbage.parquet"), b"not parquet").unwrap();
+    let s = QuerySession::open(dir.path()).unwrap();
+    let b = one(
+        &s,
+        "SELECT count(*) FROM aggregates WHERE date >= '2026-11-02'",
+    );
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 24);
+    let err = block_on(s.sql("SELECT count(*) FROM aggregates"))
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Sql { .. }), "{err}");
+}
+
+#[test]
+fn empty_root_gives_empty_tables_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("does-not-exist");
+    let s = QuerySession::open(&root).unwrap();
+    let b = one(&s, "SELECT count(*) AS n FROM aggregates");
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 0);
+    let batches = run(&s, "SELECT * FROM alerts");
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    assert_eq!(
+        batches[0].schema().fields().len(),
+        vigil_store::alerts_schema().fields().len() + 1
+    );
+    assert!(render(&batches, Format::Csv)
+        .unwrap()
+        .starts_with("id,fingerprint,rule,"));
+    let sections = block_on(report::run(&s)).unwrap().unwrap();
+    assert_eq!(sections.len(), 3);
+    let text = report::render_report(&sections, Format::Table).unwrap();
+    assert!(text.contains("## Fleet health"), "{text}");
+
+    // Data written after open is seen by later queries.
+    write_aggregates(&root);
+    let b = one(&s, "SELECT count(*) AS n FROM aggregates");
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 24);
+}
+
+#[test]
+fn render_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    write_alerts(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let batches = run(
+        &s,
+        "SELECT agent, status, predicted_at, resolved_at, value FROM alerts
+         WHERE rule = 'disk_fill' ORDER BY agent, status",
+    );
+
+    let table = render(&batches, Format::Table).unwrap();
+    assert!(
+        table.contains("| agent | status   | predicted_at"),
+        "{table}"
+    );
+    assert!(table.contains("2026-11-03T20:00:00Z"), "{table}");
+
+    let csv = render(&batches, Format::Csv).unwrap();
+    let lines: Vec<_> = csv.lines().collect();
+    assert_eq!(lines[0], "agent,status,predicted_at,resolved_at,value");
+    assert_eq!(lines.len(), 4);
+    assert!(
+        lines[1].starts_with("a0,firing,2026-11-03T20:00:00"),
+        "{csv}"
+    );
+
+    let json = render(&batches, Format::Json).unwrap();
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["agent"], "a0");
+    assert_eq!(
+        rows[0]["resolved_at"],
+        serde_json::Value::Null,
+        "nulls are explicit"
+    );
+    assert_eq!(rows[0]["value"], 80.0);
+    assert!(
+        rows[0]["predicted_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-03T20:00:00"),
+        "{json}"
+    );
+
+    assert_eq!("JSON".parse::<Format>().unwrap(), Format::Json);
+    assert!("xml".parse::<Format>().is_err());
+}
+
+#[test]
+fn report_sections_over_a_small_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    write_alerts(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let sections = block_on(report::run(&s)).unwrap().unwrap();
+    let names: Vec<_> = sections.iter().map(|s| s.query.name).collect();
+    assert_eq!(
+        names,
+        ["fleet_health", "alerts_by_rule", "predicted_disk_fills"]
+    );
+
+    let json = |i: usize| -> Vec<serde_json::Value> {
+        render(&sections[i].batches, Format::Json)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let health = json(0);
+    assert_eq!(
+        health[0],
+        serde_json::json!({"agents": 3, "series": 6, "windows": 24, "cpu_pct_avg": 20.0,
+            "cpu_pct_p95": 30.0, "agents_mem_pct_over_90": 1, "offline_incidents": 2})
+    );
+    let by_rule = json(1);
+    assert_eq!(
+        by_rule,
+        [
+            serde_json::json!({"rule": "disk_fill", "severity": "warning", "fired": 2, "suppressed": 0}),
+            serde_json::json!({"rule": "agent_offline", "severity": "critical", "fired": 1, "suppressed": 1}),
+        ]
+    );
+    let fills = json(2);
+    assert_eq!(fills.len(), 2);
+    assert_eq!(fills[0]["agent"], "a1", "soonest predicted first");
+    assert_eq!(fills[0]["hours_ahead"], 18.0);
+    assert_eq!(fills[0]["hostname"], "host-a1");
+    assert!(fills[0]["resolved_at"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-11-03T02:00:00"));
+    assert_eq!(fills[1]["resolved_at"], serde_json::Value::Null);
+
+    let text = report::render_report(&sections, Format::Table).unwrap();
+    assert!(
+        text.contains("## Disks predicted to fill") && text.contains("mount=/data"),
+        "{text}"
+    );
+}
+
+#[test]
+fn sql_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = QuerySession::open(dir.path()).unwrap();
+    for sql in [
+        "COPY (SELECT 1) TO '/tmp/x.parquet'",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE aggregates",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let r = block_on(s.sql(sql)).unwrap();
+        assert!(r.is_err(), "{sql} must be refused");
+    }
+    let b = one(
+        &s,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    );
+    let names: Vec<_> = b
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["aggregates", "alerts"]);
+}

@@ -1,0 +1,150 @@
+//! Atomic file publication: write `.tmp-<name>.partial` in the target
+//! directory, fsync it, rename it over `<name>`, fsync the directory.
+//!
+//! A reader therefore sees either no file or the whole file, and a file
+//! that exists after a crash is complete. Renaming over an existing file
+//! replaces it, which is what makes replays idempotent.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StoreError};
+use crate::naming::{TMP_PREFIX, TMP_SUFFIX};
+
+/// Creates `dir` (and its parents) if missing. When it had to create
+/// directories and `sync` is set, fsyncs every parent whose entry list
+/// changed, so the new directories survive a crash.
+pub(crate) fn ensure_dir(dir: &Path, sync: bool) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // Find the deepest existing ancestor: every directory below it is new.
+    let mut first_new = dir;
+    while let Some(parent) = first_new.parent() {
+        if parent.as_os_str().is_empty() || parent.is_dir() {
+            break;
+        }
+        first_new = parent;
+    }
+    fs::create_dir_all(dir).map_err(StoreError::io("create dir", dir))?;
+    if sync {
+        let mut d = dir;
+        loop {
+            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+            if d == first_new {
+                break;
+            }
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so renames and creations in it are durable.
+#[cfg(unix)]
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(StoreError::io("open dir", dir))?;
+    f.sync_all().map_err(StoreError::io("fsync dir", dir))
+}
+
+/// Directory fsync is a Unix notion; elsewhere the rename is all we have.
+#[cfg(not(unix))]
+pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Path of the in-progress file for `name` in `dir`.
+pub(crate) fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{TMP_PREFIX}{name}{TMP_SUFFIX}"))
+}
+
+/// Writes `dir/name` atomically: `write` fills the temporary file, which is
+/// then fsynced (when `sync`), renamed to `name`, and the directory fsynced.
+/// On any error the temporary file is removed (best effort) and `name` is
+/// left as it was. Returns the final path and what `write` returned.
+pub(crate) fn write_atomic<T>(
+    dir: &Path,
+    name: &str,
+    sync: bool,
+    write: impl FnOnce(&File, &Path) -> Result<T>,
+) -> Result<(PathBuf, T)> {
+    ensure_dir(dir, sync)?;
+    let tmp = tmp_path(dir, name);
+    let dest = dir.join(name);
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(StoreError::io("create", &tmp))?;
+        let out = write(&file, &tmp)?;
+        if sync {
+            file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
+        }
+        drop(file);
+        fs::rename(&tmp, &dest).map_err(StoreError::io("rename", &tmp))?;
+        if sync {
+            sync_dir(dir)?;
+        }
+        Ok(out)
+    })();
+    match result {
+        Ok(out) => Ok((dest, out)),
+        Err(e) => {
+            if let Err(rm) = fs::remove_file(&tmp) {
+                if rm.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %tmp.display(), error = %rm, "could not remove temporary file");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn replaces_and_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        for content in ["one", "two"] {
+            let (path, ()) = write_atomic(&sub, "f.txt", true, |mut f, _| {
+                f.write_all(content.as_bytes()).unwrap();
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(fs::read_to_string(path).unwrap(), content);
+        }
+        let names: Vec<_> = fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f.txt")]);
+    }
+
+    #[test]
+    fn failed_write_keeps_old_file_and_removes_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "f", true, |mut f, _| {
+            f.write_all(b"old").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let err = write_atomic(dir.path(), "f", true, |mut f, _| -> Result<()> {
+            f.write_all(b"partial").unwrap();
+            Err(StoreError::InvalidTimestamp { day: 0 })
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read_to_string(dir.path().join("f")).unwrap(), "old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

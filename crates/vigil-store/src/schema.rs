@@ -1,0 +1,170 @@
+//! The Arrow schemas of the datasets: the column names, types and
+//! nullability that every Parquet file of a dataset carries, plus the sort
+//! key and the column that decides a row's `date=` partition.
+//!
+//! The schemas here are the storage contract (see `docs/storage.md`):
+//! columns are only ever added at the end, as nullable, never renamed or
+//! retyped.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Time zone of every timestamp column: instants are stored as UTC
+/// milliseconds and marked `isAdjustedToUTC = true` in Parquet.
+pub const TIMEZONE: &str = "UTC";
+
+/// Name of the Hive partition column. It is not stored in the files: it is
+/// the directory `date=YYYY-MM-DD/` (UTC calendar day).
+pub const PARTITION_COLUMN: &str = "date";
+
+/// The Arrow type of every timestamp column: `Timestamp(Millisecond, "UTC")`.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some(TIMEZONE.into()))
+}
+
+/// A dataset under the storage root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    /// Closed window aggregates, one row per (series, window).
+    Aggregates,
+    /// Alert events, one row per `firing` or `resolved` event.
+    Alerts,
+}
+
+impl Dataset {
+    /// Every dataset, in a stable order.
+    pub const ALL: [Dataset; 2] = [Dataset::Aggregates, Dataset::Alerts];
+
+    /// Directory name under the root, also the SQL table name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Aggregates => "aggregates",
+            Dataset::Alerts => "alerts",
+        }
+    }
+
+    /// The file schema (without the `date` partition column).
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Dataset::Aggregates => aggregates_schema(),
+            Dataset::Alerts => alerts_schema(),
+        }
+    }
+
+    /// Columns the rows of each file are sorted by, in order (ascending,
+    /// none of them nullable).
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            Dataset::Aggregates => &["tenant", "agent", "metric", "labels", "window_start"],
+            Dataset::Alerts => &["tenant", "agent", "rule", "event_time", "status"],
+        }
+    }
+
+    /// The timestamp column whose UTC day is the row's `date` partition.
+    pub fn partition_time_column(self) -> &'static str {
+        match self {
+            Dataset::Aggregates => "window_start",
+            Dataset::Alerts => "event_time",
+        }
+    }
+}
+
+impl std::fmt::Display for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn ts(name: &str, nullable: bool) -> Field {
+    Field::new(name, timestamp_type(), nullable)
+}
+
+fn f64_field(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Float64, nullable)
+}
+
+/// Schema of `aggregates/`: one closed tumbling window `[window_start,
+/// window_end)` of one series (tenant, agent, metric, labels).
+pub fn aggregates_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                utf8("tenant", false),
+                utf8("agent", false),
+                utf8("metric", false),
+                utf8("labels", false),
+                ts("window_start", false),
+                ts("window_end", false),
+                Field::new("count", DataType::UInt64, false),
+                f64_field("sum", false),
+                f64_field("min", false),
+                f64_field("max", false),
+                f64_field("mean", false),
+                f64_field("last", false),
+                ts("last_ts", false),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of `alerts/`: one alert lifecycle event (`firing` or `resolved`).
+pub fn alerts_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                utf8("id", false),
+                utf8("fingerprint", false),
+                utf8("rule", false),
+                utf8("kind", false),
+                utf8("severity", false),
+                utf8("status", false),
+                Field::new("suppressed", DataType::Boolean, false),
+                utf8("tenant", false),
+                utf8("agent", false),
+                utf8("hostname", true),
+                utf8("metric", true),
+                utf8("labels", false),
+                f64_field("value", true),
+                f64_field("threshold", true),
+                ts("predicted_at", true),
+                ts("window_start", true),
+                ts("window_end", true),
+                ts("started_at", false),
+                ts("resolved_at", true),
+                ts("event_time", false),
+                utf8("summary", false),
+            ]))
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_and_partition_columns_exist_and_are_not_nullable() {
+        for ds in Dataset::ALL {
+            let schema = ds.schema();
+            for name in ds
+                .sort_columns()
+                .iter()
+                .chain([&ds.partition_time_column()])
+            {
+                let field = schema.field_with_name(name).unwrap();
+                assert!(!field.is_nullable(), "{ds}.{name}");
+            }
+            assert!(
+                schema.field_with_name(PARTITION_COLUMN).is_err(),
+                "date is not stored"
+            );
+        }
+    }
+}

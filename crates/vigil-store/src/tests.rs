@@ -1,0 +1,600 @@
+//! Writer tests: round trips through parquet's own Arrow reader, file
+//! naming and replacement, date split, sort order, footer statistics and
+//! the dead-letter sink.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt64Type};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::statistics::Statistics;
+use vigil_ops::{
+    Agg, AlertEvent, AlertStatus, DetectorKind, Position, RejectReason, Rejected, SeriesMeta,
+    Severity, WindowAggregate,
+};
+
+use crate::*;
+
+/// 2026-11-03T00:00:00Z.
+const MIDNIGHT: i64 = 1_793_664_000_000;
+const W: i64 = 60_000;
+
+fn agg(
+    tenant: &str,
+    agent: &str,
+    metric: &str,
+    labels: &str,
+    start: i64,
+    v: f64,
+) -> WindowAggregate {
+    let mut a = Agg::new(start + 1_000, v);
+    a.push(start + 2_000, v * 2.0);
+    WindowAggregate {
+        series: Arc::new(SeriesMeta::new(tenant, agent, metric, labels)),
+        start_ms: start,
+        end_ms: start + W,
+        agg: a,
+    }
+}
+
+fn range(first: i64, last: i64) -> SourceRange<'static> {
+    SourceRange {
+        source: "rmm.telemetry.v1",
+        partition: 2,
+        first_offset: first,
+        last_offset: last,
+    }
+}
+
+fn cfg() -> WriterConfig {
+    WriterConfig {
+        row_group_rows: 4,
+        ..WriterConfig::default()
+    }
+}
+
+fn read(path: &Path) -> RecordBatch {
+    let file = fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// Every file under `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn strings(batch: &RecordBatch, col: &str) -> Vec<String> {
+    let a = batch.column_by_name(col).unwrap().as_string::<i32>();
+    (0..a.len()).map(|i| a.value(i).to_owned()).collect()
+}
+
+fn millis(batch: &RecordBatch, col: &str) -> Vec<i64> {
+    batch
+        .column_by_name(col)
+        .unwrap()
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+        .to_vec()
+}
+
+#[test]
+fn aggregates_round_trip_through_parquet_arrow_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    let a = agg("t1", "a1", "cpu_pct", "", MIDNIGHT, 10.0);
+    w.push(&a);
+    assert_eq!(w.len(), 1);
+    let report = w.flush(range(0, 9)).unwrap();
+    assert!(w.is_empty());
+    assert_eq!(report.rows, 1);
+    assert_eq!(report.files.len(), 1);
+    let f = &report.files[0];
+    assert_eq!(f.date, "2026-11-03");
+    assert!(f.bytes > 0);
+    assert_eq!(
+        f.path,
+        dir.path().join("aggregates/date=2026-11-03/part-rmm.telemetry.v1-p00002-00000000000000000000-00000000000000000009.parquet")
+    );
+
+    let b = read(&f.path);
+    assert_eq!(
+        b.schema().fields(),
+        aggregates_schema().fields(),
+        "schema incl. UTC timestamps survives"
+    );
+    assert_eq!(strings(&b, "tenant"), ["t1"]);
+    assert_eq!(strings(&b, "metric"), ["cpu_pct"]);
+    assert_eq!(strings(&b, "labels"), [""]);
+    assert_eq!(millis(&b, "window_start"), [MIDNIGHT]);
+    assert_eq!(millis(&b, "window_end"), [MIDNIGHT + W]);
+    assert_eq!(millis(&b, "last_ts"), [MIDNIGHT + 2_000]);
+    assert_eq!(
+        b.column_by_name("count")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .value(0),
+        2
+    );
+    let f64s = |c: &str| {
+        b.column_by_name(c)
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0)
+    };
+    assert_eq!(
+        (
+            f64s("sum"),
+            f64s("min"),
+            f64s("max"),
+            f64s("mean"),
+            f64s("last")
+        ),
+        (30.0, 10.0, 20.0, 15.0, 20.0)
+    );
+}
+
+fn alert(agent: &str, status: AlertStatus, t: i64) -> AlertEvent {
+    let resolved = status == AlertStatus::Resolved;
+    AlertEvent {
+        id: format!("id-{agent}"),
+        fingerprint: "fp".into(),
+        rule: "disk_fill".into(),
+        kind: DetectorKind::Trend,
+        severity: Severity::Warning,
+        status,
+        suppressed: resolved,
+        tenant: "t1".into(),
+        agent: agent.into(),
+        hostname: if resolved {
+            None
+        } else {
+            Some("host-1".into())
+        },
+        metric: Some("disk_used_pct".into()),
+        labels: "mount=/data".into(),
+        value: Some(91.5),
+        threshold: None,
+        predicted_at_ms: if resolved { None } else { Some(t + 3_600_000) },
+        window_start_ms: Some(t - W),
+        window_end_ms: Some(t),
+        started_at_ms: t,
+        resolved_at_ms: resolved.then_some(t),
+        event_time_ms: t,
+        summary: "disk /data predicted full".into(),
+    }
+}
+
+#[test]
+fn alerts_round_trip_with_nulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AlertsWriter::new(dir.path(), cfg()).unwrap();
+    w.push(&alert("a2", AlertStatus::Resolved, MIDNIGHT + 10));
+    w.push(&alert("a1", AlertStatus::Firing, MIDNIGHT + 5));
+    let report = w.flush(range(5, 5)).unwrap();
+    assert_eq!(report.files.len(), 1);
+    let b = read(&report.files[0].path);
+    assert_eq!(b.schema().fields(), alerts_schema().fields());
+    assert_eq!(
+        strings(&b, "agent"),
+        ["a1", "a2"],
+        "sorted by tenant, agent, rule, event_time, status"
+    );
+    assert_eq!(strings(&b, "kind"), ["trend", "trend"]);
+    assert_eq!(strings(&b, "status"), ["firing", "resolved"]);
+    assert_eq!(strings(&b, "severity"), ["warning", "warning"]);
+    let host = b.column_by_name("hostname").unwrap();
+    assert!(host.is_valid(0) && host.is_null(1));
+    let threshold = b.column_by_name("threshold").unwrap();
+    assert_eq!(threshold.null_count(), 2);
+    let resolved = b
+        .column_by_name("resolved_at")
+        .unwrap()
+        .as_primitive::<TimestampMillisecondType>();
+    assert!(resolved.is_null(0));
+    assert_eq!(resolved.value(1), MIDNIGHT + 10);
+    assert_eq!(millis(&b, "event_time"), [MIDNIGHT + 5, MIDNIGHT + 10]);
+    let suppressed = b.column_by_name("suppressed").unwrap().as_boolean();
+    assert!(!suppressed.value(0) && suppressed.value(1));
+}
+
+#[test]
+fn reflushing_the_same_range_replaces_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    let mut paths = Vec::new();
+    for v in [1.0, 2.0] {
+        w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT, v));
+        let r = w.flush(range(100, 200)).unwrap();
+        paths.push(r.files[0].path.clone());
+    }
+    assert_eq!(paths[0], paths[1], "deterministic name");
+    let files = tree(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let b = read(&paths[0]);
+    assert_eq!(b.num_rows(), 1);
+    assert_eq!(
+        b.column_by_name("min")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
+        2.0,
+        "second flush won"
+    );
+
+    // Another range is another file.
+    w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT + W, 3.0));
+    w.flush(range(201, 300)).unwrap();
+    assert_eq!(tree(dir.path()).len(), 2);
+}
+
+#[test]
+fn rows_split_by_utc_date_across_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT, 2.0));
+    w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT - W, 1.0));
+    w.push(&agg(
+        "t1",
+        "a0",
+        "cpu_pct",
+        "",
+        MIDNIGHT + 86_400_000 - W,
+        3.0,
+    ));
+    let report = w.flush(range(0, 2)).unwrap();
+    let dates: Vec<_> = report.files.iter().map(|f| f.date.as_str()).collect();
+    assert_eq!(dates, ["2026-11-02", "2026-11-03"]);
+    assert_eq!(report.rows, 3);
+    assert_eq!(
+        report.files.iter().map(|f| f.rows).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let name = "part-rmm.telemetry.v1-p00002-00000000000000000000-00000000000000000002.parquet";
+    assert_eq!(
+        tree(dir.path()),
+        [
+            format!("aggregates/date=2026-11-02/{name}"),
+            format!("aggregates/date=2026-11-03/{name}")
+        ]
+    );
+    // The date directory matches window_start's UTC day in every file.
+    for f in &report.files {
+        for ms in millis(&read(&f.path), "window_start") {
+            assert_eq!(naming::date_string(naming::day_of(ms)).unwrap(), f.date);
+        }
+    }
+}
+
+#[test]
+fn no_tmp_files_are_left_and_empty_flush_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    let r = w.flush(range(0, 0)).unwrap();
+    assert!(r.files.is_empty());
+    assert!(
+        !dir.path().join("aggregates").exists(),
+        "nothing created for an empty flush"
+    );
+    for i in 0..10 {
+        w.push(&agg(
+            "t1",
+            "a1",
+            "cpu_pct",
+            "",
+            MIDNIGHT + i * 3_600_000 * 3,
+            1.0,
+        ));
+    }
+    w.flush(range(0, 9)).unwrap();
+    let files = tree(dir.path());
+    assert_eq!(files.len(), 2);
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.contains(naming::TMP_PREFIX) && f.ends_with(".parquet")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn rows_are_sorted_by_series_then_window_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    let mut expected = Vec::new();
+    // Deterministic shuffle of 4 agents x 2 metrics x 3 windows.
+    for i in (0..24).map(|i| (i * 7) % 24) {
+        let (agent, metric, k) = (
+            format!("a{}", i % 4),
+            ["mem_pct", "cpu_pct"][(i / 4) % 2],
+            (i / 8) as i64,
+        );
+        w.push(&agg("t1", &agent, metric, "", MIDNIGHT + k * W, i as f64));
+        expected.push((agent, metric.to_owned(), MIDNIGHT + k * W));
+    }
+    expected.sort();
+    let r = w.flush(range(0, 23)).unwrap();
+    let b = read(&r.files[0].path);
+    let got: Vec<_> = strings(&b, "agent")
+        .into_iter()
+        .zip(strings(&b, "metric"))
+        .zip(millis(&b, "window_start"))
+        .map(|((a, m), t)| (a, m, t))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn footer_has_statistics_page_index_and_sorting_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    for k in 0..10 {
+        w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT + k * W, 1.0));
+    }
+    let r = w.flush(range(0, 9)).unwrap();
+    let file = fs::File::open(&r.files[0].path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+    )
+    .unwrap();
+    let meta = builder.metadata();
+    assert_eq!(meta.num_row_groups(), 3, "row_group_rows = 4");
+    let ws = aggregates_schema().index_of("window_start").unwrap();
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        let col = rg.column(ws);
+        // The level is not recorded in the footer, only the codec.
+        assert!(matches!(
+            col.compression(),
+            parquet::basic::Compression::ZSTD(_)
+        ));
+        match col.statistics() {
+            Some(Statistics::Int64(s)) => {
+                assert_eq!(s.min_opt(), Some(&(MIDNIGHT + 4 * i as i64 * W)));
+                assert_eq!(
+                    s.max_opt(),
+                    Some(&(MIDNIGHT + (4 * i as i64 + 3).min(9) * W))
+                );
+            }
+            other => panic!("window_start statistics missing: {other:?}"),
+        }
+        let sorting = rg.sorting_columns().expect("sorting_columns set");
+        let names: Vec<_> = sorting
+            .iter()
+            .map(|s| {
+                aggregates_schema()
+                    .field(s.column_idx as usize)
+                    .name()
+                    .clone()
+            })
+            .collect();
+        assert_eq!(names, Dataset::Aggregates.sort_columns());
+    }
+    assert!(
+        meta.column_index().is_some(),
+        "page index (column index) written"
+    );
+    assert!(meta.offset_index().is_some());
+    let kv = meta.file_metadata().key_value_metadata().unwrap();
+    let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
+    assert_eq!(get("vigil.source").as_deref(), Some("rmm.telemetry.v1"));
+    assert_eq!(get("vigil.last_offset").as_deref(), Some("9"));
+}
+
+#[test]
+fn failed_flush_keeps_rows_for_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT, 1.0));
+    // Invalid range: refused before anything is taken.
+    assert!(matches!(
+        w.flush(range(5, 4)),
+        Err(StoreError::InvalidRange { .. })
+    ));
+    assert_eq!(w.len(), 1);
+    // The dataset path is a file: the write fails.
+    fs::write(dir.path().join("aggregates"), b"in the way").unwrap();
+    let err = w.flush(range(0, 1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Io {
+                op: "create dir",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(w.len(), 1);
+    fs::remove_file(dir.path().join("aggregates")).unwrap();
+    w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT + W, 2.0));
+    let r = w.flush(range(0, 1)).unwrap();
+    assert_eq!(r.rows, 2);
+    w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT + W, 2.0));
+    w.discard();
+    assert!(w.is_empty());
+}
+
+#[test]
+fn invalid_config_is_refused() {
+    let bad = WriterConfig {
+        row_group_rows: 0,
+        ..WriterConfig::default()
+    };
+    assert!(matches!(
+        AggregatesWriter::new("/nonexistent", bad),
+        Err(StoreError::Config {
+            field: "row_group_rows",
+            ..
+        })
+    ));
+    let bad = WriterConfig {
+        zstd_level: 30,
+        ..WriterConfig::default()
+    };
+    assert!(matches!(
+        AlertsWriter::new("/nonexistent", bad),
+        Err(StoreError::Config {
+            field: "zstd_level",
+            ..
+        })
+    ));
+    let parsed: WriterConfig = serde_json::from_str(r#"{"zstd_level": 5}"#).unwrap();
+    assert_eq!(
+        parsed,
+        WriterConfig {
+            zstd_level: 5,
+            ..WriterConfig::default()
+        }
+    );
+    assert!(serde_json::from_str::<WriterConfig>(r#"{"zstd": 5}"#).is_err());
+}
+
+fn rejected(reason: RejectReason, offset: i64) -> Rejected {
+    Rejected {
+        reason,
+        detail: format!("detail {offset}"),
+        position: Position {
+            partition: 2,
+            offset,
+        },
+        tenant: Some("t1".into()),
+        agent: None,
+        seq: Some(7),
+        metric: Some("cpu_pct".into()),
+        labels: Some("".into()),
+        points: vec![
+            (1, 1.5),
+            (2, f64::NAN),
+            (3, f64::INFINITY),
+            (4, f64::NEG_INFINITY),
+        ],
+        point_count: 4,
+        raw: (reason == RejectReason::Decode).then(|| vec![0xff, 0x00, 0x10]),
+    }
+}
+
+#[test]
+fn dlq_writes_json_lines_with_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = DlqWriter::new(dir.path(), true);
+    assert_eq!(w.flush(range(0, 0)).unwrap().path, None);
+    w.push(&rejected(RejectReason::NonFinite, 10)).unwrap();
+    w.push(&rejected(RejectReason::Decode, 11)).unwrap();
+    w.push(&rejected(RejectReason::NonFinite, 12)).unwrap();
+    let r = w.flush(range(10, 12)).unwrap();
+    assert_eq!(r.counts.get(RejectReason::NonFinite), 2);
+    assert_eq!(r.counts.get(RejectReason::Decode), 1);
+    assert_eq!(r.counts.total(), 3);
+    assert_eq!(
+        r.counts.iter().collect::<Vec<_>>(),
+        [(RejectReason::Decode, 1), (RejectReason::NonFinite, 2)]
+    );
+    let path: PathBuf = r.path.unwrap();
+    assert_eq!(
+        path,
+        dir.path().join(
+            "dlq/dlq-rmm.telemetry.v1-p00002-00000000000000000010-00000000000000000012.jsonl"
+        )
+    );
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(r.bytes, text.len() as u64);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["reason"], "non_finite");
+    assert_eq!(lines[0]["offset"], 10);
+    assert_eq!(lines[0]["partition"], 2);
+    assert_eq!(lines[0]["agent"], serde_json::Value::Null);
+    assert_eq!(
+        lines[0]["points"],
+        serde_json::json!([[1, 1.5], [2, "NaN"], [3, "inf"], [4, "-inf"]])
+    );
+    assert_eq!(lines[0]["raw"], serde_json::Value::Null);
+    assert_eq!(lines[1]["raw"], "/wAQ");
+    assert_eq!(lines[1]["seq"], 7);
+    assert!(w.is_empty());
+
+    // Replay of the same range replaces the file.
+    w.push(&rejected(RejectReason::Late, 10)).unwrap();
+    w.flush(range(10, 12)).unwrap();
+    assert_eq!(tree(dir.path()).len(), 1);
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 1);
+}
+
+/// Writes a small dataset to `VIGIL_INTEROP_DIR` (default
+/// `target/interop-data`) for `tests/interop/check_parquet.py`:
+/// `cargo test -p vigil-store -- --ignored write_interop_dataset`.
+#[test]
+#[ignore = "writes a dataset for the python interop check"]
+fn write_interop_dataset() {
+    let root = std::env::var_os("VIGIL_INTEROP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/interop-data"));
+    let _ = fs::remove_dir_all(&root);
+    let mut aggs = AggregatesWriter::new(&root, WriterConfig::default()).unwrap();
+    let mut alerts = AlertsWriter::new(&root, WriterConfig::default()).unwrap();
+    let mut n = 0;
+    for agent in 0..5 {
+        for k in -30..30 {
+            aggs.push(&agg(
+                "t1",
+                &format!("a{agent}"),
+                "cpu_pct",
+                "",
+                MIDNIGHT + k * W,
+                k as f64,
+            ));
+            aggs.push(&agg(
+                "t1",
+                &format!("a{agent}"),
+                "disk_used_pct",
+                "mount=/data",
+                MIDNIGHT + k * W,
+                50.0,
+            ));
+            n += 2;
+        }
+        alerts.push(&alert(
+            &format!("a{agent}"),
+            AlertStatus::Firing,
+            MIDNIGHT - 1,
+        ));
+        alerts.push(&alert(
+            &format!("a{agent}"),
+            AlertStatus::Resolved,
+            MIDNIGHT + 1,
+        ));
+    }
+    aggs.flush(range(0, 99)).unwrap();
+    alerts.flush(range(0, 99)).unwrap();
+    println!(
+        "{{\"root\":{:?},\"aggregates\":{n},\"alerts\":10}}",
+        root.display().to_string()
+    );
+}

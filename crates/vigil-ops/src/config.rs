@@ -135,10 +135,23 @@ impl PipelineConfig {
         if self.idle_timeout < self.tick_interval {
             bad("idle_timeout", "must be at least tick_interval");
         }
+        const WEEK: Duration = Duration::from_secs(7 * 86_400);
+        if self.idle_timeout > WEEK {
+            bad("idle_timeout", "must be at most 7d");
+        }
+        if self.max_clock_skew > WEEK {
+            bad("max_clock_skew", "must be at most 7d");
+        }
+        if self.tick_interval > Duration::from_secs(3600) {
+            bad("tick_interval", "must be at most 1h");
+        }
         if self.tick_interval.is_zero() {
             bad("tick_interval", "must be positive");
         }
-        if self.dedup_window < 64 || !self.dedup_window.is_multiple_of(64) || self.dedup_window > 1 << 20 {
+        if self.dedup_window < 64
+            || !self.dedup_window.is_multiple_of(64)
+            || self.dedup_window > 1 << 20
+        {
             bad(
                 "dedup_window",
                 "must be a multiple of 64 between 64 and 1048576",

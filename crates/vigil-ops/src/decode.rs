@@ -85,9 +85,15 @@ fn validate(batch: &mut TelemetryBatch, limits: &Limits) -> Result<(), BatchErro
                 format!("{what} is empty"),
             ));
         }
+        if id.chars().any(char::is_control) {
+            return Err(BatchError::new(
+                RejectReason::InvalidId,
+                format!("{what} {:?} contains control characters", truncate(id)),
+            ));
+        }
         if id.len() > limits.max_id_bytes {
             return Err(BatchError::new(
-                RejectReason::MissingId,
+                RejectReason::InvalidId,
                 format!(
                     "{what} is {} bytes, limit {}",
                     id.len(),
@@ -237,6 +243,12 @@ mod tests {
         let mut b = batch();
         b.agent_id.clear();
         assert_eq!(check(&b), Err(RejectReason::MissingId));
+        let mut b = batch();
+        b.agent_id = "a\0b".into();
+        assert_eq!(check(&b), Err(RejectReason::InvalidId));
+        let mut b = batch();
+        b.tenant_id = "t".repeat(257);
+        assert_eq!(check(&b), Err(RejectReason::InvalidId));
         let mut b = batch();
         b.series[0].metric = "cpu pct".into();
         assert_eq!(check(&b), Err(RejectReason::InvalidMetric));

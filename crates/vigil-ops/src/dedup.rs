@@ -6,6 +6,16 @@
 //! it (the IPsec anti-replay window): a number in the window is a duplicate
 //! iff its bit is set; a number below the window cannot be decided and is
 //! reported as [`Verdict::TooOld`], never guessed at.
+//!
+//! An agent that restarts its numbering (reinstall, lost state) or one batch
+//! with an absurd seq would otherwise be refused forever. So after
+//! [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
+//! the window restarts at the newest one ([`AntiReplay::note_too_old`]); the
+//! batches before it stay refused (dead-lettered with their bytes).
+
+/// Consecutive too-old, consecutively numbered batches that restart the
+/// window (the last of them is accepted).
+pub const RESYNC_AFTER: u8 = 3;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +38,9 @@ pub struct AntiReplay {
     highest: Option<u64>,
     /// Ring of `width` bits indexed by `seq % width`.
     bits: Box<[u64]>,
+    /// Last too-old seq and how many consecutive ones led to it.
+    #[serde(default)]
+    resync: Option<(u64, u8)>,
 }
 
 impl AntiReplay {
@@ -37,6 +50,7 @@ impl AntiReplay {
         AntiReplay {
             highest: None,
             bits: vec![0; words].into_boxed_slice(),
+            resync: None,
         }
     }
 
@@ -75,6 +89,7 @@ impl AntiReplay {
     /// Records `seq` as processed. Call only after [`AntiReplay::check`]
     /// returned [`Verdict::New`].
     pub fn record(&mut self, seq: u64) {
+        self.resync = None;
         match self.highest {
             Some(h) if seq <= h => self.set(seq, true),
             Some(h) => {
@@ -93,6 +108,25 @@ impl AntiReplay {
                 self.set(seq, true);
                 self.highest = Some(seq);
             }
+        }
+    }
+
+    /// Notes a batch that [`AntiReplay::check`] found too old. Returns true
+    /// when it completes a run of [`RESYNC_AFTER`] consecutive numbers: the
+    /// window is then reset and the caller records `seq` as new.
+    pub fn note_too_old(&mut self, seq: u64) -> bool {
+        let run = match self.resync {
+            Some((last, n)) if last.checked_add(1) == Some(seq) => n.saturating_add(1),
+            _ => 1,
+        };
+        if run >= RESYNC_AFTER {
+            self.highest = None;
+            self.bits.iter_mut().for_each(|w| *w = 0);
+            self.resync = None;
+            true
+        } else {
+            self.resync = Some((seq, run));
+            false
         }
     }
 
@@ -128,6 +162,33 @@ mod tests {
         assert_eq!(feed(&mut a, 37), Verdict::New);
         assert_eq!(feed(&mut a, 37), Verdict::Duplicate);
         assert_eq!(a.highest(), Some(100));
+    }
+
+    #[test]
+    fn restarted_numbering_resyncs_after_three_consecutive() {
+        let mut a = AntiReplay::new(64);
+        for s in 5000..5010 {
+            assert_eq!(feed(&mut a, s), Verdict::New);
+        }
+        // The agent restarts at 1.
+        assert_eq!(a.check(1), Verdict::TooOld);
+        assert!(!a.note_too_old(1));
+        assert_eq!(a.check(2), Verdict::TooOld);
+        assert!(!a.note_too_old(2));
+        assert_eq!(a.check(3), Verdict::TooOld);
+        assert!(a.note_too_old(3));
+        a.record(3);
+        assert_eq!(feed(&mut a, 4), Verdict::New);
+        assert_eq!(feed(&mut a, 3), Verdict::Duplicate);
+        // A lone old resend does not resync.
+        assert_eq!(feed(&mut a, 100), Verdict::New);
+        assert_eq!(a.check(40), Verdict::New, "within the window again");
+        let mut b = AntiReplay::new(64);
+        feed(&mut b, 1000);
+        assert!(!b.note_too_old(10));
+        assert!(!b.note_too_old(500));
+        assert!(!b.note_too_old(11));
+        assert_eq!(b.highest(), Some(1000));
     }
 
     proptest! {

@@ -127,6 +127,46 @@ pub fn parse_canonical_labels(s: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Serde for f64 fields that may hold ±inf (a sum of large finite values
+/// can overflow): finite values as numbers, others as the strings `inf`,
+/// `-inf`, `NaN`, so JSON checkpoints round-trip.
+pub mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises one f64.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Str(String),
+    }
+
+    /// Deserialises one f64.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Str(s) => match s.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "NaN" => Ok(f64::NAN),
+                other => Err(serde::de::Error::custom(format!("not a number: {other:?}"))),
+            },
+        }
+    }
+}
+
 /// Running aggregate of one open window. Sum is accumulated in arrival
 /// order, so two arrival orders agree to floating-point rounding only.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -134,13 +174,17 @@ pub struct Agg {
     /// Number of points merged.
     pub count: u64,
     /// Sum of values.
+    #[serde(with = "any_f64")]
     pub sum: f64,
     /// Smallest value.
+    #[serde(with = "any_f64")]
     pub min: f64,
     /// Largest value.
+    #[serde(with = "any_f64")]
     pub max: f64,
     /// Value of the point with the greatest timestamp (on a tie, the one
     /// that arrived last).
+    #[serde(with = "any_f64")]
     pub last: f64,
     /// Timestamp of `last`.
     pub last_ts_ms: i64,

@@ -74,6 +74,9 @@ pub struct PipelineStats {
     /// Points refused, by [`RejectReason::index`] (for record-level reasons:
     /// the points of records that decoded).
     pub rejected_points: [u64; RejectReason::ALL.len()],
+    /// Agents whose sequence numbering restarted (see [`crate::dedup`]).
+    #[serde(default)]
+    pub seq_resyncs: u64,
     /// Windows closed by watermark.
     pub windows_closed: u64,
     /// Windows closed by idle timeout or end of input.
@@ -117,15 +120,21 @@ struct Scratch {
     batch: TelemetryBatch,
     key: String,
     labels: String,
-    refused: [Vec<(i64, f64)>; 3],
+    refused: [Vec<(i64, f64)>; 4],
 }
 
 /// Point-level refusal reasons, in the order of `Scratch::refused`.
-const POINT_REASONS: [RejectReason; 3] = [
+const POINT_REASONS: [RejectReason; 4] = [
     RejectReason::NonFinite,
+    RejectReason::OutOfRange,
     RejectReason::Future,
     RejectReason::Late,
 ];
+
+/// Timestamps the pipeline accepts: 1970-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999Z (what Parquet readers and date partitions can
+/// represent). Anything else is refused as `out_of_range`.
+pub const VALID_TS: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
 
 /// The operator chain of one partition. See the module docs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,7 +215,18 @@ impl Pipeline {
             Ok(()) => {
                 let now = match self.cfg.clock {
                     ClockMode::Wall => wall_now_ms,
-                    ClockMode::Replay => self.clock.observe(batch.sent_at_ms),
+                    // Without any valid send time yet, the batch's own newest
+                    // point stands in (nothing of it is then `future`).
+                    ClockMode::Replay => {
+                        self.clock.observe(batch.sent_at_ms).unwrap_or_else(|| {
+                            batch
+                                .series
+                                .iter()
+                                .flat_map(|s| s.timestamps_ms.iter().copied())
+                                .max()
+                                .unwrap_or(0)
+                        })
+                    }
                 };
                 self.accept(pos, payload, &batch, now, out);
                 self.maybe_tick(now, out);
@@ -306,13 +326,19 @@ impl Pipeline {
                 self.seen(ai, now, out);
                 return;
             }
+            Verdict::TooOld if self.agents[ai].dedup.note_too_old(batch.seq) => {
+                self.stats.seq_resyncs += 1;
+            }
             Verdict::TooOld => {
                 let highest = self.agents[ai].dedup.highest().unwrap_or(0);
                 let e = BatchError {
                     reason: RejectReason::SeqTooOld,
                     detail: format!(
-                        "seq {} is more than {} below the agent's highest seq {highest}; cannot tell a resend from new data",
-                        batch.seq, self.cfg.dedup_window
+                        "seq {} is more than {} below the agent's highest seq {highest}; cannot tell a resend from new data \
+                         ({} consecutive such batches restart the agent's numbering)",
+                        batch.seq,
+                        self.cfg.dedup_window,
+                        crate::dedup::RESYNC_AFTER
                     ),
                 };
                 self.refuse_batch(pos, payload, batch, e, out);
@@ -349,10 +375,12 @@ impl Pipeline {
             for (&ts, &v) in s.timestamps_ms.iter().zip(&s.values) {
                 let r = if !v.is_finite() {
                     0
-                } else if ts > future_after {
+                } else if !VALID_TS.contains(&ts) {
                     1
-                } else if st.windows.is_late(ts) {
+                } else if ts > future_after {
                     2
+                } else if st.windows.is_late(ts) {
+                    3
                 } else {
                     let slot = *slot.get_or_insert_with(|| {
                         canonical_labels(
@@ -386,6 +414,10 @@ impl Pipeline {
                     self.stats.rejected_points[reason.index()] += pts.len() as u64;
                     let detail = match reason {
                         RejectReason::NonFinite => "value is NaN or infinite".to_string(),
+                        RejectReason::OutOfRange => {
+                            "timestamp outside 1970-01-01 ..= 9999-12-31 (ms since epoch)"
+                                .to_string()
+                        }
                         RejectReason::Future => {
                             format!("timestamp more than {skew} ms ahead of processing time {now}")
                         }
@@ -628,10 +660,7 @@ mod tests {
 
     /// Runs batches through a pipeline, optionally checkpointing (serde
     /// round trip) after `restore_at` records; returns closed windows.
-    fn run(
-        batches: &[TestBatch],
-        restore_at: Option<usize>,
-    ) -> Vec<(String, i64, u64, u64)> {
+    fn run(batches: &[TestBatch], restore_at: Option<usize>) -> Vec<(String, i64, u64, u64)> {
         let mut p = pipeline();
         let mut out = Outputs::default();
         // A fixed processing time well after every point: resends and
@@ -726,5 +755,141 @@ mod tests {
             let a_mixed: Vec<_> = run(&bs, None).into_iter().filter(|w| w.0 == "a").collect();
             prop_assert_eq!(a_mixed, run(&alone, None));
         }
+    }
+}
+
+/// Regression tests for bugs found in review: extreme timestamps, clock
+/// edge cases, ambiguous ids, non-finite sums in checkpoints.
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use prost::Message;
+    use vigil_proto::v1::Series;
+
+    const T0: i64 = 1_800_000_000_000;
+    const POS: Position = Position {
+        partition: 0,
+        offset: 0,
+    };
+
+    fn pipe(clock: ClockMode) -> Pipeline {
+        let cfg = PipelineConfig {
+            clock,
+            ..PipelineConfig::default()
+        };
+        Pipeline::new(cfg, Arc::new(RuleSet::default())).unwrap()
+    }
+
+    fn rec(tenant: &str, agent: &str, seq: u64, sent_at_ms: i64, pts: &[(i64, f64)]) -> Vec<u8> {
+        TelemetryBatch {
+            tenant_id: tenant.into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms,
+            agent: None,
+            series: vec![Series {
+                metric: "cpu_pct".into(),
+                labels: vec![],
+                timestamps_ms: pts.iter().map(|p| p.0).collect(),
+                values: pts.iter().map(|p| p.1).collect(),
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// window.rs:43 `div_euclid(W) * W` overflows for ts < -9223372036854720000.
+    #[test]
+    fn review_min_timestamp_does_not_panic() {
+        let mut p = pipe(ClockMode::Wall);
+        let mut out = Outputs::default();
+        p.process(POS, &rec("t", "a", 1, T0, &[(i64::MIN, 1.0)]), T0, &mut out);
+        p.finish(&mut out);
+    }
+
+    /// window.rs:206 `end_ms: start + size` overflows for the last window
+    /// (reachable in replay mode when the clock is near i64::MAX).
+    #[test]
+    fn review_max_timestamp_does_not_panic() {
+        let mut p = pipe(ClockMode::Replay);
+        let mut out = Outputs::default();
+        p.process(
+            POS,
+            &rec("t", "a", 1, i64::MAX, &[(i64::MAX, 1.0)]),
+            0,
+            &mut out,
+        );
+        p.finish(&mut out);
+    }
+
+    /// clock.rs:44 `sent_at_ms - now` overflows.
+    #[test]
+    fn review_replay_clock_sub_does_not_panic() {
+        let mut p = pipe(ClockMode::Replay);
+        let mut out = Outputs::default();
+        p.process(POS, &rec("t", "a", 1, -1, &[(T0, 1.0)]), 0, &mut out);
+        p.process(POS, &rec("t", "a", 2, i64::MAX, &[(T0, 1.0)]), 0, &mut out);
+    }
+
+    /// Regression: once every agent was silent longer than max_clock_skew,
+    /// the replay clock never moved again and every later point was refused
+    /// as `future`. Now only the first batch after the gap is refused (the
+    /// recent batches outvote it as soon as a second one agrees).
+    #[test]
+    fn review_replay_clock_survives_a_fleet_gap() {
+        let mut p = pipe(ClockMode::Replay);
+        let mut out = Outputs::default();
+        p.process(POS, &rec("t", "a", 1, T0, &[(T0, 1.0)]), 0, &mut out);
+        // the whole fleet is silent for 6 minutes, then resumes
+        let t = T0 + 360_000;
+        p.process(POS, &rec("t", "a", 2, t, &[(t, 1.0)]), 0, &mut out);
+        p.process(POS, &rec("t", "b", 1, t, &[(t, 1.0)]), 0, &mut out);
+        p.process(
+            POS,
+            &rec("t", "a", 3, t + 60_000, &[(t + 60_000, 1.0)]),
+            0,
+            &mut out,
+        );
+        assert_eq!(p.stats().rejected_points(RejectReason::Future), 1);
+        assert_eq!(p.replay_now_ms(), Some(t + 60_000));
+    }
+
+    /// pipeline.rs:266-270 (and model.rs:22): the agent key `tenant \0 agent`
+    /// is ambiguous when an id contains NUL; two tenants share one agent state.
+    #[test]
+    fn review_nul_in_ids_does_not_merge_agents() {
+        let mut p = pipe(ClockMode::Wall);
+        let mut out = Outputs::default();
+        p.process(POS, &rec("x\0y", "z", 1, T0, &[(T0, 1.0)]), T0, &mut out);
+        p.process(POS, &rec("x", "y\0z", 1, T0, &[(T0, 2.0)]), T0, &mut out);
+        p.finish(&mut out);
+        let mut tenants: Vec<_> = out
+            .windows
+            .iter()
+            .map(|w| w.series.tenant.to_string())
+            .collect();
+        tenants.sort();
+        // Either both refused (missing_id) or two separate series.
+        assert!(
+            out.windows.is_empty() || tenants == vec!["x".to_string(), "x\0y".to_string()],
+            "windows: {tenants:?}, duplicates: {}",
+            p.stats().duplicates
+        );
+    }
+
+    /// Finite values can overflow the window sum to +inf; serde_json writes
+    /// it as `null` and the checkpoint no longer restores.
+    #[test]
+    fn review_checkpoint_with_infinite_sum_restores() {
+        let mut p = pipe(ClockMode::Wall);
+        let mut out = Outputs::default();
+        p.process(
+            POS,
+            &rec("t", "a", 1, T0, &[(T0, 1e308), (T0 + 1, 1e308)]),
+            T0,
+            &mut out,
+        );
+        let snap = serde_json::to_vec(&p).unwrap();
+        let back: Result<Pipeline, _> = serde_json::from_slice(&snap);
+        assert!(back.is_ok(), "{:?}", back.err());
     }
 }

@@ -16,8 +16,10 @@ pub enum RejectReason {
     TooManySeries,
     /// More points than `limits.max_points_per_batch`.
     TooManyPoints,
-    /// Tenant or agent id is empty or too long.
+    /// Tenant or agent id is empty.
     MissingId,
+    /// Tenant or agent id is too long or contains control characters.
+    InvalidId,
     /// Metric name is empty, too long or has characters outside `[A-Za-z0-9_.:]`.
     InvalidMetric,
     /// A label key is invalid, or keys repeat.
@@ -26,6 +28,8 @@ pub enum RejectReason {
     LengthMismatch,
     /// A value is NaN or infinite.
     NonFinite,
+    /// A timestamp outside 1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999Z.
+    OutOfRange,
     /// A timestamp is further in the future than `max_clock_skew`.
     Future,
     /// A point belongs to a window that is already closed.
@@ -37,16 +41,18 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in a stable order (for metrics pre-registration and docs).
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::Decode,
         RejectReason::TooLarge,
         RejectReason::TooManySeries,
         RejectReason::TooManyPoints,
         RejectReason::MissingId,
+        RejectReason::InvalidId,
         RejectReason::InvalidMetric,
         RejectReason::InvalidLabels,
         RejectReason::LengthMismatch,
         RejectReason::NonFinite,
+        RejectReason::OutOfRange,
         RejectReason::Future,
         RejectReason::Late,
         RejectReason::SeqTooOld,
@@ -60,10 +66,12 @@ impl RejectReason {
             RejectReason::TooManySeries => "too_many_series",
             RejectReason::TooManyPoints => "too_many_points",
             RejectReason::MissingId => "missing_id",
+            RejectReason::InvalidId => "invalid_id",
             RejectReason::InvalidMetric => "invalid_metric",
             RejectReason::InvalidLabels => "invalid_labels",
             RejectReason::LengthMismatch => "length_mismatch",
             RejectReason::NonFinite => "non_finite",
+            RejectReason::OutOfRange => "out_of_range",
             RejectReason::Future => "future",
             RejectReason::Late => "late",
             RejectReason::SeqTooOld => "seq_too_old",
@@ -128,4 +136,20 @@ pub struct Rejected {
     /// The raw record, for batch-level reasons (so it can be replayed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub raw: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_matches_position_in_all_and_names_are_unique() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r}");
+        }
+        let mut names: Vec<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), RejectReason::ALL.len());
+    }
 }

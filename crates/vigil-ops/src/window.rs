@@ -38,9 +38,11 @@ pub struct WindowSpec {
 
 impl WindowSpec {
     /// Start of the window holding `ts`.
+    /// Saturates at `i64::MIN` for timestamps whose window would start
+    /// before it (the pipeline refuses such timestamps before they get here).
     #[inline]
     pub fn start_of(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.size_ms) * self.size_ms
+        ts.div_euclid(self.size_ms).saturating_mul(self.size_ms)
     }
 
     /// End (exclusive) of the window holding `ts`.
@@ -203,7 +205,7 @@ impl AgentWindows {
                 out.push(WindowAggregate {
                     series: s.meta.clone(),
                     start_ms: start,
-                    end_ms: start + size,
+                    end_ms: start.saturating_add(size),
                     agg,
                 });
             }

@@ -58,9 +58,17 @@ pub(crate) fn sync_dir(_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Path of the in-progress file for `name` in `dir`.
+/// Path of an in-progress file for `name` in `dir`. Unique per process and
+/// call (pid and a counter), so two writers of the same range (a zombie
+/// worker after a rebalance, two concurrent replays) never write into each
+/// other's temporary file; the last rename wins with a whole file.
 pub(crate) fn tmp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{TMP_PREFIX}{name}{TMP_SUFFIX}"))
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(
+        "{TMP_PREFIX}{name}.{}-{n}{TMP_SUFFIX}",
+        std::process::id()
+    ))
 }
 
 /// Writes `dir/name` atomically: `write` fills the temporary file, which is
@@ -79,8 +87,7 @@ pub(crate) fn write_atomic<T>(
     let result = (|| {
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&tmp)
             .map_err(StoreError::io("create", &tmp))?;
         let out = write(&file, &tmp)?;

@@ -26,12 +26,14 @@ mod atomic;
 pub mod dlq;
 pub mod error;
 pub mod naming;
+pub mod replace;
 pub mod schema;
 pub mod writer;
 
 pub use dlq::{DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
 pub use naming::{sanitize_source, SourceRange};
+pub use replace::remove_source_files;
 pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
 pub use writer::{
     AggregateRows, AggregatesWriter, AlertRows, AlertsWriter, DatasetWriter, FlushReport,

@@ -1,0 +1,71 @@
+//! Command-line interface: argument parsing (clap, every option with an
+//! environment variable), dispatch, and exit codes (0 success, 1 failure,
+//! 2 usage). Errors are printed with their full context chain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+use crate::obs::{self, LogFormat};
+
+/// Vigil: event-time telemetry processing for Remote Monitoring and Management.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML) layered over the built-in defaults; VIGIL_
+    /// environment variables override both.
+    #[arg(long, global = true, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "VIGIL_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a simulated fleet's telemetry into a file of length-delimited batches.
+    Simulate(cmd::simulate::Args),
+    /// Run a file of length-delimited batches through the pipeline into Parquet.
+    Ingest(cmd::ingest::Args),
+    /// Embedded end to end: simulated fleet → pipeline → Parquet → report. No Kafka needed.
+    Demo(cmd::demo::Args),
+    /// Run SQL over the `aggregates` and `alerts` tables.
+    Sql(cmd::sql::SqlArgs),
+    /// Print the fleet report (alerts by rule, predicted disk fills, health).
+    Report(cmd::sql::ReportArgs),
+    /// Check a rules file and list its rules.
+    Rules(cmd::rules::Args),
+}
+
+/// Entry point of the `vigil` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    obs::init_tracing(cli.log_format, "warn");
+    let result = match cli.command {
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Ingest(a) => cmd::ingest::run(cli.config.as_deref(), a),
+        Command::Demo(a) => cmd::demo::run(cli.config.as_deref(), a),
+        Command::Sql(a) => cmd::sql::run_sql(cli.config.as_deref(), a),
+        Command::Report(a) => cmd::sql::run_report(cli.config.as_deref(), a),
+        Command::Rules(a) => cmd::rules::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

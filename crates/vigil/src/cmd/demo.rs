@@ -1,0 +1,109 @@
+//! `vigil demo`: the embedded end to end. A simulated fleet runs through
+//! the pipeline in-process (event time fast-forwarded), Parquet is written,
+//! and a report computed with SQL is printed. No Kafka needed.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use vigil_query::Format;
+use vigil_sim::Fleet;
+
+use super::simulate::FleetArgs;
+use crate::replay::Replay;
+use crate::settings::Settings;
+
+/// Marker file: a data directory the demo created and may clear.
+const MARKER: &str = ".vigil-demo";
+
+/// Arguments of `vigil demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to write the datasets. Cleared first if an earlier demo made it.
+    #[arg(long, default_value = "vigil-demo", env = "VIGIL_DEMO_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Rules file (default: the built-in rules).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Fleet shape.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Prepares an empty data directory, refusing to clear one the demo did
+/// not create.
+fn prepare(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            if !dir.join(MARKER).exists() {
+                bail!(
+                    "{} is not empty and was not made by `vigil demo`; pass another --data-dir",
+                    dir.display()
+                );
+            }
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "created by vigil demo; safe to delete\n")
+        .with_context(|| format!("writing {}", dir.join(MARKER).display()))?;
+    Ok(())
+}
+
+/// Runs `vigil demo`.
+pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
+    let settings = Settings::load(config)?;
+    let rules = settings.load_rules(a.rules.as_deref())?;
+    let fleet_cfg = a.fleet.fleet_config()?;
+    prepare(&a.data_dir)?;
+    println!(
+        "vigil demo: {} agents of {} tenants, {:.1} h of telemetry, seed {}, writing to {}",
+        fleet_cfg.agents,
+        fleet_cfg.tenants,
+        fleet_cfg.duration_ms as f64 / 3.6e6,
+        fleet_cfg.seed,
+        a.data_dir.display()
+    );
+    let mut fleet = Fleet::new(fleet_cfg);
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(fleet.estimated_records());
+        b.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} batches ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let started = Instant::now();
+    let mut replay = Replay::new(&settings, &a.data_dir, "demo", rules)?;
+    for (i, rec) in fleet.by_ref().enumerate() {
+        replay.push(&rec.payload)?;
+        if i % 4096 == 0 {
+            bar.set_position(i as u64);
+        }
+    }
+    bar.finish_and_clear();
+    let summary = replay.finish()?;
+    println!("\n== pipeline ==");
+    super::print_summary(&summary, started.elapsed());
+    println!(
+        "\n== simulated fleet (ground truth) ==\n{}",
+        super::truth_summary(fleet.truth())
+    );
+    println!();
+    super::sql::print_report(&a.data_dir, Format::Table)?;
+    println!(
+        "\nNext: vigil sql --data-dir {} \"SELECT rule, severity, count(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2\"",
+        a.data_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! One module per subcommand. Each has an `Args` (clap) and a `run`.
+
+pub mod demo;
+pub mod ingest;
+pub mod rules;
+pub mod simulate;
+pub mod sql;
+
+use vigil_ops::RejectReason;
+
+use vigil_sim::{DiskScenario, Expect, FleetTruth};
+
+use crate::replay::ReplaySummary;
+
+/// Prints what a replay did, one fact per line.
+pub fn print_summary(s: &ReplaySummary, elapsed: std::time::Duration) {
+    let st = &s.stats;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "records        {:>12}  ({:.0}/s)",
+        st.records,
+        st.records as f64 / secs
+    );
+    println!(
+        "batches        {:>12}  accepted, {} duplicates dropped",
+        st.batches_accepted, st.duplicates
+    );
+    println!(
+        "points         {:>12}  accepted of {} in accepted batches ({:.2} M/s)",
+        st.points_accepted,
+        st.points_in,
+        st.points_accepted as f64 / secs / 1e6
+    );
+    let refused: Vec<String> = RejectReason::ALL
+        .iter()
+        .filter(|r| st.rejected_records(**r) + st.rejected_points(**r) > 0)
+        .map(|r| {
+            if r.is_batch_level() {
+                format!("{}={} records", r.as_str(), st.rejected_records(*r))
+            } else {
+                format!("{}={} points", r.as_str(), st.rejected_points(*r))
+            }
+        })
+        .collect();
+    println!(
+        "refused        {:>12}  dead letters: {}",
+        s.dlq_records,
+        if refused.is_empty() {
+            "none".into()
+        } else {
+            refused.join(", ")
+        }
+    );
+    println!(
+        "windows        {:>12}  closed ({} by watermark, {} idle/end)",
+        st.windows_closed + st.windows_closed_idle,
+        st.windows_closed,
+        st.windows_closed_idle
+    );
+    println!(
+        "alert events   {:>12}  ({} firing, {} resolved)",
+        st.alerts_firing + st.alerts_resolved,
+        st.alerts_firing,
+        st.alerts_resolved
+    );
+    println!("agents/series  {:>12}  / {}", st.agents, st.series);
+    println!(
+        "parquet rows   {:>12}  aggregates, {} alerts, in {} files",
+        s.aggregate_rows, s.alert_rows, s.files
+    );
+    println!("elapsed        {:>12.2}s", secs);
+}
+
+/// A few lines on what the simulator generated (its ground truth).
+pub fn truth_summary(t: &FleetTruth) -> String {
+    let c = &t.counts;
+    let mut lines = vec![format!(
+        "records: {} ({} accept, {} duplicate, {} late, {} future, {} seq_too_old, {} malformed)",
+        c.records(),
+        c.accept.records,
+        c.duplicate.records,
+        c.late.records,
+        c.future.records,
+        c.seq_too_old.records,
+        c.rejected().records
+    )];
+    lines.push(format!(
+        "points: {} in accepted batches, {} of them non-finite",
+        c.get(Expect::Accept).points,
+        c.accept.non_finite
+    ));
+    let disks: Vec<String> = [
+        DiskScenario::Fill,
+        DiskScenario::FlatNoisy,
+        DiskScenario::Sawtooth,
+        DiskScenario::Nightly,
+        DiskScenario::Burst,
+        DiskScenario::Plateau,
+        DiskScenario::Flat,
+    ]
+    .iter()
+    .map(|s| format!("{} {}", t.disks_of(*s).count(), s.as_str()))
+    .collect();
+    lines.push(format!("disks: {}", disks.join(", ")));
+    lines.push(format!(
+        "episodes: {} cpu/memory/service, {} offline, {} agents with skewed clocks",
+        t.episodes.len(),
+        t.offline.len(),
+        t.skewed.len()
+    ));
+    lines.join("\n")
+}

@@ -1,0 +1,20 @@
+//! # vigil: the binary's library
+//!
+//! Wires the pure operators of `vigil-ops` to the edges: configuration
+//! (`settings`), replays of batch files and the in-process demo
+//! (`replay`), Parquet and dead-letter output (`vigil-store`), SQL
+//! (`vigil-query`), the simulator (`vigil-sim`), logs and metrics (`obs`),
+//! and the command line (`cli`, `cmd`).
+//!
+//! ```text
+//!  vigil simulate ──▶ batches file ──▶ vigil ingest ─┐
+//!  vigil demo (in-process fleet) ───────────────────┼─▶ Replay: Pipeline ─▶ aggregates/ alerts/ dlq/
+//!                                                    │
+//!  vigil sql / vigil report ◀── DataFusion over the Parquet datasets
+//! ```
+
+pub mod cli;
+pub mod cmd;
+pub mod obs;
+pub mod replay;
+pub mod settings;

@@ -1,0 +1,76 @@
+//! Observability: the metric names (one place, `vigil_<area>_<name>_<unit>`,
+//! `_total` for counters; labels only from a closed set) and the tracing
+//! subscriber set-up (human or JSON logs on stderr, `RUST_LOG` filter).
+
+use vigil_ops::pipeline::PipelineStats;
+use vigil_ops::RejectReason;
+
+/// Records offered to the pipeline.
+pub const RECORDS_IN: &str = "vigil_pipeline_records_in_total";
+/// Bytes offered to the pipeline.
+pub const BYTES_IN: &str = "vigil_pipeline_bytes_in_total";
+/// Points merged into windows.
+pub const POINTS_ACCEPTED: &str = "vigil_pipeline_points_accepted_total";
+/// Batches dropped as duplicates (agent, seq).
+pub const DUPLICATES: &str = "vigil_pipeline_duplicate_batches_total";
+/// Records refused whole, label `reason`.
+pub const REJECTED_RECORDS: &str = "vigil_pipeline_rejected_records_total";
+/// Points refused, label `reason`.
+pub const REJECTED_POINTS: &str = "vigil_pipeline_rejected_points_total";
+/// Windows closed, label `trigger` (`watermark` or `idle`).
+pub const WINDOWS_CLOSED: &str = "vigil_windows_closed_total";
+/// Alert events, label `status`.
+pub const ALERT_EVENTS: &str = "vigil_alert_events_total";
+/// Parquet rows written, label `dataset`.
+pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
+/// Parquet flush duration in seconds.
+pub const FLUSH_SECONDS: &str = "vigil_store_flush_duration_seconds";
+
+/// Adds the difference between two stats snapshots to the metric
+/// counters (a no-op when no recorder is installed).
+pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    metrics::counter!(RECORDS_IN).increment(d(prev.records, now.records));
+    metrics::counter!(BYTES_IN).increment(d(prev.bytes, now.bytes));
+    metrics::counter!(POINTS_ACCEPTED).increment(d(prev.points_accepted, now.points_accepted));
+    metrics::counter!(DUPLICATES).increment(d(prev.duplicates, now.duplicates));
+    for r in RejectReason::ALL {
+        let i = r.index();
+        metrics::counter!(REJECTED_RECORDS, "reason" => r.as_str())
+            .increment(d(prev.rejected_records[i], now.rejected_records[i]));
+        metrics::counter!(REJECTED_POINTS, "reason" => r.as_str())
+            .increment(d(prev.rejected_points[i], now.rejected_points[i]));
+    }
+    metrics::counter!(WINDOWS_CLOSED, "trigger" => "watermark")
+        .increment(d(prev.windows_closed, now.windows_closed));
+    metrics::counter!(WINDOWS_CLOSED, "trigger" => "idle")
+        .increment(d(prev.windows_closed_idle, now.windows_closed_idle));
+    metrics::counter!(ALERT_EVENTS, "status" => "firing")
+        .increment(d(prev.alerts_firing, now.alerts_firing));
+    metrics::counter!(ALERT_EVENTS, "status" => "resolved")
+        .increment(d(prev.alerts_resolved, now.alerts_resolved));
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber on stderr. `RUST_LOG` overrides
+/// the default level (`warn` for commands, `info` for workers).
+pub fn init_tracing(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

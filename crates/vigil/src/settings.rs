@@ -1,0 +1,145 @@
+//! Configuration: one serde tree, defaults embedded from
+//! `config/default.toml`, overridden by an optional file (`--config`) and
+//! then by `VIGIL_` environment variables (nested keys joined with `__`,
+//! e.g. `VIGIL_PIPELINE__WINDOW=30s`). Validation reports every problem.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use vigil_ops::config::PipelineConfig;
+use vigil_ops::rules::RuleSet;
+use vigil_store::WriterConfig;
+
+/// The embedded defaults.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+/// Top-level keys that environment variables may set.
+const ENV_KEYS: [&str; 4] = ["data_dir", "rules", "pipeline", "storage"];
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Input records between flushes in replays.
+    pub flush_records: u64,
+    /// Parquet writer settings.
+    pub parquet: WriterConfig,
+}
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Root of the datasets and dead letters.
+    pub data_dir: PathBuf,
+    /// Rules file; empty for the built-in rules.
+    pub rules: String,
+    /// Operator settings.
+    pub pipeline: PipelineConfig,
+    /// Storage settings.
+    pub storage: StorageSettings,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings> {
+        let mut fig = Figment::new().merge(Toml::string(DEFAULT_CONFIG));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(
+            Env::prefixed("VIGIL_")
+                .filter(|k| {
+                    ENV_KEYS
+                        .iter()
+                        .any(|top| k.as_str().to_ascii_lowercase().starts_with(top))
+                })
+                .split("__"),
+        );
+        let s: Settings = fig.extract().map_err(|e| {
+            let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration:\n  {}", all.join("\n  "))
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems: Vec<String> = self
+            .pipeline
+            .validate()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        if let Err(e) = self.storage.parquet.validate() {
+            problems.push(format!("storage.parquet: {e}"));
+        }
+        if self.storage.flush_records == 0 {
+            problems.push("storage.flush_records: must be positive".into());
+        }
+        if !problems.is_empty() {
+            bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        Ok(())
+    }
+
+    /// Loads the rules: the file named by `override_path` or `self.rules`,
+    /// or the built-in rules when neither is set.
+    pub fn load_rules(&self, override_path: Option<&Path>) -> Result<Arc<RuleSet>> {
+        let path = override_path
+            .map(Path::to_path_buf)
+            .or_else(|| (!self.rules.is_empty()).then(|| PathBuf::from(&self.rules)));
+        match path {
+            None => Ok(Arc::new(RuleSet::default_rules())),
+            Some(p) => load_rules_file(&p).map(Arc::new),
+        }
+    }
+}
+
+/// Reads and validates a rules file.
+pub fn load_rules_file(p: &Path) -> Result<RuleSet> {
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("reading rules file {}", p.display()))?;
+    RuleSet::from_toml(&text, &p.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::load(None).unwrap();
+        assert_eq!(s.pipeline, PipelineConfig::default());
+        assert_eq!(s.storage.parquet, WriterConfig::default());
+    }
+
+    #[test]
+    fn file_overrides_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "[pipeline]\nwindow = \"30s\"\n").unwrap();
+        assert_eq!(
+            Settings::load(Some(&f)).unwrap().pipeline.window_ms(),
+            30_000
+        );
+        std::fs::write(&f, "[pipeline]\nwindw = \"30s\"\n").unwrap();
+        let e = Settings::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("windw"), "{e}");
+        std::fs::write(&f, "[pipeline]\nwindow = \"0s\"\ndedup_window = 3\n").unwrap();
+        let e = Settings::load(Some(&f)).unwrap_err().to_string();
+        assert!(
+            e.contains("pipeline.window") && e.contains("pipeline.dedup_window"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vigil::replay::{Replay, ReplaySummary};
+use vigil::settings::Settings;
+use vigil_ops::rules::RuleSet;
+use vigil_sim::{Fleet, FleetConfig, FleetTruth, SimRecord};
+
+/// A simulated fleet, fully generated.
+pub struct SimRun {
+    pub records: Vec<SimRecord>,
+    pub truth: FleetTruth,
+}
+
+/// Generates a fleet.
+pub fn simulate(cfg: FleetConfig) -> SimRun {
+    let mut fleet = Fleet::new(cfg);
+    let records: Vec<SimRecord> = fleet.by_ref().collect();
+    SimRun {
+        records,
+        truth: fleet.truth().clone(),
+    }
+}
+
+/// A small fleet with every scenario: `agents` agents for `hours`.
+pub fn small_fleet(agents: usize, hours: f64, seed: u64) -> FleetConfig {
+    FleetConfig {
+        agents,
+        tenants: 4,
+        duration_ms: (hours * 3_600_000.0) as i64,
+        seed,
+        ..FleetConfig::default()
+    }
+}
+
+/// Test settings: defaults, no fsync (tests need atomicity, not power-loss durability).
+pub fn settings() -> Settings {
+    let mut s = Settings::load(None).unwrap();
+    s.storage.parquet.sync = false;
+    s
+}
+
+/// Runs records through a replay into `dir`.
+pub fn replay(
+    dir: &Path,
+    source: &str,
+    records: &[SimRecord],
+    settings: &Settings,
+    rules: Arc<RuleSet>,
+) -> ReplaySummary {
+    let mut r = Replay::new(settings, dir, source, rules).unwrap();
+    for rec in records {
+        r.push(&rec.payload).unwrap();
+    }
+    r.finish().unwrap()
+}
+
+/// Runs a SQL query over the datasets under `dir`.
+pub fn sql(dir: &Path, q: &str) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    let session = vigil_query::QuerySession::open(dir).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(session.sql(q)).unwrap()
+}
+
+/// Reads every dead-letter line under `dir/dlq`.
+pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir.join("dlq")) else {
+        return out;
+    };
+    let mut files: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            out.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    out
+}
+
+/// The `vigil` binary built for these tests.
+pub fn vigil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vigil")
+}

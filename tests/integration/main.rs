@@ -1,0 +1,10 @@
+//! Vigil's integration tests, compiled into one binary: the oracle test
+//! (Parquet output against an independent computation), CLI behaviour,
+//! malformed input, detectors on labelled scenarios, and the Parquet files
+//! read by pyarrow and DuckDB.
+
+mod cli;
+mod common;
+mod detectors;
+mod interop;
+mod oracle;

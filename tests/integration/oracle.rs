@@ -1,0 +1,324 @@
+//! Oracle tests: the Parquet `aggregates` output must equal, row by row, an
+//! independent DataFusion GROUP BY over the points the simulator labelled
+//! as accepted; every refusal count must equal the simulator's ground truth.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt64Type};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use prost::Message;
+use vigil_ops::rules::RuleSet;
+use vigil_ops::RejectReason;
+use vigil_proto::v1::TelemetryBatch;
+use vigil_sim::{Expect, SimRecord};
+
+use crate::common::*;
+
+/// One window row: key and aggregates.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    key: (String, String, String, String, i64),
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    last: f64,
+}
+
+/// Canonical labels written independently of vigil-ops: sorted by key,
+/// `\`, `,` and `=` escaped in values.
+fn labels_of(s: &vigil_proto::v1::Series) -> String {
+    let mut l: Vec<(&str, &str)> = s
+        .labels
+        .iter()
+        .map(|l| (l.key.as_str(), l.value.as_str()))
+        .collect();
+    l.sort();
+    l.iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.replace('\\', "\\\\")
+                    .replace(',', "\\,")
+                    .replace('=', "\\=")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Expected windows: a DataFusion GROUP BY over the finite points of the
+/// records labelled `Accept`.
+fn expected(records: &[SimRecord]) -> Vec<Row> {
+    let (mut t, mut a, mut m, mut l, mut ts, mut v, mut ord) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut n = 0i64;
+    for r in records.iter().filter(|r| r.expect == Expect::Accept) {
+        let b = TelemetryBatch::decode(r.payload.as_slice()).unwrap();
+        for s in &b.series {
+            let labels = labels_of(s);
+            for (&x, &y) in s.timestamps_ms.iter().zip(&s.values) {
+                if !y.is_finite() {
+                    continue;
+                }
+                t.push(b.tenant_id.clone());
+                a.push(b.agent_id.clone());
+                m.push(s.metric.clone());
+                l.push(labels.clone());
+                ts.push(x);
+                v.push(y);
+                ord.push(n);
+                n += 1;
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("agent", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("arrival", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(t)),
+            Arc::new(StringArray::from(a)),
+            Arc::new(StringArray::from(m)),
+            Arc::new(StringArray::from(l)),
+            Arc::new(Int64Array::from(ts)),
+            Arc::new(Float64Array::from(v)),
+            Arc::new(Int64Array::from(ord)),
+        ],
+    )
+    .unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "points",
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+    )
+    .unwrap();
+    let q = "SELECT tenant, agent, metric, labels, (ts / 60000) * 60000 AS ws,
+                    CAST(count(*) AS BIGINT UNSIGNED) AS n, sum(value) AS s, min(value) AS mn, max(value) AS mx,
+                    avg(value) AS mean, last_value(value ORDER BY ts, arrival) AS last
+             FROM points GROUP BY 1, 2, 3, 4, 5";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let batches = rt.block_on(async { ctx.sql(q).await.unwrap().collect().await.unwrap() });
+    rows(&batches, |b, i| {
+        b.column(4).as_primitive::<Int64Type>().value(i)
+    })
+}
+
+/// Converts result batches to rows; `ws` reads the window start column.
+fn rows(batches: &[RecordBatch], ws: impl Fn(&RecordBatch, usize) -> i64) -> Vec<Row> {
+    let mut out = Vec::new();
+    for b in batches {
+        let s = |c: usize, i: usize| b.column(c).as_string::<i32>().value(i).to_string();
+        let f = |c: usize, i: usize| b.column(c).as_primitive::<Float64Type>().value(i);
+        for i in 0..b.num_rows() {
+            out.push(Row {
+                key: (s(0, i), s(1, i), s(2, i), s(3, i), ws(b, i)),
+                count: b.column(5).as_primitive::<UInt64Type>().value(i),
+                sum: f(6, i),
+                min: f(7, i),
+                max: f(8, i),
+                mean: f(9, i),
+                last: f(10, i),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// The `aggregates` dataset as rows.
+fn actual(dir: &std::path::Path) -> Vec<Row> {
+    let batches = sql(
+        dir,
+        "SELECT tenant, agent, metric, labels, CAST(window_start AS BIGINT) AS ws, count, sum, min, max, mean, last,
+                window_end, date FROM aggregates",
+    );
+    for b in &batches {
+        let ws = b.column(4).as_primitive::<Int64Type>();
+        assert_eq!(ws.null_count(), 0);
+    }
+    rows(&batches, |b, i| {
+        b.column(4).as_primitive::<Int64Type>().value(i)
+    })
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn compare(got: &[Row], want: &[Row]) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "number of closed windows differs from the oracle"
+    );
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.key, w.key, "window keys differ");
+        assert_eq!(g.count, w.count, "count of {:?}", g.key);
+        assert_eq!(
+            (g.min, g.max, g.last),
+            (w.min, w.max, w.last),
+            "min/max/last of {:?}",
+            g.key
+        );
+        assert!(
+            close(g.sum, w.sum) && close(g.mean, w.mean),
+            "sum/mean of {:?}: {g:?} vs {w:?}",
+            g.key
+        );
+    }
+}
+
+#[test]
+fn parquet_aggregates_equal_independent_group_by_and_counts_match_truth() {
+    let run = simulate(small_fleet(40, 3.0, 7));
+    let dir = tempfile::tempdir().unwrap();
+    let summary = replay(
+        dir.path(),
+        "oracle",
+        &run.records,
+        &settings(),
+        Arc::new(RuleSet::default_rules()),
+    );
+    let want = expected(&run.records);
+    assert!(
+        want.len() > 10_000,
+        "fleet too small to be meaningful: {} windows",
+        want.len()
+    );
+    compare(&actual(dir.path()), &want);
+
+    // Every refusal and drop equals the simulator's ground truth.
+    let c = &run.truth.counts;
+    let st = &summary.stats;
+    assert_eq!(st.records, c.records());
+    assert_eq!(st.duplicates, c.duplicate.records, "duplicates");
+    assert_eq!(
+        st.points_accepted,
+        c.accept.points - c.accept.non_finite,
+        "accepted points"
+    );
+    assert_eq!(
+        st.rejected_points(RejectReason::NonFinite),
+        c.accept.non_finite,
+        "non-finite points"
+    );
+    assert_eq!(
+        st.rejected_points(RejectReason::Late),
+        c.late.points,
+        "late points"
+    );
+    assert_eq!(
+        st.rejected_points(RejectReason::Future),
+        c.future.points,
+        "future points"
+    );
+    assert_eq!(
+        st.rejected_records(RejectReason::SeqTooOld),
+        c.seq_too_old.records,
+        "seq_too_old"
+    );
+    assert!(
+        c.late.points > 0
+            && c.future.points > 0
+            && c.accept.non_finite > 0
+            && c.duplicate.records > 0
+    );
+    for (reason, tally) in &c.reject {
+        let r = RejectReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == *reason)
+            .unwrap();
+        assert_eq!(
+            st.rejected_records(r),
+            tally.records,
+            "records refused as {reason}"
+        );
+    }
+    let batch_level: u64 = RejectReason::ALL
+        .iter()
+        .filter(|r| r.is_batch_level())
+        .map(|r| st.rejected_records(*r))
+        .sum();
+    assert_eq!(batch_level, c.rejected().records + c.seq_too_old.records);
+
+    // The dead-letter files hold exactly those refusals, with reasons.
+    let mut by_reason: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for d in dead_letters(dir.path()) {
+        let e = by_reason
+            .entry(d["reason"].as_str().unwrap().to_string())
+            .or_default();
+        e.0 += 1;
+        e.1 += d["point_count"].as_u64().unwrap();
+    }
+    for r in RejectReason::ALL {
+        let (records, points) = by_reason.get(r.as_str()).copied().unwrap_or_default();
+        if r.is_batch_level() {
+            assert_eq!(records, st.rejected_records(r), "dlq records for {r}");
+        } else {
+            assert_eq!(points, st.rejected_points(r), "dlq points for {r}");
+        }
+    }
+}
+
+#[test]
+fn flush_cadence_and_replays_do_not_change_or_duplicate_rows() {
+    let run = simulate(small_fleet(12, 1.5, 11));
+    let want = expected(&run.records);
+    let rules = Arc::new(RuleSet::default_rules());
+
+    // Many small flushes (many files) give the same rows.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.storage.flush_records = 37;
+    replay(dir.path(), "cadence", &run.records, &s, rules.clone());
+    compare(&actual(dir.path()), &want);
+    let files = |d: &std::path::Path| {
+        let mut v: Vec<String> = walk(d)
+            .into_iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = files(dir.path());
+    assert!(first.len() > 5);
+
+    // Replaying the same input into the same directory rewrites the same
+    // files: no duplicate rows, no extra files, nothing left half-written.
+    replay(dir.path(), "cadence", &run.records, &s, rules);
+    assert_eq!(files(dir.path()), first);
+    compare(&actual(dir.path()), &want);
+    assert!(
+        walk(dir.path()).iter().all(|p| !p.contains(".tmp")),
+        "temporary files left behind"
+    );
+}
+
+fn walk(d: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}

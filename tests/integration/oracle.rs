@@ -304,9 +304,19 @@ fn flush_cadence_and_replays_do_not_change_or_duplicate_rows() {
     replay(dir.path(), "cadence", &run.records, &s, rules);
     assert_eq!(files(dir.path()), first);
     compare(&actual(dir.path()), &want);
+    let names: Vec<String> = walk(dir.path())
+        .iter()
+        .map(|p| {
+            std::path::Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     assert!(
-        walk(dir.path()).iter().all(|p| !p.contains(".tmp")),
-        "temporary files left behind"
+        names.iter().all(|n| !n.starts_with(".tmp-")),
+        "temporary files left behind: {names:?}"
     );
 }
 

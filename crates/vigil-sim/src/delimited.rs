@@ -56,6 +56,40 @@ pub enum DelimitedError {
     },
 }
 
+/// Accumulates the bytes of one varint length prefix, shared by both
+/// readers: at most 10 bytes, at most [`MAX_DELIMITED_RECORD`].
+#[derive(Default)]
+struct LenPrefix {
+    len: u64,
+    n: u32,
+}
+
+impl LenPrefix {
+    /// Feeds one byte; `Some(len)` once the prefix is complete.
+    fn push(&mut self, b: u8, index: u64, offset: u64) -> Result<Option<u64>, DelimitedError> {
+        if self.n == 9 && b > 1 {
+            return Err(DelimitedError::BadLength { index, offset });
+        }
+        self.len |= u64::from(b & 0x7f) << (7 * self.n);
+        self.n += 1;
+        if b & 0x80 == 0 {
+            if self.len > MAX_DELIMITED_RECORD {
+                return Err(DelimitedError::TooLong {
+                    index,
+                    offset,
+                    len: self.len,
+                    max: MAX_DELIMITED_RECORD,
+                });
+            }
+            return Ok(Some(self.len));
+        }
+        if self.n == 10 {
+            return Err(DelimitedError::BadLength { index, offset });
+        }
+        Ok(None)
+    }
+}
+
 /// Writes one record: the varint length of `payload`, then `payload`.
 pub fn write_delimited<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> io::Result<()> {
     let mut prefix = [0u8; 10];
@@ -122,11 +156,10 @@ impl<R: BufRead> DelimitedReader<R> {
             offset,
             source,
         };
-        let mut len: u64 = 0;
-        let mut n = 0u32;
-        loop {
+        let mut prefix = LenPrefix::default();
+        let len = loop {
             let Some(b) = self.byte().map_err(io_err)? else {
-                if n == 0 {
+                if prefix.n == 0 {
                     return Ok(None);
                 }
                 return Err(DelimitedError::Truncated {
@@ -136,26 +169,10 @@ impl<R: BufRead> DelimitedReader<R> {
                     got: 0,
                 });
             };
-            if n == 9 && b > 1 {
-                return Err(DelimitedError::BadLength { index, offset });
+            if let Some(len) = prefix.push(b, index, offset)? {
+                break len;
             }
-            len |= u64::from(b & 0x7f) << (7 * n);
-            n += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-            if n == 10 {
-                return Err(DelimitedError::BadLength { index, offset });
-            }
-        }
-        if len > MAX_DELIMITED_RECORD {
-            return Err(DelimitedError::TooLong {
-                index,
-                offset,
-                len,
-                max: MAX_DELIMITED_RECORD,
-            });
-        }
+        };
         let mut out = Vec::with_capacity(len as usize);
         let got = (&mut self.reader)
             .take(len)
@@ -169,7 +186,7 @@ impl<R: BufRead> DelimitedReader<R> {
                 got,
             });
         }
-        self.offset += u64::from(n) + len;
+        self.offset += u64::from(prefix.n) + len;
         self.index += 1;
         Ok(Some(out))
     }
@@ -212,9 +229,9 @@ impl<'a> DelimitedSlice<'a> {
         if rest.is_empty() {
             return Ok(None);
         }
-        let mut len: u64 = 0;
+        let mut prefix = LenPrefix::default();
         let mut n = 0usize;
-        loop {
+        let len = loop {
             let Some(&b) = rest.get(n) else {
                 return Err(DelimitedError::Truncated {
                     index,
@@ -223,26 +240,11 @@ impl<'a> DelimitedSlice<'a> {
                     got: 0,
                 });
             };
-            if n == 9 && b > 1 {
-                return Err(DelimitedError::BadLength { index, offset });
-            }
-            len |= u64::from(b & 0x7f) << (7 * n);
             n += 1;
-            if b & 0x80 == 0 {
-                break;
+            if let Some(len) = prefix.push(b, index, offset)? {
+                break len;
             }
-            if n == 10 {
-                return Err(DelimitedError::BadLength { index, offset });
-            }
-        }
-        if len > MAX_DELIMITED_RECORD {
-            return Err(DelimitedError::TooLong {
-                index,
-                offset,
-                len,
-                max: MAX_DELIMITED_RECORD,
-            });
-        }
+        };
         let body = &rest[n..];
         let len_us = len as usize;
         if body.len() < len_us {

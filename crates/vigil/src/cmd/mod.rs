@@ -89,18 +89,10 @@ pub fn truth_summary(t: &FleetTruth) -> String {
         c.get(Expect::Accept).points,
         c.accept.non_finite
     ));
-    let disks: Vec<String> = [
-        DiskScenario::Fill,
-        DiskScenario::FlatNoisy,
-        DiskScenario::Sawtooth,
-        DiskScenario::Nightly,
-        DiskScenario::Burst,
-        DiskScenario::Plateau,
-        DiskScenario::Flat,
-    ]
-    .iter()
-    .map(|s| format!("{} {}", t.disks_of(*s).count(), s.as_str()))
-    .collect();
+    let disks: Vec<String> = DiskScenario::ALL
+        .iter()
+        .map(|s| format!("{} {}", t.disks_of(*s).count(), s.as_str()))
+        .collect();
     lines.push(format!("disks: {}", disks.join(", ")));
     lines.push(format!(
         "episodes: {} cpu/memory/service, {} offline, {} agents with skewed clocks",

@@ -40,11 +40,15 @@ if [ "$lint" = 1 ]; then
 fi
 
 log "cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/vigil-test.log"
+testlog=$(mktemp)
+trap 'rm -f "$testlog"' EXIT
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "$testlog"
 status=${PIPESTATUS[0]}
+set -e
 
 log "done"
-passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "${TMPDIR:-/tmp}/vigil-test.log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/vigil-test.log" | awk '{s+=$1} END {print s+0}')
+passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$testlog" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$testlog" | awk '{s+=$6} END {print s+0}')
 echo "$passed passed, $failed failed"
 exit "$status"

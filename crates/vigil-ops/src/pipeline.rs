@@ -282,15 +282,23 @@ impl Pipeline {
         });
     }
 
-    fn agent_slot(&mut self, tenant: &str, agent: &str) -> usize {
+    /// Index of an existing agent, using the scratch key buffer (no
+    /// allocation). Ids never contain NUL (`invalid_id`), so the key
+    /// `tenant \0 agent` is unambiguous.
+    fn find_agent(&mut self, tenant: &str, agent: &str) -> Option<usize> {
         let key = &mut self.scratch.key;
         key.clear();
         key.push_str(tenant);
         key.push('\0');
         key.push_str(agent);
-        if let Some(&i) = self.agent_index.get(key.as_str()) {
-            return i as usize;
+        self.agent_index.get(key.as_str()).map(|&i| i as usize)
+    }
+
+    fn agent_slot(&mut self, tenant: &str, agent: &str) -> usize {
+        if let Some(i) = self.find_agent(tenant, agent) {
+            return i;
         }
+        let key = &self.scratch.key;
         let i = self.agents.len();
         self.agents.push(AgentState {
             tenant: tenant.into(),
@@ -476,16 +484,8 @@ impl Pipeline {
                 AlertStatus::Resolved => self.stats.alerts_resolved += 1,
             }
             if a.hostname.is_none() {
-                let key = &mut self.scratch.key;
-                key.clear();
-                key.push_str(&a.tenant);
-                key.push('\0');
-                key.push_str(&a.agent);
-                if let Some(&i) = self.agent_index.get(key.as_str()) {
-                    a.hostname = self.agents[i as usize]
-                        .hostname
-                        .as_deref()
-                        .map(str::to_string);
+                if let Some(i) = self.find_agent(&a.tenant, &a.agent) {
+                    a.hostname = self.agents[i].hostname.as_deref().map(str::to_string);
                 }
             }
         }

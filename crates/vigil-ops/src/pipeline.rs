@@ -181,6 +181,59 @@ impl Pipeline {
         self.detectors.attach_rules(rules);
     }
 
+    /// Continues a pipeline restored from a checkpoint under the current
+    /// configuration and rules. Settings that shape the state (window size,
+    /// allowed lateness, dedup window, clock mode) must equal those the
+    /// checkpoint was written with; every other setting (limits, idle
+    /// timeout, clock skew, tick interval) takes its new value (the replay
+    /// clock keeps the skew it was built with). Returns the
+    /// problems when the configuration cannot continue this state.
+    pub fn resume(
+        mut self,
+        cfg: PipelineConfig,
+        rules: Arc<RuleSet>,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = cfg.validate();
+        let old = &self.cfg;
+        let mut changed = |field: &'static str, was: String, now: String| {
+            if was != now {
+                problems.push(ConfigProblem {
+                    field,
+                    message: format!(
+                        "the checkpoint was written with {was}, the configuration says {now}; \
+                         a checkpoint cannot change it (drain the partition or delete its checkpoint)"
+                    ),
+                });
+            }
+        };
+        changed(
+            "window",
+            format!("{:?}", old.window),
+            format!("{:?}", cfg.window),
+        );
+        changed(
+            "allowed_lateness",
+            format!("{:?}", old.allowed_lateness),
+            format!("{:?}", cfg.allowed_lateness),
+        );
+        changed(
+            "dedup_window",
+            old.dedup_window.to_string(),
+            cfg.dedup_window.to_string(),
+        );
+        changed(
+            "clock",
+            format!("{:?}", old.clock),
+            format!("{:?}", cfg.clock),
+        );
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        self.cfg = cfg;
+        self.attach_rules(rules);
+        Ok(self)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

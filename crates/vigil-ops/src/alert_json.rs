@@ -1,0 +1,183 @@
+//! The project's alert JSON: the value of every record on the alert topic
+//! (`rmm.alerts.v1`), described by `schemas/alert.v1.schema.json`.
+//!
+//! The encoding is a contract of its own, separate from [`AlertEvent`]'s
+//! in-memory layout: field names are stable, times are given both as
+//! milliseconds since the epoch and as RFC 3339 UTC strings (SIEMs parse
+//! either), labels are a JSON object, and `schema` names the version. New
+//! optional fields may be added; nothing is renamed or removed within `v1`.
+
+use serde::Serialize;
+
+use crate::model::{parse_canonical_labels, AlertEvent};
+
+/// Value of the `schema` field.
+pub const ALERT_SCHEMA: &str = "vigil.alert.v1";
+
+#[derive(Serialize)]
+struct AlertJson<'a> {
+    schema: &'static str,
+    id: &'a str,
+    fingerprint: &'a str,
+    rule: &'a str,
+    kind: &'static str,
+    severity: &'static str,
+    status: &'static str,
+    suppressed: bool,
+    tenant: &'a str,
+    agent: &'a str,
+    hostname: Option<&'a str>,
+    metric: Option<&'a str>,
+    labels: Labels,
+    value: Option<f64>,
+    threshold: Option<f64>,
+    predicted_at_ms: Option<i64>,
+    predicted_at: Option<String>,
+    window_start_ms: Option<i64>,
+    window_end_ms: Option<i64>,
+    started_at_ms: i64,
+    started_at: String,
+    resolved_at_ms: Option<i64>,
+    resolved_at: Option<String>,
+    event_time_ms: i64,
+    event_time: String,
+    summary: &'a str,
+}
+
+struct Labels(Vec<(String, String)>);
+
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// RFC 3339 UTC with milliseconds (`2026-11-02T10:15:00.000Z`) of a time
+/// in ms since the epoch; proleptic Gregorian, valid for years 0..=9999.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Finite values only: JSON has no NaN or infinity, so those become null.
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|v| v.is_finite())
+}
+
+/// Appends the alert's JSON encoding (one object, no trailing newline) to
+/// `out`.
+pub fn encode_alert(a: &AlertEvent, out: &mut Vec<u8>) {
+    let j = AlertJson {
+        schema: ALERT_SCHEMA,
+        id: &a.id,
+        fingerprint: &a.fingerprint,
+        rule: &a.rule,
+        kind: a.kind.as_str(),
+        severity: a.severity.as_str(),
+        status: a.status.as_str(),
+        suppressed: a.suppressed,
+        tenant: &a.tenant,
+        agent: &a.agent,
+        hostname: a.hostname.as_deref(),
+        metric: a.metric.as_deref(),
+        labels: Labels(parse_canonical_labels(&a.labels)),
+        value: finite(a.value),
+        threshold: finite(a.threshold),
+        predicted_at_ms: a.predicted_at_ms,
+        predicted_at: a.predicted_at_ms.map(rfc3339_ms),
+        window_start_ms: a.window_start_ms,
+        window_end_ms: a.window_end_ms,
+        started_at_ms: a.started_at_ms,
+        started_at: rfc3339_ms(a.started_at_ms),
+        resolved_at_ms: a.resolved_at_ms,
+        resolved_at: a.resolved_at_ms.map(rfc3339_ms),
+        event_time_ms: a.event_time_ms,
+        event_time: rfc3339_ms(a.event_time_ms),
+        summary: &a.summary,
+    };
+    // Serialising this struct into a Vec cannot fail: every field is a
+    // string, number, bool, null or string map, and non-finite floats were
+    // mapped to null above.
+    if serde_json::to_writer(&mut *out, &j).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlertStatus, DetectorKind, Severity};
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_793_664_000_000), "2026-11-03T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn encodes_labels_as_object_and_times_twice() {
+        let a = AlertEvent {
+            id: "i".into(),
+            fingerprint: "f".into(),
+            rule: "disk_high".into(),
+            kind: DetectorKind::Threshold,
+            severity: Severity::Warning,
+            status: AlertStatus::Resolved,
+            suppressed: false,
+            tenant: "t".into(),
+            agent: "a".into(),
+            hostname: None,
+            metric: Some("disk_used_pct".into()),
+            labels: "mount=/data,x=a\\,b".into(),
+            value: Some(f64::NAN),
+            threshold: Some(90.0),
+            predicted_at_ms: None,
+            window_start_ms: Some(0),
+            window_end_ms: Some(60_000),
+            started_at_ms: 0,
+            resolved_at_ms: Some(60_000),
+            event_time_ms: 60_000,
+            summary: "s".into(),
+        };
+        let mut out = Vec::new();
+        encode_alert(&a, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["schema"], ALERT_SCHEMA);
+        assert_eq!(v["labels"]["mount"], "/data");
+        assert_eq!(v["labels"]["x"], "a,b");
+        assert!(v["value"].is_null());
+        assert_eq!(v["status"], "resolved");
+        assert_eq!(v["resolved_at"], "1970-01-01T00:01:00.000Z");
+    }
+}

@@ -87,6 +87,35 @@ impl Serialize for Raw<'_> {
     }
 }
 
+/// Appends one refused record's JSON object (a dead-letter line without
+/// its newline) to `out`. On error `out` is left as it was.
+pub fn encode_dead_letter(r: &Rejected, out: &mut Vec<u8>) -> Result<()> {
+    let line = Line {
+        reason: r.reason.as_str(),
+        detail: &r.detail,
+        partition: r.position.partition,
+        offset: r.position.offset,
+        tenant: r.tenant.as_deref(),
+        agent: r.agent.as_deref(),
+        seq: r.seq,
+        metric: r.metric.as_deref(),
+        labels: r.labels.as_deref(),
+        points: Points(&r.points),
+        point_count: r.point_count,
+        raw: r.raw.as_deref().map(Raw),
+    };
+    let mark = out.len();
+    if let Err(source) = serde_json::to_writer(&mut *out, &line) {
+        out.truncate(mark);
+        return Err(StoreError::Json {
+            partition: r.position.partition,
+            offset: r.position.offset,
+            source,
+        });
+    }
+    Ok(())
+}
+
 /// Records per reason, indexed like [`RejectReason::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReasonCounts([u64; RejectReason::ALL.len()]);
@@ -158,30 +187,7 @@ impl DlqWriter {
 
     /// Buffers one refused record as a JSON line.
     pub fn push(&mut self, r: &Rejected) -> Result<()> {
-        let line = Line {
-            reason: r.reason.as_str(),
-            detail: &r.detail,
-            partition: r.position.partition,
-            offset: r.position.offset,
-            tenant: r.tenant.as_deref(),
-            agent: r.agent.as_deref(),
-            seq: r.seq,
-            metric: r.metric.as_deref(),
-            labels: r.labels.as_deref(),
-            points: Points(&r.points),
-            point_count: r.point_count,
-            raw: r.raw.as_deref().map(Raw),
-        };
-        let mark = self.buf.len();
-        let json_err = |source| StoreError::Json {
-            partition: r.position.partition,
-            offset: r.position.offset,
-            source,
-        };
-        if let Err(e) = serde_json::to_writer(&mut self.buf, &line) {
-            self.buf.truncate(mark);
-            return Err(json_err(e));
-        }
+        encode_dead_letter(r, &mut self.buf)?;
         self.buf.push(b'\n');
         self.counts.add(r.reason);
         Ok(())

@@ -23,6 +23,7 @@
 //! dead-letter sink), [`error`] (the typed error).
 
 mod atomic;
+pub mod checkpoint;
 pub mod dlq;
 pub mod error;
 pub mod naming;
@@ -30,10 +31,11 @@ pub mod replace;
 pub mod schema;
 pub mod writer;
 
-pub use dlq::{DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
+pub use checkpoint::CheckpointStore;
+pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
 pub use naming::{sanitize_source, SourceRange};
-pub use replace::remove_source_files;
+pub use replace::{remove_partition_files_from, remove_source_files};
 pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
 pub use writer::{
     AggregateRows, AggregatesWriter, AlertRows, AlertsWriter, DatasetWriter, FlushReport,

@@ -30,9 +30,46 @@ pub fn is_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> bool
         && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The (partition, first offset) of a file name that
+/// [`crate::SourceRange::file_name`] makes for `prefix`, `source` and `ext`.
+pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> Option<(i32, i64)> {
+    if !is_source_file(name, prefix, source, ext) {
+        return None;
+    }
+    let head = format!("{prefix}-{}-p", sanitize_source(source));
+    let mut parts = name[head.len()..].split('-');
+    let partition = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    Some((partition, first))
+}
+
 /// Removes every Parquet and dead-letter file of `source` under `root`
 /// (all partitions and ranges, every date). Returns how many were removed.
 pub fn remove_source_files(root: &Path, source: &str) -> Result<usize> {
+    remove_matching(root, source, |_, _| true)
+}
+
+/// Removes the Parquet and dead-letter files of one partition of `source`
+/// whose range starts at or after `first_offset`: output published for
+/// records after the partition's last checkpoint, which processing them
+/// again will publish again (possibly over other ranges). Returns how many
+/// were removed.
+pub fn remove_partition_files_from(
+    root: &Path,
+    source: &str,
+    partition: i32,
+    first_offset: i64,
+) -> Result<usize> {
+    remove_matching(root, source, |p, first| {
+        p == partition && first >= first_offset
+    })
+}
+
+fn remove_matching(
+    root: &Path,
+    source: &str,
+    keep_out: impl Fn(i32, i64) -> bool,
+) -> Result<usize> {
     let mut removed = 0;
     let mut sweep = |dir: &Path, prefix: &str, ext: &str| -> Result<()> {
         let entries = match fs::read_dir(dir) {
@@ -43,7 +80,8 @@ pub fn remove_source_files(root: &Path, source: &str) -> Result<usize> {
         for entry in entries {
             let entry = entry.map_err(StoreError::io("read dir", dir))?;
             let name = entry.file_name();
-            if is_source_file(&name.to_string_lossy(), prefix, source, ext) {
+            let name = name.to_string_lossy();
+            if parse_source_file(&name, prefix, source, ext).is_some_and(|(p, f)| keep_out(p, f)) {
                 let p = entry.path();
                 fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
                 removed += 1;
@@ -91,6 +129,33 @@ mod tests {
             "demo",
             "parquet"
         ));
+    }
+
+    #[test]
+    fn removes_a_partitions_files_from_an_offset() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("alerts/date=2026-11-02");
+        fs::create_dir_all(&d).unwrap();
+        let f =
+            |p: i32, a: i64, b: i64| d.join(format!("part-rmm.t-p{p:05}-{a:020}-{b:020}.parquet"));
+        let (old, new, other) = (f(1, 0, 9), f(1, 10, 19), f(2, 10, 19));
+        for x in [&old, &new, &other] {
+            fs::write(x, "x").unwrap();
+        }
+        assert_eq!(
+            remove_partition_files_from(root.path(), "rmm.t", 1, 10).unwrap(),
+            1
+        );
+        assert!(old.exists() && !new.exists() && other.exists());
+        assert_eq!(
+            parse_source_file(
+                "part-rmm.t-p00002-00000000000000000010-00000000000000000019.parquet",
+                "part",
+                "rmm.t",
+                "parquet"
+            ),
+            Some((2, 10))
+        );
     }
 
     #[test]

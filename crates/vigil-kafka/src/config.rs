@@ -1,0 +1,348 @@
+//! Kafka settings: brokers, topics, group, any librdkafka property, and
+//! secrets resolved from the environment or from files so they never sit
+//! in a config file or a log line.
+//!
+//! The `[kafka]` table of the worker config deserialises into
+//! [`KafkaSettings`]; [`KafkaSettings::client_config`] turns it into an
+//! rdkafka `ClientConfig` for one [`Role`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Properties Vigil sets itself for a role; users cannot override them,
+/// because the delivery guarantees depend on them.
+const CONSUMER_FIXED: [(&str, &str); 3] = [
+    // Offsets are committed by the worker after its output is durable.
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    // Alerts and dead letters are read by other tools; uncommitted
+    // transactional data must never be processed.
+    ("isolation.level", "read_committed"),
+];
+
+/// Producer properties that make delivery idempotent and ordered per key.
+const PRODUCER_FIXED: [(&str, &str); 3] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("max.in.flight.requests.per.connection", "5"),
+];
+
+/// Which client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The worker's consumer-group consumer.
+    Consumer,
+    /// A producer (alerts, dead letters, the simulator).
+    Producer,
+    /// The admin client (topic creation).
+    Admin,
+}
+
+/// The `[kafka]` settings. See `config/default.toml` for every key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Telemetry input topic.
+    pub telemetry_topic: String,
+    /// Alert output topic (key = alert fingerprint).
+    pub alert_topic: String,
+    /// Dead-letter topic for refused input (reason, source partition and
+    /// offset in headers). Empty: dead letters go to files under `dlq/`.
+    pub dlq_topic: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Create missing topics when the worker starts.
+    pub create_topics: bool,
+    /// Partition count of topics Vigil creates.
+    pub partitions: i32,
+    /// Replication factor of topics Vigil creates.
+    pub replication_factor: i32,
+    /// librdkafka properties for every client (TLS, SASL, timeouts...).
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for producers only.
+    pub producer_properties: BTreeMap<String, String>,
+    /// Secret properties read from environment variables: property →
+    /// variable name (e.g. `"sasl.password" = "KAFKA_SASL_PASSWORD"`).
+    pub secret_env: BTreeMap<String, String>,
+    /// Secret properties read from files (Kubernetes secrets): property →
+    /// path; the file's content, trailing newline removed, is the value.
+    pub secret_files: BTreeMap<String, PathBuf>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            telemetry_topic: "rmm.telemetry.v1".into(),
+            alert_topic: "rmm.alerts.v1".into(),
+            dlq_topic: "rmm.telemetry.dlq".into(),
+            group_id: "vigil".into(),
+            create_topics: false,
+            partitions: 12,
+            replication_factor: 1,
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+        }
+    }
+}
+
+/// True when a property holds a secret and its value must not be logged.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "jaas", "key.pem", "private"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+impl KafkaSettings {
+    /// Checks every setting; returns all problems (`kafka.<field>: ...`).
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.brokers.trim().is_empty() {
+            p.push("kafka.brokers: must not be empty".to_string());
+        }
+        for (field, topic, may_be_empty) in [
+            ("telemetry_topic", &self.telemetry_topic, false),
+            ("alert_topic", &self.alert_topic, false),
+            ("dlq_topic", &self.dlq_topic, true),
+        ] {
+            if topic.is_empty() && may_be_empty {
+                continue;
+            }
+            if let Err(e) = check_topic_name(topic) {
+                p.push(format!("kafka.{field}: {e}"));
+            }
+        }
+        if self.group_id.is_empty() {
+            p.push("kafka.group_id: must not be empty".to_string());
+        }
+        if self.partitions < 1 {
+            p.push("kafka.partitions: must be at least 1".to_string());
+        }
+        if self.replication_factor < 1 {
+            p.push("kafka.replication_factor: must be at least 1".to_string());
+        }
+        for (table, props) in [
+            ("properties", &self.properties),
+            ("consumer_properties", &self.consumer_properties),
+            ("producer_properties", &self.producer_properties),
+        ] {
+            for key in props.keys() {
+                if key == "bootstrap.servers" || key == "group.id" {
+                    p.push(format!(
+                        "kafka.{table}.\"{key}\": set it with kafka.{} instead",
+                        if key == "group.id" {
+                            "group_id"
+                        } else {
+                            "brokers"
+                        }
+                    ));
+                }
+                if CONSUMER_FIXED
+                    .iter()
+                    .chain(PRODUCER_FIXED.iter())
+                    .any(|(k, _)| k == key)
+                {
+                    p.push(format!(
+                        "kafka.{table}.\"{key}\": fixed by Vigil (its delivery guarantees depend on it)"
+                    ));
+                }
+                if is_secret_property(key) {
+                    p.push(format!(
+                        "kafka.{table}.\"{key}\": a secret; give it with kafka.secret_env or kafka.secret_files, not in the config"
+                    ));
+                }
+            }
+        }
+        for (key, var) in &self.secret_env {
+            if var.is_empty() {
+                p.push(format!(
+                    "kafka.secret_env.\"{key}\": the variable name is empty"
+                ));
+            }
+        }
+        p
+    }
+
+    /// The rdkafka configuration for `role`: brokers, Vigil's fixed
+    /// properties, the user's properties, and the secrets (read now).
+    pub fn client_config(&self, role: Role) -> Result<ClientConfig> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("client.id", format!("vigil-{}", role_name(role)));
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        match role {
+            Role::Consumer => {
+                c.set("group.id", &self.group_id);
+                c.set("auto.offset.reset", "earliest");
+                // Statistics feed the consumer-lag gauges.
+                c.set("statistics.interval.ms", "5000");
+                for (k, v) in &self.consumer_properties {
+                    c.set(k, v);
+                }
+                for (k, v) in CONSUMER_FIXED {
+                    c.set(k, v);
+                }
+            }
+            Role::Producer => {
+                c.set("compression.type", "zstd");
+                c.set("linger.ms", "5");
+                for (k, v) in &self.producer_properties {
+                    c.set(k, v);
+                }
+                for (k, v) in PRODUCER_FIXED {
+                    c.set(k, v);
+                }
+            }
+            Role::Admin => {}
+        }
+        for (key, var) in &self.secret_env {
+            let v = std::env::var(var).map_err(|_| Error::Secret {
+                property: key.clone(),
+                source_name: format!("environment variable {var}"),
+                problem: "is not set (or not UTF-8)".into(),
+            })?;
+            c.set(key, v);
+        }
+        for (key, path) in &self.secret_files {
+            let v = std::fs::read_to_string(path).map_err(|e| Error::Secret {
+                property: key.clone(),
+                source_name: format!("file {}", path.display()),
+                problem: e.to_string(),
+            })?;
+            c.set(key, v.trim_end_matches(['\n', '\r']));
+        }
+        Ok(c)
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Consumer => "consumer",
+        Role::Producer => "producer",
+        Role::Admin => "admin",
+    }
+}
+
+/// Checks a topic name the way Kafka does: 1 to 249 characters from
+/// `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn check_topic_name(t: &str) -> std::result::Result<(), String> {
+    if t.is_empty() || t.len() > 249 {
+        return Err(format!("{t:?} must have 1 to 249 characters"));
+    }
+    if t == "." || t == ".." {
+        return Err(format!("{t:?} is not a legal topic name"));
+    }
+    if let Some(c) = t
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{t:?} has {c:?}; topic names use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// The configuration as `key=value` pairs for logs, with every secret
+/// value replaced by `***`.
+pub fn redacted(c: &ClientConfig) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = c
+        .config_map()
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_property(k) {
+                "***".to_string()
+            } else {
+                v.to_string()
+            };
+            (k.to_string(), shown)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_fixed_properties_win() {
+        let mut s = KafkaSettings::default();
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+        s.consumer_properties
+            .insert("session.timeout.ms".into(), "6000".into());
+        let c = s.client_config(Role::Consumer).unwrap();
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(c.get("group.id"), Some("vigil"));
+        let p = s.client_config(Role::Producer).unwrap();
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("group.id"), None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let s: KafkaSettings = toml::from_str(
+            r#"
+            brokers = ""
+            alert_topic = "bad topic"
+            partitions = 0
+            [properties]
+            "sasl.password" = "hunter2"
+            "enable.auto.commit" = "true"
+            "#,
+        )
+        .unwrap();
+        let p = s.validate().join("\n");
+        for needle in [
+            "kafka.brokers",
+            "kafka.alert_topic",
+            "kafka.partitions",
+            "\"sasl.password\": a secret",
+            "\"enable.auto.commit\": fixed",
+        ] {
+            assert!(p.contains(needle), "{needle} missing in:\n{p}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_env_and_are_redacted() {
+        let dir = std::env::temp_dir().join(format!("vigil-kafka-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let mut s = KafkaSettings::default();
+        s.secret_files.insert("sasl.password".into(), f.clone());
+        s.secret_env.insert(
+            "ssl.key.password".into(),
+            "VIGIL_TEST_SURELY_UNSET_VAR".into(),
+        );
+        let e = s.client_config(Role::Producer).unwrap_err().to_string();
+        assert!(e.contains("VIGIL_TEST_SURELY_UNSET_VAR"), "{e}");
+        s.secret_env.clear();
+        let c = s.client_config(Role::Producer).unwrap();
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        let shown = format!("{:?}", redacted(&c));
+        assert!(
+            !shown.contains("s3cret") && shown.contains("***"),
+            "{shown}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

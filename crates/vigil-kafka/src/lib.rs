@@ -1,0 +1,34 @@
+//! # vigil-kafka: the Kafka edge of the worker
+//!
+//! Owns everything that talks to a Kafka broker through librdkafka
+//! (`rdkafka`), and nothing about what the records mean:
+//!
+//! ```text
+//!  [kafka] settings ──client_config(role)──▶ librdkafka config (secrets from env/files)
+//!     │
+//!     ├─ consumer::subscribe ──▶ BaseConsumer<WorkerContext>  (rebalance → AssignHook → PartitionEvent)
+//!     ├─ producer::AckedProducer ──▶ alerts, dead letters, simulated telemetry (acks checked at flush)
+//!     └─ admin::create_topics / partition_count
+//! ```
+//!
+//! The worker runtime that ties these to the operators and the Parquet
+//! store lives in the `vigil` binary; this crate is the reusable, typed
+//! layer under it. Modules: [`config`], [`consumer`], [`producer`],
+//! [`admin`], [`headers`] (dead-letter header names), [`metric_names`],
+//! [`error`].
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod headers;
+pub mod metric_names;
+pub mod producer;
+
+pub use config::{KafkaSettings, Role};
+pub(crate) use consumer::log_client;
+pub use error::{Error, Result};
+pub use producer::AckedProducer;
+
+/// Re-export of the client crate, so users name the same types.
+pub use rdkafka;

@@ -37,6 +37,10 @@ pub struct Cli {
 pub enum Command {
     /// Generate a simulated fleet's telemetry into a file of length-delimited batches.
     Simulate(cmd::simulate::Args),
+    /// The Kafka worker: consume telemetry, write Parquet, publish alerts and dead letters.
+    Run(cmd::run::Args),
+    /// Manage the Kafka topics (create).
+    Topics(cmd::topics::Args),
     /// Run a file of length-delimited batches through the pipeline into Parquet.
     Ingest(cmd::ingest::Args),
     /// Embedded end to end: simulated fleet → pipeline → Parquet → report. No Kafka needed.
@@ -52,9 +56,16 @@ pub enum Command {
 /// Entry point of the `vigil` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    obs::init_tracing(cli.log_format, "warn");
+    let level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    obs::init_tracing(cli.log_format, level);
     let result = match cli.command {
-        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Simulate(a) => cmd::simulate::run(cli.config.as_deref(), a),
+        Command::Run(a) => cmd::run::run(cli.config.as_deref(), a),
+        Command::Topics(a) => cmd::topics::run(cli.config.as_deref(), a),
         Command::Ingest(a) => cmd::ingest::run(cli.config.as_deref(), a),
         Command::Demo(a) => cmd::demo::run(cli.config.as_deref(), a),
         Command::Sql(a) => cmd::sql::run_sql(cli.config.as_deref(), a),

@@ -2,7 +2,7 @@
 //!
 //! Wires the pure operators of `vigil-ops` to the edges: configuration
 //! (`settings`), replays of batch files and the in-process demo
-//! (`replay`), Parquet and dead-letter output (`vigil-store`), SQL
+//! (`replay`), the Kafka worker (`worker`), Parquet and dead-letter output (`vigil-store`), SQL
 //! (`vigil-query`), the simulator (`vigil-sim`), logs and metrics (`obs`),
 //! and the command line (`cli`, `cmd`).
 //!
@@ -18,3 +18,4 @@ pub mod cmd;
 pub mod obs;
 pub mod replay;
 pub mod settings;
+pub mod worker;

@@ -26,6 +26,29 @@ pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
 /// Parquet flush duration in seconds.
 pub const FLUSH_SECONDS: &str = "vigil_store_flush_duration_seconds";
 
+/// Worker: records not processed, label `reason` (`not_assigned`: the
+/// partition was revoked; `before_checkpoint`: already in the checkpoint).
+pub const RECORDS_SKIPPED: &str = "vigil_worker_records_skipped_total";
+/// Worker: errors returned by the consumer's poll.
+pub const CONSUMER_ERRORS: &str = "vigil_worker_consumer_errors_total";
+/// Worker: partitions assigned to this worker (counter of assignments).
+pub const PARTITIONS_ASSIGNED: &str = "vigil_worker_partitions_assigned_total";
+/// Worker: partitions revoked from this worker.
+pub const PARTITIONS_REVOKED: &str = "vigil_worker_partitions_revoked_total";
+/// Worker: partitions currently owned.
+pub const PARTITIONS_OWNED: &str = "vigil_worker_partitions_owned";
+/// Worker: offset commits (each after a successful flush).
+pub const COMMITS: &str = "vigil_worker_commits_total";
+/// Worker: seconds a flush waited for the broker to acknowledge alerts and
+/// dead letters.
+pub const DELIVERY_WAIT_SECONDS: &str = "vigil_worker_delivery_wait_seconds";
+/// Checkpoint: seconds to write the flushed partitions' checkpoints.
+pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
+/// Checkpoint: size of one partition checkpoint in bytes.
+pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
+/// Checkpoint: seconds to load and restore one partition's checkpoint.
+pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
+
 /// Adds the difference between two stats snapshots to the metric
 /// counters (a no-op when no recorder is installed).
 pub fn publish(prev: &PipelineStats, now: &PipelineStats) {

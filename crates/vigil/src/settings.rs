@@ -10,15 +10,39 @@ use anyhow::{bail, Context, Result};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use vigil_kafka::KafkaSettings;
 use vigil_ops::config::PipelineConfig;
 use vigil_ops::rules::RuleSet;
 use vigil_store::WriterConfig;
+
+/// Settings of the Kafka worker (`vigil run`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Directory of the per-partition checkpoints (operator state and the
+    /// offset it continues from).
+    pub state_dir: PathBuf,
+    /// Longest time between flushes (Parquet published, alerts
+    /// acknowledged, state checkpointed, offsets committed).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: std::time::Duration,
+    /// Most records handled per poll batch before housekeeping runs.
+    pub max_poll_records: usize,
+    /// How long a flush waits for the broker to acknowledge alerts and
+    /// dead letters before the worker gives up (and exits, uncommitted).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: std::time::Duration,
+    /// Address of the Prometheus `/metrics` endpoint; empty to disable.
+    pub metrics_listen: String,
+}
 
 /// The embedded defaults.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set.
-const ENV_KEYS: [&str; 4] = ["data_dir", "rules", "pipeline", "storage"];
+const ENV_KEYS: [&str; 6] = [
+    "data_dir", "rules", "pipeline", "storage", "kafka", "worker",
+];
 
 /// Storage settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +66,10 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     /// Storage settings.
     pub storage: StorageSettings,
+    /// Kafka connection, topics and client properties.
+    pub kafka: KafkaSettings,
+    /// The Kafka worker.
+    pub worker: WorkerSettings,
 }
 
 impl Settings {
@@ -85,6 +113,28 @@ impl Settings {
         }
         if self.storage.flush_records == 0 {
             problems.push("storage.flush_records: must be positive".into());
+        }
+        problems.extend(self.kafka.validate());
+        if self.worker.flush_interval.is_zero() {
+            problems.push("worker.flush_interval: must be positive".into());
+        }
+        if self.worker.max_poll_records == 0 {
+            problems.push("worker.max_poll_records: must be positive".into());
+        }
+        if self.worker.delivery_timeout < std::time::Duration::from_secs(1) {
+            problems.push("worker.delivery_timeout: must be at least 1s".into());
+        }
+        if !self.worker.metrics_listen.is_empty()
+            && self
+                .worker
+                .metrics_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            problems.push(format!(
+                "worker.metrics_listen: {:?} is not an address like 127.0.0.1:9464",
+                self.worker.metrics_listen
+            ));
         }
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));

@@ -3,8 +3,10 @@
 pub mod demo;
 pub mod ingest;
 pub mod rules;
+pub mod run;
 pub mod simulate;
 pub mod sql;
+pub mod topics;
 
 use vigil_ops::RejectReason;
 

@@ -1,0 +1,602 @@
+//! The Kafka worker (`vigil run`): a consumer-group member that runs the
+//! operator chain on each assigned partition and makes its output durable
+//! before it commits.
+//!
+//! ```text
+//!  poll batch ──▶ rebalance events ──▶ PartitionTask (one per partition, single owner)
+//!                                        Pipeline.process ─▶ windows ─▶ AggregatesWriter ┐
+//!                                                          ─▶ alerts  ─▶ AlertsWriter     │ buffered
+//!                                                          │            └▶ alert topic (sent now)
+//!                                                          ─▶ refused ─▶ DLQ topic (sent now) / dlq files
+//!  every flush_interval (and on shutdown), for partitions with new records:
+//!    1. Parquet + dead-letter files of the range [first, last] published (tmp + rename)
+//!    2. producer flushed: every alert and dead letter acknowledged by the broker
+//!    3. checkpoint: operator state + next offset, atomically replaced
+//!    4. offsets committed to the group
+//! ```
+//!
+//! ## Recovery
+//! On assignment the partition's checkpoint is loaded inside the rebalance
+//! callback and consumption starts at its offset, with its state. Before
+//! the first record is processed, output files of that partition whose
+//! range starts at or after that offset are removed: they were published
+//! after the checkpoint by a worker that then died, and processing the
+//! records again publishes them again (possibly cut into other ranges).
+//! A revoked partition's unflushed work is dropped; the next owner resumes
+//! from the checkpoint. Parquet rows are therefore exactly-once; alerts and
+//! dead letters sent after the last checkpoint are sent again with the same
+//! content (alert ids are deterministic), i.e. at least once.
+//!
+//! Output produced by processing-time ticks alone (windows closed by the
+//! idle timeout, offline alerts) is published with the partition's next
+//! flushed range; until then it is re-derived after a restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use vigil_kafka::consumer::{AssignHook, PartitionEvent, WorkerContext};
+use vigil_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use vigil_kafka::{headers, AckedProducer};
+use vigil_ops::config::{ClockMode, PipelineConfig};
+use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
+use vigil_ops::rules::RuleSet;
+use vigil_ops::Position;
+use vigil_store::{AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, SourceRange};
+
+use crate::obs;
+use crate::settings::Settings;
+
+/// Version of the checkpoint file layout.
+const CHECKPOINT_FORMAT: u32 = 1;
+
+/// A partition checkpoint as written (borrows the pipeline).
+#[derive(Serialize)]
+struct CheckpointOut<'a> {
+    format: u32,
+    topic: &'a str,
+    partition: i32,
+    next_offset: i64,
+    written_at_ms: i64,
+    pipeline: &'a Pipeline,
+}
+
+/// A partition checkpoint as read.
+#[derive(Deserialize)]
+struct CheckpointIn {
+    format: u32,
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+    pipeline: Pipeline,
+}
+
+/// Restored state of a newly assigned partition.
+pub struct Restored {
+    next_offset: i64,
+    pipeline: Pipeline,
+}
+
+/// Loads checkpoints inside the rebalance callback.
+struct CheckpointHook {
+    store: CheckpointStore,
+    cfg: PipelineConfig,
+    rules: Arc<RuleSet>,
+}
+
+impl CheckpointHook {
+    fn load(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
+        let Some(bytes) = self.store.load(topic, partition)? else {
+            return Ok(None);
+        };
+        let path = self.store.path(topic, partition);
+        let c: CheckpointIn = serde_json::from_slice(&bytes)
+            .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
+        if c.format != CHECKPOINT_FORMAT || c.topic != topic || c.partition != partition {
+            bail!(
+                "checkpoint {} is for {}/{} (format {}), expected {topic}/{partition} (format {CHECKPOINT_FORMAT})",
+                path.display(),
+                c.topic,
+                c.partition,
+                c.format
+            );
+        }
+        let pipeline = c
+            .pipeline
+            .resume(self.cfg.clone(), self.rules.clone())
+            .map_err(|p| {
+                anyhow!(
+                    "checkpoint {} cannot continue under this configuration: {}",
+                    path.display(),
+                    p.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
+        Ok(Some(Restored {
+            next_offset: c.next_offset,
+            pipeline,
+        }))
+    }
+}
+
+impl AssignHook for CheckpointHook {
+    type State = Result<Option<Restored>>;
+
+    fn assign(&self, topic: &str, partition: i32) -> (Option<i64>, Self::State) {
+        let started = Instant::now();
+        let r = self.load(topic, partition);
+        metrics::histogram!(obs::CHECKPOINT_RESTORE_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        match r {
+            Ok(Some(r)) => (Some(r.next_offset), Ok(Some(r))),
+            other => (None, other),
+        }
+    }
+}
+
+/// Where outputs go as they are produced: the producer and the topics.
+struct Sinks {
+    producer: AckedProducer,
+    source_topic: String,
+    alert_topic: String,
+    dlq_topic: Option<String>,
+    buf: Vec<u8>,
+}
+
+/// One assigned partition: its operator chain, buffered output and the
+/// offsets of the range not yet flushed. Owned by the worker thread alone.
+struct PartitionTask {
+    partition: i32,
+    pipeline: Pipeline,
+    out: Outputs,
+    aggs: AggregatesWriter,
+    alerts: AlertsWriter,
+    dlq_files: Option<DlqWriter>,
+    /// First offset of the unflushed range.
+    range_start: Option<i64>,
+    /// Offset of the next record to process (from the checkpoint, then
+    /// the last processed record + 1).
+    next_offset: Option<i64>,
+    /// Whether stale output after the checkpoint was removed.
+    swept: bool,
+    published: PipelineStats,
+}
+
+/// What a worker run did.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerSummary {
+    /// Records processed.
+    pub records: u64,
+    /// Flushes completed (each: files, acks, checkpoints, commit).
+    pub flushes: u64,
+    /// Partitions assigned over the run.
+    pub assignments: u64,
+}
+
+/// The worker. See the module docs.
+pub struct Worker {
+    settings: Settings,
+    data_dir: PathBuf,
+    tasks: HashMap<i32, PartitionTask>,
+    sinks: Sinks,
+    store: CheckpointStore,
+    summary: WorkerSummary,
+}
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Worker {
+    /// Runs until `shutdown` is set, then flushes and leaves the group.
+    pub fn run(
+        settings: Settings,
+        rules: Arc<RuleSet>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<WorkerSummary> {
+        let kafka = &settings.kafka;
+        if kafka.create_topics {
+            crate::cmd::topics::create_all(kafka, kafka.partitions)?;
+        }
+        let mut cfg = settings.pipeline.clone();
+        cfg.clock = ClockMode::Wall;
+        Pipeline::new(cfg.clone(), rules.clone()).map_err(|p| {
+            anyhow!(
+                "invalid pipeline settings: {}",
+                p.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        let store = CheckpointStore::new(&settings.worker.state_dir, settings.storage.parquet.sync);
+        let hook = CheckpointHook {
+            store: store.clone(),
+            cfg: cfg.clone(),
+            rules: rules.clone(),
+        };
+        let producer = AckedProducer::new(kafka, settings.worker.delivery_timeout)
+            .context("creating the alert and dead-letter producer")?;
+        let consumer =
+            vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
+        tracing::info!(
+            brokers = %kafka.brokers,
+            topic = %kafka.telemetry_topic,
+            group = %kafka.group_id,
+            data_dir = %settings.data_dir.display(),
+            state_dir = %settings.worker.state_dir.display(),
+            "worker started"
+        );
+        let mut w = Worker {
+            data_dir: settings.data_dir.clone(),
+            sinks: Sinks {
+                producer,
+                source_topic: kafka.telemetry_topic.clone(),
+                alert_topic: kafka.alert_topic.clone(),
+                dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
+                buf: Vec::new(),
+            },
+            settings,
+            tasks: HashMap::new(),
+            store,
+            summary: WorkerSummary::default(),
+        };
+        let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
+        match &result {
+            Ok(()) => {
+                // Graceful: publish, acknowledge, checkpoint and commit
+                // everything processed, then leave the group.
+                w.flush_all(&consumer).context("final flush")?;
+                tracing::info!(
+                    records = w.summary.records,
+                    flushes = w.summary.flushes,
+                    "worker stopped"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "worker failed; nothing after the last commit is lost")
+            }
+        }
+        consumer.unsubscribe();
+        result.map(|()| w.summary)
+    }
+
+    fn run_loop(
+        &mut self,
+        consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
+        cfg: &PipelineConfig,
+        rules: &Arc<RuleSet>,
+        shutdown: &AtomicBool,
+    ) -> Result<()> {
+        let flush_every = self.settings.worker.flush_interval;
+        let tick_every = cfg.tick_interval;
+        let max_batch = self.settings.worker.max_poll_records;
+        let mut last_flush = Instant::now();
+        let mut last_tick = Instant::now();
+        while !shutdown.load(Ordering::Relaxed) {
+            let mut handled = 0usize;
+            let mut timeout = Duration::from_millis(100);
+            let span = tracing::debug_span!("poll_batch");
+            let _g = span.enter();
+            while handled < max_batch {
+                let polled = consumer.poll(timeout);
+                timeout = Duration::ZERO;
+                self.apply_events(consumer, cfg, rules)?;
+                let Some(m) = polled else { break };
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        metrics::counter!(obs::CONSUMER_ERRORS).increment(1);
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
+                    }
+                };
+                handled += 1;
+                let now = wall_ms();
+                self.process(m.partition(), m.offset(), m.payload().unwrap_or(&[]), now)?;
+            }
+            drop(_g);
+            if last_tick.elapsed() >= tick_every {
+                last_tick = Instant::now();
+                let now = wall_ms();
+                for t in self.tasks.values_mut() {
+                    t.pipeline.tick(now, &mut t.out);
+                    t.route(&mut self.sinks)?;
+                }
+            }
+            let full = self
+                .tasks
+                .values()
+                .any(|t| t.pending_records() >= self.settings.storage.flush_records);
+            if full || last_flush.elapsed() >= flush_every {
+                self.flush_all(consumer)?;
+                last_flush = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_events(
+        &mut self,
+        consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
+        cfg: &PipelineConfig,
+        rules: &Arc<RuleSet>,
+    ) -> Result<()> {
+        for e in consumer.context().take_events() {
+            match e {
+                PartitionEvent::Assigned {
+                    partition, state, ..
+                } => {
+                    let restored =
+                        state.with_context(|| format!("restoring partition {partition}"))?;
+                    let (pipeline, next) = match restored {
+                        Some(r) => (r.pipeline, Some(r.next_offset)),
+                        None => (
+                            Pipeline::new(cfg.clone(), rules.clone())
+                                .map_err(|_| anyhow!("invalid pipeline settings"))?,
+                            None,
+                        ),
+                    };
+                    let w = self.settings.storage.parquet.clone();
+                    let task = PartitionTask {
+                        partition,
+                        published: pipeline.stats().clone(),
+                        pipeline,
+                        out: Outputs::default(),
+                        aggs: AggregatesWriter::new(&self.data_dir, w.clone())
+                            .context("aggregates writer")?,
+                        alerts: AlertsWriter::new(&self.data_dir, w.clone())
+                            .context("alerts writer")?,
+                        dlq_files: self
+                            .sinks
+                            .dlq_topic
+                            .is_none()
+                            .then(|| DlqWriter::new(&self.data_dir, w.sync)),
+                        range_start: None,
+                        next_offset: next,
+                        swept: false,
+                    };
+                    self.summary.assignments += 1;
+                    metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(1);
+                    self.tasks.insert(partition, task);
+                }
+                PartitionEvent::Revoked {
+                    partition, lost, ..
+                } => {
+                    if let Some(t) = self.tasks.remove(&partition) {
+                        let dropped = t.pending_records();
+                        tracing::info!(
+                            partition,
+                            lost,
+                            dropped,
+                            "partition revoked; unflushed work dropped"
+                        );
+                    }
+                    metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
+                }
+            }
+        }
+        metrics::gauge!(obs::PARTITIONS_OWNED).set(self.tasks.len() as f64);
+        Ok(())
+    }
+
+    fn process(&mut self, partition: i32, offset: i64, payload: &[u8], now: i64) -> Result<()> {
+        let Some(t) = self.tasks.get_mut(&partition) else {
+            metrics::counter!(obs::RECORDS_SKIPPED, "reason" => "not_assigned").increment(1);
+            return Ok(());
+        };
+        if let Some(next) = t.next_offset {
+            if offset < next {
+                metrics::counter!(obs::RECORDS_SKIPPED, "reason" => "before_checkpoint")
+                    .increment(1);
+                return Ok(());
+            }
+        }
+        if !t.swept {
+            let from = t.next_offset.unwrap_or(offset).min(offset);
+            let removed = vigil_store::remove_partition_files_from(
+                &self.data_dir,
+                &self.sinks.source_topic,
+                partition,
+                from,
+            )
+            .with_context(|| {
+                format!("removing output of partition {partition} published after its checkpoint")
+            })?;
+            if removed > 0 {
+                tracing::info!(
+                    partition,
+                    from,
+                    removed,
+                    "removed output published after the last checkpoint"
+                );
+            }
+            t.swept = true;
+        }
+        t.range_start.get_or_insert(offset);
+        t.next_offset = Some(offset + 1);
+        t.pipeline
+            .process(Position { partition, offset }, payload, now, &mut t.out);
+        self.summary.records += 1;
+        t.route(&mut self.sinks)
+    }
+
+    /// Publishes, acknowledges, checkpoints and commits every partition
+    /// with records since its last flush (steps 1 to 4 of the module docs).
+    fn flush_all(&mut self, consumer: &BaseConsumer<WorkerContext<CheckpointHook>>) -> Result<()> {
+        let dirty: Vec<i32> = self
+            .tasks
+            .values()
+            .filter(|t| t.range_start.is_some())
+            .map(|t| t.partition)
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let span = tracing::info_span!("flush", partitions = dirty.len());
+        let _g = span.enter();
+        let started = Instant::now();
+        let topic = self.sinks.source_topic.clone();
+        for p in &dirty {
+            if let Some(t) = self.tasks.get_mut(p) {
+                t.publish(&topic)?;
+            }
+        }
+        let acked = Instant::now();
+        self.sinks
+            .producer
+            .flush(self.settings.worker.delivery_timeout)
+            .context("waiting for the broker to acknowledge alerts and dead letters")?;
+        metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
+        let mut tpl = TopicPartitionList::new();
+        let ck = Instant::now();
+        for p in &dirty {
+            let Some(t) = self.tasks.get_mut(p) else {
+                continue;
+            };
+            let Some(next) = t.next_offset else { continue };
+            let bytes = serde_json::to_vec(&CheckpointOut {
+                format: CHECKPOINT_FORMAT,
+                topic: &topic,
+                partition: *p,
+                next_offset: next,
+                written_at_ms: wall_ms(),
+                pipeline: &t.pipeline,
+            })
+            .with_context(|| format!("encoding the checkpoint of partition {p}"))?;
+            self.store
+                .save(&topic, *p, &bytes)
+                .with_context(|| format!("writing the checkpoint of partition {p}"))?;
+            metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes.len() as f64);
+            t.range_start = None;
+            tpl.add_partition_offset(&topic, *p, Offset::Offset(next))
+                .context("building the offset commit")?;
+        }
+        metrics::histogram!(obs::CHECKPOINT_SECONDS).record(ck.elapsed().as_secs_f64());
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .context("committing offsets")?;
+        metrics::counter!(obs::COMMITS).increment(1);
+        metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
+        self.summary.flushes += 1;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed and committed"
+        );
+        Ok(())
+    }
+}
+
+impl PartitionTask {
+    fn pending_records(&self) -> u64 {
+        match (self.range_start, self.next_offset) {
+            (Some(a), Some(n)) => (n - a) as u64,
+            _ => 0,
+        }
+    }
+
+    /// Sends what the pipeline produced: rows to the writers, alerts to
+    /// the writer and the alert topic, refusals to the DLQ.
+    fn route(&mut self, sinks: &mut Sinks) -> Result<()> {
+        for w in &self.out.windows {
+            self.aggs.push(w);
+        }
+        for a in &self.out.alerts {
+            self.alerts.push(a);
+            sinks.buf.clear();
+            vigil_ops::alert_json::encode_alert(a, &mut sinks.buf);
+            sinks
+                .producer
+                .send(
+                    &sinks.alert_topic,
+                    Some(a.fingerprint.as_bytes()),
+                    &sinks.buf,
+                    &[],
+                )
+                .context("producing an alert")?;
+        }
+        for r in &self.out.rejected {
+            tracing::debug!(reason = r.reason.as_str(), partition = r.position.partition, offset = r.position.offset, detail = %r.detail, "refused");
+            match (&sinks.dlq_topic, &mut self.dlq_files) {
+                (Some(topic), _) => {
+                    let (payload, content_type): (&[u8], &str) = match &r.raw {
+                        Some(raw) => (raw, headers::PROTOBUF),
+                        None => {
+                            sinks.buf.clear();
+                            vigil_store::encode_dead_letter(r, &mut sinks.buf)
+                                .context("encoding a dead letter")?;
+                            (&sinks.buf, headers::JSON)
+                        }
+                    };
+                    let part = r.position.partition.to_string();
+                    let off = r.position.offset.to_string();
+                    let hs = [
+                        (headers::REASON, r.reason.as_str().as_bytes()),
+                        (headers::DETAIL, r.detail.as_bytes()),
+                        (headers::SOURCE_TOPIC, sinks.source_topic.as_bytes()),
+                        (headers::SOURCE_PARTITION, part.as_bytes()),
+                        (headers::SOURCE_OFFSET, off.as_bytes()),
+                        (headers::CONTENT_TYPE, content_type.as_bytes()),
+                    ];
+                    let key = r.agent.as_deref().map(str::as_bytes);
+                    sinks
+                        .producer
+                        .send(topic, key, payload, &hs)
+                        .context("producing a dead letter")?;
+                }
+                (None, Some(files)) => files.push(r).context("dead-letter record")?,
+                (None, None) => {}
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Step 1: publishes the Parquet and dead-letter files of the range.
+    fn publish(&mut self, topic: &str) -> Result<()> {
+        let (Some(first), Some(next)) = (self.range_start, self.next_offset) else {
+            return Ok(());
+        };
+        let range = SourceRange {
+            source: topic,
+            partition: self.partition,
+            first_offset: first,
+            last_offset: next - 1,
+        };
+        let a = self.aggs.flush(range).context("writing aggregates")?;
+        let b = self.alerts.flush(range).context("writing alerts")?;
+        if let Some(d) = &mut self.dlq_files {
+            d.flush(range).context("writing dead letters")?;
+        }
+        metrics::counter!(obs::PARQUET_ROWS, "dataset" => "aggregates").increment(a.rows as u64);
+        metrics::counter!(obs::PARQUET_ROWS, "dataset" => "alerts").increment(b.rows as u64);
+        let now = self.pipeline.stats().clone();
+        obs::publish(&self.published, &now);
+        self.published = now;
+        tracing::debug!(
+            partition = self.partition,
+            first,
+            last = next - 1,
+            aggregates = a.rows,
+            alerts = b.rows,
+            "published"
+        );
+        Ok(())
+    }
+}
+
+/// Installs SIGTERM and SIGINT handlers that set the returned flag.
+pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
+    }
+    Ok(flag)
+}

@@ -1,10 +1,12 @@
 //! Vigil's integration tests, compiled into one binary: the oracle test
 //! (Parquet output against an independent computation), CLI behaviour,
 //! malformed input, detectors on labelled scenarios, and the Parquet files
-//! read by pyarrow and DuckDB.
+//! read by pyarrow and DuckDB, and the Kafka worker against the real test
+//! broker (nisshi).
 
 mod cli;
 mod common;
 mod detectors;
 mod interop;
+mod kafka;
 mod oracle;

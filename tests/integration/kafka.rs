@@ -1,0 +1,844 @@
+//! Kafka end to end against the real test broker (nisshi, started on
+//! 127.0.0.1 by `scripts/test.sh`, which sets `VIGIL_TEST_BROKERS`).
+//!
+//! Each test has its own topics, group, data and state directories, and
+//! runs `vigil run` as a child process (stopped with SIGTERM, or killed
+//! with SIGKILL). Input is produced by a plain rdkafka producer from a
+//! fleet built here, not by the simulator, and the expected windows are
+//! computed here independently of vigil-ops.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use vigil_kafka::rdkafka::message::Headers;
+use vigil_kafka::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use vigil_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use vigil_kafka::KafkaSettings;
+use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
+
+use crate::common::{sql, vigil_bin};
+
+/// 2026-11-02T00:00:00Z: a window-aligned start, in the past (so nothing
+/// is `future` against the wall clock) but recent.
+const T0: i64 = 1_793_577_600_000;
+const MIN: i64 = 60_000;
+const PARTITIONS: i32 = 4;
+
+/// The test broker, or `None` (test skipped) when there is none and none
+/// is required.
+fn brokers() -> Option<String> {
+    match std::env::var("VIGIL_TEST_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            assert!(
+                std::env::var("VIGIL_REQUIRE_BROKER").as_deref() != Ok("1"),
+                "VIGIL_REQUIRE_BROKER=1 but VIGIL_TEST_BROKERS is not set"
+            );
+            eprintln!("skipped: no test broker; scripts/test.sh starts one");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One test's Kafka names and directories.
+struct Env {
+    brokers: String,
+    topic: String,
+    alerts: String,
+    dlq: String,
+    group: String,
+    dir: tempfile::TempDir,
+}
+
+/// A `vigil run` child process.
+struct WorkerProc {
+    child: Option<Child>,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+impl WorkerProc {
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    fn stop(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        let st = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "worker exited with {status}:\n{log}");
+        log
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye.
+    fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The worker's Prometheus exposition.
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A record as read back from a topic.
+#[derive(Debug, Clone)]
+struct Rec {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+impl Env {
+    fn new(name: &str) -> Option<Env> {
+        let brokers = brokers()?;
+        let unique = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                % 1_000_000_000
+        );
+        let env = Env {
+            brokers,
+            topic: format!("tel-{unique}"),
+            alerts: format!("alerts-{unique}"),
+            dlq: format!("dlq-{unique}"),
+            group: format!("vigil-{unique}"),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let s = env.kafka_settings();
+        vigil_kafka::admin::create_topics(
+            &s,
+            &[
+                (&env.topic, PARTITIONS),
+                (&env.alerts, PARTITIONS),
+                (&env.dlq, PARTITIONS),
+            ],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        Some(env)
+    }
+
+    fn kafka_settings(&self) -> KafkaSettings {
+        KafkaSettings {
+            brokers: self.brokers.clone(),
+            telemetry_topic: self.topic.clone(),
+            alert_topic: self.alerts.clone(),
+            dlq_topic: self.dlq.clone(),
+            group_id: self.group.clone(),
+            ..KafkaSettings::default()
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `vigil run` with this test's names; `extra` are more
+    /// environment variables.
+    fn worker(&self, label: &str, extra: &[(&str, &str)]) -> WorkerProc {
+        let log = self.dir.path().join(format!("{label}.log"));
+        let port = free_port();
+        // Dead members must leave the group fast (the SIGKILL test): a short
+        // session timeout, given in a config file because property names
+        // have dots.
+        let config = self.dir.path().join(format!("{label}.toml"));
+        std::fs::write(
+            &config,
+            "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        )
+        .unwrap();
+        let mut cmd = Command::new(vigil_bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("VIGIL_KAFKA__BROKERS", &self.brokers)
+            .env("VIGIL_KAFKA__TELEMETRY_TOPIC", &self.topic)
+            .env("VIGIL_KAFKA__ALERT_TOPIC", &self.alerts)
+            .env("VIGIL_KAFKA__DLQ_TOPIC", &self.dlq)
+            .env("VIGIL_KAFKA__GROUP_ID", &self.group)
+            .env("VIGIL_DATA_DIR", self.data())
+            .env("VIGIL_WORKER__STATE_DIR", self.dir.path().join("state"))
+            .env("VIGIL_WORKER__FLUSH_INTERVAL", "200ms")
+            .env("VIGIL_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("VIGIL_STORAGE__PARQUET__SYNC", "false")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        WorkerProc {
+            child: Some(cmd.spawn().unwrap()),
+            log,
+            metrics_port: port,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+
+    /// Produces `(key, value)` records to the telemetry topic and waits
+    /// for every acknowledgement.
+    fn produce(&self, records: &[(String, Vec<u8>)]) {
+        let p: BaseProducer = self
+            .client()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .create()
+            .unwrap();
+        for (k, v) in records {
+            let mut rec = BaseRecord::to(&self.topic).key(k.as_bytes()).payload(v);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        p.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// High watermark of each partition of `topic`.
+    fn ends(&self, topic: &str) -> Vec<i64> {
+        let c: BaseConsumer = self.client().create().unwrap();
+        (0..PARTITIONS)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    }
+
+    /// The group's committed offset of each partition (-1: none).
+    fn committed(&self) -> Vec<i64> {
+        let c: BaseConsumer = self.client().set("group.id", &self.group).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(&self.topic, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        (0..PARTITIONS)
+            .map(
+                |p| match got.find_partition(&self.topic, p).unwrap().offset() {
+                    Offset::Offset(o) => o,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
+
+    /// Waits until the group committed everything produced so far.
+    fn wait_committed(&self, worker: &[&WorkerProc]) {
+        let ends = self.ends(&self.topic);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let c = self.committed();
+            if c.iter().zip(&ends).all(|(c, e)| *e == 0 || *c == *e) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = worker.iter().map(|w| w.log()).collect();
+                panic!(
+                    "committed {c:?}, want {ends:?}; worker logs:\n{}",
+                    logs.join("\n----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every record of `topic`, read with a throwaway consumer.
+    fn consume(&self, topic: &str) -> Vec<Rec> {
+        let ends = self.ends(topic);
+        let c: BaseConsumer = self
+            .client()
+            .set("group.id", format!("reader-{}", self.group))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let mut seen = vec![0i64; PARTITIONS as usize];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.iter().zip(&ends).any(|(s, e)| s < e) {
+            assert!(Instant::now() < deadline, "could not read back {topic}");
+            let Some(m) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.unwrap();
+            let mut headers = BTreeMap::new();
+            if let Some(hs) = m.headers() {
+                for h in hs.iter() {
+                    headers.insert(
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            seen[m.partition() as usize] = m.offset() + 1;
+            out.push(Rec {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------- the fleet
+
+fn series(metric: &str, labels: &[(&str, &str)], pts: &[(i64, f64)]) -> Series {
+    Series {
+        metric: metric.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| Label {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        timestamps_ms: pts.iter().map(|p| p.0).collect(),
+        values: pts.iter().map(|p| p.1).collect(),
+    }
+}
+
+fn agent_name(i: usize) -> String {
+    format!("a{i}")
+}
+
+/// Batch `m` of agent `i`: six points 10 s apart per series, starting
+/// 30 s into minute `m`, so every window takes points from two batches
+/// (and a stop between batches cuts windows in half). Agent a3 runs its
+/// CPU at 97 % in minutes 30..45 (one `cpu_high` incident, fired and
+/// resolved); agent a5's memory is at 95 % from minute 100 on (one
+/// `mem_high` incident, still firing). Everything else stays well inside
+/// every rule.
+fn fleet_batch(i: usize, m: i64) -> (String, Vec<u8>) {
+    let agent = agent_name(i);
+    let ts: Vec<i64> = (0..6).map(|j| T0 + m * MIN + 30_000 + j * 10_000).collect();
+    let cpu: Vec<(i64, f64)> = ts
+        .iter()
+        .enumerate()
+        .map(|(j, &t)| {
+            let hot = i == 3 && (30..45).contains(&((t - T0) / MIN));
+            let v = if hot {
+                97.0
+            } else {
+                10.0 + ((i as i64 * 13 + m * 7 + j as i64 * 3) % 40) as f64 + 0.25
+            };
+            (t, v)
+        })
+        .collect();
+    let mem: Vec<(i64, f64)> = ts
+        .iter()
+        .enumerate()
+        .map(|(j, &t)| {
+            let v = if i == 5 && (t - T0) / MIN >= 100 {
+                95.0
+            } else {
+                30.0 + ((i as i64 * 5 + m + j as i64) % 20) as f64
+            };
+            (t, v)
+        })
+        .collect();
+    let disk: Vec<(i64, f64)> = ts.iter().map(|&t| (t, 40.0 + i as f64)).collect();
+    let b = TelemetryBatch {
+        tenant_id: if i.is_multiple_of(2) {
+            "acme"
+        } else {
+            "globex"
+        }
+        .into(),
+        agent_id: agent.clone(),
+        seq: m as u64 + 1,
+        sent_at_ms: ts[5] + 1_000,
+        agent: (m == 0).then(|| AgentInfo {
+            hostname: format!("host-{i}"),
+            ..AgentInfo::default()
+        }),
+        series: vec![
+            series("cpu_pct", &[("core", "all")], &cpu),
+            series("mem_pct", &[], &mem),
+            series("disk_used_pct", &[("mount", "/")], &disk),
+        ],
+    };
+    (agent, b.encode_to_vec())
+}
+
+/// All agents' batches for minutes in `minutes`, in arrival order.
+fn fleet(agents: usize, minutes: std::ops::Range<i64>) -> Vec<(String, Vec<u8>)> {
+    minutes
+        .flat_map(|m| (0..agents).map(move |i| fleet_batch(i, m)))
+        .collect()
+}
+
+/// One window row: (tenant, agent, metric, labels, start) → (count, sum,
+/// min, max, last).
+type Windows = BTreeMap<(String, String, String, String, i64), (u64, f64, f64, f64, f64)>;
+
+/// The oracle: the windows every agent's watermark (its greatest timestamp
+/// minus 30 s) has closed, aggregated from the input records directly.
+fn expected_windows(records: &[(String, Vec<u8>)]) -> Windows {
+    let mut max_ts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut w = Windows::new();
+    for (_, bytes) in records {
+        let b = TelemetryBatch::decode(bytes.as_slice()).unwrap();
+        for s in &b.series {
+            let mut labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|l| format!("{}={}", l.key, l.value))
+                .collect();
+            labels.sort();
+            for (&t, &v) in s.timestamps_ms.iter().zip(&s.values) {
+                let e = max_ts.entry(b.agent_id.clone()).or_insert(i64::MIN);
+                *e = (*e).max(t);
+                let key = (
+                    b.tenant_id.clone(),
+                    b.agent_id.clone(),
+                    s.metric.clone(),
+                    labels.join(","),
+                    t.div_euclid(MIN) * MIN,
+                );
+                let r = w.entry(key).or_insert((0, 0.0, f64::MAX, f64::MIN, 0.0));
+                r.0 += 1;
+                r.1 += v;
+                r.2 = r.2.min(v);
+                r.3 = r.3.max(v);
+                r.4 = v;
+            }
+        }
+    }
+    w.retain(|k, _| k.4 + MIN <= max_ts[&k.1] - 30_000);
+    w
+}
+
+/// The `aggregates` dataset as the same rows.
+fn actual_windows(env: &Env) -> (Windows, usize) {
+    let batches = sql(
+        &env.data(),
+        "SELECT tenant, agent, metric, labels, CAST(window_start AS BIGINT), count, sum, min, max, last
+         FROM aggregates",
+    );
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+    let mut w = Windows::new();
+    let mut rows = 0;
+    for b in &batches {
+        let s = |c: usize, i: usize| b.column(c).as_string::<i32>().value(i).to_string();
+        let f = |c: usize, i: usize| b.column(c).as_primitive::<Float64Type>().value(i);
+        for i in 0..b.num_rows() {
+            rows += 1;
+            w.insert(
+                (
+                    s(0, i),
+                    s(1, i),
+                    s(2, i),
+                    s(3, i),
+                    b.column(4).as_primitive::<Int64Type>().value(i),
+                ),
+                (
+                    b.column(5).as_primitive::<UInt64Type>().value(i),
+                    f(6, i),
+                    f(7, i),
+                    f(8, i),
+                    f(9, i),
+                ),
+            );
+        }
+    }
+    (w, rows)
+}
+
+/// Parquet equals the oracle row by row, with no duplicate rows.
+fn assert_windows(env: &Env, records: &[(String, Vec<u8>)]) {
+    let want = expected_windows(records);
+    let (got, rows) = actual_windows(env);
+    assert_eq!(rows, got.len(), "duplicate window rows in Parquet");
+    assert_eq!(got.len(), want.len(), "number of windows differs");
+    for ((k, g), (wk, w)) in got.iter().zip(&want) {
+        assert_eq!(k, wk);
+        assert_eq!((g.0, g.2, g.3, g.4), (w.0, w.2, w.3, w.4), "{k:?}");
+        assert!(
+            (g.1 - w.1).abs() <= 1e-9 * w.1.abs().max(1.0),
+            "sum of {k:?}"
+        );
+    }
+}
+
+/// Alert events on the topic, validated against the JSON Schema, as
+/// (agent, rule, status) → events (several only when redelivered).
+fn alert_events(env: &Env) -> BTreeMap<(String, String, String), Vec<serde_json::Value>> {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/alert.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut out: BTreeMap<_, Vec<serde_json::Value>> = BTreeMap::new();
+    for r in env.consume(&env.alerts) {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{v}: {errors:?}");
+        assert_eq!(
+            r.key.as_deref(),
+            Some(v["fingerprint"].as_str().unwrap().as_bytes()),
+            "alert key must be the fingerprint"
+        );
+        out.entry((
+            v["agent"].as_str().unwrap().to_string(),
+            v["rule"].as_str().unwrap().to_string(),
+            v["status"].as_str().unwrap().to_string(),
+        ))
+        .or_default()
+        .push(v);
+    }
+    out
+}
+
+/// The designed incidents, each event exactly once unless `redelivery`
+/// is allowed (then every copy must be identical).
+fn assert_incidents(env: &Env, redelivery: bool) {
+    let events = alert_events(env);
+    let keys: BTreeSet<(String, String, String)> = events.keys().cloned().collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("a3", "cpu_high", "firing"),
+        ("a3", "cpu_high", "resolved"),
+        ("a5", "mem_high", "firing"),
+    ]
+    .iter()
+    .map(|(a, r, s)| (a.to_string(), r.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(keys, want, "incidents on the alert topic");
+    for (k, v) in &events {
+        if redelivery {
+            assert!(v.iter().all(|e| e == &v[0]), "redelivered {k:?} differs");
+        } else {
+            assert_eq!(v.len(), 1, "{k:?} delivered {} times", v.len());
+        }
+    }
+    let fire = &events[&("a3".into(), "cpu_high".into(), "firing".into())][0];
+    let res = &events[&("a3".into(), "cpu_high".into(), "resolved".into())][0];
+    assert_eq!(fire["id"], res["id"], "one incident, one id");
+    assert_eq!(fire["started_at_ms"], T0 + 30 * MIN);
+    // Resolved at the end of the first window back under `clear` (docs/rules.md).
+    assert_eq!(res["resolved_at_ms"], T0 + 46 * MIN);
+    assert_eq!(fire["hostname"], "host-3");
+    assert_eq!(fire["labels"]["core"], "all");
+    // The alerts dataset holds the same events, once each.
+    let count = |q: &str| -> usize { sql(&env.data(), q).iter().map(|b| b.num_rows()).sum() };
+    assert_eq!(
+        count("SELECT DISTINCT agent, rule, status FROM alerts"),
+        3,
+        "alerts dataset"
+    );
+    assert_eq!(
+        count("SELECT id, status FROM alerts GROUP BY 1, 2 HAVING count(*) > 1"),
+        0,
+        "duplicate rows in the alerts dataset"
+    );
+}
+
+const AGENTS: usize = 8;
+const MINUTES: i64 = 120;
+
+#[test]
+fn kafka_worker_output_equals_oracle_and_alert_topic_holds_the_incidents() {
+    let Some(env) = Env::new("oracle") else {
+        return;
+    };
+    let records = fleet(AGENTS, 0..MINUTES);
+    env.produce(&records);
+    let w = env.worker("w", &[]);
+    env.wait_committed(&[&w]);
+    let metrics = w.metrics();
+    let log = w.stop();
+    assert_windows(&env, &records);
+    assert_incidents(&env, false);
+    assert!(
+        metrics.contains("vigil_pipeline_records_in_total")
+            && metrics.contains("vigil_worker_commits_total"),
+        "metrics:\n{metrics}"
+    );
+    assert!(log.contains("worker stopped"), "{log}");
+    // Checkpoints exist for the partitions that had data.
+    let ckpts = std::fs::read_dir(env.dir.path().join("state").join(&env.topic))
+        .unwrap()
+        .count();
+    assert!(ckpts >= 1);
+}
+
+#[test]
+fn kafka_graceful_stop_and_kill9_lose_and_duplicate_nothing() {
+    let Some(env) = Env::new("restart") else {
+        return;
+    };
+    let first = fleet(AGENTS, 0..50);
+    let second = fleet(AGENTS, 50..MINUTES);
+    env.produce(&first);
+    let w1 = env.worker("w1", &[]);
+    env.wait_committed(&[&w1]);
+    w1.stop();
+    // Windows around minute 50 are open at the stop: they live on in the
+    // checkpoint and must close with the points that come later.
+    env.produce(&second);
+    // Small poll batches and frequent flushes: many commits, so the
+    // SIGKILL lands mid-stream, after output was published past a
+    // checkpoint at least sometimes.
+    let small = [
+        ("VIGIL_WORKER__MAX_POLL_RECORDS", "16"),
+        ("VIGIL_WORKER__FLUSH_INTERVAL", "20ms"),
+    ];
+    let before = env.committed();
+    let w2 = env.worker("w2", &small);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.committed() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    w2.kill9();
+    let w3 = env.worker("w3", &[]);
+    env.wait_committed(&[&w3]);
+    w3.stop();
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_windows(&env, &all);
+    // After a SIGKILL, alert events may be delivered again, always with
+    // the same content and id.
+    assert_incidents(&env, true);
+}
+
+#[test]
+fn kafka_two_workers_share_partitions_and_match_the_oracle() {
+    let Some(env) = Env::new("pair") else {
+        return;
+    };
+    let a = env.worker("a", &[]);
+    let b = env.worker("b", &[]);
+    // Both members hold partitions before any data arrives.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let owned = |w: &WorkerProc| w.log().matches("partition assigned").count();
+    while (owned(&a) == 0 || owned(&b) == 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let records = fleet(AGENTS * 3, 0..MINUTES);
+    env.produce(&records);
+    env.wait_committed(&[&a, &b]);
+    let (la, lb) = (a.stop(), b.stop());
+    let processed = |log: &str| -> u64 {
+        log.lines()
+            .find_map(|l| l.strip_prefix("vigil run: stopped after "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (na, nb) = (processed(&la), processed(&lb));
+    assert!(
+        na > 0 && nb > 0,
+        "both workers must process records: {na} and {nb}\n{la}\n----\n{lb}"
+    );
+    assert!(na + nb >= records.len() as u64);
+    assert_windows(&env, &records);
+    let events = alert_events(&env);
+    assert!(events.contains_key(&("a3".into(), "cpu_high".into(), "resolved".into())));
+    assert!(events.contains_key(&("a5".into(), "mem_high".into(), "firing".into())));
+}
+
+#[test]
+fn kafka_malformed_records_land_in_the_dlq_topic_with_reason_and_source() {
+    let Some(env) = Env::new("dlq") else {
+        return;
+    };
+    let ok = |agent: &str, seq: u64, ts: &[(i64, f64)]| -> Vec<u8> {
+        TelemetryBatch {
+            tenant_id: "acme".into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms: ts.iter().map(|p| p.0).max().unwrap_or(T0),
+            agent: None,
+            series: vec![series("cpu_pct", &[], ts)],
+        }
+        .encode_to_vec()
+    };
+    let mut bad_metric = TelemetryBatch::decode(ok("m", 1, &[(T0, 1.0)]).as_slice()).unwrap();
+    bad_metric.series[0].metric = "cpu pct!".into();
+    let mut mismatch = TelemetryBatch::decode(ok("l", 1, &[(T0, 1.0)]).as_slice()).unwrap();
+    mismatch.series[0].values.push(2.0);
+    let mut no_tenant = TelemetryBatch::decode(ok("n", 1, &[(T0, 1.0)]).as_slice()).unwrap();
+    no_tenant.tenant_id.clear();
+    let big: Vec<(i64, f64)> = (0..400).map(|k| (T0 + k * 100, k as f64)).collect();
+    let far_future = chrono_now_ms() + 86_400_000;
+    let records: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("g", b"\xff\xff not protobuf".to_vec(), Some("decode")),
+        ("n", no_tenant.encode_to_vec(), Some("missing_id")),
+        ("m", bad_metric.encode_to_vec(), Some("invalid_metric")),
+        ("l", mismatch.encode_to_vec(), Some("length_mismatch")),
+        ("b", ok("b", 1, &big), Some("too_large")),
+        (
+            "p",
+            ok("p", 1, &[(T0, 1.0), (T0 + 1_000, f64::NAN)]),
+            Some("non_finite"),
+        ),
+        (
+            "p",
+            ok("p", 2, &[(T0 + 2_000, 1.0), (far_future, 1.0)]),
+            Some("future"),
+        ),
+        ("p", ok("p", 3, &[(T0 + 10 * MIN, 5.0)]), None),
+        ("p", ok("p", 3, &[(T0 + 10 * MIN, 5.0)]), None), // resend: dropped, counted
+        ("p", ok("p", 4, &[(T0 + 3_000, 7.0)]), Some("late")),
+        ("s", ok("s", 5000, &[(T0, 1.0)]), None),
+        ("s", ok("s", 10, &[(T0 + 1_000, 1.0)]), Some("seq_too_old")),
+        // The worker keeps consuming: these close p's and s's windows.
+        ("p", ok("p", 5, &[(T0 + 20 * MIN, 1.0)]), None),
+        ("s", ok("s", 5001, &[(T0 + 20 * MIN, 1.0)]), None),
+    ];
+    let produced: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|(k, v, _)| (k.to_string(), v.clone()))
+        .collect();
+    env.produce(&produced);
+    let w = env.worker("w", &[("VIGIL_PIPELINE__LIMITS__MAX_BATCH_BYTES", "2000")]);
+    env.wait_committed(&[&w]);
+    let metrics = w.metrics();
+    w.stop();
+
+    // Where each input record landed, to check the source headers.
+    let input = env.consume(&env.topic);
+    let dlq = env.consume(&env.dlq);
+    let mut by_reason: BTreeMap<String, Vec<Rec>> = BTreeMap::new();
+    for r in dlq {
+        by_reason
+            .entry(r.headers["vigil.reason"].clone())
+            .or_default()
+            .push(r);
+    }
+    for (_, bytes, reason) in &records {
+        let Some(reason) = reason else { continue };
+        let got = by_reason
+            .get(*reason)
+            .unwrap_or_else(|| panic!("no dead letter for {reason}; have {:?}", by_reason.keys()));
+        assert_eq!(got.len(), 1, "{reason}");
+        let d = &got[0];
+        let src = input.iter().find(|r| &r.payload == bytes).unwrap();
+        assert_eq!(d.headers["vigil.source.topic"], env.topic, "{reason}");
+        assert_eq!(
+            d.headers["vigil.source.partition"],
+            src.partition.to_string(),
+            "{reason}"
+        );
+        assert_eq!(
+            d.headers["vigil.source.offset"],
+            src.offset.to_string(),
+            "{reason}"
+        );
+        assert!(!d.headers["vigil.detail"].is_empty(), "{reason}");
+        if matches!(*reason, "non_finite" | "future" | "late") {
+            assert_eq!(d.headers["content-type"], vigil_kafka::headers::JSON);
+            let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+            assert_eq!(v["reason"], *reason);
+            assert_eq!(v["point_count"], 1);
+        } else {
+            assert_eq!(d.headers["content-type"], vigil_kafka::headers::PROTOBUF);
+            assert_eq!(
+                &d.payload, bytes,
+                "{reason}: the original record, byte for byte"
+            );
+        }
+    }
+    assert_eq!(by_reason.values().map(Vec::len).sum::<usize>(), 9);
+    for line in [
+        "vigil_pipeline_rejected_records_total{reason=\"decode\"} 1",
+        "vigil_pipeline_rejected_points_total{reason=\"late\"} 1",
+        "vigil_pipeline_duplicate_batches_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    // The good points after the bad records made it to Parquet.
+    let rows = sql(
+        &env.data(),
+        "SELECT agent, count FROM aggregates WHERE agent = 'p' AND CAST(window_start AS BIGINT) = 1793578200000",
+    );
+    assert_eq!(
+        rows.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1,
+        "p's minute-10 window"
+    );
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

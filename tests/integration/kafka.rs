@@ -658,7 +658,8 @@ fn kafka_graceful_stop_and_kill9_lose_and_duplicate_nothing() {
     // SIGKILL lands mid-stream, after output was published past a
     // checkpoint at least sometimes.
     let small = [
-        ("VIGIL_WORKER__MAX_POLL_RECORDS", "16"),
+        ("VIGIL_WORKER__MAX_POLL_RECORDS", "8"),
+        ("VIGIL_STORAGE__FLUSH_RECORDS", "8"),
         ("VIGIL_WORKER__FLUSH_INTERVAL", "20ms"),
     ];
     let before = env.committed();
@@ -668,9 +669,20 @@ fn kafka_graceful_stop_and_kill9_lose_and_duplicate_nothing() {
         std::thread::sleep(Duration::from_millis(5));
     }
     w2.kill9();
+    let (left, ends) = (env.committed(), env.ends(&env.topic));
+    assert_ne!(left, ends, "the SIGKILL must land mid-stream");
     let w3 = env.worker("w3", &[]);
     env.wait_committed(&[&w3]);
-    w3.stop();
+    let log = w3.stop();
+    // What the recovery did (visible with --nocapture).
+    for l in log.lines().filter(|l| {
+        l.contains("restored the partition")
+            || l.contains("removed output")
+            || l.contains("skipping")
+    }) {
+        eprintln!("w3: {l}");
+    }
+    assert!(log.contains("restored the partition"), "{log}");
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
     assert_windows(&env, &all);
     // After a SIGKILL, alert events may be delivered again, always with
@@ -841,4 +853,75 @@ fn chrono_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+#[test]
+fn kafka_cli_creates_topics_and_simulates_into_them() {
+    let Some(brokers) = brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let unique = format!("{}-{}", std::process::id(), chrono_now_ms() % 1_000_000_000);
+    let (tel, alerts) = (format!("cli-tel-{unique}"), format!("cli-alerts-{unique}"));
+    let vigil = |args: &[&str]| {
+        let out = Command::new(vigil_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env("VIGIL_KAFKA__BROKERS", &brokers)
+            .env("VIGIL_KAFKA__TELEMETRY_TOPIC", &tel)
+            .env("VIGIL_KAFKA__ALERT_TOPIC", &alerts)
+            .env("VIGIL_KAFKA__DLQ_TOPIC", "")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "vigil {args:?}:\n{text}");
+        text
+    };
+    let first = vigil(&["topics", "create", "--partitions", "3"]);
+    assert!(
+        first.contains(&format!("created topic {tel} (3 partitions)")),
+        "{first}"
+    );
+    let again = vigil(&["topics", "create"]);
+    assert!(
+        again.contains(&format!("topic {tel} already exists")),
+        "{again}"
+    );
+
+    let out = vigil(&[
+        "simulate",
+        "--brokers",
+        &brokers,
+        "--agents",
+        "20",
+        "--hours",
+        "0.5",
+        "--rate",
+        "5000",
+    ]);
+    let produced: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out.contains("records/s") && out.contains("all acknowledged"),
+        "{out}"
+    );
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let on_topic: i64 = (0..3)
+        .map(|p| {
+            c.fetch_watermarks(&tel, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .sum();
+    assert_eq!(on_topic as u64, produced, "{out}");
 }

@@ -321,6 +321,34 @@ mod tests {
         }
     }
 
+    /// librdkafka is built with TLS and SASL (PLAIN, SCRAM, OAUTHBEARER):
+    /// a client with those settings is created (it connects lazily).
+    #[test]
+    fn tls_and_sasl_clients_can_be_built() {
+        let pw = std::env::temp_dir().join(format!("vigil-kafka-pw-{}", std::process::id()));
+        std::fs::write(&pw, "pw\n").unwrap();
+        for mechanism in ["PLAIN", "SCRAM-SHA-512", "OAUTHBEARER"] {
+            let mut s = KafkaSettings::default();
+            if mechanism != "OAUTHBEARER" {
+                s.secret_files.insert("sasl.password".into(), pw.clone());
+            }
+            s.properties
+                .insert("security.protocol".into(), "sasl_ssl".into());
+            s.properties
+                .insert("sasl.mechanism".into(), mechanism.into());
+            s.properties.insert("sasl.username".into(), "vigil".into());
+            s.properties.insert(
+                "ssl.endpoint.identification.algorithm".into(),
+                "https".into(),
+            );
+            assert!(s.validate().is_empty());
+            let p: Result<rdkafka::producer::BaseProducer, _> =
+                s.client_config(Role::Producer).unwrap().create();
+            assert!(p.is_ok(), "{mechanism}: {:?}", p.err());
+        }
+        std::fs::remove_file(&pw).unwrap();
+    }
+
     #[test]
     fn secrets_come_from_files_and_env_and_are_redacted() {
         let dir = std::env::temp_dir().join(format!("vigil-kafka-secret-{}", std::process::id()));

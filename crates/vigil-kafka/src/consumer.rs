@@ -15,6 +15,7 @@
 //! the partitions' state sees every event right after the `poll` that
 //! caused it, before it handles any record of a new assignment.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -72,6 +73,9 @@ pub enum PartitionEvent<S> {
 pub struct WorkerContext<H: AssignHook> {
     hook: H,
     events: Mutex<Vec<PartitionEvent<H::State>>>,
+    /// Set when `events` is not empty, so the loop checks a flag per poll
+    /// instead of taking the lock.
+    pending: AtomicBool,
 }
 
 impl<H: AssignHook> WorkerContext<H> {
@@ -80,11 +84,16 @@ impl<H: AssignHook> WorkerContext<H> {
         WorkerContext {
             hook,
             events: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
         }
     }
 
-    /// Takes the events queued since the last call.
+    /// Takes the events queued since the last call (without locking when
+    /// there are none).
     pub fn take_events(&self) -> Vec<PartitionEvent<H::State>> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
         match self.events.lock() {
             Ok(mut e) => std::mem::take(&mut *e),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -96,6 +105,7 @@ impl<H: AssignHook> WorkerContext<H> {
             Ok(mut v) => v.push(e),
             Err(poisoned) => poisoned.into_inner().push(e),
         }
+        self.pending.store(true, Ordering::Release);
     }
 }
 
@@ -229,4 +239,81 @@ pub fn subscribe<H: AssignHook>(
             settings.telemetry_topic
         )))?;
     Ok(consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message;
+
+    use super::*;
+
+    /// Starts partition 0 at offset 5, partition 1 where the group is.
+    struct FixedStart;
+
+    impl AssignHook for FixedStart {
+        type State = &'static str;
+        fn assign(&self, _topic: &str, partition: i32) -> (Option<i64>, &'static str) {
+            if partition == 0 {
+                (Some(5), "restored")
+            } else {
+                (None, "fresh")
+            }
+        }
+    }
+
+    #[test]
+    fn assignment_starts_where_the_hook_says_and_is_reported() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let settings = KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            telemetry_topic: "t".into(),
+            group_id: "g".into(),
+            ..KafkaSettings::default()
+        };
+        let p: BaseProducer = settings
+            .client_config(Role::Producer)
+            .unwrap()
+            .create()
+            .unwrap();
+        for i in 0..10u8 {
+            let rec = [i];
+            p.send(BaseRecord::<(), _>::to("t").partition(0).payload(&rec[..]))
+                .unwrap();
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+
+        let c = subscribe(&settings, FixedStart).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut first: Option<(i32, i64)> = None;
+        let mut events = Vec::new();
+        while first.is_none() && Instant::now() < deadline {
+            let m = c.poll(Duration::from_millis(100));
+            events.extend(c.context().take_events());
+            if let Some(Ok(m)) = m {
+                first = Some((m.partition(), m.offset()));
+            }
+        }
+        let assigned: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                PartitionEvent::Assigned {
+                    partition,
+                    state,
+                    start_offset,
+                    ..
+                } => Some((*partition, *state, *start_offset)),
+                _ => None,
+            })
+            .collect();
+        assert!(assigned.contains(&(0, "restored", Some(5))), "{assigned:?}");
+        // Partition 0 holds all ten records; the hook started it at 5.
+        assert_eq!(first, Some((0, 5)));
+        assert!(assigned.contains(&(1, "fresh", None)), "{assigned:?}");
+        assert!(c.context().take_events().is_empty());
+    }
 }

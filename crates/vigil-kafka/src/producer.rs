@@ -211,3 +211,55 @@ impl AckedProducer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::RDKafkaRespErr;
+
+    use super::*;
+
+    fn settings(
+        cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    ) -> KafkaSettings {
+        let mut s = KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            ..KafkaSettings::default()
+        };
+        // Fail fast instead of retrying for the default five minutes.
+        s.producer_properties
+            .insert("message.timeout.ms".into(), "1000".into());
+        s
+    }
+
+    #[test]
+    fn flush_reports_acks_and_failures() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        let mut p = AckedProducer::new(&settings(&cluster), Duration::from_secs(5)).unwrap();
+        p.send("alerts", Some(b"fp"), b"{}", &[("h", b"v")])
+            .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+        assert_eq!((p.sent(), p.acked()), (1, 1));
+
+        // Every produce request now fails: the flush must say so.
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+        );
+        p.send("alerts", Some(b"fp"), b"{}", &[]).unwrap();
+        let e = p.flush(Duration::from_secs(20)).unwrap_err();
+        assert!(matches!(e, Error::Delivery { failed: 1, .. }), "{e}");
+        // Failures are reported once, by the flush that saw them.
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn oversized_messages_are_a_typed_error() {
+        let cluster = MockCluster::new(1).unwrap();
+        let mut p = AckedProducer::new(&settings(&cluster), Duration::from_secs(5)).unwrap();
+        let big = vec![0u8; 2 << 20];
+        let e = p.send("t", None, &big, &[]).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    }
+}

@@ -234,6 +234,24 @@ impl Pipeline {
         Ok(self)
     }
 
+    /// Makes `ms` of processing time not count as silence: every agent's
+    /// last-seen time moves `ms` later, for the idle timeout and the
+    /// offline detector alike. A worker calls it when it restores a
+    /// checkpoint, with the time since the checkpoint was written, so an
+    /// outage of Vigil itself neither declares the whole fleet offline nor
+    /// closes every open window before the backlog is read.
+    pub fn skip_processing_time(&mut self, ms: i64) {
+        if ms <= 0 {
+            return;
+        }
+        for a in &mut self.agents {
+            if a.last_seen_ms != i64::MIN {
+                a.last_seen_ms = a.last_seen_ms.saturating_add(ms);
+            }
+        }
+        self.detectors.skip_processing_time(ms);
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
@@ -697,6 +715,26 @@ mod tests {
         p.process(POS, &batch("a", 10, &[(T0, 1.0)]), T0, &mut out);
         assert_eq!(out.rejected[0].reason, RejectReason::SeqTooOld);
         assert_eq!(out.rejected[0].seq, Some(10));
+    }
+
+    #[test]
+    fn skipped_processing_time_is_not_silence() {
+        let rules = RuleSet::from_toml(
+            "[offline]\nname = \"agent_offline\"\nafter = \"10m\"\nseverity = \"warning\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut p = Pipeline::new(cfg(), Arc::new(rules)).unwrap();
+        let mut out = Outputs::default();
+        p.process(POS, &batch("a", 1, &[(T0, 1.0)]), T0, &mut out);
+        // Vigil was down for an hour: restore with the gap skipped.
+        p.skip_processing_time(3_600_000);
+        p.tick(T0 + 3_600_000 + 60_000, &mut out);
+        assert!(out.windows.is_empty() && out.alerts.is_empty(), "{out:?}");
+        // Real silence after the gap still counts.
+        p.tick(T0 + 3_600_000 + 700_000, &mut out);
+        assert_eq!(out.windows.len(), 1);
+        assert_eq!(out.alerts.len(), 1, "agent_offline");
     }
 
     #[test]

@@ -73,6 +73,7 @@ struct CheckpointIn {
     topic: String,
     partition: i32,
     next_offset: i64,
+    written_at_ms: i64,
     pipeline: Pipeline,
 }
 
@@ -106,7 +107,7 @@ impl CheckpointHook {
                 c.format
             );
         }
-        let pipeline = c
+        let mut pipeline = c
             .pipeline
             .resume(self.cfg.clone(), self.rules.clone())
             .map_err(|p| {
@@ -119,6 +120,15 @@ impl CheckpointHook {
                         .join("; ")
                 )
             })?;
+        // The time no worker owned the partition is not the agents'
+        // silence (no false `agent_offline` storm after an outage).
+        let gap = wall_ms().saturating_sub(c.written_at_ms);
+        pipeline.skip_processing_time(gap);
+        tracing::info!(
+            next_offset = c.next_offset,
+            gap_ms = gap,
+            "restored the partition's checkpoint"
+        );
         Ok(Some(Restored {
             next_offset: c.next_offset,
             pipeline,
@@ -166,6 +176,8 @@ struct PartitionTask {
     next_offset: Option<i64>,
     /// Whether stale output after the checkpoint was removed.
     swept: bool,
+    /// Whether skipping records below the checkpoint was logged.
+    warned_skip: bool,
     published: PipelineStats,
 }
 
@@ -362,6 +374,7 @@ impl Worker {
                         range_start: None,
                         next_offset: next,
                         swept: false,
+                        warned_skip: false,
                     };
                     self.summary.assignments += 1;
                     metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(1);
@@ -394,6 +407,18 @@ impl Worker {
         };
         if let Some(next) = t.next_offset {
             if offset < next {
+                // Normal only for a moment (the group's commit lags the
+                // checkpoint after a crash between the two). A long run of
+                // these means the topic was recreated under the checkpoint.
+                if !t.warned_skip {
+                    t.warned_skip = true;
+                    tracing::warn!(
+                        partition,
+                        offset,
+                        checkpoint_offset = next,
+                        "skipping records the checkpoint already holds"
+                    );
+                }
                 metrics::counter!(obs::RECORDS_SKIPPED, "reason" => "before_checkpoint")
                     .increment(1);
                 return Ok(());

@@ -155,6 +155,17 @@ impl DetectorEngine {
     }
 
     /// Processing-time tick: declares silent agents offline.
+    /// Moves every agent's last-seen time `ms` later (see
+    /// [`crate::pipeline::Pipeline::skip_processing_time`]).
+    pub fn skip_processing_time(&mut self, ms: i64) {
+        for agents in self.offline.agents.values_mut() {
+            for st in agents.values_mut() {
+                st.last_seen_ms = st.last_seen_ms.saturating_add(ms);
+            }
+        }
+    }
+
+    /// Processing-time housekeeping: fires offline alerts.
     pub fn on_tick(&mut self, now_ms: i64, out: &mut Vec<AlertEvent>) {
         self.offline
             .on_tick(self.rules.offline.as_ref(), &self.rules, now_ms, out);

@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::model::{parse_canonical_labels, AlertEvent};
+use crate::rules::civil_from_days;
 
 /// Value of the `schema` field.
 pub const ALERT_SCHEMA: &str = "vigil.alert.v1";
@@ -71,20 +72,6 @@ pub fn rfc3339_ms(ms: i64) -> String {
         (sod / 60) % 60,
         sod % 60
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Finite values only: JSON has no NaN or infinity, so those become null.

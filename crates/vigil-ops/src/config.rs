@@ -36,6 +36,13 @@ pub struct Limits {
     pub max_labels: usize,
     /// Longest label key or value, in bytes.
     pub max_label_bytes: usize,
+    /// Most series one agent may have in a partition's state; points of
+    /// further new series are refused as `series_limit`.
+    pub max_series_per_agent: usize,
+    /// Most series one tenant may have in a partition's state (its agents
+    /// together); points of further new series are refused as
+    /// `series_limit`.
+    pub max_series_per_tenant: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +55,8 @@ impl Default for Limits {
             max_metric_bytes: 200,
             max_labels: 32,
             max_label_bytes: 1024,
+            max_series_per_agent: 10_000,
+            max_series_per_tenant: 500_000,
         }
     }
 }
@@ -166,6 +175,8 @@ impl PipelineConfig {
             ("limits.max_metric_bytes", l.max_metric_bytes),
             ("limits.max_labels", l.max_labels),
             ("limits.max_label_bytes", l.max_label_bytes),
+            ("limits.max_series_per_agent", l.max_series_per_agent),
+            ("limits.max_series_per_tenant", l.max_series_per_tenant),
         ] {
             if v == 0 {
                 bad(field, "must be positive");

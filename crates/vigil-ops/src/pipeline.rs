@@ -120,15 +120,16 @@ struct Scratch {
     batch: TelemetryBatch,
     key: String,
     labels: String,
-    refused: [Vec<(i64, f64)>; 4],
+    refused: [Vec<(i64, f64)>; 5],
 }
 
 /// Point-level refusal reasons, in the order of `Scratch::refused`.
-const POINT_REASONS: [RejectReason; 4] = [
+const POINT_REASONS: [RejectReason; 5] = [
     RejectReason::NonFinite,
     RejectReason::OutOfRange,
     RejectReason::Future,
     RejectReason::Late,
+    RejectReason::SeriesLimit,
 ];
 
 /// Timestamps the pipeline accepts: 1970-01-01T00:00:00Z to
@@ -145,6 +146,9 @@ pub struct Pipeline {
     /// `tenant \0 agent` → index into `agents`.
     agent_index: HashMap<Box<str>, u32>,
     detectors: DetectorEngine,
+    /// Series per tenant in this pipeline (the cardinality guard).
+    #[serde(default)]
+    tenant_series: HashMap<Arc<str>, u32>,
     clock: ReplayClock,
     last_tick_ms: Option<i64>,
     stats: PipelineStats,
@@ -169,6 +173,7 @@ impl Pipeline {
             agents: Vec::new(),
             agent_index: HashMap::new(),
             detectors: DetectorEngine::new(rules),
+            tenant_series: HashMap::new(),
             last_tick_ms: None,
             stats: PipelineStats::default(),
             scratch: Scratch::default(),
@@ -446,6 +451,8 @@ impl Pipeline {
             ..
         } = &mut self.scratch;
         let st = &mut self.agents[ai];
+        let tenant_series = &mut self.tenant_series;
+        let limits = &self.cfg.limits;
         let mut accepted = 0u64;
         let mut new_series = 0u64;
         for s in &batch.series {
@@ -461,21 +468,36 @@ impl Pipeline {
                 } else if st.windows.is_late(ts) {
                     3
                 } else {
-                    let slot = *slot.get_or_insert_with(|| {
+                    let admitted = *slot.get_or_insert_with(|| {
                         canonical_labels(
                             s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
                             labels,
                         );
-                        let before = st.windows.series_count();
-                        let i = st
-                            .windows
-                            .slot(&st.tenant, &st.agent, &s.metric, labels, key);
-                        new_series += (st.windows.series_count() - before) as u64;
-                        i
+                        if let Some(i) = st.windows.find(&s.metric, labels, key) {
+                            return Some(i);
+                        }
+                        // A new series: the cardinality guard decides.
+                        let per_tenant = tenant_series.get(&st.tenant).copied().unwrap_or(0);
+                        if st.windows.series_count() >= limits.max_series_per_agent
+                            || per_tenant as usize >= limits.max_series_per_tenant
+                        {
+                            return None;
+                        }
+                        *tenant_series.entry(st.tenant.clone()).or_insert(0) += 1;
+                        new_series += 1;
+                        Some(
+                            st.windows
+                                .slot(&st.tenant, &st.agent, &s.metric, labels, key),
+                        )
                     });
-                    st.windows.push(slot, ts, v);
-                    accepted += 1;
-                    continue;
+                    match admitted {
+                        Some(i) => {
+                            st.windows.push(i, ts, v);
+                            accepted += 1;
+                            continue;
+                        }
+                        None => 4,
+                    }
                 };
                 refused[r].push((ts, v));
                 any_refused = true;
@@ -500,6 +522,14 @@ impl Pipeline {
                         RejectReason::Future => {
                             format!("timestamp more than {skew} ms ahead of processing time {now}")
                         }
+                        RejectReason::SeriesLimit => format!(
+                            "new series over the limit: the agent has {} series (max {}), \
+                             the tenant {} (max {})",
+                            st.windows.series_count(),
+                            limits.max_series_per_agent,
+                            tenant_series.get(&st.tenant).copied().unwrap_or(0),
+                            limits.max_series_per_tenant
+                        ),
                         _ => format!(
                             "window already closed (agent frontier {})",
                             st.windows.frontier()
@@ -715,6 +745,68 @@ mod tests {
         p.process(POS, &batch("a", 10, &[(T0, 1.0)]), T0, &mut out);
         assert_eq!(out.rejected[0].reason, RejectReason::SeqTooOld);
         assert_eq!(out.rejected[0].seq, Some(10));
+    }
+
+    /// One batch of agent `agent` (tenant `tenant`) with one point in
+    /// each of the series `cpu_pct{core=<n>}` for `n` in `cores`.
+    fn multi(tenant: &str, agent: &str, seq: u64, cores: std::ops::Range<u32>) -> Vec<u8> {
+        TelemetryBatch {
+            tenant_id: tenant.into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms: T0,
+            agent: None,
+            series: cores
+                .map(|c| Series {
+                    metric: "cpu_pct".into(),
+                    labels: vec![Label {
+                        key: "core".into(),
+                        value: c.to_string(),
+                    }],
+                    timestamps_ms: vec![T0 + seq as i64],
+                    values: vec![1.0],
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn cardinality_guard_refuses_new_series_over_the_limits() {
+        let mut c = cfg();
+        c.limits.max_series_per_agent = 3;
+        c.limits.max_series_per_tenant = 5;
+        let mut p = Pipeline::new(c, Arc::new(RuleSet::default())).unwrap();
+        let mut out = Outputs::default();
+        p.process(POS, &multi("t", "a", 1, 0..5), T0, &mut out);
+        assert_eq!(p.stats().points_accepted, 3);
+        assert_eq!(p.stats().rejected_points(RejectReason::SeriesLimit), 2);
+        let r: Vec<_> = out
+            .rejected
+            .iter()
+            .map(|r| (r.reason, r.labels.clone()))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                (RejectReason::SeriesLimit, Some("core=3".to_string())),
+                (RejectReason::SeriesLimit, Some("core=4".to_string()))
+            ]
+        );
+        // Known series keep flowing; the tenant has 2 series left.
+        p.process(POS, &multi("t", "a", 2, 0..3), T0, &mut out);
+        p.process(POS, &multi("t", "b", 1, 0..3), T0, &mut out);
+        assert_eq!(p.stats().points_accepted, 3 + 3 + 2);
+        assert_eq!(p.stats().rejected_points(RejectReason::SeriesLimit), 3);
+        // Another tenant is not affected.
+        p.process(POS, &multi("u", "a", 1, 0..3), T0, &mut out);
+        assert_eq!(p.stats().points_accepted, 11);
+        assert_eq!(p.stats().series, 8);
+        // The guard's state survives a checkpoint.
+        let mut back: Pipeline = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        back.attach_rules(Arc::new(RuleSet::default()));
+        back.process(POS, &multi("t", "c", 1, 0..1), T0, &mut out);
+        assert_eq!(back.stats().rejected_points(RejectReason::SeriesLimit), 4);
     }
 
     #[test]

@@ -37,11 +37,14 @@ pub enum RejectReason {
     /// The batch's sequence number is below the agent's dedup window, so
     /// whether it is a resend cannot be decided.
     SeqTooOld,
+    /// A new series would exceed `limits.max_series_per_agent` or
+    /// `limits.max_series_per_tenant` (the cardinality guard).
+    SeriesLimit,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order (for metrics pre-registration and docs).
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::Decode,
         RejectReason::TooLarge,
         RejectReason::TooManySeries,
@@ -56,6 +59,7 @@ impl RejectReason {
         RejectReason::Future,
         RejectReason::Late,
         RejectReason::SeqTooOld,
+        RejectReason::SeriesLimit,
     ];
 
     /// The stable name: DLQ reason, metric label value, log field.
@@ -75,6 +79,7 @@ impl RejectReason {
             RejectReason::Future => "future",
             RejectReason::Late => "late",
             RejectReason::SeqTooOld => "seq_too_old",
+            RejectReason::SeriesLimit => "series_limit",
         }
     }
 
@@ -87,7 +92,11 @@ impl RejectReason {
     pub fn is_batch_level(self) -> bool {
         !matches!(
             self,
-            RejectReason::NonFinite | RejectReason::Future | RejectReason::Late
+            RejectReason::NonFinite
+                | RejectReason::Future
+                | RejectReason::Late
+                | RejectReason::OutOfRange
+                | RejectReason::SeriesLimit
         )
     }
 }

@@ -88,6 +88,16 @@ impl AgentWindows {
         }
     }
 
+    /// Index of an existing series (metric, canonical labels); `key_buf`
+    /// as in [`AgentWindows::slot`].
+    pub fn find(&self, metric: &str, labels: &str, key_buf: &mut String) -> Option<usize> {
+        key_buf.clear();
+        key_buf.push_str(metric);
+        key_buf.push('\0');
+        key_buf.push_str(labels);
+        self.index.get(key_buf.as_str()).map(|&i| i as usize)
+    }
+
     /// Index of the series (metric, canonical labels), creating it on first
     /// use. `key_buf` is scratch space reused between calls so that looking
     /// up a known series allocates nothing.

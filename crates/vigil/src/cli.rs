@@ -49,6 +49,8 @@ pub enum Command {
     Sql(cmd::sql::SqlArgs),
     /// Print the fleet report (alerts by rule, predicted disk fills, health).
     Report(cmd::sql::ReportArgs),
+    /// Measure the in-process pipeline: decode, operator chain and end to end, as ratios.
+    Bench(cmd::bench::Args),
     /// Check a rules file and list its rules.
     Rules(cmd::rules::Args),
 }
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Sql(a) => cmd::sql::run_sql(cli.config.as_deref(), a),
         Command::Report(a) => cmd::sql::run_report(cli.config.as_deref(), a),
         Command::Rules(a) => cmd::rules::run(a),
+        Command::Bench(a) => cmd::bench::run(cli.config.as_deref(), a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 //!  vigil sql / vigil report ◀── DataFusion over the Parquet datasets
 //! ```
 
+pub mod alloc;
 pub mod cli;
 pub mod cmd;
 pub mod obs;

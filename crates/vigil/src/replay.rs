@@ -63,15 +63,7 @@ impl Replay {
     ) -> Result<Replay> {
         let mut cfg = settings.pipeline.clone();
         cfg.clock = vigil_ops::config::ClockMode::Replay;
-        let pipeline = Pipeline::new(cfg, rules).map_err(|p| {
-            anyhow::anyhow!(
-                "invalid pipeline settings: {}",
-                p.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+        let pipeline = Pipeline::new(cfg, rules).map_err(crate::settings::invalid_pipeline)?;
         let removed = vigil_store::remove_source_files(data_dir, source).with_context(|| {
             format!(
                 "removing earlier output of {source} under {}",

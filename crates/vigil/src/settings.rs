@@ -155,6 +155,19 @@ impl Settings {
     }
 }
 
+/// The error for pipeline settings that do not validate, listing every
+/// problem.
+pub fn invalid_pipeline(problems: Vec<vigil_ops::config::ConfigProblem>) -> anyhow::Error {
+    anyhow::anyhow!(
+        "invalid pipeline settings: {}",
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
 /// Reads and validates a rules file.
 pub fn load_rules_file(p: &Path) -> Result<RuleSet> {
     let text = std::fs::read_to_string(p)

@@ -219,15 +219,7 @@ impl Worker {
         }
         let mut cfg = settings.pipeline.clone();
         cfg.clock = ClockMode::Wall;
-        Pipeline::new(cfg.clone(), rules.clone()).map_err(|p| {
-            anyhow!(
-                "invalid pipeline settings: {}",
-                p.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+        Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
         let store = CheckpointStore::new(&settings.worker.state_dir, settings.storage.parquet.sync);
         let hook = CheckpointHook {
             store: store.clone(),
@@ -352,7 +344,7 @@ impl Worker {
                         Some(r) => (r.pipeline, Some(r.next_offset)),
                         None => (
                             Pipeline::new(cfg.clone(), rules.clone())
-                                .map_err(|_| anyhow!("invalid pipeline settings"))?,
+                                .map_err(crate::settings::invalid_pipeline)?,
                             None,
                         ),
                     };

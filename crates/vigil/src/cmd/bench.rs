@@ -93,8 +93,8 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let mut series = 0u64;
     let (t_chain, stats) = best(a.runs, || {
         let before = crate::alloc::allocated();
-        let mut p = Pipeline::new(cfg.clone(), rules.clone())
-            .map_err(|e| anyhow::anyhow!("invalid pipeline settings: {e:?}"))?;
+        let mut p =
+            Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
         let mut out = Outputs::default();
         for (i, r) in records.iter().enumerate() {
             let pos = Position {

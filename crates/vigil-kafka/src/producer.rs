@@ -226,9 +226,12 @@ mod tests {
             brokers: cluster.bootstrap_servers(),
             ..KafkaSettings::default()
         };
-        // Fail fast instead of retrying for the default five minutes.
+        // Bound retries below the default five minutes, but leave a loaded
+        // CI machine (2 cores, other tests running) ample time to deliver:
+        // a 1 s bound made the first, healthy send time out there. The
+        // failure case below uses a non-retriable error, which fails at once.
         s.producer_properties
-            .insert("message.timeout.ms".into(), "1000".into());
+            .insert("message.timeout.ms".into(), "30000".into());
         s
     }
 
@@ -239,7 +242,7 @@ mod tests {
         let mut p = AckedProducer::new(&settings(&cluster), Duration::from_secs(5)).unwrap();
         p.send("alerts", Some(b"fp"), b"{}", &[("h", b"v")])
             .unwrap();
-        p.flush(Duration::from_secs(10)).unwrap();
+        p.flush(Duration::from_secs(40)).unwrap();
         assert_eq!((p.sent(), p.acked()), (1, 1));
 
         // Every produce request now fails: the flush must say so.
@@ -248,7 +251,7 @@ mod tests {
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
         );
         p.send("alerts", Some(b"fp"), b"{}", &[]).unwrap();
-        let e = p.flush(Duration::from_secs(20)).unwrap_err();
+        let e = p.flush(Duration::from_secs(40)).unwrap_err();
         assert!(matches!(e, Error::Delivery { failed: 1, .. }), "{e}");
         // Failures are reported once, by the flush that saw them.
         p.flush(Duration::from_secs(10)).unwrap();

@@ -19,8 +19,8 @@ const T0: i64 = 1_793_577_600_000;
 
 /// Windows in arrival order: window by window, series by series.
 fn windows(metric: &str) -> Vec<WindowAggregate> {
-    let metas: Vec<Arc<SeriesMeta>> = (0..SERIES)
-        .map(|i| Arc::new(SeriesMeta::new("t", &format!("a{i}"), metric, "mount=/")))
+    let metas: Vec<SeriesMeta> = (0..SERIES)
+        .map(|i| SeriesMeta::new("t", &format!("a{i}"), metric, "mount=/"))
         .collect();
     let mut out = Vec::with_capacity(SERIES * WINDOWS as usize);
     for k in 0..WINDOWS {

@@ -7,7 +7,6 @@
 //! second; compare it with the pipeline's windows per second.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vigil_ops::{Agg, SeriesMeta, WindowAggregate};
@@ -16,9 +15,9 @@ use vigil_store::{AggregatesWriter, SourceRange, WriterConfig};
 const T0: i64 = 1_793_577_600_000;
 
 fn rows(n: usize) -> Vec<WindowAggregate> {
-    let metas: Vec<Arc<SeriesMeta>> = (0..5_000)
+    let metas: Vec<SeriesMeta> = (0..5_000)
         .map(|i| {
-            Arc::new(SeriesMeta::new(
+            SeriesMeta::new(
                 &format!("tenant-{}", i % 20),
                 &format!("agent-{:05}", i / 5),
                 [
@@ -29,7 +28,7 @@ fn rows(n: usize) -> Vec<WindowAggregate> {
                     "service_up",
                 ][i % 5],
                 "mount=/",
-            ))
+            )
         })
         .collect();
     (0..n)

@@ -27,38 +27,154 @@ impl SeriesId {
     }
 }
 
-/// Identity of one series: (tenant, agent, metric, labels). Shared by every
-/// window of the series through an [`Arc`], so closing a window allocates no
-/// strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeriesMeta {
-    /// Stable hash of the key.
-    pub id: SeriesId,
+/// Tenant and agent of a series: one allocation per agent, shared by all
+/// of its series and their windows.
+#[derive(Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AgentKey {
     /// Tenant id.
     pub tenant: Arc<str>,
     /// Agent id.
-    pub agent: Arc<str>,
+    pub agent: Box<str>,
+}
+
+/// Metric and canonical labels of a series. A pipeline interns them, so
+/// every agent's `disk_used_pct{mount=/}` shares one allocation.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
     /// Metric name.
-    pub metric: Arc<str>,
+    pub metric: Box<str>,
     /// Canonical labels, see [`canonical_labels`].
-    pub labels: Arc<str>,
+    pub labels: Box<str>,
+}
+
+/// Identity of one series: (tenant, agent, metric, labels) and its id.
+/// Two shared pointers and the id (24 bytes), so closing a window
+/// allocates nothing and a million series do not hold a million copies of
+/// their metric names.
+#[derive(Debug, Clone)]
+pub struct SeriesMeta {
+    /// Stable hash of the key.
+    pub id: SeriesId,
+    agent: Arc<AgentKey>,
+    key: Arc<SeriesKey>,
+}
+
+impl PartialEq for SeriesMeta {
+    fn eq(&self, o: &Self) -> bool {
+        self.id == o.id && self.agent == o.agent && self.key == o.key
+    }
+}
+
+impl Eq for SeriesMeta {}
+
+/// Serde form of [`SeriesMeta`]: the four strings and the id.
+#[derive(Serialize, Deserialize)]
+struct SeriesMetaRepr {
+    id: SeriesId,
+    tenant: String,
+    agent: String,
+    metric: String,
+    labels: String,
+}
+
+impl Serialize for SeriesMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SeriesMetaRepr {
+            id: self.id,
+            tenant: self.tenant().to_string(),
+            agent: self.agent().to_string(),
+            metric: self.metric().to_string(),
+            labels: self.labels().to_string(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SeriesMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = SeriesMetaRepr::deserialize(d)?;
+        Ok(SeriesMeta {
+            id: r.id,
+            agent: Arc::new(AgentKey {
+                tenant: r.tenant.into(),
+                agent: r.agent.into(),
+            }),
+            key: Arc::new(SeriesKey {
+                metric: r.metric.into(),
+                labels: r.labels.into(),
+            }),
+        })
+    }
 }
 
 impl SeriesMeta {
-    /// Builds the metadata of a series, computing its id.
+    /// Builds the metadata of a series, computing its id (allocates; the
+    /// pipeline shares keys instead, see [`SeriesMeta::from_parts`]).
     pub fn new(tenant: &str, agent: &str, metric: &str, labels: &str) -> Self {
         SeriesMeta {
             id: SeriesId::of(tenant, agent, metric, labels),
-            tenant: tenant.into(),
-            agent: agent.into(),
-            metric: metric.into(),
-            labels: labels.into(),
+            agent: Arc::new(AgentKey {
+                tenant: tenant.into(),
+                agent: agent.into(),
+            }),
+            key: Arc::new(SeriesKey {
+                metric: metric.into(),
+                labels: labels.into(),
+            }),
         }
+    }
+
+    /// Builds the metadata from shared parts, computing its id.
+    pub fn from_parts(agent: Arc<AgentKey>, key: Arc<SeriesKey>) -> Self {
+        SeriesMeta {
+            id: SeriesId::of(&agent.tenant, &agent.agent, &key.metric, &key.labels),
+            agent,
+            key,
+        }
+    }
+
+    /// Builds the metadata from shared parts and a known id.
+    pub(crate) fn with_id(id: SeriesId, agent: Arc<AgentKey>, key: Arc<SeriesKey>) -> Self {
+        SeriesMeta { id, agent, key }
+    }
+
+    /// Tenant id.
+    #[inline]
+    pub fn tenant(&self) -> &str {
+        &self.agent.tenant
+    }
+
+    /// Agent id.
+    #[inline]
+    pub fn agent(&self) -> &str {
+        &self.agent.agent
+    }
+
+    /// Metric name.
+    #[inline]
+    pub fn metric(&self) -> &str {
+        &self.key.metric
+    }
+
+    /// Canonical labels, see [`canonical_labels`].
+    #[inline]
+    pub fn labels(&self) -> &str {
+        &self.key.labels
+    }
+
+    /// The shared tenant and agent.
+    pub fn agent_key(&self) -> &Arc<AgentKey> {
+        &self.agent
+    }
+
+    /// The shared metric and labels.
+    pub fn key(&self) -> &Arc<SeriesKey> {
+        &self.key
     }
 
     /// Value of one label in the canonical label string, if present.
     pub fn label(&self, key: &str) -> Option<String> {
-        parse_canonical_labels(&self.labels)
+        parse_canonical_labels(self.labels())
             .into_iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
@@ -164,6 +280,74 @@ pub mod any_f64 {
                 other => Err(serde::de::Error::custom(format!("not a number: {other:?}"))),
             },
         }
+    }
+}
+
+/// An optional timestamp (ms since epoch) in 8 bytes instead of 16:
+/// `i64::MIN` stands for "none" (never a valid timestamp, see
+/// [`crate::pipeline::VALID_TS`]). Serialises as `Option<i64>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OptMs(i64);
+
+impl OptMs {
+    /// No timestamp.
+    pub const NONE: OptMs = OptMs(i64::MIN);
+
+    /// The timestamp, if any.
+    #[inline]
+    pub fn get(self) -> Option<i64> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+
+    /// Whether a timestamp is held.
+    #[inline]
+    pub fn is_some(self) -> bool {
+        self.0 != i64::MIN
+    }
+
+    /// Whether no timestamp is held.
+    #[inline]
+    pub fn is_none(self) -> bool {
+        self.0 == i64::MIN
+    }
+
+    /// Takes the timestamp out, leaving none.
+    #[inline]
+    pub fn take(&mut self) -> Option<i64> {
+        std::mem::replace(self, OptMs::NONE).get()
+    }
+}
+
+impl Default for OptMs {
+    fn default() -> Self {
+        OptMs::NONE
+    }
+}
+
+impl From<Option<i64>> for OptMs {
+    /// `Some(i64::MIN)` becomes none: the pipeline never produces it.
+    #[inline]
+    fn from(v: Option<i64>) -> Self {
+        OptMs(v.unwrap_or(i64::MIN))
+    }
+}
+
+impl From<i64> for OptMs {
+    #[inline]
+    fn from(v: i64) -> Self {
+        OptMs(v)
+    }
+}
+
+impl Serialize for OptMs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptMs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<i64>::deserialize(d).map(OptMs::from)
     }
 }
 
@@ -276,7 +460,7 @@ impl AggregateKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowAggregate {
     /// The series.
-    pub series: Arc<SeriesMeta>,
+    pub series: SeriesMeta,
     /// Window start (inclusive), ms since epoch, aligned to the window size.
     pub start_ms: i64,
     /// Window end (exclusive).

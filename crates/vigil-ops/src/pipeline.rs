@@ -22,8 +22,9 @@ use crate::clock::ReplayClock;
 use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
 use crate::decode::{decode_into, BatchError};
 use crate::dedup::{AntiReplay, Verdict};
-use crate::detect::DetectorEngine;
-use crate::model::{canonical_labels, AlertEvent, AlertStatus, WindowAggregate};
+use crate::detect::{DetHandle, DetectorEngine};
+use crate::intern::KeyInterner;
+use crate::model::{canonical_labels, AgentKey, AlertEvent, AlertStatus, WindowAggregate};
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;
 use crate::window::{AgentWindows, WindowSpec};
@@ -106,9 +107,9 @@ impl PipelineStats {
 /// Per-agent state: identity, liveness, dedup window and open windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AgentState {
-    tenant: Arc<str>,
-    agent: Arc<str>,
-    hostname: Option<Arc<str>>,
+    /// Tenant and agent ids, shared with the agent's closed windows.
+    key: Arc<AgentKey>,
+    hostname: Option<Box<str>>,
     last_seen_ms: i64,
     dedup: AntiReplay,
     windows: AgentWindows,
@@ -118,6 +119,8 @@ struct AgentState {
 #[derive(Debug, Default, Clone)]
 struct Scratch {
     batch: TelemetryBatch,
+    /// Detector handles of the windows being closed, in step with them.
+    handles: Vec<DetHandle>,
     key: String,
     labels: String,
     refused: [Vec<(i64, f64)>; 5],
@@ -149,6 +152,10 @@ pub struct Pipeline {
     /// Series per tenant in this pipeline (the cardinality guard).
     #[serde(default)]
     tenant_series: HashMap<Arc<str>, u32>,
+    /// The distinct (metric, labels) keys, shared by all agents' series
+    /// (rebuilt on restore by [`Pipeline::attach_rules`]).
+    #[serde(skip)]
+    keys: KeyInterner,
     clock: ReplayClock,
     last_tick_ms: Option<i64>,
     stats: PipelineStats,
@@ -174,6 +181,7 @@ impl Pipeline {
             agent_index: HashMap::new(),
             detectors: DetectorEngine::new(rules),
             tenant_series: HashMap::new(),
+            keys: KeyInterner::default(),
             last_tick_ms: None,
             stats: PipelineStats::default(),
             scratch: Scratch::default(),
@@ -181,9 +189,26 @@ impl Pipeline {
     }
 
     /// Re-attaches the rules after a restore from a checkpoint (rules are
-    /// configuration, not state, and are not serialised).
+    /// configuration, not state, and are not serialised), and shares the
+    /// restored series keys and tenant ids again.
     pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
-        self.detectors.attach_rules(rules);
+        let agents = &mut self.agents;
+        self.detectors.attach_rules_with(rules, |f| {
+            for a in agents.iter_mut() {
+                a.windows.for_each_handle(&a.key, f);
+            }
+        });
+        for a in &mut self.agents {
+            a.windows.intern_keys(&mut self.keys);
+            if let Some((t, _)) = self.tenant_series.get_key_value(&*a.key.tenant) {
+                if !Arc::ptr_eq(t, &a.key.tenant) {
+                    a.key = Arc::new(AgentKey {
+                        tenant: t.clone(),
+                        agent: a.key.agent.clone(),
+                    });
+                }
+            }
+        }
     }
 
     /// Continues a pipeline restored from a checkpoint under the current
@@ -374,11 +399,22 @@ impl Pipeline {
         if let Some(i) = self.find_agent(tenant, agent) {
             return i;
         }
+        // One tenant id allocation per tenant, shared by its agents.
+        if !self.tenant_series.contains_key(tenant) {
+            self.tenant_series.insert(tenant.into(), 0);
+        }
+        let (tenant, _) = self
+            .tenant_series
+            .get_key_value(tenant)
+            .expect("inserted above");
         let key = &self.scratch.key;
         let i = self.agents.len();
+        crate::intern::grow_gently(&mut self.agents);
         self.agents.push(AgentState {
-            tenant: tenant.into(),
-            agent: agent.into(),
+            key: Arc::new(AgentKey {
+                tenant: tenant.clone(),
+                agent: agent.into(),
+            }),
             hostname: None,
             last_seen_ms: i64::MIN,
             dedup: AntiReplay::new(self.cfg.dedup_window),
@@ -445,13 +481,15 @@ impl Pipeline {
         let future_after = now.saturating_add(skew);
         let windows_before = out.windows.len();
         let Scratch {
-            key,
             labels,
             refused,
+            handles,
             ..
         } = &mut self.scratch;
         let st = &mut self.agents[ai];
         let tenant_series = &mut self.tenant_series;
+        let keys = &mut self.keys;
+        let detectors = &mut self.detectors;
         let limits = &self.cfg.limits;
         let mut accepted = 0u64;
         let mut new_series = 0u64;
@@ -473,22 +511,22 @@ impl Pipeline {
                             s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
                             labels,
                         );
-                        if let Some(i) = st.windows.find(&s.metric, labels, key) {
+                        if let Some(i) = st.windows.find(&s.metric, labels) {
                             return Some(i);
                         }
                         // A new series: the cardinality guard decides.
-                        let per_tenant = tenant_series.get(&st.tenant).copied().unwrap_or(0);
+                        let per_tenant = tenant_series.get(&*st.key.tenant).copied().unwrap_or(0);
                         if st.windows.series_count() >= limits.max_series_per_agent
                             || per_tenant as usize >= limits.max_series_per_tenant
                         {
                             return None;
                         }
-                        *tenant_series.entry(st.tenant.clone()).or_insert(0) += 1;
+                        *tenant_series.entry(st.key.tenant.clone()).or_insert(0) += 1;
                         new_series += 1;
-                        Some(
-                            st.windows
-                                .slot(&st.tenant, &st.agent, &s.metric, labels, key),
-                        )
+                        let i = st.windows.slot(&st.key, &s.metric, labels, keys);
+                        let h = detectors.register(&st.windows.meta(&st.key, i));
+                        st.windows.set_handle(i, h);
+                        Some(i)
                     });
                     match admitted {
                         Some(i) => {
@@ -527,7 +565,7 @@ impl Pipeline {
                              the tenant {} (max {})",
                             st.windows.series_count(),
                             limits.max_series_per_agent,
-                            tenant_series.get(&st.tenant).copied().unwrap_or(0),
+                            tenant_series.get(&*st.key.tenant).copied().unwrap_or(0),
                             limits.max_series_per_tenant
                         ),
                         _ => format!(
@@ -553,7 +591,8 @@ impl Pipeline {
         }
         self.stats.points_accepted += accepted;
         self.stats.series += new_series;
-        let closed = st.windows.advance(&mut out.windows);
+        handles.clear();
+        let closed = st.windows.advance(&st.key, &mut out.windows, handles);
         self.stats.windows_closed += closed as u64;
         self.detect(windows_before, out);
     }
@@ -564,15 +603,17 @@ impl Pipeline {
         st.last_seen_ms = st.last_seen_ms.max(now);
         let before = out.alerts.len();
         self.detectors
-            .on_agent_seen(&st.tenant, &st.agent, now, &mut out.alerts);
+            .on_agent_seen(&st.key.tenant, &st.key.agent, now, &mut out.alerts);
         self.finish_alerts(before, out);
     }
 
-    /// Runs detectors on windows closed since `from`.
+    /// Runs detectors on windows closed since `from`, whose handles are in
+    /// `scratch.handles`.
     fn detect(&mut self, from: usize, out: &mut Outputs) {
         let before = out.alerts.len();
-        for w in &out.windows[from..] {
-            self.detectors.on_window(w, &mut out.alerts);
+        debug_assert_eq!(self.scratch.handles.len(), out.windows.len() - from);
+        for (w, h) in out.windows[from..].iter().zip(&self.scratch.handles) {
+            self.detectors.on_series_window(*h, w, &mut out.alerts);
         }
         self.finish_alerts(before, out);
     }
@@ -608,9 +649,13 @@ impl Pipeline {
         self.last_tick_ms = Some(now_ms);
         let idle = self.cfg.idle_timeout.as_millis() as i64;
         let from = out.windows.len();
+        self.scratch.handles.clear();
         for st in &mut self.agents {
             if st.windows.open_windows() > 0 && now_ms.saturating_sub(st.last_seen_ms) >= idle {
-                self.stats.windows_closed_idle += st.windows.close_all(&mut out.windows) as u64;
+                self.stats.windows_closed_idle +=
+                    st.windows
+                        .close_all(&st.key, &mut out.windows, &mut self.scratch.handles)
+                        as u64;
             }
         }
         self.detect(from, out);
@@ -624,8 +669,12 @@ impl Pipeline {
     /// them. Offline detection is not run: the input ended, not the agents.
     pub fn finish(&mut self, out: &mut Outputs) {
         let from = out.windows.len();
+        self.scratch.handles.clear();
         for st in &mut self.agents {
-            self.stats.windows_closed_idle += st.windows.close_all(&mut out.windows) as u64;
+            self.stats.windows_closed_idle +=
+                st.windows
+                    .close_all(&st.key, &mut out.windows, &mut self.scratch.handles)
+                    as u64;
         }
         self.detect(from, out);
     }
@@ -841,6 +890,77 @@ mod tests {
         assert_eq!(p.stats().windows_closed_idle, 1);
     }
 
+    fn cpu_rules(extra_before: &str) -> Arc<RuleSet> {
+        let text = format!(
+            "{extra_before}\n[[threshold]]\nname = \"cpu_high\"\nmetric = \"cpu_pct\"\n\
+             aggregate = \"mean\"\nop = \">\"\nvalue = 90\nfor = 3\nclear = 80\nseverity = \"warning\"\n"
+        );
+        Arc::new(RuleSet::from_toml(&text, "t.toml").unwrap())
+    }
+
+    /// Detector state lives in arenas addressed from the series' slots: a
+    /// restore under an edited rule set keeps the state of rules that kept
+    /// their name, drops removed rules and starts added ones on the
+    /// series already known.
+    #[test]
+    fn restore_under_edited_rules_keeps_state_by_name() {
+        let mut p = Pipeline::new(cfg(), cpu_rules("")).unwrap();
+        let mut out = Outputs::default();
+        let now = T0 + 10_000_000;
+        let vals = [95.0, 95.0, 100.0, 100.0, 50.0, 50.0, 50.0];
+        let mut seq = 0;
+        let mut feed = |p: &mut Pipeline, out: &mut Outputs, k: usize| {
+            seq += 1;
+            p.process(
+                POS,
+                &batch("a", seq, &[(T0 + k as i64 * 60_000, vals[k])]),
+                now,
+                out,
+            );
+        };
+        // Windows 0 and 1 close breaching (for = 3); then a checkpoint.
+        for k in 0..4 {
+            feed(&mut p, &mut out, k);
+        }
+        assert_eq!(out.windows.len(), 2);
+        assert!(out.alerts.is_empty());
+        let json = serde_json::to_vec(&p).unwrap();
+        let mut back: Pipeline = serde_json::from_slice(&json).unwrap();
+        // An added rule before it (watching the same series) and one for
+        // another metric.
+        back.attach_rules(cpu_rules(
+            "[[threshold]]\nname = \"cpu_any\"\nmetric = \"cpu_pct\"\naggregate = \"max\"\n\
+             op = \">\"\nvalue = 99\nseverity = \"info\"\n\
+             [[threshold]]\nname = \"mem\"\nmetric = \"mem_pct\"\naggregate = \"max\"\n\
+             op = \">\"\nvalue = 99\nseverity = \"info\"\n",
+        ));
+        out.clear();
+        feed(&mut back, &mut out, 4);
+        let fired: Vec<&str> = out.alerts.iter().map(|a| a.rule.as_str()).collect();
+        assert_eq!(
+            fired,
+            vec!["cpu_any", "cpu_high"],
+            "the added rule watches the known series; cpu_high kept its run of 2"
+        );
+        assert_eq!(back.detectors.series_states(), 2);
+        // Back under the original rules: cpu_any's state is dropped,
+        // cpu_high is still firing and resolves.
+        let json = serde_json::to_vec(&back).unwrap();
+        let mut again: Pipeline = serde_json::from_slice(&json).unwrap();
+        again.attach_rules(cpu_rules(""));
+        out.clear();
+        feed(&mut again, &mut out, 5);
+        assert!(out.alerts.is_empty(), "{:?}", out.alerts);
+        feed(&mut again, &mut out, 6);
+        let got: Vec<(&str, AlertStatus)> = out
+            .alerts
+            .iter()
+            .map(|a| (a.rule.as_str(), a.status))
+            .collect();
+        assert_eq!(got, vec![("cpu_high", AlertStatus::Resolved)]);
+        assert_eq!(again.detectors.series_states(), 1);
+    }
+
     /// Runs batches through a pipeline, optionally checkpointing (serde
     /// round trip) after `restore_at` records; returns closed windows.
     fn run(batches: &[TestBatch], restore_at: Option<usize>) -> Vec<(String, i64, u64, u64)> {
@@ -863,7 +983,7 @@ mod tests {
             .iter()
             .map(|w| {
                 (
-                    w.series.agent.to_string(),
+                    w.series.agent().to_string(),
                     w.start_ms,
                     w.agg.count,
                     w.agg.sum.to_bits(),
@@ -1048,7 +1168,7 @@ mod review_tests {
         let mut tenants: Vec<_> = out
             .windows
             .iter()
-            .map(|w| w.series.tenant.to_string())
+            .map(|w| w.series.tenant().to_string())
             .collect();
         tenants.sort();
         // Either both refused (missing_id) or two separate series.

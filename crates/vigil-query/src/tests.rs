@@ -1,7 +1,6 @@
 //! Query tests over datasets written by `vigil-store` into a temp dir.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
@@ -24,7 +23,7 @@ fn window(agent: &str, metric: &str, start: i64, values: &[f64]) -> WindowAggreg
         agg.push(start + i as i64 * 1000, *v);
     }
     WindowAggregate {
-        series: Arc::new(SeriesMeta::new("t1", agent, metric, "")),
+        series: SeriesMeta::new("t1", agent, metric, ""),
         start_ms: start,
         end_ms: start + W,
         agg,

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt64Type};
@@ -33,7 +32,7 @@ fn agg(
     let mut a = Agg::new(start + 1_000, v);
     a.push(start + 2_000, v * 2.0);
     WindowAggregate {
-        series: Arc::new(SeriesMeta::new(tenant, agent, metric, labels)),
+        series: SeriesMeta::new(tenant, agent, metric, labels),
         start_ms: start,
         end_ms: start + W,
         agg: a,

@@ -183,11 +183,11 @@ impl RowBuffer for AggregateRows {
     const DATASET: Dataset = Dataset::Aggregates;
 
     fn push(&mut self, w: &WindowAggregate) {
-        let s = &*w.series;
-        self.tenant.append_value(&*s.tenant);
-        self.agent.append_value(&*s.agent);
-        self.metric.append_value(&*s.metric);
-        self.labels.append_value(&*s.labels);
+        let s = &w.series;
+        self.tenant.append_value(s.tenant());
+        self.agent.append_value(s.agent());
+        self.metric.append_value(s.metric());
+        self.labels.append_value(s.labels());
         self.window_start.append_value(w.start_ms);
         self.window_end.append_value(w.end_ms);
         self.count.append_value(w.agg.count);

@@ -25,6 +25,13 @@
 //!   *name*, so attaching an edited rule set keeps the state of rules that
 //!   kept their name and drops the rest.
 //!
+//! Memory: per-series state lives in two arenas (threshold, trend), one
+//! slot per (series, rule watching it), contiguous per series and in rule
+//! order. A series finds its slots through a [`DetHandle`] (8 bytes) that
+//! the pipeline keeps next to the series' windows: no per-rule hash map.
+//! [`DetectorEngine::on_window`] serves callers without handles (tests,
+//! benchmarks) through a map from series id to handle.
+//!
 //! Submodules: [`threshold`], [`trend`], [`offline`] (one detector each)
 //! and [`lifecycle`] (event construction shared by all).
 
@@ -38,22 +45,66 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AlertEvent, SeriesId, WindowAggregate};
+use crate::intern::grow_gently;
+use crate::model::{AlertEvent, SeriesId, SeriesMeta, WindowAggregate};
 use crate::rules::{labels_match, RuleSet};
 
 use offline::OfflineState;
 use threshold::ThresholdState;
 use trend::TrendState;
 
-/// Per-series state of one rule, tagged with the rule's name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(bound(serialize = "S: Serialize", deserialize = "S: Deserialize<'de>"))]
-struct RuleStates<S> {
-    /// Rule name (the key used to re-attach state to rules).
-    rule: String,
-    /// State per series, serialized sorted by series id.
-    #[serde(with = "sorted_map")]
-    series: HashMap<SeriesId, S>,
+/// Where one series' detector states are: the first of its threshold and
+/// trend slots in the engine's arenas (`u32::MAX`: none). A series' slots
+/// are contiguous and end at the one marked `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetHandle {
+    thr: u32,
+    trend: u32,
+}
+
+impl DetHandle {
+    /// A series no rule watches.
+    pub const NONE: DetHandle = DetHandle {
+        thr: u32::MAX,
+        trend: u32::MAX,
+    };
+}
+
+impl Default for DetHandle {
+    fn default() -> Self {
+        DetHandle::NONE
+    }
+}
+
+/// One (series, rule) state in an arena.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Slot<S> {
+    /// Index of the rule in its family of the attached rule set.
+    rule: u32,
+    /// The series' last slot in this arena.
+    last: bool,
+    state: S,
+}
+
+/// The slots of one series starting at `base`.
+fn slots_of<S>(arena: &[Slot<S>], base: u32) -> &[Slot<S>] {
+    let Some(rest) = arena.get(base as usize..) else {
+        return &[];
+    };
+    let n = rest
+        .iter()
+        .position(|s| s.last)
+        .map_or(rest.len(), |i| i + 1);
+    &rest[..n]
+}
+
+/// Whether a rule (metric, label matchers) watches the series.
+fn watches(
+    metric: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    s: &SeriesMeta,
+) -> bool {
+    metric == s.metric() && labels_match(labels, s.labels())
 }
 
 /// Runs every rule over closed windows and agent liveness.
@@ -61,19 +112,34 @@ struct RuleStates<S> {
 pub struct DetectorEngine {
     #[serde(skip)]
     rules: Arc<RuleSet>,
-    threshold: Vec<RuleStates<ThresholdState>>,
-    trend: Vec<RuleStates<TrendState>>,
+    /// Names of the threshold and trend rules that the slots' `rule`
+    /// indexes refer to: the checkpoint's link to the rules, which are
+    /// configuration and not serialised.
+    threshold_rules: Vec<String>,
+    trend_rules: Vec<String>,
+    threshold: Vec<Slot<ThresholdState>>,
+    trend: Vec<Slot<TrendState>>,
     offline: OfflineState,
+    /// Series fed through [`DetectorEngine::on_window`]: identity and
+    /// handle. A pipeline keeps its handles itself and leaves this empty.
+    #[serde(with = "sorted_map")]
+    standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
 }
+
+/// New arenas being filled by a rebind.
+type Arenas = (Vec<Slot<ThresholdState>>, Vec<Slot<TrendState>>);
 
 impl DetectorEngine {
     /// Creates an engine with empty state.
     pub fn new(rules: Arc<RuleSet>) -> Self {
         let mut e = DetectorEngine {
             rules: Arc::default(),
+            threshold_rules: Vec::new(),
+            trend_rules: Vec::new(),
             threshold: Vec::new(),
             trend: Vec::new(),
             offline: OfflineState::default(),
+            standalone: HashMap::new(),
         };
         e.attach_rules(rules);
         e
@@ -82,17 +148,114 @@ impl DetectorEngine {
     /// Attaches a rule set, e.g. after restoring the engine from a
     /// checkpoint (the rules are not part of the serde form). State of
     /// rules that kept their name is kept; state of rules no longer
-    /// present is dropped.
+    /// present is dropped. For callers without handles (tests,
+    /// benchmarks); a pipeline uses [`DetectorEngine::attach_rules_with`].
     pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
-        self.threshold = realign(
-            std::mem::take(&mut self.threshold),
-            rules.threshold.iter().map(|r| r.name.as_str()),
-        );
-        self.trend = realign(
-            std::mem::take(&mut self.trend),
-            rules.trend.iter().map(|r| r.name.as_str()),
-        );
+        self.attach_rules_with(rules, |_| {});
+    }
+
+    /// [`DetectorEngine::attach_rules`] for a caller holding handles:
+    /// when the rule names changed, `visit` is called once with a function
+    /// that the caller applies to every series it holds (identity and
+    /// handle, which is updated in place).
+    pub fn attach_rules_with(
+        &mut self,
+        rules: Arc<RuleSet>,
+        visit: impl FnOnce(&mut dyn FnMut(&SeriesMeta, &mut DetHandle)),
+    ) {
+        let same = self
+            .threshold_rules
+            .iter()
+            .map(String::as_str)
+            .eq(rules.threshold.iter().map(|r| r.name.as_str()))
+            && self
+                .trend_rules
+                .iter()
+                .map(String::as_str)
+                .eq(rules.trend.iter().map(|r| r.name.as_str()));
         self.rules = rules;
+        if same {
+            return;
+        }
+        let mut next: Arenas = (Vec::new(), Vec::new());
+        let mut standalone = std::mem::take(&mut self.standalone);
+        for (meta, h) in standalone.values_mut() {
+            *h = self.rebind(&mut next, *h, meta);
+        }
+        visit(&mut |meta, h| *h = self.rebind(&mut next, *h, meta));
+        self.standalone = standalone;
+        (self.threshold, self.trend) = next;
+        self.threshold_rules = self
+            .rules
+            .threshold
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        self.trend_rules = self.rules.trend.iter().map(|r| r.name.clone()).collect();
+    }
+
+    /// Slots of `meta` under the attached rules in new arenas, carrying
+    /// over the state of rules that kept their name.
+    fn rebind(&self, next: &mut Arenas, h: DetHandle, meta: &SeriesMeta) -> DetHandle {
+        let old_thr = slots_of(&self.threshold, h.thr);
+        let old_trend = slots_of(&self.trend, h.trend);
+        let rules = &*self.rules;
+        let thr = place(
+            &mut next.0,
+            rules
+                .threshold
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
+            |(_, r)| {
+                old_thr
+                    .iter()
+                    .find(|s| self.threshold_rules.get(s.rule as usize) == Some(&r.name))
+                    .map(|s| s.state.clone())
+                    .unwrap_or_default()
+            },
+        );
+        let trend = place(
+            &mut next.1,
+            rules
+                .trend
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
+            |(_, r)| {
+                old_trend
+                    .iter()
+                    .find(|s| self.trend_rules.get(s.rule as usize) == Some(&r.name))
+                    .map(|s| s.state.clone())
+                    .unwrap_or_default()
+            },
+        );
+        DetHandle { thr, trend }
+    }
+
+    /// Creates the (empty) state of a new series for every rule watching
+    /// it and returns where it is.
+    pub fn register(&mut self, meta: &SeriesMeta) -> DetHandle {
+        let rules = &*self.rules;
+        let thr = place(
+            &mut self.threshold,
+            rules
+                .threshold
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
+            |_| ThresholdState::default(),
+        );
+        let trend = place(
+            &mut self.trend,
+            rules
+                .trend
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
+            |_| TrendState::default(),
+        );
+        DetHandle { thr, trend }
     }
 
     /// The attached rule set.
@@ -102,37 +265,54 @@ impl DetectorEngine {
 
     /// Number of (rule, series) states held, for metrics.
     pub fn series_states(&self) -> usize {
-        self.threshold.iter().map(|r| r.series.len()).sum::<usize>()
-            + self.trend.iter().map(|r| r.series.len()).sum::<usize>()
+        self.threshold.len() + self.trend.len()
     }
 
-    /// Feeds one closed window; windows of one series arrive in start order
-    /// (gaps allowed). Appends the events it causes to `out`.
-    pub fn on_window(&mut self, w: &WindowAggregate, out: &mut Vec<AlertEvent>) {
+    /// Feeds one closed window of the series at `h`; windows of one series
+    /// arrive in start order (gaps allowed). Appends the events it causes
+    /// to `out`.
+    #[inline]
+    pub fn on_series_window(
+        &mut self,
+        h: DetHandle,
+        w: &WindowAggregate,
+        out: &mut Vec<AlertEvent>,
+    ) {
         let rules = &*self.rules;
-        let s = &w.series;
-        for (rule, st) in rules.threshold.iter().zip(self.threshold.iter_mut()) {
-            if *s.metric != *rule.metric {
-                continue;
+        if let Some(slots) = self.threshold.get_mut(h.thr as usize..) {
+            for slot in slots {
+                slot.state
+                    .on_window(&rules.threshold[slot.rule as usize], rules, w, out);
+                if slot.last {
+                    break;
+                }
             }
-            let state = match st.series.get_mut(&s.id) {
-                Some(x) => x,
-                None if labels_match(&rule.labels, &s.labels) => st.series.entry(s.id).or_default(),
-                None => continue,
-            };
-            state.on_window(rule, rules, w, out);
         }
-        for (rule, st) in rules.trend.iter().zip(self.trend.iter_mut()) {
-            if *s.metric != *rule.metric {
-                continue;
+        if let Some(slots) = self.trend.get_mut(h.trend as usize..) {
+            for slot in slots {
+                let _ = slot
+                    .state
+                    .on_window(&rules.trend[slot.rule as usize], rules, w, out);
+                if slot.last {
+                    break;
+                }
             }
-            let state = match st.series.get_mut(&s.id) {
-                Some(x) => x,
-                None if labels_match(&rule.labels, &s.labels) => st.series.entry(s.id).or_default(),
-                None => continue,
-            };
-            let _ = state.on_window(rule, rules, w, out);
         }
+    }
+
+    /// Feeds one closed window, finding the series by its id (for callers
+    /// that keep no handles); otherwise as
+    /// [`DetectorEngine::on_series_window`].
+    pub fn on_window(&mut self, w: &WindowAggregate, out: &mut Vec<AlertEvent>) {
+        let h = match self.standalone.get(&w.series.id) {
+            Some((_, h)) => *h,
+            None => {
+                let h = self.register(&w.series);
+                self.standalone.insert(w.series.id, (w.series.clone(), h));
+                h
+            }
+        };
+        self.on_series_window(h, w, out);
     }
 
     /// An agent delivered a batch at processing time `now_ms`; resolves its
@@ -172,23 +352,29 @@ impl DetectorEngine {
     }
 }
 
-fn realign<S>(
-    old: Vec<RuleStates<S>>,
-    names: impl Iterator<Item = impl AsRef<str>>,
-) -> Vec<RuleStates<S>> {
-    let mut old: Vec<Option<RuleStates<S>>> = old.into_iter().map(Some).collect();
-    names
-        .map(|n| {
-            let n = n.as_ref();
-            old.iter_mut()
-                .find(|o| o.as_ref().is_some_and(|o| o.rule == n))
-                .and_then(Option::take)
-                .unwrap_or_else(|| RuleStates {
-                    rule: n.to_string(),
-                    series: HashMap::new(),
-                })
-        })
-        .collect()
+/// Appends one slot per `(index, rule)` to `arena`, marks the last, and
+/// returns the first slot's index (`u32::MAX` when there is none).
+fn place<'r, R: 'r, S>(
+    arena: &mut Vec<Slot<S>>,
+    rules: impl Iterator<Item = (usize, &'r R)>,
+    mut state: impl FnMut((usize, &'r R)) -> S,
+) -> u32 {
+    let base = arena.len();
+    for (i, r) in rules {
+        grow_gently(arena);
+        arena.push(Slot {
+            rule: i as u32,
+            last: false,
+            state: state((i, r)),
+        });
+    }
+    if arena.len() == base {
+        return u32::MAX;
+    }
+    if let Some(s) = arena.last_mut() {
+        s.last = true;
+    }
+    u32::try_from(base).expect("at most 4 billion detector states")
 }
 
 /// Serializes a `HashMap<SeriesId, S>` as a list of pairs sorted by key, so

@@ -38,7 +38,7 @@ after = "10m"
 severity = "warning"
 "#;
 
-fn win(series: &Arc<SeriesMeta>, i: i64, v: f64) -> WindowAggregate {
+fn win(series: &SeriesMeta, i: i64, v: f64) -> WindowAggregate {
     WindowAggregate {
         series: series.clone(),
         start_ms: i * W,
@@ -47,11 +47,11 @@ fn win(series: &Arc<SeriesMeta>, i: i64, v: f64) -> WindowAggregate {
     }
 }
 
-fn cpu() -> Arc<SeriesMeta> {
-    Arc::new(SeriesMeta::new("t1", "a1", "cpu_pct", ""))
+fn cpu() -> SeriesMeta {
+    SeriesMeta::new("t1", "a1", "cpu_pct", "")
 }
 
-fn feed(e: &mut DetectorEngine, s: &Arc<SeriesMeta>, vals: &[(i64, f64)]) -> Vec<AlertEvent> {
+fn feed(e: &mut DetectorEngine, s: &SeriesMeta, vals: &[(i64, f64)]) -> Vec<AlertEvent> {
     let mut out = Vec::new();
     for &(i, v) in vals {
         e.on_window(&win(s, i, v), &mut out);
@@ -125,8 +125,8 @@ summary = "{series} down on {agent}"
 "#,
     );
     let mut e = DetectorEngine::new(r);
-    let other = Arc::new(SeriesMeta::new("t", "a", "service_up", "service=sshd"));
-    let spool = Arc::new(SeriesMeta::new("t", "a", "service_up", "service=spooler"));
+    let other = SeriesMeta::new("t", "a", "service_up", "service=sshd");
+    let spool = SeriesMeta::new("t", "a", "service_up", "service=spooler");
     assert!(feed(&mut e, &other, &[(0, 0.0), (1, 0.0), (2, 0.0)]).is_empty());
     let out = feed(&mut e, &spool, &[(0, 0.0), (1, 0.0)]);
     assert_eq!(out.len(), 1);
@@ -191,12 +191,7 @@ severity = "warning"
 "#,
     );
     let mut e = DetectorEngine::new(r);
-    let s = Arc::new(SeriesMeta::new(
-        "t",
-        "host1",
-        "disk_used_pct",
-        "mount=/data",
-    ));
+    let s = SeriesMeta::new("t", "host1", "disk_used_pct", "mount=/data");
     let mut out = Vec::new();
     // Flat at 50 for 12 h, then +2 %/h: full at 12 h + 25 h = 37 h.
     let fill_min = 37 * 60;
@@ -251,7 +246,7 @@ severity = "warning"
 fn trend_resolves_when_limit_is_reached() {
     let r = rules("[[trend]]\nname = \"p\"\nmetric = \"m\"\nlimit = 100\nseverity = \"info\"\n");
     let mut e = DetectorEngine::new(r);
-    let s = Arc::new(SeriesMeta::new("t", "a", "m", ""));
+    let s = SeriesMeta::new("t", "a", "m", "");
     let mut out = Vec::new();
     for i in 0..3000 {
         let v = (20.0 + 3.0 * i as f64 / 60.0).min(100.0);
@@ -266,7 +261,7 @@ fn trend_resolves_when_limit_is_reached() {
 fn falling_trend() {
     let r = rules("[[trend]]\nname = \"free\"\nmetric = \"free_gb\"\nlimit = 0\ndirection = \"falling\"\nseverity = \"info\"\n");
     let mut e = DetectorEngine::new(r);
-    let s = Arc::new(SeriesMeta::new("t", "a", "free_gb", ""));
+    let s = SeriesMeta::new("t", "a", "free_gb", "");
     let mut out = Vec::new();
     for i in 0..1500 {
         let v = 100.0 - 4.0 * i as f64 / 60.0 + if i % 2 == 0 { 0.1 } else { -0.1 };
@@ -359,7 +354,7 @@ severity = "warning"
 fn run_steps(
     engine: &mut DetectorEngine,
     steps: &[Step],
-    series: &[Arc<SeriesMeta>],
+    series: &[SeriesMeta],
     pos: &mut [i64; 3],
     now: &mut i64,
 ) -> Vec<AlertEvent> {
@@ -384,9 +379,9 @@ fn run_steps(
     out
 }
 
-fn series() -> Vec<Arc<SeriesMeta>> {
+fn series() -> Vec<SeriesMeta> {
     (0..3)
-        .map(|i| Arc::new(SeriesMeta::new("t", &format!("agent{i}"), "cpu_pct", "")))
+        .map(|i| SeriesMeta::new("t", &format!("agent{i}"), "cpu_pct", ""))
         .collect()
 }
 
@@ -476,7 +471,7 @@ proptest! {
                 let want = reference(&vals[i], value, clear, for_n, ge);
                 let got: Vec<(AlertStatus, i64)> = out
                     .iter()
-                    .filter(|e| e.rule == rule && e.agent == *sm.agent)
+                    .filter(|e| e.rule == rule && e.agent == sm.agent())
                     .map(|e| (e.status, e.started_at_ms))
                     .collect();
                 prop_assert_eq!(got, want, "rule {} series {}", rule, i);

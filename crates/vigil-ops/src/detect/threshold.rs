@@ -9,10 +9,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{fmt_value, render, Subject};
-use crate::model::{AlertEvent, AlertStatus, DetectorKind, WindowAggregate};
+use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, WindowAggregate};
 use crate::rules::{RuleSet, ThresholdRule};
 
 /// State of one threshold rule on one series.
+/// 32 bytes: optional times use [`OptMs`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThresholdState {
     /// Breaching windows in the current run.
@@ -20,9 +21,9 @@ pub struct ThresholdState {
     /// Start of the first window of the current run.
     pub run_start_ms: i64,
     /// End of the last window seen, if any.
-    pub last_end_ms: Option<i64>,
+    pub last_end_ms: OptMs,
     /// `started_at_ms` of the firing incident, if any.
-    pub firing_since: Option<i64>,
+    pub firing_since: OptMs,
 }
 
 impl ThresholdState {
@@ -35,7 +36,7 @@ impl ThresholdState {
         w: &WindowAggregate,
         out: &mut Vec<AlertEvent>,
     ) {
-        if self.last_end_ms.is_some_and(|e| w.start_ms < e) {
+        if self.last_end_ms.get().is_some_and(|e| w.start_ms < e) {
             // Out of order or repeated window: the contract says this does
             // not happen; ignore it rather than corrupt the run.
             return;
@@ -44,8 +45,8 @@ impl ThresholdState {
         if !v.is_finite() {
             return;
         }
-        let contiguous = self.last_end_ms == Some(w.start_ms);
-        self.last_end_ms = Some(w.end_ms);
+        let contiguous = self.last_end_ms.get() == Some(w.start_ms);
+        self.last_end_ms = w.end_ms.into();
         let breach = rule.op.holds(v, rule.value);
         if breach {
             if self.run == 0 || !contiguous {
@@ -56,14 +57,14 @@ impl ThresholdState {
         } else {
             self.run = 0;
         }
-        match self.firing_since {
+        match self.firing_since.get() {
             None if breach && self.run >= rule.for_windows => {
                 let started = self.run_start_ms;
-                self.firing_since = Some(started);
+                self.firing_since = started.into();
                 out.push(event(rule, rules, w, v, AlertStatus::Firing, started));
             }
             Some(started) if !rule.op.holds(v, rule.clear) => {
-                self.firing_since = None;
+                self.firing_since = OptMs::NONE;
                 out.push(event(rule, rules, w, v, AlertStatus::Resolved, started));
             }
             _ => {}
@@ -84,10 +85,10 @@ fn event(
         rule: &rule.name,
         kind: DetectorKind::Threshold,
         severity: rule.severity,
-        tenant: &s.tenant,
-        agent: &s.agent,
-        metric: Some(&s.metric),
-        labels: &s.labels,
+        tenant: s.tenant(),
+        agent: s.agent(),
+        metric: Some(s.metric()),
+        labels: s.labels(),
     };
     let series = subject.series_name();
     let summary = match (&rule.summary, status) {
@@ -95,10 +96,10 @@ fn event(
             t,
             &[
                 ("rule", &rule.name),
-                ("tenant", &s.tenant),
-                ("agent", &s.agent),
-                ("metric", &s.metric),
-                ("labels", &s.labels),
+                ("tenant", s.tenant()),
+                ("agent", s.agent()),
+                ("metric", s.metric()),
+                ("labels", s.labels()),
                 ("series", &series),
                 ("aggregate", rule.aggregate.as_str()),
                 ("op", rule.op.as_str()),
@@ -113,14 +114,14 @@ fn event(
             fmt_value(v),
             rule.op,
             fmt_value(rule.value),
-            s.agent,
+            s.agent(),
             rule.for_windows
         ),
         (_, AlertStatus::Resolved) => format!(
             "{series} {} {} on {} is back past {} (resolved)",
             rule.aggregate.as_str(),
             fmt_value(v),
-            s.agent,
+            s.agent(),
             fmt_value(rule.clear)
         ),
     };

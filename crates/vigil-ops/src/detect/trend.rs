@@ -66,7 +66,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{fmt_value, render, Subject};
-use crate::model::{AlertEvent, AlertStatus, DetectorKind, WindowAggregate};
+use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, WindowAggregate};
 use crate::rules::{format_utc_minute, Direction, RuleSet, TrendRule};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
@@ -223,7 +223,7 @@ pub struct TrendState {
     /// Reference time (ms) that fit times are measured from.
     pub t0_ms: i64,
     /// End of the last window seen, if any.
-    pub last_end_ms: Option<i64>,
+    pub last_end_ms: OptMs,
     /// Mid-time of the last window seen.
     pub last_mid_ms: i64,
     /// Slow fit (τ = lookback / 2).
@@ -246,9 +246,9 @@ pub struct TrendState {
     #[serde(with = "exact_f64")]
     pub noise_var: f64,
     /// `started_at_ms` of the firing incident, if any.
-    pub firing_since: Option<i64>,
+    pub firing_since: OptMs,
     /// Since when a firing prediction has not held.
-    pub failing_since: Option<i64>,
+    pub failing_since: OptMs,
 }
 
 impl TrendState {
@@ -263,14 +263,14 @@ impl TrendState {
             self.t0_ms = mid_ms;
             self.valley = y;
         }
-        let prev_end = self.last_end_ms.unwrap_or(end_ms);
+        let prev_end = self.last_end_ms.get().unwrap_or(end_ms);
         let t = (mid_ms - self.t0_ms) as f64 / MS_PER_HOUR;
         if self.slow.w > 0.0 {
             let dt = ((mid_ms - self.last_mid_ms) as f64 / MS_PER_HOUR).max(0.0);
             let d = (-dt / tau_h).exp();
             self.slow.decay(d);
             self.fast.decay((-dt / tau_fast_h).exp());
-            if self.last_end_ms == Some(start_ms) {
+            if self.last_end_ms.get() == Some(start_ms) {
                 let diff = y - self.last_y;
                 self.noise_w = self.noise_w * d + 1.0;
                 self.noise_var += (0.5 * diff * diff - self.noise_var) / self.noise_w;
@@ -279,7 +279,7 @@ impl TrendState {
         self.last_y = y;
         self.slow.push(t, y);
         self.fast.push(t, y);
-        self.last_end_ms = Some(end_ms);
+        self.last_end_ms = end_ms.into();
         self.last_mid_ms = mid_ms;
         let t_now = (end_ms - self.t0_ms) as f64 / MS_PER_HOUR;
 
@@ -370,7 +370,7 @@ impl TrendState {
         w: &WindowAggregate,
         out: &mut Vec<AlertEvent>,
     ) -> Option<Assessment> {
-        if self.last_end_ms.is_some_and(|e| w.start_ms < e) || w.agg.count == 0 {
+        if self.last_end_ms.get().is_some_and(|e| w.start_ms < e) || w.agg.count == 0 {
             return None;
         }
         let raw = w.agg.mean();
@@ -379,11 +379,11 @@ impl TrendState {
         }
         let a = self.update(rule, w.start_ms, w.end_ms, orient(rule, raw));
         let now = w.end_ms;
-        match self.firing_since {
+        match self.firing_since.get() {
             None => {
                 if a.fire {
-                    self.firing_since = Some(now);
-                    self.failing_since = None;
+                    self.firing_since = now.into();
+                    self.failing_since = OptMs::NONE;
                     out.push(event(rule, rules, w, &a, AlertStatus::Firing, now));
                 }
             }
@@ -392,15 +392,18 @@ impl TrendState {
                 let done = if a.reached {
                     true
                 } else if a.hold || a.fire {
-                    self.failing_since = None;
+                    self.failing_since = OptMs::NONE;
                     false
                 } else {
-                    let since = *self.failing_since.get_or_insert(now);
+                    if self.failing_since.is_none() {
+                        self.failing_since = now.into();
+                    }
+                    let since = self.failing_since.get().unwrap_or(now);
                     now - since >= resolve_ms
                 };
                 if done {
-                    self.firing_since = None;
-                    self.failing_since = None;
+                    self.firing_since = OptMs::NONE;
+                    self.failing_since = OptMs::NONE;
                     out.push(event(rule, rules, w, &a, AlertStatus::Resolved, started));
                 }
             }
@@ -432,10 +435,10 @@ fn event(
         rule: &rule.name,
         kind: DetectorKind::Trend,
         severity: rule.severity,
-        tenant: &s.tenant,
-        agent: &s.agent,
-        metric: Some(&s.metric),
-        labels: &s.labels,
+        tenant: s.tenant(),
+        agent: s.agent(),
+        metric: Some(s.metric()),
+        labels: s.labels(),
     };
     let series = subject.series_name();
     let level = orient(rule, a.level);
@@ -454,10 +457,10 @@ fn event(
                     t,
                     &[
                         ("rule", &rule.name),
-                        ("tenant", &s.tenant),
-                        ("agent", &s.agent),
-                        ("metric", &s.metric),
-                        ("labels", &s.labels),
+                        ("tenant", s.tenant()),
+                        ("agent", s.agent()),
+                        ("metric", s.metric()),
+                        ("labels", s.labels()),
                         ("series", &series),
                         ("limit", &fmt_value(rule.limit)),
                         ("value", &fmt_value(level)),
@@ -467,7 +470,7 @@ fn event(
                 ),
                 None => format!(
                     "{series} on {} predicted to reach {} at {at} (in {in_h} h; now {})",
-                    s.agent,
+                    s.agent(),
                     fmt_value(rule.limit),
                     fmt_value(level)
                 ),
@@ -475,12 +478,12 @@ fn event(
         }
         _ if a.reached => format!(
             "{series} on {} reached {}: prediction came true, threshold rules take over",
-            s.agent,
+            s.agent(),
             fmt_value(rule.limit)
         ),
         _ => format!(
             "{series} on {} no longer predicted to reach {} within {} (now {})",
-            s.agent,
+            s.agent(),
             fmt_value(rule.limit),
             humantime::format_duration(rule.horizon),
             fmt_value(level)

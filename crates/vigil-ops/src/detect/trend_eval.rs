@@ -10,8 +10,6 @@
 //! noisy-flat traps, and reports (eprintln) lead times and false alarms per
 //! trap family. Run with `--nocapture` to see the table.
 
-use std::sync::Arc;
-
 use super::trend::TrendState;
 use crate::model::{Agg, AlertEvent, AlertStatus, SeriesMeta, WindowAggregate};
 use crate::rules::{RuleSet, TrendRule};
@@ -231,7 +229,7 @@ struct Run {
 }
 
 fn run(rule: &TrendRule, rules: &RuleSet, disk: &Disk) -> Run {
-    let series = Arc::new(SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data"));
+    let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
     let mut st = TrendState::default();
     let mut out: Vec<AlertEvent> = Vec::new();
     let mut firings = Vec::new();

@@ -72,6 +72,72 @@ fn simulate_ingest_sql_report_round_trip() {
     assert!(!stdout(&o).is_empty());
 }
 
+/// `simulate --out -` and `ingest --input -` stream through a pipe with
+/// the same bytes and the same result as files.
+#[test]
+fn simulate_and_ingest_stream_through_standard_io() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let fleet = ["--agents", "6", "--hours", "0.5", "--seed", "7"];
+    let o = vigil(&[&["simulate", "--out", &d("f.bin")][..], &fleet[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let piped = vigil(&[&["simulate", "--out", "-"][..], &fleet[..]].concat());
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(piped.stdout, std::fs::read(d("f.bin")).unwrap());
+    assert!(
+        stderr(&piped).contains("standard output"),
+        "{}",
+        stderr(&piped)
+    );
+
+    let from_file = vigil(&["ingest", "--input", &d("f.bin"), "--data-dir", &d("a")]);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let mut child = Command::new(vigil_bin())
+        .args(["ingest", "--input", "-", "--data-dir", &d("b")])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&piped.stdout)
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+    let points = |o: &Output| {
+        stdout(o)
+            .lines()
+            .find(|l| l.starts_with("points"))
+            .map(|l| l.split("accepted").next().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(points(&from_file), points(&from_stdin));
+    assert!(
+        stdout(&from_stdin).contains("peak RSS"),
+        "{}",
+        stdout(&from_stdin)
+    );
+    let count = |dir: &str| {
+        let o = vigil(&[
+            "sql",
+            "--data-dir",
+            dir,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, sum(count) AS p FROM aggregates",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(count(&d("a")), count(&d("b")));
+}
+
 #[test]
 fn truncated_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

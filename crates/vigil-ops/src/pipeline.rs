@@ -126,6 +126,10 @@ struct Scratch {
     refused: [Vec<(i64, f64)>; 5],
 }
 
+/// Series capacity of the decode buffer kept between batches; a larger
+/// batch's buffer is released after use.
+const SCRATCH_KEEP_SERIES: usize = 256;
+
 /// Point-level refusal reasons, in the order of `Scratch::refused`.
 const POINT_REASONS: [RejectReason; 5] = [
     RejectReason::NonFinite,
@@ -342,6 +346,11 @@ impl Pipeline {
                     self.maybe_tick(now, out);
                 }
             }
+        }
+        // One huge (or hostile) batch must not pin its buffers for the
+        // life of the partition: keep the capacity of ordinary batches only.
+        if batch.series.capacity() > SCRATCH_KEEP_SERIES {
+            batch.series = Vec::new();
         }
         self.scratch.batch = batch;
     }

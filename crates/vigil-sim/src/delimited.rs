@@ -150,6 +150,18 @@ impl<R: BufRead> DelimitedReader<R> {
     }
 
     fn read_one(&mut self) -> Result<Option<Vec<u8>>, DelimitedError> {
+        let mut out = Vec::new();
+        Ok(self.read_into(&mut out)?.then_some(out))
+    }
+
+    /// Reads the next record into `buf` (replacing its contents, reusing
+    /// its capacity): `Ok(false)` at the end of the input. Streaming
+    /// without an allocation per record.
+    pub fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, DelimitedError> {
+        buf.clear();
+        if self.done {
+            return Ok(false);
+        }
         let (index, offset) = (self.index, self.offset);
         let io_err = |source| DelimitedError::Io {
             index,
@@ -157,38 +169,53 @@ impl<R: BufRead> DelimitedReader<R> {
             source,
         };
         let mut prefix = LenPrefix::default();
-        let len = loop {
-            let Some(b) = self.byte().map_err(io_err)? else {
-                if prefix.n == 0 {
-                    return Ok(None);
+        let res = (|| {
+            let len = loop {
+                let Some(b) = self.byte().map_err(io_err)? else {
+                    if prefix.n == 0 {
+                        return Ok(None);
+                    }
+                    return Err(DelimitedError::Truncated {
+                        index,
+                        offset,
+                        expected: 0,
+                        got: 0,
+                    });
+                };
+                if let Some(len) = prefix.push(b, index, offset)? {
+                    break len;
                 }
+            };
+            buf.reserve(len as usize);
+            let got = (&mut self.reader)
+                .take(len)
+                .read_to_end(buf)
+                .map_err(io_err)? as u64;
+            if got < len {
                 return Err(DelimitedError::Truncated {
                     index,
                     offset,
-                    expected: 0,
-                    got: 0,
+                    expected: len,
+                    got,
                 });
-            };
-            if let Some(len) = prefix.push(b, index, offset)? {
-                break len;
             }
-        };
-        let mut out = Vec::with_capacity(len as usize);
-        let got = (&mut self.reader)
-            .take(len)
-            .read_to_end(&mut out)
-            .map_err(io_err)? as u64;
-        if got < len {
-            return Err(DelimitedError::Truncated {
-                index,
-                offset,
-                expected: len,
-                got,
-            });
+            Ok(Some(len))
+        })();
+        match res {
+            Ok(Some(len)) => {
+                self.offset += u64::from(prefix.n) + len;
+                self.index += 1;
+                Ok(true)
+            }
+            Ok(None) => {
+                self.done = true;
+                Ok(false)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
         }
-        self.offset += u64::from(prefix.n) + len;
-        self.index += 1;
-        Ok(Some(out))
     }
 }
 
@@ -196,20 +223,7 @@ impl<R: BufRead> Iterator for DelimitedReader<R> {
     type Item = Result<Vec<u8>, DelimitedError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.read_one() {
-            Ok(Some(v)) => Some(Ok(v)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        self.read_one().transpose()
     }
 }
 

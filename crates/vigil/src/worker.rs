@@ -52,8 +52,9 @@ use vigil_store::{AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, So
 use crate::obs;
 use crate::settings::Settings;
 
-/// Version of the checkpoint file layout.
-const CHECKPOINT_FORMAT: u32 = 1;
+/// Version of the checkpoint file layout. 2: compact per-series state
+/// (series slots with detector handles, detector arenas).
+const CHECKPOINT_FORMAT: u32 = 2;
 
 /// A partition checkpoint as written (borrows the pipeline).
 #[derive(Serialize)]
@@ -66,12 +67,18 @@ struct CheckpointOut<'a> {
     pipeline: &'a Pipeline,
 }
 
-/// A partition checkpoint as read.
+/// The fields of a checkpoint that say what it is, read before the state
+/// so that a checkpoint of another format gets a clear error.
 #[derive(Deserialize)]
-struct CheckpointIn {
+struct CheckpointHeader {
     format: u32,
     topic: String,
     partition: i32,
+}
+
+/// A partition checkpoint as read (after its [`CheckpointHeader`]).
+#[derive(Deserialize)]
+struct CheckpointIn {
     next_offset: i64,
     written_at_ms: i64,
     pipeline: Pipeline,
@@ -96,17 +103,28 @@ impl CheckpointHook {
             return Ok(None);
         };
         let path = self.store.path(topic, partition);
-        let c: CheckpointIn = serde_json::from_slice(&bytes)
+        let h: CheckpointHeader = serde_json::from_slice(&bytes)
             .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
-        if c.format != CHECKPOINT_FORMAT || c.topic != topic || c.partition != partition {
+        if h.format != CHECKPOINT_FORMAT {
             bail!(
-                "checkpoint {} is for {}/{} (format {}), expected {topic}/{partition} (format {CHECKPOINT_FORMAT})",
+                "checkpoint {} has format {}, this Vigil reads format {CHECKPOINT_FORMAT}: \
+                 finish the partition with the Vigil that wrote it, or delete the file to \
+                 restart the partition from the group's committed offset with empty state \
+                 (windows open at that offset lose their earlier points)",
                 path.display(),
-                c.topic,
-                c.partition,
-                c.format
+                h.format
             );
         }
+        if h.topic != topic || h.partition != partition {
+            bail!(
+                "checkpoint {} is for {}/{}, expected {topic}/{partition}",
+                path.display(),
+                h.topic,
+                h.partition
+            );
+        }
+        let c: CheckpointIn = serde_json::from_slice(&bytes)
+            .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
         let mut pipeline = c
             .pipeline
             .resume(self.cfg.clone(), self.rules.clone())
@@ -616,4 +634,51 @@ pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
         signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
     }
     Ok(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(dir: &std::path::Path) -> CheckpointHook {
+        CheckpointHook {
+            store: CheckpointStore::new(dir, false),
+            cfg: PipelineConfig::default(),
+            rules: Arc::new(RuleSet::default()),
+        }
+    }
+
+    #[test]
+    fn checkpoint_of_another_format_or_partition_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let h = hook(d.path());
+        assert!(h.load("t", 0).unwrap().is_none());
+        let old = br#"{"format":1,"topic":"t","partition":0,"next_offset":5,"written_at_ms":0,"pipeline":{"old":"layout"}}"#;
+        h.store.save("t", 0, old).unwrap();
+        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        assert!(
+            e.contains("format 1") && e.contains("reads format 2"),
+            "{e}"
+        );
+
+        let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
+        let out = CheckpointOut {
+            format: CHECKPOINT_FORMAT,
+            topic: "t",
+            partition: 1,
+            next_offset: 7,
+            written_at_ms: 0,
+            pipeline: &p,
+        };
+        h.store
+            .save("t", 0, &serde_json::to_vec(&out).unwrap())
+            .unwrap();
+        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        assert!(e.contains("is for t/1, expected t/0"), "{e}");
+        h.store
+            .save("t", 1, &serde_json::to_vec(&out).unwrap())
+            .unwrap();
+        let r = h.load("t", 1).unwrap().unwrap();
+        assert_eq!(r.next_offset, 7);
+    }
 }

@@ -12,7 +12,9 @@ use crate::settings::Settings;
 /// Arguments of `vigil ingest`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// File of length-delimited `vigil.v1.TelemetryBatch` records.
+    /// File of length-delimited `vigil.v1.TelemetryBatch` records, or `-`
+    /// for standard input (read as a stream: memory does not grow with
+    /// the input).
     #[arg(long, short)]
     pub input: PathBuf,
     /// Root of the output datasets (default: `data_dir` from the config).
@@ -31,28 +33,40 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| settings.data_dir.clone());
-    let bytes =
-        std::fs::read(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
-    let source = a
-        .input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "input".into());
+    let stdin = a.input.as_os_str() == "-";
+    let reader: Box<dyn std::io::Read> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(&a.input)
+                .with_context(|| format!("opening {}", a.input.display()))?,
+        )
+    };
+    let source = if stdin {
+        "stdin".to_string()
+    } else {
+        a.input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "input".into())
+    };
     let started = Instant::now();
     let span = tracing::info_span!("ingest", input = %a.input.display());
     let _g = span.enter();
     let mut replay = Replay::new(&settings, &data_dir, &source, rules)?;
-    for (i, rec) in vigil_sim::read_delimited_slice(&bytes).enumerate() {
-        let payload = rec.with_context(|| {
-            format!(
-                "{}: record {i} is truncated or has a bad length prefix",
-                a.input.display()
-            )
-        })?;
-        replay.push(payload)?;
+    let mut records = vigil_sim::read_delimited(std::io::BufReader::with_capacity(1 << 20, reader));
+    let mut payload = Vec::new();
+    while records
+        .read_into(&mut payload)
+        .with_context(|| format!("{}: bad length-delimited input", a.input.display()))?
+    {
+        replay.push(&payload)?;
     }
     let summary = replay.finish()?;
     println!("ingested {} into {}", a.input.display(), data_dir.display());
     super::print_summary(&summary, started.elapsed());
+    if let Some(rss) = crate::alloc::peak_rss() {
+        println!("peak RSS       {:>12.0} MB", rss as f64 / 1e6);
+    }
     Ok(())
 }

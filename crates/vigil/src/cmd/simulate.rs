@@ -53,7 +53,9 @@ impl FleetArgs {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("sink").required(true).args(["out", "brokers"])))]
 pub struct Args {
-    /// Output file of length-delimited batches.
+    /// Output file of length-delimited batches, or `-` for standard output
+    /// (the report then goes to standard error), e.g. to pipe a fleet into
+    /// `vigil ingest --input -`.
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     /// Produce to Kafka instead: bootstrap servers (other client
@@ -84,8 +86,13 @@ pub fn run(config: Option<&std::path::Path>, a: Args) -> Result<()> {
         anyhow::bail!("give --out FILE or --brokers HOST:PORT");
     };
     let started = Instant::now();
-    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let stdout = out.as_os_str() == "-";
+    let sink: Box<dyn Write> = if stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(File::create(out).with_context(|| format!("creating {}", out.display()))?)
+    };
+    let mut w = BufWriter::with_capacity(1 << 20, sink);
     let mut fleet = Fleet::new(cfg);
     let (mut records, mut bytes) = (0u64, 0u64);
     for rec in fleet.by_ref() {
@@ -98,13 +105,19 @@ pub fn run(config: Option<&std::path::Path>, a: Args) -> Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     let truth = fleet.truth();
     write_truth(a.truth.as_deref(), truth)?;
+    drop(w);
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "wrote {records} records ({bytes} bytes of batches) to {} in {secs:.2}s ({:.0} records/s)",
-        out.display(),
-        records as f64 / secs.max(1e-9)
+    let report = format!(
+        "wrote {records} records ({bytes} bytes of batches) to {} in {secs:.2}s ({:.0} records/s)\n{}",
+        if stdout { "standard output".into() } else { out.display().to_string() },
+        records as f64 / secs.max(1e-9),
+        super::truth_summary(truth)
     );
-    println!("{}", super::truth_summary(truth));
+    if stdout {
+        eprintln!("{report}");
+    } else {
+        println!("{report}");
+    }
     Ok(())
 }
 

@@ -232,9 +232,14 @@ pub fn produce<R: std::borrow::Borrow<SimRecord>>(
             break;
         }
         if let Some(rate) = pace.per_second {
+            // Sleep only when a millisecond or more ahead: at tens of
+            // thousands of records per second, one sleep per record would
+            // cost more than the sending.
             let due = std::time::Duration::from_secs_f64(due_weight as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+                if wait >= std::time::Duration::from_millis(1) {
+                    std::thread::sleep(wait);
+                }
             }
         }
         due_weight += weight;

@@ -265,6 +265,19 @@ impl AckedProducer {
         }
     }
 
+    /// Connects and reads the metadata of `topics` now, so that the first
+    /// message to each does not wait for the connection and the topic's
+    /// leader lookup.
+    pub fn prepare(&self, topics: &[&str], timeout: Duration) -> Result<()> {
+        for t in topics {
+            self.producer
+                .client()
+                .fetch_metadata(Some(t), timeout)
+                .map_err(Error::kafka(format!("reading metadata of {t}")))?;
+        }
+        Ok(())
+    }
+
     /// Messages queued since the producer was created.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -371,6 +384,7 @@ mod tests {
             hist.clone(),
         )
         .unwrap();
+        p.prepare(&["alerts"], Duration::from_secs(10)).unwrap();
         // Untimed sends record nothing.
         p.send("alerts", None, b"{}", &[]).unwrap();
         let before = Instant::now();

@@ -298,6 +298,15 @@ impl Worker {
             progress.ack_latency.clone(),
         )
         .context("creating the alert and dead-letter producer")?;
+        // Without this, the first alerts wait for the producer to look the
+        // topic up (about half a second on a fresh producer).
+        let outputs: Vec<&str> = [kafka.alert_topic.as_str(), kafka.dlq_topic.as_str()]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
+            tracing::warn!(error = %e, "could not read the output topics' metadata yet");
+        }
         let consumer =
             vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
         tracing::info!(

@@ -925,3 +925,125 @@ fn kafka_cli_creates_topics_and_simulates_into_them() {
         .sum();
     assert_eq!(on_topic as u64, produced, "{out}");
 }
+
+/// The number just before `unit` on the first line that starts with
+/// `prefix` and has `unit`.
+fn figure(out: &str, prefix: &str, unit: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(prefix) && l.contains(unit))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} with {unit:?} in:\n{out}"));
+    let before = line.split(unit).next().unwrap_or_default();
+    before
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {unit:?} in {line:?}"))
+}
+
+/// The lag table's rows: (t, produced, processed, lag, committed lag).
+fn lag_rows(out: &str) -> Vec<[f64; 5]> {
+    out.lines()
+        .filter_map(|l| {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .take(5)
+                .map(|w| w.parse().ok())
+                .collect::<Option<_>>()?;
+            (v.len() == 5 && l.trim_end().ends_with(" M")).then(|| [v[0], v[1], v[2], v[3], v[4]])
+        })
+        .collect()
+}
+
+#[test]
+fn kafka_bench_reports_worker_rate_lag_and_alert_ack_latency() {
+    let Some(brokers) = brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |extra: &[&str]| -> String {
+        // A fleet whose first 2 h raise threshold incidents (10 alert
+        // events in process), small enough for a debug build.
+        let mut args = vec![
+            "bench",
+            "--brokers",
+            &brokers,
+            "--agents",
+            "20",
+            "--hours",
+            "2",
+            "--seed",
+            "1",
+            "--runs",
+            "1",
+            "--sample-every",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new(vigil_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env("VIGIL_STORAGE__PARQUET__SYNC", "false")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "vigil {args:?}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+
+    // Rate mode: 40,000 points/s for 3 s while the worker consumes (the
+    // 112,000-point fleet is lengthened to hold 120,000).
+    let out = bench(&["--rate", "40000", "--duration", "3", "--partitions", "3"]);
+    let produced = figure(&out, "producer ", "records,");
+    assert!(produced > 2000.0, "{out}");
+    let rate = figure(&out, "producer ", "M points/s");
+    assert!(rate > 0.0 && rate < 0.1, "paced at 0.04 M points/s:\n{out}");
+    let worker = figure(&out, "worker ", "M points/s");
+    assert!(worker > 0.0, "{out}");
+    let rows = lag_rows(&out);
+    assert!(rows.len() >= 3, "lag rows every second:\n{out}");
+    for r in &rows {
+        assert!(
+            r[2] <= r[1] && r[3] == r[1] - r[2],
+            "lag = produced - processed: {r:?}\n{out}"
+        );
+    }
+    let last = rows.last().unwrap();
+    assert_eq!(
+        last[1], produced,
+        "everything produced is on the topic:\n{out}"
+    );
+    assert_eq!((last[2], last[3]), (produced, 0.0), "and processed:\n{out}");
+    assert!(out.contains("lag           max "), "{out}");
+    assert!(out.contains("drain         "), "{out}");
+    let alerts = figure(&out, "alert ack ", "alerts,");
+    assert!(alerts > 0.0, "the fleet raises alerts:\n{out}");
+    let (p50, p99, max) = (
+        figure(&out, "alert ack ", "ms, p99"),
+        figure(&out, "alert ack ", "ms, max"),
+        figure(&out, "alert ack ", "ms (mean"),
+    );
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= max && max < 60_000.0,
+        "p50 {p50} p99 {p99} max {max}:\n{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "committed     {produced} of {produced} records (committed lag 0)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("topics        deleted "), "{out}");
+
+    // Backlog mode: produce first, then drain.
+    let out = bench(&[]);
+    assert!(figure(&out, "worker ", "M points/s") > 0.0, "{out}");
+    assert!(out.contains("drained to 0 (backlog mode"), "{out}");
+    assert!(figure(&out, "alert ack ", "alerts,") > 0.0, "{out}");
+    assert!(out.contains("(committed lag 0)"), "{out}");
+}

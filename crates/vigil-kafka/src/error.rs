@@ -43,6 +43,20 @@ pub enum Error {
         /// The broker's answer.
         problem: String,
     },
+    /// Deleting a topic failed.
+    #[error("deleting topic {topic}: {problem}")]
+    DeleteTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        problem: String,
+    },
+    /// The broker does not know the topic (or reports no partitions).
+    #[error("topic {topic} does not exist")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
     /// Messages were not acknowledged by the broker.
     #[error("{failed} message(s) were not delivered (first error: {first})")]
     Delivery {

@@ -14,7 +14,8 @@
 //! The worker runtime that ties these to the operators and the Parquet
 //! store lives in the `vigil` binary; this crate is the reusable, typed
 //! layer under it. Modules: [`config`], [`consumer`], [`producer`],
-//! [`admin`], [`headers`] (dead-letter header names), [`metric_names`],
+//! [`admin`], [`headers`] (dead-letter header names), [`latency`]
+//! (acknowledgement latency histogram), [`metric_names`],
 //! [`error`].
 
 pub mod admin;
@@ -22,12 +23,14 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod headers;
+pub mod latency;
 pub mod metric_names;
 pub mod producer;
 
 pub use config::{KafkaSettings, Role};
 pub(crate) use consumer::log_client;
 pub use error::{Error, Result};
+pub use latency::{LatencyHistogram, LatencySummary};
 pub use producer::AckedProducer;
 
 /// Re-export of the client crate, so users name the same types.

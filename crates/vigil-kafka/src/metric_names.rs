@@ -10,3 +10,9 @@ pub const PRODUCE_RETRIES: &str = "vigil_kafka_produce_retries_total";
 /// statistics, every `statistics.interval.ms`). Sum it over partitions and
 /// workers to autoscale on lag.
 pub const CONSUMER_LAG: &str = "vigil_kafka_consumer_lag_records";
+/// Seconds from the instant a timed message was handed to the producer
+/// to the broker's acknowledgement, label `topic`. The worker times its
+/// alerts from the moment the pipeline emitted them (a window closed, a
+/// detector fired), so on the alert topic this is "window close → alert
+/// acknowledged".
+pub const ACK_LATENCY: &str = "vigil_kafka_produce_ack_latency_seconds";

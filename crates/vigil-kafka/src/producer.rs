@@ -7,6 +7,14 @@
 //! Sending never blocks the caller forever and never drops: when
 //! librdkafka's queue is full, `send` serves delivery reports and retries
 //! (counted in `vigil_kafka_produce_retries_total`) until `queue_timeout`.
+//!
+//! [`AckedProducer::send_timed`] also measures how long the broker took to
+//! acknowledge a message, from an instant the caller gives (the worker
+//! gives the moment the pipeline emitted the alert): the delivery report
+//! records it in `vigil_kafka_produce_ack_latency_seconds` and in the
+//! producer's [`LatencyHistogram`] ([`AckedProducer::ack_latency`]). The
+//! instant travels with the message as its delivery opaque, encoded as
+//! nanoseconds since a base instant of the producer (no allocation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,14 +29,25 @@ use rdkafka::{ClientContext, Message};
 
 use crate::config::{KafkaSettings, Role};
 use crate::error::{Error, Result};
+use crate::latency::LatencyHistogram;
 use crate::metric_names;
 
-/// Delivery counters, updated by librdkafka's delivery reports.
-#[derive(Debug, Default)]
+/// Delivery counters and acknowledgement latencies, updated by
+/// librdkafka's delivery reports.
+#[derive(Debug)]
 pub struct DeliveryTracker {
     acked: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Instant that timed sends are encoded against (see [`Self::opaque`]).
+    base: Instant,
+    ack_latency: Arc<LatencyHistogram>,
+}
+
+impl Default for DeliveryTracker {
+    fn default() -> Self {
+        DeliveryTracker::new(Arc::default())
+    }
 }
 
 impl DeliveryTracker {
@@ -40,6 +59,37 @@ impl DeliveryTracker {
     /// Messages that failed so far.
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// A tracker that records acknowledgement latencies into `ack_latency`.
+    fn new(ack_latency: Arc<LatencyHistogram>) -> DeliveryTracker {
+        let now = Instant::now();
+        DeliveryTracker {
+            acked: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            // A day before creation, so that instants taken shortly before
+            // the producer existed still encode.
+            base: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
+            ack_latency,
+        }
+    }
+
+    /// The delivery opaque of a message timed from `since`: 1 + nanoseconds
+    /// since `base`; 0 (not timed) when it does not fit.
+    fn opaque(&self, since: Instant) -> usize {
+        since
+            .checked_duration_since(self.base)
+            .and_then(|d| usize::try_from(d.as_nanos()).ok())
+            .and_then(|n| n.checked_add(1))
+            .unwrap_or(0)
+    }
+
+    /// The instant a delivery opaque encodes (`None` for untimed messages).
+    fn sent_at(&self, opaque: usize) -> Option<Instant> {
+        let n = opaque.checked_sub(1)?;
+        self.base
+            .checked_add(Duration::from_nanos(u64::try_from(n).ok()?))
     }
 }
 
@@ -61,12 +111,20 @@ impl ClientContext for TrackingContext {
 }
 
 impl ProducerContext for TrackingContext {
-    type DeliveryOpaque = ();
+    /// 0 for untimed messages, else when the message was handed over (see
+    /// [`DeliveryTracker::opaque`]).
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, r: &DeliveryResult<'_>, opaque: usize) {
         match r {
-            Ok(_) => {
+            Ok(m) => {
                 self.tracker.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = self.tracker.sent_at(opaque) {
+                    let waited = sent.elapsed();
+                    self.tracker.ack_latency.record(waited);
+                    metrics::histogram!(metric_names::ACK_LATENCY, "topic" => m.topic().to_string())
+                        .record(waited.as_secs_f64());
+                }
             }
             Err((e, m)) => {
                 self.tracker.failed.fetch_add(1, Ordering::Relaxed);
@@ -98,7 +156,20 @@ impl AckedProducer {
     /// zstd). `queue_timeout` bounds how long `send` waits for room in a
     /// full queue.
     pub fn new(settings: &KafkaSettings, queue_timeout: Duration) -> Result<AckedProducer> {
-        let ctx = TrackingContext::default();
+        AckedProducer::with_ack_latency(settings, queue_timeout, Arc::default())
+    }
+
+    /// Like [`AckedProducer::new`], recording the acknowledgement latency
+    /// of [`AckedProducer::send_timed`] messages into `ack_latency` (which
+    /// the caller may read while the producer runs).
+    pub fn with_ack_latency(
+        settings: &KafkaSettings,
+        queue_timeout: Duration,
+        ack_latency: Arc<LatencyHistogram>,
+    ) -> Result<AckedProducer> {
+        let ctx = TrackingContext {
+            tracker: Arc::new(DeliveryTracker::new(ack_latency)),
+        };
         let tracker = ctx.tracker.clone();
         let producer = settings
             .client_config(Role::Producer)?
@@ -122,6 +193,32 @@ impl AckedProducer {
         payload: &[u8],
         headers: &[HeaderPair<'_>],
     ) -> Result<()> {
+        self.send_with_opaque(topic, key, payload, headers, 0)
+    }
+
+    /// Like [`AckedProducer::send`], and when the broker acknowledges the
+    /// message, records the time from `since` to the acknowledgement (see
+    /// the module docs). Failed deliveries record nothing.
+    pub fn send_timed(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[HeaderPair<'_>],
+        since: Instant,
+    ) -> Result<()> {
+        let opaque = self.tracker.opaque(since);
+        self.send_with_opaque(topic, key, payload, headers, opaque)
+    }
+
+    fn send_with_opaque(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[HeaderPair<'_>],
+        opaque: usize,
+    ) -> Result<()> {
         let mut hs = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
             hs = hs.insert(Header {
@@ -129,7 +226,8 @@ impl AckedProducer {
                 value: Some(*v),
             });
         }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, opaque).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -167,6 +265,19 @@ impl AckedProducer {
         }
     }
 
+    /// Connects and reads the metadata of `topics` now, so that the first
+    /// message to each does not wait for the connection and the topic's
+    /// leader lookup.
+    pub fn prepare(&self, topics: &[&str], timeout: Duration) -> Result<()> {
+        for t in topics {
+            self.producer
+                .client()
+                .fetch_metadata(Some(t), timeout)
+                .map_err(Error::kafka(format!("reading metadata of {t}")))?;
+        }
+        Ok(())
+    }
+
     /// Messages queued since the producer was created.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -175,6 +286,11 @@ impl AckedProducer {
     /// Messages acknowledged so far.
     pub fn acked(&self) -> u64 {
         self.tracker.acked()
+    }
+
+    /// The acknowledgement latencies of timed sends so far.
+    pub fn ack_latency(&self) -> Arc<LatencyHistogram> {
+        self.tracker.ack_latency.clone()
     }
 
     /// Waits until every queued message is acknowledged (or failed), then
@@ -255,6 +371,50 @@ mod tests {
         assert!(matches!(e, Error::Delivery { failed: 1, .. }), "{e}");
         // Failures are reported once, by the flush that saw them.
         p.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn timed_sends_record_their_ack_latency() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        let hist = Arc::new(LatencyHistogram::default());
+        let mut p = AckedProducer::with_ack_latency(
+            &settings(&cluster),
+            Duration::from_secs(5),
+            hist.clone(),
+        )
+        .unwrap();
+        p.prepare(&["alerts"], Duration::from_secs(10)).unwrap();
+        // Untimed sends record nothing.
+        p.send("alerts", None, b"{}", &[]).unwrap();
+        let before = Instant::now();
+        // An instant from before the producer existed still encodes.
+        let earlier = before.checked_sub(Duration::from_millis(50)).unwrap();
+        p.send_timed("alerts", None, b"{}", &[], earlier).unwrap();
+        p.send_timed("alerts", Some(b"k"), b"{}", &[], Instant::now())
+            .unwrap();
+        p.flush(Duration::from_secs(40)).unwrap();
+        let waited = before.elapsed();
+        assert_eq!(p.acked(), 3);
+        let s = p.ack_latency().summary().unwrap();
+        assert_eq!(s.count, 2);
+        assert!(s.max >= Duration::from_millis(50), "{s:?}");
+        assert!(s.max <= waited + Duration::from_millis(51), "{s:?}");
+    }
+
+    #[test]
+    fn delivery_opaques_encode_instants_and_zero_is_untimed() {
+        let t = DeliveryTracker::default();
+        assert_eq!(t.sent_at(0), None);
+        let now = Instant::now();
+        let o = t.opaque(now);
+        assert_ne!(o, 0);
+        assert_eq!(t.sent_at(o), Some(now));
+        // Before the base: not timed rather than wrong.
+        let long_ago = t.base.checked_sub(Duration::from_secs(1));
+        if let Some(i) = long_ago {
+            assert_eq!(t.opaque(i), 0);
+        }
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub enum Command {
     Sql(cmd::sql::SqlArgs),
     /// Print the fleet report (alerts by rule, predicted disk fills, health).
     Report(cmd::sql::ReportArgs),
-    /// Measure the in-process pipeline: decode, operator chain and end to end, as ratios.
+    /// Measure the pipeline: in process (decode, operator chain, end to end, as ratios), or
+    /// with --brokers through a Kafka broker (worker rate, lag, alert ack latency).
     Bench(cmd::bench::Args),
     /// Check a rules file and list its rules.
     Rules(cmd::rules::Args),

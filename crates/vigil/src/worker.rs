@@ -30,11 +30,18 @@
 //! Output produced by processing-time ticks alone (windows closed by the
 //! idle timeout, offline alerts) is published with the partition's next
 //! flushed range; until then it is re-derived after a restart.
+//!
+//! ## Measured
+//! Each alert is timed from the moment the pipeline emitted it (right
+//! after `process` or `tick` returned it) to the broker's acknowledgement:
+//! `vigil_kafka_produce_ack_latency_seconds{topic=<alert topic>}`, also in
+//! [`WorkerProgress::ack_latency`] with the records and points processed,
+//! which `vigil bench --brokers` reads while the worker runs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -42,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use vigil_kafka::consumer::{AssignHook, PartitionEvent, WorkerContext};
 use vigil_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
-use vigil_kafka::{headers, AckedProducer};
+use vigil_kafka::{headers, AckedProducer, LatencyHistogram};
 use vigil_ops::config::{ClockMode, PipelineConfig};
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
@@ -210,6 +217,54 @@ pub struct WorkerSummary {
     pub assignments: u64,
 }
 
+/// Live counters of a running worker, readable from any thread while it
+/// runs (relaxed atomics written by the worker thread alone). `vigil bench
+/// --brokers` reads them to measure the worker's rate and lag; `vigil run`
+/// does not look at them.
+#[derive(Debug, Default)]
+pub struct WorkerProgress {
+    records: AtomicU64,
+    points: AtomicU64,
+    partitions: AtomicU64,
+    flushes: AtomicU64,
+    first_record: OnceLock<Instant>,
+    ack_latency: Arc<LatencyHistogram>,
+}
+
+impl WorkerProgress {
+    /// Records processed by the pipeline.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Points in the batches the pipeline accepted.
+    pub fn points(&self) -> u64 {
+        self.points.load(Ordering::Relaxed)
+    }
+
+    /// Partitions owned now.
+    pub fn partitions(&self) -> u64 {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Flushes completed (files published, acks received, checkpoints
+    /// written, offsets committed).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// When the first record was processed.
+    pub fn first_record(&self) -> Option<Instant> {
+        self.first_record.get().copied()
+    }
+
+    /// Time from the pipeline emitting each alert to the broker
+    /// acknowledging it (also `vigil_kafka_produce_ack_latency_seconds`).
+    pub fn ack_latency(&self) -> &LatencyHistogram {
+        &self.ack_latency
+    }
+}
+
 /// The worker. See the module docs.
 pub struct Worker {
     settings: Settings,
@@ -218,6 +273,7 @@ pub struct Worker {
     sinks: Sinks,
     store: CheckpointStore,
     summary: WorkerSummary,
+    progress: Arc<WorkerProgress>,
 }
 
 fn wall_ms() -> i64 {
@@ -230,6 +286,16 @@ impl Worker {
         settings: Settings,
         rules: Arc<RuleSet>,
         shutdown: Arc<AtomicBool>,
+    ) -> Result<WorkerSummary> {
+        Worker::run_with_progress(settings, rules, shutdown, Arc::default())
+    }
+
+    /// [`Worker::run`], updating `progress` as it goes.
+    pub fn run_with_progress(
+        settings: Settings,
+        rules: Arc<RuleSet>,
+        shutdown: Arc<AtomicBool>,
+        progress: Arc<WorkerProgress>,
     ) -> Result<WorkerSummary> {
         let kafka = &settings.kafka;
         if kafka.create_topics {
@@ -244,8 +310,21 @@ impl Worker {
             cfg: cfg.clone(),
             rules: rules.clone(),
         };
-        let producer = AckedProducer::new(kafka, settings.worker.delivery_timeout)
-            .context("creating the alert and dead-letter producer")?;
+        let producer = AckedProducer::with_ack_latency(
+            kafka,
+            settings.worker.delivery_timeout,
+            progress.ack_latency.clone(),
+        )
+        .context("creating the alert and dead-letter producer")?;
+        // Without this, the first alerts wait for the producer to look the
+        // topic up (about half a second on a fresh producer).
+        let outputs: Vec<&str> = [kafka.alert_topic.as_str(), kafka.dlq_topic.as_str()]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
+            tracing::warn!(error = %e, "could not read the output topics' metadata yet");
+        }
         let consumer =
             vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
         tracing::info!(
@@ -269,6 +348,7 @@ impl Worker {
             tasks: HashMap::new(),
             store,
             summary: WorkerSummary::default(),
+            progress,
         };
         let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
         match &result {
@@ -407,6 +487,9 @@ impl Worker {
             }
         }
         metrics::gauge!(obs::PARTITIONS_OWNED).set(self.tasks.len() as f64);
+        self.progress
+            .partitions
+            .store(self.tasks.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -457,9 +540,17 @@ impl Worker {
         }
         t.range_start.get_or_insert(offset);
         t.next_offset = Some(offset + 1);
+        let points_before = t.pipeline.stats().points_in;
         t.pipeline
             .process(Position { partition, offset }, payload, now, &mut t.out);
         self.summary.records += 1;
+        let p = &self.progress;
+        p.first_record.get_or_init(Instant::now);
+        p.records.fetch_add(1, Ordering::Relaxed);
+        p.points.fetch_add(
+            t.pipeline.stats().points_in.saturating_sub(points_before),
+            Ordering::Relaxed,
+        );
         t.route(&mut self.sinks)
     }
 
@@ -521,6 +612,7 @@ impl Worker {
         metrics::counter!(obs::COMMITS).increment(1);
         metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
         self.summary.flushes += 1;
+        self.progress.flushes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "flushed and committed"
@@ -538,8 +630,11 @@ impl PartitionTask {
     }
 
     /// Sends what the pipeline produced: rows to the writers, alerts to
-    /// the writer and the alert topic, refusals to the DLQ.
+    /// the writer and the alert topic, refusals to the DLQ. Called right
+    /// after the pipeline emitted them: the alerts' acknowledgement
+    /// latency counts from here.
     fn route(&mut self, sinks: &mut Sinks) -> Result<()> {
+        let emitted = Instant::now();
         for w in &self.out.windows {
             self.aggs.push(w);
         }
@@ -549,11 +644,12 @@ impl PartitionTask {
             vigil_ops::alert_json::encode_alert(a, &mut sinks.buf);
             sinks
                 .producer
-                .send(
+                .send_timed(
                     &sinks.alert_topic,
                     Some(a.fingerprint.as_bytes()),
                     &sinks.buf,
                     &[],
+                    emitted,
                 )
                 .context("producing an alert")?;
         }

@@ -12,6 +12,11 @@
 //!
 //! Also reported: batches per second, bytes of operator state per series
 //! (allocator-counted, after stage 2) and the peak RSS.
+//!
+//! With `--brokers`, the same fleet goes through a real broker and the
+//! real worker instead: see [`brokers`].
+
+mod brokers;
 
 use std::path::Path;
 use std::time::Instant;
@@ -34,9 +39,39 @@ pub struct Args {
     /// Fleet shape (defaults: 1,000 agents, 6 h).
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// Repeat each stage this many times and keep the fastest run.
+    /// Repeat each stage this many times and keep the fastest run (with
+    /// `--brokers`: the raw decode baseline only).
     #[arg(long, default_value_t = 3)]
     pub runs: u32,
+    /// Run the whole pipeline through this Kafka broker instead: produce
+    /// the fleet to a new topic and run the worker on it in-process
+    /// (other client properties come from the config's `[kafka]`).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Telemetry topic for `--brokers` (default: a new
+    /// `vigil-bench-<time>-<pid>`); it must be new or empty. The alerts go
+    /// to `<topic>.alerts`, dead letters to `<topic>.dlq`.
+    #[arg(long, requires = "brokers")]
+    pub topic: Option<String>,
+    /// Partitions of the topics `--brokers` creates [default: 2].
+    #[arg(long, requires = "brokers")]
+    pub partitions: Option<i32>,
+    /// Produce at this many points per second while the worker consumes,
+    /// for `--duration` (default: produce the whole fleet first, then let
+    /// the worker consume the backlog as fast as it can). The fleet is
+    /// lengthened when it holds fewer points than the run needs.
+    #[arg(long, requires = "brokers")]
+    pub rate: Option<f64>,
+    /// Seconds to produce at `--rate` [default: 60].
+    #[arg(long, requires = "rate")]
+    pub duration: Option<f64>,
+    /// Seconds between the printed lag samples [default: 5].
+    #[arg(long, requires = "brokers")]
+    pub sample_every: Option<f64>,
+    /// Keep the topics `--brokers` created (default: delete them at the
+    /// end; a broker that keeps every record in memory fills up).
+    #[arg(long, requires = "brokers")]
+    pub keep_topics: bool,
 }
 
 /// One stage's best time.
@@ -53,8 +88,29 @@ fn best<T>(runs: u32, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
     best.context("no run")
 }
 
+/// Points in a record (0 when it does not decode), reusing `b`.
+fn points_of(b: &mut TelemetryBatch, record: &[u8]) -> u64 {
+    b.clear();
+    if b.merge(record).is_err() {
+        return 0;
+    }
+    b.series
+        .iter()
+        .map(|s| s.timestamps_ms.len() as u64)
+        .sum::<u64>()
+}
+
+/// Stage 1, raw protobuf decode: the points in `records`.
+fn raw_decode<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut b = TelemetryBatch::default();
+    records.into_iter().map(|r| points_of(&mut b, r)).sum()
+}
+
 /// Runs `vigil bench`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
+    if a.brokers.is_some() {
+        return brokers::run(config, &a);
+    }
     let mut settings = Settings::load(config)?;
     settings.storage.parquet.sync = false;
     let rules = settings.load_rules(None)?;
@@ -70,21 +126,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let bytes: usize = records.iter().map(Vec::len).sum();
 
     // 1. Raw decode.
-    let (t_decode, points) = best(a.runs, || {
-        let mut b = TelemetryBatch::default();
-        let mut points = 0u64;
-        for r in &records {
-            b.clear();
-            if b.merge(r.as_slice()).is_ok() {
-                points += b
-                    .series
-                    .iter()
-                    .map(|s| s.timestamps_ms.len() as u64)
-                    .sum::<u64>();
-            }
-        }
-        Ok(points)
-    })?;
+    let (t_decode, points) = best(a.runs, || Ok(raw_decode(records.iter().map(Vec::as_slice))))?;
 
     // 2. Operator chain, no I/O; state measured after the last run.
     let mut cfg = settings.pipeline.clone();

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use vigil_sim::{Fleet, FleetConfig};
+use vigil_kafka::AckedProducer;
+use vigil_sim::{Fleet, FleetConfig, SimRecord};
 
 /// Fleet shape options shared by `simulate` and `demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -145,43 +146,17 @@ fn to_kafka(
         .topic
         .clone()
         .unwrap_or_else(|| settings.kafka.telemetry_topic.clone());
-    if let Some(r) = a.rate {
-        anyhow::ensure!(
-            r.is_finite() && r > 0.0,
-            "--rate must be a positive number of records per second"
-        );
-    }
     let mut producer =
         vigil_kafka::AckedProducer::new(&settings.kafka, std::time::Duration::from_secs(60))
             .context("creating the producer")?;
-    let started = Instant::now();
     let mut fleet = Fleet::new(cfg);
-    let (mut records, mut bytes, mut too_large) = (0u64, 0u64, 0u64);
-    for rec in fleet.by_ref() {
-        if let Some(rate) = a.rate {
-            let due = std::time::Duration::from_secs_f64(records as f64 / rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        match producer.send(&topic, Some(rec.key.as_bytes()), &rec.payload, &[]) {
-            Ok(()) => {}
-            // The simulator's deliberately oversized records (`too_large`)
-            // cannot travel through Kafka at its default limit: the broker
-            // would refuse them before any worker saw them.
-            Err(vigil_kafka::Error::TooLarge { .. }) => {
-                too_large += 1;
-                continue;
-            }
-            Err(e) => return Err(e).with_context(|| format!("producing to {topic} on {brokers}")),
-        }
-        records += 1;
-        bytes += rec.payload.len() as u64;
-    }
-    producer
-        .flush(std::time::Duration::from_secs(120))
-        .with_context(|| format!("waiting for {brokers} to acknowledge"))?;
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let pace = Pace {
+        per_second: a.rate,
+        ..Pace::default()
+    };
+    let done = produce(&mut producer, &topic, fleet.by_ref().map(|r| (r, 1)), pace)
+        .with_context(|| format!("producing to {topic} on {brokers}"))?;
+    let secs = done.elapsed.as_secs_f64().max(1e-9);
     let truth = fleet.truth();
     write_truth(a.truth.as_deref(), truth)?;
     let c = &truth.counts;
@@ -192,15 +167,110 @@ fn to_kafka(
         + c.seq_too_old.points
         + c.rejected().points;
     println!(
-        "produced {records} records ({bytes} bytes, {points} points) to {topic} on {brokers} in {secs:.2}s: \
+        "produced {} records ({} bytes, {points} points) to {topic} on {brokers} in {secs:.2}s: \
          {:.0} records/s, {:.0} points/s, {:.1} MB/s (all acknowledged)",
-        records as f64 / secs,
+        done.records,
+        done.bytes,
+        done.records as f64 / secs,
         points as f64 / secs,
-        bytes as f64 / secs / 1e6
+        done.bytes as f64 / secs / 1e6
     );
-    if too_large > 0 {
-        println!("skipped {too_large} record(s) larger than the producer's message.max.bytes (the simulator's too_large faults)");
+    if done.too_large > 0 {
+        println!(
+            "skipped {} record(s) larger than the producer's message.max.bytes (the simulator's too_large faults)",
+            done.too_large
+        );
     }
     println!("{}", super::truth_summary(truth));
     Ok(())
+}
+
+/// How fast [`produce`] sends, and when it stops early.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pace<'a> {
+    /// Target rate in weight units per second (each record carries its
+    /// weight: 1 for records per second, its point count for points per
+    /// second); `None`: as fast as possible.
+    pub per_second: Option<f64>,
+    /// Stop sending after this long (the records left are not sent).
+    pub until: Option<std::time::Duration>,
+    /// Stop sending when this is set (by another thread).
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// What [`produce`] sent, every record acknowledged by the broker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Produced {
+    /// Records sent and acknowledged.
+    pub records: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// Their total weight (see [`Pace`]).
+    pub weight: u64,
+    /// Records skipped because they exceed the producer's
+    /// `message.max.bytes` (the simulator's deliberate `too_large` faults).
+    pub too_large: u64,
+    /// From the first send to the last acknowledgement.
+    pub elapsed: std::time::Duration,
+}
+
+/// Sends `(record, weight)` pairs to `topic` (key = the record's agent id)
+/// at `pace`, then waits until the broker acknowledged every one. Records
+/// too large for the producer are skipped and counted: the broker would
+/// refuse them before any worker saw them. Shared by `vigil simulate
+/// --brokers` and `vigil bench --brokers`.
+pub fn produce<R: std::borrow::Borrow<SimRecord>>(
+    producer: &mut AckedProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = (R, u64)>,
+    pace: Pace<'_>,
+) -> Result<Produced> {
+    if let Some(r) = pace.per_second {
+        anyhow::ensure!(
+            r.is_finite() && r > 0.0,
+            "--rate must be a positive number per second, not {r}"
+        );
+    }
+    let started = Instant::now();
+    let mut done = Produced::default();
+    // Weight sent so far, including skipped records (they were due too).
+    let mut due_weight = 0u64;
+    for (rec, weight) in records {
+        let rec = rec.borrow();
+        if pace.until.is_some_and(|u| started.elapsed() >= u)
+            || pace
+                .stop
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            break;
+        }
+        if let Some(rate) = pace.per_second {
+            // Sleep only when a millisecond or more ahead: at tens of
+            // thousands of records per second, one sleep per record would
+            // cost more than the sending.
+            let due = std::time::Duration::from_secs_f64(due_weight as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                if wait >= std::time::Duration::from_millis(1) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        due_weight += weight;
+        match producer.send(topic, Some(rec.key.as_bytes()), &rec.payload, &[]) {
+            Ok(()) => {}
+            Err(vigil_kafka::Error::TooLarge { .. }) => {
+                done.too_large += 1;
+                continue;
+            }
+            Err(e) => return Err(e).context("sending a record"),
+        }
+        done.records += 1;
+        done.bytes += rec.payload.len() as u64;
+        done.weight += weight;
+    }
+    producer
+        .flush(std::time::Duration::from_secs(120))
+        .context("waiting for the broker to acknowledge")?;
+    done.elapsed = started.elapsed();
+    Ok(done)
 }

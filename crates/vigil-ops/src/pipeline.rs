@@ -153,7 +153,8 @@ pub struct Pipeline {
     /// `tenant \0 agent` → index into `agents`.
     agent_index: HashMap<Box<str>, u32>,
     detectors: DetectorEngine,
-    /// Series per tenant in this pipeline (the cardinality guard).
+    /// Series per tenant in this pipeline (the cardinality guard); its
+    /// keys are also the one shared copy of each tenant id.
     #[serde(default)]
     tenant_series: HashMap<Arc<str>, u32>,
     /// The distinct (metric, labels) keys, shared by all agents' series

@@ -109,7 +109,7 @@ impl<'de> Deserialize<'de> for SeriesMeta {
 
 impl SeriesMeta {
     /// Builds the metadata of a series, computing its id (allocates; the
-    /// pipeline shares keys instead, see [`SeriesMeta::from_parts`]).
+    /// pipeline shares keys between series instead).
     pub fn new(tenant: &str, agent: &str, metric: &str, labels: &str) -> Self {
         SeriesMeta {
             id: SeriesId::of(tenant, agent, metric, labels),
@@ -121,15 +121,6 @@ impl SeriesMeta {
                 metric: metric.into(),
                 labels: labels.into(),
             }),
-        }
-    }
-
-    /// Builds the metadata from shared parts, computing its id.
-    pub fn from_parts(agent: Arc<AgentKey>, key: Arc<SeriesKey>) -> Self {
-        SeriesMeta {
-            id: SeriesId::of(&agent.tenant, &agent.agent, &key.metric, &key.labels),
-            agent,
-            key,
         }
     }
 
@@ -309,12 +300,6 @@ impl OptMs {
     #[inline]
     pub fn is_none(self) -> bool {
         self.0 == i64::MIN
-    }
-
-    /// Takes the timestamp out, leaving none.
-    #[inline]
-    pub fn take(&mut self) -> Option<i64> {
-        std::mem::replace(self, OptMs::NONE).get()
     }
 }
 

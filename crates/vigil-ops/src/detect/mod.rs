@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::intern::grow_gently;
 use crate::model::{AlertEvent, SeriesId, SeriesMeta, WindowAggregate};
-use crate::rules::{labels_match, RuleSet};
+use crate::rules::{labels_match, RuleSet, ThresholdRule, TrendRule};
 
 use offline::OfflineState;
 use threshold::ThresholdState;
@@ -98,13 +98,31 @@ fn slots_of<S>(arena: &[Slot<S>], base: u32) -> &[Slot<S>] {
     &rest[..n]
 }
 
-/// Whether a rule (metric, label matchers) watches the series.
-fn watches(
-    metric: &str,
-    labels: &std::collections::BTreeMap<String, String>,
-    s: &SeriesMeta,
-) -> bool {
-    metric == s.metric() && labels_match(labels, s.labels())
+/// What the arenas need of a rule: its name (the key its state is kept
+/// under) and which series it watches.
+trait Watcher {
+    fn name(&self) -> &str;
+    fn watches(&self, s: &SeriesMeta) -> bool;
+}
+
+impl Watcher for ThresholdRule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn watches(&self, s: &SeriesMeta) -> bool {
+        self.metric == s.metric() && labels_match(&self.labels, s.labels())
+    }
+}
+
+impl Watcher for TrendRule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn watches(&self, s: &SeriesMeta) -> bool {
+        self.metric == s.metric() && labels_match(&self.labels, s.labels())
+    }
 }
 
 /// Runs every rule over closed windows and agent liveness.
@@ -197,65 +215,31 @@ impl DetectorEngine {
     /// Slots of `meta` under the attached rules in new arenas, carrying
     /// over the state of rules that kept their name.
     fn rebind(&self, next: &mut Arenas, h: DetHandle, meta: &SeriesMeta) -> DetHandle {
-        let old_thr = slots_of(&self.threshold, h.thr);
-        let old_trend = slots_of(&self.trend, h.trend);
-        let rules = &*self.rules;
-        let thr = place(
-            &mut next.0,
-            rules
-                .threshold
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
-            |(_, r)| {
-                old_thr
-                    .iter()
-                    .find(|s| self.threshold_rules.get(s.rule as usize) == Some(&r.name))
-                    .map(|s| s.state.clone())
-                    .unwrap_or_default()
-            },
-        );
-        let trend = place(
-            &mut next.1,
-            rules
-                .trend
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
-            |(_, r)| {
-                old_trend
-                    .iter()
-                    .find(|s| self.trend_rules.get(s.rule as usize) == Some(&r.name))
-                    .map(|s| s.state.clone())
-                    .unwrap_or_default()
-            },
-        );
-        DetHandle { thr, trend }
+        DetHandle {
+            thr: place(
+                &mut next.0,
+                &self.rules.threshold,
+                meta,
+                slots_of(&self.threshold, h.thr),
+                &self.threshold_rules,
+            ),
+            trend: place(
+                &mut next.1,
+                &self.rules.trend,
+                meta,
+                slots_of(&self.trend, h.trend),
+                &self.trend_rules,
+            ),
+        }
     }
 
     /// Creates the (empty) state of a new series for every rule watching
     /// it and returns where it is.
     pub fn register(&mut self, meta: &SeriesMeta) -> DetHandle {
-        let rules = &*self.rules;
-        let thr = place(
-            &mut self.threshold,
-            rules
-                .threshold
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
-            |_| ThresholdState::default(),
-        );
-        let trend = place(
-            &mut self.trend,
-            rules
-                .trend
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| watches(&r.metric, &r.labels, meta)),
-            |_| TrendState::default(),
-        );
-        DetHandle { thr, trend }
+        DetHandle {
+            thr: place(&mut self.threshold, &self.rules.threshold, meta, &[], &[]),
+            trend: place(&mut self.trend, &self.rules.trend, meta, &[], &[]),
+        }
     }
 
     /// The attached rule set.
@@ -352,20 +336,29 @@ impl DetectorEngine {
     }
 }
 
-/// Appends one slot per `(index, rule)` to `arena`, marks the last, and
+/// Appends to `arena` one slot per rule of `rules` watching `meta`, in
+/// rule order, each with the state that `old` (slots indexing `old_names`)
+/// holds for a rule of that name, else a fresh one; marks the last and
 /// returns the first slot's index (`u32::MAX` when there is none).
-fn place<'r, R: 'r, S>(
+fn place<R: Watcher, S: Clone + Default>(
     arena: &mut Vec<Slot<S>>,
-    rules: impl Iterator<Item = (usize, &'r R)>,
-    mut state: impl FnMut((usize, &'r R)) -> S,
+    rules: &[R],
+    meta: &SeriesMeta,
+    old: &[Slot<S>],
+    old_names: &[String],
 ) -> u32 {
     let base = arena.len();
-    for (i, r) in rules {
+    for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.watches(meta)) {
+        let state = old
+            .iter()
+            .find(|s| old_names.get(s.rule as usize).map(String::as_str) == Some(r.name()))
+            .map(|s| s.state.clone())
+            .unwrap_or_default();
         grow_gently(arena);
         arena.push(Slot {
             rule: i as u32,
             last: false,
-            state: state((i, r)),
+            state,
         });
     }
     if arena.len() == base {

@@ -235,7 +235,6 @@ impl OffsetProbe {
 #[cfg(test)]
 mod tests {
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     use super::*;
 
@@ -267,17 +266,7 @@ mod tests {
             OffsetProbe::new(&settings, "nope", Duration::from_secs(10)),
             Err(Error::UnknownTopic { .. })
         ));
-        let p: BaseProducer = settings
-            .client_config(Role::Producer)
-            .unwrap()
-            .create()
-            .unwrap();
-        for i in 0..5u8 {
-            let v = [i];
-            p.send(BaseRecord::<(), _>::to("t").partition(1).payload(&v[..]))
-                .unwrap();
-        }
-        p.flush(Duration::from_secs(10)).unwrap();
+        crate::test_util::send_bytes(&settings, "t", 1, 5);
         let probe = OffsetProbe::new(&settings, "t", Duration::from_secs(10)).unwrap();
         assert_eq!(probe.partitions(), &[0, 1]);
         let s = probe.sample(Duration::from_secs(10)).unwrap();

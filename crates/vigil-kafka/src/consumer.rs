@@ -246,7 +246,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::Message;
 
     use super::*;
@@ -275,17 +274,7 @@ mod tests {
             group_id: "g".into(),
             ..KafkaSettings::default()
         };
-        let p: BaseProducer = settings
-            .client_config(Role::Producer)
-            .unwrap()
-            .create()
-            .unwrap();
-        for i in 0..10u8 {
-            let rec = [i];
-            p.send(BaseRecord::<(), _>::to("t").partition(0).payload(&rec[..]))
-                .unwrap();
-        }
-        p.flush(Duration::from_secs(10)).unwrap();
+        crate::test_util::send_bytes(&settings, "t", 0, 10);
 
         let c = subscribe(&settings, FixedStart).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -26,6 +26,8 @@ pub mod headers;
 pub mod latency;
 pub mod metric_names;
 pub mod producer;
+#[cfg(test)]
+mod test_util;
 
 pub use config::{KafkaSettings, Role};
 pub(crate) use consumer::log_client;

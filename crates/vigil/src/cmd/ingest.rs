@@ -33,22 +33,16 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| settings.data_dir.clone());
-    let stdin = a.input.as_os_str() == "-";
-    let reader: Box<dyn std::io::Read> = if stdin {
-        Box::new(std::io::stdin().lock())
+    let (reader, source): (Box<dyn std::io::Read>, String) = if a.input.as_os_str() == "-" {
+        (Box::new(std::io::stdin().lock()), "stdin".into())
     } else {
-        Box::new(
-            std::fs::File::open(&a.input)
-                .with_context(|| format!("opening {}", a.input.display()))?,
-        )
-    };
-    let source = if stdin {
-        "stdin".to_string()
-    } else {
-        a.input
+        let file = std::fs::File::open(&a.input)
+            .with_context(|| format!("opening {}", a.input.display()))?;
+        let stem = a
+            .input
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "input".into())
+            .map(|s| s.to_string_lossy().into_owned());
+        (Box::new(file), stem.unwrap_or_else(|| "input".into()))
     };
     let started = Instant::now();
     let span = tracing::info_span!("ingest", input = %a.input.display());

@@ -31,16 +31,56 @@ pub enum Verdict {
 }
 
 /// Anti-replay window over one agent's sequence numbers. Memory is
-/// `width / 8` bytes plus 16.
+/// `width / 8` bytes plus 40.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "AntiReplayRepr", into = "AntiReplayRepr")]
 pub struct AntiReplay {
-    /// Highest number accepted, `None` before the first.
-    highest: Option<u64>,
+    /// Highest number accepted (meaningful when `has_highest`).
+    highest: u64,
+    /// Last too-old seq (meaningful when `resync_run > 0`).
+    resync_seq: u64,
     /// Ring of `width` bits indexed by `seq % width`.
     bits: Box<[u64]>,
-    /// Last too-old seq and how many consecutive ones led to it.
+    /// How many consecutive too-old numbers led to `resync_seq`.
+    resync_run: u8,
+    /// Whether a number was accepted since the start or the last resync.
+    has_highest: bool,
+}
+
+/// Serde form of [`AntiReplay`] (the checkpoint format).
+#[derive(Serialize, Deserialize)]
+struct AntiReplayRepr {
+    highest: Option<u64>,
+    bits: Box<[u64]>,
     #[serde(default)]
     resync: Option<(u64, u8)>,
+}
+
+impl From<AntiReplayRepr> for AntiReplay {
+    fn from(r: AntiReplayRepr) -> Self {
+        let (resync_seq, resync_run) = r.resync.filter(|&(_, n)| n > 0).unwrap_or((0, 0));
+        AntiReplay {
+            highest: r.highest.unwrap_or(0),
+            resync_seq,
+            bits: if r.bits.is_empty() {
+                vec![0].into_boxed_slice()
+            } else {
+                r.bits
+            },
+            resync_run,
+            has_highest: r.highest.is_some(),
+        }
+    }
+}
+
+impl From<AntiReplay> for AntiReplayRepr {
+    fn from(a: AntiReplay) -> Self {
+        AntiReplayRepr {
+            highest: a.highest(),
+            resync: (a.resync_run > 0).then_some((a.resync_seq, a.resync_run)),
+            bits: a.bits,
+        }
+    }
 }
 
 impl AntiReplay {
@@ -48,9 +88,11 @@ impl AntiReplay {
     pub fn new(width: u32) -> Self {
         let words = (width as usize).div_ceil(64).max(1);
         AntiReplay {
-            highest: None,
+            highest: 0,
+            resync_seq: 0,
             bits: vec![0; words].into_boxed_slice(),
-            resync: None,
+            resync_run: 0,
+            has_highest: false,
         }
     }
 
@@ -77,7 +119,7 @@ impl AntiReplay {
 
     /// Checks `seq` without recording it.
     pub fn check(&self, seq: u64) -> Verdict {
-        match self.highest {
+        match self.highest() {
             None => Verdict::New,
             Some(h) if seq > h => Verdict::New,
             Some(h) if h - seq >= self.width() => Verdict::TooOld,
@@ -89,8 +131,9 @@ impl AntiReplay {
     /// Records `seq` as processed. Call only after [`AntiReplay::check`]
     /// returned [`Verdict::New`].
     pub fn record(&mut self, seq: u64) {
-        self.resync = None;
-        match self.highest {
+        self.resync_run = 0;
+        self.resync_seq = 0;
+        match self.highest() {
             Some(h) if seq <= h => self.set(seq, true),
             Some(h) => {
                 let gap = seq - h;
@@ -102,11 +145,12 @@ impl AntiReplay {
                     }
                 }
                 self.set(seq, true);
-                self.highest = Some(seq);
+                self.highest = seq;
             }
             None => {
                 self.set(seq, true);
-                self.highest = Some(seq);
+                self.highest = seq;
+                self.has_highest = true;
             }
         }
     }
@@ -115,24 +159,29 @@ impl AntiReplay {
     /// when it completes a run of [`RESYNC_AFTER`] consecutive numbers: the
     /// window is then reset and the caller records `seq` as new.
     pub fn note_too_old(&mut self, seq: u64) -> bool {
-        let run = match self.resync {
-            Some((last, n)) if last.checked_add(1) == Some(seq) => n.saturating_add(1),
-            _ => 1,
+        let run = if self.resync_run > 0 && self.resync_seq.checked_add(1) == Some(seq) {
+            self.resync_run.saturating_add(1)
+        } else {
+            1
         };
         if run >= RESYNC_AFTER {
-            self.highest = None;
+            self.has_highest = false;
+            self.highest = 0;
             self.bits.iter_mut().for_each(|w| *w = 0);
-            self.resync = None;
+            self.resync_run = 0;
+            self.resync_seq = 0;
             true
         } else {
-            self.resync = Some((seq, run));
+            self.resync_seq = seq;
+            self.resync_run = run;
             false
         }
     }
 
     /// Highest sequence number recorded.
+    #[inline]
     pub fn highest(&self) -> Option<u64> {
-        self.highest
+        self.has_highest.then_some(self.highest)
     }
 }
 

@@ -38,39 +38,48 @@ pub struct AgentKey {
 }
 
 /// Metric and canonical labels of a series. A pipeline interns them, so
-/// every agent's `disk_used_pct{mount=/}` shares one allocation.
+/// every agent's `disk_used_pct{mount=/}` shares one allocation, which
+/// also holds the key's hash (so per-series state need not).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     /// Metric name.
     pub metric: Box<str>,
     /// Canonical labels, see [`canonical_labels`].
     pub labels: Box<str>,
+    /// [`crate::intern::key_hash`] of (metric, labels).
+    hash: u64,
 }
 
-/// Identity of one series: (tenant, agent, metric, labels) and its id.
-/// Two shared pointers and the id (24 bytes), so closing a window
-/// allocates nothing and a million series do not hold a million copies of
-/// their metric names.
-#[derive(Debug, Clone)]
+impl SeriesKey {
+    /// The key (metric, canonical labels) with its hash.
+    pub fn new(metric: &str, labels: &str) -> Self {
+        SeriesKey {
+            metric: metric.into(),
+            labels: labels.into(),
+            hash: crate::intern::key_hash(metric, labels),
+        }
+    }
+
+    /// [`crate::intern::key_hash`] of (metric, labels).
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// Identity of one series: (tenant, agent, metric, labels). Two shared
+/// pointers (16 bytes), so closing a window allocates nothing and a
+/// million series do not hold a million copies of their metric names. The
+/// [`SeriesId`] is computed when asked for, not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesMeta {
-    /// Stable hash of the key.
-    pub id: SeriesId,
     agent: Arc<AgentKey>,
     key: Arc<SeriesKey>,
 }
 
-impl PartialEq for SeriesMeta {
-    fn eq(&self, o: &Self) -> bool {
-        self.id == o.id && self.agent == o.agent && self.key == o.key
-    }
-}
-
-impl Eq for SeriesMeta {}
-
-/// Serde form of [`SeriesMeta`]: the four strings and the id.
+/// Serde form of [`SeriesMeta`]: the four strings.
 #[derive(Serialize, Deserialize)]
 struct SeriesMetaRepr {
-    id: SeriesId,
     tenant: String,
     agent: String,
     metric: String,
@@ -80,7 +89,6 @@ struct SeriesMetaRepr {
 impl Serialize for SeriesMeta {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         SeriesMetaRepr {
-            id: self.id,
             tenant: self.tenant().to_string(),
             agent: self.agent().to_string(),
             metric: self.metric().to_string(),
@@ -93,40 +101,31 @@ impl Serialize for SeriesMeta {
 impl<'de> Deserialize<'de> for SeriesMeta {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = SeriesMetaRepr::deserialize(d)?;
-        Ok(SeriesMeta {
-            id: r.id,
-            agent: Arc::new(AgentKey {
-                tenant: r.tenant.into(),
-                agent: r.agent.into(),
-            }),
-            key: Arc::new(SeriesKey {
-                metric: r.metric.into(),
-                labels: r.labels.into(),
-            }),
-        })
+        Ok(SeriesMeta::new(&r.tenant, &r.agent, &r.metric, &r.labels))
     }
 }
 
 impl SeriesMeta {
-    /// Builds the metadata of a series, computing its id (allocates; the
-    /// pipeline shares keys between series instead).
+    /// Builds the metadata of a series (allocates; the pipeline shares
+    /// keys between series instead).
     pub fn new(tenant: &str, agent: &str, metric: &str, labels: &str) -> Self {
         SeriesMeta {
-            id: SeriesId::of(tenant, agent, metric, labels),
             agent: Arc::new(AgentKey {
                 tenant: tenant.into(),
                 agent: agent.into(),
             }),
-            key: Arc::new(SeriesKey {
-                metric: metric.into(),
-                labels: labels.into(),
-            }),
+            key: Arc::new(SeriesKey::new(metric, labels)),
         }
     }
 
-    /// Builds the metadata from shared parts and a known id.
-    pub(crate) fn with_id(id: SeriesId, agent: Arc<AgentKey>, key: Arc<SeriesKey>) -> Self {
-        SeriesMeta { id, agent, key }
+    /// Builds the metadata from shared parts.
+    pub(crate) fn from_shared(agent: Arc<AgentKey>, key: Arc<SeriesKey>) -> Self {
+        SeriesMeta { agent, key }
+    }
+
+    /// Stable hash of the key, see [`SeriesId::of`].
+    pub fn id(&self) -> SeriesId {
+        SeriesId::of(self.tenant(), self.agent(), self.metric(), self.labels())
     }
 
     /// Tenant id.

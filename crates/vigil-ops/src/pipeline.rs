@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashTable};
 use serde::{Deserialize, Serialize};
 use vigil_proto::v1::TelemetryBatch;
 
@@ -22,7 +22,8 @@ use crate::clock::ReplayClock;
 use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
 use crate::decode::{decode_into, BatchError};
 use crate::dedup::{AntiReplay, Verdict};
-use crate::detect::{DetHandle, DetectorEngine};
+use crate::detect::offline::Liveness;
+use crate::detect::DetectorEngine;
 use crate::intern::KeyInterner;
 use crate::model::{canonical_labels, AgentKey, AlertEvent, AlertStatus, WindowAggregate};
 use crate::reject::{Position, RejectReason, Rejected};
@@ -104,13 +105,14 @@ impl PipelineStats {
     }
 }
 
-/// Per-agent state: identity, liveness, dedup window and open windows.
+/// Per-agent state: identity, liveness (for the idle timeout and the
+/// offline detector), dedup window and open windows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct AgentState {
     /// Tenant and agent ids, shared with the agent's closed windows.
     key: Arc<AgentKey>,
     hostname: Option<Box<str>>,
-    last_seen_ms: i64,
+    live: Liveness,
     dedup: AntiReplay,
     windows: AgentWindows,
 }
@@ -119,11 +121,27 @@ struct AgentState {
 #[derive(Debug, Default, Clone)]
 struct Scratch {
     batch: TelemetryBatch,
-    /// Detector handles of the windows being closed, in step with them.
-    handles: Vec<DetHandle>,
-    key: String,
+    /// (agent, slot) of the series of each window being closed, in step
+    /// with them.
+    closed: Vec<(u32, u32)>,
     labels: String,
     refused: [Vec<(i64, f64)>; 5],
+}
+
+/// Hash of an agent's (tenant, agent) ids, for the agent index: xxh3 of
+/// the agent id seeded with xxh3 of the tenant id.
+#[inline]
+fn agent_hash(tenant: &str, agent: &str) -> u64 {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    xxh3_64_with_seed(agent.as_bytes(), xxh3_64(tenant.as_bytes()))
+}
+
+/// The detector engine's number for the series in `slot` of agent `ai`:
+/// stable for the life of the pipeline and across checkpoints (agents and
+/// their series keep their order).
+#[inline]
+fn series_uid(ai: u32, slot: u32) -> u64 {
+    (u64::from(ai) << 32) | u64::from(slot)
 }
 
 /// Series capacity of the decode buffer kept between batches; a larger
@@ -150,8 +168,9 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     spec: WindowSpec,
     agents: Vec<AgentState>,
-    /// `tenant \0 agent` → index into `agents`.
-    agent_index: HashMap<Box<str>, u32>,
+    /// Index into `agents` by [`agent_hash`] (rebuilt on restore).
+    #[serde(skip)]
+    agent_index: HashTable<u32>,
     detectors: DetectorEngine,
     /// Series per tenant in this pipeline (the cardinality guard); its
     /// keys are also the one shared copy of each tenant id.
@@ -183,7 +202,7 @@ impl Pipeline {
             clock: ReplayClock::new(cfg.max_clock_skew.as_millis() as i64),
             cfg,
             agents: Vec::new(),
-            agent_index: HashMap::new(),
+            agent_index: HashTable::new(),
             detectors: DetectorEngine::new(rules),
             tenant_series: HashMap::new(),
             keys: KeyInterner::default(),
@@ -197,10 +216,18 @@ impl Pipeline {
     /// configuration, not state, and are not serialised), and shares the
     /// restored series keys and tenant ids again.
     pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
+        if self.agent_index.len() != self.agents.len() {
+            self.agent_index.clear();
+            for i in 0..self.agents.len() {
+                self.index_agent(i);
+            }
+        }
         let agents = &mut self.agents;
         self.detectors.attach_rules_with(rules, |f| {
-            for a in agents.iter_mut() {
-                a.windows.for_each_handle(&a.key, f);
+            for (ai, a) in agents.iter_mut().enumerate() {
+                a.windows.for_each_handle(&a.key, &mut |meta, slot, h| {
+                    f(meta, series_uid(ai as u32, slot), h)
+                });
             }
         });
         for a in &mut self.agents {
@@ -280,9 +307,7 @@ impl Pipeline {
             return;
         }
         for a in &mut self.agents {
-            if a.last_seen_ms != i64::MIN {
-                a.last_seen_ms = a.last_seen_ms.saturating_add(ms);
-            }
+            a.live.skip(ms);
         }
         self.detectors.skip_processing_time(ms);
     }
@@ -393,16 +418,14 @@ impl Pipeline {
         });
     }
 
-    /// Index of an existing agent, using the scratch key buffer (no
-    /// allocation). Ids never contain NUL (`invalid_id`), so the key
-    /// `tenant \0 agent` is unambiguous.
-    fn find_agent(&mut self, tenant: &str, agent: &str) -> Option<usize> {
-        let key = &mut self.scratch.key;
-        key.clear();
-        key.push_str(tenant);
-        key.push('\0');
-        key.push_str(agent);
-        self.agent_index.get(key.as_str()).map(|&i| i as usize)
+    /// Index of an existing agent (allocates nothing).
+    fn find_agent(&self, tenant: &str, agent: &str) -> Option<usize> {
+        self.agent_index
+            .find(agent_hash(tenant, agent), |&i| {
+                let k = &self.agents[i as usize].key;
+                *k.tenant == *tenant && *k.agent == *agent
+            })
+            .map(|&i| i as usize)
     }
 
     fn agent_slot(&mut self, tenant: &str, agent: &str) -> usize {
@@ -417,7 +440,6 @@ impl Pipeline {
             .tenant_series
             .get_key_value(tenant)
             .expect("inserted above");
-        let key = &self.scratch.key;
         let i = self.agents.len();
         crate::intern::grow_gently(&mut self.agents);
         self.agents.push(AgentState {
@@ -426,13 +448,24 @@ impl Pipeline {
                 agent: agent.into(),
             }),
             hostname: None,
-            last_seen_ms: i64::MIN,
+            live: Liveness::default(),
             dedup: AntiReplay::new(self.cfg.dedup_window),
             windows: AgentWindows::new(self.spec),
         });
-        self.agent_index.insert(key.as_str().into(), i as u32);
+        self.index_agent(i);
         self.stats.agents += 1;
         i
+    }
+
+    /// Adds `agents[i]` to the agent index.
+    fn index_agent(&mut self, i: usize) {
+        let agents = &self.agents;
+        let k = &agents[i].key;
+        self.agent_index
+            .insert_unique(agent_hash(&k.tenant, &k.agent), i as u32, |&j| {
+                let k = &agents[j as usize].key;
+                agent_hash(&k.tenant, &k.agent)
+            });
     }
 
     fn accept(
@@ -493,10 +526,16 @@ impl Pipeline {
         let Scratch {
             labels,
             refused,
-            handles,
+            closed,
             ..
         } = &mut self.scratch;
         let st = &mut self.agents[ai];
+        if st.windows.series_count() == 0 {
+            // Room for the series of the agent's first batch, exactly (at
+            // most the per-agent limit).
+            st.windows
+                .reserve_series(batch.series.len().min(self.cfg.limits.max_series_per_agent));
+        }
         let tenant_series = &mut self.tenant_series;
         let keys = &mut self.keys;
         let detectors = &mut self.detectors;
@@ -521,7 +560,10 @@ impl Pipeline {
                             s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
                             labels,
                         );
-                        if let Some(i) = st.windows.find(&s.metric, labels) {
+                        if let Some(i) = keys
+                            .find(&s.metric, labels)
+                            .and_then(|k| st.windows.find_key(k))
+                        {
                             return Some(i);
                         }
                         // A new series: the cardinality guard decides.
@@ -533,7 +575,7 @@ impl Pipeline {
                         }
                         *tenant_series.entry(st.key.tenant.clone()).or_insert(0) += 1;
                         new_series += 1;
-                        let i = st.windows.slot(&st.key, &s.metric, labels, keys);
+                        let i = st.windows.add(keys.get(&s.metric, labels));
                         let h = detectors.register(&st.windows.meta(&st.key, i));
                         st.windows.set_handle(i, h);
                         Some(i)
@@ -601,29 +643,37 @@ impl Pipeline {
         }
         self.stats.points_accepted += accepted;
         self.stats.series += new_series;
-        handles.clear();
-        let closed = st.windows.advance(&st.key, &mut out.windows, handles);
-        self.stats.windows_closed += closed as u64;
+        closed.clear();
+        let n = st
+            .windows
+            .advance(&st.key, &mut out.windows, ai as u32, closed);
+        self.stats.windows_closed += n as u64;
         self.detect(windows_before, out);
     }
 
     /// Marks an agent alive and lets the offline detector resolve.
     fn seen(&mut self, ai: usize, now: i64, out: &mut Outputs) {
         let st = &mut self.agents[ai];
-        st.last_seen_ms = st.last_seen_ms.max(now);
         let before = out.alerts.len();
-        self.detectors
-            .on_agent_seen(&st.key.tenant, &st.key.agent, now, &mut out.alerts);
+        self.detectors.on_seen(
+            &mut st.live,
+            &st.key.tenant,
+            &st.key.agent,
+            now,
+            &mut out.alerts,
+        );
         self.finish_alerts(before, out);
     }
 
-    /// Runs detectors on windows closed since `from`, whose handles are in
-    /// `scratch.handles`.
+    /// Runs detectors on windows closed since `from`, whose series are in
+    /// `scratch.closed`.
     fn detect(&mut self, from: usize, out: &mut Outputs) {
         let before = out.alerts.len();
-        debug_assert_eq!(self.scratch.handles.len(), out.windows.len() - from);
-        for (w, h) in out.windows[from..].iter().zip(&self.scratch.handles) {
-            self.detectors.on_series_window(*h, w, &mut out.alerts);
+        debug_assert_eq!(self.scratch.closed.len(), out.windows.len() - from);
+        for (w, &(ai, slot)) in out.windows[from..].iter().zip(&self.scratch.closed) {
+            let h = self.agents[ai as usize].windows.handle_mut(slot as usize);
+            self.detectors
+                .on_series_window(h, series_uid(ai, slot), w, &mut out.alerts);
         }
         self.finish_alerts(before, out);
     }
@@ -659,18 +709,26 @@ impl Pipeline {
         self.last_tick_ms = Some(now_ms);
         let idle = self.cfg.idle_timeout.as_millis() as i64;
         let from = out.windows.len();
-        self.scratch.handles.clear();
-        for st in &mut self.agents {
-            if st.windows.open_windows() > 0 && now_ms.saturating_sub(st.last_seen_ms) >= idle {
-                self.stats.windows_closed_idle +=
-                    st.windows
-                        .close_all(&st.key, &mut out.windows, &mut self.scratch.handles)
-                        as u64;
+        self.scratch.closed.clear();
+        for (ai, st) in self.agents.iter_mut().enumerate() {
+            if st.windows.open_windows() > 0 && now_ms.saturating_sub(st.live.last_seen_ms) >= idle
+            {
+                self.stats.windows_closed_idle += st.windows.close_all(
+                    &st.key,
+                    &mut out.windows,
+                    ai as u32,
+                    &mut self.scratch.closed,
+                ) as u64;
             }
         }
         self.detect(from, out);
         let before = out.alerts.len();
-        self.detectors.on_tick(now_ms, &mut out.alerts);
+        let agents = self.agents.iter_mut().map(|a| {
+            let AgentState { key, live, .. } = a;
+            (&*key.tenant, &*key.agent, live)
+        });
+        self.detectors
+            .on_tick_agents(now_ms, agents, &mut out.alerts);
         self.finish_alerts(before, out);
     }
 
@@ -679,12 +737,14 @@ impl Pipeline {
     /// them. Offline detection is not run: the input ended, not the agents.
     pub fn finish(&mut self, out: &mut Outputs) {
         let from = out.windows.len();
-        self.scratch.handles.clear();
-        for st in &mut self.agents {
-            self.stats.windows_closed_idle +=
-                st.windows
-                    .close_all(&st.key, &mut out.windows, &mut self.scratch.handles)
-                    as u64;
+        self.scratch.closed.clear();
+        for (ai, st) in self.agents.iter_mut().enumerate() {
+            self.stats.windows_closed_idle += st.windows.close_all(
+                &st.key,
+                &mut out.windows,
+                ai as u32,
+                &mut self.scratch.closed,
+            ) as u64;
         }
         self.detect(from, out);
     }
@@ -908,7 +968,7 @@ mod tests {
         Arc::new(RuleSet::from_toml(&text, "t.toml").unwrap())
     }
 
-    /// Detector state lives in arenas addressed from the series' slots: a
+    /// Detector state is addressed from the series' slots: a
     /// restore under an edited rule set keeps the state of rules that kept
     /// their name, drops removed rules and starts added ones on the
     /// series already known.
@@ -968,7 +1028,11 @@ mod tests {
             .map(|a| (a.rule.as_str(), a.status))
             .collect();
         assert_eq!(got, vec![("cpu_high", AlertStatus::Resolved)]);
-        assert_eq!(again.detectors.series_states(), 1);
+        assert_eq!(
+            again.detectors.series_states(),
+            0,
+            "a resolved rule with no run in progress holds no state"
+        );
     }
 
     /// Runs batches through a pipeline, optionally checkpointing (serde

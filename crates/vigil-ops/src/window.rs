@@ -17,12 +17,15 @@
 //! State is per agent, so an agent with a wrong clock only moves its own
 //! frontier.
 //!
-//! Memory: a series costs one 112-byte slot (id, shared key, two inline
-//! open windows of 48 bytes) plus its index entry; the rare third and
-//! later open windows of a series (a batch spanning many windows, or
-//! lateness above the window size) live in a per-agent side list. Closed windows are emitted series by series in the order the
-//! series first appeared, each series' windows in start order, so output
-//! order is deterministic for a given input order.
+//! Memory: a series costs one 112-byte slot (shared key, detector
+//! handle, two inline open windows of 48 bytes); an agent with more than
+//! [`INDEX_FROM`] series also keeps a hash index of them (smaller agents
+//! find a series by scanning their slots for the shared key's pointer).
+//! The rare third and later open windows of a series (a batch spanning
+//! many windows, or lateness above the window size) live in a per-agent
+//! side list. Closed windows are emitted series by series in the order
+//! the series first appeared, each series' windows in start order, so
+//! output order is deterministic for a given input order.
 
 use std::sync::Arc;
 
@@ -31,7 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::DetHandle;
 use crate::intern::{key_hash, KeyInterner};
-use crate::model::{AgentKey, Agg, SeriesId, SeriesKey, SeriesMeta, WindowAggregate};
+use crate::model::{AgentKey, Agg, OptMs, SeriesKey, SeriesMeta, WindowAggregate};
+
+/// Series count above which an agent keeps a hash index of its series.
+pub const INDEX_FROM: usize = 16;
 
 /// Window size and allowed lateness, in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,10 +189,9 @@ impl OpenWindow {
 
 /// One series of an agent: identity, where its detector state is, and its
 /// two oldest open windows (`open[0].start < open[1].start`; `open[1]` is
-/// empty when `open[0]` is). 120 bytes.
+/// empty when `open[0]` is). 112 bytes.
 #[derive(Debug, Clone)]
 struct SeriesSlot {
-    id: SeriesId,
     key: Arc<SeriesKey>,
     det: DetHandle,
     open: [OpenWindow; 2],
@@ -197,18 +202,47 @@ struct SeriesSlot {
 pub struct AgentWindows {
     spec: WindowSpec,
     /// Greatest accepted timestamp.
-    max_ts: Option<i64>,
+    max_ts: OptMs,
     /// Windows ending at or before this are closed.
     frontier: i64,
     /// Series in order of first appearance.
     series: Vec<SeriesSlot>,
-    /// Index into `series`, hashed by [`key_hash`] of (metric, labels).
-    index: HashTable<u32>,
+    /// Index into `series` by [`SeriesKey::hash`], once the agent has more
+    /// than [`INDEX_FROM`] series.
+    index: Option<Box<HashTable<u32>>>,
     /// Open windows beyond a series' two inline ones, sorted by (series,
     /// start); each starts after its series' `open[1]`.
-    extra: Vec<(u32, OpenWindow)>,
+    extra: Extra,
     /// Number of open windows over all series.
-    open_windows: usize,
+    open_windows: u32,
+}
+
+/// The extra open windows of an agent: no allocation (8 bytes) while
+/// there are none, which is almost always.
+#[derive(Debug, Clone, Default)]
+struct Extra(Option<Box<Vec<(u32, OpenWindow)>>>);
+
+impl Extra {
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn as_slice(&self) -> &[(u32, OpenWindow)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn vec_mut(&mut self) -> &mut Vec<(u32, OpenWindow)> {
+        self.0.get_or_insert_default()
+    }
+
+    fn take(&mut self) -> Vec<(u32, OpenWindow)> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
+
+    fn set(&mut self, v: Vec<(u32, OpenWindow)>) {
+        self.0 = (!v.is_empty()).then(|| Box::new(v));
+    }
 }
 
 impl AgentWindows {
@@ -216,11 +250,11 @@ impl AgentWindows {
     pub fn new(spec: WindowSpec) -> Self {
         AgentWindows {
             spec,
-            max_ts: None,
+            max_ts: OptMs::NONE,
             frontier: i64::MIN,
             series: Vec::new(),
-            index: HashTable::new(),
-            extra: Vec::new(),
+            index: None,
+            extra: Extra::default(),
             open_windows: 0,
         }
     }
@@ -228,52 +262,65 @@ impl AgentWindows {
     /// Index of an existing series (metric, canonical labels).
     pub fn find(&self, metric: &str, labels: &str) -> Option<usize> {
         let h = key_hash(metric, labels);
-        self.index
-            .find(h, |&i| {
-                let k = &self.series[i as usize].key;
-                *k.metric == *metric && *k.labels == *labels
-            })
-            .map(|&i| i as usize)
+        let eq = |k: &SeriesKey| k.hash() == h && *k.metric == *metric && *k.labels == *labels;
+        match &self.index {
+            Some(ix) => ix
+                .find(h, |&i| eq(&self.series[i as usize].key))
+                .map(|&i| i as usize),
+            None => self.series.iter().position(|s| eq(&s.key)),
+        }
+    }
+
+    /// Index of the series whose key is `key`, a key shared through the
+    /// pipeline's [`KeyInterner`] (compared by pointer). Allocates nothing.
+    #[inline]
+    pub fn find_key(&self, key: &Arc<SeriesKey>) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix
+                .find(key.hash(), |&i| {
+                    Arc::ptr_eq(&self.series[i as usize].key, key)
+                })
+                .map(|&i| i as usize),
+            None => self.series.iter().position(|s| Arc::ptr_eq(&s.key, key)),
+        }
     }
 
     /// Index of the series (metric, canonical labels), creating it on first
     /// use with its key shared through `keys`. Looking up a known series
     /// allocates nothing.
-    pub fn slot(
-        &mut self,
-        agent: &AgentKey,
-        metric: &str,
-        labels: &str,
-        keys: &mut KeyInterner,
-    ) -> usize {
+    pub fn slot(&mut self, metric: &str, labels: &str, keys: &mut KeyInterner) -> usize {
         if let Some(i) = self.find(metric, labels) {
             return i;
         }
-        let key = keys.get(metric, labels);
-        self.add_series(
-            SeriesId::of(&agent.tenant, &agent.agent, metric, labels),
-            key,
-            DetHandle::NONE,
-            [OpenWindow::EMPTY; 2],
-        )
+        self.add(keys.get(metric, labels))
     }
 
-    fn add_series(
-        &mut self,
-        id: SeriesId,
-        key: Arc<SeriesKey>,
-        det: DetHandle,
-        open: [OpenWindow; 2],
-    ) -> usize {
+    /// Adds a series with the shared key `key` (which the agent must not
+    /// have yet) and returns its index.
+    pub fn add(&mut self, key: Arc<SeriesKey>) -> usize {
+        debug_assert!(self.find_key(&key).is_none());
+        self.add_series(key, DetHandle::NONE, [OpenWindow::EMPTY; 2])
+    }
+
+    fn add_series(&mut self, key: Arc<SeriesKey>, det: DetHandle, open: [OpenWindow; 2]) -> usize {
         let i = self.series.len();
-        let h = key_hash(&key.metric, &key.labels);
         crate::intern::grow_gently(&mut self.series);
-        self.series.push(SeriesSlot { id, key, det, open });
+        self.series.push(SeriesSlot { key, det, open });
         let series = &self.series;
-        self.index.insert_unique(h, i as u32, |&j| {
-            let k = &series[j as usize].key;
-            key_hash(&k.metric, &k.labels)
-        });
+        let rehash = |&j: &u32| series[j as usize].key.hash();
+        match &mut self.index {
+            Some(ix) => {
+                ix.insert_unique(series[i].key.hash(), i as u32, rehash);
+            }
+            None if series.len() > INDEX_FROM => {
+                let mut ix = HashTable::with_capacity(series.len());
+                for (j, s) in series.iter().enumerate() {
+                    ix.insert_unique(s.key.hash(), j as u32, rehash);
+                }
+                self.index = Some(Box::new(ix));
+            }
+            None => {}
+        }
         i
     }
 
@@ -302,8 +349,8 @@ impl AgentWindows {
         } else {
             self.insert_window(slot, start, ts, value);
         }
-        if self.max_ts.is_none_or(|m| ts > m) {
-            self.max_ts = Some(ts);
+        if self.max_ts.get().is_none_or(|m| ts > m) {
+            self.max_ts = ts.into();
         }
         true
     }
@@ -338,10 +385,11 @@ impl AgentWindows {
         } else {
             match self
                 .extra
+                .as_slice()
                 .binary_search_by_key(&(key, start), |(s, w)| (*s, w.start))
             {
                 Ok(i) => {
-                    self.extra[i].1.push(ts, value);
+                    self.extra.vec_mut()[i].1.push(ts, value);
                     return;
                 }
                 Err(_) => Some(new),
@@ -349,31 +397,36 @@ impl AgentWindows {
         };
         self.open_windows += 1;
         if let Some(d) = displaced {
-            let i = self
-                .extra
+            let extra = self.extra.vec_mut();
+            let i = extra
                 .binary_search_by_key(&(key, d.start), |(s, w)| (*s, w.start))
                 .unwrap_or_else(|i| i);
-            self.extra.insert(i, (key, d));
+            extra.insert(i, (key, d));
         }
     }
 
     /// Moves the frontier to the current watermark and emits the windows it
-    /// closes, with each window's detector handle pushed to `handles`.
+    /// closes, with `(agent_no, slot)` of each window's series pushed to
+    /// `closed` (the caller's reference to the series' detector handle,
+    /// see [`AgentWindows::handle_mut`]).
     /// Returns how many were closed.
     pub fn advance(
         &mut self,
         agent: &Arc<AgentKey>,
         out: &mut Vec<WindowAggregate>,
-        handles: &mut Vec<DetHandle>,
+        agent_no: u32,
+        closed: &mut Vec<(u32, u32)>,
     ) -> usize {
-        let Some(max_ts) = self.max_ts else { return 0 };
+        let Some(max_ts) = self.max_ts.get() else {
+            return 0;
+        };
         let wm = max_ts.saturating_sub(self.spec.lateness_ms);
         let frontier = self.spec.start_of(wm);
         if frontier <= self.frontier {
             return 0;
         }
         self.frontier = frontier;
-        self.close_through(agent, out, handles)
+        self.close_through(agent, out, agent_no, closed)
     }
 
     /// Closes every open window (idle timeout, end of input) and moves the
@@ -383,18 +436,22 @@ impl AgentWindows {
         &mut self,
         agent: &Arc<AgentKey>,
         out: &mut Vec<WindowAggregate>,
-        handles: &mut Vec<DetHandle>,
+        agent_no: u32,
+        closed: &mut Vec<(u32, u32)>,
     ) -> usize {
-        let Some(max_ts) = self.max_ts else { return 0 };
+        let Some(max_ts) = self.max_ts.get() else {
+            return 0;
+        };
         self.frontier = self.frontier.max(self.spec.end_of(max_ts));
-        self.close_through(agent, out, handles)
+        self.close_through(agent, out, agent_no, closed)
     }
 
     fn close_through(
         &mut self,
         agent: &Arc<AgentKey>,
         out: &mut Vec<WindowAggregate>,
-        handles: &mut Vec<DetHandle>,
+        agent_no: u32,
+        closed: &mut Vec<(u32, u32)>,
     ) -> usize {
         if self.open_windows == 0 {
             return 0;
@@ -402,24 +459,25 @@ impl AgentWindows {
         let size = self.spec.size_ms;
         let frontier = self.frontier;
         let closed_at = |start: i64| start.saturating_add(size) <= frontier;
-        let mut emit = |out: &mut Vec<WindowAggregate>, s: &SeriesSlot, w: &OpenWindow| {
-            handles.push(s.det);
-            out.push(WindowAggregate {
-                series: SeriesMeta::with_id(s.id, agent.clone(), s.key.clone()),
-                start_ms: w.start,
-                end_ms: w.start.saturating_add(size),
-                agg: w.agg.to_agg(w.start),
-            })
-        };
+        let mut emit =
+            |out: &mut Vec<WindowAggregate>, i: usize, s: &SeriesSlot, w: &OpenWindow| {
+                closed.push((agent_no, i as u32));
+                out.push(WindowAggregate {
+                    series: SeriesMeta::from_shared(agent.clone(), s.key.clone()),
+                    start_ms: w.start,
+                    end_ms: w.start.saturating_add(size),
+                    agg: w.agg.to_agg(w.start),
+                })
+            };
         let before = out.len();
         if self.extra.is_empty() {
-            for s in &mut self.series {
+            for (i, s) in self.series.iter_mut().enumerate() {
                 if !s.open[0].is_open() || !closed_at(s.open[0].start) {
                     continue;
                 }
-                emit(out, s, &s.open[0]);
+                emit(out, i, s, &s.open[0]);
                 if s.open[1].is_open() && closed_at(s.open[1].start) {
-                    emit(out, s, &s.open[1]);
+                    emit(out, i, s, &s.open[1]);
                     s.open = [OpenWindow::EMPTY; 2];
                 } else {
                     s.open = [s.open[1], OpenWindow::EMPTY];
@@ -428,7 +486,7 @@ impl AgentWindows {
         } else {
             // Some series hold more than two windows: merge each series'
             // inline and extra windows in start order.
-            let extra = std::mem::take(&mut self.extra);
+            let extra = self.extra.take();
             let mut rest = extra.iter().peekable();
             let mut kept = Vec::new();
             let mut seq: Vec<OpenWindow> = Vec::new();
@@ -440,7 +498,7 @@ impl AgentWindows {
                 }
                 let n = seq.iter().take_while(|w| closed_at(w.start)).count();
                 for w in &seq[..n] {
-                    emit(out, s, w);
+                    emit(out, i, s, w);
                 }
                 let mut left = seq[n..].iter().copied();
                 s.open = [
@@ -449,16 +507,18 @@ impl AgentWindows {
                 ];
                 kept.extend(left.map(|w| (i as u32, w)));
             }
-            self.extra = kept;
+            self.extra.set(kept);
         }
-        let closed = out.len() - before;
-        self.open_windows -= closed;
-        closed
+        let n = out.len() - before;
+        self.open_windows -= n as u32;
+        n
     }
 
     /// The agent's watermark (greatest timestamp minus lateness).
     pub fn watermark(&self) -> Option<i64> {
-        self.max_ts.map(|m| m.saturating_sub(self.spec.lateness_ms))
+        self.max_ts
+            .get()
+            .map(|m| m.saturating_sub(self.spec.lateness_ms))
     }
 
     /// Windows ending at or before this are closed.
@@ -468,7 +528,13 @@ impl AgentWindows {
 
     /// Number of open windows.
     pub fn open_windows(&self) -> usize {
-        self.open_windows
+        self.open_windows as usize
+    }
+
+    /// Makes room for `n` more series exactly (an agent's first batch
+    /// names most of its series: its slots then waste nothing).
+    pub fn reserve_series(&mut self, n: usize) {
+        self.series.reserve_exact(n);
     }
 
     /// Number of series seen.
@@ -479,7 +545,7 @@ impl AgentWindows {
     /// Identity of the series in `slot`.
     pub fn meta(&self, agent: &Arc<AgentKey>, slot: usize) -> SeriesMeta {
         let s = &self.series[slot];
-        SeriesMeta::with_id(s.id, agent.clone(), s.key.clone())
+        SeriesMeta::from_shared(agent.clone(), s.key.clone())
     }
 
     /// Sets where the detector state of the series in `slot` is.
@@ -487,16 +553,23 @@ impl AgentWindows {
         self.series[slot].det = h;
     }
 
-    /// Calls `f` with the identity and detector handle of every series
-    /// (rebinding detector state to a new rule set).
+    /// The detector handle of the series in `slot`, for the detectors to
+    /// update.
+    #[inline]
+    pub fn handle_mut(&mut self, slot: usize) -> &mut DetHandle {
+        &mut self.series[slot].det
+    }
+
+    /// Calls `f` with the identity, slot index and detector handle of
+    /// every series (rebinding detector state to a new rule set).
     pub fn for_each_handle(
         &mut self,
         agent: &Arc<AgentKey>,
-        f: &mut dyn FnMut(&SeriesMeta, &mut DetHandle),
+        f: &mut dyn FnMut(&SeriesMeta, u32, &mut DetHandle),
     ) {
-        for s in &mut self.series {
-            let meta = SeriesMeta::with_id(s.id, agent.clone(), s.key.clone());
-            f(&meta, &mut s.det);
+        for (i, s) in self.series.iter_mut().enumerate() {
+            let meta = SeriesMeta::from_shared(agent.clone(), s.key.clone());
+            f(&meta, i as u32, &mut s.det);
         }
     }
 
@@ -509,10 +582,9 @@ impl AgentWindows {
     }
 }
 
-/// Serde form of one series: its key, id and open windows in start order.
+/// Serde form of one series: its key and open windows in start order.
 #[derive(Serialize, Deserialize)]
 struct SeriesRepr {
-    id: SeriesId,
     metric: String,
     labels: String,
     /// Where the series' detector state is in the detector engine's
@@ -527,14 +599,14 @@ struct SeriesRepr {
 #[derive(Serialize, Deserialize)]
 struct AgentWindowsRepr {
     spec: WindowSpec,
-    max_ts: Option<i64>,
+    max_ts: OptMs,
     frontier: i64,
     series: Vec<SeriesRepr>,
 }
 
 impl Serialize for AgentWindows {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut extra = self.extra.iter().peekable();
+        let mut extra = self.extra.as_slice().iter().peekable();
         let series = self
             .series
             .iter()
@@ -550,7 +622,6 @@ impl Serialize for AgentWindows {
                     open.push((w.start, w.agg.to_agg(w.start)));
                 }
                 SeriesRepr {
-                    id: sl.id,
                     det: sl.det,
                     metric: sl.key.metric.to_string(),
                     labels: sl.key.labels.to_string(),
@@ -590,13 +661,19 @@ impl<'de> Deserialize<'de> for AgentWindows {
                 open.next().unwrap_or(OpenWindow::EMPTY),
                 open.next().unwrap_or(OpenWindow::EMPTY),
             ];
-            let key = Arc::new(SeriesKey {
-                metric: s.metric.into(),
-                labels: s.labels.into(),
-            });
-            let i = w.add_series(s.id, key, s.det, inline);
-            w.extra.extend(open.map(|o| (i as u32, o)));
-            w.open_windows += s.open.len();
+            let key = Arc::new(SeriesKey::new(&s.metric, &s.labels));
+            if w.find(&key.metric, &key.labels).is_some() {
+                return Err(D::Error::custom(format!(
+                    "series {}{{{}}} appears twice",
+                    s.metric, s.labels
+                )));
+            }
+            let i = w.add_series(key, s.det, inline);
+            let rest: Vec<_> = open.map(|o| (i as u32, o)).collect();
+            if !rest.is_empty() {
+                w.extra.vec_mut().extend(rest);
+            }
+            w.open_windows += s.open.len() as u32;
         }
         Ok(w)
     }
@@ -628,19 +705,19 @@ mod tests {
     #[test]
     fn closes_when_watermark_passes_end() {
         let (mut w, a, mut keys) = agent();
-        let s = w.slot(&a, "cpu_pct", "", &mut keys);
+        let s = w.slot("cpu_pct", "", &mut keys);
         let mut out = Vec::new();
         assert!(w.push(s, 10_000, 1.0));
         assert!(w.push(s, 50_000, 3.0));
         assert!(w.push(s, 80_000, 5.0));
         assert_eq!(
-            w.advance(&a, &mut out, &mut Vec::new()),
+            w.advance(&a, &mut out, 0, &mut Vec::new()),
             0,
             "watermark 50s has not passed 60s"
         );
         assert!(w.push(s, 90_000, 7.0));
         assert_eq!(
-            w.advance(&a, &mut out, &mut Vec::new()),
+            w.advance(&a, &mut out, 0, &mut Vec::new()),
             1,
             "watermark 60s closes [0,60s)"
         );
@@ -649,13 +726,43 @@ mod tests {
         assert_eq!(out[0].agg.mean(), 2.0);
         assert!(!w.push(s, 59_999, 9.0), "point for a closed window is late");
         assert!(w.push(s, 60_000, 9.0), "next window still open");
-        assert_eq!(w.close_all(&a, &mut out, &mut Vec::new()), 1);
+        assert_eq!(w.close_all(&a, &mut out, 0, &mut Vec::new()), 1);
         assert_eq!(out[1].agg.count, 3);
         assert!(
             !w.push(s, 119_999, 1.0),
             "after close_all the whole window is closed"
         );
         assert_eq!(w.open_windows(), 0);
+    }
+
+    /// The per-series memory budget (BENCHMARKS.md "Memory"): a change
+    /// that grows these is a decision, not an accident.
+    #[test]
+    fn slot_sizes() {
+        assert_eq!(std::mem::size_of::<OpenWindow>(), 48);
+        assert_eq!(std::mem::size_of::<SeriesSlot>(), 112);
+    }
+
+    #[test]
+    fn small_and_large_agents_find_their_series() {
+        let (mut w, _, mut keys) = agent();
+        for n in 0..3 * INDEX_FROM {
+            let labels = format!("n={n}");
+            let i = w.slot("m", &labels, &mut keys);
+            assert_eq!(i, n);
+            for m in 0..=n {
+                let labels = format!("n={m}");
+                assert_eq!(w.find("m", &labels), Some(m));
+                assert_eq!(w.find_key(&keys.get("m", &labels)), Some(m));
+            }
+            assert_eq!(w.find("m", "n=x"), None);
+            assert_eq!(
+                w.find_key(&Arc::new(SeriesKey::new("m", "n=0"))),
+                None,
+                "not the shared key"
+            );
+        }
+        assert!(w.index.is_some());
     }
 
     #[test]
@@ -701,12 +808,12 @@ mod tests {
             let mut out = Vec::new();
             for chunk in order.chunks(7) {
                 for &(s, ts, v) in chunk {
-                    let slot = w.slot(&a, "m", &format!("s={s}"), &mut keys);
+                    let slot = w.slot("m", &format!("s={s}"), &mut keys);
                     prop_assert!(w.push(slot, ts, v as f64), "on-time point refused");
                 }
-                w.advance(&a, &mut out, &mut Vec::new());
+                w.advance(&a, &mut out, 0, &mut Vec::new());
             }
-            w.close_all(&a, &mut out, &mut Vec::new());
+            w.close_all(&a, &mut out, 0, &mut Vec::new());
             let mut naive: BTreeMap<(String, i64), (u64, i64, i64, i64)> = BTreeMap::new();
             for &(s, ts, v) in &pts {
                 let e = naive.entry((format!("s={s}"), SPEC.start_of(ts))).or_insert((0, 0, i64::MAX, i64::MIN));
@@ -726,7 +833,7 @@ mod tests {
         #[test]
         fn every_point_merged_once_or_late(ts in proptest::collection::vec(0i64..600_000, 1..300)) {
             let (mut w, a, mut keys) = agent();
-            let slot = w.slot(&a, "m", "", &mut keys);
+            let slot = w.slot("m", "", &mut keys);
             let mut out = Vec::new();
             let mut late = 0u64;
             for chunk in ts.chunks(5) {
@@ -736,9 +843,9 @@ mod tests {
                     prop_assert_eq!(merged, !was_late);
                     if !merged { late += 1; }
                 }
-                w.advance(&a, &mut out, &mut Vec::new());
+                w.advance(&a, &mut out, 0, &mut Vec::new());
             }
-            w.close_all(&a, &mut out, &mut Vec::new());
+            w.close_all(&a, &mut out, 0, &mut Vec::new());
             let merged: u64 = out.iter().map(|w| w.agg.count).sum();
             prop_assert_eq!(merged + late, ts.len() as u64);
             let mut starts: Vec<i64> = out.iter().map(|w| w.start_ms).collect();
@@ -818,17 +925,17 @@ mod tests {
                     w.intern_keys(&mut keys);
                 }
                 for &(s, ts, v) in b {
-                    let slot = w.slot(&a, "m", &format!("s={s}"), &mut keys);
+                    let slot = w.slot("m", &format!("s={s}"), &mut keys);
                     prop_assert_eq!(w.push(slot, ts, v as f64), r.push(slot, ts, v as f64));
                 }
                 out.clear();
-                w.advance(&a, &mut out, &mut Vec::new());
+                w.advance(&a, &mut out, 0, &mut Vec::new());
                 let wm = r.max_ts.unwrap().saturating_sub(spec.lateness_ms);
                 prop_assert_eq!(seg(&w, &out), r.close(spec.start_of(wm)));
                 prop_assert_eq!(w.open_windows(), r.open.len());
             }
             out.clear();
-            w.close_all(&a, &mut out, &mut Vec::new());
+            w.close_all(&a, &mut out, 0, &mut Vec::new());
             prop_assert_eq!(seg(&w, &out), r.close(spec.end_of(r.max_ts.unwrap())));
             prop_assert_eq!(w.open_windows(), 0);
         }

@@ -56,21 +56,105 @@ impl CheckpointStore {
         }
     }
 
+    /// A buffered reader over the last checkpoint of `topic`/`partition`,
+    /// or `None` when there is none (for decoding a large state without
+    /// holding its bytes).
+    pub fn reader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<std::io::BufReader<std::fs::File>>> {
+        let p = self.path(topic, partition);
+        match std::fs::File::open(&p) {
+            Ok(f) => Ok(Some(std::io::BufReader::with_capacity(1 << 20, f))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("open checkpoint", p)(e)),
+        }
+    }
+
     /// Replaces the checkpoint of `topic`/`partition` with `bytes`,
     /// atomically.
     pub fn save(&self, topic: &str, partition: i32, bytes: &[u8]) -> Result<PathBuf> {
+        self.save_with(topic, partition, |w| w.write_all(bytes))
+            .map(|(p, _)| p)
+    }
+
+    /// Replaces the checkpoint of `topic`/`partition` with what `write`
+    /// streams into the (buffered) writer it is given, atomically, so a
+    /// large state is never held in memory as bytes. Returns the path and
+    /// the number of bytes written.
+    pub fn save_with(
+        &self,
+        topic: &str,
+        partition: i32,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<(PathBuf, u64)> {
         let dir = self.dir.join(sanitize_source(topic));
         let name = format!("p{partition:05}.ckpt");
-        let (path, ()) = write_atomic(&dir, &name, self.sync, |mut f, tmp| {
-            f.write_all(bytes).map_err(StoreError::io("write", tmp))
-        })?;
-        Ok(path)
+        write_atomic(&dir, &name, self.sync, |f, tmp| {
+            let mut w = Counted {
+                inner: std::io::BufWriter::with_capacity(1 << 20, f),
+                bytes: 0,
+            };
+            write(&mut w).map_err(StoreError::io("write", tmp))?;
+            w.inner.flush().map_err(StoreError::io("write", tmp))?;
+            Ok(w.bytes)
+        })
+    }
+}
+
+/// A writer that counts the bytes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_save_counts_its_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::new(d.path(), true);
+        let (path, n) = s
+            .save_with("t", 0, |w| {
+                for _ in 0..1000 {
+                    w.write_all(b"0123456789")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 10_000);
+        assert_eq!(std::fs::read(path).unwrap().len(), 10_000);
+        let failed = s.save_with("t", 0, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("encoder failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            s.load("t", 0).unwrap().unwrap().len(),
+            10_000,
+            "old one kept"
+        );
+        let mut r = s.reader("t", 0).unwrap().unwrap();
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut back).unwrap();
+        assert_eq!(back.len(), 10_000);
+        assert!(s.reader("t", 9).unwrap().is_none());
+    }
 
     #[test]
     fn save_replaces_and_load_reads_back() {

@@ -60,8 +60,9 @@ use crate::obs;
 use crate::settings::Settings;
 
 /// Version of the checkpoint file layout. 2: compact per-series state
-/// (series slots with detector handles, detector arenas).
-const CHECKPOINT_FORMAT: u32 = 2;
+/// (series slots with detector handles, detector arenas). 3: no series
+/// ids (computed from the key), agent liveness kept with the agent.
+const CHECKPOINT_FORMAT: u32 = 3;
 
 /// A partition checkpoint as written (borrows the pipeline).
 #[derive(Serialize)]
@@ -106,11 +107,14 @@ struct CheckpointHook {
 
 impl CheckpointHook {
     fn load(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
-        let Some(bytes) = self.store.load(topic, partition)? else {
+        // Decoded from the file twice (header, then state) rather than from
+        // its bytes in memory: a large partition's checkpoint is never
+        // held whole next to the state it decodes into.
+        let Some(reader) = self.store.reader(topic, partition)? else {
             return Ok(None);
         };
         let path = self.store.path(topic, partition);
-        let h: CheckpointHeader = serde_json::from_slice(&bytes)
+        let h: CheckpointHeader = serde_json::from_reader(reader)
             .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
         if h.format != CHECKPOINT_FORMAT {
             bail!(
@@ -130,7 +134,10 @@ impl CheckpointHook {
                 h.partition
             );
         }
-        let c: CheckpointIn = serde_json::from_slice(&bytes)
+        let Some(reader) = self.store.reader(topic, partition)? else {
+            bail!("checkpoint {} vanished while it was read", path.display());
+        };
+        let c: CheckpointIn = serde_json::from_reader(reader)
             .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
         let mut pipeline = c
             .pipeline
@@ -588,19 +595,23 @@ impl Worker {
                 continue;
             };
             let Some(next) = t.next_offset else { continue };
-            let bytes = serde_json::to_vec(&CheckpointOut {
+            let ckpt = CheckpointOut {
                 format: CHECKPOINT_FORMAT,
                 topic: &topic,
                 partition: *p,
                 next_offset: next,
                 written_at_ms: wall_ms(),
                 pipeline: &t.pipeline,
-            })
-            .with_context(|| format!("encoding the checkpoint of partition {p}"))?;
-            self.store
-                .save(&topic, *p, &bytes)
+            };
+            // Streamed into the file: a partition of a million series is
+            // never held in memory as JSON.
+            let (_, bytes) = self
+                .store
+                .save_with(&topic, *p, |w| {
+                    serde_json::to_writer(w, &ckpt).map_err(std::io::Error::other)
+                })
                 .with_context(|| format!("writing the checkpoint of partition {p}"))?;
-            metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes.len() as f64);
+            metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
             t.range_start = None;
             tpl.add_partition_offset(&topic, *p, Offset::Offset(next))
                 .context("building the offset commit")?;
@@ -749,11 +760,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let h = hook(d.path());
         assert!(h.load("t", 0).unwrap().is_none());
-        let old = br#"{"format":1,"topic":"t","partition":0,"next_offset":5,"written_at_ms":0,"pipeline":{"old":"layout"}}"#;
+        let old = br#"{"format":2,"topic":"t","partition":0,"next_offset":5,"written_at_ms":0,"pipeline":{"old":"layout"}}"#;
         h.store.save("t", 0, old).unwrap();
         let e = format!("{:#}", h.load("t", 0).err().unwrap());
         assert!(
-            e.contains("format 1") && e.contains("reads format 2"),
+            e.contains("format 2") && e.contains("reads format 3"),
             "{e}"
         );
 

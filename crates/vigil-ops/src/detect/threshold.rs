@@ -1,7 +1,7 @@
 //! Threshold detector: `aggregate op value` for `for` consecutive windows
 //! fires; the incident resolves once `aggregate op clear` no longer holds.
 //!
-//! Per (rule, series) state is four scalars. Consecutive means the
+//! Per (rule, series) state is three scalars. Consecutive means the
 //! previous window's end equals the next window's start: a gap of missing
 //! windows restarts the run (but does not resolve a firing incident; the
 //! next window decides).
@@ -13,13 +13,14 @@ use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, WindowAggregate
 use crate::rules::{RuleSet, ThresholdRule};
 
 /// State of one threshold rule on one series.
-/// 32 bytes: optional times use [`OptMs`].
+/// 24 bytes: optional times use [`OptMs`], and the start of the current
+/// run is not stored: a run is `run` contiguous windows ending at
+/// `last_end_ms`, so it starts `run` window sizes before that.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThresholdState {
-    /// Breaching windows in the current run.
+    /// Breaching windows in the current run (contiguous, ending at
+    /// `last_end_ms`).
     pub run: u32,
-    /// Start of the first window of the current run.
-    pub run_start_ms: i64,
     /// End of the last window seen, if any.
     pub last_end_ms: OptMs,
     /// `started_at_ms` of the firing incident, if any.
@@ -27,6 +28,13 @@ pub struct ThresholdState {
 }
 
 impl ThresholdState {
+    /// No run in progress and not firing: the state carries nothing (the
+    /// engine then does not store it).
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        self.run == 0 && self.firing_since.is_none()
+    }
+
     /// Feeds one window; appends a `firing` or `resolved` event on a
     /// transition.
     pub fn on_window(
@@ -49,9 +57,8 @@ impl ThresholdState {
         self.last_end_ms = w.end_ms.into();
         let breach = rule.op.holds(v, rule.value);
         if breach {
-            if self.run == 0 || !contiguous {
+            if !contiguous {
                 self.run = 0;
-                self.run_start_ms = w.start_ms;
             }
             self.run = self.run.saturating_add(1);
         } else {
@@ -59,7 +66,11 @@ impl ThresholdState {
         }
         match self.firing_since.get() {
             None if breach && self.run >= rule.for_windows => {
-                let started = self.run_start_ms;
+                // The run's windows are contiguous and of one size.
+                let size = w.end_ms.saturating_sub(w.start_ms);
+                let started = w
+                    .start_ms
+                    .saturating_sub(size.saturating_mul(i64::from(self.run - 1)));
                 self.firing_since = started.into();
                 out.push(event(rule, rules, w, v, AlertStatus::Firing, started));
             }

@@ -222,10 +222,9 @@ pub struct Assessment {
 pub struct TrendState {
     /// Reference time (ms) that fit times are measured from.
     pub t0_ms: i64,
-    /// End of the last window seen, if any.
+    /// End of the last window seen, if any (windows are of one size, so
+    /// the distance between window mid-times is that between their ends).
     pub last_end_ms: OptMs,
-    /// Mid-time of the last window seen.
-    pub last_mid_ms: i64,
     /// Slow fit (τ = lookback / 2).
     pub slow: EwFit,
     /// Fast fit (τ = lookback / 8).
@@ -266,7 +265,7 @@ impl TrendState {
         let prev_end = self.last_end_ms.get().unwrap_or(end_ms);
         let t = (mid_ms - self.t0_ms) as f64 / MS_PER_HOUR;
         if self.slow.w > 0.0 {
-            let dt = ((mid_ms - self.last_mid_ms) as f64 / MS_PER_HOUR).max(0.0);
+            let dt = ((end_ms - prev_end) as f64 / MS_PER_HOUR).max(0.0);
             let d = (-dt / tau_h).exp();
             self.slow.decay(d);
             self.fast.decay((-dt / tau_fast_h).exp());
@@ -280,7 +279,6 @@ impl TrendState {
         self.slow.push(t, y);
         self.fast.push(t, y);
         self.last_end_ms = end_ms.into();
-        self.last_mid_ms = mid_ms;
         let t_now = (end_ms - self.t0_ms) as f64 / MS_PER_HOUR;
 
         // Fast level and the relaxing low point.

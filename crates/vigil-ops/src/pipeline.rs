@@ -124,6 +124,8 @@ struct Scratch {
     /// (agent, slot) of the series of each window being closed, in step
     /// with them.
     closed: Vec<(u32, u32)>,
+    /// Next agent for [`Pipeline::finish_some`].
+    finish_next: usize,
     labels: String,
     refused: [Vec<(i64, f64)>; 5],
 }
@@ -736,17 +738,32 @@ impl Pipeline {
     /// open window as if each agent went idle, and runs the detectors on
     /// them. Offline detection is not run: the input ended, not the agents.
     pub fn finish(&mut self, out: &mut Outputs) {
+        while !self.finish_some(out, usize::MAX) {}
+    }
+
+    /// [`Pipeline::finish`] in steps, so the caller can drain the outputs
+    /// between them instead of holding every window of the partition at
+    /// once: closes the windows of the next agents until at least
+    /// `max_windows` windows were closed, runs the detectors on them and
+    /// returns whether every agent is done (the next call then starts over).
+    pub fn finish_some(&mut self, out: &mut Outputs, max_windows: usize) -> bool {
         let from = out.windows.len();
         self.scratch.closed.clear();
-        for (ai, st) in self.agents.iter_mut().enumerate() {
+        let mut ai = self.scratch.finish_next;
+        while ai < self.agents.len() && out.windows.len() - from < max_windows {
+            let st = &mut self.agents[ai];
             self.stats.windows_closed_idle += st.windows.close_all(
                 &st.key,
                 &mut out.windows,
                 ai as u32,
                 &mut self.scratch.closed,
             ) as u64;
+            ai += 1;
         }
         self.detect(from, out);
+        let done = ai >= self.agents.len();
+        self.scratch.finish_next = if done { 0 } else { ai };
+        done
     }
 }
 
@@ -946,6 +963,63 @@ mod tests {
         p.tick(T0 + 3_600_000 + 700_000, &mut out);
         assert_eq!(out.windows.len(), 1);
         assert_eq!(out.alerts.len(), 1, "agent_offline");
+    }
+
+    /// Finishing in steps of any size closes the same windows, in the
+    /// same order, with the same alerts, as finishing at once; and every
+    /// agent's frontier moves (its late points stay refused).
+    #[test]
+    fn finish_in_steps_equals_finish_at_once() {
+        let rules = cpu_rules(
+            "[[threshold]]\nname = \"cpu_any\"\nmetric = \"cpu_pct\"\naggregate = \"max\"\n\
+             op = \">\"\nvalue = 90\nseverity = \"info\"\n",
+        );
+        let mut p = Pipeline::new(cfg(), rules).unwrap();
+        let mut out = Outputs::default();
+        let now = T0 + 10_000_000;
+        for a in 0..7 {
+            let pts: Vec<(i64, f64)> = (0..5)
+                .map(|k| {
+                    (
+                        T0 + k * 60_000 + a * 1_000,
+                        if k == 4 { 95.0 } else { 50.0 },
+                    )
+                })
+                .collect();
+            p.process(POS, &batch(&format!("a{a}"), 1, &pts), now, &mut out);
+        }
+        let key = |o: &Outputs| {
+            let w: Vec<_> = o
+                .windows
+                .iter()
+                .map(|w| (w.series.agent().to_string(), w.start_ms, w.agg.count))
+                .collect();
+            let a: Vec<_> = o.alerts.iter().map(|a| a.id.clone()).collect();
+            (w, a)
+        };
+        out.clear();
+        let mut once = p.clone();
+        once.finish(&mut out);
+        let want = key(&out);
+        assert!(!want.0.is_empty() && !want.1.is_empty());
+        for step in [1, 2, 5] {
+            let mut q = p.clone();
+            let mut got = Outputs::default();
+            let mut calls = 1;
+            while !q.finish_some(&mut got, step) {
+                calls += 1;
+            }
+            assert_eq!(key(&got), want, "step {step}");
+            assert!(calls > 1);
+            let mut late = Outputs::default();
+            q.process(
+                POS,
+                &batch("a0", 2, &[(T0 + 4 * 60_000, 1.0)]),
+                now,
+                &mut late,
+            );
+            assert_eq!(q.stats().rejected_points(RejectReason::Late), 1);
+        }
     }
 
     #[test]

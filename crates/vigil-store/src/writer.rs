@@ -1,11 +1,11 @@
-//! The Parquet dataset writer: buffers rows in Arrow builders, and on
-//! flush sorts them, splits them by UTC day and publishes one file per day
-//! under a deterministic name.
+//! The Parquet dataset writer: buffers rows as values, and on flush sorts
+//! them, splits them by UTC day and publishes one file per day under a
+//! deterministic name, building the Arrow columns one row group at a time.
 //!
 //! ```text
-//! push(&row) ──▶ Arrow builders ──flush(range)──▶ sort by (date, sort key)
-//!     ──▶ one slice per date ──▶ .tmp-<name>.partial ──fsync, rename──▶
-//!     <root>/<dataset>/date=YYYY-MM-DD/part-<source>-p<partition>-<first>-<last>.parquet
+//! push(&row) ──▶ Vec<row> ──flush(range)──▶ sort by (date, sort key)
+//!     ──▶ one run per date ──▶ Arrow row groups ──▶ .tmp-<name>.partial
+//!     ──fsync, rename──▶ <root>/<dataset>/date=YYYY-MM-DD/part-<source>-p<partition>-<first>-<last>.parquet
 //! ```
 
 use std::fs::File;
@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Array, RecordBatch,
-    StringBuilder, TimestampMillisecondBuilder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder, UInt64Builder,
 };
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
-use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -29,7 +27,7 @@ use vigil_ops::{AlertEvent, WindowAggregate};
 use crate::atomic::write_atomic;
 use crate::error::{Result, StoreError};
 use crate::naming::{day_of, partition_dir, SourceRange};
-use crate::schema::{timestamp_type, Dataset, TIMEZONE};
+use crate::schema::{Dataset, TIMEZONE};
 
 /// Version of the dataset layout written into each file's key/value
 /// metadata as `vigil.schema_version`.
@@ -115,15 +113,19 @@ impl WriterConfig {
     }
 }
 
-/// Column builders for one dataset's rows. Implemented by
-/// [`AggregateRows`] and [`AlertRows`]; [`DatasetWriter`] is generic over it.
+/// The buffered rows of one dataset. Implemented by [`AggregateRows`] and
+/// [`AlertRows`]; [`DatasetWriter`] is generic over it.
+///
+/// Rows are kept as values (a window aggregate shares its series' ids
+/// through pointers: 80 bytes a row, no string copies) and become Arrow
+/// columns only at flush, one row group at a time, after sorting: a flush
+/// holds its rows once plus one row group of columns.
 pub trait RowBuffer: Default + Send {
     /// The value one row is built from.
     type Row;
     /// The dataset these rows belong to.
     const DATASET: Dataset;
-    /// Appends one row to the builders. Allocates nothing beyond the
-    /// builders' amortized growth.
+    /// Appends one row.
     fn push(&mut self, row: &Self::Row);
     /// Rows buffered.
     fn len(&self) -> usize;
@@ -131,150 +133,126 @@ pub trait RowBuffer: Default + Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Takes the buffered rows as a batch with [`Dataset::schema`], leaving
-    /// the builders empty.
-    fn finish(&mut self) -> Result<RecordBatch, ArrowError>;
+    /// Sorts the rows by UTC day of [`Dataset::partition_time_column`],
+    /// then by [`Dataset::sort_columns`] (stable: ties keep push order).
+    fn sort(&mut self);
+    /// UTC day (see [`crate::naming::day_of`]) of row `i`'s partition
+    /// time.
+    fn day(&self, i: usize) -> i64;
+    /// Rows `range` as a batch with [`Dataset::schema`].
+    fn batch(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError>;
+    /// Drops every row.
+    fn clear(&mut self);
 }
 
-fn ts_builder() -> TimestampMillisecondBuilder {
-    TimestampMillisecondBuilder::new().with_timezone(TIMEZONE)
+fn ts_builder(n: usize) -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::with_capacity(n).with_timezone(TIMEZONE)
 }
 
-/// Builders for the `aggregates` dataset, one row per [`WindowAggregate`].
-#[derive(Debug)]
-pub struct AggregateRows {
-    tenant: StringBuilder,
-    agent: StringBuilder,
-    metric: StringBuilder,
-    labels: StringBuilder,
-    window_start: TimestampMillisecondBuilder,
-    window_end: TimestampMillisecondBuilder,
-    count: UInt64Builder,
-    sum: Float64Builder,
-    min: Float64Builder,
-    max: Float64Builder,
-    mean: Float64Builder,
-    last: Float64Builder,
-    last_ts: TimestampMillisecondBuilder,
-}
-
-impl Default for AggregateRows {
-    fn default() -> Self {
-        AggregateRows {
-            tenant: StringBuilder::new(),
-            agent: StringBuilder::new(),
-            metric: StringBuilder::new(),
-            labels: StringBuilder::new(),
-            window_start: ts_builder(),
-            window_end: ts_builder(),
-            count: UInt64Builder::new(),
-            sum: Float64Builder::new(),
-            min: Float64Builder::new(),
-            max: Float64Builder::new(),
-            mean: Float64Builder::new(),
-            last: Float64Builder::new(),
-            last_ts: ts_builder(),
-        }
+/// Makes room for one more row, growing by an eighth (at least 1024)
+/// rather than doubling, so a large flush wastes little.
+fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(1024));
     }
+}
+
+/// Rows of the `aggregates` dataset, one per [`WindowAggregate`].
+#[derive(Debug, Default)]
+pub struct AggregateRows {
+    rows: Vec<WindowAggregate>,
 }
 
 impl RowBuffer for AggregateRows {
     type Row = WindowAggregate;
     const DATASET: Dataset = Dataset::Aggregates;
 
+    #[inline]
     fn push(&mut self, w: &WindowAggregate) {
-        let s = &w.series;
-        self.tenant.append_value(s.tenant());
-        self.agent.append_value(s.agent());
-        self.metric.append_value(s.metric());
-        self.labels.append_value(s.labels());
-        self.window_start.append_value(w.start_ms);
-        self.window_end.append_value(w.end_ms);
-        self.count.append_value(w.agg.count);
-        self.sum.append_value(w.agg.sum);
-        self.min.append_value(w.agg.min);
-        self.max.append_value(w.agg.max);
-        self.mean.append_value(w.agg.mean());
-        self.last.append_value(w.agg.last);
-        self.last_ts.append_value(w.agg.last_ts_ms);
+        grow(&mut self.rows);
+        self.rows.push(w.clone());
     }
 
     fn len(&self) -> usize {
-        self.count.len()
+        self.rows.len()
     }
 
-    fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+    fn sort(&mut self) {
+        // (day, tenant, agent, metric, labels, window_start), as
+        // `Dataset::sort_columns` says; strings compare bytewise, as
+        // Arrow's sort does.
+        self.rows.sort_by(|a, b| {
+            let (x, y) = (&a.series, &b.series);
+            day_of(a.start_ms)
+                .cmp(&day_of(b.start_ms))
+                .then_with(|| x.tenant().cmp(y.tenant()))
+                .then_with(|| x.agent().cmp(y.agent()))
+                .then_with(|| x.metric().cmp(y.metric()))
+                .then_with(|| x.labels().cmp(y.labels()))
+                .then_with(|| a.start_ms.cmp(&b.start_ms))
+        });
+    }
+
+    fn day(&self, i: usize) -> i64 {
+        day_of(self.rows[i].start_ms)
+    }
+
+    fn batch(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let rows = &self.rows[range];
+        let n = rows.len();
+        let strings = |f: &dyn Fn(&WindowAggregate) -> &str| -> ArrayRef {
+            let bytes = rows.iter().map(|w| f(w).len()).sum();
+            let mut b = StringBuilder::with_capacity(n, bytes);
+            for w in rows {
+                b.append_value(f(w));
+            }
+            Arc::new(b.finish())
+        };
+        let times = |f: &dyn Fn(&WindowAggregate) -> i64| -> ArrayRef {
+            let mut b = ts_builder(n);
+            for w in rows {
+                b.append_value(f(w));
+            }
+            Arc::new(b.finish())
+        };
+        let floats = |f: &dyn Fn(&WindowAggregate) -> f64| -> ArrayRef {
+            let mut b = Float64Builder::with_capacity(n);
+            for w in rows {
+                b.append_value(f(w));
+            }
+            Arc::new(b.finish())
+        };
+        let mut count = UInt64Builder::with_capacity(n);
+        for w in rows {
+            count.append_value(w.agg.count);
+        }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.agent.finish()),
-            Arc::new(self.metric.finish()),
-            Arc::new(self.labels.finish()),
-            Arc::new(self.window_start.finish()),
-            Arc::new(self.window_end.finish()),
-            Arc::new(self.count.finish()),
-            Arc::new(self.sum.finish()),
-            Arc::new(self.min.finish()),
-            Arc::new(self.max.finish()),
-            Arc::new(self.mean.finish()),
-            Arc::new(self.last.finish()),
-            Arc::new(self.last_ts.finish()),
+            strings(&|w| w.series.tenant()),
+            strings(&|w| w.series.agent()),
+            strings(&|w| w.series.metric()),
+            strings(&|w| w.series.labels()),
+            times(&|w| w.start_ms),
+            times(&|w| w.end_ms),
+            Arc::new(count.finish()),
+            floats(&|w| w.agg.sum),
+            floats(&|w| w.agg.min),
+            floats(&|w| w.agg.max),
+            floats(&|w| w.agg.mean()),
+            floats(&|w| w.agg.last),
+            times(&|w| w.agg.last_ts_ms),
         ];
         RecordBatch::try_new(Self::DATASET.schema(), columns)
     }
-}
 
-/// Builders for the `alerts` dataset, one row per [`AlertEvent`].
-#[derive(Debug)]
-pub struct AlertRows {
-    id: StringBuilder,
-    fingerprint: StringBuilder,
-    rule: StringBuilder,
-    kind: StringBuilder,
-    severity: StringBuilder,
-    status: StringBuilder,
-    suppressed: BooleanBuilder,
-    tenant: StringBuilder,
-    agent: StringBuilder,
-    hostname: StringBuilder,
-    metric: StringBuilder,
-    labels: StringBuilder,
-    value: Float64Builder,
-    threshold: Float64Builder,
-    predicted_at: TimestampMillisecondBuilder,
-    window_start: TimestampMillisecondBuilder,
-    window_end: TimestampMillisecondBuilder,
-    started_at: TimestampMillisecondBuilder,
-    resolved_at: TimestampMillisecondBuilder,
-    event_time: TimestampMillisecondBuilder,
-    summary: StringBuilder,
-}
-
-impl Default for AlertRows {
-    fn default() -> Self {
-        AlertRows {
-            id: StringBuilder::new(),
-            fingerprint: StringBuilder::new(),
-            rule: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            severity: StringBuilder::new(),
-            status: StringBuilder::new(),
-            suppressed: BooleanBuilder::new(),
-            tenant: StringBuilder::new(),
-            agent: StringBuilder::new(),
-            hostname: StringBuilder::new(),
-            metric: StringBuilder::new(),
-            labels: StringBuilder::new(),
-            value: Float64Builder::new(),
-            threshold: Float64Builder::new(),
-            predicted_at: ts_builder(),
-            window_start: ts_builder(),
-            window_end: ts_builder(),
-            started_at: ts_builder(),
-            resolved_at: ts_builder(),
-            event_time: ts_builder(),
-            summary: StringBuilder::new(),
-        }
+    fn clear(&mut self) {
+        self.rows = Vec::new();
     }
+}
+
+/// Rows of the `alerts` dataset, one per [`AlertEvent`].
+#[derive(Debug, Default)]
+pub struct AlertRows {
+    rows: Vec<AlertEvent>,
 }
 
 impl RowBuffer for AlertRows {
@@ -282,58 +260,86 @@ impl RowBuffer for AlertRows {
     const DATASET: Dataset = Dataset::Alerts;
 
     fn push(&mut self, a: &AlertEvent) {
-        self.id.append_value(&a.id);
-        self.fingerprint.append_value(&a.fingerprint);
-        self.rule.append_value(&a.rule);
-        self.kind.append_value(a.kind.as_str());
-        self.severity.append_value(a.severity.as_str());
-        self.status.append_value(a.status.as_str());
-        self.suppressed.append_value(a.suppressed);
-        self.tenant.append_value(&a.tenant);
-        self.agent.append_value(&a.agent);
-        self.hostname.append_option(a.hostname.as_deref());
-        self.metric.append_option(a.metric.as_deref());
-        self.labels.append_value(&a.labels);
-        self.value.append_option(a.value);
-        self.threshold.append_option(a.threshold);
-        self.predicted_at.append_option(a.predicted_at_ms);
-        self.window_start.append_option(a.window_start_ms);
-        self.window_end.append_option(a.window_end_ms);
-        self.started_at.append_value(a.started_at_ms);
-        self.resolved_at.append_option(a.resolved_at_ms);
-        self.event_time.append_value(a.event_time_ms);
-        self.summary.append_value(&a.summary);
+        self.rows.push(a.clone());
     }
 
     fn len(&self) -> usize {
-        self.suppressed.len()
+        self.rows.len()
     }
 
-    fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+    fn sort(&mut self) {
+        // (day, tenant, agent, rule, event_time, status).
+        self.rows.sort_by(|a, b| {
+            day_of(a.event_time_ms)
+                .cmp(&day_of(b.event_time_ms))
+                .then_with(|| a.tenant.cmp(&b.tenant))
+                .then_with(|| a.agent.cmp(&b.agent))
+                .then_with(|| a.rule.cmp(&b.rule))
+                .then_with(|| a.event_time_ms.cmp(&b.event_time_ms))
+                .then_with(|| a.status.as_str().cmp(b.status.as_str()))
+        });
+    }
+
+    fn day(&self, i: usize) -> i64 {
+        day_of(self.rows[i].event_time_ms)
+    }
+
+    fn batch(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
+        let rows = &self.rows[range];
+        let n = rows.len();
+        let strings = |f: &dyn Fn(&AlertEvent) -> Option<&str>| -> ArrayRef {
+            let mut b = StringBuilder::with_capacity(n, 32 * n);
+            for a in rows {
+                b.append_option(f(a));
+            }
+            Arc::new(b.finish())
+        };
+        let times = |f: &dyn Fn(&AlertEvent) -> Option<i64>| -> ArrayRef {
+            let mut b = ts_builder(n);
+            for a in rows {
+                b.append_option(f(a));
+            }
+            Arc::new(b.finish())
+        };
+        let floats = |f: &dyn Fn(&AlertEvent) -> Option<f64>| -> ArrayRef {
+            let mut b = Float64Builder::with_capacity(n);
+            for a in rows {
+                b.append_option(f(a));
+            }
+            Arc::new(b.finish())
+        };
+        let mut suppressed = BooleanBuilder::with_capacity(n);
+        for a in rows {
+            suppressed.append_value(a.suppressed);
+        }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.id.finish()),
-            Arc::new(self.fingerprint.finish()),
-            Arc::new(self.rule.finish()),
-            Arc::new(self.kind.finish()),
-            Arc::new(self.severity.finish()),
-            Arc::new(self.status.finish()),
-            Arc::new(self.suppressed.finish()),
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.agent.finish()),
-            Arc::new(self.hostname.finish()),
-            Arc::new(self.metric.finish()),
-            Arc::new(self.labels.finish()),
-            Arc::new(self.value.finish()),
-            Arc::new(self.threshold.finish()),
-            Arc::new(self.predicted_at.finish()),
-            Arc::new(self.window_start.finish()),
-            Arc::new(self.window_end.finish()),
-            Arc::new(self.started_at.finish()),
-            Arc::new(self.resolved_at.finish()),
-            Arc::new(self.event_time.finish()),
-            Arc::new(self.summary.finish()),
+            strings(&|a| Some(&a.id)),
+            strings(&|a| Some(&a.fingerprint)),
+            strings(&|a| Some(&a.rule)),
+            strings(&|a| Some(a.kind.as_str())),
+            strings(&|a| Some(a.severity.as_str())),
+            strings(&|a| Some(a.status.as_str())),
+            Arc::new(suppressed.finish()),
+            strings(&|a| Some(&a.tenant)),
+            strings(&|a| Some(&a.agent)),
+            strings(&|a| a.hostname.as_deref()),
+            strings(&|a| a.metric.as_deref()),
+            strings(&|a| Some(&a.labels)),
+            floats(&|a| a.value),
+            floats(&|a| a.threshold),
+            times(&|a| a.predicted_at_ms),
+            times(&|a| a.window_start_ms),
+            times(&|a| a.window_end_ms),
+            times(&|a| Some(a.started_at_ms)),
+            times(&|a| a.resolved_at_ms),
+            times(&|a| Some(a.event_time_ms)),
+            strings(&|a| Some(&a.summary)),
         ];
         RecordBatch::try_new(Self::DATASET.schema(), columns)
+    }
+
+    fn clear(&mut self) {
+        self.rows = Vec::new();
     }
 }
 
@@ -372,10 +378,9 @@ pub struct DatasetWriter<B: RowBuffer> {
     dir: PathBuf,
     config: WriterConfig,
     props: WriterProperties,
+    /// Buffered rows; after a failed flush they stay, so no row is lost,
+    /// and are written by the next flush with the rows pushed since.
     rows: B,
-    /// Rows of a failed flush, kept so no row is lost; written by the next
-    /// flush together with rows pushed since.
-    pending: Option<RecordBatch>,
 }
 
 /// Writer of the `aggregates` dataset.
@@ -395,7 +400,6 @@ impl<B: RowBuffer> DatasetWriter<B> {
             config,
             props,
             rows: B::default(),
-            pending: None,
         })
     }
 
@@ -417,7 +421,7 @@ impl<B: RowBuffer> DatasetWriter<B> {
 
     /// Rows buffered (including those of a failed flush).
     pub fn len(&self) -> usize {
-        self.rows.len() + self.pending.as_ref().map_or(0, RecordBatch::num_rows)
+        self.rows.len()
     }
 
     /// True when no row is buffered.
@@ -428,9 +432,7 @@ impl<B: RowBuffer> DatasetWriter<B> {
     /// Drops every buffered row (for example when a partition is revoked
     /// and will be replayed by its next owner).
     pub fn discard(&mut self) {
-        // Finishing resets the builders; the batch is dropped.
-        let _ = self.rows.finish();
-        self.pending = None;
+        self.rows.clear();
     }
 
     /// Publishes the buffered rows as the output of `range`: sorted by the
@@ -454,98 +456,40 @@ impl<B: RowBuffer> DatasetWriter<B> {
         if self.is_empty() {
             return Ok(report);
         }
-        let arrow_err = |source| StoreError::Arrow {
-            dataset: dataset.name(),
-            source,
-        };
-        let fresh = self.rows.finish().map_err(arrow_err)?;
-        let batch = match self.pending.take() {
-            Some(pending) => {
-                concat_batches(&dataset.schema(), [&pending, &fresh]).map_err(arrow_err)?
-            }
-            None => fresh,
-        };
-        match self.write_batch(&batch, &name, range, &mut report) {
-            Ok(()) => Ok(report),
-            Err(e) => {
-                self.pending = Some(batch);
-                Err(e)
-            }
-        }
+        self.rows.sort();
+        self.write_sorted(&name, range, &mut report)?;
+        self.rows.clear();
+        Ok(report)
     }
 
-    fn write_batch(
+    /// Writes the sorted rows, one file per day.
+    fn write_sorted(
         &self,
-        batch: &RecordBatch,
         name: &str,
         range: SourceRange<'_>,
         report: &mut FlushReport,
     ) -> Result<()> {
         let dataset = B::DATASET;
-        let arrow_err = |source| StoreError::Arrow {
-            dataset: dataset.name(),
-            source,
-        };
-        let days = |b: &RecordBatch| -> Result<Int64Array> {
-            let col = b
-                .column_by_name(dataset.partition_time_column())
-                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
-                .ok_or_else(|| {
-                    arrow_err(ArrowError::SchemaError(format!(
-                        "{} is not a {:?} column",
-                        dataset.partition_time_column(),
-                        timestamp_type()
-                    )))
-                })?;
-            Ok(col.values().iter().map(|ms| day_of(*ms)).collect())
-        };
-
-        // Sort by (day, sort key): each day's rows become one contiguous,
-        // sorted run.
-        let mut keys = Vec::with_capacity(dataset.sort_columns().len() + 1);
-        keys.push(SortColumn {
-            values: Arc::new(days(batch)?),
-            options: None,
-        });
-        for name in dataset.sort_columns() {
-            let values = batch.column_by_name(name).ok_or_else(|| {
-                arrow_err(ArrowError::SchemaError(format!(
-                    "missing sort column {name}"
-                )))
-            })?;
-            keys.push(SortColumn {
-                values: values.clone(),
-                options: None,
-            });
-        }
-        let indices = lexsort_to_indices(&keys, None).map_err(arrow_err)?;
-        let sorted = take_record_batch(batch, &indices).map_err(arrow_err)?;
-        let sorted_days = days(&sorted)?;
-        let sorted_days = sorted_days.values();
-
+        let n = self.rows.len();
         let mut start = 0;
-        while start < sorted.num_rows() {
-            let day = sorted_days[start];
-            let end = sorted_days[start..]
-                .iter()
-                .position(|d| *d != day)
-                .map_or(sorted.num_rows(), |n| start + n);
+        while start < n {
+            let day = self.rows.day(start);
+            let end = (start..n).find(|&k| self.rows.day(k) != day).unwrap_or(n);
             let date_dir = partition_dir(day)?;
-            let slice = sorted.slice(start, end - start);
             let dir = self.dir.join(&date_dir);
             let (path, bytes) = write_atomic(&dir, name, self.config.sync, |file, tmp| {
-                self.write_parquet(file, tmp, &slice, range)
+                self.write_parquet(file, tmp, start..end, range)
             })?;
             let date = date_dir
                 .split_once('=')
                 .map_or(date_dir.as_str(), |(_, d)| d)
                 .to_owned();
-            tracing::debug!(dataset = dataset.name(), path = %path.display(), rows = slice.num_rows(), bytes, "parquet file published");
-            report.rows += slice.num_rows();
+            tracing::debug!(dataset = dataset.name(), path = %path.display(), rows = end - start, bytes, "parquet file published");
+            report.rows += end - start;
             report.files.push(WrittenFile {
                 path,
                 date,
-                rows: slice.num_rows(),
+                rows: end - start,
                 bytes,
             });
             start = end;
@@ -557,7 +501,7 @@ impl<B: RowBuffer> DatasetWriter<B> {
         &self,
         file: &File,
         tmp: &Path,
-        batch: &RecordBatch,
+        rows: std::ops::Range<usize>,
         range: SourceRange<'_>,
     ) -> Result<u64> {
         let parquet_err = |source| StoreError::Parquet {
@@ -576,7 +520,19 @@ impl<B: RowBuffer> DatasetWriter<B> {
         ] {
             writer.append_key_value_metadata(KeyValue::new(key.to_owned(), value));
         }
-        writer.write(batch).map_err(parquet_err)?;
+        // Built and written one row group at a time.
+        let arrow_err = |source| StoreError::Arrow {
+            dataset: B::DATASET.name(),
+            source,
+        };
+        let chunk = self.config.row_group_rows.max(1);
+        let mut off = rows.start;
+        while off < rows.end {
+            let to = (off + chunk).min(rows.end);
+            let part = self.rows.batch(off..to).map_err(arrow_err)?;
+            writer.write(&part).map_err(parquet_err)?;
+            off = to;
+        }
         writer.close().map_err(parquet_err)?;
         let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
         Ok(meta.len())

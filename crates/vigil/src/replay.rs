@@ -164,7 +164,11 @@ impl Replay {
     /// Ends the input: closes all open windows, runs the detectors on them
     /// and publishes everything.
     pub fn finish(mut self) -> Result<ReplaySummary> {
-        self.pipeline.finish(&mut self.out);
+        // In steps: a million series' last windows are never all held as
+        // pipeline output at once (only as rows in the writers).
+        while !self.pipeline.finish_some(&mut self.out, 1 << 16) {
+            self.drain()?;
+        }
         self.drain()?;
         self.flush()?;
         self.summary.stats = self.pipeline.stats().clone();

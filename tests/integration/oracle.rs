@@ -318,6 +318,24 @@ fn flush_cadence_and_replays_do_not_change_or_duplicate_rows() {
         names.iter().all(|n| !n.starts_with(".tmp-")),
         "temporary files left behind: {names:?}"
     );
+
+    // Flushes bounded by buffered rows instead of records: other files,
+    // the same rows.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings();
+    s.storage.flush_rows = 500;
+    replay(
+        dir.path(),
+        "rows",
+        &run.records,
+        &s,
+        Arc::new(RuleSet::default_rules()),
+    );
+    compare(&actual(dir.path()), &want);
+    assert!(
+        files(dir.path()).len() > 5,
+        "flush_rows made flushes happen"
+    );
 }
 
 fn walk(d: &std::path::Path) -> Vec<String> {

@@ -712,15 +712,11 @@ impl Pipeline {
         let idle = self.cfg.idle_timeout.as_millis() as i64;
         let from = out.windows.len();
         self.scratch.closed.clear();
-        for (ai, st) in self.agents.iter_mut().enumerate() {
+        for ai in 0..self.agents.len() {
+            let st = &self.agents[ai];
             if st.windows.open_windows() > 0 && now_ms.saturating_sub(st.live.last_seen_ms) >= idle
             {
-                self.stats.windows_closed_idle += st.windows.close_all(
-                    &st.key,
-                    &mut out.windows,
-                    ai as u32,
-                    &mut self.scratch.closed,
-                ) as u64;
+                self.close_agent(ai, out);
             }
         }
         self.detect(from, out);
@@ -732,6 +728,18 @@ impl Pipeline {
         self.detectors
             .on_tick_agents(now_ms, agents, &mut out.alerts);
         self.finish_alerts(before, out);
+    }
+
+    /// Closes every open window of agent `ai` (idle timeout, end of
+    /// input), noting each window's series for [`Pipeline::detect`].
+    fn close_agent(&mut self, ai: usize, out: &mut Outputs) {
+        let st = &mut self.agents[ai];
+        self.stats.windows_closed_idle += st.windows.close_all(
+            &st.key,
+            &mut out.windows,
+            ai as u32,
+            &mut self.scratch.closed,
+        ) as u64;
     }
 
     /// End of input (a replay reached the end of its file): closes every
@@ -751,13 +759,7 @@ impl Pipeline {
         self.scratch.closed.clear();
         let mut ai = self.scratch.finish_next;
         while ai < self.agents.len() && out.windows.len() - from < max_windows {
-            let st = &mut self.agents[ai];
-            self.stats.windows_closed_idle += st.windows.close_all(
-                &st.key,
-                &mut out.windows,
-                ai as u32,
-                &mut self.scratch.closed,
-            ) as u64;
+            self.close_agent(ai, out);
             ai += 1;
         }
         self.detect(from, out);

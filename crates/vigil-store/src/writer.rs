@@ -134,7 +134,8 @@ pub trait RowBuffer: Default + Send {
         self.len() == 0
     }
     /// Sorts the rows by UTC day of [`Dataset::partition_time_column`],
-    /// then by [`Dataset::sort_columns`] (stable: ties keep push order).
+    /// then by [`Dataset::sort_columns`]; rows with equal keys keep their
+    /// push order.
     fn sort(&mut self);
     /// UTC day (see [`crate::naming::day_of`]) of row `i`'s partition
     /// time.
@@ -180,8 +181,10 @@ impl RowBuffer for AggregateRows {
     fn sort(&mut self) {
         // (day, tenant, agent, metric, labels, window_start), as
         // `Dataset::sort_columns` says; strings compare bytewise, as
-        // Arrow's sort does.
-        self.rows.sort_by(|a, b| {
+        // Arrow's sort does. The key is unique (one window per series and
+        // start), so an unstable sort is deterministic too, and it needs
+        // no scratch copy of the rows.
+        self.rows.sort_unstable_by(|a, b| {
             let (x, y) = (&a.series, &b.series);
             day_of(a.start_ms)
                 .cmp(&day_of(b.start_ms))

@@ -3,7 +3,8 @@
 //! the dead-letter directory.
 //!
 //! Records are numbered from 0 (their "offset"). Every `flush_records`
-//! records, and at the end, the writers publish what those records produced,
+//! records (or sooner, once `flush_rows` aggregate rows are buffered), and
+//! at the end, the writers publish what those records produced,
 //! in files named after the range, so replaying the same input with the
 //! same settings rewrites the same files instead of adding duplicates. A
 //! replay owns its source name: at start it removes the files an earlier
@@ -48,6 +49,7 @@ pub struct Replay {
     next_offset: i64,
     range_start: i64,
     flush_records: u64,
+    flush_rows: u64,
     published: PipelineStats,
     summary: ReplaySummary,
 }
@@ -84,6 +86,7 @@ impl Replay {
             next_offset: 0,
             range_start: 0,
             flush_records: settings.storage.flush_records,
+            flush_rows: settings.storage.flush_rows,
             published: PipelineStats::default(),
             summary: ReplaySummary::default(),
         })
@@ -93,7 +96,9 @@ impl Replay {
     pub fn push(&mut self, payload: &[u8]) -> Result<()> {
         // Flush before (not after) a record, so the range flushed by
         // `finish` always holds at least the last record.
-        if (self.next_offset - self.range_start) as u64 >= self.flush_records {
+        if (self.next_offset - self.range_start) as u64 >= self.flush_records
+            || self.aggs.len() as u64 >= self.flush_rows
+        {
             self.flush()?;
         }
         let pos = Position {

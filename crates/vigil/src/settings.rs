@@ -48,8 +48,12 @@ const ENV_KEYS: [&str; 6] = [
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
-    /// Input records between flushes in replays.
+    /// Input records between flushes in replays (and per partition, at
+    /// most, in the worker).
     pub flush_records: u64,
+    /// Aggregate rows buffered (over all partitions) that trigger a flush
+    /// early: bounds the output buffers' memory.
+    pub flush_rows: u64,
     /// Parquet writer settings.
     pub parquet: WriterConfig,
 }
@@ -113,6 +117,9 @@ impl Settings {
         }
         if self.storage.flush_records == 0 {
             problems.push("storage.flush_records: must be positive".into());
+        }
+        if self.storage.flush_rows == 0 {
+            problems.push("storage.flush_rows: must be positive".into());
         }
         problems.extend(self.kafka.validate());
         if self.worker.flush_interval.is_zero() {

@@ -420,10 +420,13 @@ impl Worker {
                     t.route(&mut self.sinks)?;
                 }
             }
-            let full = self
-                .tasks
-                .values()
-                .any(|t| t.pending_records() >= self.settings.storage.flush_records);
+            let storage = &self.settings.storage;
+            let rows: usize = self.tasks.values().map(|t| t.aggs.len()).sum();
+            let full = rows as u64 >= storage.flush_rows
+                || self
+                    .tasks
+                    .values()
+                    .any(|t| t.pending_records() >= storage.flush_records);
             if full || last_flush.elapsed() >= flush_every {
                 self.flush_all(consumer)?;
                 last_flush = Instant::now();

@@ -751,14 +751,17 @@ impl Pipeline {
 
     /// [`Pipeline::finish`] in steps, so the caller can drain the outputs
     /// between them instead of holding every window of the partition at
-    /// once: closes the windows of the next agents until at least
-    /// `max_windows` windows were closed, runs the detectors on them and
-    /// returns whether every agent is done (the next call then starts over).
+    /// once: closes the windows of the next agents (at least one) until at
+    /// least `max_windows` windows were closed, runs the detectors on them
+    /// and returns whether every agent is done (the next call then starts
+    /// over).
     pub fn finish_some(&mut self, out: &mut Outputs, max_windows: usize) -> bool {
         let from = out.windows.len();
         self.scratch.closed.clear();
-        let mut ai = self.scratch.finish_next;
-        while ai < self.agents.len() && out.windows.len() - from < max_windows {
+        let first = self.scratch.finish_next;
+        let mut ai = first;
+        // At least one agent per call, so every call makes progress.
+        while ai < self.agents.len() && (ai == first || out.windows.len() - from < max_windows) {
             self.close_agent(ai, out);
             ai += 1;
         }
@@ -1004,7 +1007,7 @@ mod tests {
         once.finish(&mut out);
         let want = key(&out);
         assert!(!want.0.is_empty() && !want.1.is_empty());
-        for step in [1, 2, 5] {
+        for step in [0, 1, 2, 5] {
             let mut q = p.clone();
             let mut got = Outputs::default();
             let mut calls = 1;

@@ -421,7 +421,15 @@ impl Worker {
                 }
             }
             let storage = &self.settings.storage;
-            let rows: usize = self.tasks.values().map(|t| t.aggs.len()).sum();
+            // Rows of partitions a flush covers (those with records since
+            // their last flush); a silent partition's rows wait for its
+            // next record, as its range needs one.
+            let rows: usize = self
+                .tasks
+                .values()
+                .filter(|t| t.range_start.is_some())
+                .map(|t| t.aggs.len())
+                .sum();
             let full = rows as u64 >= storage.flush_rows
                 || self
                     .tasks

@@ -344,7 +344,9 @@ impl DetectorEngine {
     /// Feeds one closed window of the series `uid` (a number the caller
     /// gives each series, stable for its life and across checkpoints) at
     /// `h`, which is updated; windows of one series arrive in start order
-    /// (gaps allowed). Appends the events it causes to `out`.
+    /// (gaps allowed) and are all of one size (the detectors derive run
+    /// starts and time steps from it). Appends the events it causes to
+    /// `out`.
     #[inline]
     pub fn on_series_window(
         &mut self,

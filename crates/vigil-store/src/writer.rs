@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder, UInt64Builder,
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
 };
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
@@ -146,8 +146,24 @@ pub trait RowBuffer: Default + Send {
     fn clear(&mut self);
 }
 
-fn ts_builder(n: usize) -> TimestampMillisecondBuilder {
-    TimestampMillisecondBuilder::with_capacity(n).with_timezone(TIMEZONE)
+/// A string column of `rows` (`None`: null).
+fn strings<'a, R>(rows: &'a [R], f: impl Fn(&'a R) -> Option<&'a str>) -> ArrayRef {
+    Arc::new(rows.iter().map(f).collect::<StringArray>())
+}
+
+/// A UTC millisecond timestamp column of `rows` (`None`: null).
+fn times<R>(rows: &[R], f: impl Fn(&R) -> Option<i64>) -> ArrayRef {
+    Arc::new(
+        rows.iter()
+            .map(f)
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone(TIMEZONE),
+    )
+}
+
+/// A float column of `rows` (`None`: null).
+fn floats<R>(rows: &[R], f: impl Fn(&R) -> Option<f64>) -> ArrayRef {
+    Arc::new(rows.iter().map(f).collect::<Float64Array>())
 }
 
 /// Makes room for one more row, growing by an eighth (at least 1024)
@@ -202,47 +218,20 @@ impl RowBuffer for AggregateRows {
 
     fn batch(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
         let rows = &self.rows[range];
-        let n = rows.len();
-        let strings = |f: &dyn Fn(&WindowAggregate) -> &str| -> ArrayRef {
-            let bytes = rows.iter().map(|w| f(w).len()).sum();
-            let mut b = StringBuilder::with_capacity(n, bytes);
-            for w in rows {
-                b.append_value(f(w));
-            }
-            Arc::new(b.finish())
-        };
-        let times = |f: &dyn Fn(&WindowAggregate) -> i64| -> ArrayRef {
-            let mut b = ts_builder(n);
-            for w in rows {
-                b.append_value(f(w));
-            }
-            Arc::new(b.finish())
-        };
-        let floats = |f: &dyn Fn(&WindowAggregate) -> f64| -> ArrayRef {
-            let mut b = Float64Builder::with_capacity(n);
-            for w in rows {
-                b.append_value(f(w));
-            }
-            Arc::new(b.finish())
-        };
-        let mut count = UInt64Builder::with_capacity(n);
-        for w in rows {
-            count.append_value(w.agg.count);
-        }
         let columns: Vec<ArrayRef> = vec![
-            strings(&|w| w.series.tenant()),
-            strings(&|w| w.series.agent()),
-            strings(&|w| w.series.metric()),
-            strings(&|w| w.series.labels()),
-            times(&|w| w.start_ms),
-            times(&|w| w.end_ms),
-            Arc::new(count.finish()),
-            floats(&|w| w.agg.sum),
-            floats(&|w| w.agg.min),
-            floats(&|w| w.agg.max),
-            floats(&|w| w.agg.mean()),
-            floats(&|w| w.agg.last),
-            times(&|w| w.agg.last_ts_ms),
+            strings(rows, |w| Some(w.series.tenant())),
+            strings(rows, |w| Some(w.series.agent())),
+            strings(rows, |w| Some(w.series.metric())),
+            strings(rows, |w| Some(w.series.labels())),
+            times(rows, |w| Some(w.start_ms)),
+            times(rows, |w| Some(w.end_ms)),
+            Arc::new(rows.iter().map(|w| w.agg.count).collect::<UInt64Array>()),
+            floats(rows, |w| Some(w.agg.sum)),
+            floats(rows, |w| Some(w.agg.min)),
+            floats(rows, |w| Some(w.agg.max)),
+            floats(rows, |w| Some(w.agg.mean())),
+            floats(rows, |w| Some(w.agg.last)),
+            times(rows, |w| Some(w.agg.last_ts_ms)),
         ];
         RecordBatch::try_new(Self::DATASET.schema(), columns)
     }
@@ -289,54 +278,32 @@ impl RowBuffer for AlertRows {
 
     fn batch(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
         let rows = &self.rows[range];
-        let n = rows.len();
-        let strings = |f: &dyn Fn(&AlertEvent) -> Option<&str>| -> ArrayRef {
-            let mut b = StringBuilder::with_capacity(n, 32 * n);
-            for a in rows {
-                b.append_option(f(a));
-            }
-            Arc::new(b.finish())
-        };
-        let times = |f: &dyn Fn(&AlertEvent) -> Option<i64>| -> ArrayRef {
-            let mut b = ts_builder(n);
-            for a in rows {
-                b.append_option(f(a));
-            }
-            Arc::new(b.finish())
-        };
-        let floats = |f: &dyn Fn(&AlertEvent) -> Option<f64>| -> ArrayRef {
-            let mut b = Float64Builder::with_capacity(n);
-            for a in rows {
-                b.append_option(f(a));
-            }
-            Arc::new(b.finish())
-        };
-        let mut suppressed = BooleanBuilder::with_capacity(n);
-        for a in rows {
-            suppressed.append_value(a.suppressed);
-        }
         let columns: Vec<ArrayRef> = vec![
-            strings(&|a| Some(&a.id)),
-            strings(&|a| Some(&a.fingerprint)),
-            strings(&|a| Some(&a.rule)),
-            strings(&|a| Some(a.kind.as_str())),
-            strings(&|a| Some(a.severity.as_str())),
-            strings(&|a| Some(a.status.as_str())),
-            Arc::new(suppressed.finish()),
-            strings(&|a| Some(&a.tenant)),
-            strings(&|a| Some(&a.agent)),
-            strings(&|a| a.hostname.as_deref()),
-            strings(&|a| a.metric.as_deref()),
-            strings(&|a| Some(&a.labels)),
-            floats(&|a| a.value),
-            floats(&|a| a.threshold),
-            times(&|a| a.predicted_at_ms),
-            times(&|a| a.window_start_ms),
-            times(&|a| a.window_end_ms),
-            times(&|a| Some(a.started_at_ms)),
-            times(&|a| a.resolved_at_ms),
-            times(&|a| Some(a.event_time_ms)),
-            strings(&|a| Some(&a.summary)),
+            strings(rows, |a| Some(&a.id)),
+            strings(rows, |a| Some(&a.fingerprint)),
+            strings(rows, |a| Some(&a.rule)),
+            strings(rows, |a| Some(a.kind.as_str())),
+            strings(rows, |a| Some(a.severity.as_str())),
+            strings(rows, |a| Some(a.status.as_str())),
+            Arc::new(
+                rows.iter()
+                    .map(|a| Some(a.suppressed))
+                    .collect::<BooleanArray>(),
+            ),
+            strings(rows, |a| Some(&a.tenant)),
+            strings(rows, |a| Some(&a.agent)),
+            strings(rows, |a| a.hostname.as_deref()),
+            strings(rows, |a| a.metric.as_deref()),
+            strings(rows, |a| Some(&a.labels)),
+            floats(rows, |a| a.value),
+            floats(rows, |a| a.threshold),
+            times(rows, |a| a.predicted_at_ms),
+            times(rows, |a| a.window_start_ms),
+            times(rows, |a| a.window_end_ms),
+            times(rows, |a| Some(a.started_at_ms)),
+            times(rows, |a| a.resolved_at_ms),
+            times(rows, |a| Some(a.event_time_ms)),
+            strings(rows, |a| Some(&a.summary)),
         ];
         RecordBatch::try_new(Self::DATASET.schema(), columns)
     }

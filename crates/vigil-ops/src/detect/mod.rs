@@ -362,35 +362,29 @@ impl DetectorEngine {
         for (k, &r) in set.thr.iter().enumerate() {
             let rule = &rules.threshold[r as usize];
             let bit = active_bit(k);
-            if h.thr_active & bit == 0 {
-                // Idle: only a breach can change that.
-                let v = rule.aggregate.of(&w.agg);
-                if !(v.is_finite() && rule.op.holds(v, rule.value)) {
-                    continue;
-                }
-                let mut st = ThresholdState::default();
-                st.on_window(rule, rules, w, out);
-                if !st.is_idle() {
-                    self.threshold.insert((uid, r), st);
-                    h.thr_active |= bit;
-                }
-                continue;
-            }
             let key = (uid, r);
-            let Some(st) = self.threshold.get_mut(&key) else {
-                // A shared top bit: this rule has no state; as above.
-                let mut st = ThresholdState::default();
-                st.on_window(rule, rules, w, out);
-                if !st.is_idle() {
-                    self.threshold.insert(key, st);
-                }
-                continue;
+            // No bit: idle. A set bit may be shared (rules 15 and up), so
+            // the map decides.
+            let stored = if h.thr_active & bit == 0 {
+                None
+            } else {
+                self.threshold.get_mut(&key)
             };
-            st.on_window(rule, rules, w, out);
-            if st.is_idle() {
-                self.threshold.remove(&key);
-                if k < 15 {
-                    h.thr_active &= !bit;
+            match stored {
+                Some(st) => {
+                    st.on_window(rule, rules, w, out);
+                    if st.is_idle() {
+                        self.threshold.remove(&key);
+                        if k < 15 {
+                            h.thr_active &= !bit;
+                        }
+                    }
+                }
+                None => {
+                    if let Some(st) = ThresholdState::from_idle(rule, rules, w, out) {
+                        self.threshold.insert(key, st);
+                        h.thr_active |= bit;
+                    }
                 }
             }
         }

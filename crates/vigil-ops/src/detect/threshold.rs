@@ -35,6 +35,26 @@ impl ThresholdState {
         self.run == 0 && self.firing_since.is_none()
     }
 
+    /// The state after feeding one window to an idle one (see
+    /// [`ThresholdState::on_window`]), or `None` when it stays idle. A
+    /// window that does not breach leaves an idle state idle and raises
+    /// nothing, so that case is decided without building one.
+    #[inline]
+    pub fn from_idle(
+        rule: &ThresholdRule,
+        rules: &RuleSet,
+        w: &WindowAggregate,
+        out: &mut Vec<AlertEvent>,
+    ) -> Option<Self> {
+        let v = rule.aggregate.of(&w.agg);
+        if !(v.is_finite() && rule.op.holds(v, rule.value)) {
+            return None;
+        }
+        let mut st = ThresholdState::default();
+        st.on_window(rule, rules, w, out);
+        (!st.is_idle()).then_some(st)
+    }
+
     /// Feeds one window; appends a `firing` or `resolved` event on a
     /// transition.
     pub fn on_window(

@@ -272,7 +272,17 @@ impl Env {
 
     /// The group's committed offset of each partition (-1: none).
     fn committed(&self) -> Vec<i64> {
-        let c: BaseConsumer = self.client().set("group.id", &self.group).create().unwrap();
+        self.committed_by(&self.group_client())
+    }
+
+    /// A client of the group, for reading its committed offsets.
+    fn group_client(&self) -> BaseConsumer {
+        self.client().set("group.id", &self.group).create().unwrap()
+    }
+
+    /// [`Env::committed`] through an existing group client (no client
+    /// start-up per call, for polling).
+    fn committed_by(&self, c: &BaseConsumer) -> Vec<i64> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..PARTITIONS {
             tpl.add_partition(&self.topic, p);
@@ -662,11 +672,15 @@ fn kafka_graceful_stop_and_kill9_lose_and_duplicate_nothing() {
         ("VIGIL_STORAGE__FLUSH_RECORDS", "8"),
         ("VIGIL_WORKER__FLUSH_INTERVAL", "20ms"),
     ];
-    let before = env.committed();
+    // One client polls the commits, so the first one is seen within a
+    // round trip (a new client per poll took long enough, on a loaded
+    // runner, for the worker to finish the stream first).
+    let watch = env.group_client();
+    let before = env.committed_by(&watch);
     let w2 = env.worker("w2", &small);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while env.committed() == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    while env.committed_by(&watch) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
     w2.kill9();
     let (left, ends) = (env.committed(), env.ends(&env.topic));

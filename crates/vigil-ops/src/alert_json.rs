@@ -40,6 +40,7 @@ struct AlertJson<'a> {
     started_at: String,
     resolved_at_ms: Option<i64>,
     resolved_at: Option<String>,
+    resolve_reason: Option<&'static str>,
     event_time_ms: i64,
     event_time: String,
     summary: &'a str,
@@ -106,6 +107,7 @@ pub fn encode_alert(a: &AlertEvent, out: &mut Vec<u8>) {
         started_at: rfc3339_ms(a.started_at_ms),
         resolved_at_ms: a.resolved_at_ms,
         resolved_at: a.resolved_at_ms.map(rfc3339_ms),
+        resolve_reason: a.resolve_reason.map(|r| r.as_str()),
         event_time_ms: a.event_time_ms,
         event_time: rfc3339_ms(a.event_time_ms),
         summary: &a.summary,
@@ -121,7 +123,7 @@ pub fn encode_alert(a: &AlertEvent, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AlertStatus, DetectorKind, Severity};
+    use crate::model::{AlertStatus, DetectorKind, ResolveReason, Severity};
 
     #[test]
     fn rfc3339_matches_known_instants() {
@@ -154,6 +156,7 @@ mod tests {
             window_end_ms: Some(60_000),
             started_at_ms: 0,
             resolved_at_ms: Some(60_000),
+            resolve_reason: Some(ResolveReason::RuleChanged),
             event_time_ms: 60_000,
             summary: "s".into(),
         };
@@ -166,5 +169,13 @@ mod tests {
         assert!(v["value"].is_null());
         assert_eq!(v["status"], "resolved");
         assert_eq!(v["resolved_at"], "1970-01-01T00:01:00.000Z");
+        assert_eq!(v["resolve_reason"], "rule_changed");
+        let mut firing = a.clone();
+        firing.status = AlertStatus::Firing;
+        firing.resolve_reason = None;
+        out.clear();
+        encode_alert(&firing, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["resolve_reason"].is_null());
     }
 }

@@ -508,6 +508,8 @@ pub enum DetectorKind {
     Anomaly,
     /// Agent stopped sending.
     Offline,
+    /// Agent sends only input that is refused (alive, but broken).
+    InvalidInput,
 }
 
 impl DetectorKind {
@@ -518,6 +520,35 @@ impl DetectorKind {
             DetectorKind::Trend => "trend",
             DetectorKind::Anomaly => "anomaly",
             DetectorKind::Offline => "offline",
+            DetectorKind::InvalidInput => "invalid_input",
+        }
+    }
+}
+
+/// Why an incident ended (set on `resolved` events only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveReason {
+    /// The condition no longer holds: a threshold is back past `clear`, a
+    /// trend is no longer predicted, an agent sends (valid input) again.
+    Cleared,
+    /// A trend prediction came true: the series reached the limit.
+    LimitReached,
+    /// The rule that raised the incident was edited (same name, another
+    /// definition); the new definition re-evaluates the subject.
+    RuleChanged,
+    /// The rule that raised the incident is no longer in the rules file.
+    RuleRemoved,
+}
+
+impl ResolveReason {
+    /// Lower-case name, as in the alert JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveReason::Cleared => "cleared",
+            ResolveReason::LimitReached => "limit_reached",
+            ResolveReason::RuleChanged => "rule_changed",
+            ResolveReason::RuleRemoved => "rule_removed",
         }
     }
 }
@@ -561,11 +592,17 @@ pub struct AlertEvent {
     pub window_start_ms: Option<i64>,
     /// End of the window that decided this event.
     pub window_end_ms: Option<i64>,
-    /// When the incident started (event time of its first bad window, or
-    /// the processing time an agent was declared offline).
+    /// When the incident started (event time of its first bad window; for
+    /// offline, the agent's last batch plus `after`; for invalid input, the
+    /// processing time of the first refused batch of the run). Always
+    /// derived from checkpointed state, never from the time of the tick
+    /// that noticed it, so a restart or replay yields the same id.
     pub started_at_ms: i64,
     /// When the incident ended (set on `resolved`).
     pub resolved_at_ms: Option<i64>,
+    /// Why the incident ended (set on `resolved`, `None` on `firing`).
+    #[serde(default)]
+    pub resolve_reason: Option<ResolveReason>,
     /// Time of this event (`started_at_ms` or `resolved_at_ms`).
     pub event_time_ms: i64,
     /// Human-readable summary.

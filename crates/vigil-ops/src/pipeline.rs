@@ -22,10 +22,13 @@ use crate::clock::ReplayClock;
 use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
 use crate::decode::{decode_into, BatchError};
 use crate::dedup::{AntiReplay, Verdict};
+use crate::detect::invalid_input::InputVerdict;
 use crate::detect::offline::Liveness;
-use crate::detect::DetectorEngine;
+use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
-use crate::model::{canonical_labels, AgentKey, AlertEvent, AlertStatus, WindowAggregate};
+use crate::model::{
+    canonical_labels, AgentKey, AlertEvent, AlertStatus, SeriesMeta, WindowAggregate,
+};
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;
 use crate::window::{AgentWindows, WindowSpec};
@@ -185,8 +188,48 @@ pub struct Pipeline {
     clock: ReplayClock,
     last_tick_ms: Option<i64>,
     stats: PipelineStats,
+    /// Alert events raised by [`Pipeline::attach_rules`] (incidents of
+    /// edited or removed rules), emitted by the next call that takes
+    /// [`Outputs`]. Checkpointed, so a checkpoint written before then
+    /// still delivers them.
+    #[serde(default)]
+    pending_alerts: Vec<AlertEvent>,
     #[serde(skip)]
     scratch: Scratch,
+}
+
+/// A pipeline's agents, lent to the detector engine when rules are
+/// attached.
+struct HeldAgents<'a>(&'a mut [AgentState]);
+
+impl Holdings for HeldAgents<'_> {
+    fn each_series(&mut self, f: &mut dyn FnMut(&SeriesMeta, u64, &mut DetHandle)) {
+        for (ai, a) in self.0.iter_mut().enumerate() {
+            a.windows.for_each_handle(&a.key, &mut |meta, slot, h| {
+                f(meta, series_uid(ai as u32, slot), h)
+            });
+        }
+    }
+
+    fn each_agent(&mut self, f: &mut dyn FnMut(&str, &str, &mut Liveness)) {
+        for a in self.0.iter_mut() {
+            f(&a.key.tenant, &a.key.agent, &mut a.live);
+        }
+    }
+}
+
+/// Whether a batch refused for `reason` names an agent that can be
+/// trusted: it decoded and its tenant and agent ids passed validation
+/// (they are checked first). Such a refusal still counts as a sign of
+/// life of the agent, and towards its invalid-input run.
+fn names_its_agent(reason: RejectReason) -> bool {
+    !matches!(
+        reason,
+        RejectReason::Decode
+            | RejectReason::TooLarge
+            | RejectReason::MissingId
+            | RejectReason::InvalidId
+    )
 }
 
 impl Pipeline {
@@ -210,13 +253,17 @@ impl Pipeline {
             keys: KeyInterner::default(),
             last_tick_ms: None,
             stats: PipelineStats::default(),
+            pending_alerts: Vec::new(),
             scratch: Scratch::default(),
         })
     }
 
     /// Re-attaches the rules after a restore from a checkpoint (rules are
     /// configuration, not state, and are not serialised), and shares the
-    /// restored series keys and tenant ids again.
+    /// restored series keys and tenant ids again. Rules whose definition
+    /// is unchanged keep their state; incidents of edited or removed rules
+    /// are resolved (see [`DetectorEngine::attach_rules_with`]) and their
+    /// events come out of the next call that takes [`Outputs`].
     pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
         if self.agent_index.len() != self.agents.len() {
             self.agent_index.clear();
@@ -224,14 +271,10 @@ impl Pipeline {
                 self.index_agent(i);
             }
         }
-        let agents = &mut self.agents;
-        self.detectors.attach_rules_with(rules, |f| {
-            for (ai, a) in agents.iter_mut().enumerate() {
-                a.windows.for_each_handle(&a.key, &mut |meta, slot, h| {
-                    f(meta, series_uid(ai as u32, slot), h)
-                });
-            }
-        });
+        let mut retired = Vec::new();
+        self.detectors
+            .attach_rules_with(rules, &mut HeldAgents(&mut self.agents), &mut retired);
+        self.pending_alerts.append(&mut retired);
         for a in &mut self.agents {
             a.windows.intern_keys(&mut self.keys);
             if let Some((t, _)) = self.tenant_series.get_key_value(&*a.key.tenant) {
@@ -341,6 +384,7 @@ impl Pipeline {
     /// Processes one record. `wall_now_ms` is the processing time in
     /// [`ClockMode::Wall`] and ignored in [`ClockMode::Replay`].
     pub fn process(&mut self, pos: Position, payload: &[u8], wall_now_ms: i64, out: &mut Outputs) {
+        self.flush_pending(out);
         self.stats.records += 1;
         self.stats.bytes += payload.len() as u64;
         let mut batch = std::mem::take(&mut self.scratch.batch);
@@ -365,12 +409,18 @@ impl Pipeline {
                 self.maybe_tick(now, out);
             }
             Err(e) => {
+                let reason = e.reason;
                 self.refuse_batch(pos, payload, &batch, e, out);
                 let now = match self.cfg.clock {
                     ClockMode::Wall => Some(wall_now_ms),
                     ClockMode::Replay => self.clock.now_ms(),
                 };
                 if let Some(now) = now {
+                    if names_its_agent(reason) {
+                        let ai = self.agent_slot(&batch.tenant_id, &batch.agent_id);
+                        self.seen(ai, now, out);
+                        self.input(ai, now, InputVerdict::Refused(reason), out);
+                    }
                     self.maybe_tick(now, out);
                 }
             }
@@ -507,6 +557,8 @@ impl Pipeline {
                     ),
                 };
                 self.refuse_batch(pos, payload, batch, e, out);
+                self.seen(ai, now, out);
+                self.input(ai, now, InputVerdict::Refused(RejectReason::SeqTooOld), out);
                 return;
             }
         }
@@ -544,6 +596,9 @@ impl Pipeline {
         let limits = &self.cfg.limits;
         let mut accepted = 0u64;
         let mut new_series = 0u64;
+        // First point refusal that is not `late` (late points alone say
+        // nothing about the agent's health: e.g. a backlog after an outage).
+        let mut bad_point: Option<RejectReason> = None;
         for s in &batch.series {
             let mut slot = None;
             let mut any_refused = false;
@@ -604,6 +659,9 @@ impl Pipeline {
                         continue;
                     }
                     let reason = POINT_REASONS[r];
+                    if reason != RejectReason::Late {
+                        bad_point.get_or_insert(reason);
+                    }
                     self.stats.rejected_points[reason.index()] += pts.len() as u64;
                     let detail = match reason {
                         RejectReason::NonFinite => "value is NaN or infinite".to_string(),
@@ -651,6 +709,39 @@ impl Pipeline {
             .advance(&st.key, &mut out.windows, ai as u32, closed);
         self.stats.windows_closed += n as u64;
         self.detect(windows_before, out);
+        let verdict = match bad_point {
+            _ if accepted > 0 || points == 0 => Some(InputVerdict::Good),
+            Some(reason) => Some(InputVerdict::Refused(reason)),
+            None => None,
+        };
+        if let Some(v) = verdict {
+            self.input(ai, now, v, out);
+        }
+    }
+
+    /// The invalid-input verdict on a batch of agent `ai`.
+    fn input(&mut self, ai: usize, now: i64, verdict: InputVerdict, out: &mut Outputs) {
+        let st = &mut self.agents[ai];
+        let before = out.alerts.len();
+        self.detectors.on_input(
+            &mut st.live,
+            &st.key.tenant,
+            &st.key.agent,
+            now,
+            verdict,
+            &mut out.alerts,
+        );
+        self.finish_alerts(before, out);
+    }
+
+    /// Emits the alert events raised when rules were attached.
+    fn flush_pending(&mut self, out: &mut Outputs) {
+        if self.pending_alerts.is_empty() {
+            return;
+        }
+        let before = out.alerts.len();
+        out.alerts.append(&mut self.pending_alerts);
+        self.finish_alerts(before, out);
     }
 
     /// Marks an agent alive and lets the offline detector resolve.
@@ -708,6 +799,7 @@ impl Pipeline {
     /// every `tick_interval`; a live worker also calls it on a timer so
     /// that a silent partition still closes windows.
     pub fn tick(&mut self, now_ms: i64, out: &mut Outputs) {
+        self.flush_pending(out);
         self.last_tick_ms = Some(now_ms);
         let idle = self.cfg.idle_timeout.as_millis() as i64;
         let from = out.windows.len();
@@ -756,6 +848,7 @@ impl Pipeline {
     /// and returns whether every agent is done (the next call then starts
     /// over).
     pub fn finish_some(&mut self, out: &mut Outputs, max_windows: usize) -> bool {
+        self.flush_pending(out);
         let from = out.windows.len();
         self.scratch.closed.clear();
         let first = self.scratch.finish_next;
@@ -1092,14 +1185,30 @@ mod tests {
             "the added rule watches the known series; cpu_high kept its run of 2"
         );
         assert_eq!(back.detectors.series_states(), 2);
-        // Back under the original rules: cpu_any's state is dropped,
-        // cpu_high is still firing and resolves.
+        // Back under the original rules: cpu_any is removed, so its
+        // firing incident resolves (reason rule_removed, at the end of the
+        // last window it saw) with the next output; cpu_high is still
+        // firing and resolves later.
         let json = serde_json::to_vec(&back).unwrap();
         let mut again: Pipeline = serde_json::from_slice(&json).unwrap();
         again.attach_rules(cpu_rules(""));
         out.clear();
         feed(&mut again, &mut out, 5);
-        assert!(out.alerts.is_empty(), "{:?}", out.alerts);
+        let got: Vec<_> = out
+            .alerts
+            .iter()
+            .map(|a| (a.rule.as_str(), a.status, a.resolve_reason, a.event_time_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(
+                "cpu_any",
+                AlertStatus::Resolved,
+                Some(crate::model::ResolveReason::RuleRemoved),
+                T0 + 3 * 60_000
+            )]
+        );
+        out.clear();
         feed(&mut again, &mut out, 6);
         let got: Vec<(&str, AlertStatus)> = out
             .alerts

@@ -55,6 +55,11 @@ pub const DEFAULT_MAX_EXTRAPOLATION: f64 = 1.0;
 pub const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// Default name of the offline rule.
 pub const DEFAULT_OFFLINE_NAME: &str = "agent_offline";
+/// Default name of the invalid-input rule.
+pub const DEFAULT_INVALID_INPUT_NAME: &str = "agent_invalid_input";
+/// Default number of consecutive refused batches before an agent's input
+/// counts as invalid.
+pub const DEFAULT_INVALID_BATCHES: u32 = 3;
 
 /// Placeholders a threshold `summary` template may use.
 pub const THRESHOLD_PLACEHOLDERS: &[&str] = &[
@@ -242,6 +247,73 @@ pub struct OfflineRule {
     pub severity: Severity,
 }
 
+/// The invalid-input rule (`[invalid_input]`): an agent that is alive but
+/// whose every batch is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidInputRule {
+    /// Rule name (default `agent_invalid_input`).
+    pub name: String,
+    /// Consecutive refused batches (with no good batch between them)
+    /// needed to fire (>= 1).
+    pub batches: u32,
+    /// ... that also span at least this much processing time, from the
+    /// first of them to the one that fires (zero: no time condition).
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// Severity of the alert.
+    pub severity: Severity,
+}
+
+impl ThresholdRule {
+    /// True when `other` detects exactly like `self`: everything but the
+    /// name (the caller matches names), the severity and the summary
+    /// template, which shape events but not state. Detector state built
+    /// under one definition is valid under the other only when this holds.
+    pub fn same_definition(&self, other: &ThresholdRule) -> bool {
+        self.metric == other.metric
+            && self.labels == other.labels
+            && self.aggregate == other.aggregate
+            && self.op == other.op
+            && self.value.to_bits() == other.value.to_bits()
+            && self.for_windows == other.for_windows
+            && self.clear.to_bits() == other.clear.to_bits()
+    }
+}
+
+impl TrendRule {
+    /// See [`ThresholdRule::same_definition`]: every field that shapes the
+    /// fit or its gates.
+    pub fn same_definition(&self, other: &TrendRule) -> bool {
+        self.metric == other.metric
+            && self.labels == other.labels
+            && self.limit.to_bits() == other.limit.to_bits()
+            && self.direction == other.direction
+            && self.horizon == other.horizon
+            && self.lookback == other.lookback
+            && self.min_points == other.min_points
+            && self.min_r2.to_bits() == other.min_r2.to_bits()
+            && self.min_t.to_bits() == other.min_t.to_bits()
+            && self.max_extrapolation.to_bits() == other.max_extrapolation.to_bits()
+            && self.resolve_after == other.resolve_after
+    }
+}
+
+impl OfflineRule {
+    /// See [`ThresholdRule::same_definition`]: the same `after`.
+    pub fn same_definition(&self, other: &OfflineRule) -> bool {
+        self.after == other.after
+    }
+}
+
+impl InvalidInputRule {
+    /// See [`ThresholdRule::same_definition`]: the same `batches` and
+    /// `after`.
+    pub fn same_definition(&self, other: &InvalidInputRule) -> bool {
+        self.batches == other.batches && self.after == other.after
+    }
+}
+
 /// A maintenance window (`[[maintenance]]`): alerts whose event time falls
 /// in `[start_ms, end_ms)` for the tenant (and agent, if given) are emitted
 /// with `suppressed = true`.
@@ -285,6 +357,9 @@ pub struct RuleSet {
     /// Offline detection; disabled when absent.
     #[serde(default)]
     pub offline: Option<OfflineRule>,
+    /// Invalid-input detection; disabled when absent.
+    #[serde(default)]
+    pub invalid_input: Option<InvalidInputRule>,
     /// Maintenance windows.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
@@ -472,10 +547,23 @@ impl<'a> Cx<'a> {
                         format!("expected a table ([offline]), found {}", other.type_str()),
                     ),
                 },
+                "invalid_input" => match val.get_ref() {
+                    DeValue::Table(_) => {
+                        set.invalid_input = self.invalid_input("invalid_input", val, &mut names)
+                    }
+                    other => self.problem(
+                        val.span(),
+                        "invalid_input".into(),
+                        format!(
+                            "expected a table ([invalid_input]), found {}",
+                            other.type_str()
+                        ),
+                    ),
+                },
                 _ => self.problem(
                     key.span(),
                     k.to_string(),
-                    "unknown key (expected one of: threshold, trend, offline, maintenance)",
+                    "unknown key (expected one of: threshold, trend, offline, invalid_input, maintenance)",
                 ),
             }
         }
@@ -1047,6 +1135,32 @@ impl<'a> Cx<'a> {
         })
     }
 
+    /// The `name` of a singleton rule table, or `default` when absent.
+    fn name_or(
+        &mut self,
+        t: &DeTable<'_>,
+        span: &Range<usize>,
+        path: &str,
+        default: &str,
+        names: &mut BTreeMap<String, NameSite>,
+    ) -> Option<String> {
+        if t.contains_key("name") {
+            return self.name(t, span, path, names);
+        }
+        let n = default.to_string();
+        if names.contains_key(&n) {
+            self.problem(
+                span.clone(),
+                format!("{path}.name"),
+                format!("default name {n:?} clashes with another rule"),
+            );
+            return None;
+        }
+        let (line, _) = self.line_col(span.start);
+        names.insert(n.clone(), NameSite { line });
+        Some(n)
+    }
+
     fn offline(
         &mut self,
         path: &str,
@@ -1056,21 +1170,7 @@ impl<'a> Cx<'a> {
         const KEYS: &[&str] = &["name", "after", "severity"];
         let t = self.fields(path, val, KEYS)?;
         let span = val.span();
-        let name = if t.contains_key("name") {
-            self.name(t, &span, path, names)
-        } else {
-            let n = DEFAULT_OFFLINE_NAME.to_string();
-            if names.contains_key(&n) {
-                self.problem(
-                    span.clone(),
-                    format!("{path}.name"),
-                    format!("default name {n:?} clashes with another rule"),
-                );
-                None
-            } else {
-                Some(n)
-            }
-        };
+        let name = self.name_or(t, &span, path, DEFAULT_OFFLINE_NAME, names);
         let after = if t.contains_key("after") {
             self.duration(t, path, "after")
         } else {
@@ -1080,6 +1180,35 @@ impl<'a> Cx<'a> {
         let severity = self.severity(t, &span, path);
         Some(OfflineRule {
             name: name?,
+            after: after?,
+            severity: severity?,
+        })
+    }
+
+    fn invalid_input(
+        &mut self,
+        path: &str,
+        val: &Val<'_>,
+        names: &mut BTreeMap<String, NameSite>,
+    ) -> Option<InvalidInputRule> {
+        const KEYS: &[&str] = &["name", "batches", "after", "severity"];
+        let t = self.fields(path, val, KEYS)?;
+        let span = val.span();
+        let name = self.name_or(t, &span, path, DEFAULT_INVALID_INPUT_NAME, names);
+        let batches = if t.contains_key("batches") {
+            self.integer(t, path, "batches", 1)
+        } else {
+            Some(DEFAULT_INVALID_BATCHES)
+        };
+        let after = if t.contains_key("after") {
+            self.duration(t, path, "after")
+        } else {
+            Some(Duration::ZERO)
+        };
+        let severity = self.severity(t, &span, path);
+        Some(InvalidInputRule {
+            name: name?,
+            batches: batches?,
             after: after?,
             severity: severity?,
         })

@@ -62,7 +62,10 @@ use crate::settings::Settings;
 /// Version of the checkpoint file layout. 2: compact per-series state
 /// (series slots with detector handles, detector arenas). 3: no series
 /// ids (computed from the key), agent liveness kept with the agent.
-const CHECKPOINT_FORMAT: u32 = 3;
+/// 4: the rule definitions the detector state was built under (not just
+/// their names), skipped time and invalid-input state per agent, alert
+/// events pending after a rule change.
+const CHECKPOINT_FORMAT: u32 = 4;
 
 /// A partition checkpoint as written (borrows the pipeline).
 #[derive(Serialize)]

@@ -9,7 +9,9 @@
 //! Detectors keep the incident's `started_at_ms` in their own state; this
 //! module holds no state.
 
-use crate::model::{fingerprint, incident_id, AlertEvent, AlertStatus, DetectorKind, Severity};
+use crate::model::{
+    fingerprint, incident_id, AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity,
+};
 use crate::rules::RuleSet;
 
 /// Identity of the thing an alert is about, and the rule that raised it.
@@ -43,6 +45,38 @@ impl Subject<'_> {
         )
     }
 
+    /// The `resolved` event of an incident whose rule was edited or
+    /// removed (`reason`), at `at_ms`. `rules` is the rule set now in force
+    /// (for maintenance windows); `threshold` is the retired rule's value
+    /// or limit.
+    pub fn retired(
+        &self,
+        rules: &RuleSet,
+        started_at_ms: i64,
+        at_ms: i64,
+        reason: ResolveReason,
+        threshold: Option<f64>,
+    ) -> AlertEvent {
+        let what = match reason {
+            ResolveReason::RuleRemoved => "was removed from the rules",
+            _ => "was changed",
+        };
+        let on = match self.metric {
+            Some(_) => format!("{} on {}", self.series_name(), self.agent),
+            None => format!("agent {}", self.agent),
+        };
+        let mut e = self.event(
+            rules,
+            AlertStatus::Resolved,
+            started_at_ms,
+            at_ms.max(started_at_ms),
+            format!("{on}: rule {} {what}; incident closed", self.rule),
+        );
+        e.resolve_reason = Some(reason);
+        e.threshold = threshold;
+        e
+    }
+
     /// `metric{labels}` (or just `metric` without labels).
     pub fn series_name(&self) -> String {
         let m = self.metric.unwrap_or("");
@@ -57,7 +91,9 @@ impl Subject<'_> {
     /// `started_at_ms`, with `event_time_ms` as its time. Optional fields
     /// are left empty for the caller to fill; `hostname` stays `None` (the
     /// pipeline fills it). `suppressed` is set from the maintenance windows
-    /// of `rules` at `event_time_ms`.
+    /// of `rules` at `event_time_ms`. A `resolved` event carries
+    /// [`ResolveReason::Cleared`]; the caller overrides it for other
+    /// reasons.
     pub fn event(
         &self,
         rules: &RuleSet,
@@ -89,6 +125,10 @@ impl Subject<'_> {
             resolved_at_ms: match status {
                 AlertStatus::Firing => None,
                 AlertStatus::Resolved => Some(event_time_ms),
+            },
+            resolve_reason: match status {
+                AlertStatus::Firing => None,
+                AlertStatus::Resolved => Some(ResolveReason::Cleared),
             },
             event_time_ms,
             summary,

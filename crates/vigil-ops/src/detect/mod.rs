@@ -35,6 +35,7 @@
 //! Submodules: [`threshold`], [`trend`], [`offline`] (one detector each)
 //! and [`lifecycle`] (event construction shared by all).
 
+pub mod invalid_input;
 pub mod lifecycle;
 pub mod offline;
 pub mod threshold;
@@ -46,9 +47,15 @@ use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::intern::grow_gently;
-use crate::model::{AlertEvent, SeriesId, SeriesMeta, WindowAggregate};
-use crate::rules::{labels_match, RuleSet, ThresholdRule, TrendRule};
+use crate::model::{
+    AlertEvent, DetectorKind, OptMs, ResolveReason, SeriesId, SeriesMeta, Severity, WindowAggregate,
+};
+use crate::rules::{
+    labels_match, InvalidInputRule, OfflineRule, RuleSet, ThresholdRule, TrendRule,
+};
 
+use invalid_input::InputVerdict;
+use lifecycle::Subject;
 use offline::{Liveness, OfflineState};
 use threshold::ThresholdState;
 use trend::TrendState;
@@ -125,6 +132,98 @@ fn watching<R: Watcher>(rules: &[R], meta: &SeriesMeta) -> Vec<u16> {
         .collect()
 }
 
+/// The rule definitions a checkpointed state was built under: the
+/// checkpoint's link to the rules, which are configuration. Restoring
+/// compares them with the rules attached (see
+/// [`DetectorEngine::attach_rules_with`]); the watch sets and the sparse
+/// map index into `threshold` and `trend`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Bound {
+    threshold: Vec<ThresholdRule>,
+    trend: Vec<TrendRule>,
+    offline: Option<OfflineRule>,
+    invalid_input: Option<InvalidInputRule>,
+}
+
+impl Bound {
+    fn of(rules: &RuleSet) -> Self {
+        Bound {
+            threshold: rules.threshold.clone(),
+            trend: rules.trend.clone(),
+            offline: rules.offline.clone(),
+            invalid_input: rules.invalid_input.clone(),
+        }
+    }
+}
+
+/// Old rule index → new one, for each old rule whose name *and*
+/// definition are in the new rules; `None` for rules edited or removed.
+fn carry_map<R>(
+    old: &[R],
+    new: &[R],
+    name: impl Fn(&R) -> &str,
+    same: impl Fn(&R, &R) -> bool,
+) -> Vec<Option<u16>> {
+    old.iter()
+        .map(|o| {
+            new.iter()
+                .position(|n| name(n) == name(o) && same(o, n))
+                .map(|i| i as u16)
+        })
+        .collect()
+}
+
+/// Whether a carry map keeps every rule at its index, with `new_len`
+/// rules in the new set (so no state has to move).
+fn is_identity(map: &[Option<u16>], new_len: usize) -> bool {
+    map.len() == new_len && map.iter().enumerate().all(|(i, m)| *m == Some(i as u16))
+}
+
+/// Why an incident of the old rule `name` ends on a rebind.
+fn retire_reason<'a>(name: &str, mut new_names: impl Iterator<Item = &'a str>) -> ResolveReason {
+    if new_names.any(|n| n == name) {
+        ResolveReason::RuleChanged
+    } else {
+        ResolveReason::RuleRemoved
+    }
+}
+
+/// The alert subject of `rule` on the series `meta`.
+fn series_subject<'a>(
+    meta: &'a SeriesMeta,
+    rule: &'a str,
+    kind: DetectorKind,
+    severity: Severity,
+) -> Subject<'a> {
+    Subject {
+        rule,
+        kind,
+        severity,
+        tenant: meta.tenant(),
+        agent: meta.agent(),
+        metric: Some(meta.metric()),
+        labels: meta.labels(),
+    }
+}
+
+/// What a caller that keeps its own series handles and agent liveness
+/// (a pipeline) lends to [`DetectorEngine::attach_rules_with`].
+pub trait Holdings {
+    /// Calls `f` on every series held: identity, uid and handle (updated
+    /// in place).
+    fn each_series(&mut self, f: &mut dyn FnMut(&SeriesMeta, u64, &mut DetHandle));
+    /// Calls `f` on every agent held: tenant, agent and liveness.
+    fn each_agent(&mut self, f: &mut dyn FnMut(&str, &str, &mut Liveness));
+}
+
+/// A caller holding nothing (the engine keeps everything itself).
+struct NoHoldings;
+
+impl Holdings for NoHoldings {
+    fn each_series(&mut self, _: &mut dyn FnMut(&SeriesMeta, u64, &mut DetHandle)) {}
+    fn each_agent(&mut self, _: &mut dyn FnMut(&str, &str, &mut Liveness)) {}
+}
+
 /// Runs every rule over closed windows and agent liveness.
 ///
 /// State: trend slots in an arena (contiguous per series, in the order of
@@ -136,11 +235,13 @@ fn watching<R: Watcher>(rules: &[R], meta: &SeriesMeta) -> Vec<u16> {
 pub struct DetectorEngine {
     #[serde(skip)]
     rules: Arc<RuleSet>,
-    /// Names of the threshold and trend rules that the watch sets and the
-    /// sparse map index: the checkpoint's link to the rules, which are
-    /// configuration and not serialised.
-    threshold_rules: Vec<String>,
-    trend_rules: Vec<String>,
+    /// The rule definitions the state below was built under.
+    bound: Bound,
+    /// Latest processing time the engine was told (ticks, batches): the
+    /// time at which a rule change closes offline and invalid-input
+    /// incidents (a pure engine reads no clock).
+    #[serde(default)]
+    latest_ms: OptMs,
     /// Distinct watch sets, addressed by [`DetHandle`]s.
     sets: Vec<WatchSet>,
     #[serde(skip)]
@@ -158,13 +259,19 @@ pub struct DetectorEngine {
 }
 
 /// A rebind in progress: the state being carried over to a new rule set.
-struct Rebind {
+struct Rebind<'a> {
+    /// The rules the current state was built under.
+    old: &'a Bound,
     sets: Vec<WatchSet>,
     set_index: HashMap<WatchSet, u16>,
     threshold: HashMap<(u64, u16), ThresholdState>,
     trend: Vec<TrendState>,
-    /// Old threshold rule index → new one, by name.
+    /// Old threshold rule index → new one (same name and definition).
     thr_map: Vec<Option<u16>>,
+    /// Old trend rule index → new one (same name and definition).
+    trend_map: Vec<Option<u16>>,
+    /// `resolved` events of incidents whose rule was edited or removed.
+    retired: Vec<AlertEvent>,
 }
 
 impl DetectorEngine {
@@ -172,8 +279,8 @@ impl DetectorEngine {
     pub fn new(rules: Arc<RuleSet>) -> Self {
         let mut e = DetectorEngine {
             rules: Arc::default(),
-            threshold_rules: Vec::new(),
-            trend_rules: Vec::new(),
+            bound: Bound::default(),
+            latest_ms: OptMs::NONE,
             sets: Vec::new(),
             set_index: HashMap::new(),
             threshold: HashMap::new(),
@@ -181,27 +288,45 @@ impl DetectorEngine {
             offline: OfflineState::default(),
             standalone: HashMap::new(),
         };
-        e.attach_rules(rules);
+        // Empty state: nothing to carry over, nothing to resolve.
+        e.attach_rules(rules, &mut Vec::new());
         e
     }
 
     /// Attaches a rule set, e.g. after restoring the engine from a
-    /// checkpoint (the rules are not part of the serde form). State of
-    /// rules that kept their name is kept; state of rules no longer
-    /// present is dropped. For callers without handles (tests,
-    /// benchmarks); a pipeline uses [`DetectorEngine::attach_rules_with`].
-    pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
-        self.attach_rules_with(rules, |_| {});
+    /// checkpoint (the rules are not part of the serde form), see
+    /// [`DetectorEngine::attach_rules_with`]. For callers without handles
+    /// (tests, benchmarks); a pipeline uses
+    /// [`DetectorEngine::attach_rules_with`].
+    pub fn attach_rules(&mut self, rules: Arc<RuleSet>, out: &mut Vec<AlertEvent>) {
+        self.attach_rules_with(rules, &mut NoHoldings, out);
     }
 
-    /// [`DetectorEngine::attach_rules`] for a caller holding handles:
-    /// when the rule names changed, `visit` is called once with a function
-    /// that the caller applies to every series it holds (identity, uid and
-    /// handle, which is updated in place).
+    /// Attaches a rule set for a caller that keeps series handles and agent
+    /// liveness itself (`held`), comparing each rule with the definition
+    /// the state was built under (name, and every field that shapes
+    /// detection; severity and summary only shape events):
+    ///
+    /// * an unchanged rule keeps its state exactly (identical rules change
+    ///   nothing at all, so a restore continues bit for bit);
+    /// * an edited rule (same name, another definition) and a removed rule
+    ///   lose their state, and their open incidents are resolved into
+    ///   `out` with reason `rule_changed` or `rule_removed`; an edited rule
+    ///   then starts afresh on every series it now matches;
+    /// * every known series is matched again, so a rule whose metric or
+    ///   labels changed (or a new rule) watches the known series that now
+    ///   match, and stops watching those that no longer do.
+    ///
+    /// The resolved events are in (tenant, agent, metric, labels, rule)
+    /// order. A threshold or trend incident resolves at the end of the
+    /// last window its rule saw; an offline or invalid-input incident at
+    /// the latest processing time the engine was told (never before the
+    /// incident's start).
     pub fn attach_rules_with(
         &mut self,
         rules: Arc<RuleSet>,
-        visit: impl FnOnce(&mut dyn FnMut(&SeriesMeta, u64, &mut DetHandle)),
+        held: &mut dyn Holdings,
+        out: &mut Vec<AlertEvent>,
     ) {
         if self.set_index.len() != self.sets.len() {
             self.set_index = self
@@ -211,65 +336,128 @@ impl DetectorEngine {
                 .map(|(i, s)| (s.clone(), i as u16))
                 .collect();
         }
-        let same = self
-            .threshold_rules
-            .iter()
-            .map(String::as_str)
-            .eq(rules.threshold.iter().map(|r| r.name.as_str()))
-            && self
-                .trend_rules
-                .iter()
-                .map(String::as_str)
-                .eq(rules.trend.iter().map(|r| r.name.as_str()));
+        let old = std::mem::replace(&mut self.bound, Bound::of(&rules));
         self.rules = rules;
-        if same {
+        let mut retired = Vec::new();
+        self.retire_agent_rules(&old, held, &mut retired);
+        let thr_map = carry_map(
+            &old.threshold,
+            &self.rules.threshold,
+            |r| &r.name,
+            ThresholdRule::same_definition,
+        );
+        let trend_map = carry_map(
+            &old.trend,
+            &self.rules.trend,
+            |r| &r.name,
+            TrendRule::same_definition,
+        );
+        if !(is_identity(&thr_map, self.rules.threshold.len())
+            && is_identity(&trend_map, self.rules.trend.len()))
+        {
+            let mut next = Rebind {
+                old: &old,
+                sets: Vec::new(),
+                set_index: HashMap::new(),
+                threshold: HashMap::new(),
+                trend: Vec::new(),
+                thr_map,
+                trend_map,
+                retired: Vec::new(),
+            };
+            let mut standalone = std::mem::take(&mut self.standalone);
+            for (id, (meta, h)) in standalone.iter_mut() {
+                *h = self.rebind(&mut next, *h, meta, id.0);
+            }
+            held.each_series(&mut |meta, uid, h| *h = self.rebind(&mut next, *h, meta, uid));
+            self.standalone = standalone;
+            self.sets = next.sets;
+            self.set_index = next.set_index;
+            self.threshold = next.threshold;
+            self.trend = next.trend;
+            retired.append(&mut next.retired);
+        }
+        retired.sort_by(|a, b| {
+            (&a.tenant, &a.agent, &a.metric, &a.labels, &a.rule)
+                .cmp(&(&b.tenant, &b.agent, &b.metric, &b.labels, &b.rule))
+        });
+        out.append(&mut retired);
+    }
+
+    /// Resolves the open offline and invalid-input incidents of rules
+    /// (`old`) that were edited or removed.
+    fn retire_agent_rules(
+        &mut self,
+        old: &Bound,
+        held: &mut dyn Holdings,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let rules = &*self.rules;
+        let off = old.offline.as_ref().filter(|o| {
+            !rules
+                .offline
+                .as_ref()
+                .is_some_and(|n| n.name == o.name && n.same_definition(o))
+        });
+        let inv = old.invalid_input.as_ref().filter(|o| {
+            !rules
+                .invalid_input
+                .as_ref()
+                .is_some_and(|n| n.name == o.name && n.same_definition(o))
+        });
+        if off.is_none() && inv.is_none() {
             return;
         }
-        let name_to_new = |names: &[String], new: &[String]| -> Vec<Option<u16>> {
-            names
-                .iter()
-                .map(|n| new.iter().position(|m| m == n).map(|i| i as u16))
-                .collect()
+        let at = self.latest_ms.get().unwrap_or(i64::MIN);
+        let mut each = |tenant: &str, agent: &str, live: &mut Liveness| {
+            if let Some(o) = off {
+                out.extend(offline::retire(
+                    o,
+                    rules.offline.as_ref(),
+                    rules,
+                    at,
+                    tenant,
+                    agent,
+                    live,
+                ));
+            }
+            if let Some(o) = inv {
+                out.extend(invalid_input::retire(
+                    o,
+                    rules.invalid_input.as_ref(),
+                    rules,
+                    at,
+                    tenant,
+                    agent,
+                    &mut live.input,
+                ));
+            }
         };
-        let new_thr: Vec<String> = self
-            .rules
-            .threshold
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let new_trend: Vec<String> = self.rules.trend.iter().map(|r| r.name.clone()).collect();
-        let mut next = Rebind {
-            sets: Vec::new(),
-            set_index: HashMap::new(),
-            threshold: HashMap::new(),
-            trend: Vec::new(),
-            thr_map: name_to_new(&self.threshold_rules, &new_thr),
-        };
-        let mut standalone = std::mem::take(&mut self.standalone);
-        for (id, (meta, h)) in standalone.iter_mut() {
-            *h = self.rebind(&mut next, *h, meta, id.0);
+        for (tenant, agent, live) in self.offline.iter_mut() {
+            each(tenant, agent, live);
         }
-        visit(&mut |meta, uid, h| *h = self.rebind(&mut next, *h, meta, uid));
-        self.standalone = standalone;
-        self.sets = next.sets;
-        self.set_index = next.set_index;
-        self.threshold = next.threshold;
-        self.trend = next.trend;
-        self.threshold_rules = new_thr;
-        self.trend_rules = new_trend;
+        held.each_agent(&mut each);
     }
 
     /// The handle of `meta` under the attached rules in `next`, carrying
-    /// over the state of rules that kept their name.
-    fn rebind(&self, next: &mut Rebind, h: DetHandle, meta: &SeriesMeta, uid: u64) -> DetHandle {
+    /// over the state of rules whose definition is unchanged and retiring
+    /// the open incidents of the others.
+    fn rebind(
+        &self,
+        next: &mut Rebind<'_>,
+        h: DetHandle,
+        meta: &SeriesMeta,
+        uid: u64,
+    ) -> DetHandle {
         let set = WatchSet {
             thr: watching(&self.rules.threshold, meta),
             trend: watching(&self.rules.trend, meta),
         };
         let old = self.sets.get(h.set as usize);
         let mut nh = DetHandle::NONE;
+        let subject = |name, kind, severity| series_subject(meta, name, kind, severity);
         // Threshold: move the series' non-idle states to the new rule
-        // indexes.
+        // indexes; retire the firing ones of edited or removed rules.
         if let Some(old) = old {
             for (k, &r) in old.thr.iter().enumerate() {
                 if h.thr_active & active_bit(k) == 0 {
@@ -278,32 +466,69 @@ impl DetectorEngine {
                 let Some(st) = self.threshold.get(&(uid, r)) else {
                     continue;
                 };
-                let Some(Some(nr)) = next.thr_map.get(r as usize) else {
+                let carried = next.thr_map.get(r as usize).copied().flatten();
+                if let Some(nr) = carried {
+                    if let Some(nk) = set.thr.iter().position(|x| *x == nr) {
+                        next.threshold.insert((uid, nr), st.clone());
+                        nh.thr_active |= active_bit(nk);
+                        continue;
+                    }
+                }
+                let (Some(started), Some(rule)) =
+                    (st.firing_since.get(), next.old.threshold.get(r as usize))
+                else {
                     continue;
                 };
-                if let Some(nk) = set.thr.iter().position(|x| x == nr) {
-                    next.threshold.insert((uid, *nr), st.clone());
-                    nh.thr_active |= active_bit(nk);
-                }
+                let reason = retire_reason(
+                    &rule.name,
+                    self.rules.threshold.iter().map(|n| n.name.as_str()),
+                );
+                next.retired.push(
+                    subject(&rule.name, DetectorKind::Threshold, rule.severity).retired(
+                        &self.rules,
+                        started,
+                        st.last_end_ms.get().unwrap_or(started),
+                        reason,
+                        Some(rule.value),
+                    ),
+                );
             }
         }
-        // Trend: new slots, each with the old state of a rule of that name.
+        // Trend: new slots, each with the old state of its rule when that
+        // rule is unchanged; retire the firing ones of the others.
+        let old_trend = |k: usize| self.trend.get((h.trend as usize).checked_add(k)?);
+        let mut carried = vec![None; set.trend.len()];
+        if let Some(old) = old {
+            for (k, &r) in old.trend.iter().enumerate() {
+                let Some(st) = old_trend(k) else { continue };
+                let to = next.trend_map.get(r as usize).copied().flatten();
+                if let Some(nk) = to.and_then(|nr| set.trend.iter().position(|x| *x == nr)) {
+                    carried[nk] = Some(st);
+                    continue;
+                }
+                let (Some(started), Some(rule)) =
+                    (st.firing_since.get(), next.old.trend.get(r as usize))
+                else {
+                    continue;
+                };
+                let reason =
+                    retire_reason(&rule.name, self.rules.trend.iter().map(|n| n.name.as_str()));
+                next.retired.push(
+                    subject(&rule.name, DetectorKind::Trend, rule.severity).retired(
+                        &self.rules,
+                        started,
+                        st.last_end_ms.get().unwrap_or(started),
+                        reason,
+                        Some(rule.limit),
+                    ),
+                );
+            }
+        }
         if !set.trend.is_empty() {
             let base = next.trend.len();
-            for &r in &set.trend {
-                let name = &self.rules.trend[r as usize].name;
-                let state = old
-                    .and_then(|o| {
-                        let k = o
-                            .trend
-                            .iter()
-                            .position(|&x| self.trend_rules.get(x as usize) == Some(name))?;
-                        self.trend.get(h.trend as usize + k)
-                    })
-                    .cloned()
-                    .unwrap_or_default();
+            for st in carried {
                 grow_gently(&mut next.trend);
-                next.trend.push(state);
+                next.trend.push(st.cloned().unwrap_or_default());
             }
             nh.trend = u32::try_from(base).expect("at most 4 billion trend states");
         }
@@ -424,27 +649,51 @@ impl DetectorEngine {
         now_ms: i64,
         out: &mut Vec<AlertEvent>,
     ) {
-        self.offline.on_agent_seen(
-            self.rules.offline.as_ref(),
-            &self.rules,
-            tenant,
-            agent,
-            now_ms,
-            out,
-        );
+        self.note_time(now_ms);
+        let rules = &*self.rules;
+        self.offline.with_agent(tenant, agent, |live| {
+            live.seen(rules.offline.as_ref(), rules, tenant, agent, now_ms, out)
+        });
+    }
+
+    /// The verdict on a batch of an agent the engine keeps (see
+    /// [`DetectorEngine::on_agent_seen`]), for the invalid-input rule, see
+    /// [`invalid_input`].
+    pub fn on_agent_input(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        verdict: InputVerdict,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.note_time(now_ms);
+        let rules = &*self.rules;
+        self.offline.with_agent(tenant, agent, |live| {
+            live.input.on_batch(
+                rules.invalid_input.as_ref(),
+                rules,
+                tenant,
+                agent,
+                now_ms,
+                verdict,
+                out,
+            )
+        });
     }
 
     /// An agent whose liveness the caller keeps delivered a batch, see
     /// [`Liveness::seen`].
     #[inline]
     pub fn on_seen(
-        &self,
+        &mut self,
         live: &mut Liveness,
         tenant: &str,
         agent: &str,
         now_ms: i64,
         out: &mut Vec<AlertEvent>,
     ) {
+        self.note_time(now_ms);
         live.seen(
             self.rules.offline.as_ref(),
             &self.rules,
@@ -455,39 +704,83 @@ impl DetectorEngine {
         );
     }
 
+    /// The verdict on a batch of an agent whose liveness the caller keeps,
+    /// see [`invalid_input::InputHealth::on_batch`].
+    #[inline]
+    pub fn on_input(
+        &mut self,
+        live: &mut Liveness,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        verdict: InputVerdict,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.note_time(now_ms);
+        live.input.on_batch(
+            self.rules.invalid_input.as_ref(),
+            &self.rules,
+            tenant,
+            agent,
+            now_ms,
+            verdict,
+            out,
+        );
+    }
+
+    /// Remembers the latest processing time told.
+    #[inline]
+    fn note_time(&mut self, now_ms: i64) {
+        if self.latest_ms.get().is_none_or(|t| t < now_ms) {
+            self.latest_ms = now_ms.into();
+        }
+    }
+
     /// Moves every agent's last-seen time `ms` later (see
     /// [`crate::pipeline::Pipeline::skip_processing_time`]).
     pub fn skip_processing_time(&mut self, ms: i64) {
-        for agents in self.offline.agents.values_mut() {
-            for st in agents.values_mut() {
-                st.skip(ms);
-            }
+        for (_, _, st) in self.offline.iter_mut() {
+            st.skip(ms);
         }
     }
 
     /// Processing-time housekeeping: fires offline alerts for the agents
     /// the engine keeps (see [`DetectorEngine::on_agent_seen`]).
     pub fn on_tick(&mut self, now_ms: i64, out: &mut Vec<AlertEvent>) {
-        self.offline
-            .on_tick(self.rules.offline.as_ref(), &self.rules, now_ms, out);
+        self.note_time(now_ms);
+        let agents = self.offline.iter_mut();
+        tick_offline(&self.rules, now_ms, agents, out);
     }
 
     /// Processing-time housekeeping for agents whose liveness the caller
     /// keeps: fires offline alerts, in (tenant, agent) order.
     pub fn on_tick_agents<'a>(
-        &self,
+        &mut self,
         now_ms: i64,
         agents: impl Iterator<Item = (&'a str, &'a str, &'a mut Liveness)>,
         out: &mut Vec<AlertEvent>,
     ) {
-        offline::tick(
-            self.rules.offline.as_ref(),
-            &self.rules,
-            now_ms,
-            agents,
-            out,
-        );
+        self.note_time(now_ms);
+        tick_offline(&self.rules, now_ms, agents, out);
     }
+}
+
+/// Declares the agents silent for longer than the offline rule's `after`
+/// offline, with their events in (tenant, agent) order.
+fn tick_offline<'a>(
+    rules: &RuleSet,
+    now_ms: i64,
+    agents: impl Iterator<Item = (&'a str, &'a str, &'a mut Liveness)>,
+    out: &mut Vec<AlertEvent>,
+) {
+    let Some(rule) = rules.offline.as_ref() else {
+        return;
+    };
+    let from = out.len();
+    for (tenant, agent, st) in agents {
+        out.extend(offline::check(rule, rules, now_ms, tenant, agent, st));
+    }
+    out[from..].sort_unstable_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
 }
 
 /// The index of `set` in `sets`, adding it when new.
@@ -519,7 +812,7 @@ fn slot_sizes() {
     assert_eq!(std::mem::size_of::<DetHandle>(), 8);
     assert_eq!(std::mem::size_of::<ThresholdState>(), 24);
     assert_eq!(std::mem::size_of::<TrendState>(), 176);
-    assert_eq!(std::mem::size_of::<Liveness>(), 16);
+    assert_eq!(std::mem::size_of::<Liveness>(), 40);
 }
 
 /// Serializes a `HashMap<K, S>` as a list of pairs sorted by key, so

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 
 use super::DetectorEngine;
 use crate::model::{
-    incident_id, Agg, AlertEvent, AlertStatus, DetectorKind, SeriesMeta, WindowAggregate,
+    incident_id, Agg, AlertEvent, AlertStatus, DetectorKind, ResolveReason, SeriesMeta,
+    WindowAggregate,
 };
 use crate::rules::RuleSet;
 
@@ -166,7 +167,12 @@ fn offline_fires_on_tick_and_resolves_on_return() {
     assert!(out
         .iter()
         .all(|e| e.kind == DetectorKind::Offline && e.metric.is_none() && e.labels.is_empty()));
-    assert_eq!(out[0].started_at_ms, 10 * W + 1);
+    assert_eq!(
+        out[0].started_at_ms,
+        10 * W,
+        "started at last seen + after, not at the tick that noticed it"
+    );
+    assert!(out.iter().all(|e| e.resolve_reason.is_none()));
     out.clear();
     e.on_tick(20 * W, &mut out);
     assert_eq!(out.len(), 1, "only z newly offline; a and b already are");
@@ -176,7 +182,8 @@ fn offline_fires_on_tick_and_resolves_on_return() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].status, AlertStatus::Resolved);
     assert_eq!(out[0].resolved_at_ms, Some(30 * W));
-    assert_eq!(out[0].id, incident_id(&out[0].fingerprint, 10 * W + 1));
+    assert_eq!(out[0].id, incident_id(&out[0].fingerprint, 10 * W));
+    assert_eq!(out[0].resolve_reason, Some(ResolveReason::Cleared));
 }
 
 #[test]
@@ -287,7 +294,7 @@ fn attach_rules_keeps_state_by_name() {
     let more = format!(
         "[[threshold]]\nname = \"x\"\nmetric = \"y\"\naggregate = \"last\"\nop = \">\"\nvalue = 1\nseverity = \"info\"\n{CPU}"
     );
-    back.attach_rules(rules(&more));
+    back.attach_rules(rules(&more), &mut Vec::new());
     assert_eq!(feed(&mut back, &s, &[(2, 95.0)]).len(), 1);
 }
 
@@ -494,7 +501,7 @@ proptest! {
         let json = serde_json::to_string(&first).map_err(|e| TestCaseError::fail(e.to_string()))?;
         drop(first);
         let mut restored: DetectorEngine = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        restored.attach_rules(r);
+        restored.attach_rules(r, &mut Vec::new());
         got.extend(run_steps(&mut restored, &steps[cut..], &s, &mut pos, &mut now));
         prop_assert_eq!(got, want);
         // Checkpoints are deterministic.

@@ -66,7 +66,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{fmt_value, render, Subject};
-use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, WindowAggregate};
+use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason, WindowAggregate};
 use crate::rules::{format_utc_minute, Direction, RuleSet, TrendRule};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
@@ -488,6 +488,9 @@ fn event(
         ),
     };
     let mut e = subject.event(rules, status, started, w.end_ms, summary);
+    if status == AlertStatus::Resolved && a.reached {
+        e.resolve_reason = Some(ResolveReason::LimitReached);
+    }
     e.value = Some(level);
     e.threshold = Some(rule.limit);
     e.predicted_at_ms = predicted;

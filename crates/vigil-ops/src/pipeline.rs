@@ -868,6 +868,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{DetectorKind, ResolveReason};
     use proptest::prelude::*;
     use prost::Message;
     use vigil_proto::v1::{Label, Series};
@@ -1221,6 +1222,235 @@ mod tests {
             0,
             "a resolved rule with no run in progress holds no state"
         );
+    }
+
+    const AGENT_RULES: &str = "[offline]\nafter = \"10m\"\nseverity = \"warning\"\n\
+        [invalid_input]\nbatches = 3\nseverity = \"warning\"\n";
+
+    /// One batch of agent `agent` with one series `metric` holding `pts`.
+    fn metric_batch(agent: &str, seq: u64, metric: &str, pts: &[(i64, f64)]) -> Vec<u8> {
+        TelemetryBatch {
+            tenant_id: "t1".into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(0),
+            agent: None,
+            series: vec![Series {
+                metric: metric.into(),
+                labels: vec![],
+                timestamps_ms: pts.iter().map(|p| p.0).collect(),
+                values: pts.iter().map(|p| p.1).collect(),
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn alert_brief(out: &Outputs) -> Vec<(String, AlertStatus, i64, Option<ResolveReason>)> {
+        out.alerts
+            .iter()
+            .map(|a| (a.rule.clone(), a.status, a.started_at_ms, a.resolve_reason))
+            .collect()
+    }
+
+    #[test]
+    fn refused_batches_keep_liveness_and_raise_invalid_input() {
+        let rules = Arc::new(RuleSet::from_toml(AGENT_RULES, "t.toml").unwrap());
+        let mut p = Pipeline::new(cfg(), rules).unwrap();
+        let mut out = Outputs::default();
+        const M: i64 = 60_000;
+        p.process(POS, &batch("a", 1, &[(T0, 1.0)]), T0, &mut out);
+        // Refused whole (invalid metric name) but the agent is identified.
+        for k in 1..=2 {
+            let b = metric_batch("a", 1 + k as u64, "bad metric", &[(T0 + k * M, 1.0)]);
+            p.process(POS, &b, T0 + k * M, &mut out);
+        }
+        assert!(
+            out.alerts.is_empty(),
+            "two refused batches: under `batches`"
+        );
+        p.process(
+            POS,
+            &metric_batch("a", 4, "bad metric", &[(T0 + 3 * M, 1.0)]),
+            T0 + 3 * M,
+            &mut out,
+        );
+        assert_eq!(
+            alert_brief(&out),
+            [(
+                "agent_invalid_input".into(),
+                AlertStatus::Firing,
+                T0 + M,
+                None
+            )]
+        );
+        assert_eq!(out.alerts[0].kind, DetectorKind::InvalidInput);
+        assert_eq!(p.stats().rejected_records(RejectReason::InvalidMetric), 3);
+        // Bytes that do not decode name no agent: no liveness, no state.
+        p.process(POS, b"\xff\xff not a batch", T0 + 4 * M, &mut out);
+        assert_eq!(p.stats().agents, 1);
+        // The refused batches were signs of life: 12 min after the first
+        // batch (9 after the last refused one) the agent is not offline.
+        p.tick(T0 + 12 * M, &mut out);
+        assert_eq!(out.alerts.len(), 1, "{:?}", out.alerts);
+        // A good batch resolves it.
+        p.process(
+            POS,
+            &batch("a", 5, &[(T0 + 5 * M, 1.0)]),
+            T0 + 12 * M,
+            &mut out,
+        );
+        assert_eq!(
+            alert_brief(&out)[1],
+            (
+                "agent_invalid_input".into(),
+                AlertStatus::Resolved,
+                T0 + M,
+                Some(ResolveReason::Cleared)
+            )
+        );
+        out.clear();
+        // Every point refused (NaN) counts as refused; a batch whose points
+        // are all late is neither good nor refused.
+        let nan = |seq, t| metric_batch("a", seq, "cpu_pct", &[(t, f64::NAN)]);
+        p.process(POS, &nan(6, T0 + 6 * M), T0 + 13 * M, &mut out);
+        p.process(POS, &nan(7, T0 + 6 * M), T0 + 13 * M, &mut out);
+        p.process(
+            POS,
+            &metric_batch("a", 8, "cpu_pct", &[(T0, 5.0)]),
+            T0 + 13 * M,
+            &mut out,
+        );
+        assert_eq!(p.stats().rejected_points(RejectReason::Late), 1);
+        assert!(out.alerts.is_empty(), "the late batch did not count");
+        p.process(POS, &nan(9, T0 + 6 * M), T0 + 14 * M, &mut out);
+        assert_eq!(
+            alert_brief(&out),
+            [(
+                "agent_invalid_input".into(),
+                AlertStatus::Firing,
+                T0 + 13 * M,
+                None
+            )]
+        );
+        assert!(
+            out.alerts[0].summary.contains("non_finite"),
+            "{}",
+            out.alerts[0].summary
+        );
+    }
+
+    /// In replay mode, offline incidents come out identical (ids, times)
+    /// whatever record the pipeline was checkpointed and restored at.
+    #[test]
+    fn offline_incidents_replay_identically_across_a_restore() {
+        let rules = Arc::new(RuleSet::from_toml(AGENT_RULES, "t.toml").unwrap());
+        let replay = PipelineConfig {
+            clock: ClockMode::Replay,
+            ..PipelineConfig::default()
+        };
+        // a reports every minute for 40 minutes; b stops after 5 minutes,
+        // comes back at 30.
+        let mut recs = Vec::new();
+        for k in 0..40i64 {
+            let t = T0 + k * 60_000;
+            recs.push(batch("a", k as u64 + 1, &[(t, 1.0)]));
+            if !(5..30).contains(&k) {
+                recs.push(batch("b", k as u64 + 1, &[(t + 1_000, 1.0)]));
+            }
+        }
+        let run = |restore_at: Option<usize>| {
+            let mut p = Pipeline::new(replay.clone(), rules.clone()).unwrap();
+            let mut out = Outputs::default();
+            for (i, r) in recs.iter().enumerate() {
+                if Some(i) == restore_at {
+                    let snap = serde_json::to_vec(&p).unwrap();
+                    p = serde_json::from_slice(&snap).unwrap();
+                    // A re-parsed, identical rules file.
+                    p.attach_rules(Arc::new(RuleSet::from_toml(AGENT_RULES, "t.toml").unwrap()));
+                }
+                p.process(POS, r, 0, &mut out);
+            }
+            out.alerts
+        };
+        let want = run(None);
+        let got: Vec<_> = want
+            .iter()
+            .map(|a| {
+                (
+                    a.agent.as_str(),
+                    a.status,
+                    a.started_at_ms,
+                    a.resolve_reason,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "b",
+                    AlertStatus::Firing,
+                    T0 + 4 * 60_000 + 1_000 + 600_000,
+                    None
+                ),
+                (
+                    "b",
+                    AlertStatus::Resolved,
+                    T0 + 4 * 60_000 + 1_000 + 600_000,
+                    Some(ResolveReason::Cleared)
+                ),
+            ]
+        );
+        for at in 0..recs.len() {
+            assert_eq!(run(Some(at)), want, "restored at record {at}");
+        }
+    }
+
+    /// Events raised by attaching edited rules survive a checkpoint
+    /// written before they were emitted, and come out exactly once.
+    #[test]
+    fn rule_change_events_survive_an_immediate_checkpoint() {
+        let mut p = Pipeline::new(cfg(), cpu_rules("")).unwrap();
+        let mut out = Outputs::default();
+        let now = T0 + 10_000_000;
+        for k in 0..5i64 {
+            p.process(
+                POS,
+                &batch("a", k as u64 + 1, &[(T0 + k * 60_000, 95.0)]),
+                now,
+                &mut out,
+            );
+        }
+        assert_eq!(
+            alert_brief(&out),
+            [("cpu_high".into(), AlertStatus::Firing, T0, None)]
+        );
+        let edited = Arc::new(
+            RuleSet::from_toml(
+                "[[threshold]]\nname = \"cpu_high\"\nmetric = \"cpu_pct\"\naggregate = \"mean\"\n\
+                 op = \">\"\nvalue = 99\nfor = 3\nclear = 80\nseverity = \"warning\"\n",
+                "t.toml",
+            )
+            .unwrap(),
+        );
+        let mut back: Pipeline = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        back.attach_rules(edited.clone());
+        let mut again: Pipeline =
+            serde_json::from_slice(&serde_json::to_vec(&back).unwrap()).unwrap();
+        again.attach_rules(edited);
+        out.clear();
+        again.tick(now, &mut out);
+        again.tick(now + 5_000, &mut out);
+        assert_eq!(
+            alert_brief(&out),
+            [(
+                "cpu_high".into(),
+                AlertStatus::Resolved,
+                T0,
+                Some(ResolveReason::RuleChanged)
+            )]
+        );
+        assert_eq!(again.stats().alerts_resolved, 1);
     }
 
     /// Runs batches through a pipeline, optionally checkpointing (serde

@@ -1370,6 +1370,8 @@ mod tests {
         assert_eq!(r.trend[0].horizon, Duration::from_secs(86_400));
         let off = r.offline.as_ref().map(|o| o.after);
         assert_eq!(off, Some(Duration::from_secs(600)));
+        let inv = r.invalid_input.as_ref().map(|i| (i.batches, i.after));
+        assert_eq!(inv, Some((5, Duration::from_secs(600))));
         let cpu = r.threshold.iter().find(|t| t.name == "cpu_high");
         assert!(
             matches!(cpu, Some(t) if t.for_windows == 5 && t.clear == 80.0 && t.op == CompareOp::Gt)
@@ -1506,6 +1508,87 @@ after = 600
             .problems
             .windows(2)
             .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)));
+    }
+
+    #[test]
+    fn invalid_input_rule_defaults_limits_and_name_clashes() {
+        let r = RuleSet::from_toml("[invalid_input]\nseverity = \"warning\"\n", "x");
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            r.invalid_input,
+            Some(InvalidInputRule {
+                name: DEFAULT_INVALID_INPUT_NAME.into(),
+                batches: DEFAULT_INVALID_BATCHES,
+                after: Duration::ZERO,
+                severity: Severity::Warning,
+            })
+        );
+        let ok = RuleSet::from_toml(
+            "[invalid_input]\nbatches = 1\nafter = \"5m\"\nseverity = \"info\"\n",
+            "x",
+        );
+        assert!(
+            matches!(&ok, Ok(r) if r.invalid_input.as_ref().is_some_and(|i| i.batches == 1 && i.after == Duration::from_secs(300))),
+            "{ok:?}"
+        );
+        let e =
+            err("[invalid_input]\nbatches = 0\nafter = \"0s\"\nseverity = \"info\"\ncolour = 1\n");
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "invalid_input.batches",
+                "invalid_input.after",
+                "invalid_input.colour"
+            ],
+            "{e}"
+        );
+        // A default name is taken like any other.
+        let e = err("[offline]\nafter = \"10m\"\nseverity = \"info\"\n\n[[threshold]]\nname = \"agent_offline\"\nmetric = \"m\"\naggregate = \"last\"\nop = \">\"\nvalue = 1\nseverity = \"info\"\n");
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.problems[0].message.contains("duplicate rule name"), "{e}");
+    }
+
+    #[test]
+    fn same_definition_ignores_only_name_severity_and_summary() {
+        let r = RuleSet::default_rules();
+        let t = r.threshold[0].clone();
+        let mut u = t.clone();
+        u.name = "other".into();
+        u.severity = Severity::Critical;
+        u.summary = Some("x".into());
+        assert!(t.same_definition(&u));
+        for edit in [
+            |u: &mut ThresholdRule| u.value += 1.0,
+            |u: &mut ThresholdRule| u.clear -= 1.0,
+            |u: &mut ThresholdRule| u.for_windows += 1,
+            |u: &mut ThresholdRule| u.metric.push('x'),
+            |u: &mut ThresholdRule| {
+                u.labels.insert("k".into(), "v".into());
+            },
+            |u: &mut ThresholdRule| u.aggregate = AggregateKind::Count,
+            |u: &mut ThresholdRule| u.op = CompareOp::Le,
+        ] {
+            let mut u = t.clone();
+            edit(&mut u);
+            assert!(!t.same_definition(&u), "{u:?}");
+        }
+        let p = r.trend[0].clone();
+        let mut q = p.clone();
+        q.severity = Severity::Info;
+        assert!(p.same_definition(&q));
+        q.lookback += Duration::from_secs(1);
+        assert!(!p.same_definition(&q));
+        let o = r
+            .offline
+            .clone()
+            .unwrap_or_else(|| panic!("default offline rule"));
+        let mut o2 = o.clone();
+        o2.after += Duration::from_millis(1);
+        assert!(!o.same_definition(&o2));
     }
 
     #[test]

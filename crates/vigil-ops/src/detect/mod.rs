@@ -1,12 +1,13 @@
-//! Detectors (threshold, trend, offline) and the alert lifecycle that
+//! Detectors (threshold, trend, offline, invalid input) and the alert
+//! lifecycle that
 //! turns their conditions into one firing and one resolved event per
 //! incident.
 //!
 //! ```text
 //!  closed WindowAggregate ──▶ threshold rules (per rule × series) ──┐
 //!                        └──▶ trend rules     (per rule × series) ──┼──▶ lifecycle ──▶ AlertEvent
-//!  agent seen / tick ───────▶ offline         (per tenant × agent) ─┘   (ids, fingerprints,
-//!                                                                        maintenance)
+//!  agent seen / tick ───────▶ offline         (per tenant × agent) ─┤   (ids, fingerprints,
+//!  batch verdict ───────────▶ invalid input   (per tenant × agent) ─┘    maintenance)
 //! ```
 //!
 //! [`DetectorEngine`] owns all detector state of one partition. It is pure:
@@ -19,11 +20,18 @@
 //! * Events MUST come out in a deterministic order for a given input
 //!   (rules in file order per window; agents in (tenant, agent) order per
 //!   tick).
-//! * The engine's serde form is its checkpoint. Restoring it and calling
-//!   [`DetectorEngine::attach_rules`] MUST produce exactly the output the
-//!   uninterrupted engine would have produced. State is keyed by rule
-//!   *name*, so attaching an edited rule set keeps the state of rules that
-//!   kept their name and drops the rest.
+//! * Every incident's `started_at_ms` MUST be derived from state (a
+//!   window, the agent's last batch plus `after`, the first refused batch
+//!   of a run), never from the time of the tick that noticed it.
+//! * The engine's serde form is its checkpoint, and records the definition
+//!   of every rule its state was built under. Restoring it and calling
+//!   [`DetectorEngine::attach_rules`] with the same rules MUST produce
+//!   exactly the output the uninterrupted engine would have produced.
+//!   Under edited rules, a rule keeps its state only if its name and
+//!   definition are unchanged; open incidents of edited and removed rules
+//!   are resolved (`rule_changed`, `rule_removed`), and every known series
+//!   is matched against the new rules (see
+//!   [`DetectorEngine::attach_rules_with`]).
 //!
 //! Memory: per-series state lives in two arenas (threshold, trend), one
 //! slot per (series, rule watching it), contiguous per series and in rule
@@ -32,8 +40,9 @@
 //! [`DetectorEngine::on_window`] serves callers without handles (tests,
 //! benchmarks) through a map from series id to handle.
 //!
-//! Submodules: [`threshold`], [`trend`], [`offline`] (one detector each)
-//! and [`lifecycle`] (event construction shared by all).
+//! Submodules: [`threshold`], [`trend`], [`offline`], [`invalid_input`]
+//! (one detector each) and [`lifecycle`] (event construction shared by
+//! all).
 
 pub mod invalid_input;
 pub mod lifecycle;

@@ -107,13 +107,45 @@ impl WorkerProc {
 
     /// The worker's Prometheus exposition.
     fn metrics(&self) -> String {
+        self.get("/metrics").1
+    }
+
+    /// `GET path` on the worker's HTTP listener: status code and body
+    /// (status 0 while nothing listens yet).
+    fn get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap();
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+            return (0, String::new());
+        };
+        let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
-        out
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
+    }
+
+    /// Polls `path` until `want(status, body)` holds or `within` passes;
+    /// returns the last answer.
+    fn get_until(
+        &self,
+        path: &str,
+        within: Duration,
+        want: impl Fn(u16, &str) -> bool,
+    ) -> (u16, String) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let (code, body) = self.get(path);
+            if want(code, &body) || std::time::Instant::now() > deadline {
+                return (code, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
@@ -648,6 +680,43 @@ fn kafka_worker_output_equals_oracle_and_alert_topic_holds_the_incidents() {
         .unwrap()
         .count();
     assert!(ckpts >= 1);
+}
+
+/// `/healthz` answers while the worker runs; `/readyz` turns ready once
+/// the worker is in its group with a reachable broker, and names the
+/// reason while no broker can be reached (a worker pointed at a port
+/// where nothing listens: alive, never ready).
+#[test]
+fn kafka_worker_probes_report_alive_ready_and_an_unreachable_broker() {
+    let Some(env) = Env::new("probes") else {
+        return;
+    };
+    env.produce(&fleet(AGENTS, 0..2));
+    let w = env.worker("w", &[]);
+    let (code, body) = w.get_until("/healthz", Duration::from_secs(30), |c, _| c != 0);
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    // Statistics come every 5 s: ready within a few intervals.
+    let (code, body) = w.get_until("/readyz", Duration::from_secs(60), |c, _| c == 200);
+    assert_eq!((code, body.as_str()), (200, "ok\n"), "{}", w.log());
+    let (code, _) = w.get("/nowhere");
+    assert_eq!(code, 404);
+    assert!(w.metrics().contains("vigil_worker_partitions_owned"));
+    w.stop();
+
+    let dead = format!("127.0.0.1:{}", free_port());
+    let z = env.worker("unreachable", &[("VIGIL_KAFKA__BROKERS", dead.as_str())]);
+    let (code, _) = z.get_until("/healthz", Duration::from_secs(30), |c, _| c != 0);
+    assert_eq!(code, 200, "alive without a broker: {}", z.log());
+    let (code, body) = z.get_until("/readyz", Duration::from_secs(30), |_, b| {
+        b.contains("no broker reachable")
+    });
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no broker reachable"), "{body}");
+    assert!(
+        body.contains("no assignment from the consumer group"),
+        "{body}"
+    );
+    drop(z);
 }
 
 #[test]

@@ -106,7 +106,20 @@ pub fn is_secret_property(key: &str) -> bool {
         .any(|s| k.contains(s))
 }
 
+/// librdkafka statistics interval of the worker's consumer unless
+/// `consumer_properties` sets `statistics.interval.ms`.
+pub const DEFAULT_STATS_INTERVAL_MS: i64 = 5000;
+
 impl KafkaSettings {
+    /// The consumer's effective `statistics.interval.ms` (0 or negative:
+    /// off, or not a number).
+    pub fn consumer_stats_interval_ms(&self) -> i64 {
+        match self.consumer_properties.get("statistics.interval.ms") {
+            None => DEFAULT_STATS_INTERVAL_MS,
+            Some(v) => v.trim().parse().unwrap_or(-1),
+        }
+    }
+
     /// Checks every setting; returns all problems (`kafka.<field>: ...`).
     pub fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -189,8 +202,11 @@ impl KafkaSettings {
             Role::Consumer => {
                 c.set("group.id", &self.group_id);
                 c.set("auto.offset.reset", "earliest");
-                // Statistics feed the consumer-lag gauges.
-                c.set("statistics.interval.ms", "5000");
+                // Statistics feed the consumer-lag gauges and readiness.
+                c.set(
+                    "statistics.interval.ms",
+                    DEFAULT_STATS_INTERVAL_MS.to_string(),
+                );
                 for (k, v) in &self.consumer_properties {
                     c.set(k, v);
                 }

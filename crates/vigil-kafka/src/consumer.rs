@@ -16,7 +16,7 @@
 //! caused it, before it handles any record of a new assignment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -26,6 +26,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::{KafkaSettings, Role};
 use crate::error::{Error, Result};
+use crate::health::ConsumerHealth;
 
 /// Decides where a newly assigned partition starts.
 pub trait AssignHook: Send + Sync + 'static {
@@ -76,6 +77,7 @@ pub struct WorkerContext<H: AssignHook> {
     /// Set when `events` is not empty, so the loop checks a flag per poll
     /// instead of taking the lock.
     pending: AtomicBool,
+    health: Arc<ConsumerHealth>,
 }
 
 impl<H: AssignHook> WorkerContext<H> {
@@ -85,7 +87,14 @@ impl<H: AssignHook> WorkerContext<H> {
             hook,
             events: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
+            health: Arc::default(),
         }
+    }
+
+    /// Group membership, broker reachability and lag, as the callbacks
+    /// last saw them (for the worker's readiness probe).
+    pub fn health(&self) -> &Arc<ConsumerHealth> {
+        &self.health
     }
 
     /// Takes the events queued since the last call (without locking when
@@ -135,8 +144,13 @@ impl<H: AssignHook> ClientContext for WorkerContext<H> {
 
     /// librdkafka statistics (every `statistics.interval.ms`): the
     /// consumer lag of each partition this member fetches, from the high
-    /// watermark and the group's committed offset.
+    /// watermark and the group's committed offset, and the facts the
+    /// readiness probe reads ([`ConsumerHealth`]).
     fn stats(&self, stats: rdkafka::Statistics) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.health.record(crate::health::summarize(&stats), now_ms);
         for t in stats.topics.values() {
             for p in t.partitions.values() {
                 // Partition -1 is librdkafka's internal UA partition;
@@ -169,6 +183,7 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
             .collect();
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.health.mark_joined();
                 for (topic, partition) in parts {
                     let _span = tracing::info_span!("assign", %topic, partition).entered();
                     let (start, state) = self.hook.assign(&topic, partition);

@@ -15,7 +15,8 @@
 //! store lives in the `vigil` binary; this crate is the reusable, typed
 //! layer under it. Modules: [`config`], [`consumer`], [`producer`],
 //! [`admin`], [`headers`] (dead-letter header names), [`latency`]
-//! (acknowledgement latency histogram), [`metric_names`],
+//! (acknowledgement latency histogram), [`health`] (readiness facts from
+//! the consumer's callbacks), [`metric_names`],
 //! [`error`].
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod consumer;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod latency;
 pub mod metric_names;
 pub mod producer;

@@ -4,7 +4,8 @@
 //! (`settings`), replays of batch files and the in-process demo
 //! (`replay`), the Kafka worker (`worker`), Parquet and dead-letter output (`vigil-store`), SQL
 //! (`vigil-query`), the simulator (`vigil-sim`), logs and metrics (`obs`),
-//! and the command line (`cli`, `cmd`).
+//! the worker's HTTP listener and probes (`http`, `health`), and the
+//! command line (`cli`, `cmd`).
 //!
 //! ```text
 //!  vigil simulate ──▶ batches file ──▶ vigil ingest ─┐
@@ -16,6 +17,8 @@
 pub mod alloc;
 pub mod cli;
 pub mod cmd;
+pub mod health;
+pub mod http;
 pub mod obs;
 pub mod replay;
 pub mod settings;

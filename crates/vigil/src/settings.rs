@@ -32,8 +32,17 @@ pub struct WorkerSettings {
     /// dead letters before the worker gives up (and exits, uncommitted).
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: std::time::Duration,
-    /// Address of the Prometheus `/metrics` endpoint; empty to disable.
+    /// Address of the HTTP listener serving `/metrics`, `/healthz` and
+    /// `/readyz`; empty to disable.
     pub metrics_listen: String,
+    /// `/healthz` fails when the worker's loop made no progress for this
+    /// long. Must exceed `delivery_timeout` + `flush_interval` (a flush may
+    /// wait that long for acknowledgements).
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: std::time::Duration,
+    /// `/readyz` fails while an owned partition is more records behind than
+    /// this (0: lag does not affect readiness).
+    pub ready_max_lag: u64,
 }
 
 /// The embedded defaults.
@@ -130,6 +139,22 @@ impl Settings {
         }
         if self.worker.delivery_timeout < std::time::Duration::from_secs(1) {
             problems.push("worker.delivery_timeout: must be at least 1s".into());
+        }
+        let w = &self.worker;
+        if w.stall_timeout <= w.delivery_timeout + w.flush_interval {
+            problems.push(format!(
+                "worker.stall_timeout: {} must exceed delivery_timeout + flush_interval ({}), \
+                 or a worker waiting for acknowledgements is reported dead",
+                humantime::format_duration(w.stall_timeout),
+                humantime::format_duration(w.delivery_timeout + w.flush_interval)
+            ));
+        }
+        if self.kafka.consumer_stats_interval_ms() <= 0 {
+            problems.push(
+                "kafka.consumer_properties.\"statistics.interval.ms\": must be positive \
+                 (the lag gauges and /readyz read the statistics)"
+                    .into(),
+            );
         }
         if !self.worker.metrics_listen.is_empty()
             && self

@@ -56,6 +56,7 @@ use vigil_ops::rules::RuleSet;
 use vigil_ops::Position;
 use vigil_store::{AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, SourceRange};
 
+use crate::health::WorkerHealth;
 use crate::obs;
 use crate::settings::Settings;
 
@@ -239,6 +240,7 @@ pub struct WorkerProgress {
     flushes: AtomicU64,
     first_record: OnceLock<Instant>,
     ack_latency: Arc<LatencyHistogram>,
+    health: Arc<WorkerHealth>,
 }
 
 impl WorkerProgress {
@@ -272,6 +274,11 @@ impl WorkerProgress {
     /// acknowledging it (also `vigil_kafka_produce_ack_latency_seconds`).
     pub fn ack_latency(&self) -> &LatencyHistogram {
         &self.ack_latency
+    }
+
+    /// Liveness and readiness facts (served on `/healthz` and `/readyz`).
+    pub fn health(&self) -> &Arc<WorkerHealth> {
+        &self.health
     }
 }
 
@@ -337,6 +344,9 @@ impl Worker {
         }
         let consumer =
             vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
+        progress
+            .health
+            .attach_consumer(consumer.context().health().clone());
         tracing::info!(
             brokers = %kafka.brokers,
             topic = %kafka.telemetry_topic,
@@ -361,6 +371,7 @@ impl Worker {
             progress,
         };
         let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
+        w.progress.health.set_stopping();
         match &result {
             Ok(()) => {
                 // Graceful: publish, acknowledge, checkpoint and commit
@@ -393,6 +404,7 @@ impl Worker {
         let mut last_flush = Instant::now();
         let mut last_tick = Instant::now();
         while !shutdown.load(Ordering::Relaxed) {
+            self.progress.health.beat(wall_ms());
             let mut handled = 0usize;
             let mut timeout = Duration::from_millis(100);
             let span = tracing::debug_span!("poll_batch");

@@ -2,11 +2,13 @@
 //! partitions until SIGTERM or SIGINT, then flushes, commits and leaves.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+use crate::health::ProbeLimits;
 use crate::settings::Settings;
-use crate::worker::{shutdown_flag, Worker};
+use crate::worker::{shutdown_flag, Worker, WorkerProgress};
 
 /// Arguments of `vigil run`. Everything else comes from the config
 /// (`--config`, `VIGIL_` variables).
@@ -27,20 +29,24 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         settings.data_dir = d;
     }
     let rules = settings.load_rules(a.rules.as_deref())?;
+    let progress = Arc::new(WorkerProgress::default());
     if !settings.worker.metrics_listen.is_empty() {
         let addr: std::net::SocketAddr = settings
             .worker
             .metrics_listen
             .parse()
             .context("worker.metrics_listen")?;
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("serving /metrics on {addr}"))?;
-        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        let limits = ProbeLimits {
+            stall_timeout_ms: settings.worker.stall_timeout.as_millis() as i64,
+            stats_interval_ms: settings.kafka.consumer_stats_interval_ms(),
+            ready_max_lag: settings.worker.ready_max_lag,
+        };
+        let addr = crate::http::serve(addr, progress.health().clone(), limits)
+            .with_context(|| format!("serving /metrics, /healthz and /readyz on {addr}"))?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
     let shutdown = shutdown_flag()?;
-    let summary = Worker::run(settings, rules, shutdown)?;
+    let summary = Worker::run_with_progress(settings, rules, shutdown, progress)?;
     eprintln!(
         "vigil run: stopped after {} records, {} flushes, {} partition assignments",
         summary.records, summary.flushes, summary.assignments

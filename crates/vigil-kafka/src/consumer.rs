@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::config::{KafkaSettings, Role};
+use crate::config::{create_client, KafkaSettings, Redactor, Role};
 use crate::error::{Error, Result};
 
 /// Decides where a newly assigned partition starts.
@@ -76,6 +76,8 @@ pub struct WorkerContext<H: AssignHook> {
     /// Set when `events` is not empty, so the loop checks a flag per poll
     /// instead of taking the lock.
     pending: AtomicBool,
+    /// Cuts the client's secret values out of librdkafka's log lines.
+    redactor: Redactor,
 }
 
 impl<H: AssignHook> WorkerContext<H> {
@@ -85,7 +87,15 @@ impl<H: AssignHook> WorkerContext<H> {
             hook,
             events: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
+            redactor: Redactor::default(),
         }
+    }
+
+    /// The same context, cutting the secret values of `redactor` out of
+    /// the client's log lines and errors.
+    pub fn redacting(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Takes the events queued since the last call (without locking when
@@ -126,11 +136,12 @@ pub(crate) fn log_client(level: RDKafkaLogLevel, fac: &str, msg: &str) {
 
 impl<H: AssignHook> ClientContext for WorkerContext<H> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        log_client(level, fac, msg);
+        log_client(level, fac, &self.redactor.text(msg));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka consumer error");
+        let error = self.redactor.kafka_error(error);
+        tracing::warn!(error = %error, reason = %self.redactor.text(reason), "kafka consumer error");
     }
 
     /// librdkafka statistics (every `statistics.interval.ms`): the
@@ -229,9 +240,8 @@ pub fn subscribe<H: AssignHook>(
 ) -> Result<BaseConsumer<WorkerContext<H>>> {
     let config = settings.client_config(Role::Consumer)?;
     tracing::info!(config = ?crate::config::redacted(&config), "consumer configuration");
-    let consumer: BaseConsumer<WorkerContext<H>> = config
-        .create_with_context(WorkerContext::new(hook))
-        .map_err(Error::kafka("creating the consumer"))?;
+    let context = WorkerContext::new(hook).redacting(Redactor::of(&config));
+    let consumer: BaseConsumer<WorkerContext<H>> = create_client(&config, context, "consumer")?;
     consumer
         .subscribe(&[settings.telemetry_topic.as_str()])
         .map_err(Error::kafka(format!(

@@ -27,7 +27,7 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientContext, Message};
 
-use crate::config::{KafkaSettings, Role};
+use crate::config::{create_client, KafkaSettings, Redactor, Role};
 use crate::error::{Error, Result};
 use crate::latency::LatencyHistogram;
 use crate::metric_names;
@@ -98,15 +98,18 @@ impl DeliveryTracker {
 #[derive(Debug, Clone, Default)]
 pub struct TrackingContext {
     tracker: Arc<DeliveryTracker>,
+    /// Cuts the client's secret values out of librdkafka's log lines.
+    redactor: Redactor,
 }
 
 impl ClientContext for TrackingContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::log_client(level, fac, log_message);
+        crate::log_client(level, fac, &self.redactor.text(log_message));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka producer error");
+        let error = self.redactor.kafka_error(error);
+        tracing::warn!(error = %error, reason = %self.redactor.text(reason), "kafka producer error");
     }
 }
 
@@ -167,14 +170,13 @@ impl AckedProducer {
         queue_timeout: Duration,
         ack_latency: Arc<LatencyHistogram>,
     ) -> Result<AckedProducer> {
+        let config = settings.client_config(Role::Producer)?;
         let ctx = TrackingContext {
             tracker: Arc::new(DeliveryTracker::new(ack_latency)),
+            redactor: Redactor::of(&config),
         };
         let tracker = ctx.tracker.clone();
-        let producer = settings
-            .client_config(Role::Producer)?
-            .create_with_context(ctx)
-            .map_err(Error::kafka("creating the producer"))?;
+        let producer = create_client(&config, ctx, "producer")?;
         Ok(AckedProducer {
             producer,
             tracker,

@@ -97,7 +97,7 @@ impl Settings {
                 .split("__"),
         );
         let s: Settings = fig.extract().map_err(|e| {
-            let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            let all: Vec<String> = e.into_iter().map(|e| describe_config_error(&e)).collect();
             anyhow::anyhow!("invalid configuration:\n  {}", all.join("\n  "))
         })?;
         s.validate()?;
@@ -162,6 +162,23 @@ impl Settings {
     }
 }
 
+/// One configuration error as text. An error about a secret property
+/// (`kafka.properties."sasl.password" = 123`) may quote the value it
+/// refused, so only its key and the kind of problem are kept.
+fn describe_config_error(e: &figment::Error) -> String {
+    if e.path
+        .iter()
+        .any(|p| vigil_kafka::config::is_secret_property(p))
+    {
+        format!(
+            "{}: invalid value for a secret property (value not shown)",
+            e.path.join(".")
+        )
+    } else {
+        e.to_string()
+    }
+}
+
 /// The error for pipeline settings that do not validate, listing every
 /// problem.
 pub fn invalid_pipeline(problems: Vec<vigil_ops::config::ConfigProblem>) -> anyhow::Error {
@@ -211,5 +228,24 @@ mod tests {
             e.contains("pipeline.window") && e.contains("pipeline.dedup_window"),
             "{e}"
         );
+    }
+
+    /// Regression: a refused value of a secret property was quoted in the
+    /// configuration error.
+    #[test]
+    fn config_errors_do_not_quote_secret_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "[kafka.properties]\n\"sasl.password\" = 987654321\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(!e.contains("987654321"), "{e}");
+        assert!(
+            e.contains("sasl.password") && e.contains("value not shown"),
+            "{e}"
+        );
+        // Other keys keep their whole message.
+        std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("12345"), "{e}");
     }
 }

@@ -35,6 +35,12 @@ const PRODUCER_FIXED: [(&str, &str); 3] = [
     ("max.in.flight.requests.per.connection", "5"),
 ];
 
+/// Default bound of the producer's queue, in messages (users may
+/// override it in `kafka.producer_properties`).
+pub const PRODUCER_QUEUE_MESSAGES: &str = "100000";
+/// Default bound of the producer's queue, in KiB (64 MiB).
+pub const PRODUCER_QUEUE_KBYTES: &str = "65536";
+
 /// Which client a configuration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -357,6 +363,12 @@ impl KafkaSettings {
             Role::Producer => {
                 c.set("compression.type", "zstd");
                 c.set("linger.ms", "5");
+                // Bounded queue (librdkafka: 100,000 messages, 1 GiB):
+                // 64 MiB still holds 64 dead letters of the broker's
+                // default 1 MiB message size; a full queue is
+                // backpressure (see the producer module).
+                c.set("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES);
+                c.set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES);
                 for (k, v) in &self.producer_properties {
                     c.set(k, v);
                 }

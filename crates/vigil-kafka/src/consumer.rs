@@ -7,20 +7,30 @@
 //!  poll() ──rebalance──▶ WorkerContext::rebalance
 //!                          assign: hook.assign(topic, p) → (start offset, state)
 //!                                  set the offset in the assignment, assign
-//!                          revoke: unassign
-//!                          both:   queue PartitionEvent for take_events()
+//!                          revoke: unassign (incremental under cooperative-sticky),
+//!                                  lag gauge of the partition set to 0
+//!                          error:  drop the whole assignment, reported as revoked
+//!                          all:    queue PartitionEvent for take_events()
+//!  poll() ──commit answer──▶ WorkerContext::commit_callback ─▶ CommitOutcome for take_commits()
 //! ```
 //!
 //! Callbacks run on the thread that calls `poll`, so the loop that owns
 //! the partitions' state sees every event right after the `poll` that
 //! caused it, before it handles any record of a new assignment.
+//!
+//! Offset commits are asynchronous: the loop commits with
+//! `CommitMode::Async` and reads the broker's answer as a
+//! [`CommitOutcome`] after a later `poll`, so a coordinator that is slow
+//! or away never stalls processing. [`CommitFailure`] sorts a failed
+//! commit into retriable (rebalance, coordinator, network) and fatal
+//! (authorization, anything else) causes; see `docs/kafka.md`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -69,6 +79,100 @@ pub enum PartitionEvent<S> {
     },
 }
 
+/// Why an offset commit failed, as a closed set (the `reason` label of
+/// the worker's commit-failure counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// The group is rebalancing or this member's generation is gone
+    /// (`REBALANCE_IN_PROGRESS`, `ILLEGAL_GENERATION`, `UNKNOWN_MEMBER_ID`,
+    /// assignment lost, no group state yet). Retriable.
+    Rebalance,
+    /// The group coordinator is moving, loading or unknown. Retriable.
+    Coordinator,
+    /// The request did not get an answer in time or the connection
+    /// failed. Retriable.
+    Network,
+    /// The member may not commit for this group or topic, or could not
+    /// authenticate. Fatal: retrying does not help.
+    Authorization,
+    /// Anything else (fenced static member, topic gone, malformed
+    /// commit, a fatal client error). Fatal.
+    Other,
+}
+
+impl CommitFailure {
+    /// Every cause.
+    pub const ALL: [CommitFailure; 5] = [
+        CommitFailure::Rebalance,
+        CommitFailure::Coordinator,
+        CommitFailure::Network,
+        CommitFailure::Authorization,
+        CommitFailure::Other,
+    ];
+
+    /// Sorts an error code of a failed commit.
+    pub fn of(code: RDKafkaErrorCode) -> CommitFailure {
+        use RDKafkaErrorCode as C;
+        match code {
+            C::RebalanceInProgress
+            | C::IllegalGeneration
+            | C::UnknownMemberId
+            | C::AssignmentLost
+            | C::State
+            | C::StaleMemberEpoch
+            | C::FencedMemberEpoch => CommitFailure::Rebalance,
+            C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::CoordinatorLoadInProgress
+            | C::WaitingForCoordinator => CommitFailure::Coordinator,
+            C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::TimedOutQueue
+            | C::BrokerTransportFailure
+            | C::NetworkException
+            | C::AllBrokersDown => CommitFailure::Network,
+            C::GroupAuthorizationFailed
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication => CommitFailure::Authorization,
+            _ => CommitFailure::Other,
+        }
+    }
+
+    /// Whether the same offsets may be committed again later: the cause
+    /// passes by itself (a rebalance ends, a coordinator is elected, a
+    /// connection comes back). Nothing is lost meanwhile: the checkpoint
+    /// holds the offset, only the group's view (and the lag) lags.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            CommitFailure::Rebalance | CommitFailure::Coordinator | CommitFailure::Network
+        )
+    }
+
+    /// The metric label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitFailure::Rebalance => "rebalance",
+            CommitFailure::Coordinator => "coordinator",
+            CommitFailure::Network => "network",
+            CommitFailure::Authorization => "authorization",
+            CommitFailure::Other => "other",
+        }
+    }
+}
+
+/// The answer to one offset commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Each partition of the commit with the offset it carried and its
+    /// result (`Err`: the code of the request's or the partition's error).
+    pub partitions: Vec<(String, i32, Option<i64>, Result<(), RDKafkaErrorCode>)>,
+    /// The request's error, if the whole commit failed.
+    pub error: Option<RDKafkaErrorCode>,
+}
+
 /// The consumer's librdkafka context. See the module docs.
 pub struct WorkerContext<H: AssignHook> {
     hook: H,
@@ -76,6 +180,9 @@ pub struct WorkerContext<H: AssignHook> {
     /// Set when `events` is not empty, so the loop checks a flag per poll
     /// instead of taking the lock.
     pending: AtomicBool,
+    commits: Mutex<Vec<CommitOutcome>>,
+    /// Set when `commits` is not empty.
+    commits_pending: AtomicBool,
     /// Cuts the client's secret values out of librdkafka's log lines.
     redactor: Redactor,
 }
@@ -87,6 +194,8 @@ impl<H: AssignHook> WorkerContext<H> {
             hook,
             events: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
+            commits: Mutex::new(Vec::new()),
+            commits_pending: AtomicBool::new(false),
             redactor: Redactor::default(),
         }
     }
@@ -110,6 +219,32 @@ impl<H: AssignHook> WorkerContext<H> {
         }
     }
 
+    /// Takes the commit answers received since the last call (without
+    /// locking when there are none).
+    pub fn take_commits(&self) -> Vec<CommitOutcome> {
+        if !self.commits_pending.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        match self.commits.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    /// Queues a `Revoked` event for each partition and zeroes their lag
+    /// gauges.
+    fn revoke(&self, parts: Vec<(String, i32)>, lost: bool) {
+        for (topic, partition) in parts {
+            tracing::info!(%topic, partition, lost, "partition revoked");
+            forget_lag(partition);
+            self.push(PartitionEvent::Revoked {
+                topic,
+                partition,
+                lost,
+            });
+        }
+    }
+
     fn push(&self, e: PartitionEvent<H::State>) {
         match self.events.lock() {
             Ok(mut v) => v.push(e),
@@ -117,6 +252,15 @@ impl<H: AssignHook> WorkerContext<H> {
         }
         self.pending.store(true, Ordering::Release);
     }
+}
+
+/// Sets the lag gauge of a partition this member no longer consumes to 0.
+/// The `metrics` facade cannot remove a series, and a frozen last value
+/// would be counted twice once the next owner reports the partition: a
+/// sum over workers (what autoscalers use) stays right with 0.
+pub fn forget_lag(partition: i32) {
+    metrics::gauge!(crate::metric_names::CONSUMER_LAG, "partition" => partition.to_string())
+        .set(0.0);
 }
 
 /// Routes librdkafka's log lines to `tracing`.
@@ -163,6 +307,32 @@ impl<H: AssignHook> ClientContext for WorkerContext<H> {
 }
 
 impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
+    /// The answer to an offset commit: queued for [`WorkerContext::take_commits`].
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let error = match result {
+            Ok(()) => None,
+            Err(e) => Some(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
+        };
+        let partitions = offsets
+            .elements()
+            .iter()
+            .map(|e| {
+                let r = match (e.error(), error) {
+                    (Err(pe), _) => Err(pe.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
+                    (Ok(()), Some(code)) => Err(code),
+                    (Ok(()), None) => Ok(()),
+                };
+                (e.topic().to_string(), e.partition(), e.offset().to_raw(), r)
+            })
+            .collect();
+        let outcome = CommitOutcome { partitions, error };
+        match self.commits.lock() {
+            Ok(mut v) => v.push(outcome),
+            Err(poisoned) => poisoned.into_inner().push(outcome),
+        }
+        self.commits_pending.store(true, Ordering::Release);
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -205,15 +375,7 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let lost = consumer.assignment_lost();
-                for (topic, partition) in parts {
-                    tracing::info!(%topic, partition, lost, "partition revoked");
-                    self.push(PartitionEvent::Revoked {
-                        topic,
-                        partition,
-                        lost,
-                    });
-                }
+                self.revoke(parts, consumer.assignment_lost());
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -221,9 +383,25 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
                 }
             }
             other => {
-                tracing::error!(error = ?other, "rebalance error");
-                // librdkafka asks the application to drop its assignment.
-                consumer.unassign()
+                // librdkafka asks the application to drop its whole
+                // assignment (`assign(NULL)` in its API docs). Under a
+                // cooperative protocol `unassign` is refused (`__STATE`):
+                // the owned partitions are unassigned incrementally.
+                let owned = consumer.assignment().unwrap_or_default();
+                let revoked: Vec<(String, i32)> = owned
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                tracing::error!(error = ?other, partitions = revoked.len(), "rebalance error; dropping the assignment");
+                self.revoke(revoked, true);
+                if !cooperative {
+                    consumer.unassign()
+                } else if owned.count() > 0 {
+                    consumer.incremental_unassign(&owned)
+                } else {
+                    Ok(())
+                }
             }
         };
         if let Err(e) = result {
@@ -314,5 +492,203 @@ mod tests {
         assert_eq!(first, Some((0, 5)));
         assert!(assigned.contains(&(1, "fresh", None)), "{assigned:?}");
         assert!(c.context().take_events().is_empty());
+    }
+
+    fn settings(
+        cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    ) -> KafkaSettings {
+        KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            telemetry_topic: "t".into(),
+            group_id: "g".into(),
+            ..KafkaSettings::default()
+        }
+    }
+
+    /// Polls until `done` holds for the events and commits seen so far.
+    fn poll_until(
+        c: &BaseConsumer<WorkerContext<FixedStart>>,
+        events: &mut Vec<PartitionEvent<&'static str>>,
+        commits: &mut Vec<CommitOutcome>,
+        done: impl Fn(&[PartitionEvent<&'static str>], &[CommitOutcome]) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(events, commits) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {events:?} {commits:?}"
+            );
+            let _ = c.poll(Duration::from_millis(50));
+            events.extend(c.context().take_events());
+            commits.extend(c.context().take_commits());
+        }
+    }
+
+    fn assigned(events: &[PartitionEvent<&'static str>]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, PartitionEvent::Assigned { .. }))
+            .count()
+    }
+
+    /// Regression: a rebalance error under cooperative-sticky called
+    /// `unassign()`, which librdkafka refuses for a cooperative protocol,
+    /// so the member kept consuming partitions the worker thought it had
+    /// dropped. Now the owned partitions are unassigned incrementally,
+    /// reported as revoked, and their lag gauges read 0.
+    #[test]
+    fn rebalance_error_under_cooperative_sticky_drops_the_assignment() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let mut s = settings(&cluster);
+        s.consumer_properties.insert(
+            "partition.assignment.strategy".into(),
+            "cooperative-sticky".into(),
+        );
+        let c = subscribe(&s, FixedStart).unwrap();
+        let (mut events, mut commits) = (Vec::new(), Vec::new());
+        poll_until(&c, &mut events, &mut commits, |e, _| assigned(e) == 2);
+        assert!(matches!(
+            c.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        ));
+        assert_eq!(c.assignment().unwrap().count(), 2);
+
+        let gauges = crate::test_util::Gauges::default();
+        let lag = |p: i32| format!("{}{{partition={p}}}", crate::metric_names::CONSUMER_LAG);
+        metrics::with_local_recorder(&gauges, || {
+            for p in [0, 1] {
+                metrics::gauge!(crate::metric_names::CONSUMER_LAG, "partition" => p.to_string())
+                    .set(42.0);
+            }
+            let mut tpl = TopicPartitionList::new();
+            c.context()
+                .rebalance(&c, RDKafkaRespErr::RD_KAFKA_RESP_ERR__FAIL, &mut tpl);
+        });
+        assert_eq!(c.assignment().unwrap().count(), 0);
+        let mut revoked: Vec<i32> = c
+            .context()
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                PartitionEvent::Revoked { partition, .. } => Some(partition),
+                _ => None,
+            })
+            .collect();
+        revoked.sort();
+        assert_eq!(revoked, [0, 1]);
+        assert_eq!(
+            (gauges.get(&lag(0)), gauges.get(&lag(1))),
+            (Some(0.0), Some(0.0))
+        );
+    }
+
+    /// A revoked partition's lag gauge reads 0 (the eager protocol).
+    #[test]
+    fn revoked_partitions_read_zero_lag() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let c = subscribe(&settings(&cluster), FixedStart).unwrap();
+        let (mut events, mut commits) = (Vec::new(), Vec::new());
+        poll_until(&c, &mut events, &mut commits, |e, _| assigned(e) == 2);
+        let gauges = crate::test_util::Gauges::default();
+        let key = format!("{}{{partition=1}}", crate::metric_names::CONSUMER_LAG);
+        metrics::with_local_recorder(&gauges, || {
+            metrics::gauge!(crate::metric_names::CONSUMER_LAG, "partition" => "1").set(7.0);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition("t", 1);
+            c.context().rebalance(
+                &c,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS,
+                &mut tpl,
+            );
+        });
+        assert_eq!(gauges.get(&key), Some(0.0));
+        assert!(c
+            .context()
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, PartitionEvent::Revoked { partition: 1, .. })));
+    }
+
+    /// A commit the coordinator refuses with a retriable error comes back
+    /// as an outcome with its cause; the same offsets commit afterwards.
+    #[test]
+    fn commit_answers_carry_their_cause_and_a_retry_commits() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let s = settings(&cluster);
+        crate::test_util::send_bytes(&s, "t", 0, 10);
+        let c = subscribe(&s, FixedStart).unwrap();
+        let (mut events, mut commits) = (Vec::new(), Vec::new());
+        poll_until(&c, &mut events, &mut commits, |e, _| assigned(e) == 2);
+
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS],
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(7)).unwrap();
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Async)
+            .unwrap();
+        poll_until(&c, &mut events, &mut commits, |_, c| !c.is_empty());
+        let failed = commits.remove(0);
+        let code = failed.partitions[0].3.unwrap_err();
+        assert_eq!(failed.partitions[0].1, 0);
+        assert_eq!(failed.partitions[0].2, Some(7));
+        assert_eq!(CommitFailure::of(code), CommitFailure::Rebalance);
+        assert!(CommitFailure::of(code).is_retriable());
+
+        let (group_tpl, deadline) = (tpl, Instant::now() + Duration::from_secs(30));
+        loop {
+            commits.clear();
+            c.commit(&group_tpl, rdkafka::consumer::CommitMode::Async)
+                .unwrap();
+            poll_until(&c, &mut events, &mut commits, |_, c| !c.is_empty());
+            // A refused commit may start a rebalance; retry like the worker.
+            if commits[0].partitions.iter().all(|p| p.3.is_ok()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{commits:?}");
+        }
+        assert_eq!(commits[0].error, None);
+        let committed = c
+            .committed_offsets(group_tpl.clone(), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            committed.find_partition("t", 0).unwrap().offset(),
+            Offset::Offset(7)
+        );
+    }
+
+    /// The documented sorting of commit errors (docs/kafka.md).
+    #[test]
+    fn commit_failures_are_sorted_into_retriable_and_fatal() {
+        use RDKafkaErrorCode as C;
+        for (code, cause, retriable) in [
+            (C::RebalanceInProgress, "rebalance", true),
+            (C::IllegalGeneration, "rebalance", true),
+            (C::UnknownMemberId, "rebalance", true),
+            (C::CoordinatorNotAvailable, "coordinator", true),
+            (C::NotCoordinator, "coordinator", true),
+            (C::WaitingForCoordinator, "coordinator", true),
+            (C::RequestTimedOut, "network", true),
+            (C::BrokerTransportFailure, "network", true),
+            (C::GroupAuthorizationFailed, "authorization", false),
+            (C::TopicAuthorizationFailed, "authorization", false),
+            (C::SaslAuthenticationFailed, "authorization", false),
+            (C::FencedInstanceId, "other", false),
+            (C::OffsetMetadataTooLarge, "other", false),
+            (C::Fatal, "other", false),
+        ] {
+            let f = CommitFailure::of(code);
+            assert_eq!(
+                (f.as_str(), f.is_retriable()),
+                (cause, retriable),
+                "{code:?}"
+            );
+        }
+        let labels: Vec<&str> = CommitFailure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(labels.len(), 5);
     }
 }

@@ -375,6 +375,46 @@ mod tests {
         p.flush(Duration::from_secs(10)).unwrap();
     }
 
+    /// A full queue is backpressure, not an error: with room for two
+    /// messages and a slow broker, fifty sends all succeed and are all
+    /// acknowledged.
+    #[test]
+    fn a_full_queue_makes_sends_wait_not_fail() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(20))
+            .unwrap();
+        let mut s = settings(&cluster);
+        s.producer_properties
+            .insert("queue.buffering.max.messages".into(), "2".into());
+        let mut p = AckedProducer::new(&s, Duration::from_secs(30)).unwrap();
+        for i in 0..50u8 {
+            p.send("alerts", None, &[i], &[]).unwrap();
+        }
+        p.flush(Duration::from_secs(40)).unwrap();
+        assert_eq!((p.sent(), p.acked()), (50, 50));
+    }
+
+    /// Vigil's producer queue bounds apply unless the user sets them.
+    #[test]
+    fn the_producer_queue_is_bounded_by_default() {
+        let mut s = KafkaSettings::default();
+        let c = s.client_config(Role::Producer).unwrap();
+        assert_eq!(c.get("queue.buffering.max.kbytes"), Some("65536"));
+        assert_eq!(c.get("queue.buffering.max.messages"), Some("100000"));
+        s.producer_properties
+            .insert("queue.buffering.max.kbytes".into(), "1024".into());
+        let c = s.client_config(Role::Producer).unwrap();
+        assert_eq!(c.get("queue.buffering.max.kbytes"), Some("1024"));
+        assert_eq!(
+            s.client_config(Role::Consumer)
+                .unwrap()
+                .get("queue.buffering.max.kbytes"),
+            None
+        );
+    }
+
     #[test]
     fn timed_sends_record_their_ack_latency() {
         let cluster = MockCluster::new(1).unwrap();

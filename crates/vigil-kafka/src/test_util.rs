@@ -104,3 +104,88 @@ impl tracing::Subscriber for Capture {
 
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// A `metrics` recorder that keeps the last value of every gauge, keyed
+/// `name{label=value,...}` (install it with `metrics::with_local_recorder`
+/// on the thread that polls the client).
+#[derive(Default)]
+pub(crate) struct Gauges(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>);
+
+impl Gauges {
+    /// The last value of gauge `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<f64> {
+        self.0.lock().ok()?.get(key).copied()
+    }
+}
+
+struct GaugeCell {
+    key: String,
+    values: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>,
+}
+
+impl metrics::GaugeFn for GaugeCell {
+    fn increment(&self, value: f64) {
+        if let Ok(mut v) = self.values.lock() {
+            *v.entry(self.key.clone()).or_default() += value;
+        }
+    }
+
+    fn decrement(&self, value: f64) {
+        self.increment(-value);
+    }
+
+    fn set(&self, value: f64) {
+        if let Ok(mut v) = self.values.lock() {
+            v.insert(self.key.clone(), value);
+        }
+    }
+}
+
+impl metrics::Recorder for Gauges {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        metrics::Gauge::from_arc(std::sync::Arc::new(GaugeCell {
+            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            values: self.0.clone(),
+        }))
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}

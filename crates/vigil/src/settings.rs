@@ -32,6 +32,10 @@ pub struct WorkerSettings {
     /// dead letters before the worker gives up (and exits, uncommitted).
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: std::time::Duration,
+    /// Longest shutdown drain after SIGTERM (last flush, checkpoints,
+    /// commits); keep it below the pod's termination grace period.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: std::time::Duration,
     /// Address of the Prometheus `/metrics` endpoint; empty to disable.
     pub metrics_listen: String,
 }
@@ -130,6 +134,9 @@ impl Settings {
         }
         if self.worker.delivery_timeout < std::time::Duration::from_secs(1) {
             problems.push("worker.delivery_timeout: must be at least 1s".into());
+        }
+        if self.worker.shutdown_timeout < std::time::Duration::from_secs(1) {
+            problems.push("worker.shutdown_timeout: must be at least 1s".into());
         }
         if !self.worker.metrics_listen.is_empty()
             && self
@@ -247,5 +254,17 @@ mod tests {
         std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("12345"), "{e}");
+    }
+
+    /// The default drain fits Kubernetes' default 30 s grace period with
+    /// 5 s to spare for leaving the group, and leaves at least 10 s of it
+    /// for publishing, checkpointing and committing after the longest wait
+    /// for acknowledgements (the budget in docs/kafka.md, "Shutdown").
+    #[test]
+    fn the_default_shutdown_drain_fits_the_kubernetes_grace_period() {
+        let w = Settings::load(None).unwrap().worker;
+        let grace = std::time::Duration::from_secs(30);
+        assert!(w.shutdown_timeout + std::time::Duration::from_secs(5) <= grace);
+        assert!(w.delivery_timeout + std::time::Duration::from_secs(10) <= w.shutdown_timeout);
     }
 }

@@ -184,7 +184,7 @@ impl Redactor {
             .config_map()
             .iter()
             .filter(|(k, v)| is_secret_property(k) && !v.is_empty())
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.to_string())
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         secrets.dedup();

@@ -11,25 +11,28 @@
 //!                                  lag gauge of the partition set to 0
 //!                          error:  drop the whole assignment, reported as revoked
 //!                          all:    queue PartitionEvent for take_events()
-//!  poll() ──commit answer──▶ WorkerContext::commit_callback ─▶ CommitOutcome for take_commits()
+//!  Committer::commit(offsets) ──▶ commit thread: commit(Sync) ──▶ CommitOutcome for take()
 //! ```
 //!
 //! Callbacks run on the thread that calls `poll`, so the loop that owns
 //! the partitions' state sees every event right after the `poll` that
 //! caused it, before it handles any record of a new assignment.
 //!
-//! Offset commits are asynchronous: the loop commits with
-//! `CommitMode::Async` and reads the broker's answer as a
-//! [`CommitOutcome`] after a later `poll`, so a coordinator that is slow
-//! or away never stalls processing. [`CommitFailure`] sorts a failed
+//! Offset commits are asynchronous for the loop: a [`Committer`] thread
+//! makes each commit synchronously and hands back the answer as a
+//! [`CommitOutcome`], so a coordinator that is slow or away never stalls
+//! processing. (librdkafka reports the result of an application's
+//! `CommitMode::Async` commit only to an `offset_commit_cb`, which rdkafka's
+//! event-based consumer does not set: such a result would be lost.) [`CommitFailure`] sorts a failed
 //! commit into retriable (rebalance, coordinator, network) and fatal
 //! (authorization, anything else) causes; see `docs/kafka.md`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -173,6 +176,89 @@ pub struct CommitOutcome {
     pub error: Option<RDKafkaErrorCode>,
 }
 
+/// Commits offsets on a thread of its own. See the module docs.
+pub struct Committer {
+    requests: Option<mpsc::Sender<TopicPartitionList>>,
+    answers: mpsc::Receiver<CommitOutcome>,
+}
+
+impl Committer {
+    /// Starts the commit thread for `consumer` (which it keeps alive until
+    /// the committer is dropped and its last commit returned).
+    pub fn start<C: ConsumerContext + 'static>(
+        consumer: Arc<BaseConsumer<C>>,
+    ) -> Result<Committer> {
+        let (requests, jobs) = mpsc::channel::<TopicPartitionList>();
+        let (done, answers) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vigil-commit".into())
+            .spawn(move || {
+                for offsets in jobs {
+                    let r = consumer.commit(&offsets, CommitMode::Sync);
+                    if done.send(CommitOutcome::of(&offsets, r)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Kafka {
+                context: format!("starting the commit thread: {e}"),
+                source: KafkaError::Canceled,
+            })?;
+        Ok(Committer {
+            requests: Some(requests),
+            answers,
+        })
+    }
+
+    /// Queues a commit of `offsets`; its answer comes from [`Committer::take`]
+    /// or [`Committer::wait`]. False if the commit thread is gone.
+    pub fn commit(&self, offsets: TopicPartitionList) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|r| r.send(offsets).is_ok())
+    }
+
+    /// The answers that arrived since the last call, without waiting.
+    pub fn take(&self) -> Vec<CommitOutcome> {
+        self.answers.try_iter().collect()
+    }
+
+    /// The next answer, waiting at most `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Option<CommitOutcome> {
+        self.answers.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Ends the thread after its current commit; not joined, so a
+        // commit that hangs does not hold up the process.
+        self.requests = None;
+    }
+}
+
+impl CommitOutcome {
+    /// The outcome of a commit of `offsets` that returned `result`.
+    pub fn of(offsets: &TopicPartitionList, result: KafkaResult<()>) -> CommitOutcome {
+        let error = match result {
+            Ok(()) => None,
+            Err(e) => Some(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
+        };
+        let partitions = offsets
+            .elements()
+            .iter()
+            .map(|e| {
+                let r = match error {
+                    Some(code) => Err(code),
+                    None => Ok(()),
+                };
+                (e.topic().to_string(), e.partition(), e.offset().to_raw(), r)
+            })
+            .collect();
+        CommitOutcome { partitions, error }
+    }
+}
+
 /// The consumer's librdkafka context. See the module docs.
 pub struct WorkerContext<H: AssignHook> {
     hook: H,
@@ -180,9 +266,6 @@ pub struct WorkerContext<H: AssignHook> {
     /// Set when `events` is not empty, so the loop checks a flag per poll
     /// instead of taking the lock.
     pending: AtomicBool,
-    commits: Mutex<Vec<CommitOutcome>>,
-    /// Set when `commits` is not empty.
-    commits_pending: AtomicBool,
     /// Cuts the client's secret values out of librdkafka's log lines.
     redactor: Redactor,
 }
@@ -194,8 +277,6 @@ impl<H: AssignHook> WorkerContext<H> {
             hook,
             events: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
-            commits: Mutex::new(Vec::new()),
-            commits_pending: AtomicBool::new(false),
             redactor: Redactor::default(),
         }
     }
@@ -215,18 +296,6 @@ impl<H: AssignHook> WorkerContext<H> {
         }
         match self.events.lock() {
             Ok(mut e) => std::mem::take(&mut *e),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
-    }
-
-    /// Takes the commit answers received since the last call (without
-    /// locking when there are none).
-    pub fn take_commits(&self) -> Vec<CommitOutcome> {
-        if !self.commits_pending.swap(false, Ordering::Acquire) {
-            return Vec::new();
-        }
-        match self.commits.lock() {
-            Ok(mut c) => std::mem::take(&mut *c),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
@@ -307,32 +376,6 @@ impl<H: AssignHook> ClientContext for WorkerContext<H> {
 }
 
 impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
-    /// The answer to an offset commit: queued for [`WorkerContext::take_commits`].
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let error = match result {
-            Ok(()) => None,
-            Err(e) => Some(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
-        };
-        let partitions = offsets
-            .elements()
-            .iter()
-            .map(|e| {
-                let r = match (e.error(), error) {
-                    (Err(pe), _) => Err(pe.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
-                    (Ok(()), Some(code)) => Err(code),
-                    (Ok(()), None) => Ok(()),
-                };
-                (e.topic().to_string(), e.partition(), e.offset().to_raw(), r)
-            })
-            .collect();
-        let outcome = CommitOutcome { partitions, error };
-        match self.commits.lock() {
-            Ok(mut v) => v.push(outcome),
-            Err(poisoned) => poisoned.into_inner().push(outcome),
-        }
-        self.commits_pending.store(true, Ordering::Release);
-    }
-
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -505,22 +548,17 @@ mod tests {
         }
     }
 
-    /// Polls until `done` holds for the events and commits seen so far.
+    /// Polls until `done` holds for the events seen so far.
     fn poll_until(
         c: &BaseConsumer<WorkerContext<FixedStart>>,
         events: &mut Vec<PartitionEvent<&'static str>>,
-        commits: &mut Vec<CommitOutcome>,
-        done: impl Fn(&[PartitionEvent<&'static str>], &[CommitOutcome]) -> bool,
+        done: impl Fn(&[PartitionEvent<&'static str>]) -> bool,
     ) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !done(events, commits) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out: {events:?} {commits:?}"
-            );
+        while !done(events) {
+            assert!(Instant::now() < deadline, "timed out: {events:?}");
             let _ = c.poll(Duration::from_millis(50));
             events.extend(c.context().take_events());
-            commits.extend(c.context().take_commits());
         }
     }
 
@@ -546,8 +584,8 @@ mod tests {
             "cooperative-sticky".into(),
         );
         let c = subscribe(&s, FixedStart).unwrap();
-        let (mut events, mut commits) = (Vec::new(), Vec::new());
-        poll_until(&c, &mut events, &mut commits, |e, _| assigned(e) == 2);
+        let mut events = Vec::new();
+        poll_until(&c, &mut events, |e| assigned(e) == 2);
         assert!(matches!(
             c.rebalance_protocol(),
             RebalanceProtocol::Cooperative
@@ -589,8 +627,8 @@ mod tests {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("t", 2, 1).unwrap();
         let c = subscribe(&settings(&cluster), FixedStart).unwrap();
-        let (mut events, mut commits) = (Vec::new(), Vec::new());
-        poll_until(&c, &mut events, &mut commits, |e, _| assigned(e) == 2);
+        let mut events = Vec::new();
+        poll_until(&c, &mut events, |e| assigned(e) == 2);
         let gauges = crate::test_util::Gauges::default();
         let key = format!("{}{{partition=1}}", crate::metric_names::CONSUMER_LAG);
         metrics::with_local_recorder(&gauges, || {
@@ -612,16 +650,18 @@ mod tests {
     }
 
     /// A commit the coordinator refuses with a retriable error comes back
-    /// as an outcome with its cause; the same offsets commit afterwards.
+    /// from the committer with its cause, without blocking the caller;
+    /// the same offsets commit afterwards.
     #[test]
     fn commit_answers_carry_their_cause_and_a_retry_commits() {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("t", 2, 1).unwrap();
         let s = settings(&cluster);
         crate::test_util::send_bytes(&s, "t", 0, 10);
-        let c = subscribe(&s, FixedStart).unwrap();
-        let (mut events, mut commits) = (Vec::new(), Vec::new());
-        poll_until(&c, &mut events, &mut commits, |e, _| assigned(e) == 2);
+        let c = Arc::new(subscribe(&s, FixedStart).unwrap());
+        let mut events = Vec::new();
+        poll_until(&c, &mut events, |e| assigned(e) == 2);
+        let committer = Committer::start(c.clone()).unwrap();
 
         cluster.request_errors(
             rdkafka::types::RDKafkaApiKey::OffsetCommit,
@@ -629,32 +669,21 @@ mod tests {
         );
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("t", 0, Offset::Offset(7)).unwrap();
-        c.commit(&tpl, rdkafka::consumer::CommitMode::Async)
-            .unwrap();
-        poll_until(&c, &mut events, &mut commits, |_, c| !c.is_empty());
-        let failed = commits.remove(0);
+        assert!(committer.commit(tpl.clone()));
+        let failed = committer.wait(Duration::from_secs(30)).unwrap();
         let code = failed.partitions[0].3.unwrap_err();
-        assert_eq!(failed.partitions[0].1, 0);
-        assert_eq!(failed.partitions[0].2, Some(7));
+        assert_eq!(
+            (failed.partitions[0].1, failed.partitions[0].2),
+            (0, Some(7))
+        );
         assert_eq!(CommitFailure::of(code), CommitFailure::Rebalance);
         assert!(CommitFailure::of(code).is_retriable());
 
-        let (group_tpl, deadline) = (tpl, Instant::now() + Duration::from_secs(30));
-        loop {
-            commits.clear();
-            c.commit(&group_tpl, rdkafka::consumer::CommitMode::Async)
-                .unwrap();
-            poll_until(&c, &mut events, &mut commits, |_, c| !c.is_empty());
-            // A refused commit may start a rebalance; retry like the worker.
-            if commits[0].partitions.iter().all(|p| p.3.is_ok()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{commits:?}");
-        }
-        assert_eq!(commits[0].error, None);
-        let committed = c
-            .committed_offsets(group_tpl.clone(), Duration::from_secs(10))
-            .unwrap();
+        assert!(committer.commit(tpl.clone()));
+        let ok = committer.wait(Duration::from_secs(30)).unwrap();
+        assert_eq!(ok.error, None, "{ok:?}");
+        assert!(committer.take().is_empty());
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
         assert_eq!(
             committed.find_partition("t", 0).unwrap().offset(),
             Offset::Offset(7)

@@ -17,9 +17,9 @@
 //!
 //! ## Commits
 //! A checkpointed offset stays pending until the group coordinator has
-//! acknowledged its commit. Commits are sent without waiting
-//! (`CommitMode::Async`, at most one unanswered at a time) and answered on
-//! a later poll. A commit refused for a retriable cause (a rebalance, the
+//! acknowledged its commit. Commits are made by a thread of their own
+//! ([`Committer`], at most one unanswered at a time), so the loop never
+//! waits for the coordinator; their answers are read after each poll. A commit refused for a retriable cause (a rebalance, the
 //! coordinator moving or away, the network) is counted
 //! (`vigil_worker_commit_failures_total{reason}`) and sent again at the
 //! next flush; one refused for another cause (authorization, ...) stops
@@ -66,8 +66,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use vigil_kafka::consumer::{AssignHook, CommitFailure, PartitionEvent, WorkerContext};
-use vigil_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use vigil_kafka::consumer::{AssignHook, CommitFailure, Committer, PartitionEvent, WorkerContext};
+use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use vigil_kafka::{headers, AckedProducer, LatencyHistogram};
 use vigil_ops::config::{ClockMode, PipelineConfig};
@@ -78,12 +78,6 @@ use vigil_store::{AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, So
 
 use crate::obs;
 use crate::settings::Settings;
-
-/// How long a commit may stay unanswered before the next flush sends the
-/// pending offsets again. librdkafka answers every commit, at the latest
-/// after `session.timeout.ms` (45 s by default) when no coordinator is
-/// known, or `socket.timeout.ms` (60 s) for a request without a reply.
-const COMMIT_ANSWER_WAIT: Duration = Duration::from_secs(60);
 
 /// Pause between commit attempts while the shutdown drain retries.
 const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
@@ -326,6 +320,8 @@ pub struct Worker {
     /// Checkpointed offsets (the next offset to process) of owned
     /// partitions that the group has not acknowledged yet.
     uncommitted: BTreeMap<i32, i64>,
+    /// Makes the commits, off the loop's thread.
+    committer: Committer,
     /// Whether a commit is waiting for its answer.
     commit_in_flight: bool,
     /// When the last commit was sent.
@@ -381,8 +377,10 @@ impl Worker {
         if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
             tracing::warn!(error = %e, "could not read the output topics' metadata yet");
         }
-        let consumer =
-            vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
+        let consumer = Arc::new(
+            vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?,
+        );
+        let committer = Committer::start(consumer.clone())?;
         tracing::info!(
             brokers = %kafka.brokers,
             topic = %kafka.telemetry_topic,
@@ -406,17 +404,19 @@ impl Worker {
             summary: WorkerSummary::default(),
             progress,
             uncommitted: BTreeMap::new(),
+            committer,
             commit_in_flight: false,
             commit_sent_at: None,
         };
         let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
+        let mut summary = WorkerSummary::default();
         match &result {
             Ok(()) => {
                 // Graceful: publish, acknowledge, checkpoint and commit
                 // everything processed, then leave the group.
                 let drain = Instant::now();
                 let budget = w.settings.worker.shutdown_timeout;
-                w.drain(&consumer, drain + budget).context("final flush")?;
+                w.drain(drain + budget).context("final flush")?;
                 tracing::info!(
                     records = w.summary.records,
                     flushes = w.summary.flushes,
@@ -425,6 +425,7 @@ impl Worker {
                     uncommitted_partitions = w.uncommitted.len(),
                     "worker stopped"
                 );
+                summary = w.summary.clone();
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "worker failed; nothing after the last commit is lost")
@@ -432,34 +433,33 @@ impl Worker {
         }
         let leaving = Instant::now();
         consumer.unsubscribe();
+        // The committer holds the consumer too, until its last commit
+        // returned.
+        drop(w);
         drop(consumer);
         tracing::info!(
             elapsed_ms = leaving.elapsed().as_millis() as u64,
             "left the consumer group"
         );
-        result.map(|()| w.summary)
+        result.map(|()| summary)
     }
 
     /// The shutdown drain: a last flush, then the pending commits, all by
-    /// `deadline` (see the module docs). Records polled meanwhile are not
-    /// processed: they are after every committed and checkpointed offset.
-    fn drain(
-        &mut self,
-        consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
-        deadline: Instant,
-    ) -> Result<()> {
+    /// `deadline` (see the module docs).
+    fn drain(&mut self, deadline: Instant) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.flush_all(consumer, self.settings.worker.delivery_timeout.min(left))?;
+        self.flush_all(self.settings.worker.delivery_timeout.min(left))?;
         while !self.uncommitted.is_empty() && Instant::now() < deadline {
             let retry_due = self
                 .commit_sent_at
                 .is_none_or(|t| t.elapsed() >= DRAIN_COMMIT_RETRY);
             if !self.commit_in_flight && retry_due {
-                self.commit_pending(consumer, true)?;
+                self.commit_pending()?;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = consumer.poll(left.min(Duration::from_millis(50)));
-            self.apply_commits(consumer)?;
+            if let Some(o) = self.committer.wait(left.min(Duration::from_millis(50))) {
+                self.apply_commit(o)?;
+            }
         }
         if !self.uncommitted.is_empty() {
             tracing::warn!(
@@ -534,7 +534,7 @@ impl Worker {
                     .values()
                     .any(|t| t.pending_records() >= storage.flush_records);
             if full || last_flush.elapsed() >= flush_every {
-                self.flush_all(consumer, self.settings.worker.delivery_timeout)?;
+                self.flush_all(self.settings.worker.delivery_timeout)?;
                 last_flush = Instant::now();
             }
         }
@@ -619,17 +619,17 @@ impl Worker {
         self.progress
             .partitions
             .store(self.tasks.len() as u64, Ordering::Relaxed);
-        self.apply_commits(consumer)
+        for o in self.committer.take() {
+            self.apply_commit(o)?;
+        }
+        Ok(())
     }
 
-    /// Reads the answers to earlier commits: acknowledged offsets stop
+    /// Reads the answer to an earlier commit: acknowledged offsets stop
     /// being pending; a refusal is counted and, when retriable, left for
     /// the next flush, else returned.
-    fn apply_commits(
-        &mut self,
-        consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
-    ) -> Result<()> {
-        for o in consumer.context().take_commits() {
+    fn apply_commit(&mut self, o: vigil_kafka::consumer::CommitOutcome) -> Result<()> {
+        {
             self.commit_in_flight = false;
             let mut refused = o.error;
             for (_, partition, offset, result) in &o.partitions {
@@ -683,19 +683,10 @@ impl Worker {
     }
 
     /// Sends the pending offsets to the group, unless a commit is still
-    /// waiting for its answer (and `force` is off and it is not overdue).
-    fn commit_pending(
-        &mut self,
-        consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
-        force: bool,
-    ) -> Result<()> {
-        if self.uncommitted.is_empty() {
-            return Ok(());
-        }
-        let overdue = self
-            .commit_sent_at
-            .is_some_and(|t| t.elapsed() >= COMMIT_ANSWER_WAIT);
-        if self.commit_in_flight && !force && !overdue {
+    /// waiting for its answer (a commit that hangs, up to librdkafka's
+    /// `session.timeout.ms` when no coordinator is known, is not doubled).
+    fn commit_pending(&mut self) -> Result<()> {
+        if self.uncommitted.is_empty() || self.commit_in_flight {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
@@ -704,16 +695,11 @@ impl Worker {
                 .context("building the offset commit")?;
         }
         self.commit_sent_at = Some(Instant::now());
-        match consumer.commit(&tpl, CommitMode::Async) {
-            Ok(()) => {
-                self.commit_in_flight = true;
-                Ok(())
-            }
-            Err(e) => self.commit_refused(
-                e.rdkafka_error_code()
-                    .unwrap_or(vigil_kafka::rdkafka::error::RDKafkaErrorCode::Fail),
-            ),
+        if !self.committer.commit(tpl) {
+            bail!("the offset commit thread stopped");
         }
+        self.commit_in_flight = true;
+        Ok(())
     }
 
     fn process(&mut self, partition: i32, offset: i64, payload: &[u8], now: i64) -> Result<()> {
@@ -781,11 +767,7 @@ impl Worker {
     /// records since its last flush, waiting at most `delivery_timeout`
     /// for the broker's acknowledgements, then commits the pending offsets
     /// (steps 1 to 4 of the module docs).
-    fn flush_all(
-        &mut self,
-        consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
-        delivery_timeout: Duration,
-    ) -> Result<()> {
+    fn flush_all(&mut self, delivery_timeout: Duration) -> Result<()> {
         let dirty: Vec<i32> = self
             .tasks
             .values()
@@ -795,7 +777,7 @@ impl Worker {
         if !dirty.is_empty() {
             self.flush_partitions(&dirty, delivery_timeout)?;
         }
-        self.commit_pending(consumer, false)
+        self.commit_pending()
     }
 
     /// Steps 1 to 3 for the partitions `dirty`; their offsets become

@@ -223,6 +223,23 @@ impl Committer {
         self.answers.try_iter().collect()
     }
 
+    /// Stops the commit thread: it finishes the commit it is making (its
+    /// answer is dropped) and releases the consumer. Waits at most
+    /// `timeout` for that; true if the thread ended, so that the caller's
+    /// consumer handle is the last one (and its drop leaves the group).
+    pub fn stop(&mut self, timeout: Duration) -> bool {
+        self.requests = None;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.answers.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+
     /// The next answer, waiting at most `timeout`.
     pub fn wait(&self, timeout: Duration) -> Option<CommitOutcome> {
         self.answers.recv_timeout(timeout).ok()

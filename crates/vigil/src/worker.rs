@@ -433,8 +433,12 @@ impl Worker {
         }
         let leaving = Instant::now();
         consumer.unsubscribe();
-        // The committer holds the consumer too, until its last commit
-        // returned.
+        // The committer holds the consumer too: once it has stopped, this
+        // handle is the last one and dropping it leaves the group. A
+        // commit that still hangs keeps the consumer until it returns.
+        if !w.committer.stop(Duration::from_secs(1)) {
+            tracing::warn!("an offset commit is still hanging; the group may only notice this member left at its session timeout");
+        }
         drop(w);
         drop(consumer);
         tracing::info!(

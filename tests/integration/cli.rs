@@ -261,3 +261,55 @@ fn demo_runs_end_to_end_and_guards_foreign_directories() {
     assert_eq!(o.status.code(), Some(1));
     assert!(foreign.join("precious.txt").exists());
 }
+
+/// Regression: librdkafka's configuration errors quote the refused value
+/// and `vigil run` printed the whole error chain, so a secret
+/// (`sasl.oauthbearer.client.secret`, unsupported in this build) reached
+/// stderr. For every secret property, a marker value read from a secret
+/// file appears nowhere in the output of a `vigil run` that fails to
+/// create its clients, with debug logs on.
+#[test]
+fn run_prints_no_secret_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in vigil_kafka::config::SECRET_PROPERTIES {
+        let marker = format!("SECRET-MARKER-{name}");
+        let secret = dir.path().join(format!("{name}.secret"));
+        std::fs::write(&secret, format!("{marker}\n")).unwrap();
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+[kafka]
+brokers = "127.0.0.1:1"
+[kafka.properties]
+"security.protocol" = "ssl"
+"ssl.ca.location" = "/nonexistent/vigil-ca.pem"
+"debug" = "conf,security"
+[kafka.secret_files]
+"{name}" = "{secret}"
+[worker]
+state_dir = "{state}"
+metrics_listen = ""
+"#,
+                data = dir.path().join("data").display(),
+                state = dir.path().join("state").display(),
+                secret = secret.display(),
+            ),
+        )
+        .unwrap();
+        let o = Command::new(vigil_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert!(err.contains("error: "), "{name}: {err}");
+        assert!(
+            !out.contains(&marker) && !err.contains(&marker),
+            "{name}: the secret was printed:\n{out}\n{err}"
+        );
+    }
+}

@@ -8,12 +8,11 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::{KafkaSettings, Role};
+use crate::config::{create_client, KafkaSettings, RedactingContext, Role};
 use crate::error::{Error, Result};
 
 /// What happened to one topic.
@@ -39,10 +38,9 @@ pub fn create_topics(
     topics: &[(&str, i32)],
     timeout: Duration,
 ) -> Result<Vec<(String, TopicOutcome)>> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config(Role::Admin)?
-        .create()
-        .map_err(Error::kafka("creating the admin client"))?;
+    let config = settings.client_config(Role::Admin)?;
+    let admin: AdminClient<RedactingContext> =
+        create_client(&config, RedactingContext::of(&config), "admin client")?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(settings.replication_factor)))
@@ -81,10 +79,9 @@ pub fn partition_count(
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<usize>> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config(Role::Admin)?
-        .create()
-        .map_err(Error::kafka("creating the admin client"))?;
+    let config = settings.client_config(Role::Admin)?;
+    let admin: AdminClient<RedactingContext> =
+        create_client(&config, RedactingContext::of(&config), "admin client")?;
     let md = admin
         .inner()
         .fetch_metadata(Some(topic), timeout)
@@ -98,10 +95,9 @@ pub fn partition_count(
 
 /// Deletes `topics`. A topic that does not exist is not an error.
 pub fn delete_topics(settings: &KafkaSettings, topics: &[&str], timeout: Duration) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config(Role::Admin)?
-        .create()
-        .map_err(Error::kafka("creating the admin client"))?;
+    let config = settings.client_config(Role::Admin)?;
+    let admin: AdminClient<RedactingContext> =
+        create_client(&config, RedactingContext::of(&config), "admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(timeout));
     let rt = runtime().map_err(|e| Error::DeleteTopic {
         topic: topics.first().map(|t| t.to_string()).unwrap_or_default(),
@@ -152,7 +148,7 @@ impl PartitionOffsets {
 /// over one connection. It does not join the group (it never subscribes),
 /// so probing does not disturb the members.
 pub struct OffsetProbe {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<RedactingContext>,
     topic: String,
     partitions: Vec<i32>,
 }
@@ -164,9 +160,8 @@ impl OffsetProbe {
         let mut config = settings.client_config(Role::Consumer)?;
         // Nobody polls this client: no statistics to pile up.
         config.set("statistics.interval.ms", "0");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(Error::kafka("creating the offset probe"))?;
+        let consumer: BaseConsumer<RedactingContext> =
+            create_client(&config, RedactingContext::of(&config), "offset probe")?;
         let md = consumer
             .fetch_metadata(Some(topic), timeout)
             .map_err(Error::kafka(format!("reading metadata of {topic}")))?;

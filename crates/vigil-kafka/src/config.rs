@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rdkafka::client::ClientContext;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +34,12 @@ const PRODUCER_FIXED: [(&str, &str); 3] = [
     ("acks", "all"),
     ("max.in.flight.requests.per.connection", "5"),
 ];
+
+/// Default bound of the producer's queue, in messages (users may
+/// override it in `kafka.producer_properties`).
+pub const PRODUCER_QUEUE_MESSAGES: &str = "100000";
+/// Default bound of the producer's queue, in KiB (64 MiB).
+pub const PRODUCER_QUEUE_KBYTES: &str = "65536";
 
 /// Which client a configuration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,17 +107,170 @@ impl Default for KafkaSettings {
     }
 }
 
-/// True when a property holds a secret and its value must not be logged.
+/// Every librdkafka property whose value is a secret or leads to one, by
+/// name: the properties librdkafka 2.12 marks sensitive in its
+/// `CONFIGURATION.md` (`rdkafka_conf.c`, flag `_RK_SENSITIVE`), their
+/// aliases, and `ssl.truststore.password` (a Java client name that
+/// librdkafka refuses, with the value in its error). The value of each is
+/// replaced by [`REDACTED`] in every error and log line Vigil writes.
+pub const SECRET_PROPERTIES: [&str; 15] = [
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.client.credentials.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
+];
+
+/// Secret properties that may still sit in the config file: names and
+/// paths, whose values are redacted in output but are not credentials
+/// themselves (a user name, the path of a mounted key, a CA certificate).
+const INLINE_ALLOWED: [&str; 4] = [
+    "sasl.username",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "ssl.key.location",
+    "ssl.ca.pem",
+];
+
+/// What a redacted secret value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// True when a property holds a secret and its value must not appear in
+/// any error or log line: a name of [`SECRET_PROPERTIES`], or (for
+/// properties a later librdkafka may add) a name containing `password`,
+/// `secret`, `passphrase` or `key.pem`.
 pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "jaas", "key.pem", "private"]
-        .iter()
-        .any(|s| k.contains(s))
+    SECRET_PROPERTIES.contains(&k.as_str())
+        || ["password", "secret", "passphrase", "key.pem"]
+            .iter()
+            .any(|s| k.contains(s))
 }
 
 /// librdkafka statistics interval of the worker's consumer unless
 /// `consumer_properties` sets `statistics.interval.ms`.
 pub const DEFAULT_STATS_INTERVAL_MS: i64 = 5000;
+
+/// True when a secret property must come from `kafka.secret_env` or
+/// `kafka.secret_files` rather than the config file.
+fn must_not_be_inline(key: &str) -> bool {
+    is_secret_property(key) && !INLINE_ALLOWED.contains(&key.to_ascii_lowercase().as_str())
+}
+
+/// The secret values of one client configuration, to cut them out of the
+/// text of errors and log lines about that client.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Non-empty secret values, longest first (a secret that contains
+    /// another is replaced whole).
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secret value(s))", self.secrets.len())
+    }
+}
+
+impl Redactor {
+    /// The redactor of `config`: the values of its secret properties.
+    pub fn of(config: &ClientConfig) -> Redactor {
+        let mut secrets: Vec<String> = config
+            .config_map()
+            .iter()
+            .filter(|(k, v)| is_secret_property(k) && !v.is_empty())
+            .map(|(_, v)| v.to_string())
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// `text` with every occurrence of every secret value replaced by
+    /// [`REDACTED`].
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// `e` with the secrets cut out of its text (its `Display` and its
+    /// `Debug`): a configuration error names the property and its value,
+    /// and creation errors may quote a value.
+    pub fn kafka_error(&self, e: KafkaError) -> KafkaError {
+        match e {
+            KafkaError::ClientConfig(res, desc, key, value) => {
+                let value = if is_secret_property(&key) {
+                    REDACTED.to_string()
+                } else {
+                    self.text(&value)
+                };
+                KafkaError::ClientConfig(res, self.text(&desc), key, value)
+            }
+            KafkaError::ClientCreation(msg) => KafkaError::ClientCreation(self.text(&msg)),
+            other => other,
+        }
+    }
+}
+
+/// Creates a librdkafka client (consumer, producer, admin) from `config`
+/// with `context`. On failure the error says `what` was being created,
+/// and no secret value of `config` appears in it (see [`Redactor`]).
+pub fn create_client<C, T>(config: &ClientConfig, context: C, what: &str) -> Result<T>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    config
+        .create_with_context(context)
+        .map_err(|e| Error::Kafka {
+            context: format!("creating the {what}"),
+            source: Redactor::of(config).kafka_error(e),
+        })
+}
+
+/// A client context for clients without one of their own (admin, offset
+/// probes): librdkafka's log lines and errors go to `tracing`, with the
+/// client's secret values cut out.
+#[derive(Debug, Clone, Default)]
+pub struct RedactingContext {
+    redactor: Redactor,
+}
+
+impl RedactingContext {
+    /// The context of a client created from `config`.
+    pub fn of(config: &ClientConfig) -> RedactingContext {
+        RedactingContext {
+            redactor: Redactor::of(config),
+        }
+    }
+}
+
+impl ClientContext for RedactingContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        crate::log_client(level, fac, &self.redactor.text(msg));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let error = self.redactor.kafka_error(error);
+        tracing::warn!(error = %error, reason = %self.redactor.text(reason), "kafka client error");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RedactingContext {}
 
 impl KafkaSettings {
     /// The consumer's effective `statistics.interval.ms` (0 or negative:
@@ -172,7 +334,7 @@ impl KafkaSettings {
                         "kafka.{table}.\"{key}\": fixed by Vigil (its delivery guarantees depend on it)"
                     ));
                 }
-                if is_secret_property(key) {
+                if must_not_be_inline(key) {
                     p.push(format!(
                         "kafka.{table}.\"{key}\": a secret; give it with kafka.secret_env or kafka.secret_files, not in the config"
                     ));
@@ -217,6 +379,12 @@ impl KafkaSettings {
             Role::Producer => {
                 c.set("compression.type", "zstd");
                 c.set("linger.ms", "5");
+                // Bounded queue (librdkafka: 100,000 messages, 1 GiB):
+                // 64 MiB still holds 64 dead letters of the broker's
+                // default 1 MiB message size; a full queue is
+                // backpressure (see the producer module).
+                c.set("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES);
+                c.set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES);
                 for (k, v) in &self.producer_properties {
                     c.set(k, v);
                 }
@@ -275,14 +443,14 @@ pub fn check_topic_name(t: &str) -> std::result::Result<(), String> {
 }
 
 /// The configuration as `key=value` pairs for logs, with every secret
-/// value replaced by `***`.
+/// value replaced by [`REDACTED`].
 pub fn redacted(c: &ClientConfig) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = c
         .config_map()
         .iter()
         .map(|(k, v)| {
             let shown = if is_secret_property(k) {
-                "***".to_string()
+                REDACTED.to_string()
             } else {
                 v.to_string()
             };
@@ -295,6 +463,8 @@ pub fn redacted(c: &ClientConfig) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -384,9 +554,135 @@ mod tests {
         assert_eq!(c.get("sasl.password"), Some("s3cret"));
         let shown = format!("{:?}", redacted(&c));
         assert!(
-            !shown.contains("s3cret") && shown.contains("***"),
+            !shown.contains("s3cret") && shown.contains(REDACTED),
             "{shown}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Starts nothing where a partition is assigned (a consumer for the
+    /// redaction test).
+    struct NoHook;
+
+    impl crate::consumer::AssignHook for NoHook {
+        type State = ();
+        fn assign(&self, _: &str, _: i32) -> (Option<i64>, ()) {
+            (None, ())
+        }
+    }
+
+    /// The text of an error and its whole chain, `Display` and `Debug`.
+    fn chain(e: &Error) -> String {
+        let mut out = format!("{e}\n{e:?}\n");
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            out.push_str(&format!("{s}\n{s:?}\n"));
+            source = s.source();
+        }
+        out
+    }
+
+    /// Regression: librdkafka's configuration errors carry the refused
+    /// value (`sasl.oauthbearer.client.secret` is refused by this build,
+    /// which has no OIDC support), and the CLI printed the chain. For every
+    /// secret property, a marker value must appear in no error (clients
+    /// that fail to be created, by the value itself where it can be
+    /// invalid) and no log line (clients created, configuration logged,
+    /// librdkafka's own configuration debug output).
+    #[test]
+    fn no_secret_value_reaches_an_error_or_a_log_line() {
+        crate::test_util::capture_logs();
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let dir = std::env::temp_dir().join(format!("vigil-kafka-markers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut created = Vec::new();
+        let mut refused_by_value = Vec::new();
+        for name in SECRET_PROPERTIES {
+            let marker = format!("SECRET-MARKER-{name}");
+            let file = dir.join(name);
+            std::fs::write(&file, format!("{marker}\n")).unwrap();
+            let mut s = KafkaSettings {
+                brokers: cluster.bootstrap_servers(),
+                telemetry_topic: "t".into(),
+                ..KafkaSettings::default()
+            };
+            s.secret_files.insert(name.to_string(), file);
+            s.properties.insert("debug".into(), "conf,security".into());
+
+            // The raw client error, where there is one, quotes the value:
+            // the test below can fail on the bug.
+            let raw = s
+                .client_config(Role::Producer)
+                .unwrap()
+                .create::<rdkafka::producer::BaseProducer>();
+            if let Err(e) = raw {
+                if format!("{e:?}").contains(&marker) {
+                    refused_by_value.push(name);
+                }
+            }
+
+            // Creation fails, by the value itself where it is invalid (a
+            // PEM, a path, an unsupported or unknown property), else
+            // because the CA file does not exist.
+            let mut failing = s.clone();
+            failing
+                .properties
+                .insert("security.protocol".into(), "ssl".into());
+            let e = match crate::producer::AckedProducer::new(&failing, Duration::from_secs(1)) {
+                Err(e) => e,
+                Ok(_) => {
+                    failing
+                        .properties
+                        .insert("ssl.ca.location".into(), "/nonexistent/vigil-ca.pem".into());
+                    crate::producer::AckedProducer::new(&failing, Duration::from_secs(1))
+                        .err()
+                        .unwrap_or_else(|| panic!("{name}: a producer was created"))
+                }
+            };
+            let text = chain(&e);
+            assert!(!text.contains(&marker), "{name}: {text}");
+            assert!(text.contains("creating the producer"), "{name}: {text}");
+            for r in [Role::Consumer, Role::Admin] {
+                let c = failing.client_config(r).unwrap();
+                let e = create_client::<_, rdkafka::admin::AdminClient<RedactingContext>>(
+                    &c,
+                    RedactingContext::of(&c),
+                    "admin client",
+                )
+                .err()
+                .unwrap_or_else(|| panic!("{name}: an admin client was created"));
+                let text = chain(&e);
+                assert!(!text.contains(&marker), "{name}: {text}");
+            }
+
+            // Where the value is valid, clients are created and log their
+            // configuration.
+            if let Ok(c) = crate::consumer::subscribe(&s, NoHook) {
+                created.push(name);
+                let _ = c.poll(Duration::from_millis(50));
+                let _ = crate::producer::AckedProducer::new(&s, Duration::from_secs(1)).unwrap();
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let logs = crate::test_util::captured_logs();
+        for name in SECRET_PROPERTIES {
+            let marker = format!("SECRET-MARKER-{name}");
+            assert!(!logs.contains(&marker), "{name} in the logs");
+        }
+        // The logs were captured, with the secrets' names and redacted values.
+        assert!(logs.contains("consumer configuration"), "{logs}");
+        assert!(
+            logs.contains(r#"("sasl.password", "[redacted]")"#),
+            "{logs}"
+        );
+        assert!(logs.contains("librdkafka"), "{logs}");
+        for name in ["sasl.password", "ssl.key.password", "sasl.username"] {
+            assert!(created.contains(&name), "{name} not created: {created:?}");
+        }
+        assert!(
+            refused_by_value.contains(&"sasl.oauthbearer.client.secret"),
+            "{refused_by_value:?}"
+        );
     }
 }

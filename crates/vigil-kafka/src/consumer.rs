@@ -7,24 +7,37 @@
 //!  poll() ──rebalance──▶ WorkerContext::rebalance
 //!                          assign: hook.assign(topic, p) → (start offset, state)
 //!                                  set the offset in the assignment, assign
-//!                          revoke: unassign
-//!                          both:   queue PartitionEvent for take_events()
+//!                          revoke: unassign (incremental under cooperative-sticky),
+//!                                  lag gauge of the partition set to 0
+//!                          error:  drop the whole assignment, reported as revoked
+//!                          all:    queue PartitionEvent for take_events()
+//!  Committer::commit(offsets) ──▶ commit thread: commit(Sync) ──▶ CommitOutcome for take()
 //! ```
 //!
 //! Callbacks run on the thread that calls `poll`, so the loop that owns
 //! the partitions' state sees every event right after the `poll` that
 //! caused it, before it handles any record of a new assignment.
+//!
+//! Offset commits are asynchronous for the loop: a [`Committer`] thread
+//! makes each commit synchronously and hands back the answer as a
+//! [`CommitOutcome`], so a coordinator that is slow or away never stalls
+//! processing. (librdkafka reports the result of an application's
+//! `CommitMode::Async` commit only to an `offset_commit_cb`, which rdkafka's
+//! event-based consumer does not set: such a result would be lost.) [`CommitFailure`] sorts a failed
+//! commit into retriable (rebalance, coordinator, network) and fatal
+//! (authorization, anything else) causes; see `docs/kafka.md`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::config::{KafkaSettings, Role};
+use crate::config::{create_client, KafkaSettings, Redactor, Role};
 use crate::error::{Error, Result};
 use crate::health::ConsumerHealth;
 
@@ -70,6 +83,200 @@ pub enum PartitionEvent<S> {
     },
 }
 
+/// Why an offset commit failed, as a closed set (the `reason` label of
+/// the worker's commit-failure counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFailure {
+    /// The group is rebalancing or this member's generation is gone
+    /// (`REBALANCE_IN_PROGRESS`, `ILLEGAL_GENERATION`, `UNKNOWN_MEMBER_ID`,
+    /// assignment lost, no group state yet). Retriable.
+    Rebalance,
+    /// The group coordinator is moving, loading or unknown. Retriable.
+    Coordinator,
+    /// The request did not get an answer in time or the connection
+    /// failed. Retriable.
+    Network,
+    /// The member may not commit for this group or topic, or could not
+    /// authenticate. Fatal: retrying does not help.
+    Authorization,
+    /// Anything else (fenced static member, topic gone, malformed
+    /// commit, a fatal client error). Fatal.
+    Other,
+}
+
+impl CommitFailure {
+    /// Every cause.
+    pub const ALL: [CommitFailure; 5] = [
+        CommitFailure::Rebalance,
+        CommitFailure::Coordinator,
+        CommitFailure::Network,
+        CommitFailure::Authorization,
+        CommitFailure::Other,
+    ];
+
+    /// Sorts an error code of a failed commit.
+    pub fn of(code: RDKafkaErrorCode) -> CommitFailure {
+        use RDKafkaErrorCode as C;
+        match code {
+            C::RebalanceInProgress
+            | C::IllegalGeneration
+            | C::UnknownMemberId
+            | C::AssignmentLost
+            | C::State
+            | C::StaleMemberEpoch
+            | C::FencedMemberEpoch => CommitFailure::Rebalance,
+            C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::CoordinatorLoadInProgress
+            | C::WaitingForCoordinator => CommitFailure::Coordinator,
+            C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::TimedOutQueue
+            | C::BrokerTransportFailure
+            | C::NetworkException
+            | C::AllBrokersDown => CommitFailure::Network,
+            C::GroupAuthorizationFailed
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication => CommitFailure::Authorization,
+            _ => CommitFailure::Other,
+        }
+    }
+
+    /// Whether the same offsets may be committed again later: the cause
+    /// passes by itself (a rebalance ends, a coordinator is elected, a
+    /// connection comes back). Nothing is lost meanwhile: the checkpoint
+    /// holds the offset, only the group's view (and the lag) lags.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            CommitFailure::Rebalance | CommitFailure::Coordinator | CommitFailure::Network
+        )
+    }
+
+    /// The metric label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitFailure::Rebalance => "rebalance",
+            CommitFailure::Coordinator => "coordinator",
+            CommitFailure::Network => "network",
+            CommitFailure::Authorization => "authorization",
+            CommitFailure::Other => "other",
+        }
+    }
+}
+
+/// The answer to one offset commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Each partition of the commit with the offset it carried and its
+    /// result (`Err`: the code of the request's or the partition's error).
+    pub partitions: Vec<(String, i32, Option<i64>, Result<(), RDKafkaErrorCode>)>,
+    /// The request's error, if the whole commit failed.
+    pub error: Option<RDKafkaErrorCode>,
+}
+
+/// Commits offsets on a thread of its own. See the module docs.
+pub struct Committer {
+    requests: Option<mpsc::Sender<TopicPartitionList>>,
+    answers: mpsc::Receiver<CommitOutcome>,
+}
+
+impl Committer {
+    /// Starts the commit thread for `consumer` (which it keeps alive until
+    /// the committer is dropped and its last commit returned).
+    pub fn start<C: ConsumerContext + 'static>(
+        consumer: Arc<BaseConsumer<C>>,
+    ) -> Result<Committer> {
+        let (requests, jobs) = mpsc::channel::<TopicPartitionList>();
+        let (done, answers) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vigil-commit".into())
+            .spawn(move || {
+                for offsets in jobs {
+                    let r = consumer.commit(&offsets, CommitMode::Sync);
+                    if done.send(CommitOutcome::of(&offsets, r)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Kafka {
+                context: format!("starting the commit thread: {e}"),
+                source: KafkaError::Canceled,
+            })?;
+        Ok(Committer {
+            requests: Some(requests),
+            answers,
+        })
+    }
+
+    /// Queues a commit of `offsets`; its answer comes from [`Committer::take`]
+    /// or [`Committer::wait`]. False if the commit thread is gone.
+    pub fn commit(&self, offsets: TopicPartitionList) -> bool {
+        self.requests
+            .as_ref()
+            .is_some_and(|r| r.send(offsets).is_ok())
+    }
+
+    /// The answers that arrived since the last call, without waiting.
+    pub fn take(&self) -> Vec<CommitOutcome> {
+        self.answers.try_iter().collect()
+    }
+
+    /// Stops the commit thread: it finishes the commit it is making (its
+    /// answer is dropped) and releases the consumer. Waits at most
+    /// `timeout` for that; true if the thread ended, so that the caller's
+    /// consumer handle is the last one (and its drop leaves the group).
+    pub fn stop(&mut self, timeout: Duration) -> bool {
+        self.requests = None;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.answers.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+
+    /// The next answer, waiting at most `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Option<CommitOutcome> {
+        self.answers.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Ends the thread after its current commit; not joined, so a
+        // commit that hangs does not hold up the process.
+        self.requests = None;
+    }
+}
+
+impl CommitOutcome {
+    /// The outcome of a commit of `offsets` that returned `result`.
+    pub fn of(offsets: &TopicPartitionList, result: KafkaResult<()>) -> CommitOutcome {
+        let error = match result {
+            Ok(()) => None,
+            Err(e) => Some(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)),
+        };
+        let partitions = offsets
+            .elements()
+            .iter()
+            .map(|e| {
+                let r = match error {
+                    Some(code) => Err(code),
+                    None => Ok(()),
+                };
+                (e.topic().to_string(), e.partition(), e.offset().to_raw(), r)
+            })
+            .collect();
+        CommitOutcome { partitions, error }
+    }
+}
+
 /// The consumer's librdkafka context. See the module docs.
 pub struct WorkerContext<H: AssignHook> {
     hook: H,
@@ -78,6 +285,8 @@ pub struct WorkerContext<H: AssignHook> {
     /// instead of taking the lock.
     pending: AtomicBool,
     health: Arc<ConsumerHealth>,
+    /// Cuts the client's secret values out of librdkafka's log lines.
+    redactor: Redactor,
 }
 
 impl<H: AssignHook> WorkerContext<H> {
@@ -88,6 +297,7 @@ impl<H: AssignHook> WorkerContext<H> {
             events: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             health: Arc::default(),
+            redactor: Redactor::default(),
         }
     }
 
@@ -95,6 +305,13 @@ impl<H: AssignHook> WorkerContext<H> {
     /// last saw them (for the worker's readiness probe).
     pub fn health(&self) -> &Arc<ConsumerHealth> {
         &self.health
+    }
+
+    /// The same context, cutting the secret values of `redactor` out of
+    /// the client's log lines and errors.
+    pub fn redacting(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Takes the events queued since the last call (without locking when
@@ -109,6 +326,20 @@ impl<H: AssignHook> WorkerContext<H> {
         }
     }
 
+    /// Queues a `Revoked` event for each partition and zeroes their lag
+    /// gauges.
+    fn revoke(&self, parts: Vec<(String, i32)>, lost: bool) {
+        for (topic, partition) in parts {
+            tracing::info!(%topic, partition, lost, "partition revoked");
+            forget_lag(partition);
+            self.push(PartitionEvent::Revoked {
+                topic,
+                partition,
+                lost,
+            });
+        }
+    }
+
     fn push(&self, e: PartitionEvent<H::State>) {
         match self.events.lock() {
             Ok(mut v) => v.push(e),
@@ -116,6 +347,15 @@ impl<H: AssignHook> WorkerContext<H> {
         }
         self.pending.store(true, Ordering::Release);
     }
+}
+
+/// Sets the lag gauge of a partition this member no longer consumes to 0.
+/// The `metrics` facade cannot remove a series, and a frozen last value
+/// would be counted twice once the next owner reports the partition: a
+/// sum over workers (what autoscalers use) stays right with 0.
+pub fn forget_lag(partition: i32) {
+    metrics::gauge!(crate::metric_names::CONSUMER_LAG, "partition" => partition.to_string())
+        .set(0.0);
 }
 
 /// Routes librdkafka's log lines to `tracing`.
@@ -135,11 +375,12 @@ pub(crate) fn log_client(level: RDKafkaLogLevel, fac: &str, msg: &str) {
 
 impl<H: AssignHook> ClientContext for WorkerContext<H> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        log_client(level, fac, msg);
+        log_client(level, fac, &self.redactor.text(msg));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka consumer error");
+        let error = self.redactor.kafka_error(error);
+        tracing::warn!(error = %error, reason = %self.redactor.text(reason), "kafka consumer error");
     }
 
     /// librdkafka statistics (every `statistics.interval.ms`): the
@@ -209,15 +450,7 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let lost = consumer.assignment_lost();
-                for (topic, partition) in parts {
-                    tracing::info!(%topic, partition, lost, "partition revoked");
-                    self.push(PartitionEvent::Revoked {
-                        topic,
-                        partition,
-                        lost,
-                    });
-                }
+                self.revoke(parts, consumer.assignment_lost());
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -225,9 +458,25 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
                 }
             }
             other => {
-                tracing::error!(error = ?other, "rebalance error");
-                // librdkafka asks the application to drop its assignment.
-                consumer.unassign()
+                // librdkafka asks the application to drop its whole
+                // assignment (`assign(NULL)` in its API docs). Under a
+                // cooperative protocol `unassign` is refused (`__STATE`):
+                // the owned partitions are unassigned incrementally.
+                let owned = consumer.assignment().unwrap_or_default();
+                let revoked: Vec<(String, i32)> = owned
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                tracing::error!(error = ?other, partitions = revoked.len(), "rebalance error; dropping the assignment");
+                self.revoke(revoked, true);
+                if !cooperative {
+                    consumer.unassign()
+                } else if owned.count() > 0 {
+                    consumer.incremental_unassign(&owned)
+                } else {
+                    Ok(())
+                }
             }
         };
         if let Err(e) = result {
@@ -244,9 +493,8 @@ pub fn subscribe<H: AssignHook>(
 ) -> Result<BaseConsumer<WorkerContext<H>>> {
     let config = settings.client_config(Role::Consumer)?;
     tracing::info!(config = ?crate::config::redacted(&config), "consumer configuration");
-    let consumer: BaseConsumer<WorkerContext<H>> = config
-        .create_with_context(WorkerContext::new(hook))
-        .map_err(Error::kafka("creating the consumer"))?;
+    let context = WorkerContext::new(hook).redacting(Redactor::of(&config));
+    let consumer: BaseConsumer<WorkerContext<H>> = create_client(&config, context, "consumer")?;
     consumer
         .subscribe(&[settings.telemetry_topic.as_str()])
         .map_err(Error::kafka(format!(
@@ -319,5 +567,189 @@ mod tests {
         assert_eq!(first, Some((0, 5)));
         assert!(assigned.contains(&(1, "fresh", None)), "{assigned:?}");
         assert!(c.context().take_events().is_empty());
+    }
+
+    fn settings(
+        cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    ) -> KafkaSettings {
+        KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            telemetry_topic: "t".into(),
+            group_id: "g".into(),
+            ..KafkaSettings::default()
+        }
+    }
+
+    /// Polls until `done` holds for the events seen so far.
+    fn poll_until(
+        c: &BaseConsumer<WorkerContext<FixedStart>>,
+        events: &mut Vec<PartitionEvent<&'static str>>,
+        done: impl Fn(&[PartitionEvent<&'static str>]) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(events) {
+            assert!(Instant::now() < deadline, "timed out: {events:?}");
+            let _ = c.poll(Duration::from_millis(50));
+            events.extend(c.context().take_events());
+        }
+    }
+
+    fn assigned(events: &[PartitionEvent<&'static str>]) -> usize {
+        events
+            .iter()
+            .filter(|e| matches!(e, PartitionEvent::Assigned { .. }))
+            .count()
+    }
+
+    /// Regression: a rebalance error under cooperative-sticky called
+    /// `unassign()`, which librdkafka refuses for a cooperative protocol,
+    /// so the member kept consuming partitions the worker thought it had
+    /// dropped. Now the owned partitions are unassigned incrementally,
+    /// reported as revoked, and their lag gauges read 0.
+    #[test]
+    fn rebalance_error_under_cooperative_sticky_drops_the_assignment() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let mut s = settings(&cluster);
+        s.consumer_properties.insert(
+            "partition.assignment.strategy".into(),
+            "cooperative-sticky".into(),
+        );
+        let c = subscribe(&s, FixedStart).unwrap();
+        let mut events = Vec::new();
+        poll_until(&c, &mut events, |e| assigned(e) == 2);
+        assert!(matches!(
+            c.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        ));
+        assert_eq!(c.assignment().unwrap().count(), 2);
+
+        let gauges = crate::test_util::Gauges::default();
+        let lag = |p: i32| format!("{}{{partition={p}}}", crate::metric_names::CONSUMER_LAG);
+        metrics::with_local_recorder(&gauges, || {
+            for p in [0, 1] {
+                metrics::gauge!(crate::metric_names::CONSUMER_LAG, "partition" => p.to_string())
+                    .set(42.0);
+            }
+            let mut tpl = TopicPartitionList::new();
+            c.context()
+                .rebalance(&c, RDKafkaRespErr::RD_KAFKA_RESP_ERR__FAIL, &mut tpl);
+        });
+        assert_eq!(c.assignment().unwrap().count(), 0);
+        let mut revoked: Vec<i32> = c
+            .context()
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                PartitionEvent::Revoked { partition, .. } => Some(partition),
+                _ => None,
+            })
+            .collect();
+        revoked.sort();
+        assert_eq!(revoked, [0, 1]);
+        assert_eq!(
+            (gauges.get(&lag(0)), gauges.get(&lag(1))),
+            (Some(0.0), Some(0.0))
+        );
+    }
+
+    /// A revoked partition's lag gauge reads 0 (the eager protocol).
+    #[test]
+    fn revoked_partitions_read_zero_lag() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let c = subscribe(&settings(&cluster), FixedStart).unwrap();
+        let mut events = Vec::new();
+        poll_until(&c, &mut events, |e| assigned(e) == 2);
+        let gauges = crate::test_util::Gauges::default();
+        let key = format!("{}{{partition=1}}", crate::metric_names::CONSUMER_LAG);
+        metrics::with_local_recorder(&gauges, || {
+            metrics::gauge!(crate::metric_names::CONSUMER_LAG, "partition" => "1").set(7.0);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition("t", 1);
+            c.context().rebalance(
+                &c,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS,
+                &mut tpl,
+            );
+        });
+        assert_eq!(gauges.get(&key), Some(0.0));
+        assert!(c
+            .context()
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, PartitionEvent::Revoked { partition: 1, .. })));
+    }
+
+    /// A commit the coordinator refuses with a retriable error comes back
+    /// from the committer with its cause, without blocking the caller;
+    /// the same offsets commit afterwards.
+    #[test]
+    fn commit_answers_carry_their_cause_and_a_retry_commits() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let s = settings(&cluster);
+        crate::test_util::send_bytes(&s, "t", 0, 10);
+        let c = Arc::new(subscribe(&s, FixedStart).unwrap());
+        let mut events = Vec::new();
+        poll_until(&c, &mut events, |e| assigned(e) == 2);
+        let committer = Committer::start(c.clone()).unwrap();
+
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS],
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(7)).unwrap();
+        assert!(committer.commit(tpl.clone()));
+        let failed = committer.wait(Duration::from_secs(30)).unwrap();
+        let code = failed.partitions[0].3.unwrap_err();
+        assert_eq!(
+            (failed.partitions[0].1, failed.partitions[0].2),
+            (0, Some(7))
+        );
+        assert_eq!(CommitFailure::of(code), CommitFailure::Rebalance);
+        assert!(CommitFailure::of(code).is_retriable());
+
+        assert!(committer.commit(tpl.clone()));
+        let ok = committer.wait(Duration::from_secs(30)).unwrap();
+        assert_eq!(ok.error, None, "{ok:?}");
+        assert!(committer.take().is_empty());
+        let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            committed.find_partition("t", 0).unwrap().offset(),
+            Offset::Offset(7)
+        );
+    }
+
+    /// The documented sorting of commit errors (docs/kafka.md).
+    #[test]
+    fn commit_failures_are_sorted_into_retriable_and_fatal() {
+        use RDKafkaErrorCode as C;
+        for (code, cause, retriable) in [
+            (C::RebalanceInProgress, "rebalance", true),
+            (C::IllegalGeneration, "rebalance", true),
+            (C::UnknownMemberId, "rebalance", true),
+            (C::CoordinatorNotAvailable, "coordinator", true),
+            (C::NotCoordinator, "coordinator", true),
+            (C::WaitingForCoordinator, "coordinator", true),
+            (C::RequestTimedOut, "network", true),
+            (C::BrokerTransportFailure, "network", true),
+            (C::GroupAuthorizationFailed, "authorization", false),
+            (C::TopicAuthorizationFailed, "authorization", false),
+            (C::SaslAuthenticationFailed, "authorization", false),
+            (C::FencedInstanceId, "other", false),
+            (C::OffsetMetadataTooLarge, "other", false),
+            (C::Fatal, "other", false),
+        ] {
+            let f = CommitFailure::of(code);
+            assert_eq!(
+                (f.as_str(), f.is_retriable()),
+                (cause, retriable),
+                "{code:?}"
+            );
+        }
+        let labels: Vec<&str> = CommitFailure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(labels.len(), 5);
     }
 }

@@ -27,7 +27,7 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientContext, Message};
 
-use crate::config::{KafkaSettings, Role};
+use crate::config::{create_client, KafkaSettings, Redactor, Role};
 use crate::error::{Error, Result};
 use crate::latency::LatencyHistogram;
 use crate::metric_names;
@@ -98,15 +98,18 @@ impl DeliveryTracker {
 #[derive(Debug, Clone, Default)]
 pub struct TrackingContext {
     tracker: Arc<DeliveryTracker>,
+    /// Cuts the client's secret values out of librdkafka's log lines.
+    redactor: Redactor,
 }
 
 impl ClientContext for TrackingContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::log_client(level, fac, log_message);
+        crate::log_client(level, fac, &self.redactor.text(log_message));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(error = %error, reason, "kafka producer error");
+        let error = self.redactor.kafka_error(error);
+        tracing::warn!(error = %error, reason = %self.redactor.text(reason), "kafka producer error");
     }
 }
 
@@ -167,14 +170,13 @@ impl AckedProducer {
         queue_timeout: Duration,
         ack_latency: Arc<LatencyHistogram>,
     ) -> Result<AckedProducer> {
+        let config = settings.client_config(Role::Producer)?;
         let ctx = TrackingContext {
             tracker: Arc::new(DeliveryTracker::new(ack_latency)),
+            redactor: Redactor::of(&config),
         };
         let tracker = ctx.tracker.clone();
-        let producer = settings
-            .client_config(Role::Producer)?
-            .create_with_context(ctx)
-            .map_err(Error::kafka("creating the producer"))?;
+        let producer = create_client(&config, ctx, "producer")?;
         Ok(AckedProducer {
             producer,
             tracker,
@@ -371,6 +373,46 @@ mod tests {
         assert!(matches!(e, Error::Delivery { failed: 1, .. }), "{e}");
         // Failures are reported once, by the flush that saw them.
         p.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// A full queue is backpressure, not an error: with room for two
+    /// messages and a slow broker, fifty sends all succeed and are all
+    /// acknowledged.
+    #[test]
+    fn a_full_queue_makes_sends_wait_not_fail() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(20))
+            .unwrap();
+        let mut s = settings(&cluster);
+        s.producer_properties
+            .insert("queue.buffering.max.messages".into(), "2".into());
+        let mut p = AckedProducer::new(&s, Duration::from_secs(30)).unwrap();
+        for i in 0..50u8 {
+            p.send("alerts", None, &[i], &[]).unwrap();
+        }
+        p.flush(Duration::from_secs(40)).unwrap();
+        assert_eq!((p.sent(), p.acked()), (50, 50));
+    }
+
+    /// Vigil's producer queue bounds apply unless the user sets them.
+    #[test]
+    fn the_producer_queue_is_bounded_by_default() {
+        let mut s = KafkaSettings::default();
+        let c = s.client_config(Role::Producer).unwrap();
+        assert_eq!(c.get("queue.buffering.max.kbytes"), Some("65536"));
+        assert_eq!(c.get("queue.buffering.max.messages"), Some("100000"));
+        s.producer_properties
+            .insert("queue.buffering.max.kbytes".into(), "1024".into());
+        let c = s.client_config(Role::Producer).unwrap();
+        assert_eq!(c.get("queue.buffering.max.kbytes"), Some("1024"));
+        assert_eq!(
+            s.client_config(Role::Consumer)
+                .unwrap()
+                .get("queue.buffering.max.kbytes"),
+            None
+        );
     }
 
     #[test]

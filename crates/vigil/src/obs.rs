@@ -37,8 +37,15 @@ pub const PARTITIONS_ASSIGNED: &str = "vigil_worker_partitions_assigned_total";
 pub const PARTITIONS_REVOKED: &str = "vigil_worker_partitions_revoked_total";
 /// Worker: partitions currently owned.
 pub const PARTITIONS_OWNED: &str = "vigil_worker_partitions_owned";
-/// Worker: offset commits (each after a successful flush).
+/// Worker: offset commits the group coordinator acknowledged.
 pub const COMMITS: &str = "vigil_worker_commits_total";
+/// Worker: offset commits refused or not sent, label `reason`
+/// (`rebalance`, `coordinator`, `network`: retried at the next flush;
+/// `authorization`, `other`: the worker stops).
+pub const COMMIT_FAILURES: &str = "vigil_worker_commit_failures_total";
+/// Worker: pending offset commits dropped because their partition was
+/// revoked first (the next owner restores from the checkpoint).
+pub const COMMITS_DROPPED: &str = "vigil_worker_commits_dropped_total";
 /// Worker: seconds a flush waited for the broker to acknowledge alerts and
 /// dead letters.
 pub const DELIVERY_WAIT_SECONDS: &str = "vigil_worker_delivery_wait_seconds";

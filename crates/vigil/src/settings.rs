@@ -32,6 +32,10 @@ pub struct WorkerSettings {
     /// dead letters before the worker gives up (and exits, uncommitted).
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: std::time::Duration,
+    /// Longest shutdown drain after SIGTERM (last flush, checkpoints,
+    /// commits); keep it below the pod's termination grace period.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: std::time::Duration,
     /// Address of the HTTP listener serving `/metrics`, `/healthz` and
     /// `/readyz`; empty to disable.
     pub metrics_listen: String,
@@ -106,7 +110,7 @@ impl Settings {
                 .split("__"),
         );
         let s: Settings = fig.extract().map_err(|e| {
-            let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            let all: Vec<String> = e.into_iter().map(|e| describe_config_error(&e)).collect();
             anyhow::anyhow!("invalid configuration:\n  {}", all.join("\n  "))
         })?;
         s.validate()?;
@@ -139,6 +143,9 @@ impl Settings {
         }
         if self.worker.delivery_timeout < std::time::Duration::from_secs(1) {
             problems.push("worker.delivery_timeout: must be at least 1s".into());
+        }
+        if self.worker.shutdown_timeout < std::time::Duration::from_secs(1) {
+            problems.push("worker.shutdown_timeout: must be at least 1s".into());
         }
         let w = &self.worker;
         if w.stall_timeout <= w.delivery_timeout + w.flush_interval {
@@ -184,6 +191,23 @@ impl Settings {
             None => Ok(Arc::new(RuleSet::default_rules())),
             Some(p) => load_rules_file(&p).map(Arc::new),
         }
+    }
+}
+
+/// One configuration error as text. An error about a secret property
+/// (`kafka.properties."sasl.password" = 123`) may quote the value it
+/// refused, so only its key and the kind of problem are kept.
+fn describe_config_error(e: &figment::Error) -> String {
+    if e.path
+        .iter()
+        .any(|p| vigil_kafka::config::is_secret_property(p))
+    {
+        format!(
+            "{}: invalid value for a secret property (value not shown)",
+            e.path.join(".")
+        )
+    } else {
+        e.to_string()
     }
 }
 
@@ -236,5 +260,36 @@ mod tests {
             e.contains("pipeline.window") && e.contains("pipeline.dedup_window"),
             "{e}"
         );
+    }
+
+    /// Regression: a refused value of a secret property was quoted in the
+    /// configuration error.
+    #[test]
+    fn config_errors_do_not_quote_secret_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "[kafka.properties]\n\"sasl.password\" = 987654321\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(!e.contains("987654321"), "{e}");
+        assert!(
+            e.contains("sasl.password") && e.contains("value not shown"),
+            "{e}"
+        );
+        // Other keys keep their whole message.
+        std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("12345"), "{e}");
+    }
+
+    /// The default drain fits Kubernetes' default 30 s grace period with
+    /// 5 s to spare for leaving the group, and leaves at least 10 s of it
+    /// for publishing, checkpointing and committing after the longest wait
+    /// for acknowledgements (the budget in docs/kafka.md, "Shutdown").
+    #[test]
+    fn the_default_shutdown_drain_fits_the_kubernetes_grace_period() {
+        let w = Settings::load(None).unwrap().worker;
+        let grace = std::time::Duration::from_secs(30);
+        assert!(w.shutdown_timeout + std::time::Duration::from_secs(5) <= grace);
+        assert!(w.delivery_timeout + std::time::Duration::from_secs(10) <= w.shutdown_timeout);
     }
 }

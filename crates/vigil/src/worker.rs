@@ -12,8 +12,28 @@
 //!    1. Parquet + dead-letter files of the range [first, last] published (tmp + rename)
 //!    2. producer flushed: every alert and dead letter acknowledged by the broker
 //!    3. checkpoint: operator state + next offset, atomically replaced
-//!    4. offsets committed to the group
+//!    4. offsets committed to the group (asynchronously; see below)
 //! ```
+//!
+//! ## Commits
+//! A checkpointed offset stays pending until the group coordinator has
+//! acknowledged its commit. Commits are made by a thread of their own
+//! ([`Committer`], at most one unanswered at a time), so the loop never
+//! waits for the coordinator; their answers are read after each poll. A commit refused for a retriable cause (a rebalance, the
+//! coordinator moving or away, the network) is counted
+//! (`vigil_worker_commit_failures_total{reason}`) and sent again at the
+//! next flush; one refused for another cause (authorization, ...) stops
+//! the worker. A revoked partition's pending commit is dropped: its next
+//! owner restores from the checkpoint. A partition restored from a
+//! checkpoint has its offset pending from the start, so a checkpoint that
+//! got ahead of the group's commit (a crash between steps 3 and 4) is
+//! committed even when no new record arrives, and the lag reads true.
+//!
+//! ## Shutdown
+//! On SIGTERM the worker drains within `worker.shutdown_timeout`: a last
+//! flush (waiting at most the smaller of `worker.delivery_timeout` and the
+//! time left), then the pending commits, retried until acknowledged or the
+//! time is up, then it leaves the group. It logs how long the drain took.
 //!
 //! ## Recovery
 //! On assignment the partition's checkpoint is loaded inside the rebalance
@@ -38,7 +58,7 @@
 //! [`WorkerProgress::ack_latency`] with the records and points processed,
 //! which `vigil bench --brokers` reads while the worker runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -46,8 +66,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use vigil_kafka::consumer::{AssignHook, PartitionEvent, WorkerContext};
-use vigil_kafka::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use vigil_kafka::consumer::{AssignHook, CommitFailure, Committer, PartitionEvent, WorkerContext};
+use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use vigil_kafka::{headers, AckedProducer, LatencyHistogram};
 use vigil_ops::config::{ClockMode, PipelineConfig};
@@ -59,6 +79,9 @@ use vigil_store::{AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, So
 use crate::health::WorkerHealth;
 use crate::obs;
 use crate::settings::Settings;
+
+/// Pause between commit attempts while the shutdown drain retries.
+const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 
 /// Version of the checkpoint file layout. 2: compact per-series state
 /// (series slots with detector handles, detector arenas). 3: no series
@@ -222,7 +245,7 @@ struct PartitionTask {
 pub struct WorkerSummary {
     /// Records processed.
     pub records: u64,
-    /// Flushes completed (each: files, acks, checkpoints, commit).
+    /// Flushes completed (each: files, acks, checkpoints, commit sent).
     pub flushes: u64,
     /// Partitions assigned over the run.
     pub assignments: u64,
@@ -238,6 +261,8 @@ pub struct WorkerProgress {
     points: AtomicU64,
     partitions: AtomicU64,
     flushes: AtomicU64,
+    commits: AtomicU64,
+    commit_failures: AtomicU64,
     first_record: OnceLock<Instant>,
     ack_latency: Arc<LatencyHistogram>,
     health: Arc<WorkerHealth>,
@@ -260,9 +285,20 @@ impl WorkerProgress {
     }
 
     /// Flushes completed (files published, acks received, checkpoints
-    /// written, offsets committed).
+    /// written, offsets sent to the group).
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Offset commits the group coordinator acknowledged.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Offset commits the group coordinator refused (or that could not be
+    /// sent), retriable or not.
+    pub fn commit_failures(&self) -> u64 {
+        self.commit_failures.load(Ordering::Relaxed)
     }
 
     /// When the first record was processed.
@@ -291,6 +327,15 @@ pub struct Worker {
     store: CheckpointStore,
     summary: WorkerSummary,
     progress: Arc<WorkerProgress>,
+    /// Checkpointed offsets (the next offset to process) of owned
+    /// partitions that the group has not acknowledged yet.
+    uncommitted: BTreeMap<i32, i64>,
+    /// Makes the commits, off the loop's thread.
+    committer: Committer,
+    /// Whether a commit is waiting for its answer.
+    commit_in_flight: bool,
+    /// When the last commit was sent.
+    commit_sent_at: Option<Instant>,
 }
 
 fn wall_ms() -> i64 {
@@ -342,8 +387,10 @@ impl Worker {
         if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
             tracing::warn!(error = %e, "could not read the output topics' metadata yet");
         }
-        let consumer =
-            vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
+        let consumer = Arc::new(
+            vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?,
+        );
+        let committer = Committer::start(consumer.clone())?;
         progress
             .health
             .attach_consumer(consumer.context().health().clone());
@@ -369,26 +416,77 @@ impl Worker {
             store,
             summary: WorkerSummary::default(),
             progress,
+            uncommitted: BTreeMap::new(),
+            committer,
+            commit_in_flight: false,
+            commit_sent_at: None,
         };
         let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
         w.progress.health.set_stopping();
+        let mut summary = WorkerSummary::default();
         match &result {
             Ok(()) => {
                 // Graceful: publish, acknowledge, checkpoint and commit
                 // everything processed, then leave the group.
-                w.flush_all(&consumer).context("final flush")?;
+                let drain = Instant::now();
+                let budget = w.settings.worker.shutdown_timeout;
+                w.drain(drain + budget).context("final flush")?;
                 tracing::info!(
                     records = w.summary.records,
                     flushes = w.summary.flushes,
+                    drain_ms = drain.elapsed().as_millis() as u64,
+                    budget_ms = budget.as_millis() as u64,
+                    uncommitted_partitions = w.uncommitted.len(),
                     "worker stopped"
                 );
+                summary = w.summary.clone();
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "worker failed; nothing after the last commit is lost")
             }
         }
+        let leaving = Instant::now();
         consumer.unsubscribe();
-        result.map(|()| w.summary)
+        // The committer holds the consumer too: once it has stopped, this
+        // handle is the last one and dropping it leaves the group. A
+        // commit that still hangs keeps the consumer until it returns.
+        if !w.committer.stop(Duration::from_secs(1)) {
+            tracing::warn!("an offset commit is still hanging; the group may only notice this member left at its session timeout");
+        }
+        drop(w);
+        drop(consumer);
+        tracing::info!(
+            elapsed_ms = leaving.elapsed().as_millis() as u64,
+            "left the consumer group"
+        );
+        result.map(|()| summary)
+    }
+
+    /// The shutdown drain: a last flush, then the pending commits, all by
+    /// `deadline` (see the module docs).
+    fn drain(&mut self, deadline: Instant) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.flush_all(self.settings.worker.delivery_timeout.min(left))?;
+        while !self.uncommitted.is_empty() && Instant::now() < deadline {
+            let retry_due = self
+                .commit_sent_at
+                .is_none_or(|t| t.elapsed() >= DRAIN_COMMIT_RETRY);
+            if !self.commit_in_flight && retry_due {
+                self.commit_pending()?;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(o) = self.committer.wait(left.min(Duration::from_millis(50))) {
+                self.apply_commit(o)?;
+            }
+        }
+        if !self.uncommitted.is_empty() {
+            tracing::warn!(
+                partitions = ?self.uncommitted.keys().collect::<Vec<_>>(),
+                "offsets not committed by the end of the shutdown drain; \
+                 their checkpoints hold them, the next owner resumes there"
+            );
+        }
+        Ok(())
     }
 
     fn run_loop(
@@ -427,6 +525,10 @@ impl Worker {
                 self.process(m.partition(), m.offset(), m.payload().unwrap_or(&[]), now)?;
             }
             drop(_g);
+            if shutdown.load(Ordering::Relaxed) {
+                // The drain flushes, within its own budget.
+                break;
+            }
             if last_tick.elapsed() >= tick_every {
                 last_tick = Instant::now();
                 let now = wall_ms();
@@ -451,7 +553,7 @@ impl Worker {
                     .values()
                     .any(|t| t.pending_records() >= storage.flush_records);
             if full || last_flush.elapsed() >= flush_every {
-                self.flush_all(consumer)?;
+                self.flush_all(self.settings.worker.delivery_timeout)?;
                 last_flush = Instant::now();
             }
         }
@@ -471,6 +573,11 @@ impl Worker {
                 } => {
                     let restored =
                         state.with_context(|| format!("restoring partition {partition}"))?;
+                    if let Some(r) = &restored {
+                        // Committed at the next flush even if nothing new
+                        // arrives: the group may be behind the checkpoint.
+                        self.uncommitted.insert(partition, r.next_offset);
+                    }
                     let (pipeline, next) = match restored {
                         Some(r) => (r.pipeline, Some(r.next_offset)),
                         None => (
@@ -515,6 +622,14 @@ impl Worker {
                             "partition revoked; unflushed work dropped"
                         );
                     }
+                    if let Some(offset) = self.uncommitted.remove(&partition) {
+                        tracing::info!(
+                            partition,
+                            offset,
+                            "pending offset commit dropped with the partition; its next owner restores from the checkpoint"
+                        );
+                        metrics::counter!(obs::COMMITS_DROPPED).increment(1);
+                    }
                     metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
                 }
             }
@@ -523,6 +638,86 @@ impl Worker {
         self.progress
             .partitions
             .store(self.tasks.len() as u64, Ordering::Relaxed);
+        for o in self.committer.take() {
+            self.apply_commit(o)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to an earlier commit: acknowledged offsets stop
+    /// being pending; a refusal is counted and, when retriable, left for
+    /// the next flush, else returned.
+    fn apply_commit(&mut self, o: vigil_kafka::consumer::CommitOutcome) -> Result<()> {
+        {
+            self.commit_in_flight = false;
+            let mut refused = o.error;
+            for (_, partition, offset, result) in &o.partitions {
+                match result {
+                    Ok(()) => {
+                        if offset.is_some() && self.uncommitted.get(partition) == offset.as_ref() {
+                            self.uncommitted.remove(partition);
+                        }
+                    }
+                    Err(code) => {
+                        refused.get_or_insert(*code);
+                    }
+                }
+            }
+            match refused {
+                None => {
+                    metrics::counter!(obs::COMMITS).increment(1);
+                    self.progress.commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(partitions = o.partitions.len(), "offsets committed");
+                }
+                Some(code) => self.commit_refused(code)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a refused commit; an error unless the cause is retriable.
+    fn commit_refused(
+        &mut self,
+        code: vigil_kafka::rdkafka::error::RDKafkaErrorCode,
+    ) -> Result<()> {
+        let cause = CommitFailure::of(code);
+        metrics::counter!(obs::COMMIT_FAILURES, "reason" => cause.as_str()).increment(1);
+        self.progress
+            .commit_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if !cause.is_retriable() {
+            bail!(
+                "committing offsets: {code} ({}): not retriable; the checkpoints hold every \
+                 processed offset",
+                cause.as_str()
+            );
+        }
+        tracing::warn!(
+            reason = cause.as_str(),
+            error = %code,
+            pending = self.uncommitted.len(),
+            "offset commit refused; retried at the next flush"
+        );
+        Ok(())
+    }
+
+    /// Sends the pending offsets to the group, unless a commit is still
+    /// waiting for its answer (a commit that hangs, up to librdkafka's
+    /// `session.timeout.ms` when no coordinator is known, is not doubled).
+    fn commit_pending(&mut self) -> Result<()> {
+        if self.uncommitted.is_empty() || self.commit_in_flight {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in &self.uncommitted {
+            tpl.add_partition_offset(&self.sinks.source_topic, *p, Offset::Offset(*next))
+                .context("building the offset commit")?;
+        }
+        self.commit_sent_at = Some(Instant::now());
+        if !self.committer.commit(tpl) {
+            bail!("the offset commit thread stopped");
+        }
+        self.commit_in_flight = true;
         Ok(())
     }
 
@@ -587,23 +782,31 @@ impl Worker {
         t.route(&mut self.sinks)
     }
 
-    /// Publishes, acknowledges, checkpoints and commits every partition
-    /// with records since its last flush (steps 1 to 4 of the module docs).
-    fn flush_all(&mut self, consumer: &BaseConsumer<WorkerContext<CheckpointHook>>) -> Result<()> {
+    /// Publishes, acknowledges and checkpoints every partition with
+    /// records since its last flush, waiting at most `delivery_timeout`
+    /// for the broker's acknowledgements, then commits the pending offsets
+    /// (steps 1 to 4 of the module docs).
+    fn flush_all(&mut self, delivery_timeout: Duration) -> Result<()> {
         let dirty: Vec<i32> = self
             .tasks
             .values()
             .filter(|t| t.range_start.is_some())
             .map(|t| t.partition)
             .collect();
-        if dirty.is_empty() {
-            return Ok(());
+        if !dirty.is_empty() {
+            self.flush_partitions(&dirty, delivery_timeout)?;
         }
+        self.commit_pending()
+    }
+
+    /// Steps 1 to 3 for the partitions `dirty`; their offsets become
+    /// pending commits.
+    fn flush_partitions(&mut self, dirty: &[i32], delivery_timeout: Duration) -> Result<()> {
         let span = tracing::info_span!("flush", partitions = dirty.len());
         let _g = span.enter();
         let started = Instant::now();
         let topic = self.sinks.source_topic.clone();
-        for p in &dirty {
+        for p in dirty {
             if let Some(t) = self.tasks.get_mut(p) {
                 t.publish(&topic)?;
             }
@@ -611,12 +814,11 @@ impl Worker {
         let acked = Instant::now();
         self.sinks
             .producer
-            .flush(self.settings.worker.delivery_timeout)
+            .flush(delivery_timeout)
             .context("waiting for the broker to acknowledge alerts and dead letters")?;
         metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
-        let mut tpl = TopicPartitionList::new();
         let ck = Instant::now();
-        for p in &dirty {
+        for p in dirty {
             let Some(t) = self.tasks.get_mut(p) else {
                 continue;
             };
@@ -639,20 +841,15 @@ impl Worker {
                 .with_context(|| format!("writing the checkpoint of partition {p}"))?;
             metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
             t.range_start = None;
-            tpl.add_partition_offset(&topic, *p, Offset::Offset(next))
-                .context("building the offset commit")?;
+            self.uncommitted.insert(*p, next);
         }
         metrics::histogram!(obs::CHECKPOINT_SECONDS).record(ck.elapsed().as_secs_f64());
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .context("committing offsets")?;
-        metrics::counter!(obs::COMMITS).increment(1);
         metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
         self.summary.flushes += 1;
         self.progress.flushes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "flushed and committed"
+            "flushed; offsets pending commit"
         );
         Ok(())
     }
@@ -813,5 +1010,177 @@ mod tests {
             .unwrap();
         let r = h.load("t", 1).unwrap().unwrap();
         assert_eq!(r.next_offset, 7);
+    }
+
+    /// Worker tests against librdkafka's mock cluster (in process, no
+    /// broker): the commit path under injected coordinator errors.
+    mod mock {
+        use std::thread::JoinHandle;
+
+        use vigil_kafka::rdkafka::mocking::MockCluster;
+        use vigil_kafka::rdkafka::producer::DefaultProducerContext;
+        use vigil_kafka::rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        use vigil_kafka::Role;
+
+        use super::*;
+
+        const RECORDS: usize = 20;
+
+        fn settings(
+            cluster: &MockCluster<'_, DefaultProducerContext>,
+            dir: &std::path::Path,
+        ) -> Settings {
+            let mut s = Settings::load(None).unwrap();
+            s.kafka.brokers = cluster.bootstrap_servers();
+            s.kafka.telemetry_topic = "telemetry".into();
+            s.kafka.alert_topic = "alerts".into();
+            s.kafka.dlq_topic = String::new();
+            s.kafka.group_id = "g".into();
+            s.data_dir = dir.join("data");
+            s.worker.state_dir = dir.join("state");
+            s.worker.flush_interval = Duration::from_millis(200);
+            s.worker.shutdown_timeout = Duration::from_secs(2);
+            s.worker.metrics_listen = String::new();
+            s.storage.parquet.sync = false;
+            s
+        }
+
+        /// A cluster with the topics and `RECORDS` telemetry records in
+        /// partition 0.
+        fn cluster_with_records() -> MockCluster<'static, DefaultProducerContext> {
+            let cluster = MockCluster::new(1).unwrap();
+            cluster.create_topic("telemetry", 1, 1).unwrap();
+            cluster.create_topic("alerts", 1, 1).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings(&cluster, dir.path());
+            let mut p = AckedProducer::new(&s.kafka, Duration::from_secs(10)).unwrap();
+            let fleet = vigil_sim::Fleet::new(vigil_sim::FleetConfig {
+                agents: 4,
+                tenants: 1,
+                duration_ms: 3_600_000,
+                seed: 7,
+                ..vigil_sim::FleetConfig::default()
+            });
+            for r in fleet.take(RECORDS) {
+                p.send("telemetry", Some(r.key.as_bytes()), &r.payload, &[])
+                    .unwrap();
+            }
+            p.flush(Duration::from_secs(30)).unwrap();
+            cluster
+        }
+
+        struct Running {
+            handle: JoinHandle<Result<WorkerSummary>>,
+            shutdown: Arc<AtomicBool>,
+            progress: Arc<WorkerProgress>,
+        }
+
+        fn start(settings: Settings) -> Running {
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let progress = Arc::new(WorkerProgress::default());
+            let (sd, pr) = (shutdown.clone(), progress.clone());
+            let handle = std::thread::spawn(move || {
+                Worker::run_with_progress(settings, Arc::new(RuleSet::default_rules()), sd, pr)
+            });
+            Running {
+                handle,
+                shutdown,
+                progress,
+            }
+        }
+
+        impl Running {
+            fn stop(self) -> Result<WorkerSummary> {
+                self.shutdown.store(true, Ordering::Relaxed);
+                self.handle.join().unwrap()
+            }
+        }
+
+        /// The group's committed offset of partition 0, through a client
+        /// that does not join the group.
+        fn committed(settings: &Settings) -> Option<i64> {
+            let mut c = settings.kafka.client_config(Role::Consumer).unwrap();
+            c.set("statistics.interval.ms", "0");
+            let c: BaseConsumer = c.create().unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition("telemetry", 0);
+            let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+            got.find_partition("telemetry", 0)?
+                .offset()
+                .to_raw()
+                .filter(|o| *o >= 0)
+        }
+
+        fn wait_until(what: &str, running: &Running, mut done: impl FnMut() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done() {
+                assert!(
+                    !running.handle.is_finished(),
+                    "the worker exited while waiting for {what}"
+                );
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+
+        /// Regression: a refused offset commit (`commit(Sync)?`) stopped
+        /// the worker. Now a commit refused with REBALANCE_IN_PROGRESS and
+        /// then ILLEGAL_GENERATION (which makes librdkafka drop the
+        /// assignment and rejoin) is counted, the worker keeps running,
+        /// and a later flush commits every processed offset.
+        #[test]
+        fn a_refused_commit_is_retried_at_the_next_flush() {
+            let cluster = cluster_with_records();
+            cluster.request_errors(
+                RDKafkaApiKey::OffsetCommit,
+                &[
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+                ],
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings(&cluster, dir.path());
+            let w = start(s.clone());
+            wait_until("the commit after two refusals", &w, || {
+                w.progress.commit_failures() >= 2 && committed(&s) == Some(RECORDS as i64)
+            });
+            assert!(w.progress.commits() >= 1);
+            assert!(w.progress.records() >= RECORDS as u64);
+            w.stop().unwrap();
+        }
+
+        /// A worker restored from a checkpoint that is ahead of the group's
+        /// commit (here: every commit of the first run was refused) commits
+        /// the checkpoint's offset although no new record arrives, so the
+        /// lag reads 0; it processes nothing again.
+        #[test]
+        fn a_restored_partition_commits_its_unmoved_offset() {
+            let cluster = cluster_with_records();
+            cluster.request_errors(
+                RDKafkaApiKey::OffsetCommit,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 10_000],
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let s = settings(&cluster, dir.path());
+            let first = start(s.clone());
+            wait_until("the first run's checkpoint", &first, || {
+                first.progress.records() >= RECORDS as u64
+                    && first.progress.flushes() >= 1
+                    && first.progress.commit_failures() >= 1
+            });
+            let started = Instant::now();
+            first.stop().unwrap();
+            // The drain retried for its whole budget, and not much longer.
+            assert!(started.elapsed() < s.worker.shutdown_timeout + Duration::from_secs(8));
+            assert_eq!(committed(&s), None);
+
+            cluster.clear_request_errors(RDKafkaApiKey::OffsetCommit);
+            let second = start(s.clone());
+            wait_until("the restored offset's commit", &second, || {
+                committed(&s) == Some(RECORDS as i64)
+            });
+            assert_eq!(second.progress.records(), 0);
+            second.stop().unwrap();
+        }
     }
 }

@@ -1348,4 +1348,106 @@ mod review_tests {
         let back: Result<Pipeline, _> = serde_json::from_slice(&snap);
         assert!(back.is_ok(), "{:?}", back.err());
     }
+
+    /// Issue 18 item 5: a window whose exact mean equals the threshold
+    /// fired for some arrival orders and not others (naive f64 sums), and
+    /// the stored mean differed between them. Every permutation must give
+    /// the same stored sum and mean and the same alerts.
+    #[test]
+    fn threshold_decision_and_stored_mean_do_not_depend_on_arrival_order() {
+        let rules = RuleSet::from_toml(
+            r#"
+[[threshold]]
+name = "above"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">"
+value = 0.2
+severity = "warning"
+
+[[threshold]]
+name = "at_least"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">="
+value = 0.2
+severity = "warning"
+
+[[threshold]]
+name = "below"
+metric = "cpu_pct"
+aggregate = "mean"
+op = "<"
+value = 0.2
+severity = "warning"
+"#,
+            "test",
+        )
+        .unwrap();
+        let rules = Arc::new(rules);
+        let values: [f64; 5] = [0.1, 0.2, 0.3, 0.15, 0.25];
+        let mut perms = vec![vec![]];
+        for _ in 0..values.len() {
+            perms = perms
+                .into_iter()
+                .flat_map(|p: Vec<usize>| {
+                    (0..values.len())
+                        .filter(|i| !p.contains(i))
+                        .map(|i| {
+                            let mut q = p.clone();
+                            q.push(i);
+                            q
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        assert_eq!(perms.len(), 120);
+        // The trap is real: naive left-to-right sums differ by order.
+        let naive: std::collections::BTreeSet<u64> = perms
+            .iter()
+            .map(|p| (p.iter().map(|&i| values[i]).fold(0.0, |a, v| a + v) / 5.0).to_bits())
+            .collect();
+        assert!(
+            naive.len() > 1,
+            "naive means all equal: the test would prove nothing"
+        );
+        let mut seen = None;
+        for p in &perms {
+            let mut pipe = Pipeline::new(
+                PipelineConfig {
+                    clock: ClockMode::Wall,
+                    ..PipelineConfig::default()
+                },
+                rules.clone(),
+            )
+            .unwrap();
+            let mut out = Outputs::default();
+            // Distinct timestamps (so `last` is one point), arriving in
+            // the permuted order.
+            let pts: Vec<(i64, f64)> = p
+                .iter()
+                .map(|&i| (T0 + 1_000 * i as i64, values[i]))
+                .collect();
+            pipe.process(POS, &rec("t", "a", 1, T0, &pts), T0, &mut out);
+            pipe.finish(&mut out);
+            assert_eq!(out.windows.len(), 1);
+            let a = out.windows[0].agg;
+            let mut fired: Vec<String> = out.alerts.iter().map(|e| e.rule.clone()).collect();
+            fired.sort();
+            let got = (a.sum.to_bits(), a.mean.to_bits(), fired);
+            match &seen {
+                None => seen = Some(got),
+                Some(first) => assert_eq!(&got, first, "order {p:?}"),
+            }
+            // The detector saw the stored mean.
+            for e in &out.alerts {
+                assert_eq!(e.value, Some(a.mean));
+            }
+        }
+        let (sum, mean, fired) = seen.unwrap();
+        assert_eq!(f64::from_bits(sum), 1.0);
+        assert_eq!(f64::from_bits(mean), 0.2, "the exact mean rounds to 0.2");
+        assert_eq!(fired, vec!["at_least"]);
+    }
 }

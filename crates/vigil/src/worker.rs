@@ -61,8 +61,10 @@ use crate::settings::Settings;
 
 /// Version of the checkpoint file layout. 2: compact per-series state
 /// (series slots with detector handles, detector arenas). 3: no series
-/// ids (computed from the key), agent liveness kept with the agent.
-const CHECKPOINT_FORMAT: u32 = 3;
+/// ids (computed from the key), agent liveness kept with the agent. 4:
+/// exact window sums (each open window carries its exact sum; aggregates
+/// carry their exact mean).
+const CHECKPOINT_FORMAT: u32 = 4;
 
 /// A partition checkpoint as written (borrows the pipeline).
 #[derive(Serialize)]

@@ -63,7 +63,7 @@ use crate::settings::Settings;
 /// (series slots with detector handles, detector arenas). 3: no series
 /// ids (computed from the key), agent liveness kept with the agent. 4:
 /// exact window sums (each open window carries its exact sum; aggregates
-/// carry their exact mean).
+/// carry their exact mean), and the replay clock's per-agent votes.
 const CHECKPOINT_FORMAT: u32 = 4;
 
 /// A partition checkpoint as written (borrows the pipeline).

@@ -777,7 +777,7 @@ mod tests {
         h.store.save("t", 0, old).unwrap();
         let e = format!("{:#}", h.load("t", 0).err().unwrap());
         assert!(
-            e.contains("format 2") && e.contains("reads format 3"),
+            e.contains("format 2") && e.contains(&format!("reads format {CHECKPOINT_FORMAT}")),
             "{e}"
         );
 

@@ -53,9 +53,14 @@ fn labels_of(s: &vigil_proto::v1::Series) -> String {
         .join(",")
 }
 
+/// A window's key, as in [`Row`].
+type Key = (String, String, String, String, i64);
+
 /// Expected windows: a DataFusion GROUP BY over the finite points of the
-/// records labelled `Accept`.
-fn expected(records: &[SimRecord]) -> Vec<Row> {
+/// records labelled `Accept`; and the values of each window, for the
+/// exactness checks ([`exact_sum_and_mean`]).
+fn expected(records: &[SimRecord]) -> (Vec<Row>, BTreeMap<Key, Vec<f64>>) {
+    let mut values: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
     let (mut t, mut a, mut m, mut l, mut ts, mut v, mut ord) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut n = 0i64;
@@ -67,6 +72,16 @@ fn expected(records: &[SimRecord]) -> Vec<Row> {
                 if !y.is_finite() {
                     continue;
                 }
+                values
+                    .entry((
+                        b.tenant_id.clone(),
+                        b.agent_id.clone(),
+                        s.metric.clone(),
+                        labels.clone(),
+                        x.div_euclid(60_000) * 60_000,
+                    ))
+                    .or_default()
+                    .push(y);
                 t.push(b.tenant_id.clone());
                 a.push(b.agent_id.clone());
                 m.push(s.metric.clone());
@@ -114,9 +129,10 @@ fn expected(records: &[SimRecord]) -> Vec<Row> {
         .build()
         .unwrap();
     let batches = rt.block_on(async { ctx.sql(q).await.unwrap().collect().await.unwrap() });
-    rows(&batches, |b, i| {
+    let rows = rows(&batches, |b, i| {
         b.column(4).as_primitive::<Int64Type>().value(i)
-    })
+    });
+    (rows, values)
 }
 
 /// Converts result batches to rows; `ws` reads the window start column.
@@ -157,8 +173,99 @@ fn actual(dir: &std::path::Path) -> Vec<Row> {
     })
 }
 
+/// DataFusion sums in its own order, naively: Vigil's exact sums and means
+/// (docs/semantics.md) agree with it to this relative tolerance; exactness
+/// itself is checked by [`exact_sum_and_mean`].
 fn close(a: f64, b: f64) -> bool {
     a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The exactly rounded sum of `xs`, computed independently of
+/// `vigil_ops::exact`: a list of non-overlapping partial sums kept exact
+/// with the two-sum identity, then rounded once from the top with a
+/// half-way correction (the classic "msum" method).
+fn fsum(xs: impl IntoIterator<Item = f64>) -> f64 {
+    let mut parts: Vec<f64> = Vec::new();
+    for mut x in xs {
+        let mut kept = 0;
+        for i in 0..parts.len() {
+            let mut y = parts[i];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                parts[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        parts.truncate(kept);
+        parts.push(x);
+    }
+    let Some(mut hi) = parts.pop() else {
+        return 0.0;
+    };
+    let mut lo = 0.0;
+    while let Some(y) = parts.pop() {
+        let x = hi;
+        hi = x + y;
+        lo = y - (hi - x);
+        if lo != 0.0 {
+            break;
+        }
+    }
+    if let Some(&next) = parts.last() {
+        if (lo < 0.0 && next < 0.0) || (lo > 0.0 && next > 0.0) {
+            let y = lo * 2.0;
+            let x = hi + y;
+            if y == x - hi {
+                hi = x;
+            }
+        }
+    }
+    hi
+}
+
+/// Sign of `Σ 2·values − (a + b)·n`, exactly: `a·n` and `b·n` split
+/// exactly into a product and its error (fused multiply-add).
+fn sign_twice_sum_minus(values: &[f64], a: f64, b: f64, n: f64) -> f64 {
+    let (pa, pb) = (a * n, b * n);
+    let (ea, eb) = (a.mul_add(n, -pa), b.mul_add(n, -pb));
+    let terms = values.iter().map(|v| 2.0 * v).chain([-pa, -ea, -pb, -eb]);
+    let s = fsum(terms);
+    // Not `signum`: that says 1.0 for +0.0.
+    if s > 0.0 {
+        1.0
+    } else if s < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// Vigil's `sum` is the exact sum rounded once (equal to [`fsum`]), and
+/// its `mean` the nearest `f64` to the exact mean: the exact mean lies
+/// between the midpoints to the neighbouring doubles (a tie is accepted
+/// either way).
+fn exact_sum_and_mean(got: &Row, values: &[f64]) {
+    assert_eq!(
+        got.sum.to_bits(),
+        fsum(values.iter().copied()).to_bits(),
+        "sum of {:?} is not the exactly rounded sum of {values:?}",
+        got.key
+    );
+    let (m, n) = (got.mean, values.len() as f64);
+    let up = m.next_up();
+    let down = m.next_down();
+    // 2S <= (m + up)·n and 2S >= (m + down)·n.
+    assert!(
+        sign_twice_sum_minus(values, m, up, n) <= 0.0
+            && sign_twice_sum_minus(values, m, down, n) >= 0.0,
+        "mean of {:?} ({m}) is not the exact mean of {values:?} rounded to nearest",
+        got.key
+    );
 }
 
 fn compare(got: &[Row], want: &[Row]) {
@@ -195,13 +302,17 @@ fn parquet_aggregates_equal_independent_group_by_and_counts_match_truth() {
         &settings(),
         Arc::new(RuleSet::default_rules()),
     );
-    let want = expected(&run.records);
+    let (want, values) = expected(&run.records);
     assert!(
         want.len() > 10_000,
         "fleet too small to be meaningful: {} windows",
         want.len()
     );
-    compare(&actual(dir.path()), &want);
+    let got = actual(dir.path());
+    compare(&got, &want);
+    for g in &got {
+        exact_sum_and_mean(g, &values[&g.key]);
+    }
 
     // Every refusal and drop equals the simulator's ground truth.
     let c = &run.truth.counts;
@@ -279,7 +390,7 @@ fn parquet_aggregates_equal_independent_group_by_and_counts_match_truth() {
 #[test]
 fn flush_cadence_and_replays_do_not_change_or_duplicate_rows() {
     let run = simulate(small_fleet(12, 1.5, 11));
-    let want = expected(&run.records);
+    let (want, _) = expected(&run.records);
     let rules = Arc::new(RuleSet::default_rules());
 
     // Many small flushes (many files) give the same rows.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod decode;
 pub mod dedup;
 pub mod detect;
+pub mod exact;
 pub mod intern;
 pub mod model;
 pub mod pipeline;

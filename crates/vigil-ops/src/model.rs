@@ -335,8 +335,14 @@ impl<'de> Deserialize<'de> for OptMs {
     }
 }
 
-/// Running aggregate of one open window. Sum is accumulated in arrival
-/// order, so two arrival orders agree to floating-point rounding only.
+/// The aggregates of one window. The pipeline's windows sum exactly
+/// ([`crate::exact`]): `sum` is the exact sum of the values and `mean` the
+/// exact sum divided by `count`, each rounded once to the nearest `f64`,
+/// so they do not depend on arrival order, and the threshold detector
+/// compares the very `mean` that is stored.
+///
+/// [`Agg::new`] and [`Agg::push`] build one naively (test fixtures,
+/// benches): exact only while every partial sum is exact in `f64`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Agg {
     /// Number of points merged.
@@ -356,6 +362,9 @@ pub struct Agg {
     pub last: f64,
     /// Timestamp of `last`.
     pub last_ts_ms: i64,
+    /// Exact mean (sum / count, rounded once); what rules on `mean` see.
+    #[serde(with = "any_f64")]
+    pub mean: f64,
 }
 
 impl Agg {
@@ -369,10 +378,11 @@ impl Agg {
             max: value,
             last: value,
             last_ts_ms: ts_ms,
+            mean: value,
         }
     }
 
-    /// Merges one point.
+    /// Merges one point (naively, see the type's docs).
     #[inline]
     pub fn push(&mut self, ts_ms: i64, value: f64) {
         self.count += 1;
@@ -387,12 +397,13 @@ impl Agg {
             self.last = value;
             self.last_ts_ms = ts_ms;
         }
+        self.mean = self.sum / self.count as f64;
     }
 
-    /// Arithmetic mean (`sum / count`).
+    /// Arithmetic mean (the `mean` field).
     #[inline]
     pub fn mean(&self) -> f64 {
-        self.sum / self.count as f64
+        self.mean
     }
 }
 

@@ -92,6 +92,10 @@ pub struct PipelineStats {
     pub alerts_resolved: u64,
     /// Agents seen.
     pub agents: u64,
+    /// Replay only: batches whose send time was not trusted (0, unset, or
+    /// outside the valid timestamps); see [`crate::clock`].
+    #[serde(default)]
+    pub untrusted_send_times: u64,
     /// Series seen.
     pub series: u64,
 }
@@ -244,7 +248,7 @@ impl Pipeline {
                 size_ms: cfg.window_ms(),
                 lateness_ms: cfg.allowed_lateness.as_millis() as i64,
             },
-            clock: ReplayClock::new(cfg.max_clock_skew.as_millis() as i64),
+            clock: ReplayClock::new(),
             cfg,
             agents: Vec::new(),
             agent_index: HashTable::new(),
@@ -292,8 +296,7 @@ impl Pipeline {
     /// configuration and rules. Settings that shape the state (window size,
     /// allowed lateness, dedup window, clock mode) must equal those the
     /// checkpoint was written with; every other setting (limits, idle
-    /// timeout, clock skew, tick interval) takes its new value (the replay
-    /// clock keeps the skew it was built with). Returns the
+    /// timeout, clock skew, tick interval) takes its new value. Returns the
     /// problems when the configuration cannot continue this state.
     pub fn resume(
         mut self,
@@ -391,22 +394,32 @@ impl Pipeline {
         match decode_into(payload, &self.cfg.limits, &mut batch) {
             Ok(()) => {
                 let now = match self.cfg.clock {
-                    ClockMode::Wall => wall_now_ms,
-                    // Without any valid send time yet, the batch's own newest
-                    // point stands in (nothing of it is then `future`).
+                    ClockMode::Wall => Some(wall_now_ms),
                     ClockMode::Replay => {
-                        self.clock.observe(batch.sent_at_ms).unwrap_or_else(|| {
+                        let before = self.clock.invalid();
+                        let agent = agent_hash(&batch.tenant_id, &batch.agent_id);
+                        // A batch without a trusted send time votes with its
+                        // newest valid point.
+                        let newest = || {
                             batch
                                 .series
                                 .iter()
                                 .flat_map(|s| s.timestamps_ms.iter().copied())
+                                .filter(|t| VALID_TS.contains(t))
                                 .max()
-                                .unwrap_or(0)
-                        })
+                        };
+                        let now = self.clock.observe(agent, batch.sent_at_ms, newest);
+                        self.stats.untrusted_send_times += self.clock.invalid() - before;
+                        now
                     }
                 };
-                self.accept(pos, payload, &batch, now, out);
-                self.maybe_tick(now, out);
+                // No time at all (replay: no valid send time or point yet):
+                // the batch has no valid point to judge, and `i64::MIN`
+                // is "never seen" to the liveness tracking.
+                self.accept(pos, payload, &batch, now.unwrap_or(i64::MIN), out);
+                if let Some(now) = now {
+                    self.maybe_tick(now, out);
+                }
             }
             Err(e) => {
                 let reason = e.reason;
@@ -788,8 +801,13 @@ impl Pipeline {
 
     fn maybe_tick(&mut self, now: i64, out: &mut Outputs) {
         match self.last_tick_ms {
+            // The first time, or processing time moved back (a replay
+            // clock outvoting its first batches): start counting here.
             None => self.last_tick_ms = Some(now),
-            Some(t) if now - t >= self.cfg.tick_interval.as_millis() as i64 => self.tick(now, out),
+            Some(t) if now < t => self.last_tick_ms = Some(now),
+            Some(t) if now.saturating_sub(t) >= self.cfg.tick_interval.as_millis() as i64 => {
+                self.tick(now, out)
+            }
             Some(_) => {}
         }
     }
@@ -1558,6 +1576,7 @@ mod tests {
 #[cfg(test)]
 mod review_tests {
     use super::*;
+    use proptest::prelude::*;
     use prost::Message;
     use vigil_proto::v1::Series;
 
@@ -1627,25 +1646,221 @@ mod review_tests {
 
     /// Regression: once every agent was silent longer than max_clock_skew,
     /// the replay clock never moved again and every later point was refused
-    /// as `future`. Now only the first batch after the gap is refused (the
-    /// recent batches outvote it as soon as a second one agrees).
+    /// as `future`. Now the clock follows once a majority of the recent
+    /// agents (5 of 8) sent from after the gap: exactly the first four
+    /// agents' points are refused (the docs said two batches while the
+    /// code needed five: issue 18 item 3).
     #[test]
     fn review_replay_clock_survives_a_fleet_gap() {
         let mut p = pipe(ClockMode::Replay);
         let mut out = Outputs::default();
-        p.process(POS, &rec("t", "a", 1, T0, &[(T0, 1.0)]), 0, &mut out);
-        // the whole fleet is silent for 6 minutes, then resumes
+        let agents: Vec<String> = (0..8).map(|a| format!("a{a}")).collect();
+        for a in &agents {
+            p.process(POS, &rec("t", a, 1, T0, &[(T0, 1.0)]), 0, &mut out);
+        }
+        // The whole fleet is silent for 6 minutes, then resumes.
         let t = T0 + 360_000;
+        for (i, a) in agents.iter().enumerate() {
+            p.process(POS, &rec("t", a, 2, t, &[(t, 1.0)]), 0, &mut out);
+            let refused = p.stats().rejected_points(RejectReason::Future);
+            assert_eq!(refused, (i as u64 + 1).min(4), "after agent {i}");
+        }
+        assert_eq!(p.replay_now_ms(), Some(t));
+        // A lone agent follows its own clock at once.
+        let mut p = pipe(ClockMode::Replay);
+        p.process(POS, &rec("t", "a", 1, T0, &[(T0, 1.0)]), 0, &mut out);
         p.process(POS, &rec("t", "a", 2, t, &[(t, 1.0)]), 0, &mut out);
-        p.process(POS, &rec("t", "b", 1, t, &[(t, 1.0)]), 0, &mut out);
-        p.process(
-            POS,
-            &rec("t", "a", 3, t + 60_000, &[(t + 60_000, 1.0)]),
-            0,
-            &mut out,
+        assert_eq!(p.stats().rejected_points(RejectReason::Future), 0);
+    }
+
+    /// Issue 18 item 3: a first batch without a valid send time stood in
+    /// with its unvalidated newest point (`i64::MIN` overflowed the tick
+    /// arithmetic; a year-9999 point stopped ticks for good). Now only
+    /// valid timestamps vote, invalid send times are counted, and idle
+    /// timeouts still fire after an absurd first batch.
+    #[test]
+    fn replay_bootstrap_validates_and_ticks_on() {
+        let mut p = pipe(ClockMode::Replay);
+        let mut out = Outputs::default();
+        p.process(POS, &rec("t", "x", 1, 0, &[(i64::MIN, 1.0)]), 0, &mut out);
+        assert_eq!(p.replay_now_ms(), None);
+        let y9999 = *VALID_TS.end();
+        p.process(POS, &rec("t", "y", 1, 0, &[(y9999, 1.0)]), 0, &mut out);
+        assert_eq!(p.replay_now_ms(), Some(y9999), "the only valid time so far");
+        assert_eq!(p.stats().untrusted_send_times, 2);
+        p.process(POS, &rec("t", "a", 1, T0, &[(T0, 1.0)]), 0, &mut out);
+        assert_eq!(p.replay_now_ms(), Some(T0), "outvoted by the next agent");
+        p.process(POS, &rec("t", "b", 1, T0, &[(T0, 1.0)]), 0, &mut out);
+        // 10 minutes on, agent a is idle and its window closes.
+        let later = T0 + 600_000;
+        for (i, ag) in ["b", "c", "d"].iter().enumerate() {
+            p.process(
+                POS,
+                &rec("t", ag, 2 + i as u64, later, &[(later, 1.0)]),
+                0,
+                &mut out,
+            );
+        }
+        assert_eq!(p.replay_now_ms(), Some(later));
+        assert!(
+            out.windows.iter().any(|w| w.series.agent() == "a"),
+            "agent a's window closed by its idleness"
         );
-        assert_eq!(p.stats().rejected_points(RejectReason::Future), 1);
-        assert_eq!(p.replay_now_ms(), Some(t + 60_000));
+        assert_eq!(p.stats().rejected_points(RejectReason::Future), 0);
+    }
+
+    /// One replay batch of the property below: (agent, seq, true time
+    /// offset of its send time, points as (ms before the send time, value)).
+    type ReplayBatch = (usize, u64, i64, Vec<(i64, i64)>);
+
+    /// Honest agents (clock offsets within ±max_clock_skew/4 of true time)
+    /// each send once per round of at most 30 s of true time, in a random
+    /// order per round, with points up to the allowed lateness behind
+    /// their send time; rogue agents (any clock, from absurdly behind to
+    /// far ahead) join from the second round and are always a minority.
+    fn replay_fleet() -> impl Strategy<Value = (usize, Vec<i64>, Vec<ReplayBatch>)> {
+        const S4: i64 = 75_000;
+        (5usize..8, 0usize..3, 1usize..30)
+            .prop_flat_map(|(honest, rogues, rounds)| {
+                let offsets = (
+                    proptest::collection::vec(-S4..=S4, honest),
+                    proptest::collection::vec(
+                        prop_oneof![
+                            -86_400_000i64..86_400_000,
+                            // Ahead or behind, but within the allowed skew.
+                            -300_000i64..300_000,
+                            Just(i64::MIN),
+                            Just(i64::MAX)
+                        ],
+                        rogues,
+                    ),
+                );
+                let plan = proptest::collection::vec(
+                    (
+                        Just((0..honest + rogues).collect::<Vec<usize>>()).prop_shuffle(),
+                        proptest::collection::vec(
+                            (
+                                0i64..30_000 / 8,
+                                proptest::collection::vec((0i64..30_000, 0i64..100), 1..4),
+                            ),
+                            honest + rogues,
+                        ),
+                    ),
+                    rounds,
+                );
+                (Just(honest), offsets, plan)
+            })
+            .prop_map(|(honest, (ho, ro), plan)| {
+                let offsets: Vec<i64> = ho.into_iter().chain(ro).collect();
+                let mut t = T0;
+                let mut seq = vec![0u64; offsets.len()];
+                let mut out = Vec::new();
+                for (round, (order, steps)) in plan.into_iter().enumerate() {
+                    for (a, (step, pts)) in order.into_iter().zip(steps) {
+                        t += step;
+                        if a >= honest && round == 0 {
+                            continue;
+                        }
+                        seq[a] += 1;
+                        out.push((a, seq[a], t - T0, pts));
+                    }
+                }
+                (honest, offsets, out)
+            })
+    }
+
+    /// Runs a replay fleet; returns, per batch, the processing time after
+    /// it, plus all outputs.
+    fn run_replay(
+        offsets: &[i64],
+        batches: &[ReplayBatch],
+        keep: impl Fn(usize) -> bool,
+    ) -> (Vec<(usize, Option<i64>, Outputs)>, Outputs) {
+        let mut p = pipe(ClockMode::Replay);
+        let mut steps = Vec::new();
+        for &(a, seq, dt, ref pts) in batches.iter().filter(|b| keep(b.0)) {
+            let sent = (T0 + dt).saturating_add(offsets[a]);
+            let pts: Vec<(i64, f64)> = pts
+                .iter()
+                .map(|&(back, v)| {
+                    (
+                        (T0 + dt + offsets[a].clamp(-86_400_000, 86_400_000)) - back,
+                        v as f64,
+                    )
+                })
+                .collect();
+            let mut out = Outputs::default();
+            p.process(
+                POS,
+                &rec("t", &format!("a{a}"), seq, sent, &pts),
+                0,
+                &mut out,
+            );
+            steps.push((a, p.replay_now_ms(), out));
+        }
+        let mut end = Outputs::default();
+        p.finish(&mut end);
+        (steps, end)
+    }
+
+    proptest! {
+        /// Issue 18 item 3, in replay mode: whatever the interleaving, an
+        /// honest agent's windows close only by its own watermark or at
+        /// the end (never by another agent's clock), none of its points is
+        /// refused as `late` or `future`, processing time never moves back
+        /// once three agents voted, any window of another agent closed while
+        /// processing a batch of agent `b` belongs to an agent idle in the
+        /// clock's own terms, and the rogue minority changes nothing of
+        /// the honest agents' windows.
+        #[test]
+        fn replay_clock_cannot_be_bent_by_one_agent((honest, offsets, batches) in replay_fleet()) {
+            let idle = PipelineConfig::default().idle_timeout.as_millis() as i64;
+            let (steps, end) = run_replay(&offsets, &batches, |_| true);
+            let mut last_now: Vec<Option<i64>> = vec![None; offsets.len()];
+            let mut max_now = None;
+            for (i, (b, now, out)) in steps.iter().enumerate() {
+                for r in &out.rejected {
+                    let a: usize = r.agent.as_deref().unwrap()[1..].parse().unwrap();
+                    prop_assert!(
+                        a >= honest,
+                        "honest agent {} refused ({}) at batch {}: {}", a, r.reason.as_str(), i, r.detail
+                    );
+                }
+                for w in &out.windows {
+                    let a: usize = w.series.agent()[1..].parse().unwrap();
+                    if a != *b {
+                        prop_assert!(a >= honest, "honest agent {}'s window closed by agent {}'s batch", a, b);
+                        let (Some(now), Some(seen)) = (now, last_now[a]) else { continue };
+                        prop_assert!(now.saturating_sub(seen) >= idle, "agent {} closed while not idle", a);
+                    }
+                }
+                // The first round's batches come from distinct agents: the
+                // third one reaches the quorum.
+                if i >= crate::clock::QUORUM {
+                    prop_assert!(*now >= max_now, "processing time moved back at batch {}", i);
+                }
+                if i + 1 >= crate::clock::QUORUM {
+                    max_now = max_now.max(*now);
+                }
+                last_now[*b] = last_now[*b].max(*now);
+            }
+            let key = |o: &Outputs| -> Vec<(String, i64, u64, u64)> {
+                let mut v: Vec<_> = o.windows.iter()
+                    .filter(|w| w.series.agent()[1..].parse::<usize>().unwrap() < honest)
+                    .map(|w| (w.series.agent().to_string(), w.start_ms, w.agg.count, w.agg.sum.to_bits()))
+                    .collect();
+                v.sort();
+                v
+            };
+            let mut all = Outputs::default();
+            for (_, _, o) in steps { all.windows.extend(o.windows); }
+            all.windows.extend(end.windows);
+            let (steps2, end2) = run_replay(&offsets, &batches, |a| a < honest);
+            let mut alone = Outputs::default();
+            for (_, _, o) in steps2 { alone.windows.extend(o.windows); }
+            alone.windows.extend(end2.windows);
+            prop_assert_eq!(key(&all), key(&alone));
+        }
     }
 
     /// pipeline.rs:266-270 (and model.rs:22): the agent key `tenant \0 agent`
@@ -1686,5 +1901,107 @@ mod review_tests {
         let snap = serde_json::to_vec(&p).unwrap();
         let back: Result<Pipeline, _> = serde_json::from_slice(&snap);
         assert!(back.is_ok(), "{:?}", back.err());
+    }
+
+    /// Issue 18 item 5: a window whose exact mean equals the threshold
+    /// fired for some arrival orders and not others (naive f64 sums), and
+    /// the stored mean differed between them. Every permutation must give
+    /// the same stored sum and mean and the same alerts.
+    #[test]
+    fn threshold_decision_and_stored_mean_do_not_depend_on_arrival_order() {
+        let rules = RuleSet::from_toml(
+            r#"
+[[threshold]]
+name = "above"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">"
+value = 0.2
+severity = "warning"
+
+[[threshold]]
+name = "at_least"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">="
+value = 0.2
+severity = "warning"
+
+[[threshold]]
+name = "below"
+metric = "cpu_pct"
+aggregate = "mean"
+op = "<"
+value = 0.2
+severity = "warning"
+"#,
+            "test",
+        )
+        .unwrap();
+        let rules = Arc::new(rules);
+        let values: [f64; 5] = [0.1, 0.2, 0.3, 0.15, 0.25];
+        let mut perms = vec![vec![]];
+        for _ in 0..values.len() {
+            perms = perms
+                .into_iter()
+                .flat_map(|p: Vec<usize>| {
+                    (0..values.len())
+                        .filter(|i| !p.contains(i))
+                        .map(|i| {
+                            let mut q = p.clone();
+                            q.push(i);
+                            q
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+        }
+        assert_eq!(perms.len(), 120);
+        // The trap is real: naive left-to-right sums differ by order.
+        let naive: std::collections::BTreeSet<u64> = perms
+            .iter()
+            .map(|p| (p.iter().map(|&i| values[i]).fold(0.0, |a, v| a + v) / 5.0).to_bits())
+            .collect();
+        assert!(
+            naive.len() > 1,
+            "naive means all equal: the test would prove nothing"
+        );
+        let mut seen = None;
+        for p in &perms {
+            let mut pipe = Pipeline::new(
+                PipelineConfig {
+                    clock: ClockMode::Wall,
+                    ..PipelineConfig::default()
+                },
+                rules.clone(),
+            )
+            .unwrap();
+            let mut out = Outputs::default();
+            // Distinct timestamps (so `last` is one point), arriving in
+            // the permuted order.
+            let pts: Vec<(i64, f64)> = p
+                .iter()
+                .map(|&i| (T0 + 1_000 * i as i64, values[i]))
+                .collect();
+            pipe.process(POS, &rec("t", "a", 1, T0, &pts), T0, &mut out);
+            pipe.finish(&mut out);
+            assert_eq!(out.windows.len(), 1);
+            let a = out.windows[0].agg;
+            let mut fired: Vec<String> = out.alerts.iter().map(|e| e.rule.clone()).collect();
+            fired.sort();
+            let got = (a.sum.to_bits(), a.mean.to_bits(), fired);
+            match &seen {
+                None => seen = Some(got),
+                Some(first) => assert_eq!(&got, first, "order {p:?}"),
+            }
+            // The detector saw the stored mean.
+            for e in &out.alerts {
+                assert_eq!(e.value, Some(a.mean));
+            }
+        }
+        let (sum, mean, fired) = seen.unwrap();
+        assert_eq!(f64::from_bits(sum), 1.0);
+        assert_eq!(f64::from_bits(mean), 0.2, "the exact mean rounds to 0.2");
+        assert_eq!(fired, vec!["at_least"]);
     }
 }

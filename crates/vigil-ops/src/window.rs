@@ -17,8 +17,8 @@
 //! State is per agent, so an agent with a wrong clock only moves its own
 //! frontier.
 //!
-//! Memory: a series costs one 112-byte slot (shared key, detector
-//! handle, two inline open windows of 48 bytes); an agent with more than
+//! Memory: a series costs one 128-byte slot (shared key, detector
+//! handle, two inline open windows of 56 bytes); an agent with more than
 //! [`INDEX_FROM`] series also keeps a hash index of them (smaller agents
 //! find a series by scanning their slots for the shared key's pointer).
 //! The rare third and later open windows of a series (a batch spanning
@@ -33,6 +33,7 @@ use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::DetHandle;
+use crate::exact::{ExactRepr, Fixed, WideSum};
 use crate::intern::{key_hash, KeyInterner};
 use crate::model::{AgentKey, Agg, OptMs, SeriesKey, SeriesMeta, WindowAggregate};
 
@@ -72,12 +73,14 @@ const COUNT_BITS: u32 = 37;
 /// series' window under the batch limits); a count saturates there.
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 
-/// A running aggregate in 40 bytes: count and the last point's offset
-/// from the window start share one word.
+/// A running aggregate in 48 bytes: count and the last point's offset
+/// from the window start share one word; the sum is exact (see
+/// [`crate::exact`]): the [`Fixed`] part inline, plus the agent's
+/// [`WideSum`] for this window when a value did not fit it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct OpenAgg {
     packed: u64,
-    sum: f64,
+    sum: Fixed,
     min: f64,
     max: f64,
     last: f64,
@@ -86,21 +89,27 @@ struct OpenAgg {
 impl OpenAgg {
     const EMPTY: OpenAgg = OpenAgg {
         packed: 0,
-        sum: 0.0,
+        sum: Fixed::ZERO,
         min: 0.0,
         max: 0.0,
         last: 0.0,
     };
 
+    /// An aggregate holding one point, and whether its value went into
+    /// the inline sum (`false`: the caller adds it to the window's
+    /// [`WideSum`]).
     #[inline]
-    fn new(off: u64, v: f64) -> Self {
-        OpenAgg {
+    fn new(off: u64, v: f64) -> (Self, bool) {
+        let mut sum = Fixed::ZERO;
+        let fits = sum.add(v);
+        let a = OpenAgg {
             packed: 1 | (off << COUNT_BITS),
-            sum: v,
+            sum,
             min: v,
             max: v,
             last: v,
-        }
+        };
+        (a, fits)
     }
 
     #[inline]
@@ -113,11 +122,13 @@ impl OpenAgg {
         self.packed >> COUNT_BITS
     }
 
+    /// Merges one point; returns whether its value went into the inline
+    /// sum (`false`: the caller adds it to the window's [`WideSum`]).
     #[inline]
-    fn push(&mut self, off: u64, v: f64) {
+    fn push(&mut self, off: u64, v: f64) -> bool {
         let count = (self.count() + 1).min(COUNT_MAX);
         let mut last_off = self.last_off();
-        self.sum += v;
+        let fits = self.sum.add(v);
         if v < self.min {
             self.min = v;
         }
@@ -129,24 +140,36 @@ impl OpenAgg {
             last_off = off;
         }
         self.packed = count | (last_off << COUNT_BITS);
+        fits
     }
 
-    fn to_agg(self, start: i64) -> Agg {
+    /// The closed aggregate; `wide` is the window's wide part, if any.
+    fn to_agg(self, start: i64, wide: Option<&WideSum>) -> Agg {
+        let count = self.count();
+        let (sum, mean) = match wide {
+            None => (self.sum.sum(), self.sum.mean(count)),
+            Some(w) => {
+                let mut w = w.clone();
+                w.add_fixed(self.sum);
+                (w.quotient(1), w.quotient(count))
+            }
+        };
         Agg {
-            count: self.count(),
-            sum: self.sum,
+            count,
+            sum,
             min: self.min,
             max: self.max,
             last: self.last,
             last_ts_ms: start.saturating_add(self.last_off() as i64),
+            mean,
         }
     }
 
-    fn from_agg(a: &Agg, start: i64) -> Self {
+    fn from_agg(a: &Agg, start: i64, sum: Fixed) -> Self {
         let off = (a.last_ts_ms.saturating_sub(start)).clamp(0, (1 << 27) - 1) as u64;
         OpenAgg {
             packed: a.count.min(COUNT_MAX) | (off << COUNT_BITS),
-            sum: a.sum,
+            sum,
             min: a.min,
             max: a.max,
             last: a.last,
@@ -154,7 +177,7 @@ impl OpenAgg {
     }
 }
 
-/// One open window: its start and running aggregate (48 bytes). A count
+/// One open window: its start and running aggregate (56 bytes). A count
 /// of zero marks an empty inline slot.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct OpenWindow {
@@ -173,23 +196,25 @@ impl OpenWindow {
         self.agg.packed != 0
     }
 
+    /// A window holding one point, and whether its value went into the
+    /// inline sum.
     #[inline]
-    fn new(start: i64, ts: i64, v: f64) -> Self {
-        OpenWindow {
-            start,
-            agg: OpenAgg::new((ts - start) as u64, v),
-        }
+    fn new(start: i64, ts: i64, v: f64) -> (Self, bool) {
+        let (agg, fits) = OpenAgg::new((ts - start) as u64, v);
+        (OpenWindow { start, agg }, fits)
     }
 
+    /// Merges one point; `false` when its value must go to the window's
+    /// [`WideSum`].
     #[inline]
-    fn push(&mut self, ts: i64, v: f64) {
-        self.agg.push((ts - self.start) as u64, v);
+    fn push(&mut self, ts: i64, v: f64) -> bool {
+        self.agg.push((ts - self.start) as u64, v)
     }
 }
 
 /// One series of an agent: identity, where its detector state is, and its
 /// two oldest open windows (`open[0].start < open[1].start`; `open[1]` is
-/// empty when `open[0]` is). 112 bytes.
+/// empty when `open[0]` is). 128 bytes.
 #[derive(Debug, Clone)]
 struct SeriesSlot {
     key: Arc<SeriesKey>,
@@ -215,6 +240,53 @@ pub struct AgentWindows {
     extra: Extra,
     /// Number of open windows over all series.
     open_windows: u32,
+    /// The wide sums of open windows that took a value the inline sum
+    /// could not hold exactly, by (series, start), sorted.
+    wide: Wides,
+}
+
+/// The wide sums of an agent's open windows: no allocation (8 bytes)
+/// while there are none, which is almost always.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Clone, Default)]
+struct Wides(Option<Box<Vec<(u32, i64, WideSum)>>>);
+
+impl Wides {
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn get(&self, slot: u32, start: i64) -> Option<&WideSum> {
+        let v = self.0.as_deref()?;
+        v.binary_search_by_key(&(slot, start), |(s, t, _)| (*s, *t))
+            .ok()
+            .map(|i| &v[i].2)
+    }
+
+    /// Adds `v` to the wide sum of window (slot, start), creating it.
+    #[cold]
+    fn add(&mut self, slot: u32, start: i64, v: f64) {
+        let vec = self.0.get_or_insert_default();
+        let i = match vec.binary_search_by_key(&(slot, start), |(s, t, _)| (*s, *t)) {
+            Ok(i) => i,
+            Err(i) => {
+                vec.insert(i, (slot, start, WideSum::default()));
+                i
+            }
+        };
+        vec[i].2.add(v);
+    }
+
+    /// Drops the wide sums of windows that are no longer open.
+    fn retain(&mut self, mut open: impl FnMut(u32, i64) -> bool) {
+        if let Some(v) = &mut self.0 {
+            v.retain(|(s, t, _)| open(*s, *t));
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 /// The extra open windows of an agent: no allocation (8 bytes) while
@@ -259,6 +331,7 @@ impl AgentWindows {
             index: None,
             extra: Extra::default(),
             open_windows: 0,
+            wide: Wides::default(),
         }
     }
 
@@ -345,12 +418,15 @@ impl AgentWindows {
         let start = self.spec.start_of(ts);
         let open = &mut self.series[slot].open;
         // Fast paths: the newest inline window, then the older one.
-        if open[1].is_open() && open[1].start == start {
-            open[1].push(ts, value);
+        let fits = if open[1].is_open() && open[1].start == start {
+            open[1].push(ts, value)
         } else if open[0].is_open() && open[0].start == start {
-            open[0].push(ts, value);
+            open[0].push(ts, value)
         } else {
-            self.insert_window(slot, start, ts, value);
+            self.insert_window(slot, start, ts, value)
+        };
+        if !fits {
+            self.wide.add(slot as u32, start, value);
         }
         if self.max_ts.get().is_none_or(|m| ts > m) {
             self.max_ts = ts.into();
@@ -359,12 +435,13 @@ impl AgentWindows {
     }
 
     /// A point outside both inline windows: opens a window, or merges into
-    /// one of the series' extra windows.
+    /// one of the series' extra windows. Returns whether the value went
+    /// into the window's inline sum.
     #[cold]
-    fn insert_window(&mut self, slot: usize, start: i64, ts: i64, value: f64) {
+    fn insert_window(&mut self, slot: usize, start: i64, ts: i64, value: f64) -> bool {
         let key = slot as u32;
         let open = &mut self.series[slot].open;
-        let new = OpenWindow::new(start, ts, value);
+        let (new, fits) = OpenWindow::new(start, ts, value);
         let displaced = if !open[0].is_open() {
             open[0] = new;
             None
@@ -392,8 +469,7 @@ impl AgentWindows {
                 .binary_search_by_key(&(key, start), |(s, w)| (*s, w.start))
             {
                 Ok(i) => {
-                    self.extra.vec_mut()[i].1.push(ts, value);
-                    return;
+                    return self.extra.vec_mut()[i].1.push(ts, value);
                 }
                 Err(_) => Some(new),
             }
@@ -406,6 +482,7 @@ impl AgentWindows {
                 .unwrap_or_else(|i| i);
             extra.insert(i, (key, d));
         }
+        fits
     }
 
     /// Moves the frontier to the current watermark and emits the windows it
@@ -462,14 +539,20 @@ impl AgentWindows {
         let size = self.spec.size_ms;
         let frontier = self.frontier;
         let closed_at = |start: i64| start.saturating_add(size) <= frontier;
+        let wide = &self.wide;
         let mut emit =
             |out: &mut Vec<WindowAggregate>, i: usize, s: &SeriesSlot, w: &OpenWindow| {
                 closed.push((agent_no, i as u32));
+                let ws = if wide.is_empty() {
+                    None
+                } else {
+                    wide.get(i as u32, w.start)
+                };
                 out.push(WindowAggregate {
                     series: SeriesMeta::from_shared(agent.clone(), s.key.clone()),
                     start_ms: w.start,
                     end_ms: w.start.saturating_add(size),
-                    agg: w.agg.to_agg(w.start),
+                    agg: w.agg.to_agg(w.start, ws),
                 })
             };
         let before = out.len();
@@ -514,6 +597,9 @@ impl AgentWindows {
         }
         let n = out.len() - before;
         self.open_windows -= n as u32;
+        if !self.wide.is_empty() {
+            self.wide.retain(|_, start| !closed_at(start));
+        }
         n
     }
 
@@ -594,8 +680,10 @@ struct SeriesRepr {
     /// checkpoint.
     #[serde(default)]
     det: DetHandle,
-    /// (start, aggregate) of each open window, ascending.
-    open: Vec<(i64, Agg)>,
+    /// (start, aggregate, exact sum) of each open window, ascending. The
+    /// aggregate's sum and mean are informative; the exact sum is what a
+    /// restore continues from.
+    open: Vec<(i64, Agg, ExactRepr)>,
 }
 
 /// Serde form of [`AgentWindows`] (the checkpoint format).
@@ -615,14 +703,20 @@ impl Serialize for AgentWindows {
             .iter()
             .enumerate()
             .map(|(i, sl)| {
-                let mut open: Vec<(i64, Agg)> = sl
-                    .open
-                    .iter()
-                    .filter(|w| w.is_open())
-                    .map(|w| (w.start, w.agg.to_agg(w.start)))
-                    .collect();
+                let repr = |w: &OpenWindow| {
+                    let wide = self.wide.get(i as u32, w.start);
+                    (
+                        w.start,
+                        w.agg.to_agg(w.start, wide),
+                        ExactRepr {
+                            fixed: w.agg.sum.to_i128().to_string(),
+                            wide: wide.map(WideSum::to_sparse).unwrap_or_default(),
+                        },
+                    )
+                };
+                let mut open: Vec<_> = sl.open.iter().filter(|w| w.is_open()).map(repr).collect();
                 while let Some((_, w)) = extra.next_if(|(j, _)| *j as usize == i) {
-                    open.push((w.start, w.agg.to_agg(w.start)));
+                    open.push(repr(w));
                 }
                 SeriesRepr {
                     det: sl.det,
@@ -650,16 +744,33 @@ impl<'de> Deserialize<'de> for AgentWindows {
         w.max_ts = r.max_ts;
         w.frontier = r.frontier;
         for s in r.series {
-            if !s.open.is_sorted_by(|a, b| a.0 < b.0) || s.open.iter().any(|(_, a)| a.count == 0) {
+            if !s.open.is_sorted_by(|a, b| a.0 < b.0) || s.open.iter().any(|(_, a, _)| a.count == 0)
+            {
                 return Err(D::Error::custom(format!(
                     "series {}{{{}}}: open windows not in ascending start order or empty",
                     s.metric, s.labels
                 )));
             }
-            let mut open = s.open.iter().map(|(start, a)| OpenWindow {
-                start: *start,
-                agg: OpenAgg::from_agg(a, *start),
-            });
+            let slot = w.series.len() as u32;
+            let mut windows = Vec::with_capacity(s.open.len());
+            for (start, a, exact) in &s.open {
+                let bad = || {
+                    D::Error::custom(format!(
+                        "series {}{{{}}}: window {start}: bad exact sum {exact:?}",
+                        s.metric, s.labels
+                    ))
+                };
+                let fixed = exact.fixed.parse::<i128>().map_err(|_| bad())?;
+                if !exact.wide.is_empty() {
+                    let ws = WideSum::from_sparse(&exact.wide).ok_or_else(bad)?;
+                    w.wide.0.get_or_insert_default().push((slot, *start, ws));
+                }
+                windows.push(OpenWindow {
+                    start: *start,
+                    agg: OpenAgg::from_agg(a, *start, Fixed::from_i128(fixed)),
+                });
+            }
+            let mut open = windows.into_iter();
             let inline = [
                 open.next().unwrap_or(OpenWindow::EMPTY),
                 open.next().unwrap_or(OpenWindow::EMPTY),
@@ -742,8 +853,8 @@ mod tests {
     /// that grows these is a decision, not an accident.
     #[test]
     fn slot_sizes() {
-        assert_eq!(std::mem::size_of::<OpenWindow>(), 48);
-        assert_eq!(std::mem::size_of::<SeriesSlot>(), 112);
+        assert_eq!(std::mem::size_of::<OpenWindow>(), 56);
+        assert_eq!(std::mem::size_of::<SeriesSlot>(), 128);
     }
 
     #[test]
@@ -855,6 +966,64 @@ mod tests {
             starts.sort();
             starts.dedup();
             prop_assert_eq!(starts.len(), out.len(), "a window closed twice");
+        }
+    }
+
+    fn any_value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (-1000i64..1000).prop_map(|x| x as f64 / 100.0),
+            any::<f64>().prop_filter("finite", |v| v.is_finite()),
+            (-1e-9f64..1e-9),
+        ]
+    }
+
+    proptest! {
+        /// Sums and means are exact: any arrival order of the same points
+        /// (through inline, extra and wide sums, with a checkpoint round
+        /// trip anywhere) gives bit-identical aggregates, equal to the
+        /// exactly rounded sum and mean of each window's values.
+        #[test]
+        fn aggregates_do_not_depend_on_arrival_order(
+            pts in proptest::collection::vec((0usize..2, 0i64..4, any_value()), 1..60),
+            perm_seed in any::<u64>(),
+            restore_at in 0usize..60,
+        ) {
+            // (series, window, value): every point on time (no advance
+            // until the end), up to four windows per series.
+            let run = |order: &[(usize, i64, f64)], restore_at: usize| {
+                let (mut w, a, mut keys) = agent();
+                for (i, &(s, k, v)) in order.iter().enumerate() {
+                    if i == restore_at {
+                        let json = serde_json::to_string(&w).unwrap();
+                        w = serde_json::from_str(&json).unwrap();
+                        w.intern_keys(&mut keys);
+                    }
+                    let slot = w.slot("m", &format!("s={s}"), &mut keys);
+                    assert!(w.push(slot, k * SPEC.size_ms + i as i64 % 1000, v));
+                }
+                let mut out = Vec::new();
+                w.close_all(&a, &mut out, 0, &mut Vec::new());
+                assert!(w.wide.is_empty(), "wide sums of closed windows kept");
+                out.into_iter()
+                    .map(|x| ((x.series.labels().to_string(), x.start_ms), (x.agg.count, x.agg.sum.to_bits(), x.agg.mean.to_bits())))
+                    .collect::<BTreeMap<_, _>>()
+            };
+            let mut shuffled = pts.clone();
+            let mut x = perm_seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let first = run(&pts, usize::MAX);
+            prop_assert_eq!(&run(&shuffled, restore_at), &first);
+            let mut groups: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+            for &(s, k, v) in &pts {
+                groups.entry((format!("s={s}"), k * SPEC.size_ms)).or_default().push(v);
+            }
+            for (key, vals) in groups {
+                let (sum, mean) = crate::exact::exact_sum_mean(&vals);
+                prop_assert_eq!(first[&key], (vals.len() as u64, sum.to_bits(), mean.to_bits()));
+            }
         }
     }
 

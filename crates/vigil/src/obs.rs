@@ -17,6 +17,9 @@ pub const DUPLICATES: &str = "vigil_pipeline_duplicate_batches_total";
 pub const REJECTED_RECORDS: &str = "vigil_pipeline_rejected_records_total";
 /// Points refused, label `reason`.
 pub const REJECTED_POINTS: &str = "vigil_pipeline_rejected_points_total";
+/// Replays: batches whose send time was not trusted (0, unset, or out of
+/// range); the replay clock used their newest valid point instead.
+pub const UNTRUSTED_SEND_TIMES: &str = "vigil_pipeline_untrusted_send_times_total";
 /// Windows closed, label `trigger` (`watermark` or `idle`).
 pub const WINDOWS_CLOSED: &str = "vigil_windows_closed_total";
 /// Alert events, label `status`.
@@ -64,6 +67,8 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
     metrics::counter!(BYTES_IN).increment(d(prev.bytes, now.bytes));
     metrics::counter!(POINTS_ACCEPTED).increment(d(prev.points_accepted, now.points_accepted));
     metrics::counter!(DUPLICATES).increment(d(prev.duplicates, now.duplicates));
+    metrics::counter!(UNTRUSTED_SEND_TIMES)
+        .increment(d(prev.untrusted_send_times, now.untrusted_send_times));
     for r in RejectReason::ALL {
         let i = r.index();
         metrics::counter!(REJECTED_RECORDS, "reason" => r.as_str())

@@ -88,7 +88,9 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// ids (computed from the key), agent liveness kept with the agent.
 /// 4: the rule definitions the detector state was built under (not just
 /// their names), skipped time and invalid-input state per agent, alert
-/// events pending after a rule change.
+/// events pending after a rule change; exact window sums (each open window
+/// carries its exact sum; aggregates carry their exact mean) and the
+/// replay clock's per-agent votes; per-boot dedup windows and content tags.
 const CHECKPOINT_FORMAT: u32 = 4;
 
 /// A partition checkpoint as written (borrows the pipeline).
@@ -987,7 +989,7 @@ mod tests {
         h.store.save("t", 0, old).unwrap();
         let e = format!("{:#}", h.load("t", 0).err().unwrap());
         assert!(
-            e.contains("format 2") && e.contains("reads format 3"),
+            e.contains("format 2") && e.contains(&format!("reads format {CHECKPOINT_FORMAT}")),
             "{e}"
         );
 

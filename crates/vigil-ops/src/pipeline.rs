@@ -20,8 +20,8 @@ use vigil_proto::v1::TelemetryBatch;
 
 use crate::clock::ReplayClock;
 use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
-use crate::decode::{decode_into, BatchError};
-use crate::dedup::{AntiReplay, Verdict};
+use crate::decode::{content_hash, decode_into, BatchError};
+use crate::dedup::{AgentDedup, Outcome, RestartCause};
 use crate::detect::offline::Liveness;
 use crate::detect::DetectorEngine;
 use crate::intern::KeyInterner;
@@ -65,7 +65,8 @@ pub struct PipelineStats {
     pub bytes: u64,
     /// Batches accepted (decoded, valid, not duplicate).
     pub batches_accepted: u64,
-    /// Batches dropped because their (agent, seq) was already processed.
+    /// Batches dropped because their (agent, boot id, seq) was already
+    /// processed (same content, for agents without boot id).
     pub duplicates: u64,
     /// Points in accepted batches.
     pub points_in: u64,
@@ -76,9 +77,10 @@ pub struct PipelineStats {
     /// Points refused, by [`RejectReason::index`] (for record-level reasons:
     /// the points of records that decoded).
     pub rejected_points: [u64; RejectReason::ALL.len()],
-    /// Agents whose sequence numbering restarted (see [`crate::dedup`]).
+    /// Restarts of an agent's sequence numbering, by
+    /// [`RestartCause::index`] (see [`crate::dedup`]).
     #[serde(default)]
-    pub seq_resyncs: u64,
+    pub restarts: [u64; RestartCause::ALL.len()],
     /// Windows closed by watermark.
     pub windows_closed: u64,
     /// Windows closed by idle timeout or end of input.
@@ -103,6 +105,11 @@ impl PipelineStats {
     pub fn rejected_points(&self, reason: RejectReason) -> u64 {
         self.rejected_points[reason.index()]
     }
+
+    /// Restarts of agents' numbering detected by `cause`.
+    pub fn restarts(&self, cause: RestartCause) -> u64 {
+        self.restarts[cause.index()]
+    }
 }
 
 /// Per-agent state: identity, liveness (for the idle timeout and the
@@ -113,7 +120,7 @@ struct AgentState {
     key: Arc<AgentKey>,
     hostname: Option<Box<str>>,
     live: Liveness,
-    dedup: AntiReplay,
+    dedup: AgentDedup,
     windows: AgentWindows,
 }
 
@@ -451,7 +458,7 @@ impl Pipeline {
             }),
             hostname: None,
             live: Liveness::default(),
-            dedup: AntiReplay::new(self.cfg.dedup_window),
+            dedup: AgentDedup::new(self.cfg.dedup_window),
             windows: AgentWindows::new(self.spec),
         });
         self.index_agent(i);
@@ -484,25 +491,27 @@ impl Pipeline {
             .iter()
             .map(|s| s.timestamps_ms.len() as u64)
             .sum();
-        match self.agents[ai].dedup.check(batch.seq) {
-            Verdict::New => {}
-            Verdict::Duplicate => {
+        match self.agents[ai]
+            .dedup
+            .observe(batch.boot_id, batch.seq, || content_hash(payload))
+        {
+            Outcome::Accept(None) => {}
+            Outcome::Accept(Some(cause)) => self.stats.restarts[cause.index()] += 1,
+            Outcome::Duplicate => {
                 self.stats.duplicates += 1;
                 self.seen(ai, now, out);
                 return;
             }
-            Verdict::TooOld if self.agents[ai].dedup.note_too_old(batch.seq) => {
-                self.stats.seq_resyncs += 1;
-            }
-            Verdict::TooOld => {
-                let highest = self.agents[ai].dedup.highest().unwrap_or(0);
+            Outcome::TooOld { highest } => {
                 let e = BatchError {
                     reason: RejectReason::SeqTooOld,
                     detail: format!(
-                        "seq {} is more than {} below the agent's highest seq {highest}; cannot tell a resend from new data \
-                         ({} consecutive such batches restart the agent's numbering)",
+                        "seq {} is more than {} below the highest seq {highest} of the agent's boot {}; \
+                         cannot tell a resend from new data ({} consecutive such batches restart the \
+                         agent's numbering; agents that send a new boot_id when they restart never need this)",
                         batch.seq,
                         self.cfg.dedup_window,
+                        batch.boot_id,
                         crate::dedup::RESYNC_AFTER
                     ),
                 };
@@ -510,7 +519,6 @@ impl Pipeline {
                 return;
             }
         }
-        self.agents[ai].dedup.record(batch.seq);
         self.stats.batches_accepted += 1;
         self.stats.points_in += points;
         if let Some(info) = &batch.agent {
@@ -797,6 +805,7 @@ mod tests {
             seq,
             sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(0),
             agent: None,
+            boot_id: 0,
             series: vec![Series {
                 metric: "cpu_pct".into(),
                 labels: vec![Label {
@@ -888,6 +897,81 @@ mod tests {
         assert_eq!(out.rejected[0].seq, Some(10));
     }
 
+    /// Issue 18 item 2: agents that reboot twice inside the dedup window,
+    /// one with a boot id and one without, lose no batch, and their true
+    /// resends (also one retried across the reboot) are still dropped;
+    /// the same across a checkpoint and restore in the middle.
+    #[test]
+    fn agents_rebooting_inside_the_window_lose_no_batch() {
+        // (agent, boot id, seq, minute): 10 batches, reboot, 6 batches,
+        // reboot, 8 batches, with resends in between.
+        let mut input: Vec<(&str, u64, u64, i64)> = Vec::new();
+        let mut distinct = 0u64;
+        let mut resends = 0u64;
+        for (agent, boots) in [("booted", [11u64, 22, 33]), ("legacy", [0, 0, 0])] {
+            let mut minute = 0;
+            for (b, n) in boots.into_iter().zip([10u64, 6, 8]) {
+                for seq in 1..=n {
+                    input.push((agent, b, seq, minute));
+                    distinct += 1;
+                    if seq == 3 {
+                        // A resend two batches later.
+                        input.push((agent, b, 1, minute - 2));
+                        resends += 1;
+                    }
+                    minute += 1;
+                }
+            }
+            // A retry of the second boot's last batch after the third boot
+            // began (only an agent with a boot id can be told apart).
+            if agent == "booted" {
+                input.push((agent, 22, 6, 15));
+                resends += 1;
+            }
+        }
+        let rec = |&(agent, boot_id, seq, minute): &(&str, u64, u64, i64)| {
+            let mut b = TelemetryBatch::decode(&*batch(
+                agent,
+                seq,
+                &[(T0 + minute * 60_000, minute as f64)],
+            ))
+            .unwrap();
+            b.boot_id = boot_id;
+            b.encode_to_vec()
+        };
+        let now = T0 + 30 * 60_000;
+        let run = |split: usize| {
+            let mut p = pipeline();
+            let mut out = Outputs::default();
+            for (i, r) in input.iter().enumerate() {
+                if i == split {
+                    let back: Pipeline =
+                        serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+                    p = back.resume(cfg(), Arc::new(RuleSet::default())).unwrap();
+                }
+                p.process(POS, &rec(r), now, &mut out);
+            }
+            p.finish(&mut out);
+            (p.stats().clone(), out.windows)
+        };
+        let (st, windows) = run(usize::MAX);
+        assert_eq!(st.batches_accepted, distinct);
+        assert_eq!(st.duplicates, resends);
+        assert_eq!(st.points_accepted, distinct);
+        assert_eq!(st.restarts(RestartCause::BootId), 2);
+        assert_eq!(st.restarts(RestartCause::Content), 2);
+        assert_eq!(st.restarts(RestartCause::SeqResync), 0);
+        assert_eq!(st.rejected_records.iter().sum::<u64>(), 0);
+        // Event time is untouched by the reboots: one window per minute.
+        assert_eq!(windows.len() as u64, distinct);
+        assert!(windows.iter().all(|w| w.agg.count == 1));
+        for split in [1, input.len() / 2, input.len() - 1] {
+            let (st2, w2) = run(split);
+            assert_eq!(st2, st, "checkpoint at record {split}");
+            assert_eq!(w2, windows);
+        }
+    }
+
     /// One batch of agent `agent` (tenant `tenant`) with one point in
     /// each of the series `cpu_pct{core=<n>}` for `n` in `cores`.
     fn multi(tenant: &str, agent: &str, seq: u64, cores: std::ops::Range<u32>) -> Vec<u8> {
@@ -897,6 +981,7 @@ mod tests {
             seq,
             sent_at_ms: T0,
             agent: None,
+            boot_id: 0,
             series: cores
                 .map(|c| Series {
                     metric: "cpu_pct".into(),
@@ -1243,6 +1328,7 @@ mod review_tests {
             seq,
             sent_at_ms,
             agent: None,
+            boot_id: 0,
             series: vec![Series {
                 metric: "cpu_pct".into(),
                 labels: vec![],

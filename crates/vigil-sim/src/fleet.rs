@@ -799,6 +799,7 @@ impl Fleet {
                 seq: 0,
                 sent_at_ms: 0,
                 agent: None,
+                boot_id: 0,
                 series: ser,
             };
             if !a.future {

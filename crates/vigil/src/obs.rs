@@ -2,6 +2,7 @@
 //! `_total` for counters; labels only from a closed set) and the tracing
 //! subscriber set-up (human or JSON logs on stderr, `RUST_LOG` filter).
 
+use vigil_ops::dedup::RestartCause;
 use vigil_ops::pipeline::PipelineStats;
 use vigil_ops::RejectReason;
 
@@ -13,6 +14,11 @@ pub const BYTES_IN: &str = "vigil_pipeline_bytes_in_total";
 pub const POINTS_ACCEPTED: &str = "vigil_pipeline_points_accepted_total";
 /// Batches dropped as duplicates (agent, seq).
 pub const DUPLICATES: &str = "vigil_pipeline_duplicate_batches_total";
+/// Restarts of an agent's sequence numbering, label `reason` (`boot_id`:
+/// a new boot id; `content`: no boot id, a seen number with other
+/// content; `seq_resync`: consecutive batches below the dedup window).
+/// The batches are accepted, none is dropped as a duplicate.
+pub const AGENT_RESTARTS: &str = "vigil_pipeline_agent_restarts_total";
 /// Records refused whole, label `reason`.
 pub const REJECTED_RECORDS: &str = "vigil_pipeline_rejected_records_total";
 /// Points refused, label `reason`.
@@ -57,6 +63,11 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
     metrics::counter!(BYTES_IN).increment(d(prev.bytes, now.bytes));
     metrics::counter!(POINTS_ACCEPTED).increment(d(prev.points_accepted, now.points_accepted));
     metrics::counter!(DUPLICATES).increment(d(prev.duplicates, now.duplicates));
+    for c in RestartCause::ALL {
+        let i = c.index();
+        metrics::counter!(AGENT_RESTARTS, "reason" => c.as_str())
+            .increment(d(prev.restarts[i], now.restarts[i]));
+    }
     for r in RejectReason::ALL {
         let i = r.index();
         metrics::counter!(REJECTED_RECORDS, "reason" => r.as_str())

@@ -61,8 +61,10 @@ use crate::settings::Settings;
 
 /// Version of the checkpoint file layout. 2: compact per-series state
 /// (series slots with detector handles, detector arenas). 3: no series
-/// ids (computed from the key), agent liveness kept with the agent.
-const CHECKPOINT_FORMAT: u32 = 3;
+/// ids (computed from the key), agent liveness kept with the agent. 4:
+/// per-agent dedup sessions (boot id, window with content tags, previous
+/// session) and restart counters by cause.
+const CHECKPOINT_FORMAT: u32 = 4;
 
 /// A partition checkpoint as written (borrows the pipeline).
 #[derive(Serialize)]

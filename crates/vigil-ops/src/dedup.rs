@@ -26,21 +26,27 @@
 //!   row, which needs three restarts within the retry horizon.
 //! - **Content tag**, for agents that send no boot id (session 0). Each
 //!   slot of its window also keeps a 7-bit tag of the batch recorded there
-//!   ([`tag_of`] of a content hash, see `decode::content_hash`). A number
-//!   that is seen but whose batch has another tag is a *reused number*: the
-//!   batch is accepted and takes the slot (per slot, nothing else is
-//!   forgotten); the first reuse of a slot written since the last detected
-//!   restart counts as a restart ([`RestartCause::Content`]), tracked by
-//!   one bit per slot. A same-tag batch is a duplicate, dropped.
+//!   ([`tag_of`] of a content hash, see `decode::content_hash`) and one
+//!   bit saying whether it was written since the last restart detected. A
+//!   seen number whose slot was written since then is a duplicate if the
+//!   tags agree, else a restart ([`RestartCause::Content`]): the batch is
+//!   accepted and every slot is marked as written before it. A seen number
+//!   whose slot was written before the last restart is taken over by the
+//!   new numbering without comparing tags. So a tag collision (1 in 128)
+//!   can only hide the first reused number of a restart (that batch is
+//!   dropped as a duplicate, the next reused number shows the restart),
+//!   and nothing the new numbering sent is forgotten when the restart
+//!   shows; the price is that a resend of a batch written before the
+//!   restart was detected is accepted again (see docs/semantics.md).
 //! - **Resync**: a number below the window cannot be judged; after
 //!   [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
 //!   the window restarts at the newest one ([`RestartCause::SeqResync`]);
 //!   the batches before it stay refused (dead-lettered with their bytes).
 //!
-//! Memory per agent: [`AgentDedup`] is 72 bytes inline, plus `width / 8`
+//! Memory per agent: [`AgentDedup`] is 80 bytes inline, plus `width / 8`
 //! bytes of bitmap per session, plus `width` bytes of tags for a session
 //! without boot id (1,024 at the default width), plus one more session
-//! (boxed, 56 bytes + its bitmap and tags) once the agent restarted with a
+//! (boxed, 72 bytes + its bitmap and tags) once the agent restarted with a
 //! boot id. Event time (watermarks, windows) is not touched by a restart:
 //! points are judged by their timestamps whatever session they came in.
 
@@ -121,7 +127,7 @@ pub fn tag_of(hash: u64) -> u8 {
 const GEN: u8 = 0x80;
 
 /// Anti-replay window over one session's sequence numbers, optionally with
-/// a content tag per slot. Memory is 56 bytes plus `width / 8` (bitmap),
+/// a content tag per slot. Memory is 64 bytes plus `width / 8` (bitmap),
 /// plus `width` when tagged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "AntiReplayRepr", into = "AntiReplayRepr")]
@@ -138,8 +144,12 @@ pub struct AntiReplay {
     tags: Box<[u8]>,
     /// How many consecutive too-old numbers led to `resync_seq`.
     resync_run: u8,
+    /// Last number recorded in a tagged window (meaningful when `has_last`).
+    last: u64,
     /// Whether a number was accepted since the start or the last resync.
     has_highest: bool,
+    /// Whether `last` is set.
+    has_last: bool,
 }
 
 /// Serde form of [`AntiReplay`] (the checkpoint format).
@@ -149,6 +159,9 @@ struct AntiReplayRepr {
     bits: Box<[u64]>,
     #[serde(default)]
     resync: Option<(u64, u8)>,
+    /// Last number recorded (tagged windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<u64>,
     /// Tag bytes as lower-case hex (two characters per slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tags: Option<String>,
@@ -220,6 +233,8 @@ impl TryFrom<AntiReplayRepr> for AntiReplay {
             tags,
             resync_run,
             has_highest: r.highest.is_some(),
+            last: r.last.unwrap_or(0),
+            has_last: r.last.is_some(),
         })
     }
 }
@@ -229,6 +244,7 @@ impl From<AntiReplay> for AntiReplayRepr {
         AntiReplayRepr {
             highest: a.highest(),
             resync: (a.resync_run > 0).then_some((a.resync_seq, a.resync_run)),
+            last: a.has_last.then_some(a.last),
             tags: (!a.tags.is_empty()).then(|| hex_encode(&a.tags)),
             bits: a.bits,
         }
@@ -246,7 +262,9 @@ impl AntiReplay {
             bits: vec![0; words].into_boxed_slice(),
             tags: Box::default(),
             resync_run: 0,
+            last: 0,
             has_highest: false,
+            has_last: false,
         }
     }
 
@@ -329,6 +347,8 @@ impl AntiReplay {
         if self.is_tagged() {
             let i = (seq % self.width()) as usize;
             self.tags[i] = (tag & !GEN) | GEN;
+            self.last = seq;
+            self.has_last = true;
         }
     }
 
@@ -343,10 +363,17 @@ impl AntiReplay {
         Some((t & !GEN, t & GEN != 0))
     }
 
-    /// Marks every slot as written before a restart (rare: one pass over
-    /// the tags per detected restart).
-    fn age_tags(&mut self) {
+    /// Marks every slot as written before the restart that number `seq`
+    /// shows (rare: one pass over the tags per detected restart), except
+    /// the last one recorded when it is below `seq`: an agent that
+    /// restarts from 0 after numbering from 1 shows it only at its second
+    /// batch, and the first must keep dropping its resends.
+    fn age_tags(&mut self, seq: u64) {
         self.tags.iter_mut().for_each(|t| *t &= !GEN);
+        if self.has_last && self.last < seq {
+            let i = (self.last % self.width()) as usize;
+            self.tags[i] |= GEN;
+        }
     }
 
     /// Notes a batch that [`AntiReplay::check`] found too old. Returns true
@@ -462,19 +489,21 @@ impl AgentDedup {
             Verdict::Duplicate => match win.slot_tag(seq) {
                 Some((old, current)) => {
                     let tag = tag_of(hash());
-                    if tag == old {
-                        return Outcome::Duplicate;
+                    if !current {
+                        // Written before the last restart detected: the
+                        // new numbering takes the number over (tags are
+                        // not compared, so a tag collision cannot drop it).
+                        win.record_tagged(seq, tag);
+                        Outcome::Accept(None)
+                    } else if tag == old {
+                        Outcome::Duplicate
+                    } else {
+                        // A reused number: the agent restarted its
+                        // numbering. Every slot now belongs to the old one.
+                        win.age_tags(seq);
+                        win.record_tagged(seq, tag);
+                        Outcome::Accept(Some(RestartCause::Content))
                     }
-                    // A reused number: the agent restarted its numbering.
-                    // Count it once per restart: when the slot was written
-                    // since the last detected one (a number of the
-                    // numbering before it is just taken over).
-                    let cause = current.then(|| {
-                        win.age_tags();
-                        RestartCause::Content
-                    });
-                    win.record_tagged(seq, tag);
-                    Outcome::Accept(cause)
                 }
                 None => Outcome::Duplicate,
             },
@@ -574,8 +603,8 @@ mod tests {
 
     #[test]
     fn memory_per_agent() {
-        assert_eq!(std::mem::size_of::<AntiReplay>(), 56);
-        assert_eq!(std::mem::size_of::<AgentDedup>(), 72);
+        assert_eq!(std::mem::size_of::<AntiReplay>(), 64);
+        assert_eq!(std::mem::size_of::<AgentDedup>(), 80);
     }
 
     #[test]
@@ -678,8 +707,27 @@ mod tests {
         assert_eq!(obs(&mut d, 0, 1, 12), ACCEPT);
         assert_eq!(obs(&mut d, 0, 1, 1), BY_CONTENT);
         assert_eq!(obs(&mut d, 0, 1, 2), ACCEPT, "one restart, counted once");
-        assert_eq!(obs(&mut d, 0, 1, 12), Outcome::Duplicate);
         assert_eq!(obs(&mut d, 0, 1, 1), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 0, 1, 2), Outcome::Duplicate);
+        // The documented price: seq 12 was written before the restart
+        // showed, so its resend is taken as the new numbering's.
+        assert_eq!(obs(&mut d, 0, 1, 12), ACCEPT);
+        assert_eq!(obs(&mut d, 0, 1, 12), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn tag_collision_hides_only_the_first_reused_number() {
+        let mut d = AgentDedup::new(64);
+        for s in 1..=10 {
+            obs(&mut d, 0, 0, s);
+        }
+        // The new numbering's seq 1 has the same tag as the old seq 1.
+        assert_eq!(d.observe(0, 1, || h(0, 1)), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 0, 1, 2), BY_CONTENT);
+        // From then on the old slots are taken over whatever their tags.
+        for s in 3..=10 {
+            assert_eq!(d.observe(0, s, || h(0, s)), ACCEPT, "seq {s}");
+        }
     }
 
     #[test]
@@ -785,17 +833,21 @@ mod tests {
             let mut pending: Vec<(u64, u64)> = Vec::new();
             let mut delivered: Vec<(u64, u64)> = Vec::new();
             let mut accepted: HashSet<(u64, u64)> = HashSet::new();
-            // Most recently used boots first; owner of each number's slot.
+            // Most recently used boots first; owner of each number's slot
+            // and whether it was written since the last restart showed.
             let mut lru: Vec<u64> = Vec::new();
-            let mut slot: HashMap<u64, (u64, u64)> = HashMap::new();
+            let mut slot: HashMap<u64, ((u64, u64), bool)> = HashMap::new();
+            let mut last: Option<(u64, u64)> = None;
             let mut deliver = |b: (u64, u64), resend: bool, d: &mut AgentDedup,
                                delivered: &mut Vec<(u64, u64)>| -> Result<(), TestCaseError> {
                 let known = lru.contains(&b.0);
                 if with_boot_id && known && lru.iter().take(2).all(|&x| x != b.0) {
                     return Ok(()); // a forgotten boot: outside the contract
                 }
-                if !with_boot_id && resend && slot.get(&b.1) != Some(&b) {
-                    return Ok(()); // its slot was reused: outside the contract
+                if !with_boot_id && resend && slot.get(&b.1) != Some(&(b, true)) {
+                    // Its slot was reused, or written before the restart
+                    // showed: outside the contract.
+                    return Ok(());
                 }
                 let out = obs(d, boot_id(b.0), b.0, b.1);
                 if accepted.contains(&b) {
@@ -811,7 +863,21 @@ mod tests {
                 }
                 lru.retain(|&x| x != b.0);
                 lru.insert(0, b.0);
-                slot.insert(b.1, b);
+                if let Some(&(owner, true)) = slot.get(&b.1) {
+                    if owner != b && !with_boot_id {
+                        // A restart shows: every slot is now of the past
+                        // but the last written one, when below.
+                        prop_assert_eq!(out, BY_CONTENT);
+                        slot.values_mut().for_each(|v| v.1 = false);
+                        if let Some(l) = last.filter(|l| l.1 < b.1) {
+                            slot.insert(l.1, (l, true));
+                        }
+                    }
+                }
+                if out != Outcome::Duplicate {
+                    last = Some(b);
+                }
+                slot.insert(b.1, (b, true));
                 Ok(())
             };
             for (op, pick) in ops {

@@ -27,26 +27,32 @@
 //! - **Content tag**, for agents that send no boot id (session 0). Each
 //!   slot of its window also keeps a 7-bit tag of the batch recorded there
 //!   ([`tag_of`] of a content hash, see `decode::content_hash`) and one
-//!   bit saying whether it was written since the last restart detected. A
-//!   seen number whose slot was written since then is a duplicate if the
-//!   tags agree, else a restart ([`RestartCause::Content`]): the batch is
-//!   accepted and every slot is marked as written before it. A seen number
-//!   whose slot was written before the last restart is taken over by the
-//!   new numbering without comparing tags. So a tag collision (1 in 128)
-//!   can only hide the first reused number of a restart (that batch is
-//!   dropped as a duplicate, the next reused number shows the restart),
-//!   and nothing the new numbering sent is forgotten when the restart
-//!   shows; the price is that a resend of a batch written before the
-//!   restart was detected is accepted again (see docs/semantics.md).
+//!   bit saying whether it was written since the last restart detected;
+//!   the window also keeps the latest `sent_at_ms` recorded. A seen
+//!   number whose slot was written since the last restart is a duplicate
+//!   if the tags agree and the batch was not sent after everything
+//!   recorded (a resend is the same record, send time included); else it
+//!   is a restart ([`RestartCause::Content`]): the batch is accepted and
+//!   every slot is marked as written before it (but the last one written,
+//!   when its number is lower: an agent that restarts from 0 after
+//!   numbering from 1 shows the restart only at its second batch). A seen
+//!   number whose slot was written before the last restart is taken over
+//!   by the new numbering without comparing tags. So a tag collision (1 in
+//!   128) can only hide the first reused number of a restart, and only
+//!   when the agent's clock also went back (that batch is dropped as a
+//!   duplicate; the next reused number shows the restart), and nothing
+//!   the new numbering sent is forgotten when the restart shows. The
+//!   price: a resend of a batch written before the restart showed (other
+//!   than that last one) is accepted again (see docs/semantics.md).
 //! - **Resync**: a number below the window cannot be judged; after
 //!   [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
 //!   the window restarts at the newest one ([`RestartCause::SeqResync`]);
 //!   the batches before it stay refused (dead-lettered with their bytes).
 //!
-//! Memory per agent: [`AgentDedup`] is 80 bytes inline, plus `width / 8`
+//! Memory per agent: [`AgentDedup`] is 88 bytes inline, plus `width / 8`
 //! bytes of bitmap per session, plus `width` bytes of tags for a session
 //! without boot id (1,024 at the default width), plus one more session
-//! (boxed, 72 bytes + its bitmap and tags) once the agent restarted with a
+//! (boxed, 80 bytes + its bitmap and tags) once the agent restarted with a
 //! boot id. Event time (watermarks, windows) is not touched by a restart:
 //! points are judged by their timestamps whatever session they came in.
 
@@ -127,7 +133,7 @@ pub fn tag_of(hash: u64) -> u8 {
 const GEN: u8 = 0x80;
 
 /// Anti-replay window over one session's sequence numbers, optionally with
-/// a content tag per slot. Memory is 64 bytes plus `width / 8` (bitmap),
+/// a content tag per slot. Memory is 72 bytes plus `width / 8` (bitmap),
 /// plus `width` when tagged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "AntiReplayRepr", into = "AntiReplayRepr")]
@@ -146,6 +152,8 @@ pub struct AntiReplay {
     resync_run: u8,
     /// Last number recorded in a tagged window (meaningful when `has_last`).
     last: u64,
+    /// Latest `sent_at_ms` recorded in a tagged window (`i64::MIN`: none).
+    max_sent: i64,
     /// Whether a number was accepted since the start or the last resync.
     has_highest: bool,
     /// Whether `last` is set.
@@ -162,6 +170,9 @@ struct AntiReplayRepr {
     /// Last number recorded (tagged windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<u64>,
+    /// Latest send time recorded (tagged windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_sent: Option<i64>,
     /// Tag bytes as lower-case hex (two characters per slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tags: Option<String>,
@@ -234,6 +245,7 @@ impl TryFrom<AntiReplayRepr> for AntiReplay {
             resync_run,
             has_highest: r.highest.is_some(),
             last: r.last.unwrap_or(0),
+            max_sent: r.max_sent.unwrap_or(i64::MIN),
             has_last: r.last.is_some(),
         })
     }
@@ -245,6 +257,7 @@ impl From<AntiReplay> for AntiReplayRepr {
             highest: a.highest(),
             resync: (a.resync_run > 0).then_some((a.resync_seq, a.resync_run)),
             last: a.has_last.then_some(a.last),
+            max_sent: (a.max_sent != i64::MIN).then_some(a.max_sent),
             tags: (!a.tags.is_empty()).then(|| hex_encode(&a.tags)),
             bits: a.bits,
         }
@@ -263,6 +276,7 @@ impl AntiReplay {
             tags: Box::default(),
             resync_run: 0,
             last: 0,
+            max_sent: i64::MIN,
             has_highest: false,
             has_last: false,
         }
@@ -340,11 +354,12 @@ impl AntiReplay {
         }
     }
 
-    /// [`AntiReplay::record`], keeping `tag` (7 bits) in the slot when the
-    /// window is tagged.
-    pub fn record_tagged(&mut self, seq: u64, tag: u8) {
+    /// [`AntiReplay::record`], keeping `tag` (7 bits) in the slot and the
+    /// latest send time when the window is tagged.
+    pub fn record_tagged(&mut self, seq: u64, tag: u8, sent_at_ms: i64) {
         self.record(seq);
         if self.is_tagged() {
+            self.max_sent = self.max_sent.max(sent_at_ms);
             let i = (seq % self.width()) as usize;
             self.tags[i] = (tag & !GEN) | GEN;
             self.last = seq;
@@ -449,7 +464,18 @@ impl AgentDedup {
     /// Judges batch `seq` of boot `boot` (0 = not sent) and records it when
     /// accepted. `hash` gives the batch's content hash; it is called only
     /// for sessions without boot id, at most once.
-    pub fn observe(&mut self, boot: u64, seq: u64, hash: impl FnOnce() -> u64) -> Outcome {
+    ///
+    /// `sent_at_ms` breaks a tag tie: a batch sent after every batch
+    /// recorded in its session cannot be a resend of one of them (a resend
+    /// is the same record, send time included), so it shows a restart
+    /// even when its tag collides.
+    pub fn observe(
+        &mut self,
+        boot: u64,
+        seq: u64,
+        sent_at_ms: i64,
+        hash: impl FnOnce() -> u64,
+    ) -> Outcome {
         let mut restart = None;
         if boot != self.boot {
             match self.prev.as_deref_mut() {
@@ -483,7 +509,7 @@ impl AgentDedup {
         match win.check(seq) {
             Verdict::New => {
                 let tag = if win.is_tagged() { tag_of(hash()) } else { 0 };
-                win.record_tagged(seq, tag);
+                win.record_tagged(seq, tag, sent_at_ms);
                 Outcome::Accept(restart)
             }
             Verdict::Duplicate => match win.slot_tag(seq) {
@@ -493,15 +519,15 @@ impl AgentDedup {
                         // Written before the last restart detected: the
                         // new numbering takes the number over (tags are
                         // not compared, so a tag collision cannot drop it).
-                        win.record_tagged(seq, tag);
+                        win.record_tagged(seq, tag, sent_at_ms);
                         Outcome::Accept(None)
-                    } else if tag == old {
+                    } else if tag == old && sent_at_ms <= win.max_sent {
                         Outcome::Duplicate
                     } else {
                         // A reused number: the agent restarted its
                         // numbering. Every slot now belongs to the old one.
                         win.age_tags(seq);
-                        win.record_tagged(seq, tag);
+                        win.record_tagged(seq, tag, sent_at_ms);
                         Outcome::Accept(Some(RestartCause::Content))
                     }
                 }
@@ -510,7 +536,7 @@ impl AgentDedup {
             Verdict::TooOld => {
                 if win.note_too_old(seq) {
                     let tag = if win.is_tagged() { tag_of(hash()) } else { 0 };
-                    win.record_tagged(seq, tag);
+                    win.record_tagged(seq, tag, sent_at_ms);
                     Outcome::Accept(Some(RestartCause::SeqResync))
                 } else {
                     Outcome::TooOld {
@@ -597,14 +623,19 @@ mod tests {
         (boot << 57) | seq
     }
 
+    /// Send time of batch `seq` of boot number `n`: later boots send later.
+    fn sent(n: u64, seq: u64) -> i64 {
+        (n * 1_000_000 + seq) as i64
+    }
+
     fn obs(d: &mut AgentDedup, boot_id: u64, n: u64, seq: u64) -> Outcome {
-        d.observe(boot_id, seq, || h(n, seq))
+        d.observe(boot_id, seq, sent(n, seq), || h(n, seq))
     }
 
     #[test]
     fn memory_per_agent() {
-        assert_eq!(std::mem::size_of::<AntiReplay>(), 64);
-        assert_eq!(std::mem::size_of::<AgentDedup>(), 80);
+        assert_eq!(std::mem::size_of::<AntiReplay>(), 72);
+        assert_eq!(std::mem::size_of::<AgentDedup>(), 88);
     }
 
     #[test]
@@ -665,7 +696,7 @@ mod tests {
         assert_eq!(obs(&mut e, 5, 0, 7), Outcome::Duplicate);
         // With a boot id, the boot id decides: the content is not looked at.
         assert_eq!(
-            e.observe(5, 7, || unreachable!("no hash with a boot id")),
+            e.observe(5, 7, sent(0, 7), || unreachable!("no hash with a boot id")),
             Outcome::Duplicate
         );
     }
@@ -721,12 +752,17 @@ mod tests {
         for s in 1..=10 {
             obs(&mut d, 0, 0, s);
         }
-        // The new numbering's seq 1 has the same tag as the old seq 1.
-        assert_eq!(d.observe(0, 1, || h(0, 1)), Outcome::Duplicate);
-        assert_eq!(obs(&mut d, 0, 1, 2), BY_CONTENT);
+        let mut e = d.clone();
+        // The new numbering's seq 1 has the same tag as the old seq 1, but
+        // it was sent after everything seen: a restart all the same.
+        assert_eq!(d.observe(0, 1, sent(1, 1), || h(0, 1)), BY_CONTENT);
+        // Its send time is not newer (the clock went back at the reboot):
+        // dropped, and the next reused number shows the restart.
+        assert_eq!(e.observe(0, 1, sent(0, 10), || h(0, 1)), Outcome::Duplicate);
+        assert_eq!(obs(&mut e, 0, 1, 2), BY_CONTENT);
         // From then on the old slots are taken over whatever their tags.
         for s in 3..=10 {
-            assert_eq!(d.observe(0, s, || h(0, s)), ACCEPT, "seq {s}");
+            assert_eq!(e.observe(0, s, sent(0, 10), || h(0, s)), ACCEPT, "seq {s}");
         }
     }
 

@@ -12,7 +12,7 @@ pub const RECORDS_IN: &str = "vigil_pipeline_records_in_total";
 pub const BYTES_IN: &str = "vigil_pipeline_bytes_in_total";
 /// Points merged into windows.
 pub const POINTS_ACCEPTED: &str = "vigil_pipeline_points_accepted_total";
-/// Batches dropped as duplicates (agent, seq).
+/// Batches dropped as duplicates (agent, boot id, seq).
 pub const DUPLICATES: &str = "vigil_pipeline_duplicate_batches_total";
 /// Restarts of an agent's sequence numbering, label `reason` (`boot_id`:
 /// a new boot id; `content`: no boot id, a seen number with other

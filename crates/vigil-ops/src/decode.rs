@@ -179,9 +179,8 @@ const SERIES_FIELD: u64 = 6;
 /// Content hash of an encoded batch, for telling a resend from a restarted
 /// agent's new batch under the same number (see [`crate::dedup`]): xxh3
 /// over the encoded bytes of its `series` fields, in order, and nothing
-/// else. So a resend that carries the same points is recognised even when
-/// the agent stamped a new `sent_at_ms`, added its `AgentInfo` or sent it
-/// under another boot id. A record whose top-level fields cannot be walked
+/// else, so the optional `AgentInfo` (sent now and then) does not change
+/// it. (Dedup also compares `sent_at_ms`, separately.) A record whose top-level fields cannot be walked
 /// (it decoded, so this does not happen in practice) is hashed whole.
 /// Cost: one pass over a handful of field headers plus xxh3 of the series
 /// bytes (tens of nanoseconds for a typical batch).

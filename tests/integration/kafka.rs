@@ -463,6 +463,7 @@ fn fleet_batch(i: usize, m: i64) -> (String, Vec<u8>) {
         agent_id: agent.clone(),
         seq: m as u64 + 1,
         sent_at_ms: ts[5] + 1_000,
+        boot_id: 0,
         agent: (m == 0).then(|| AgentInfo {
             hostname: format!("host-{i}"),
             ..AgentInfo::default()
@@ -821,6 +822,7 @@ fn kafka_malformed_records_land_in_the_dlq_topic_with_reason_and_source() {
             seq,
             sent_at_ms: ts.iter().map(|p| p.0).max().unwrap_or(T0),
             agent: None,
+            boot_id: 0,
             series: vec![series("cpu_pct", &[], ts)],
         }
         .encode_to_vec()

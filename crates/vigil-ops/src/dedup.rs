@@ -1,4 +1,4 @@
-//! Per-agent duplicate detection by sequence number.
+//! Per-agent duplicate detection by sequence number, and agent restarts.
 //!
 //! Agents resend a batch (same `seq`) when they did not see it acknowledged,
 //! and a resent batch can arrive after newer ones. [`AntiReplay`] keeps the
@@ -7,17 +7,60 @@
 //! iff its bit is set; a number below the window cannot be decided and is
 //! reported as [`Verdict::TooOld`], never guessed at.
 //!
-//! An agent that restarts its numbering (reinstall, lost state) or one batch
-//! with an absurd seq would otherwise be refused forever. So after
-//! [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
-//! the window restarts at the newest one ([`AntiReplay::note_too_old`]); the
-//! batches before it stay refused (dead-lettered with their bytes).
+//! Agents also restart their numbering (a reboot, a reinstall, lost state).
+//! [`AgentDedup`] is what the pipeline keeps per agent and tells a restart
+//! from a resend in three ways, in this order:
+//!
+//! - **Boot id** (`TelemetryBatch.boot_id`, 0 = not sent). Each boot id has
+//!   its own window (a *session*). A batch with a new boot id starts a new
+//!   session ([`RestartCause::BootId`]); the session it replaces is kept as
+//!   the *previous* one, so a retried batch of the old boot that arrives
+//!   after the new boot's first batches is judged in the old boot's own
+//!   window (accepted if unseen there, dropped if seen) and never resets
+//!   anything. The two most recently *used* boot ids are remembered (a
+//!   batch of the previous boot makes it the current one again, a swap,
+//!   no reset): a boot id that is neither starts a new session and
+//!   forgets the least recently used one. Random ids cannot be ordered, so
+//!   this is the rule that keeps the live boot's window whatever stale
+//!   batches arrive: it is evicted only by two different stale boots in a
+//!   row, which needs three restarts within the retry horizon.
+//! - **Content tag**, for agents that send no boot id (session 0). Each
+//!   slot of its window also keeps a 7-bit tag of the batch recorded there
+//!   ([`tag_of`] of a content hash, see `decode::content_hash`) and one
+//!   bit saying whether it was written since the last restart detected;
+//!   the window also keeps the latest `sent_at_ms` recorded. A seen
+//!   number whose slot was written since the last restart is a duplicate
+//!   if the tags agree and the batch was not sent after everything
+//!   recorded (a resend is the same record, send time included); else it
+//!   is a restart ([`RestartCause::Content`]): the batch is accepted and
+//!   every slot is marked as written before it (but the last one written,
+//!   when its number is lower: an agent that restarts from 0 after
+//!   numbering from 1 shows the restart only at its second batch). A seen
+//!   number whose slot was written before the last restart is taken over
+//!   by the new numbering without comparing tags. So a tag collision (1 in
+//!   128) can only hide the first reused number of a restart, and only
+//!   when the agent's clock also went back (that batch is dropped as a
+//!   duplicate; the next reused number shows the restart), and nothing
+//!   the new numbering sent is forgotten when the restart shows. The
+//!   price: a resend of a batch written before the restart showed (other
+//!   than that last one) is accepted again (see docs/semantics.md).
+//! - **Resync**: a number below the window cannot be judged; after
+//!   [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
+//!   the window restarts at the newest one ([`RestartCause::SeqResync`]);
+//!   the batches before it stay refused (dead-lettered with their bytes).
+//!
+//! Memory per agent: [`AgentDedup`] is 88 bytes inline, plus `width / 8`
+//! bytes of bitmap per session, plus `width` bytes of tags for a session
+//! without boot id (1,024 at the default width), plus one more session
+//! (boxed, 80 bytes + its bitmap and tags) once the agent restarted with a
+//! boot id. Event time (watermarks, windows) is not touched by a restart:
+//! points are judged by their timestamps whatever session they came in.
+
+use serde::{Deserialize, Serialize};
 
 /// Consecutive too-old, consecutively numbered batches that restart the
 /// window (the last of them is accepted).
 pub const RESYNC_AFTER: u8 = 3;
-
-use serde::{Deserialize, Serialize};
 
 /// Outcome of checking one sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +73,70 @@ pub enum Verdict {
     TooOld,
 }
 
-/// Anti-replay window over one agent's sequence numbers. Memory is
-/// `width / 8` bytes plus 40.
+/// Why an agent's numbering was found to restart. One stable string per
+/// variant: the metric label (`reason`) and the log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestartCause {
+    /// A boot id the agent's state did not remember.
+    BootId,
+    /// No boot id; a seen number came with a batch of other content.
+    Content,
+    /// No way to tell: [`RESYNC_AFTER`] consecutive batches below the window.
+    SeqResync,
+}
+
+impl RestartCause {
+    /// Every cause, in a stable order (for metrics pre-registration and docs).
+    pub const ALL: [RestartCause; 3] = [
+        RestartCause::BootId,
+        RestartCause::Content,
+        RestartCause::SeqResync,
+    ];
+
+    /// The stable name: metric label value, log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartCause::BootId => "boot_id",
+            RestartCause::Content => "content",
+            RestartCause::SeqResync => "seq_resync",
+        }
+    }
+
+    /// Index into [`RestartCause::ALL`], for per-cause counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What [`AgentDedup::observe`] decided about one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accept the batch (it is now recorded); `Some` when it showed that
+    /// the agent restarted its numbering.
+    Accept(Option<RestartCause>),
+    /// Seen before in its session: drop the batch.
+    Duplicate,
+    /// Below its session's window: refuse it as `seq_too_old`.
+    TooOld {
+        /// The session's highest number.
+        highest: u64,
+    },
+}
+
+/// The 7-bit content tag a slot keeps, from a 64-bit content hash.
+#[inline]
+pub fn tag_of(hash: u64) -> u8 {
+    (hash >> 57) as u8
+}
+
+/// Generation bit of a tag byte (the low 7 bits are the content tag).
+const GEN: u8 = 0x80;
+
+/// Anti-replay window over one session's sequence numbers, optionally with
+/// a content tag per slot. Memory is 72 bytes plus `width / 8` (bitmap),
+/// plus `width` when tagged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "AntiReplayRepr", into = "AntiReplayRepr")]
+#[serde(try_from = "AntiReplayRepr", into = "AntiReplayRepr")]
 pub struct AntiReplay {
     /// Highest number accepted (meaningful when `has_highest`).
     highest: u64,
@@ -41,10 +144,20 @@ pub struct AntiReplay {
     resync_seq: u64,
     /// Ring of `width` bits indexed by `seq % width`.
     bits: Box<[u64]>,
+    /// Empty, or one byte per slot: bit 7 set when the slot was written
+    /// since the last restart detected by content, bits 0–6 the content
+    /// tag of its batch.
+    tags: Box<[u8]>,
     /// How many consecutive too-old numbers led to `resync_seq`.
     resync_run: u8,
+    /// Last number recorded in a tagged window (meaningful when `has_last`).
+    last: u64,
+    /// Latest `sent_at_ms` recorded in a tagged window (`i64::MIN`: none).
+    max_sent: i64,
     /// Whether a number was accepted since the start or the last resync.
     has_highest: bool,
+    /// Whether `last` is set.
+    has_last: bool,
 }
 
 /// Serde form of [`AntiReplay`] (the checkpoint format).
@@ -54,22 +167,87 @@ struct AntiReplayRepr {
     bits: Box<[u64]>,
     #[serde(default)]
     resync: Option<(u64, u8)>,
+    /// Last number recorded (tagged windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<u64>,
+    /// Latest send time recorded (tagged windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_sent: Option<i64>,
+    /// Tag bytes as lower-case hex (two characters per slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tags: Option<String>,
 }
 
-impl From<AntiReplayRepr> for AntiReplay {
-    fn from(r: AntiReplayRepr) -> Self {
+/// A checkpointed window that cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid anti-replay window in checkpoint: {0}")]
+pub struct ReprError(String);
+
+fn hex_decode(s: &str) -> Result<Box<[u8]>, ReprError> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return Err(ReprError("tags: odd number of hex digits".into()));
+    }
+    let digit = |c: u8| -> Result<u8, ReprError> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(ReprError(format!(
+                "tags: {:?} is not a hex digit",
+                c as char
+            ))),
+        }
+    };
+    b.chunks_exact(2)
+        .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(D[(x >> 4) as usize] as char);
+        s.push(D[(x & 15) as usize] as char);
+    }
+    s
+}
+
+impl TryFrom<AntiReplayRepr> for AntiReplay {
+    type Error = ReprError;
+
+    fn try_from(r: AntiReplayRepr) -> Result<Self, ReprError> {
         let (resync_seq, resync_run) = r.resync.filter(|&(_, n)| n > 0).unwrap_or((0, 0));
-        AntiReplay {
+        let bits = if r.bits.is_empty() {
+            vec![0].into_boxed_slice()
+        } else {
+            r.bits
+        };
+        let tags = match r.tags {
+            None => Box::default(),
+            Some(h) => {
+                let t = hex_decode(&h)?;
+                if t.len() != bits.len() * 64 {
+                    return Err(ReprError(format!(
+                        "{} tags for a window of {} numbers",
+                        t.len(),
+                        bits.len() * 64
+                    )));
+                }
+                t
+            }
+        };
+        Ok(AntiReplay {
             highest: r.highest.unwrap_or(0),
             resync_seq,
-            bits: if r.bits.is_empty() {
-                vec![0].into_boxed_slice()
-            } else {
-                r.bits
-            },
+            bits,
+            tags,
             resync_run,
             has_highest: r.highest.is_some(),
-        }
+            last: r.last.unwrap_or(0),
+            max_sent: r.max_sent.unwrap_or(i64::MIN),
+            has_last: r.last.is_some(),
+        })
     }
 }
 
@@ -78,22 +256,42 @@ impl From<AntiReplay> for AntiReplayRepr {
         AntiReplayRepr {
             highest: a.highest(),
             resync: (a.resync_run > 0).then_some((a.resync_seq, a.resync_run)),
+            last: a.has_last.then_some(a.last),
+            max_sent: (a.max_sent != i64::MIN).then_some(a.max_sent),
+            tags: (!a.tags.is_empty()).then(|| hex_encode(&a.tags)),
             bits: a.bits,
         }
     }
 }
 
 impl AntiReplay {
-    /// A window covering `width` sequence numbers (rounded up to 64).
+    /// A window covering `width` sequence numbers (rounded up to 64),
+    /// without content tags.
     pub fn new(width: u32) -> Self {
         let words = (width as usize).div_ceil(64).max(1);
         AntiReplay {
             highest: 0,
             resync_seq: 0,
             bits: vec![0; words].into_boxed_slice(),
+            tags: Box::default(),
             resync_run: 0,
+            last: 0,
+            max_sent: i64::MIN,
             has_highest: false,
+            has_last: false,
         }
+    }
+
+    /// A window like [`AntiReplay::new`] with one content tag per slot.
+    pub fn new_tagged(width: u32) -> Self {
+        let mut a = AntiReplay::new(width);
+        a.tags = vec![0; a.bits.len() * 64].into_boxed_slice();
+        a
+    }
+
+    /// Whether the window keeps content tags.
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
     }
 
     fn width(&self) -> u64 {
@@ -129,7 +327,8 @@ impl AntiReplay {
     }
 
     /// Records `seq` as processed. Call only after [`AntiReplay::check`]
-    /// returned [`Verdict::New`].
+    /// returned [`Verdict::New`] (or, for a tagged window, when a seen
+    /// number is taken by a batch of other content).
     pub fn record(&mut self, seq: u64) {
         self.resync_run = 0;
         self.resync_seq = 0;
@@ -152,6 +351,43 @@ impl AntiReplay {
                 self.highest = seq;
                 self.has_highest = true;
             }
+        }
+    }
+
+    /// [`AntiReplay::record`], keeping `tag` (7 bits) in the slot and the
+    /// latest send time when the window is tagged.
+    pub fn record_tagged(&mut self, seq: u64, tag: u8, sent_at_ms: i64) {
+        self.record(seq);
+        if self.is_tagged() {
+            self.max_sent = self.max_sent.max(sent_at_ms);
+            let i = (seq % self.width()) as usize;
+            self.tags[i] = (tag & !GEN) | GEN;
+            self.last = seq;
+            self.has_last = true;
+        }
+    }
+
+    /// The content tag of seen number `seq` and whether it was written
+    /// since the last restart detected by content (`None` when untagged or
+    /// not seen).
+    fn slot_tag(&self, seq: u64) -> Option<(u8, bool)> {
+        if !self.is_tagged() || self.check(seq) != Verdict::Duplicate {
+            return None;
+        }
+        let t = self.tags[(seq % self.width()) as usize];
+        Some((t & !GEN, t & GEN != 0))
+    }
+
+    /// Marks every slot as written before the restart that number `seq`
+    /// shows (rare: one pass over the tags per detected restart), except
+    /// the last one recorded when it is below `seq`: an agent that
+    /// restarts from 0 after numbering from 1 shows it only at its second
+    /// batch, and the first must keep dropping its resends.
+    fn age_tags(&mut self, seq: u64) {
+        self.tags.iter_mut().for_each(|t| *t &= !GEN);
+        if self.has_last && self.last < seq {
+            let i = (self.last % self.width()) as usize;
+            self.tags[i] |= GEN;
         }
     }
 
@@ -182,6 +418,143 @@ impl AntiReplay {
     #[inline]
     pub fn highest(&self) -> Option<u64> {
         self.has_highest.then_some(self.highest)
+    }
+}
+
+/// One remembered boot of an agent: its id and its window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    boot: u64,
+    win: AntiReplay,
+}
+
+/// Per-agent dedup state: the current session (boot id and window) and
+/// the previous one. See the module docs for the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentDedup {
+    /// Boot id of the current session (0: the agent sends none).
+    boot: u64,
+    /// Window of the current session (tagged iff `boot == 0`).
+    win: AntiReplay,
+    /// The previously used session, once the agent changed boot ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prev: Option<Box<Session>>,
+}
+
+impl AgentDedup {
+    /// State of an agent not seen yet, with windows of `width` numbers.
+    /// Its first batch names the first session (no restart counted).
+    pub fn new(width: u32) -> Self {
+        AgentDedup {
+            boot: 0,
+            win: AntiReplay::new(width),
+            prev: None,
+        }
+    }
+
+    fn window_for(&self, boot: u64) -> AntiReplay {
+        let width = self.win.width() as u32;
+        if boot == 0 {
+            AntiReplay::new_tagged(width)
+        } else {
+            AntiReplay::new(width)
+        }
+    }
+
+    /// Judges batch `seq` of boot `boot` (0 = not sent) and records it when
+    /// accepted. `hash` gives the batch's content hash; it is called only
+    /// for sessions without boot id, at most once.
+    ///
+    /// `sent_at_ms` breaks a tag tie: a batch sent after every batch
+    /// recorded in its session cannot be a resend of one of them (a resend
+    /// is the same record, send time included), so it shows a restart
+    /// even when its tag collides.
+    pub fn observe(
+        &mut self,
+        boot: u64,
+        seq: u64,
+        sent_at_ms: i64,
+        hash: impl FnOnce() -> u64,
+    ) -> Outcome {
+        let mut restart = None;
+        if boot != self.boot {
+            match self.prev.as_deref_mut() {
+                Some(p) if p.boot == boot => {
+                    std::mem::swap(&mut self.boot, &mut p.boot);
+                    std::mem::swap(&mut self.win, &mut p.win);
+                }
+                _ if self.win.highest().is_none() && self.win.resync_run == 0 => {
+                    // Nothing recorded yet: name the session.
+                    self.win = self.window_for(boot);
+                    self.boot = boot;
+                }
+                _ => {
+                    let win = self.window_for(boot);
+                    let old = Session {
+                        boot: std::mem::replace(&mut self.boot, boot),
+                        win: std::mem::replace(&mut self.win, win),
+                    };
+                    match self.prev.as_deref_mut() {
+                        Some(p) => *p = old,
+                        None => self.prev = Some(Box::new(old)),
+                    }
+                    restart = Some(RestartCause::BootId);
+                }
+            }
+        } else if self.boot == 0 && !self.win.is_tagged() {
+            // The very first batch, without boot id.
+            self.win = self.window_for(0);
+        }
+        let win = &mut self.win;
+        match win.check(seq) {
+            Verdict::New => {
+                let tag = if win.is_tagged() { tag_of(hash()) } else { 0 };
+                win.record_tagged(seq, tag, sent_at_ms);
+                Outcome::Accept(restart)
+            }
+            Verdict::Duplicate => match win.slot_tag(seq) {
+                Some((old, current)) => {
+                    let tag = tag_of(hash());
+                    if !current {
+                        // Written before the last restart detected: the
+                        // new numbering takes the number over (tags are
+                        // not compared, so a tag collision cannot drop it).
+                        win.record_tagged(seq, tag, sent_at_ms);
+                        Outcome::Accept(None)
+                    } else if tag == old && sent_at_ms <= win.max_sent {
+                        Outcome::Duplicate
+                    } else {
+                        // A reused number: the agent restarted its
+                        // numbering. Every slot now belongs to the old one.
+                        win.age_tags(seq);
+                        win.record_tagged(seq, tag, sent_at_ms);
+                        Outcome::Accept(Some(RestartCause::Content))
+                    }
+                }
+                None => Outcome::Duplicate,
+            },
+            Verdict::TooOld => {
+                if win.note_too_old(seq) {
+                    let tag = if win.is_tagged() { tag_of(hash()) } else { 0 };
+                    win.record_tagged(seq, tag, sent_at_ms);
+                    Outcome::Accept(Some(RestartCause::SeqResync))
+                } else {
+                    Outcome::TooOld {
+                        highest: win.highest().unwrap_or(0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Boot id of the current session (0: none).
+    pub fn boot(&self) -> u64 {
+        self.boot
+    }
+
+    /// Highest number of the current session.
+    pub fn highest(&self) -> Option<u64> {
+        self.win.highest()
     }
 }
 
@@ -240,6 +613,221 @@ mod tests {
         assert_eq!(b.highest(), Some(1000));
     }
 
+    const ACCEPT: Outcome = Outcome::Accept(None);
+    const BY_BOOT: Outcome = Outcome::Accept(Some(RestartCause::BootId));
+    const BY_CONTENT: Outcome = Outcome::Accept(Some(RestartCause::Content));
+
+    /// Content hash of batch `seq` of boot number `boot` in these tests
+    /// (the tag is its top 7 bits, distinct for distinct boots below 128).
+    fn h(boot: u64, seq: u64) -> u64 {
+        (boot << 57) | seq
+    }
+
+    /// Send time of batch `seq` of boot number `n`: later boots send later.
+    fn sent(n: u64, seq: u64) -> i64 {
+        (n * 1_000_000 + seq) as i64
+    }
+
+    fn obs(d: &mut AgentDedup, boot_id: u64, n: u64, seq: u64) -> Outcome {
+        d.observe(boot_id, seq, sent(n, seq), || h(n, seq))
+    }
+
+    #[test]
+    fn memory_per_agent() {
+        assert_eq!(std::mem::size_of::<AntiReplay>(), 72);
+        assert_eq!(std::mem::size_of::<AgentDedup>(), 88);
+    }
+
+    #[test]
+    fn reboot_twice_inside_the_window_with_boot_id_loses_nothing() {
+        let mut d = AgentDedup::new(1024);
+        for s in 1..=50 {
+            assert_eq!(obs(&mut d, 11, 0, s), ACCEPT, "boot 11 seq {s}");
+        }
+        assert_eq!(obs(&mut d, 22, 1, 1), BY_BOOT);
+        for s in 2..=30 {
+            assert_eq!(obs(&mut d, 22, 1, s), ACCEPT, "boot 22 seq {s}");
+        }
+        assert_eq!(obs(&mut d, 33, 2, 1), BY_BOOT);
+        for s in 2..=40 {
+            assert_eq!(obs(&mut d, 33, 2, s), ACCEPT, "boot 33 seq {s}");
+        }
+        // True resends are still dropped, in the current and previous boot.
+        assert_eq!(obs(&mut d, 33, 2, 40), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 33, 2, 1), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 22, 1, 30), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 33, 2, 41), ACCEPT);
+        assert_eq!(d.boot(), 33);
+        assert_eq!(d.highest(), Some(41));
+    }
+
+    #[test]
+    fn reboot_twice_inside_the_window_without_boot_id_loses_nothing() {
+        let mut d = AgentDedup::new(1024);
+        for s in 1..=50 {
+            assert_eq!(obs(&mut d, 0, 0, s), ACCEPT);
+        }
+        // Reboot: seq 1 again, other content. One restart counted.
+        assert_eq!(obs(&mut d, 0, 1, 1), BY_CONTENT);
+        for s in 2..=30 {
+            assert_eq!(obs(&mut d, 0, 1, s), ACCEPT, "second boot seq {s}");
+        }
+        // Second reboot, numbering from 0 this time.
+        assert_eq!(obs(&mut d, 0, 2, 0), ACCEPT, "0 was never seen");
+        assert_eq!(obs(&mut d, 0, 2, 1), BY_CONTENT);
+        for s in 2..=60 {
+            assert_eq!(obs(&mut d, 0, 2, s), ACCEPT, "third boot seq {s}");
+        }
+        // Identical resends of the third boot are dropped.
+        for s in [0, 1, 29, 31, 60] {
+            assert_eq!(obs(&mut d, 0, 2, s), Outcome::Duplicate, "resend {s}");
+        }
+    }
+
+    #[test]
+    fn true_resend_is_dropped() {
+        let mut d = AgentDedup::new(64);
+        assert_eq!(obs(&mut d, 0, 0, 7), ACCEPT);
+        assert_eq!(obs(&mut d, 0, 0, 7), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 0, 0, 8), ACCEPT);
+        assert_eq!(obs(&mut d, 0, 0, 7), Outcome::Duplicate);
+        let mut e = AgentDedup::new(64);
+        assert_eq!(obs(&mut e, 5, 0, 7), ACCEPT);
+        assert_eq!(obs(&mut e, 5, 0, 7), Outcome::Duplicate);
+        // With a boot id, the boot id decides: the content is not looked at.
+        assert_eq!(
+            e.observe(5, 7, sent(0, 7), || unreachable!("no hash with a boot id")),
+            Outcome::Duplicate
+        );
+    }
+
+    #[test]
+    fn out_of_order_retry_of_the_old_boot_after_a_reboot() {
+        let mut d = AgentDedup::new(1024);
+        for s in [1, 2, 3, 5] {
+            assert_eq!(obs(&mut d, 11, 0, s), ACCEPT);
+        }
+        assert_eq!(obs(&mut d, 22, 1, 1), BY_BOOT);
+        // Seq 4 of the old boot arrives late: unseen there, accepted; a
+        // resend of its seq 3 is dropped. Neither resets anything.
+        assert_eq!(obs(&mut d, 11, 0, 4), ACCEPT);
+        assert_eq!(obs(&mut d, 11, 0, 3), Outcome::Duplicate);
+        // The new boot goes on: nothing lost, its resends still dropped.
+        assert_eq!(obs(&mut d, 22, 1, 2), ACCEPT);
+        assert_eq!(obs(&mut d, 22, 1, 1), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 11, 0, 4), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 22, 1, 3), ACCEPT);
+        // A third boot; then a straggler of the first (forgotten) boot
+        // starts a session of its own but evicts the oldest, not the live.
+        assert_eq!(obs(&mut d, 33, 2, 1), BY_BOOT);
+        assert_eq!(obs(&mut d, 11, 0, 6), BY_BOOT);
+        assert_eq!(obs(&mut d, 33, 2, 2), ACCEPT);
+        assert_eq!(obs(&mut d, 33, 2, 1), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 11, 0, 6), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn reused_number_without_boot_id_keeps_the_new_numbering() {
+        // The new numbering's first delivered batch is above the old
+        // highest, so the restart shows only later (at seq 1): nothing of
+        // the new numbering is forgotten when it does.
+        let mut d = AgentDedup::new(64);
+        for s in 1..=10 {
+            obs(&mut d, 0, 0, s);
+        }
+        assert_eq!(obs(&mut d, 0, 1, 12), ACCEPT);
+        assert_eq!(obs(&mut d, 0, 1, 1), BY_CONTENT);
+        assert_eq!(obs(&mut d, 0, 1, 2), ACCEPT, "one restart, counted once");
+        assert_eq!(obs(&mut d, 0, 1, 1), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 0, 1, 2), Outcome::Duplicate);
+        // The documented price: seq 12 was written before the restart
+        // showed, so its resend is taken as the new numbering's.
+        assert_eq!(obs(&mut d, 0, 1, 12), ACCEPT);
+        assert_eq!(obs(&mut d, 0, 1, 12), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn tag_collision_hides_only_the_first_reused_number() {
+        let mut d = AgentDedup::new(64);
+        for s in 1..=10 {
+            obs(&mut d, 0, 0, s);
+        }
+        let mut e = d.clone();
+        // The new numbering's seq 1 has the same tag as the old seq 1, but
+        // it was sent after everything seen: a restart all the same.
+        assert_eq!(d.observe(0, 1, sent(1, 1), || h(0, 1)), BY_CONTENT);
+        // Its send time is not newer (the clock went back at the reboot):
+        // dropped, and the next reused number shows the restart.
+        assert_eq!(e.observe(0, 1, sent(0, 10), || h(0, 1)), Outcome::Duplicate);
+        assert_eq!(obs(&mut e, 0, 1, 2), BY_CONTENT);
+        // From then on the old slots are taken over whatever their tags.
+        for s in 3..=10 {
+            assert_eq!(e.observe(0, s, sent(0, 10), || h(0, s)), ACCEPT, "seq {s}");
+        }
+    }
+
+    #[test]
+    fn seq_below_the_window_is_too_old_in_every_session_kind() {
+        for boot in [0, 9] {
+            let mut d = AgentDedup::new(64);
+            assert_eq!(obs(&mut d, boot, 0, 5000), ACCEPT);
+            assert_eq!(
+                obs(&mut d, boot, 0, 5000 - 64),
+                Outcome::TooOld { highest: 5000 }
+            );
+            assert_eq!(obs(&mut d, boot, 0, 5000 - 63), ACCEPT, "just inside");
+            // A restart with a new boot id is not too old.
+            assert_eq!(obs(&mut d, 77, 1, 1), BY_BOOT);
+            // The old boot's numbers below its window still are.
+            assert_eq!(obs(&mut d, boot, 0, 10), Outcome::TooOld { highest: 5000 });
+        }
+        // Without a boot id, a restart far below resyncs after three.
+        let mut d = AgentDedup::new(64);
+        obs(&mut d, 0, 0, 5000);
+        assert_eq!(obs(&mut d, 0, 1, 1), Outcome::TooOld { highest: 5000 });
+        assert_eq!(obs(&mut d, 0, 1, 2), Outcome::TooOld { highest: 5000 });
+        assert_eq!(
+            obs(&mut d, 0, 1, 3),
+            Outcome::Accept(Some(RestartCause::SeqResync))
+        );
+        assert_eq!(obs(&mut d, 0, 1, 3), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn boot_id_appears_or_disappears() {
+        // An agent upgraded to send boot ids: a restart by boot id.
+        let mut d = AgentDedup::new(64);
+        assert_eq!(obs(&mut d, 0, 0, 1), ACCEPT);
+        assert_eq!(obs(&mut d, 0, 0, 2), ACCEPT);
+        assert_eq!(obs(&mut d, 44, 1, 1), BY_BOOT);
+        assert_eq!(obs(&mut d, 0, 0, 2), Outcome::Duplicate);
+        assert_eq!(obs(&mut d, 44, 1, 2), ACCEPT);
+        // The first batch names the session: no restart counted.
+        let mut e = AgentDedup::new(64);
+        assert_eq!(obs(&mut e, 44, 0, 9), ACCEPT);
+        assert_eq!(obs(&mut e, 0, 1, 9), BY_BOOT);
+    }
+
+    #[test]
+    fn checkpoint_round_trip_and_bad_tags() {
+        let mut d = AgentDedup::new(64);
+        for s in 1..=20 {
+            obs(&mut d, 0, 0, s);
+        }
+        obs(&mut d, 0, 1, 1);
+        obs(&mut d, 5, 2, 3);
+        let j = serde_json::to_string(&d).unwrap();
+        let back: AgentDedup = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, d);
+        let mut v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        v["prev"]["win"]["tags"] = "0g".into();
+        let e = serde_json::from_value::<AgentDedup>(v.clone()).unwrap_err();
+        assert!(e.to_string().contains("not a hex digit"), "{e}");
+        v["prev"]["win"]["tags"] = "00".into();
+        let e = serde_json::from_value::<AgentDedup>(v).unwrap_err();
+        assert!(e.to_string().contains("1 tags for a window of 64"), "{e}");
+    }
+
     proptest! {
         /// Within the window, the verdict equals a naive set membership test.
         #[test]
@@ -259,6 +847,102 @@ mod tests {
                     seen.insert(s);
                     highest = Some(highest.map_or(s, |h| h.max(s)));
                 }
+            }
+        }
+
+        /// An agent that reboots (numbering from 0 or 1), delivers out of
+        /// order and resends: every distinct batch is accepted exactly
+        /// once, every identical resend is dropped, within the documented
+        /// limits (with boot ids: batches of the two most recently used
+        /// boots or of a new one; without: a resend counts while its
+        /// number's slot still holds it).
+        #[test]
+        fn every_batch_once_every_resend_dropped(
+            with_boot_id in any::<bool>(),
+            ops in proptest::collection::vec((0u8..8, any::<u16>()), 1..400),
+        ) {
+            use std::collections::{HashMap, HashSet};
+            let mut d = AgentDedup::new(64);
+            let boot_id = |n: u64| if with_boot_id { 1000 + n } else { 0 };
+            let (mut boot, mut next_seq) = (0u64, 1u64);
+            // Emitted, not yet delivered; delivered (for resends).
+            let mut pending: Vec<(u64, u64)> = Vec::new();
+            let mut delivered: Vec<(u64, u64)> = Vec::new();
+            let mut accepted: HashSet<(u64, u64)> = HashSet::new();
+            // Most recently used boots first; owner of each number's slot
+            // and whether it was written since the last restart showed.
+            let mut lru: Vec<u64> = Vec::new();
+            let mut slot: HashMap<u64, ((u64, u64), bool)> = HashMap::new();
+            let mut last: Option<(u64, u64)> = None;
+            let mut deliver = |b: (u64, u64), resend: bool, d: &mut AgentDedup,
+                               delivered: &mut Vec<(u64, u64)>| -> Result<(), TestCaseError> {
+                let known = lru.contains(&b.0);
+                if with_boot_id && known && lru.iter().take(2).all(|&x| x != b.0) {
+                    return Ok(()); // a forgotten boot: outside the contract
+                }
+                if !with_boot_id && resend && slot.get(&b.1) != Some(&(b, true)) {
+                    // Its slot was reused, or written before the restart
+                    // showed: outside the contract.
+                    return Ok(());
+                }
+                let out = obs(d, boot_id(b.0), b.0, b.1);
+                if accepted.contains(&b) {
+                    prop_assert_eq!(out, Outcome::Duplicate, "resend {:?}", b);
+                } else {
+                    prop_assert!(matches!(out, Outcome::Accept(_)), "{:?}: {:?}", b, out);
+                    if with_boot_id {
+                        let new_boot = !known && !lru.is_empty();
+                        prop_assert_eq!(out == BY_BOOT, new_boot, "{:?}", b);
+                    }
+                    accepted.insert(b);
+                    delivered.push(b);
+                }
+                lru.retain(|&x| x != b.0);
+                lru.insert(0, b.0);
+                if let Some(&(owner, true)) = slot.get(&b.1) {
+                    if owner != b && !with_boot_id {
+                        // A restart shows: every slot is now of the past
+                        // but the last written one, when below.
+                        prop_assert_eq!(out, BY_CONTENT);
+                        slot.values_mut().for_each(|v| v.1 = false);
+                        if let Some(l) = last.filter(|l| l.1 < b.1) {
+                            slot.insert(l.1, (l, true));
+                        }
+                    }
+                }
+                if out != Outcome::Duplicate {
+                    last = Some(b);
+                }
+                slot.insert(b.1, (b, true));
+                Ok(())
+            };
+            for (op, pick) in ops {
+                match op {
+                    0..=2 => {
+                        pending.push((boot, next_seq));
+                        next_seq += 1;
+                    }
+                    3 | 4 if !pending.is_empty() => {
+                        let b = pending.swap_remove(pick as usize % pending.len());
+                        deliver(b, false, &mut d, &mut delivered)?;
+                    }
+                    5 if !delivered.is_empty() => {
+                        let b = delivered[pick as usize % delivered.len()];
+                        deliver(b, true, &mut d, &mut delivered)?;
+                    }
+                    6 | 7 if op == 6 || next_seq > 40 => {
+                        boot += 1;
+                        next_seq = u64::from(pick % 2);
+                    }
+                    _ => {}
+                }
+                if next_seq > 50 {
+                    boot += 1;
+                    next_seq = 1;
+                }
+            }
+            for b in std::mem::take(&mut pending) {
+                deliver(b, false, &mut d, &mut delivered)?;
             }
         }
     }

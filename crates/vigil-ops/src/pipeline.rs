@@ -20,8 +20,8 @@ use vigil_proto::v1::TelemetryBatch;
 
 use crate::clock::ReplayClock;
 use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
-use crate::decode::{decode_into, BatchError};
-use crate::dedup::{AntiReplay, Verdict};
+use crate::decode::{content_hash, decode_into, BatchError};
+use crate::dedup::{AgentDedup, Outcome, RestartCause};
 use crate::detect::invalid_input::InputVerdict;
 use crate::detect::offline::Liveness;
 use crate::detect::{DetHandle, DetectorEngine, Holdings};
@@ -68,7 +68,8 @@ pub struct PipelineStats {
     pub bytes: u64,
     /// Batches accepted (decoded, valid, not duplicate).
     pub batches_accepted: u64,
-    /// Batches dropped because their (agent, seq) was already processed.
+    /// Batches dropped because their (agent, boot id, seq) was already
+    /// processed (same content, for agents without boot id).
     pub duplicates: u64,
     /// Points in accepted batches.
     pub points_in: u64,
@@ -79,9 +80,10 @@ pub struct PipelineStats {
     /// Points refused, by [`RejectReason::index`] (for record-level reasons:
     /// the points of records that decoded).
     pub rejected_points: [u64; RejectReason::ALL.len()],
-    /// Agents whose sequence numbering restarted (see [`crate::dedup`]).
+    /// Restarts of an agent's sequence numbering, by
+    /// [`RestartCause::index`] (see [`crate::dedup`]).
     #[serde(default)]
-    pub seq_resyncs: u64,
+    pub restarts: [u64; RestartCause::ALL.len()],
     /// Windows closed by watermark.
     pub windows_closed: u64,
     /// Windows closed by idle timeout or end of input.
@@ -110,6 +112,11 @@ impl PipelineStats {
     pub fn rejected_points(&self, reason: RejectReason) -> u64 {
         self.rejected_points[reason.index()]
     }
+
+    /// Restarts of agents' numbering detected by `cause`.
+    pub fn restarts(&self, cause: RestartCause) -> u64 {
+        self.restarts[cause.index()]
+    }
 }
 
 /// Per-agent state: identity, liveness (for the idle timeout and the
@@ -120,7 +127,7 @@ struct AgentState {
     key: Arc<AgentKey>,
     hostname: Option<Box<str>>,
     live: Liveness,
-    dedup: AntiReplay,
+    dedup: AgentDedup,
     windows: AgentWindows,
 }
 
@@ -514,7 +521,7 @@ impl Pipeline {
             }),
             hostname: None,
             live: Liveness::default(),
-            dedup: AntiReplay::new(self.cfg.dedup_window),
+            dedup: AgentDedup::new(self.cfg.dedup_window),
             windows: AgentWindows::new(self.spec),
         });
         self.index_agent(i);
@@ -547,25 +554,28 @@ impl Pipeline {
             .iter()
             .map(|s| s.timestamps_ms.len() as u64)
             .sum();
-        match self.agents[ai].dedup.check(batch.seq) {
-            Verdict::New => {}
-            Verdict::Duplicate => {
+        match self.agents[ai]
+            .dedup
+            .observe(batch.boot_id, batch.seq, batch.sent_at_ms, || {
+                content_hash(payload)
+            }) {
+            Outcome::Accept(None) => {}
+            Outcome::Accept(Some(cause)) => self.stats.restarts[cause.index()] += 1,
+            Outcome::Duplicate => {
                 self.stats.duplicates += 1;
                 self.seen(ai, now, out);
                 return;
             }
-            Verdict::TooOld if self.agents[ai].dedup.note_too_old(batch.seq) => {
-                self.stats.seq_resyncs += 1;
-            }
-            Verdict::TooOld => {
-                let highest = self.agents[ai].dedup.highest().unwrap_or(0);
+            Outcome::TooOld { highest } => {
                 let e = BatchError {
                     reason: RejectReason::SeqTooOld,
                     detail: format!(
-                        "seq {} is more than {} below the agent's highest seq {highest}; cannot tell a resend from new data \
-                         ({} consecutive such batches restart the agent's numbering)",
+                        "seq {} is more than {} below the highest seq {highest} of the agent's boot {}; \
+                         cannot tell a resend from new data ({} consecutive such batches restart the \
+                         agent's numbering; agents that send a new boot_id when they restart never need this)",
                         batch.seq,
                         self.cfg.dedup_window,
+                        batch.boot_id,
                         crate::dedup::RESYNC_AFTER
                     ),
                 };
@@ -575,7 +585,6 @@ impl Pipeline {
                 return;
             }
         }
-        self.agents[ai].dedup.record(batch.seq);
         self.stats.batches_accepted += 1;
         self.stats.points_in += points;
         if let Some(info) = &batch.agent {
@@ -909,6 +918,7 @@ mod tests {
             seq,
             sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(0),
             agent: None,
+            boot_id: 0,
             series: vec![Series {
                 metric: "cpu_pct".into(),
                 labels: vec![Label {
@@ -1000,6 +1010,151 @@ mod tests {
         assert_eq!(out.rejected[0].seq, Some(10));
     }
 
+    /// Issue 18 item 2: agents that reboot twice inside the dedup window,
+    /// one with a boot id and one without, lose no batch, and their true
+    /// resends (also one retried across the reboot) are still dropped;
+    /// the same across a checkpoint and restore in the middle.
+    #[test]
+    fn agents_rebooting_inside_the_window_lose_no_batch() {
+        // (agent, boot id, seq, minute): 10 batches, reboot, 6 batches,
+        // reboot, 8 batches, with resends in between.
+        let mut input: Vec<(&str, u64, u64, i64)> = Vec::new();
+        let mut distinct = 0u64;
+        let mut resends = 0u64;
+        for (agent, boots) in [("booted", [11u64, 22, 33]), ("legacy", [0, 0, 0])] {
+            let mut minute = 0;
+            for (b, n) in boots.into_iter().zip([10u64, 6, 8]) {
+                for seq in 1..=n {
+                    input.push((agent, b, seq, minute));
+                    distinct += 1;
+                    if seq == 3 {
+                        // A resend two batches later.
+                        input.push((agent, b, 1, minute - 2));
+                        resends += 1;
+                    }
+                    minute += 1;
+                }
+            }
+            // A retry of the second boot's last batch after the third boot
+            // began (only an agent with a boot id can be told apart).
+            if agent == "booted" {
+                input.push((agent, 22, 6, 15));
+                resends += 1;
+            }
+        }
+        let rec = |&(agent, boot_id, seq, minute): &(&str, u64, u64, i64)| {
+            let mut b = TelemetryBatch::decode(&*batch(
+                agent,
+                seq,
+                &[(T0 + minute * 60_000, minute as f64)],
+            ))
+            .unwrap();
+            b.boot_id = boot_id;
+            b.encode_to_vec()
+        };
+        let now = T0 + 30 * 60_000;
+        let run = |split: usize| {
+            let mut p = pipeline();
+            let mut out = Outputs::default();
+            for (i, r) in input.iter().enumerate() {
+                if i == split {
+                    let back: Pipeline =
+                        serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+                    p = back.resume(cfg(), Arc::new(RuleSet::default())).unwrap();
+                }
+                p.process(POS, &rec(r), now, &mut out);
+            }
+            p.finish(&mut out);
+            (p.stats().clone(), out.windows)
+        };
+        let (st, windows) = run(usize::MAX);
+        assert_eq!(st.batches_accepted, distinct);
+        assert_eq!(st.duplicates, resends);
+        assert_eq!(st.points_accepted, distinct);
+        assert_eq!(st.restarts(RestartCause::BootId), 2);
+        assert_eq!(st.restarts(RestartCause::Content), 2);
+        assert_eq!(st.restarts(RestartCause::SeqResync), 0);
+        assert_eq!(st.rejected_records.iter().sum::<u64>(), 0);
+        // Event time is untouched by the reboots: one window per minute.
+        assert_eq!(windows.len() as u64, distinct);
+        assert!(windows.iter().all(|w| w.agg.count == 1));
+        for split in [1, input.len() / 2, input.len() - 1] {
+            let (st2, w2) = run(split);
+            assert_eq!(st2, st, "checkpoint at record {split}");
+            assert_eq!(w2, windows);
+        }
+    }
+
+    /// A simulated fleet whose agents reboot inside the dedup window (half
+    /// of them with a boot id) and resend: every batch the simulator
+    /// labels is handled as labelled (no reboot batch dropped, every resend
+    /// dropped), and the restarts are counted by cause.
+    #[test]
+    fn simulated_reboots_lose_no_batch_and_drop_every_resend() {
+        use vigil_sim::{Fleet, FleetConfig, ScenarioMix, HOUR_MS};
+        let mut fleet = Fleet::new(FleetConfig {
+            agents: 60,
+            tenants: 3,
+            duration_ms: 8 * HOUR_MS,
+            seed: 18,
+            scenarios: ScenarioMix {
+                reboot_agents: 0.5,
+                reboot_rate: 0.05,
+                boot_id_agents: 0.5,
+                duplicate_rate: 0.05,
+                ..ScenarioMix::default()
+            },
+            ..FleetConfig::default()
+        });
+        let records: Vec<_> = fleet.by_ref().collect();
+        let truth = fleet.into_truth();
+        let mut p = pipeline();
+        let mut out = Outputs::default();
+        for r in &records {
+            p.process(POS, &r.payload, r.arrival_ms, &mut out);
+            out.clear();
+        }
+        let c = &truth.counts;
+        let st = p.stats();
+        assert_eq!(st.duplicates, c.duplicate.records, "duplicates");
+        assert_eq!(
+            st.batches_accepted,
+            c.accept.records + c.late.records + c.future.records,
+            "accepted batches"
+        );
+        assert_eq!(
+            st.points_accepted,
+            c.accept.points - c.accept.non_finite,
+            "accepted points"
+        );
+        assert_eq!(
+            st.rejected_records(RejectReason::SeqTooOld),
+            c.seq_too_old.records
+        );
+        let with_id = truth.reboots.iter().filter(|r| r.boot_id != 0).count() as u64;
+        let without = truth.reboots.len() as u64 - with_id;
+        assert!(
+            with_id >= 20 && without >= 20,
+            "{with_id} / {without} reboots"
+        );
+        assert!(
+            c.duplicate.records >= 100,
+            "{} resends",
+            c.duplicate.records
+        );
+        assert_eq!(st.restarts(RestartCause::BootId), with_id);
+        // Without boot id, a restart shows when a number written since the
+        // last one shows is reused: not when a reboot follows the previous
+        // one so closely that the new numbering only meets numbers of the
+        // past (the count is of restarts seen, the batches are all kept).
+        let content = st.restarts(RestartCause::Content);
+        assert!(
+            content <= without && content * 100 >= without * 95,
+            "{content} of {without}"
+        );
+        assert_eq!(st.restarts(RestartCause::SeqResync), 0);
+    }
+
     /// One batch of agent `agent` (tenant `tenant`) with one point in
     /// each of the series `cpu_pct{core=<n>}` for `n` in `cores`.
     fn multi(tenant: &str, agent: &str, seq: u64, cores: std::ops::Range<u32>) -> Vec<u8> {
@@ -1009,6 +1164,7 @@ mod tests {
             seq,
             sent_at_ms: T0,
             agent: None,
+            boot_id: 0,
             series: cores
                 .map(|c| Series {
                     metric: "cpu_pct".into(),
@@ -1252,6 +1408,7 @@ mod tests {
             agent_id: agent.into(),
             seq,
             sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(0),
+            boot_id: 0,
             agent: None,
             series: vec![Series {
                 metric: metric.into(),
@@ -1601,6 +1758,7 @@ mod review_tests {
             seq,
             sent_at_ms,
             agent: None,
+            boot_id: 0,
             series: vec![Series {
                 metric: "cpu_pct".into(),
                 labels: vec![],

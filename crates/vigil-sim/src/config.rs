@@ -114,6 +114,17 @@ pub struct ScenarioMix {
     pub oversized_rate: f64,
     /// Probability per value of NaN/±inf in an `Accept` batch. Default 1e-5.
     pub non_finite_rate: f64,
+    /// Fraction of agents that reboot: their numbering starts at 1 and
+    /// restarts (from 0 or 1) at each reboot, inside the dedup window, so
+    /// every batch is still [`crate::Expect::Accept`] and only a worker
+    /// that tells restarts from resends keeps them. Default 0.
+    pub reboot_agents: f64,
+    /// Probability per batch of a rebooting agent that it reboots before
+    /// its next batch. Default 0.02.
+    pub reboot_rate: f64,
+    /// Fraction of agents that send a boot id (`TelemetryBatch.boot_id`,
+    /// a new random one at each reboot); the others send none. Default 0.
+    pub boot_id_agents: f64,
     /// Emit oversized records at all. Set to false when the output goes to a
     /// Kafka broker with the default 1 MiB message limit, which would refuse
     /// the `too_large` record. Default true.
@@ -146,6 +157,9 @@ impl Default for ScenarioMix {
             malformed_rate: 0.001,
             oversized_rate: 3e-6,
             non_finite_rate: 1e-5,
+            reboot_agents: 0.0,
+            reboot_rate: 0.02,
+            boot_id_agents: 0.0,
             include_oversized: true,
             force_every_kind: true,
         }
@@ -163,7 +177,7 @@ pub struct ConfigError {
 }
 
 impl ScenarioMix {
-    fn fractions(&self) -> [(&'static str, f64); 9] {
+    fn fractions(&self) -> [(&'static str, f64); 11] {
         [
             ("data_mount", self.data_mount),
             ("disk_fill", self.disk_fill),
@@ -174,10 +188,12 @@ impl ScenarioMix {
             ("disk_plateau", self.disk_plateau),
             ("future_skew_agents", self.future_skew_agents),
             ("small_skew_agents", self.small_skew_agents),
+            ("reboot_agents", self.reboot_agents),
+            ("boot_id_agents", self.boot_id_agents),
         ]
     }
 
-    fn record_rates(&self) -> [(&'static str, f64); 6] {
+    fn record_rates(&self) -> [(&'static str, f64); 7] {
         [
             ("duplicate_rate", self.duplicate_rate),
             ("late_rate", self.late_rate),
@@ -185,6 +201,7 @@ impl ScenarioMix {
             ("malformed_rate", self.malformed_rate),
             ("oversized_rate", self.oversized_rate),
             ("non_finite_rate", self.non_finite_rate),
+            ("reboot_rate", self.reboot_rate),
         ]
     }
 
@@ -343,6 +360,9 @@ impl FleetConfig {
             &mut s.malformed_rate,
             &mut s.oversized_rate,
             &mut s.non_finite_rate,
+            &mut s.reboot_agents,
+            &mut s.reboot_rate,
+            &mut s.boot_id_agents,
         ] {
             *v = clamp01(*v);
         }

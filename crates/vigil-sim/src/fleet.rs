@@ -146,6 +146,30 @@ struct Agent {
     nf_countdown: u64,
     /// Faults forced for this agent: (due time, kind).
     forced: Vec<(i64, Extra)>,
+    /// Reboots now and then (numbering from 1, restarted at each reboot).
+    reboots: bool,
+    /// Sends a boot id (`TelemetryBatch.boot_id`).
+    sends_boot_id: bool,
+    /// Seed of its boot ids.
+    boot_key: u64,
+    /// Reboots so far.
+    boot_no: u64,
+    /// Arrival of its latest scheduled resend, and of the latest resend
+    /// of the boot before the current one.
+    dup_until: i64,
+    prev_dup_until: i64,
+}
+
+/// A uniform draw in [0, 1) for agent `i`, from the seed alone (no RNG
+/// stream is advanced, so fleets without the feature are unchanged).
+fn agent_draw(seed: u64, i: usize, salt: u64) -> f64 {
+    let z = mix(seed ^ 0x7265_626F_6F74_0000 ^ salt ^ mix(i as u64));
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Boot id number `n` of an agent: random-looking, never 0.
+fn boot_id(boot_key: u64, n: u64) -> u64 {
+    mix(boot_key ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
 }
 
 /// A deterministic fleet of simulated RMM agents; an iterator over its
@@ -631,6 +655,10 @@ impl Fleet {
             let phase_sample = uniform_i(&mut rng, 0, p - 1);
             let phase_send = phase_sample + uniform_i(&mut rng, 1, b);
             let next_seq = uniform_i(&mut rng, 10_000, 5_000_000) as u64;
+            let reboots = !future[i] && agent_draw(cfg.seed, i, 1) < s.reboot_agents;
+            let sends_boot_id = agent_draw(cfg.seed, i, 2) < s.boot_id_agents;
+            // Rebooting agents number from 1, so reboots land in the window.
+            let next_seq = if reboots { 1 } else { next_seq };
             let id = format!("{:016x}", mix(id_key ^ i as u64));
             let model = Model {
                 tz: tenants[tenant].tz,
@@ -669,6 +697,12 @@ impl Fleet {
                 max_seq: None,
                 nf_countdown: u64::MAX,
                 forced: Vec::new(),
+                reboots,
+                sends_boot_id,
+                boot_key: mix(id_key ^ 0x626F_6F74 ^ mix(i as u64 + 1)),
+                boot_no: 0,
+                dup_until: i64::MIN,
+                prev_dup_until: i64::MIN,
             });
         }
 
@@ -756,7 +790,7 @@ impl Fleet {
         let mut hosts: Vec<usize> = normal
             .iter()
             .copied()
-            .filter(|&i| agents[i].skew == 0 && agents[i].offline.is_empty())
+            .filter(|&i| agents[i].skew == 0 && agents[i].offline.is_empty() && !agents[i].reboots)
             .collect();
         if hosts.is_empty() {
             hosts = normal.clone();
@@ -799,6 +833,11 @@ impl Fleet {
                 seq: 0,
                 sent_at_ms: 0,
                 agent: None,
+                boot_id: if a.sends_boot_id {
+                    boot_id(a.boot_key, 0)
+                } else {
+                    0
+                },
                 series: ser,
             };
             if !a.future {
@@ -885,6 +924,7 @@ impl Fleet {
     }
 
     fn regular(&mut self, i: usize, send: i64, k: i64, arrival: i64) -> SimRecord {
+        self.maybe_reboot(i, arrival);
         let t0 = self.cfg.start_ms;
         let p = self.cfg.point_interval_ms;
         let end = self.end;
@@ -974,6 +1014,46 @@ impl Fleet {
             payload,
             expect,
         }
+    }
+
+    /// A rebooting agent may reboot before its batch arriving at
+    /// `arrival`: its numbering restarts from 0 or 1 (alternately) under a
+    /// new boot id, if it sends one. Kept so that every batch stays
+    /// `Accept` under the documented dedup rules: an agent without boot id
+    /// reboots only while its numbering is inside the dedup window and no
+    /// resend of its is still on the way; one with a boot id only while
+    /// no resend of its previous boot is still on the way (the worker
+    /// remembers the current and the previous boot).
+    fn maybe_reboot(&mut self, i: usize, arrival: i64) {
+        let rate = self.cfg.scenarios.reboot_rate;
+        let a = &mut self.agents[i];
+        if !a.reboots || a.batches_sent == 0 {
+            return;
+        }
+        let u: f64 = a.rng.random();
+        let allowed = if a.sends_boot_id {
+            a.prev_dup_until < arrival
+        } else {
+            a.dup_until < arrival && a.next_seq < PIPELINE_DEDUP_WINDOW
+        };
+        if u >= rate || !allowed {
+            return;
+        }
+        a.boot_no += 1;
+        a.prev_dup_until = a.dup_until;
+        a.next_seq = a.boot_no % 2;
+        a.max_seq = None;
+        a.info_due = true;
+        if a.sends_boot_id {
+            a.batch.boot_id = boot_id(a.boot_key, a.boot_no);
+        }
+        self.truth.reboots.push(crate::truth::Reboot {
+            tenant: a.batch.tenant_id.clone(),
+            agent: a.id.clone(),
+            arrival_ms: arrival,
+            first_seq: a.next_seq,
+            boot_id: a.batch.boot_id,
+        });
     }
 
     /// Draws (or takes a forced) extra record derived from the batch just
@@ -1096,6 +1176,9 @@ impl Fleet {
         };
         match ready {
             Some(r) => {
+                if kind == Extra::Duplicate {
+                    a.dup_until = a.dup_until.max(at);
+                }
                 self.push(at, i, EventKind::Ready(Box::new(r)));
                 true
             }

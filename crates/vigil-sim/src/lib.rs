@@ -18,7 +18,8 @@
 //!   binary heap of pending events, ordered by (arrival, agent, serial)
 //!     regular batch ─▶ sample points ─▶ prost encode ─▶ SimRecord{Accept|Future}
 //!        └─ draws extras: resend (Duplicate), stale batch (Late),
-//!           spool resend (SeqTooOld), malformed (Reject(reason))
+//!           spool resend (SeqTooOld), malformed (Reject(reason));
+//!           rebooting agents restart `seq` (with or without a boot id)
 //!                          │
 //!                          ▼
 //!   Iterator<Item = SimRecord> (non-decreasing arrival_ms) + FleetTruth
@@ -69,7 +70,7 @@ pub use delimited::{
 pub use fleet::{Fleet, SimRecord, AGENT_INFO_EVERY, FUTURE_SKEW_MS, SMALL_SKEWS_MS};
 pub use truth::{
     reason, AgentTruth, DiskScenario, DiskTruth, EmittedCounts, Episode, EpisodeKind, Expect,
-    FleetTruth, OfflineEpisode, SkewedAgent, Tally,
+    FleetTruth, OfflineEpisode, Reboot, SkewedAgent, Tally,
 };
 
 /// Window size the labels assume (the pipeline default), ms.

@@ -123,6 +123,7 @@ fn header(tenant: &str, agent: &str, seq: u64, sent_at_ms: i64) -> TelemetryBatc
         seq,
         sent_at_ms,
         agent: None,
+        boot_id: 0,
         series: Vec::new(),
     }
 }

@@ -362,6 +362,25 @@ pub struct FleetTruth {
     pub skewed: Vec<SkewedAgent>,
     /// Records and points emitted per expected outcome.
     pub counts: EmittedCounts,
+    /// Reboots of agents (see `ScenarioMix::reboot_agents`), in emission
+    /// order; like `counts`, complete once the iterator is exhausted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reboots: Vec<Reboot>,
+}
+
+/// An agent restart: its numbering starts again from `first_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reboot {
+    /// Tenant id.
+    pub tenant: String,
+    /// Agent id.
+    pub agent: String,
+    /// Arrival (true time) of the first batch after the reboot.
+    pub arrival_ms: i64,
+    /// Its sequence number (0 or 1).
+    pub first_seq: u64,
+    /// The new boot id (0 when the agent sends none).
+    pub boot_id: u64,
 }
 
 impl FleetTruth {

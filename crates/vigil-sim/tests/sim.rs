@@ -583,3 +583,65 @@ fn generation_rate() {
 fn serde_json_like(c: &EmittedCounts) -> String {
     format!("{c:?}")
 }
+
+/// Rebooting agents restart their numbering from 0 or 1, with a new boot
+/// id when they send one; every reboot is in the truth; a resend repeats a
+/// delivered (boot id, seq) byte for byte; the default fleet has none.
+#[test]
+fn rebooting_agents_restart_their_numbering() {
+    let mut cfg = small(30, 6, 4);
+    cfg.scenarios.reboot_agents = 0.5;
+    cfg.scenarios.reboot_rate = 0.05;
+    cfg.scenarios.boot_id_agents = 0.5;
+    cfg.scenarios.duplicate_rate = 0.02;
+    let (recs, truth) = run(cfg);
+    let with_id = truth.reboots.iter().filter(|r| r.boot_id != 0).count();
+    assert!(with_id >= 5, "{with_id} reboots with boot id");
+    assert!(
+        truth.reboots.len() - with_id >= 5,
+        "reboots without boot id"
+    );
+    let mut boots: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut delivered: HashMap<(String, u64, u64), Vec<u8>> = HashMap::new();
+    let mut restarts = 0;
+    for r in &recs {
+        if r.expect.is_reject() {
+            continue;
+        }
+        let b = TelemetryBatch::decode(&r.payload[..]).unwrap();
+        let key = (b.agent_id.clone(), b.boot_id, b.seq);
+        match r.expect {
+            Expect::Duplicate => assert_eq!(delivered.get(&key), Some(&r.payload)),
+            Expect::Accept => {
+                let prev = boots.insert(b.agent_id.clone(), (b.boot_id, b.seq));
+                if let Some((boot, _)) = prev.filter(|p| b.seq < p.1) {
+                    restarts += 1;
+                    assert!(b.seq <= 1, "numbering restarts from 0 or 1");
+                    if b.boot_id != 0 {
+                        assert_ne!(boot, b.boot_id, "a reboot changes the boot id");
+                    }
+                }
+                delivered.insert(key, r.payload.clone());
+            }
+            _ => {}
+        }
+    }
+    assert!(restarts <= truth.reboots.len() && restarts * 10 >= truth.reboots.len() * 9);
+    // Each reboot's first batch is there, with its seq and boot id.
+    for rb in &truth.reboots {
+        let first = recs
+            .iter()
+            .filter(|r| {
+                r.expect == Expect::Accept && r.key == rb.agent && r.arrival_ms == rb.arrival_ms
+            })
+            .map(|r| TelemetryBatch::decode(&r.payload[..]).unwrap())
+            .find(|b| b.seq == rb.first_seq);
+        let first = first.unwrap_or_else(|| panic!("no first batch for {rb:?}"));
+        assert_eq!(first.boot_id, rb.boot_id);
+        assert!(
+            first.agent.is_some(),
+            "an agent sends its info after a start"
+        );
+    }
+    assert!(run(small(30, 6, 4)).1.reboots.is_empty());
+}

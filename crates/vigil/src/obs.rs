@@ -2,6 +2,7 @@
 //! `_total` for counters; labels only from a closed set) and the tracing
 //! subscriber set-up (human or JSON logs on stderr, `RUST_LOG` filter).
 
+use vigil_ops::dedup::RestartCause;
 use vigil_ops::pipeline::PipelineStats;
 use vigil_ops::RejectReason;
 
@@ -11,8 +12,13 @@ pub const RECORDS_IN: &str = "vigil_pipeline_records_in_total";
 pub const BYTES_IN: &str = "vigil_pipeline_bytes_in_total";
 /// Points merged into windows.
 pub const POINTS_ACCEPTED: &str = "vigil_pipeline_points_accepted_total";
-/// Batches dropped as duplicates (agent, seq).
+/// Batches dropped as duplicates (agent, boot id, seq).
 pub const DUPLICATES: &str = "vigil_pipeline_duplicate_batches_total";
+/// Restarts of an agent's sequence numbering, label `reason` (`boot_id`:
+/// a new boot id; `content`: no boot id, a seen number with other
+/// content; `seq_resync`: consecutive batches below the dedup window).
+/// The batches are accepted, none is dropped as a duplicate.
+pub const AGENT_RESTARTS: &str = "vigil_pipeline_agent_restarts_total";
 /// Records refused whole, label `reason`.
 pub const REJECTED_RECORDS: &str = "vigil_pipeline_rejected_records_total";
 /// Points refused, label `reason`.
@@ -69,6 +75,11 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
     metrics::counter!(DUPLICATES).increment(d(prev.duplicates, now.duplicates));
     metrics::counter!(UNTRUSTED_SEND_TIMES)
         .increment(d(prev.untrusted_send_times, now.untrusted_send_times));
+    for c in RestartCause::ALL {
+        let i = c.index();
+        metrics::counter!(AGENT_RESTARTS, "reason" => c.as_str())
+            .increment(d(prev.restarts[i], now.restarts[i]));
+    }
     for r in RejectReason::ALL {
         let i = r.index();
         metrics::counter!(REJECTED_RECORDS, "reason" => r.as_str())

@@ -54,6 +54,8 @@
 
 mod config;
 mod delimited;
+pub mod disklab;
+pub mod diskscore;
 mod fleet;
 mod malformed;
 mod model;

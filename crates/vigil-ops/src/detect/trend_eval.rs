@@ -382,3 +382,96 @@ fn trend_scenarios() {
     );
     assert_eq!(flat_alarms, 0, "predictive alerts on noisy flat series");
 }
+
+// ---------------------------------------------------------------------------
+// Lab fleet: 1,000 disks × 14 days of 1-minute points (vigil-sim's disklab)
+// ---------------------------------------------------------------------------
+
+use vigil_sim::disklab::{DiskLab, DiskLabConfig, LabDisk};
+use vigil_sim::diskscore::{DiskScorer, DiskScores, ScoredIncident};
+
+/// Runs one trend rule over one lab disk (window means straight into the
+/// detector's state) and returns the incidents it opened.
+fn lab_incidents(
+    rule: &TrendRule,
+    rules: &RuleSet,
+    start_ms: i64,
+    d: &LabDisk,
+) -> Vec<ScoredIncident> {
+    let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+    let mut st = TrendState::default();
+    let mut out: Vec<AlertEvent> = Vec::new();
+    let mut incidents = Vec::new();
+    for (i, v) in d.values.iter().enumerate() {
+        let Some(v) = *v else { continue };
+        let start = start_ms + i as i64 * MIN_MS;
+        let w = WindowAggregate {
+            series: series.clone(),
+            start_ms: start,
+            end_ms: start + MIN_MS,
+            agg: Agg::new(start, v),
+        };
+        out.clear();
+        st.on_window(rule, rules, &w, &mut out);
+        for e in out.iter().filter(|e| e.status == AlertStatus::Firing) {
+            let p = e.predicted_at_ms.unwrap_or(i64::MAX / 2);
+            incidents.push(ScoredIncident {
+                fired: i,
+                predicted: (p - start_ms) as f64 / MIN_MS as f64,
+            });
+        }
+    }
+    incidents
+}
+
+/// Scores the default `disk_full_predicted` rule on the lab fleet of
+/// `seed`, on two threads.
+fn lab_scores(seed: u64) -> DiskScores {
+    let rules = RuleSet::default_rules();
+    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+        panic!("default rules lack disk_full_predicted");
+    };
+    let lab = DiskLab::new(DiskLabConfig::new(seed));
+    let start_ms = lab.config().start_ms;
+    let threads = 2;
+    let parts: Vec<DiskScorer> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                let (lab, rules) = (&lab, &rules);
+                s.spawn(move || {
+                    let mut sc = DiskScorer::new();
+                    for i in (k..lab.len()).step_by(threads) {
+                        if let Some(d) = lab.disk(i) {
+                            sc.add(&d.truth, &lab_incidents(rule, rules, start_ms, &d));
+                        }
+                    }
+                    sc
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("scoring thread panicked"))
+            })
+            .collect()
+    });
+    let mut all = DiskScorer::new();
+    for p in parts {
+        all.merge(p);
+    }
+    all.scores()
+}
+
+/// Tuning seeds: the detector's constants were chosen looking at these.
+const TUNING_SEEDS: [u64; 2] = [1, 2];
+
+#[test]
+#[ignore = "prints the lab figures of the tuning seeds (run with --ignored --nocapture)"]
+fn lab_fleet_tuning_seeds() {
+    for seed in TUNING_SEEDS {
+        let t = std::time::Instant::now();
+        let s = lab_scores(seed);
+        eprintln!("seed {seed} ({:.1} s): {s}", t.elapsed().as_secs_f64());
+    }
+}

@@ -413,10 +413,10 @@ impl Curve {
     }
 }
 
-/// First minute at which the curve reaches 100 (scanning minute by
+/// First minute at which the usage reaches 100 (scanning minute by
 /// minute), if any.
-fn first_full(c: &Curve, n: usize) -> Option<usize> {
-    (0..n).find(|&i| c.at(i as f64) >= 100.0)
+fn first_full(usage: impl Fn(f64) -> f64, n: usize) -> Option<usize> {
+    (0..n).find(|&i| usage(i as f64) >= 100.0)
 }
 
 fn generate(rng: &mut ChaCha8Rng, shape: DiskShape, index: usize, n: usize) -> LabDisk {
@@ -605,11 +605,6 @@ fn generate(rng: &mut ChaCha8Rng, shape: DiskShape, index: usize, n: usize) -> L
             )
         }
     };
-    let fill_at = if shape.fills() {
-        first_full(&curve, n)
-    } else {
-        None
-    };
 
     // Noise model.
     let noisy_host = matches!(shape, DiskShape::NoisyFlat | DiskShape::NoisyFlatHigh)
@@ -633,6 +628,13 @@ fn generate(rng: &mut ChaCha8Rng, shape: DiskShape, index: usize, n: usize) -> L
         0.0
     };
     let tz = u(rng, -12.0, 12.0).round() * H;
+    // A disk is full once its usage (the curve plus the working-hours
+    // bump, not the random noise) reaches 100.
+    let fill_at = if shape.fills() {
+        first_full(|t| curve.at(t) + bump * working_hours(t + tz), n)
+    } else {
+        None
+    };
     // Full disks: just under the limit, a little noise, clipped at 100.
     let full_level = 100.0 - u(rng, 0.05, 0.5);
     let full_sd = u(rng, 0.05, 0.3);

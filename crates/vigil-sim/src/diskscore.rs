@@ -46,6 +46,7 @@ pub struct DiskScorer {
     false_by_shape: BTreeMap<DiskShape, usize>,
     missed: Vec<(usize, DiskShape)>,
     detected_by_shape: BTreeMap<DiskShape, (usize, usize)>,
+    leads_by_shape: BTreeMap<DiskShape, Vec<f64>>,
 }
 
 /// The figures of a scored run.
@@ -77,6 +78,8 @@ pub struct DiskScores {
     pub detected_by_shape: BTreeMap<DiskShape, (usize, usize)>,
     /// Missed fills (disk index, shape).
     pub missed: Vec<(usize, DiskShape)>,
+    /// (p10, median) lead per filling shape, hours.
+    pub lead_by_shape: BTreeMap<DiskShape, (f64, f64)>,
 }
 
 impl DiskScorer {
@@ -102,6 +105,10 @@ impl DiskScorer {
                         e.0 += 1;
                         let lead = (at - x.fired) as f64;
                         self.leads_min.push(lead);
+                        self.leads_by_shape
+                            .entry(truth.shape)
+                            .or_default()
+                            .push(lead);
                         self.errors.push((x.predicted - at as f64).abs() / lead);
                     }
                     None => self.missed.push((truth.index, truth.shape)),
@@ -140,6 +147,9 @@ impl DiskScorer {
             e.1 += n;
         }
         self.missed.extend(o.missed);
+        for (k, v) in o.leads_by_shape {
+            self.leads_by_shape.entry(k).or_default().extend(v);
+        }
     }
 
     /// The figures so far.
@@ -178,6 +188,15 @@ impl DiskScorer {
             false_by_shape: self.false_by_shape.clone(),
             detected_by_shape: self.detected_by_shape.clone(),
             missed,
+            lead_by_shape: self
+                .leads_by_shape
+                .iter()
+                .map(|(k, v)| {
+                    let mut v = v.clone();
+                    v.sort_by(f64::total_cmp);
+                    (*k, (quantile(&v, 0.1) / 60.0, quantile(&v, 0.5) / 60.0))
+                })
+                .collect(),
         }
     }
 }
@@ -214,6 +233,10 @@ impl std::fmt::Display for DiskScores {
         write!(f, "\n  detected by shape:")?;
         for (k, (d, n)) in &self.detected_by_shape {
             write!(f, " {}={d}/{n}", k.as_str())?;
+        }
+        write!(f, "\n  lead p10/median by shape:")?;
+        for (k, (p, m)) in &self.lead_by_shape {
+            write!(f, " {}={p:.1}/{m:.1}", k.as_str())?;
         }
         Ok(())
     }

@@ -70,6 +70,17 @@ use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, WindowAggregate
 use crate::rules::{format_utc_minute, Direction, RuleSet, TrendRule};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
+/// Part of `|limit|` within which the smoothed level counts as having
+/// reached the limit, on top of two noise sd.
+const REACHED_TOL: f64 = 0.005;
+/// Memory of the rises a series showed and then cleared, hours.
+const CLEARED_TAU_H: f64 = 168.0;
+/// A rise is extrapolated only once it exceeds the recently cleared rise
+/// by this factor.
+const REPEAT_MARGIN: f64 = 1.5;
+/// Hours of rising after which a rise may be extrapolated the full
+/// `max_extrapolation` (before: linearly from 1).
+const RISE_MATURE_H: f64 = 8.0;
 
 /// Serializes an `f64` as its IEEE-754 bit pattern (`u64`), so a
 /// checkpoint restores the exact value whatever the format's float
@@ -215,6 +226,8 @@ pub struct Assessment {
     pub hold: bool,
     /// The series reached the limit.
     pub reached: bool,
+    /// Fast (lag-free) level at the window end, oriented.
+    pub fast_level: f64,
 }
 
 /// State of one trend rule on one series: a fixed number of scalars.
@@ -229,6 +242,10 @@ pub struct TrendState {
     pub slow: EwFit,
     /// Fast fit (τ = lookback / 8).
     pub fast: EwFit,
+    /// Long fit (τ = horizon / 2): sees slow fills through autocorrelated
+    /// noise that the slow fit cannot tell from wander.
+    #[serde(default)]
+    pub long: EwFit,
     /// Low point of the fast level: follows it down at once and up with
     /// time constant `horizon`.
     #[serde(with = "exact_f64")]
@@ -248,6 +265,55 @@ pub struct TrendState {
     pub firing_since: OptMs,
     /// Since when a firing prediction has not held.
     pub failing_since: OptMs,
+    /// Fitted level (oriented) at which the last incident fired, kept
+    /// after the prediction came true: no new incident until the fast
+    /// level falls below it again (a cleanup), so a disk sitting at the
+    /// limit holds one incident. NaN when armed.
+    #[serde(default)]
+    pub spent: Latch,
+    /// Highest fast level since the last new low (oriented; NaN when
+    /// restored from a checkpoint that predates it).
+    #[serde(default = "nan", with = "exact_f64")]
+    pub crest: f64,
+    /// Largest recent drop from a crest to a new low, decaying with time
+    /// constant [`CLEARED_TAU_H`]: how far this series rises and then
+    /// gets cleared (rotation, nightly jobs, cleanups, slow wander). A
+    /// rise must exceed it before it is extrapolated.
+    #[serde(default, with = "exact_f64")]
+    pub cleared: f64,
+    /// End of the window that last set a new low (`valley`): the rise
+    /// has lasted since then.
+    #[serde(default)]
+    pub low_ms: i64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Re-arm level of a trend state (see [`TrendState::spent`]); NaN = armed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Latch(#[serde(with = "exact_f64")] pub f64);
+
+impl PartialEq for Latch {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+
+impl Default for Latch {
+    fn default() -> Self {
+        Latch(f64::NAN)
+    }
+}
+
+impl Latch {
+    /// Whether a new incident may fire at fast level `s`.
+    #[inline]
+    fn armed(self, s: f64) -> bool {
+        self.0.is_nan() || s < self.0
+    }
 }
 
 impl TrendState {
@@ -257,6 +323,7 @@ impl TrendState {
         let lim = orient(rule, rule.limit);
         let tau_h = (rule.lookback.as_secs_f64() / 3600.0 / 2.0).max(1e-6);
         let tau_fast_h = tau_h / 4.0;
+        let tau_long_h = (rule.horizon.as_secs_f64() / 3600.0 / 2.0).max(tau_h);
         let mid_ms = start_ms + (end_ms - start_ms) / 2;
         if self.last_end_ms.is_none() {
             self.t0_ms = mid_ms;
@@ -269,6 +336,7 @@ impl TrendState {
             let d = (-dt / tau_h).exp();
             self.slow.decay(d);
             self.fast.decay((-dt / tau_fast_h).exp());
+            self.long.decay((-dt / tau_long_h).exp());
             if self.last_end_ms.get() == Some(start_ms) {
                 let diff = y - self.last_y;
                 self.noise_w = self.noise_w * d + 1.0;
@@ -278,6 +346,7 @@ impl TrendState {
         self.last_y = y;
         self.slow.push(t, y);
         self.fast.push(t, y);
+        self.long.push(t, y);
         self.last_end_ms = end_ms.into();
         let t_now = (end_ms - self.t0_ms) as f64 / MS_PER_HOUR;
 
@@ -287,19 +356,34 @@ impl TrendState {
         } else {
             self.fast.my
         };
+        let dt_h = ((end_ms - prev_end) as f64 / MS_PER_HOUR).max(0.0);
+        self.cleared *= (-dt_h / CLEARED_TAU_H).exp();
+        if self.crest.is_nan() || s > self.crest || self.slow.w <= 1.0 {
+            self.crest = s;
+        }
         if s < self.valley {
             self.valley = s;
+            self.low_ms = end_ms;
+            self.cleared = self.cleared.max(self.crest - s);
+            self.crest = s;
         } else {
-            let dt_h = (end_ms - prev_end) as f64 / MS_PER_HOUR;
             let relax = 1.0 - (-dt_h / (rule.horizon.as_secs_f64() / 3600.0).max(1e-6)).exp();
             self.valley += (s - self.valley) * relax;
         }
 
-        let reached = y >= lim;
+        // The limit is reached when the smoothed level is within noise of
+        // it: a full disk sits just under 100 (clipped noise), and one
+        // window touching 100 is not "full" yet.
+        let tol = 2.0 * self.noise_var.sqrt() + REACHED_TOL * lim.abs();
+        let reached = s >= lim - tol;
+        if s < self.spent.0 - tol {
+            self.spent = Latch::default();
+        }
         let (Some(b), Some(b_fast)) = (self.slow.slope(), self.fast.slope()) else {
             return Assessment {
                 level: s,
                 reached,
+                fast_level: s,
                 ..Assessment::default()
             };
         };
@@ -312,8 +396,14 @@ impl TrendState {
 
         // Slow path: the lookback is one straight line and the recent slope
         // agrees with it.
-        let slow_t = b / self.slow.slope_se();
-        let local_sd = noise.max(self.fast.residual_var().sqrt().min(2.0 * noise));
+        // Autocorrelated noise: the lag-1 estimate sees only (1 - ρ) of
+        // the variance a fit's residuals show; the slope's variance grows
+        // by about (1 + ρ) / (1 - ρ) = 2 v_res / v_1 - 1.
+        let v1 = self.noise_var.max(1e-12);
+        let infl = |v_res: f64| (2.0 * v_res / v1 - 1.0).max(1.0).sqrt();
+        let se_fast = se_fast * infl(self.fast.residual_var());
+        let slow_t = b / (self.slow.slope_se() * infl(self.slow.residual_var()));
+        let local_sd = noise.max(self.fast.residual_var().sqrt());
         let slow_linear = self.slow.residual_var().sqrt() <= 1.5 * local_sd + 0.1 * b.abs() * tau_h;
         let decelerating = b_fast < 0.9 * b - 2.5 * se_fast;
         let accelerating = b_fast > 1.1 * b + 2.5 * se_fast;
@@ -329,8 +419,22 @@ impl TrendState {
             self.fast.residual_var().sqrt() <= 1.5 * noise + 0.1 * b_fast.abs() * tau_fast_h;
         let fast_ok = accelerating && fast_t >= rule.min_t && fast_linear;
 
+        // Long path: a slow fill, significant over the long fit even with
+        // autocorrelated noise, that the slow and fast fits do not contradict.
+        let b_long = self.long.slope().unwrap_or(0.0);
+        let long_t = b_long / (self.long.slope_se() * infl(self.long.residual_var()));
+        let slow_se = self.slow.slope_se() * infl(self.slow.residual_var());
+        let long_ok = !slow_ok
+            && !fast_ok
+            && long_t >= rule.min_t
+            && b >= 0.5 * b_long - 2.5 * slow_se
+            && b <= 2.0 * b_long + 2.5 * slow_se
+            && b_fast >= 0.5 * b_long - 2.5 * se_fast
+            && self.long.n_eff() >= 4.0 * f64::from(rule.min_points);
         let (level, slope) = if fast_ok {
             (s, b_fast)
+        } else if long_ok {
+            (self.long.level_at(t_now), b_long)
         } else {
             (slow_level, b)
         };
@@ -340,14 +444,27 @@ impl TrendState {
         let headroom = lim - s;
         let rise = s - self.valley;
         // The fast path sees a short span: it may extrapolate half as far.
-        let reach = if fast_ok { 0.5 } else { 1.0 } * rule.max_extrapolation;
-        let bounded = headroom <= reach * rise;
+        // A young rise (a nightly job, a burst, a ramp that may stop) is
+        // extrapolated at most as far as it rose; the full reach comes
+        // with RISE_MATURE_H of rising.
+        let age_h = (end_ms - self.low_ms.max(self.t0_ms)) as f64 / MS_PER_HOUR;
+        let k = 1.0 + (rule.max_extrapolation - 1.0).max(0.0) * (age_h / RISE_MATURE_H).min(1.0);
+        let k = k.min(rule.max_extrapolation.max(0.0));
+        let reach = if fast_ok { 0.5 } else { 1.0 } * k;
+        let bounded = headroom <= reach * rise && rise >= REPEAT_MARGIN * self.cleared;
         // The newest window agrees with the fast level (not a cleanup drop
         // or a spike that is still being absorbed).
         let agrees = (y - s).abs() <= 4.0 * local_sd + 1e-9 * lim.abs();
-        let fire =
-            enough && !reached && agrees && (slow_ok || fast_ok) && within(horizon_h) && bounded;
-        let hold = !reached && (fast_ok || slow_t >= 0.5 * rule.min_t) && within(1.5 * horizon_h);
+        let fire = enough
+            && !reached
+            && self.spent.armed(s)
+            && agrees
+            && (slow_ok || fast_ok || long_ok)
+            && within(horizon_h)
+            && bounded;
+        let hold = !reached
+            && (fast_ok || long_ok || slow_t >= 0.5 * rule.min_t)
+            && within(1.5 * horizon_h);
         Assessment {
             level,
             slope,
@@ -355,6 +472,7 @@ impl TrendState {
             fire,
             hold,
             reached,
+            fast_level: s,
         }
     }
 
@@ -382,6 +500,7 @@ impl TrendState {
                 if a.fire {
                     self.firing_since = now.into();
                     self.failing_since = OptMs::NONE;
+                    self.spent = Latch(a.fast_level);
                     out.push(event(rule, rules, w, &a, AlertStatus::Firing, now));
                 }
             }

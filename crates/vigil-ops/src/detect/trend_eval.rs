@@ -376,8 +376,15 @@ fn trend_scenarios() {
         "median predicted-time error at first firing {first_med}"
     );
     assert!(slow_lead >= 18.0, "median lead of slow fills {slow_lead} h");
+    // Was 5 while the rule extrapolated a rise at most as far as it rose
+    // (max_extrapolation 1). Issue 20 raised it to 2 for rises older than
+    // 8 h (median lead +3-5 h, p10 +3 h on the lab fleet, whose false
+    // rate stays under 10 per 1,000 disk-days). On these trap-only disks
+    // (no quiet disks: 1,225 disk-days of traps) that costs the fast ramps
+    // that stop at 80-92 % (indistinguishable from a fill until they
+    // stop) and first-night backup growth (no history yet): 19 incidents.
     assert!(
-        total_fa <= 5,
+        total_fa <= 20,
         "{total_fa} false predictive incidents on traps"
     );
     assert_eq!(flat_alarms, 0, "predictive alerts on noisy flat series");
@@ -473,5 +480,61 @@ fn lab_fleet_tuning_seeds() {
         let t = std::time::Instant::now();
         let s = lab_scores(seed);
         eprintln!("seed {seed} ({:.1} s): {s}", t.elapsed().as_secs_f64());
+    }
+}
+
+/// Held-out seeds: never looked at while choosing the detector's
+/// constants; the targets are asserted on these.
+const HELD_OUT_SEEDS: [u64; 3] = [101, 102, 103];
+
+/// DESIGN.md "Detectors" targets, met on the held-out seeds.
+const TARGET_MEDIAN_LEAD_H: f64 = 20.0;
+const TARGET_FALSE_PER_1000_DISK_DAYS: f64 = 10.0;
+const TARGET_INCIDENTS_PER_FILLING_DISK: f64 = 1.5;
+/// DESIGN.md targets NOT met yet (issue 20 stays open for them): recall
+/// at least 0.99, p10 lead at least 8 h, median predicted-time error at
+/// most 0.15. The
+/// test holds the floors measured when this slice landed (held-out seeds
+/// 101-103: recall 0.958-0.975, p10 lead 6.0-7.0 h, error 0.129-0.168) so
+/// they cannot regress unnoticed; they are floors, not the targets.
+const FLOOR_RECALL: f64 = 0.95;
+const FLOOR_P10_LEAD_H: f64 = 5.5;
+const CEILING_PREDICTED_ERROR: f64 = 0.18;
+
+#[test]
+fn lab_fleet_held_out_seeds_meet_the_targets() {
+    for seed in HELD_OUT_SEEDS {
+        let s = lab_scores(seed);
+        eprintln!("seed {seed}: {s}");
+        assert!(
+            s.median_lead_h >= TARGET_MEDIAN_LEAD_H,
+            "seed {seed}: median lead {:.1} h",
+            s.median_lead_h
+        );
+        assert!(
+            s.false_per_1000_disk_days <= TARGET_FALSE_PER_1000_DISK_DAYS,
+            "seed {seed}: {:.1} false incidents per 1000 disk-days",
+            s.false_per_1000_disk_days
+        );
+        assert!(
+            s.incidents_per_filling_disk <= TARGET_INCIDENTS_PER_FILLING_DISK,
+            "seed {seed}: {:.2} incidents per filling disk",
+            s.incidents_per_filling_disk
+        );
+        assert!(
+            s.recall >= FLOOR_RECALL,
+            "seed {seed}: recall {:.3}",
+            s.recall
+        );
+        assert!(
+            s.p10_lead_h >= FLOOR_P10_LEAD_H,
+            "seed {seed}: p10 lead {:.1} h",
+            s.p10_lead_h
+        );
+        assert!(
+            s.median_predicted_error <= CEILING_PREDICTED_ERROR,
+            "seed {seed}: median predicted-time error {:.3}",
+            s.median_predicted_error
+        );
     }
 }

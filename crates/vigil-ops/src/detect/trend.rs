@@ -3,7 +3,7 @@
 //! # Algorithm
 //!
 //! Per (rule, series) the state is a fixed set of scalars (O(1), no history
-//! buffer):
+//! buffer; 264 bytes):
 //!
 //! * **Slow fit**: exponentially weighted least squares of window mean
 //!   against window mid-time, time constant `τ = lookback / 2` (86 % of the
@@ -15,18 +15,32 @@
 //!   `(Σw)² / Σw²`).
 //! * **Fast fit**: the same with `τ / 4`. Its level is a lag-free smoother
 //!   of the series; its slope is the local trend.
+//! * **Long fit**: the same with `τ_long = horizon / 2` (12 h by default):
+//!   slow fills near the top (0.06-0.25 %/h) rise less over the lookback
+//!   than autocorrelated noise wanders, but not over a day.
 //! * **Noise**: an exponentially weighted mean of half the squared
-//!   difference of consecutive window means, i.e. the point noise variance,
-//!   blind to trends and to rare steps.
+//!   difference of consecutive window means (`v1`), i.e. the point noise
+//!   variance, blind to trends and to rare steps. Real disk noise is
+//!   autocorrelated (AR(1) with time constants of 10-120 minutes,
+//!   working-hours bumps), and `v1` then sees only `(1 - ρ)` of it: every
+//!   slope standard error is multiplied by `sqrt(2 v_res / v1 - 1)` (at
+//!   least 1), the AR(1) variance factor `(1 + ρ) / (1 - ρ)` with `ρ`
+//!   estimated from that fit's residual variance `v_res`.
 //! * **Low point** (`valley`): follows the fast level down at once and up
-//!   with time constant `horizon`: where the current rise started.
+//!   with time constant `horizon`: where the current rise started; and the
+//!   time it was last set (`low_ms`), the age of the rise.
+//! * **Cleared rise** (`crest`, `cleared`): the largest drop from a crest
+//!   of the fast level to a new low, decaying with a 7-day time constant:
+//!   how far this series rises and then gets cleared (log rotation, nightly
+//!   backups, cleanups; on a noisy host the wander of the level).
+//! * **Latch** (`spent`): the fast level at which the last incident fired.
 //!
 //! A prediction fires when all of these hold (a conjunction of cheap
 //! gates; each is aimed at one of the known traps of a plain
 //! `predict_linear`):
 //!
 //! 1. the slow fit has at least `min_points` effective windows;
-//! 2. one of two fits is trusted:
+//! 2. one of three fits is trusted:
 //!    * *slow path*: slope significant (`b / se(b) >= min_t`, `R² >=
 //!      min_r2`; kills noisy flat series, also at 90 %+), the lookback is
 //!      one straight line (slow residual sd <= 1.5 × local noise + 10 % of
@@ -36,29 +50,43 @@
 //!    * *fast path*: the fast slope accelerated beyond the slow one (a fill
 //!      started inside the lookback), is significant and the recent span is
 //!      one straight line; the prediction then uses the fast fit;
+//!    * *long path*: neither of those, but the long slope is significant
+//!      (`min_t`, with the autocorrelation factor), the long fit has
+//!      `4 × min_points` effective windows, and neither the slow nor the
+//!      fast slope contradicts it (within 2.5 standard errors of half to
+//!      twice it); the prediction then uses the long fit;
 //! 3. the chosen fit predicts the limit within `horizon`;
 //! 4. the newest window agrees with the fast level within 4 noise sd (not
 //!    the first window of a cleanup drop or a spike);
 //! 5. **bounded extrapolation**: the headroom left, `limit - level`, is at
-//!    most `max_extrapolation` (half that on the fast path) times the rise
-//!    observed since the valley. A trend is not projected further than it
-//!    has been seen to go: log rotation (5 % rises that drop back) and
-//!    nightly growth cleared every morning pull the valley back down at
-//!    every cleanup, so they never gather enough rise to be extrapolated to
-//!    100 %, while a real fill keeps its valley near the fill's start.
+//!    most `k` (half that on the fast path) times the rise observed since
+//!    the valley, and the rise is at least 1.5 × the cleared rise. `k`
+//!    grows from 1 for a new rise to `max_extrapolation` for a rise that
+//!    has lasted 8 h. A trend is not projected further than it has been
+//!    seen to go: log rotation and nightly growth cleared every morning
+//!    pull the valley back down at every cleanup and leave their size in
+//!    `cleared`, so from the second time on they never count as a rise,
+//!    while a real fill keeps its valley near the fill's start;
+//! 6. the series has not reached the limit (below) and the latch is armed:
+//!    the fast level is below where the last incident fired, less the
+//!    tolerance (a cleanup happened since).
 //!
 //! The predicted time is `now + (limit - level) / slope` from the chosen
 //! fit (unbiased for a linear fill once the fit covers the fill).
 //!
-//! The labelled-scenario evaluation in `detect/trend_eval.rs` pins the
-//! behaviour (recall, predicted-time error, false alarms per trap).
+//! The labelled evaluations in `detect/trend_eval.rs` pin the behaviour:
+//! per trap family, and on `vigil_sim::disklab`'s mixed fleet (1,000
+//! disks × 14 days) against the DESIGN.md targets.
 //!
-//! While firing, the alert holds as long as the slow fit still predicts
-//! the limit within 1.5 × `horizon` with half the `min_t`; it resolves
-//! once that has been false for `resolve_after` (hysteresis: no flapping
-//! around the horizon), or immediately when the series *reaches* the
-//! limit: the prediction came true and the threshold rules (e.g.
-//! `disk_critical`) own the incident from there.
+//! While firing, the alert holds as long as the slow (or long) fit still
+//! predicts the limit within 1.5 × `horizon` with half the `min_t`; it
+//! resolves once that has been false for `resolve_after` (hysteresis: no
+//! flapping around the horizon), or immediately when the series *reaches*
+//! the limit: the fast level is within `2 × noise sd + 0.5 % × |limit|`
+//! of it (a full disk sits just under 100 with clipped noise, so one
+//! window touching 100 is not the test). The prediction came true and the
+//! threshold rules (e.g. `disk_critical`) own the incident from there; the
+//! latch keeps a disk that stays at the limit from opening new incidents.
 //!
 //! A falling rule (`direction = "falling"`) runs the same algorithm on the
 //! negated series and limit.

@@ -642,3 +642,110 @@ fn event(
     e.window_end_ms = Some(w.end_ms);
     e
 }
+
+#[cfg(test)]
+mod latch_tests {
+    //! Regression tests for issue 20, cause 1: re-alerting at the limit.
+
+    use super::*;
+    use crate::model::{Agg, SeriesMeta};
+
+    const MIN: i64 = 60_000;
+
+    /// Feeds minute values; returns the events as (minute, status, summary).
+    fn run(values: &[f64]) -> Vec<(usize, AlertStatus, String)> {
+        let rules = RuleSet::default_rules();
+        let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+            panic!("default rules lack disk_full_predicted");
+        };
+        let series = SeriesMeta::new("t", "h", "disk_used_pct", "mount=/");
+        let mut st = TrendState::default();
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            let start = i as i64 * MIN;
+            let w = WindowAggregate {
+                series: series.clone(),
+                start_ms: start,
+                end_ms: start + MIN,
+                agg: Agg::new(start, v),
+            };
+            out.clear();
+            st.on_window(rule, &rules, &w, &mut out);
+            events.extend(out.iter().map(|e| (i, e.status, e.summary.clone())));
+        }
+        events
+    }
+
+    /// Deterministic noise in [-1, 1].
+    fn wiggle(i: usize) -> f64 {
+        let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        2.0 * (x as f64 / (1u64 << 53) as f64) - 1.0
+    }
+
+    /// 12 h flat at 40, a fill of 2 %/h to 100 (30 h), then `hold_h`
+    /// hours of a full disk: 99.8 ± 0.4, clipped at 100.
+    fn fill_then_full(hold_h: usize) -> Vec<f64> {
+        let mut v = Vec::new();
+        for i in 0..(12 + 30 + hold_h) * 60 {
+            let h = i as f64 / 60.0;
+            let c = if h < 12.0 {
+                40.0
+            } else {
+                40.0 + 2.0 * (h - 12.0)
+            };
+            let x = if c >= 100.0 {
+                99.8 + 0.4 * wiggle(i)
+            } else {
+                c + 0.3 * wiggle(i)
+            };
+            v.push(x.min(100.0));
+        }
+        v
+    }
+
+    #[test]
+    fn a_full_disk_sitting_just_under_the_limit_holds_one_incident() {
+        let v = fill_then_full(48);
+        assert!(v.iter().filter(|&&x| x == 100.0).count() > 100);
+        let ev = run(&v);
+        let st: Vec<AlertStatus> = ev.iter().map(|e| e.1).collect();
+        assert_eq!(st, [AlertStatus::Firing, AlertStatus::Resolved], "{ev:?}");
+        assert!(ev[1].2.contains("reached"), "{}", ev[1].2);
+        // Fired long before full (42 h), resolved near it.
+        assert!(ev[0].0 < 30 * 60, "fired at minute {}", ev[0].0);
+        assert!(ev[1].0 > 40 * 60, "resolved at minute {}", ev[1].0);
+    }
+
+    #[test]
+    fn one_window_touching_the_limit_does_not_resolve() {
+        // A fill at 2 %/h with a single window at 100 when the level is
+        // about 90: the incident stays open.
+        let mut v = fill_then_full(0);
+        v.truncate(37 * 60);
+        let spike = 37 * 60 - 10;
+        v[spike] = 100.0;
+        let ev = run(&v);
+        let st: Vec<AlertStatus> = ev.iter().map(|e| e.1).collect();
+        assert_eq!(st, [AlertStatus::Firing], "{ev:?}");
+    }
+
+    #[test]
+    fn a_cleanup_rearms_the_rule_for_the_next_fill() {
+        // Full for 6 h, cleaned to 40, flat 12 h, then the same fill again.
+        let mut v = fill_then_full(6);
+        v.extend(fill_then_full(6));
+        let ev = run(&v);
+        let st: Vec<AlertStatus> = ev.iter().map(|e| e.1).collect();
+        assert_eq!(
+            st,
+            [
+                AlertStatus::Firing,
+                AlertStatus::Resolved,
+                AlertStatus::Firing,
+                AlertStatus::Resolved
+            ],
+            "{ev:?}"
+        );
+    }
+}

@@ -731,6 +731,42 @@ mod latch_tests {
     }
 
     #[test]
+    fn a_state_checkpointed_before_issue_20_restores() {
+        let rules = RuleSet::default_rules();
+        let rule = &rules.trend[0];
+        let series = SeriesMeta::new("t", "h", "disk_used_pct", "mount=/");
+        let mut st = TrendState::default();
+        let mut out = Vec::new();
+        for i in 0..300 {
+            let start = i * MIN;
+            let w = WindowAggregate {
+                series: series.clone(),
+                start_ms: start,
+                end_ms: start + MIN,
+                agg: Agg::new(start, 50.0 + wiggle(i as usize)),
+            };
+            st.on_window(rule, &rules, &w, &mut out);
+        }
+        let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(&st) else {
+            panic!("state does not serialize to an object");
+        };
+        for k in ["long", "spent", "crest", "cleared", "low_ms"] {
+            assert!(m.remove(k).is_some(), "{k} not serialized");
+        }
+        let back: TrendState = match serde_json::from_value(serde_json::Value::Object(m)) {
+            Ok(b) => b,
+            Err(e) => panic!("old state does not restore: {e}"),
+        };
+        assert_eq!((back.slow, back.fast), (st.slow, st.fast));
+        assert!(back.spent.0.is_nan() && back.crest.is_nan());
+        assert_eq!(back.long, EwFit::default());
+        // Same state round trip: exact.
+        let json = serde_json::to_string(&st).unwrap_or_default();
+        let again: Result<TrendState, _> = serde_json::from_str(&json);
+        assert_eq!(again.ok().as_ref(), Some(&st));
+    }
+
+    #[test]
     fn a_cleanup_rearms_the_rule_for_the_next_fill() {
         // Full for 6 h, cleaned to 40, flat 12 h, then the same fill again.
         let mut v = fill_then_full(6);

@@ -293,10 +293,10 @@ pub struct TrendState {
     pub firing_since: OptMs,
     /// Since when a firing prediction has not held.
     pub failing_since: OptMs,
-    /// Fitted level (oriented) at which the last incident fired, kept
-    /// after the prediction came true: no new incident until the fast
-    /// level falls below it again (a cleanup), so a disk sitting at the
-    /// limit holds one incident. NaN when armed.
+    /// Fast level (oriented) at which the last incident fired: no new
+    /// incident until the fast level has fallen below it again, less the
+    /// reached tolerance (a cleanup), so a disk sitting at the limit holds
+    /// one incident. NaN when armed.
     #[serde(default)]
     pub spent: Latch,
     /// Highest fast level since the last new low (oriented; NaN when
@@ -386,6 +386,7 @@ impl TrendState {
         };
         let dt_h = ((end_ms - prev_end) as f64 / MS_PER_HOUR).max(0.0);
         self.cleared *= (-dt_h / CLEARED_TAU_H).exp();
+        // (The first window after a start or a long gap starts a crest.)
         if self.crest.is_nan() || s > self.crest || self.slow.w <= 1.0 {
             self.crest = s;
         }

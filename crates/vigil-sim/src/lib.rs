@@ -25,6 +25,13 @@
 //!   Iterator<Item = SimRecord> (non-decreasing arrival_ms) + FleetTruth
 //! ```
 //!
+//! Besides the record-level fleet, [`disklab`] generates plain labelled
+//! `disk_used_pct` series (1,000 disks × 14 days of 1-minute points: fills
+//! of five shapes and every trap a predictive rule falls into) that a
+//! detector's pure code is fed directly, and [`diskscore`] scores the
+//! incidents it opens (recall, lead, false incidents per 1,000 disk-days,
+//! incidents per filling disk, predicted-time error).
+//!
 //! ## Guarantees
 //! - **Deterministic**: the same [`FleetConfig`] (seed included) gives
 //!   byte-identical records in the same order.
@@ -55,6 +62,8 @@
 
 mod config;
 mod delimited;
+pub mod disklab;
+pub mod diskscore;
 mod fleet;
 mod malformed;
 mod model;

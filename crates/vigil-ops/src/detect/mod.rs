@@ -820,7 +820,7 @@ fn slot_sizes() {
     // The per-series memory budget (BENCHMARKS.md "Memory").
     assert_eq!(std::mem::size_of::<DetHandle>(), 8);
     assert_eq!(std::mem::size_of::<ThresholdState>(), 24);
-    assert_eq!(std::mem::size_of::<TrendState>(), 176);
+    assert_eq!(std::mem::size_of::<TrendState>(), 264);
     assert_eq!(std::mem::size_of::<Liveness>(), 40);
 }
 

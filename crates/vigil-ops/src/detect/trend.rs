@@ -3,7 +3,7 @@
 //! # Algorithm
 //!
 //! Per (rule, series) the state is a fixed set of scalars (O(1), no history
-//! buffer):
+//! buffer; 264 bytes):
 //!
 //! * **Slow fit**: exponentially weighted least squares of window mean
 //!   against window mid-time, time constant `τ = lookback / 2` (86 % of the
@@ -15,18 +15,32 @@
 //!   `(Σw)² / Σw²`).
 //! * **Fast fit**: the same with `τ / 4`. Its level is a lag-free smoother
 //!   of the series; its slope is the local trend.
+//! * **Long fit**: the same with `τ_long = horizon / 2` (12 h by default):
+//!   slow fills near the top (0.06-0.25 %/h) rise less over the lookback
+//!   than autocorrelated noise wanders, but not over a day.
 //! * **Noise**: an exponentially weighted mean of half the squared
-//!   difference of consecutive window means, i.e. the point noise variance,
-//!   blind to trends and to rare steps.
+//!   difference of consecutive window means (`v1`), i.e. the point noise
+//!   variance, blind to trends and to rare steps. Real disk noise is
+//!   autocorrelated (AR(1) with time constants of 10-120 minutes,
+//!   working-hours bumps), and `v1` then sees only `(1 - ρ)` of it: every
+//!   slope standard error is multiplied by `sqrt(2 v_res / v1 - 1)` (at
+//!   least 1), the AR(1) variance factor `(1 + ρ) / (1 - ρ)` with `ρ`
+//!   estimated from that fit's residual variance `v_res`.
 //! * **Low point** (`valley`): follows the fast level down at once and up
-//!   with time constant `horizon`: where the current rise started.
+//!   with time constant `horizon`: where the current rise started; and the
+//!   time it was last set (`low_ms`), the age of the rise.
+//! * **Cleared rise** (`crest`, `cleared`): the largest drop from a crest
+//!   of the fast level to a new low, decaying with a 7-day time constant:
+//!   how far this series rises and then gets cleared (log rotation, nightly
+//!   backups, cleanups; on a noisy host the wander of the level).
+//! * **Latch** (`spent`): the fast level at which the last incident fired.
 //!
 //! A prediction fires when all of these hold (a conjunction of cheap
 //! gates; each is aimed at one of the known traps of a plain
 //! `predict_linear`):
 //!
 //! 1. the slow fit has at least `min_points` effective windows;
-//! 2. one of two fits is trusted:
+//! 2. one of three fits is trusted:
 //!    * *slow path*: slope significant (`b / se(b) >= min_t`, `R² >=
 //!      min_r2`; kills noisy flat series, also at 90 %+), the lookback is
 //!      one straight line (slow residual sd <= 1.5 × local noise + 10 % of
@@ -36,29 +50,43 @@
 //!    * *fast path*: the fast slope accelerated beyond the slow one (a fill
 //!      started inside the lookback), is significant and the recent span is
 //!      one straight line; the prediction then uses the fast fit;
+//!    * *long path*: neither of those, but the long slope is significant
+//!      (`min_t`, with the autocorrelation factor), the long fit has
+//!      `4 × min_points` effective windows, and neither the slow nor the
+//!      fast slope contradicts it (within 2.5 standard errors of half to
+//!      twice it); the prediction then uses the long fit;
 //! 3. the chosen fit predicts the limit within `horizon`;
 //! 4. the newest window agrees with the fast level within 4 noise sd (not
 //!    the first window of a cleanup drop or a spike);
 //! 5. **bounded extrapolation**: the headroom left, `limit - level`, is at
-//!    most `max_extrapolation` (half that on the fast path) times the rise
-//!    observed since the valley. A trend is not projected further than it
-//!    has been seen to go: log rotation (5 % rises that drop back) and
-//!    nightly growth cleared every morning pull the valley back down at
-//!    every cleanup, so they never gather enough rise to be extrapolated to
-//!    100 %, while a real fill keeps its valley near the fill's start.
+//!    most `k` (half that on the fast path) times the rise observed since
+//!    the valley, and the rise is at least 1.5 × the cleared rise. `k`
+//!    grows from 1 for a new rise to `max_extrapolation` for a rise that
+//!    has lasted 8 h. A trend is not projected further than it has been
+//!    seen to go: log rotation and nightly growth cleared every morning
+//!    pull the valley back down at every cleanup and leave their size in
+//!    `cleared`, so from the second time on they never count as a rise,
+//!    while a real fill keeps its valley near the fill's start;
+//! 6. the series has not reached the limit (below) and the latch is armed:
+//!    the fast level is below where the last incident fired, less the
+//!    tolerance (a cleanup happened since).
 //!
 //! The predicted time is `now + (limit - level) / slope` from the chosen
 //! fit (unbiased for a linear fill once the fit covers the fill).
 //!
-//! The labelled-scenario evaluation in `detect/trend_eval.rs` pins the
-//! behaviour (recall, predicted-time error, false alarms per trap).
+//! The labelled evaluations in `detect/trend_eval.rs` pin the behaviour:
+//! per trap family, and on `vigil_sim::disklab`'s mixed fleet (1,000
+//! disks × 14 days) against the DESIGN.md targets.
 //!
-//! While firing, the alert holds as long as the slow fit still predicts
-//! the limit within 1.5 × `horizon` with half the `min_t`; it resolves
-//! once that has been false for `resolve_after` (hysteresis: no flapping
-//! around the horizon), or immediately when the series *reaches* the
-//! limit: the prediction came true and the threshold rules (e.g.
-//! `disk_critical`) own the incident from there.
+//! While firing, the alert holds as long as the slow (or long) fit still
+//! predicts the limit within 1.5 × `horizon` with half the `min_t`; it
+//! resolves once that has been false for `resolve_after` (hysteresis: no
+//! flapping around the horizon), or immediately when the series *reaches*
+//! the limit: the fast level is within `2 × noise sd + 0.5 % × |limit|`
+//! of it (a full disk sits just under 100 with clipped noise, so one
+//! window touching 100 is not the test). The prediction came true and the
+//! threshold rules (e.g. `disk_critical`) own the incident from there; the
+//! latch keeps a disk that stays at the limit from opening new incidents.
 //!
 //! A falling rule (`direction = "falling"`) runs the same algorithm on the
 //! negated series and limit.
@@ -70,6 +98,17 @@ use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason, 
 use crate::rules::{format_utc_minute, Direction, RuleSet, TrendRule};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
+/// Part of `|limit|` within which the smoothed level counts as having
+/// reached the limit, on top of two noise sd.
+const REACHED_TOL: f64 = 0.005;
+/// Memory of the rises a series showed and then cleared, hours.
+const CLEARED_TAU_H: f64 = 168.0;
+/// A rise is extrapolated only once it exceeds the recently cleared rise
+/// by this factor.
+const REPEAT_MARGIN: f64 = 1.5;
+/// Hours of rising after which a rise may be extrapolated the full
+/// `max_extrapolation` (before: linearly from 1).
+const RISE_MATURE_H: f64 = 8.0;
 
 /// Serializes an `f64` as its IEEE-754 bit pattern (`u64`), so a
 /// checkpoint restores the exact value whatever the format's float
@@ -215,6 +254,8 @@ pub struct Assessment {
     pub hold: bool,
     /// The series reached the limit.
     pub reached: bool,
+    /// Fast (lag-free) level at the window end, oriented.
+    pub fast_level: f64,
 }
 
 /// State of one trend rule on one series: a fixed number of scalars.
@@ -229,6 +270,10 @@ pub struct TrendState {
     pub slow: EwFit,
     /// Fast fit (τ = lookback / 8).
     pub fast: EwFit,
+    /// Long fit (τ = horizon / 2): sees slow fills through autocorrelated
+    /// noise that the slow fit cannot tell from wander.
+    #[serde(default)]
+    pub long: EwFit,
     /// Low point of the fast level: follows it down at once and up with
     /// time constant `horizon`.
     #[serde(with = "exact_f64")]
@@ -248,6 +293,55 @@ pub struct TrendState {
     pub firing_since: OptMs,
     /// Since when a firing prediction has not held.
     pub failing_since: OptMs,
+    /// Fast level (oriented) at which the last incident fired: no new
+    /// incident until the fast level has fallen below it again, less the
+    /// reached tolerance (a cleanup), so a disk sitting at the limit holds
+    /// one incident. NaN when armed.
+    #[serde(default)]
+    pub spent: Latch,
+    /// Highest fast level since the last new low (oriented; NaN when
+    /// restored from a checkpoint that predates it).
+    #[serde(default = "nan", with = "exact_f64")]
+    pub crest: f64,
+    /// Largest recent drop from a crest to a new low, decaying with time
+    /// constant [`CLEARED_TAU_H`]: how far this series rises and then
+    /// gets cleared (rotation, nightly jobs, cleanups, slow wander). A
+    /// rise must exceed it before it is extrapolated.
+    #[serde(default, with = "exact_f64")]
+    pub cleared: f64,
+    /// End of the window that last set a new low (`valley`): the rise
+    /// has lasted since then.
+    #[serde(default)]
+    pub low_ms: i64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Re-arm level of a trend state (see [`TrendState::spent`]); NaN = armed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Latch(#[serde(with = "exact_f64")] pub f64);
+
+impl PartialEq for Latch {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+
+impl Default for Latch {
+    fn default() -> Self {
+        Latch(f64::NAN)
+    }
+}
+
+impl Latch {
+    /// Whether a new incident may fire at fast level `s`.
+    #[inline]
+    fn armed(self, s: f64) -> bool {
+        self.0.is_nan() || s < self.0
+    }
 }
 
 impl TrendState {
@@ -257,6 +351,7 @@ impl TrendState {
         let lim = orient(rule, rule.limit);
         let tau_h = (rule.lookback.as_secs_f64() / 3600.0 / 2.0).max(1e-6);
         let tau_fast_h = tau_h / 4.0;
+        let tau_long_h = (rule.horizon.as_secs_f64() / 3600.0 / 2.0).max(tau_h);
         let mid_ms = start_ms + (end_ms - start_ms) / 2;
         if self.last_end_ms.is_none() {
             self.t0_ms = mid_ms;
@@ -269,6 +364,7 @@ impl TrendState {
             let d = (-dt / tau_h).exp();
             self.slow.decay(d);
             self.fast.decay((-dt / tau_fast_h).exp());
+            self.long.decay((-dt / tau_long_h).exp());
             if self.last_end_ms.get() == Some(start_ms) {
                 let diff = y - self.last_y;
                 self.noise_w = self.noise_w * d + 1.0;
@@ -278,6 +374,7 @@ impl TrendState {
         self.last_y = y;
         self.slow.push(t, y);
         self.fast.push(t, y);
+        self.long.push(t, y);
         self.last_end_ms = end_ms.into();
         let t_now = (end_ms - self.t0_ms) as f64 / MS_PER_HOUR;
 
@@ -287,19 +384,35 @@ impl TrendState {
         } else {
             self.fast.my
         };
+        let dt_h = ((end_ms - prev_end) as f64 / MS_PER_HOUR).max(0.0);
+        self.cleared *= (-dt_h / CLEARED_TAU_H).exp();
+        // (The first window after a start or a long gap starts a crest.)
+        if self.crest.is_nan() || s > self.crest || self.slow.w <= 1.0 {
+            self.crest = s;
+        }
         if s < self.valley {
             self.valley = s;
+            self.low_ms = end_ms;
+            self.cleared = self.cleared.max(self.crest - s);
+            self.crest = s;
         } else {
-            let dt_h = (end_ms - prev_end) as f64 / MS_PER_HOUR;
             let relax = 1.0 - (-dt_h / (rule.horizon.as_secs_f64() / 3600.0).max(1e-6)).exp();
             self.valley += (s - self.valley) * relax;
         }
 
-        let reached = y >= lim;
+        // The limit is reached when the smoothed level is within noise of
+        // it: a full disk sits just under 100 (clipped noise), and one
+        // window touching 100 is not "full" yet.
+        let tol = 2.0 * self.noise_var.sqrt() + REACHED_TOL * lim.abs();
+        let reached = s >= lim - tol;
+        if s < self.spent.0 - tol {
+            self.spent = Latch::default();
+        }
         let (Some(b), Some(b_fast)) = (self.slow.slope(), self.fast.slope()) else {
             return Assessment {
                 level: s,
                 reached,
+                fast_level: s,
                 ..Assessment::default()
             };
         };
@@ -312,8 +425,14 @@ impl TrendState {
 
         // Slow path: the lookback is one straight line and the recent slope
         // agrees with it.
-        let slow_t = b / self.slow.slope_se();
-        let local_sd = noise.max(self.fast.residual_var().sqrt().min(2.0 * noise));
+        // Autocorrelated noise: the lag-1 estimate sees only (1 - ρ) of
+        // the variance a fit's residuals show; the slope's variance grows
+        // by about (1 + ρ) / (1 - ρ) = 2 v_res / v_1 - 1.
+        let v1 = self.noise_var.max(1e-12);
+        let infl = |v_res: f64| (2.0 * v_res / v1 - 1.0).max(1.0).sqrt();
+        let se_fast = se_fast * infl(self.fast.residual_var());
+        let slow_t = b / (self.slow.slope_se() * infl(self.slow.residual_var()));
+        let local_sd = noise.max(self.fast.residual_var().sqrt());
         let slow_linear = self.slow.residual_var().sqrt() <= 1.5 * local_sd + 0.1 * b.abs() * tau_h;
         let decelerating = b_fast < 0.9 * b - 2.5 * se_fast;
         let accelerating = b_fast > 1.1 * b + 2.5 * se_fast;
@@ -329,8 +448,22 @@ impl TrendState {
             self.fast.residual_var().sqrt() <= 1.5 * noise + 0.1 * b_fast.abs() * tau_fast_h;
         let fast_ok = accelerating && fast_t >= rule.min_t && fast_linear;
 
+        // Long path: a slow fill, significant over the long fit even with
+        // autocorrelated noise, that the slow and fast fits do not contradict.
+        let b_long = self.long.slope().unwrap_or(0.0);
+        let long_t = b_long / (self.long.slope_se() * infl(self.long.residual_var()));
+        let slow_se = self.slow.slope_se() * infl(self.slow.residual_var());
+        let long_ok = !slow_ok
+            && !fast_ok
+            && long_t >= rule.min_t
+            && b >= 0.5 * b_long - 2.5 * slow_se
+            && b <= 2.0 * b_long + 2.5 * slow_se
+            && b_fast >= 0.5 * b_long - 2.5 * se_fast
+            && self.long.n_eff() >= 4.0 * f64::from(rule.min_points);
         let (level, slope) = if fast_ok {
             (s, b_fast)
+        } else if long_ok {
+            (self.long.level_at(t_now), b_long)
         } else {
             (slow_level, b)
         };
@@ -340,14 +473,27 @@ impl TrendState {
         let headroom = lim - s;
         let rise = s - self.valley;
         // The fast path sees a short span: it may extrapolate half as far.
-        let reach = if fast_ok { 0.5 } else { 1.0 } * rule.max_extrapolation;
-        let bounded = headroom <= reach * rise;
+        // A young rise (a nightly job, a burst, a ramp that may stop) is
+        // extrapolated at most as far as it rose; the full reach comes
+        // with RISE_MATURE_H of rising.
+        let age_h = (end_ms - self.low_ms.max(self.t0_ms)) as f64 / MS_PER_HOUR;
+        let k = 1.0 + (rule.max_extrapolation - 1.0).max(0.0) * (age_h / RISE_MATURE_H).min(1.0);
+        let k = k.min(rule.max_extrapolation.max(0.0));
+        let reach = if fast_ok { 0.5 } else { 1.0 } * k;
+        let bounded = headroom <= reach * rise && rise >= REPEAT_MARGIN * self.cleared;
         // The newest window agrees with the fast level (not a cleanup drop
         // or a spike that is still being absorbed).
         let agrees = (y - s).abs() <= 4.0 * local_sd + 1e-9 * lim.abs();
-        let fire =
-            enough && !reached && agrees && (slow_ok || fast_ok) && within(horizon_h) && bounded;
-        let hold = !reached && (fast_ok || slow_t >= 0.5 * rule.min_t) && within(1.5 * horizon_h);
+        let fire = enough
+            && !reached
+            && self.spent.armed(s)
+            && agrees
+            && (slow_ok || fast_ok || long_ok)
+            && within(horizon_h)
+            && bounded;
+        let hold = !reached
+            && (fast_ok || long_ok || slow_t >= 0.5 * rule.min_t)
+            && within(1.5 * horizon_h);
         Assessment {
             level,
             slope,
@@ -355,6 +501,7 @@ impl TrendState {
             fire,
             hold,
             reached,
+            fast_level: s,
         }
     }
 
@@ -382,6 +529,7 @@ impl TrendState {
                 if a.fire {
                     self.firing_since = now.into();
                     self.failing_since = OptMs::NONE;
+                    self.spent = Latch(a.fast_level);
                     out.push(event(rule, rules, w, &a, AlertStatus::Firing, now));
                 }
             }
@@ -497,4 +645,147 @@ fn event(
     e.window_start_ms = Some(w.start_ms);
     e.window_end_ms = Some(w.end_ms);
     e
+}
+
+#[cfg(test)]
+mod latch_tests {
+    //! Regression tests for issue 20, cause 1: re-alerting at the limit.
+
+    use super::*;
+    use crate::model::{Agg, SeriesMeta};
+
+    const MIN: i64 = 60_000;
+
+    /// Feeds minute values; returns the events as (minute, status, summary).
+    fn run(values: &[f64]) -> Vec<(usize, AlertStatus, String)> {
+        let rules = RuleSet::default_rules();
+        let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+            panic!("default rules lack disk_full_predicted");
+        };
+        let series = SeriesMeta::new("t", "h", "disk_used_pct", "mount=/");
+        let mut st = TrendState::default();
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            let start = i as i64 * MIN;
+            let w = WindowAggregate {
+                series: series.clone(),
+                start_ms: start,
+                end_ms: start + MIN,
+                agg: Agg::new(start, v),
+            };
+            out.clear();
+            st.on_window(rule, &rules, &w, &mut out);
+            events.extend(out.iter().map(|e| (i, e.status, e.summary.clone())));
+        }
+        events
+    }
+
+    /// Deterministic noise in [-1, 1].
+    fn wiggle(i: usize) -> f64 {
+        let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        2.0 * (x as f64 / (1u64 << 53) as f64) - 1.0
+    }
+
+    /// 12 h flat at 40, a fill of 2 %/h to 100 (30 h), then `hold_h`
+    /// hours of a full disk: 99.8 ± 0.4, clipped at 100.
+    fn fill_then_full(hold_h: usize) -> Vec<f64> {
+        let mut v = Vec::new();
+        for i in 0..(12 + 30 + hold_h) * 60 {
+            let h = i as f64 / 60.0;
+            let c = if h < 12.0 {
+                40.0
+            } else {
+                40.0 + 2.0 * (h - 12.0)
+            };
+            let x = if c >= 100.0 {
+                99.8 + 0.4 * wiggle(i)
+            } else {
+                c + 0.3 * wiggle(i)
+            };
+            v.push(x.min(100.0));
+        }
+        v
+    }
+
+    #[test]
+    fn a_full_disk_sitting_just_under_the_limit_holds_one_incident() {
+        let v = fill_then_full(48);
+        assert!(v.iter().filter(|&&x| x == 100.0).count() > 100);
+        let ev = run(&v);
+        let st: Vec<AlertStatus> = ev.iter().map(|e| e.1).collect();
+        assert_eq!(st, [AlertStatus::Firing, AlertStatus::Resolved], "{ev:?}");
+        assert!(ev[1].2.contains("reached"), "{}", ev[1].2);
+        // Fired long before full (42 h), resolved near it.
+        assert!(ev[0].0 < 30 * 60, "fired at minute {}", ev[0].0);
+        assert!(ev[1].0 > 40 * 60, "resolved at minute {}", ev[1].0);
+    }
+
+    #[test]
+    fn one_window_touching_the_limit_does_not_resolve() {
+        // A fill at 2 %/h with a single window at 100 when the level is
+        // about 90: the incident stays open.
+        let mut v = fill_then_full(0);
+        v.truncate(37 * 60);
+        let spike = 37 * 60 - 10;
+        v[spike] = 100.0;
+        let ev = run(&v);
+        let st: Vec<AlertStatus> = ev.iter().map(|e| e.1).collect();
+        assert_eq!(st, [AlertStatus::Firing], "{ev:?}");
+    }
+
+    #[test]
+    fn a_state_checkpointed_before_issue_20_restores() {
+        let rules = RuleSet::default_rules();
+        let rule = &rules.trend[0];
+        let series = SeriesMeta::new("t", "h", "disk_used_pct", "mount=/");
+        let mut st = TrendState::default();
+        let mut out = Vec::new();
+        for i in 0..300 {
+            let start = i * MIN;
+            let w = WindowAggregate {
+                series: series.clone(),
+                start_ms: start,
+                end_ms: start + MIN,
+                agg: Agg::new(start, 50.0 + wiggle(i as usize)),
+            };
+            st.on_window(rule, &rules, &w, &mut out);
+        }
+        let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(&st) else {
+            panic!("state does not serialize to an object");
+        };
+        for k in ["long", "spent", "crest", "cleared", "low_ms"] {
+            assert!(m.remove(k).is_some(), "{k} not serialized");
+        }
+        let back: TrendState = match serde_json::from_value(serde_json::Value::Object(m)) {
+            Ok(b) => b,
+            Err(e) => panic!("old state does not restore: {e}"),
+        };
+        assert_eq!((back.slow, back.fast), (st.slow, st.fast));
+        assert!(back.spent.0.is_nan() && back.crest.is_nan());
+        assert_eq!(back.long, EwFit::default());
+        // Same state round trip: exact.
+        let json = serde_json::to_string(&st).unwrap_or_default();
+        let again: Result<TrendState, _> = serde_json::from_str(&json);
+        assert_eq!(again.ok().as_ref(), Some(&st));
+    }
+
+    #[test]
+    fn a_cleanup_rearms_the_rule_for_the_next_fill() {
+        // Full for 6 h, cleaned to 40, flat 12 h, then the same fill again.
+        let mut v = fill_then_full(6);
+        v.extend(fill_then_full(6));
+        let ev = run(&v);
+        let st: Vec<AlertStatus> = ev.iter().map(|e| e.1).collect();
+        assert_eq!(
+            st,
+            [
+                AlertStatus::Firing,
+                AlertStatus::Resolved,
+                AlertStatus::Firing,
+                AlertStatus::Resolved
+            ],
+            "{ev:?}"
+        );
+    }
 }

@@ -376,9 +376,165 @@ fn trend_scenarios() {
         "median predicted-time error at first firing {first_med}"
     );
     assert!(slow_lead >= 18.0, "median lead of slow fills {slow_lead} h");
+    // Was 5 while the rule extrapolated a rise at most as far as it rose
+    // (max_extrapolation 1). Issue 20 raised it to 2 for rises older than
+    // 8 h (median lead +3-5 h, p10 +3 h on the lab fleet, whose false
+    // rate stays under 10 per 1,000 disk-days). On these trap-only disks
+    // (no quiet disks: 1,225 disk-days of traps) that costs the fast ramps
+    // that stop at 80-92 % (indistinguishable from a fill until they
+    // stop) and first-night backup growth (no history yet): 19 incidents.
     assert!(
-        total_fa <= 5,
+        total_fa <= 20,
         "{total_fa} false predictive incidents on traps"
     );
     assert_eq!(flat_alarms, 0, "predictive alerts on noisy flat series");
+}
+
+// ---------------------------------------------------------------------------
+// Lab fleet: 1,000 disks × 14 days of 1-minute points (vigil-sim's disklab)
+// ---------------------------------------------------------------------------
+
+use vigil_sim::disklab::{DiskLab, DiskLabConfig, LabDisk};
+use vigil_sim::diskscore::{DiskScorer, DiskScores, ScoredIncident};
+
+/// Runs one trend rule over one lab disk (window means straight into the
+/// detector's state) and returns the incidents it opened.
+fn lab_incidents(
+    rule: &TrendRule,
+    rules: &RuleSet,
+    start_ms: i64,
+    d: &LabDisk,
+) -> Vec<ScoredIncident> {
+    let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+    let mut st = TrendState::default();
+    let mut out: Vec<AlertEvent> = Vec::new();
+    let mut incidents = Vec::new();
+    for (i, v) in d.values.iter().enumerate() {
+        let Some(v) = *v else { continue };
+        let start = start_ms + i as i64 * MIN_MS;
+        let w = WindowAggregate {
+            series: series.clone(),
+            start_ms: start,
+            end_ms: start + MIN_MS,
+            agg: Agg::new(start, v),
+        };
+        out.clear();
+        st.on_window(rule, rules, &w, &mut out);
+        for e in out.iter().filter(|e| e.status == AlertStatus::Firing) {
+            let p = e.predicted_at_ms.unwrap_or(i64::MAX / 2);
+            incidents.push(ScoredIncident {
+                fired: i,
+                predicted: (p - start_ms) as f64 / MIN_MS as f64,
+            });
+        }
+    }
+    incidents
+}
+
+/// Scores the default `disk_full_predicted` rule on the lab fleet of
+/// `seed`, on two threads.
+fn lab_scores(seed: u64) -> DiskScores {
+    let rules = RuleSet::default_rules();
+    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+        panic!("default rules lack disk_full_predicted");
+    };
+    let lab = DiskLab::new(DiskLabConfig::new(seed));
+    let start_ms = lab.config().start_ms;
+    let threads = 2;
+    let parts: Vec<DiskScorer> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|k| {
+                let (lab, rules) = (&lab, &rules);
+                s.spawn(move || {
+                    let mut sc = DiskScorer::new();
+                    for i in (k..lab.len()).step_by(threads) {
+                        if let Some(d) = lab.disk(i) {
+                            sc.add(&d.truth, &lab_incidents(rule, rules, start_ms, &d));
+                        }
+                    }
+                    sc
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("scoring thread panicked"))
+            })
+            .collect()
+    });
+    let mut all = DiskScorer::new();
+    for p in parts {
+        all.merge(p);
+    }
+    all.scores()
+}
+
+/// Tuning seeds: the detector's constants were chosen looking at these.
+const TUNING_SEEDS: [u64; 2] = [1, 2];
+
+#[test]
+#[ignore = "prints the lab figures of the tuning seeds (run with --ignored --nocapture)"]
+fn lab_fleet_tuning_seeds() {
+    for seed in TUNING_SEEDS {
+        let t = std::time::Instant::now();
+        let s = lab_scores(seed);
+        eprintln!("seed {seed} ({:.1} s): {s}", t.elapsed().as_secs_f64());
+    }
+}
+
+/// Held-out seeds: never looked at while choosing the detector's
+/// constants; the targets are asserted on these.
+const HELD_OUT_SEEDS: [u64; 3] = [101, 102, 103];
+
+/// DESIGN.md "Detectors" targets, met on the held-out seeds.
+const TARGET_MEDIAN_LEAD_H: f64 = 20.0;
+const TARGET_FALSE_PER_1000_DISK_DAYS: f64 = 10.0;
+const TARGET_INCIDENTS_PER_FILLING_DISK: f64 = 1.5;
+/// DESIGN.md targets NOT met yet (issue 20 stays open for them): recall
+/// at least 0.99, p10 lead at least 8 h, median predicted-time error at
+/// most 0.15. The
+/// test holds the floors measured when this slice landed (held-out seeds
+/// 101-103: recall 0.958-0.975, p10 lead 6.0-7.0 h, error 0.129-0.168) so
+/// they cannot regress unnoticed; they are floors, not the targets.
+const FLOOR_RECALL: f64 = 0.95;
+const FLOOR_P10_LEAD_H: f64 = 5.5;
+const CEILING_PREDICTED_ERROR: f64 = 0.18;
+
+#[test]
+fn lab_fleet_held_out_seeds_meet_the_targets() {
+    for seed in HELD_OUT_SEEDS {
+        let s = lab_scores(seed);
+        eprintln!("seed {seed}: {s}");
+        assert!(
+            s.median_lead_h >= TARGET_MEDIAN_LEAD_H,
+            "seed {seed}: median lead {:.1} h",
+            s.median_lead_h
+        );
+        assert!(
+            s.false_per_1000_disk_days <= TARGET_FALSE_PER_1000_DISK_DAYS,
+            "seed {seed}: {:.1} false incidents per 1000 disk-days",
+            s.false_per_1000_disk_days
+        );
+        assert!(
+            s.incidents_per_filling_disk <= TARGET_INCIDENTS_PER_FILLING_DISK,
+            "seed {seed}: {:.2} incidents per filling disk",
+            s.incidents_per_filling_disk
+        );
+        assert!(
+            s.recall >= FLOOR_RECALL,
+            "seed {seed}: recall {:.3}",
+            s.recall
+        );
+        assert!(
+            s.p10_lead_h >= FLOOR_P10_LEAD_H,
+            "seed {seed}: p10 lead {:.1} h",
+            s.p10_lead_h
+        );
+        assert!(
+            s.median_predicted_error <= CEILING_PREDICTED_ERROR,
+            "seed {seed}: median predicted-time error {:.3}",
+            s.median_predicted_error
+        );
+    }
 }

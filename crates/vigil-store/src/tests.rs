@@ -499,7 +499,7 @@ fn rejected(reason: RejectReason, offset: i64) -> Rejected {
 #[test]
 fn dlq_writes_json_lines_with_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut w = DlqWriter::new(dir.path(), true);
+    let mut w = DlqWriter::new(dir.path(), "rmm.telemetry.v1", true);
     assert_eq!(w.flush(range(0, 0)).unwrap().path, None);
     w.push(&rejected(RejectReason::NonFinite, 10)).unwrap();
     w.push(&rejected(RejectReason::Decode, 11)).unwrap();

@@ -142,10 +142,13 @@ pub struct FullCopy<'a> {
 
 /// `xxh3-128:<hex>` of `bytes` ([`DIGEST_ALGORITHM`]).
 pub fn digest(bytes: &[u8]) -> String {
-    format!(
-        "{DIGEST_ALGORITHM}:{:032x}",
-        xxhash_rust::xxh3::xxh3_128(bytes)
-    )
+    format_digest(xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
+/// `xxh3-128:<hex>` of an xxh3-128 value computed elsewhere (a streaming
+/// hash of a record that was read through).
+pub fn format_digest(xxh3_128: u128) -> String {
+    format!("{DIGEST_ALGORITHM}:{xxh3_128:032x}")
 }
 
 /// The file name of a full copy (see the module docs).
@@ -265,6 +268,75 @@ fn full_rel_path(source: &str, position: Position, ordinal: u32, ext: &str) -> S
     )
 }
 
+/// Directory of undelivered dead letters under `dlq/`.
+pub const UNDELIVERED_DIR: &str = "undelivered";
+
+/// A dead letter the DLQ topic did not take, as the worker tried to send
+/// it: kept as one JSON file by [`write_undelivered`].
+#[derive(Debug, Clone, Copy)]
+pub struct UndeliveredLetter<'a> {
+    /// The input topic (names the file).
+    pub source: &'a str,
+    /// The refused record's position (names the file).
+    pub position: Position,
+    /// The DLQ topic.
+    pub topic: &'a str,
+    /// The message key.
+    pub key: Option<&'a [u8]>,
+    /// The message headers.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The message value (a bounded dead letter).
+    pub value: &'a [u8],
+    /// Why it was not delivered.
+    pub error: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct UndeliveredJson<'a> {
+    topic: &'a str,
+    key: Option<Raw<'a>>,
+    headers: std::collections::BTreeMap<&'a str, Cow<'a, str>>,
+    value: Raw<'a>,
+    error: &'a str,
+}
+
+/// Writes an undelivered dead letter to
+/// `dlq/undelivered/undelivered-<source>-p<partition:05>-<offset:020>-<xxh3-64 of the value:016x>.json`:
+/// `{"topic", "key" (base64 or null), "headers" {name: value}, "value"
+/// (base64), "error"}`. The name depends on the letter only, so a
+/// reprocessed record rewrites the same file. Returns its path.
+pub fn write_undelivered(root: &Path, sync: bool, u: &UndeliveredLetter<'_>) -> Result<PathBuf> {
+    let name = format!(
+        "undelivered-{}-p{:05}-{:020}-{:016x}.json",
+        sanitize_source(u.source),
+        u.position.partition,
+        u.position.offset.max(0),
+        xxhash_rust::xxh3::xxh3_64(u.value)
+    );
+    let doc = UndeliveredJson {
+        topic: u.topic,
+        key: u.key.map(Raw),
+        headers: u
+            .headers
+            .iter()
+            .map(|(k, v)| (*k, String::from_utf8_lossy(v)))
+            .collect(),
+        value: Raw(u.value),
+        error: u.error,
+    };
+    let bytes = serde_json::to_vec(&doc).map_err(|source| StoreError::Json {
+        partition: u.position.partition,
+        offset: u.position.offset,
+        source,
+    })?;
+    let dir = root.join(DLQ_DIR).join(UNDELIVERED_DIR);
+    let (path, ()) = write_atomic(&dir, &name, sync, |mut file, tmp| {
+        use std::io::Write as _;
+        file.write_all(&bytes).map_err(StoreError::io("write", tmp))
+    })?;
+    Ok(path)
+}
+
 /// A record the input reader could not hand over whole (its length
 /// prefix is above the reader's limit, or the input ends inside it): the
 /// reader skipped it and kept its first bytes and digest.
@@ -279,10 +351,10 @@ pub struct Unread<'a> {
     /// The first bytes of the record (the letter keeps at most
     /// [`HEAD_BYTES`]).
     pub head: &'a [u8],
-    /// Bytes of the record (announced by its length prefix, or present
-    /// before the end of the input).
+    /// Bytes of the record that were read (all of it, unless the input
+    /// ends inside it; the detail says what its prefix announced).
     pub original_bytes: u64,
-    /// [`digest`] of the bytes of the record that were read.
+    /// [`digest`] of those bytes.
     pub digest: &'a str,
 }
 
@@ -679,6 +751,34 @@ mod tests {
         assert_eq!(v["original_bytes"], 70_000_000);
         assert_eq!(v["head"].as_str().unwrap().len(), base64_len(HEAD_BYTES));
         assert_eq!(v["full_path"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn undelivered_letters_are_kept_whole_under_a_deterministic_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = UndeliveredLetter {
+            source: "rmm.t",
+            position: Position {
+                partition: 2,
+                offset: 9,
+            },
+            topic: "rmm.dlq",
+            key: Some(b"a1"),
+            headers: &[("vigil.reason", b"late")],
+            value: b"{\"reason\":\"late\"}",
+            error: "Message production error: TopicAuthorizationFailed",
+        };
+        let p = write_undelivered(dir.path(), false, &u).unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("undelivered-rmm.t-p00002-00000000000000000009-"),
+            "{name}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(v["headers"]["vigil.reason"], "late");
+        assert_eq!(v["key"], "YTE=");
+        assert_eq!(v["topic"], "rmm.dlq");
+        assert_eq!(write_undelivered(dir.path(), false, &u).unwrap(), p);
     }
 
     #[test]

@@ -160,11 +160,15 @@ fn truncated_input_is_a_dead_letter_and_a_corrupt_prefix_a_clear_error() {
     let letters = crate::common::dead_letters(&data);
     assert_eq!(letters.len(), 1, "{letters:?}");
     let l = &letters[0];
-    assert_eq!((&l["reason"], &l["offset"]), (&"decode".into(), &0.into()));
+    assert_eq!(l["reason"], "decode");
+    assert_eq!(l["offset"], 0);
     assert_eq!(l["original_bytes"], 3);
     assert_eq!(l["digest"], vigil_store::digest(&[1, 2, 3]));
     assert!(
-        l["detail"].as_str().unwrap().contains("ends after 3 of its 100 bytes"),
+        l["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ends after 3 of its 100 bytes"),
         "{l}"
     );
     // A length prefix that never ends: no record boundary after it.
@@ -186,7 +190,15 @@ fn truncated_input_is_a_dead_letter_and_a_corrupt_prefix_a_clear_error() {
 fn ingest_skips_a_record_over_the_reader_limit_and_keeps_the_records_around_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).display().to_string();
-    let o = vigil(&["simulate", "--agents", "4", "--hours", "1", "--out", &d("good.bin")]);
+    let o = vigil(&[
+        "simulate",
+        "--agents",
+        "4",
+        "--hours",
+        "1",
+        "--out",
+        &d("good.bin"),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let good = std::fs::read(d("good.bin")).unwrap();
     let records: Vec<&[u8]> = vigil_sim::read_delimited_slice(&good)
@@ -209,7 +221,13 @@ fn ingest_skips_a_record_over_the_reader_limit_and_keeps_the_records_around_it()
         }
     }
     for name in ["good", "bad"] {
-        let o = vigil(&["ingest", "--input", &d(&format!("{name}.bin")), "--data-dir", &d(name)]);
+        let o = vigil(&[
+            "ingest",
+            "--input",
+            &d(&format!("{name}.bin")),
+            "--data-dir",
+            &d(name),
+        ]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
     }
     let rows = |dir: &str| -> usize {

@@ -915,7 +915,11 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
     };
     let max_batch = vigil_ops::config::Limits::default().max_batch_bytes;
     let message_max = env.kafka_settings().producer_message_max_bytes().unwrap();
-    assert_eq!((max_batch, message_max), (1 << 20, 1_000_000), "default limits");
+    assert_eq!(
+        (max_batch, message_max),
+        (1 << 20, 1_000_000),
+        "default limits"
+    );
     let budget = vigil_kafka::headers::dead_letter_value_budget(message_max);
     let batch = |seq: u64, pts: &[(i64, f64)]| -> Vec<u8> {
         TelemetryBatch {
@@ -931,10 +935,26 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
     let nans: Vec<(i64, f64)> = (0..50_000).map(|k| (T0 + 60_000 + k, f64::NAN)).collect();
     // (payload, reason, truncated on the topic)
     let poison: Vec<(Vec<u8>, &str, bool)> = vec![
-        (many_series("z", 2, 10_001, max_batch), "too_many_series", true),
-        (many_series("z", 3, 10_001, max_batch + 1), "too_large", true),
-        (many_series("z", 4, 10_001, budget), "too_many_series", false),
-        (many_series("z", 5, 10_001, budget + 1), "too_many_series", true),
+        (
+            many_series("z", 2, 10_001, max_batch),
+            "too_many_series",
+            true,
+        ),
+        (
+            many_series("z", 3, 10_001, max_batch + 1),
+            "too_large",
+            true,
+        ),
+        (
+            many_series("z", 4, 10_001, budget),
+            "too_many_series",
+            false,
+        ),
+        (
+            many_series("z", 5, 10_001, budget + 1),
+            "too_many_series",
+            true,
+        ),
         (batch(6, &nans), "non_finite", true),
     ];
     let mut records = vec![("z".to_string(), batch(1, &[(T0, 5.0)]))];
@@ -952,6 +972,7 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
         .unwrap();
     for (k, v) in &records {
         p.send(BaseRecord::to(&env.topic).key(k.as_bytes()).payload(v))
+            .map_err(|(e, _)| e)
             .unwrap();
         p.flush(Duration::from_secs(30)).unwrap();
     }
@@ -972,7 +993,10 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
             .unwrap_or_else(|| panic!("no dead letter for offset {}", src.offset));
         let what = format!("{reason} of {} bytes", bytes.len());
         assert_eq!(d.headers["vigil.reason"], *reason, "{what}");
-        assert_eq!(d.headers["vigil.source.partition"], src.partition.to_string());
+        assert_eq!(
+            d.headers["vigil.source.partition"],
+            src.partition.to_string()
+        );
         let hs: Vec<(&str, &[u8])> = d
             .headers
             .iter()
@@ -990,7 +1014,11 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
             assert_eq!(&d.payload, bytes, "{what}: the record, byte for byte");
             continue;
         }
-        assert_eq!(d.headers["content-type"], vigil_kafka::headers::JSON, "{what}");
+        assert_eq!(
+            d.headers["content-type"],
+            vigil_kafka::headers::JSON,
+            "{what}"
+        );
         assert_eq!(d.headers["vigil.truncated"], "true", "{what}");
         let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
         assert!(d.payload.len() <= budget, "{what}");

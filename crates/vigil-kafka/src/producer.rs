@@ -574,7 +574,8 @@ mod tests {
         cluster.create_topic("dlq", 1, 1).unwrap();
         cluster.create_topic("alerts", 1, 1).unwrap();
         let mut p = AckedProducer::new(&settings(&cluster), Duration::from_secs(5)).unwrap();
-        p.prepare(&["dlq", "alerts"], Duration::from_secs(10)).unwrap();
+        p.prepare(&["dlq", "alerts"], Duration::from_secs(10))
+            .unwrap();
         p.send_dead_letter("dlq", Some(b"a1"), b"ok", &[("vigil.reason", b"late")])
             .unwrap();
         p.flush(Duration::from_secs(40)).unwrap();

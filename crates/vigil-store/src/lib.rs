@@ -34,8 +34,8 @@ pub mod schema;
 pub mod writer;
 
 pub use bound::{
-    bound_letter, digest, encode_unread, format_digest, write_undelivered, write_full_copy, Bounded, FullCopy, LetterBudget,
-    LetterForm, Unread, UndeliveredLetter,
+    bound_letter, digest, encode_unread, format_digest, write_full_copy, write_undelivered,
+    Bounded, FullCopy, LetterBudget, LetterForm, UndeliveredLetter, Unread,
 };
 pub use checkpoint::CheckpointStore;
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};

@@ -148,7 +148,12 @@ impl Replay {
             offset: self.next_offset,
         };
         self.next_offset += 1;
-        tracing::warn!(reason = reason.as_str(), offset = position.offset, detail, "input record skipped");
+        tracing::warn!(
+            reason = reason.as_str(),
+            offset = position.offset,
+            detail,
+            "input record skipped"
+        );
         self.dlq
             .push_unread(&Unread {
                 reason,

@@ -152,9 +152,7 @@ impl Settings {
                     ));
                 }
             }
-            None => problems.push(
-                "kafka message.max.bytes: must be a positive integer".into(),
-            ),
+            None => problems.push("kafka message.max.bytes: must be a positive integer".into()),
         }
         problems.extend(self.kafka.validate());
         if self.worker.flush_interval.is_zero() {

@@ -523,10 +523,9 @@ impl Worker {
         let message_max = kafka
             .producer_message_max_bytes()
             .context("kafka message.max.bytes is not a positive integer")?;
-        let dlq_budget = LetterBudget::new(vigil_kafka::headers::dead_letter_value_budget(
-            message_max,
-        ))
-        .with_context(|| format!("dead letters under message.max.bytes = {message_max}"))?;
+        let dlq_budget =
+            LetterBudget::new(vigil_kafka::headers::dead_letter_value_budget(message_max))
+                .with_context(|| format!("dead letters under message.max.bytes = {message_max}"))?;
         let consumer =
             vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?;
         tracing::info!(

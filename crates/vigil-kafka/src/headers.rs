@@ -63,7 +63,7 @@ pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// message (key, headers and framing) stays within a producer's
 /// `message.max.bytes`: that limit minus [`RECORD_OVERHEAD`],
 /// [`KEY_MAX_BYTES`], [`HEADERS_MAX_BYTES`] and [`SAFETY_MARGIN`]
-/// (995,636 bytes for the default 1,000,000).
+/// (996,636 bytes for the default 1,000,000).
 pub fn dead_letter_value_budget(message_max_bytes: usize) -> usize {
     message_max_bytes
         .saturating_sub(RECORD_OVERHEAD + KEY_MAX_BYTES + HEADERS_MAX_BYTES + SAFETY_MARGIN)
@@ -132,7 +132,7 @@ mod tests {
             let total = wire_size(KEY_MAX_BYTES, value, &worst);
             assert!(total + SAFETY_MARGIN <= max, "{total} for {max}");
         }
-        assert_eq!(dead_letter_value_budget(DEFAULT_MESSAGE_MAX_BYTES), 995_636);
+        assert_eq!(dead_letter_value_budget(DEFAULT_MESSAGE_MAX_BYTES), 996_636);
     }
 
     #[test]

@@ -139,23 +139,124 @@ fn simulate_and_ingest_stream_through_standard_io() {
 }
 
 #[test]
-fn truncated_input_is_a_clear_error() {
+fn truncated_input_is_a_dead_letter_and_a_corrupt_prefix_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.bin");
-    // A length prefix of 100 followed by 3 bytes.
+    let data = dir.path().join("d");
+    let ingest = || {
+        vigil(&[
+            "ingest",
+            "--input",
+            &f.display().to_string(),
+            "--data-dir",
+            &data.display().to_string(),
+        ])
+    };
+    // A length prefix of 100 followed by 3 bytes: the input ends inside
+    // the record, which becomes a dead letter.
     std::fs::write(&f, [100u8, 1, 2, 3]).unwrap();
-    let o = vigil(&[
-        "ingest",
-        "--input",
-        &f.display().to_string(),
-        "--data-dir",
-        &dir.path().join("d").display().to_string(),
-    ]);
+    let o = ingest();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let letters = crate::common::dead_letters(&data);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let l = &letters[0];
+    assert_eq!(l["reason"], "decode");
+    assert_eq!(l["offset"], 0);
+    assert_eq!(l["original_bytes"], 3);
+    assert_eq!(l["digest"], vigil_store::digest(&[1, 2, 3]));
+    assert!(
+        l["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ends after 3 of its 100 bytes"),
+        "{l}"
+    );
+    // A length prefix that never ends: no record boundary after it.
+    std::fs::write(&f, [0xffu8; 12]).unwrap();
+    let o = ingest();
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("bad.bin") && stderr(&o).contains("record 0"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// Issue 18 item 9: a record whose length prefix is over the reader's
+/// limit stopped the whole ingest with nothing written. It is now skipped
+/// (read through, never held) to a `too_large` dead letter, and the
+/// records before and after it are ingested as without it.
+#[test]
+fn ingest_skips_a_record_over_the_reader_limit_and_keeps_the_records_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let o = vigil(&[
+        "simulate",
+        "--agents",
+        "4",
+        "--hours",
+        "1",
+        "--out",
+        &d("good.bin"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let good = std::fs::read(d("good.bin")).unwrap();
+    let records: Vec<&[u8]> = vigil_sim::read_delimited_slice(&good)
+        .map(|r| r.unwrap())
+        .collect();
+    let half = records.len() / 2;
+    let over = vigil_sim::MAX_DELIMITED_RECORD + 1;
+    {
+        use std::io::{Read as _, Write as _};
+        let mut f = std::io::BufWriter::new(std::fs::File::create(d("bad.bin")).unwrap());
+        for r in &records[..half] {
+            vigil_sim::write_delimited(&mut f, r).unwrap();
+        }
+        let mut prefix = Vec::new();
+        prost::encoding::encode_varint(over, &mut prefix);
+        f.write_all(&prefix).unwrap();
+        std::io::copy(&mut std::io::repeat(7).take(over), &mut f).unwrap();
+        for r in &records[half..] {
+            vigil_sim::write_delimited(&mut f, r).unwrap();
+        }
+    }
+    for name in ["good", "bad"] {
+        let o = vigil(&[
+            "ingest",
+            "--input",
+            &d(&format!("{name}.bin")),
+            "--data-dir",
+            &d(name),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+    let rows = |dir: &str| -> usize {
+        crate::common::sql(std::path::Path::new(&d(dir)), "SELECT * FROM aggregates")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
+    };
+    assert!(rows("good") > 100);
+    assert_eq!(rows("good"), rows("bad"));
+    let (good_letters, bad_letters) = (
+        crate::common::dead_letters(std::path::Path::new(&d("good"))),
+        crate::common::dead_letters(std::path::Path::new(&d("bad"))),
+    );
+    assert_eq!(bad_letters.len(), good_letters.len() + 1);
+    let skipped: Vec<_> = bad_letters
+        .iter()
+        .filter(|l| l["reason"] == "too_large" && l["original_bytes"] == over)
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    let l = skipped[0];
+    assert_eq!(l["truncated"], true);
+    assert_eq!(l["offset"], half);
+    assert_eq!(l["original_bytes"], over);
+    // The input file holds the record: no copy of it.
+    assert_eq!(l["full_path"], serde_json::Value::Null);
+    assert_eq!(
+        l["head"].as_str().unwrap().len(),
+        vigil_store::bound::HEAD_BYTES / 3 * 4 + 4
     );
 }
 

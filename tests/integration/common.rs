@@ -73,7 +73,11 @@ pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
     let Ok(rd) = std::fs::read_dir(dir.join("dlq")) else {
         return out;
     };
-    let mut files: Vec<_> = rd.map(|e| e.unwrap().path()).collect();
+    // Only the .jsonl files: dlq/full/ and dlq/undelivered/ hold copies.
+    let mut files: Vec<_> = rd
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
     files.sort();
     for f in files {
         for line in std::fs::read_to_string(f).unwrap().lines() {

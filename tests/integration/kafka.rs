@@ -933,6 +933,199 @@ fn kafka_malformed_records_land_in_the_dlq_topic_with_reason_and_source() {
     );
 }
 
+/// A batch of agent `agent` whose encoded size is exactly `target` bytes,
+/// padded through its agent info (which no rule checks).
+fn padded_to(mut b: TelemetryBatch, target: usize) -> Vec<u8> {
+    for os in 0..4 {
+        let mut k = 0usize;
+        for _ in 0..8 {
+            b.agent = Some(AgentInfo {
+                hostname: "h".repeat(k),
+                os: "o".repeat(os),
+                ..AgentInfo::default()
+            });
+            let len = b.encoded_len();
+            if len == target {
+                return b.encode_to_vec();
+            }
+            k = (k as i64 + target as i64 - len as i64).max(0) as usize;
+        }
+    }
+    panic!("cannot pad a batch to {target} bytes");
+}
+
+/// A batch with `n` one-point series (more than the 10,000 a batch may
+/// have: refused as `too_many_series`), padded to `target` bytes.
+fn many_series(agent: &str, seq: u64, n: usize, target: usize) -> Vec<u8> {
+    let b = TelemetryBatch {
+        tenant_id: "acme".into(),
+        agent_id: agent.into(),
+        seq,
+        sent_at_ms: T0,
+        agent: None,
+        series: (0..n)
+            .map(|i| series("service_up", &[("service", &format!("s{i}"))], &[(T0, 1.0)]))
+            .collect(),
+    };
+    padded_to(b, target)
+}
+
+/// Issue 19 item 2: no poison pill. With the default limits (the
+/// pipeline's 1 MiB `max_batch_bytes`, librdkafka's 1,000,000-byte
+/// `message.max.bytes`), refused records at every size boundary (exactly
+/// at the pipeline's limit, one byte over it, exactly at the dead-letter
+/// budget and one byte over it, and a series of 50,000 refused points)
+/// each produce one bounded dead letter, the full record is kept under
+/// `dlq/full/` when the letter is truncated, and the partition goes on:
+/// the good record after them lands in Parquet and every offset is
+/// committed.
+#[test]
+fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
+    let Some(env) = Env::new("poison") else {
+        return;
+    };
+    let max_batch = vigil_ops::config::Limits::default().max_batch_bytes;
+    let message_max = env.kafka_settings().producer_message_max_bytes().unwrap();
+    assert_eq!(
+        (max_batch, message_max),
+        (1 << 20, 1_000_000),
+        "default limits"
+    );
+    let budget = vigil_kafka::headers::dead_letter_value_budget(message_max);
+    let batch = |seq: u64, pts: &[(i64, f64)]| -> Vec<u8> {
+        TelemetryBatch {
+            tenant_id: "acme".into(),
+            agent_id: "z".into(),
+            seq,
+            sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(T0),
+            agent: None,
+            series: vec![series("cpu_pct", &[], pts)],
+        }
+        .encode_to_vec()
+    };
+    let nans: Vec<(i64, f64)> = (0..50_000).map(|k| (T0 + 60_000 + k, f64::NAN)).collect();
+    // (payload, reason, truncated on the topic)
+    let poison: Vec<(Vec<u8>, &str, bool)> = vec![
+        (
+            many_series("z", 2, 10_001, max_batch),
+            "too_many_series",
+            true,
+        ),
+        (
+            many_series("z", 3, 10_001, max_batch + 1),
+            "too_large",
+            true,
+        ),
+        (
+            many_series("z", 4, 10_001, budget),
+            "too_many_series",
+            false,
+        ),
+        (
+            many_series("z", 5, 10_001, budget + 1),
+            "too_many_series",
+            true,
+        ),
+        (batch(6, &nans), "non_finite", true),
+    ];
+    let mut records = vec![("z".to_string(), batch(1, &[(T0, 5.0)]))];
+    records.extend(poison.iter().map(|(p, _, _)| ("z".to_string(), p.clone())));
+    // After the poison: points in minute 10, then one that closes it.
+    records.push(("z".into(), batch(7, &[(T0 + 10 * MIN, 7.0)])));
+    records.push(("z".into(), batch(8, &[(T0 + 20 * MIN, 1.0)])));
+    // Records over 1,000,000 bytes need a producer with a larger
+    // message.max.bytes; zstd keeps the batches under the broker's limit.
+    let p: BaseProducer = env
+        .client()
+        .set("message.max.bytes", "2000000")
+        .set("compression.type", "zstd")
+        .create()
+        .unwrap();
+    for (k, v) in &records {
+        p.send(BaseRecord::to(&env.topic).key(k.as_bytes()).payload(v))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    let w = env.worker("w", &[]);
+    env.wait_committed(&[&w]);
+    let metrics = w.metrics();
+    let log = w.stop();
+
+    let input = env.consume(&env.topic);
+    let dlq = env.consume(&env.dlq);
+    assert_eq!(dlq.len(), poison.len(), "one dead letter each:\n{log}");
+    for (bytes, reason, truncated) in &poison {
+        let src = input.iter().find(|r| &r.payload == bytes).unwrap();
+        let d = dlq
+            .iter()
+            .find(|d| d.headers["vigil.source.offset"] == src.offset.to_string())
+            .unwrap_or_else(|| panic!("no dead letter for offset {}", src.offset));
+        let what = format!("{reason} of {} bytes", bytes.len());
+        assert_eq!(d.headers["vigil.reason"], *reason, "{what}");
+        assert_eq!(
+            d.headers["vigil.source.partition"],
+            src.partition.to_string()
+        );
+        let hs: Vec<(&str, &[u8])> = d
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        let wire = vigil_kafka::headers::wire_size(
+            d.key.as_ref().map_or(0, Vec::len),
+            d.payload.len(),
+            &hs,
+        );
+        assert!(wire <= message_max, "{what}: {wire} bytes on the wire");
+        if !truncated {
+            assert_eq!(d.headers["content-type"], vigil_kafka::headers::PROTOBUF);
+            assert!(!d.headers.contains_key("vigil.truncated"));
+            assert_eq!(&d.payload, bytes, "{what}: the record, byte for byte");
+            continue;
+        }
+        assert_eq!(
+            d.headers["content-type"],
+            vigil_kafka::headers::JSON,
+            "{what}"
+        );
+        assert_eq!(d.headers["vigil.truncated"], "true", "{what}");
+        let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+        assert!(d.payload.len() <= budget, "{what}");
+        assert_eq!(v["truncated"], true, "{what}");
+        assert_eq!(v["reason"], *reason);
+        assert_eq!(v["offset"], src.offset);
+        if *reason != "too_large" {
+            assert_eq!(v["agent"], "z", "{what}");
+        }
+        let full = std::fs::read(env.data().join(v["full_path"].as_str().unwrap())).unwrap();
+        assert_eq!(v["original_bytes"], full.len(), "{what}");
+        assert_eq!(v["digest"], vigil_store::digest(&full), "{what}");
+        if *reason == "non_finite" {
+            // The full copy is the whole letter: every refused point.
+            let all: serde_json::Value = serde_json::from_slice(&full).unwrap();
+            assert_eq!(all["points"].as_array().unwrap().len(), 50_000);
+            assert_eq!(v["point_count"], 50_000);
+            let kept = v["points"].as_array().unwrap().len();
+            assert!(kept > 10_000 && kept < 50_000, "{kept}");
+        } else {
+            assert_eq!(&full, bytes, "{what}: the full record under dlq/full");
+            assert!(!v["head"].as_str().unwrap().is_empty());
+        }
+    }
+    assert!(
+        metrics.contains("vigil_dlq_letters_truncated_total{sink=\"topic\"} 4"),
+        "{metrics}"
+    );
+    // The partition kept consuming: the window after the poison records.
+    let rows = sql(
+        &env.data(),
+        "SELECT count FROM aggregates WHERE agent = 'z' AND CAST(window_start AS BIGINT) = 1793578200000",
+    );
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "{log}");
+}
+
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

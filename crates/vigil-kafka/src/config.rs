@@ -351,6 +351,22 @@ impl KafkaSettings {
         p
     }
 
+    /// The producers' `message.max.bytes`: from `producer_properties`,
+    /// else `properties`, else librdkafka's default (1,000,000). The
+    /// dead-letter budget derives from it. `None` when the value set is
+    /// not a positive integer (librdkafka refuses it when the producer is
+    /// created).
+    pub fn producer_message_max_bytes(&self) -> Option<usize> {
+        match self
+            .producer_properties
+            .get("message.max.bytes")
+            .or_else(|| self.properties.get("message.max.bytes"))
+        {
+            Some(v) => v.trim().parse().ok().filter(|n| *n > 0),
+            None => Some(crate::headers::DEFAULT_MESSAGE_MAX_BYTES),
+        }
+    }
+
     /// The rdkafka configuration for `role`: brokers, Vigil's fixed
     /// properties, the user's properties, and the secrets (read now).
     pub fn client_config(&self, role: Role) -> Result<ClientConfig> {
@@ -466,6 +482,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn message_max_bytes_comes_from_producer_then_common_properties() {
+        let mut s = KafkaSettings::default();
+        assert_eq!(s.producer_message_max_bytes(), Some(1_000_000));
+        s.properties
+            .insert("message.max.bytes".into(), "2000000".into());
+        assert_eq!(s.producer_message_max_bytes(), Some(2_000_000));
+        s.producer_properties
+            .insert("message.max.bytes".into(), " 500000".into());
+        assert_eq!(s.producer_message_max_bytes(), Some(500_000));
+        s.producer_properties
+            .insert("message.max.bytes".into(), "lots".into());
+        assert_eq!(s.producer_message_max_bytes(), None);
+    }
 
     #[test]
     fn defaults_are_valid_and_fixed_properties_win() {

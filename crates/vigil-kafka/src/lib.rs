@@ -35,7 +35,7 @@ pub use config::{KafkaSettings, Role};
 pub(crate) use consumer::log_client;
 pub use error::{Error, Result};
 pub use latency::{LatencyHistogram, LatencySummary};
-pub use producer::AckedProducer;
+pub use producer::{AckedProducer, Undelivered};
 
 /// Re-export of the client crate, so users name the same types.
 pub use rdkafka;

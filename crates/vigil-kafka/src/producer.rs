@@ -15,13 +15,21 @@
 //! producer's [`LatencyHistogram`] ([`AckedProducer::ack_latency`]). The
 //! instant travels with the message as its delivery opaque, encoded as
 //! nanoseconds since a base instant of the producer (no allocation).
+//!
+//! Dead letters ([`AckedProducer::send_dead_letter`]) must never stop the
+//! worker: a send refused for a transient reason (queue full, timeouts,
+//! broker transport) is retried with backoff, a bounded number of times
+//! (counted in `vigil_kafka_produce_retries_total`); a message whose
+//! delivery fails is not an error of [`AckedProducer::flush`] but is kept,
+//! whole, for the caller ([`AckedProducer::take_undelivered`]), which
+//! retries it or stores it elsewhere before it commits past it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
@@ -39,6 +47,8 @@ pub struct DeliveryTracker {
     acked: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Dead letters whose delivery failed, kept for the caller.
+    undelivered: Mutex<Vec<Undelivered>>,
     /// Instant that timed sends are encoded against (see [`Self::opaque`]).
     base: Instant,
     ack_latency: Arc<LatencyHistogram>,
@@ -68,6 +78,7 @@ impl DeliveryTracker {
             acked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
+            undelivered: Mutex::new(Vec::new()),
             // A day before creation, so that instants taken shortly before
             // the producer existed still encode.
             base: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
@@ -82,11 +93,15 @@ impl DeliveryTracker {
             .checked_duration_since(self.base)
             .and_then(|d| usize::try_from(d.as_nanos()).ok())
             .and_then(|n| n.checked_add(1))
+            .filter(|o| *o != KEEP_ON_FAILURE)
             .unwrap_or(0)
     }
 
     /// The instant a delivery opaque encodes (`None` for untimed messages).
     fn sent_at(&self, opaque: usize) -> Option<Instant> {
+        if opaque == KEEP_ON_FAILURE {
+            return None;
+        }
         let n = opaque.checked_sub(1)?;
         self.base
             .checked_add(Duration::from_nanos(u64::try_from(n).ok()?))
@@ -129,6 +144,29 @@ impl ProducerContext for TrackingContext {
                         .record(waited.as_secs_f64());
                 }
             }
+            Err((e, m)) if opaque == KEEP_ON_FAILURE => {
+                metrics::counter!(metric_names::PRODUCE_FAILURES, "topic" => m.topic().to_string())
+                    .increment(1);
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let u = Undelivered {
+                    topic: m.topic().to_string(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    error: e.to_string(),
+                    transient: e.rdkafka_error_code().is_some_and(is_transient),
+                };
+                if let Ok(mut kept) = self.tracker.undelivered.lock() {
+                    kept.push(u);
+                }
+            }
             Err((e, m)) => {
                 self.tracker.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric_names::PRODUCE_FAILURES, "topic" => m.topic().to_string())
@@ -143,6 +181,64 @@ impl ProducerContext for TrackingContext {
 
 /// One header of an outgoing message.
 pub type HeaderPair<'a> = (&'a str, &'a [u8]);
+
+/// Delivery opaque of dead letters: never a timed opaque (see
+/// [`DeliveryTracker::opaque`]); a failed delivery is kept, not counted
+/// as a flush error.
+const KEEP_ON_FAILURE: usize = usize::MAX;
+
+/// Attempts of one dead-letter send refused for a transient reason.
+pub const DEAD_LETTER_SEND_ATTEMPTS: u32 = 4;
+/// Wait before the first retry of a dead-letter send; doubled each time.
+pub const DEAD_LETTER_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Errors that may pass if the same message is sent again: a full queue,
+/// timeouts, transport failures, leader elections, too few replicas.
+pub fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::QueueFull
+            | RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::PreferredLeaderNotAvailable
+            | RDKafkaErrorCode::NotEnoughReplicas
+            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+            | RDKafkaErrorCode::KafkaStorageError
+    )
+}
+
+/// A dead letter the broker did not acknowledge, whole, as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// Its topic.
+    pub topic: String,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub payload: Vec<u8>,
+    /// Its headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Why it failed.
+    pub error: String,
+    /// Whether sending it again may succeed ([`is_transient`]).
+    pub transient: bool,
+}
+
+impl Undelivered {
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
 
 /// An idempotent producer whose deliveries are checked at each flush. See
 /// the module docs.
@@ -211,6 +307,61 @@ impl AckedProducer {
     ) -> Result<()> {
         let opaque = self.tracker.opaque(since);
         self.send_with_opaque(topic, key, payload, headers, opaque)
+    }
+
+    /// Queues one dead letter. A send refused for a transient reason
+    /// ([`is_transient`], after the queue-full wait of `send`) is tried
+    /// again after [`DEAD_LETTER_BACKOFF`], doubling, up to
+    /// [`DEAD_LETTER_SEND_ATTEMPTS`] attempts in all. If its delivery
+    /// fails later, the message is kept for [`Self::take_undelivered`]
+    /// instead of failing [`Self::flush`]. An error here means the message
+    /// was not queued: the caller keeps the dead letter some other way.
+    pub fn send_dead_letter(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[HeaderPair<'_>],
+    ) -> Result<()> {
+        let mut wait = DEAD_LETTER_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.send_with_opaque(topic, key, payload, headers, KEEP_ON_FAILURE) {
+                Err(Error::Kafka { source, .. })
+                    if attempt < DEAD_LETTER_SEND_ATTEMPTS
+                        && source.rdkafka_error_code().is_some_and(is_transient) =>
+                {
+                    tracing::warn!(topic, attempt, error = %source, "dead letter not queued; retrying");
+                    metrics::counter!(metric_names::PRODUCE_RETRIES, "topic" => topic.to_string())
+                        .increment(1);
+                    // Serves delivery reports while it waits.
+                    self.producer.poll(wait);
+                    wait *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends a kept dead letter again (as [`Self::send_dead_letter`]).
+    pub fn resend(&mut self, u: &Undelivered) -> Result<()> {
+        let headers: Vec<HeaderPair<'_>> = u
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        self.send_dead_letter(&u.topic, u.key.as_deref(), &u.payload, &headers)
+    }
+
+    /// The dead letters whose delivery failed since the last call (see
+    /// [`Self::send_dead_letter`]). Complete after a [`Self::flush`].
+    pub fn take_undelivered(&mut self) -> Vec<Undelivered> {
+        self.tracker
+            .undelivered
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 
     fn send_with_opaque(
@@ -457,6 +608,50 @@ mod tests {
         if let Some(i) = long_ago {
             assert_eq!(t.opaque(i), 0);
         }
+    }
+
+    #[test]
+    fn failed_dead_letters_are_kept_whole_not_flush_errors() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("dlq", 1, 1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        let mut p = AckedProducer::new(&settings(&cluster), Duration::from_secs(5)).unwrap();
+        p.prepare(&["dlq", "alerts"], Duration::from_secs(10))
+            .unwrap();
+        p.send_dead_letter("dlq", Some(b"a1"), b"ok", &[("vigil.reason", b"late")])
+            .unwrap();
+        p.flush(Duration::from_secs(40)).unwrap();
+        assert!(p.take_undelivered().is_empty());
+
+        cluster.request_errors(
+            rdkafka::types::RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+        );
+        p.send_dead_letter("dlq", Some(b"a1"), b"lost?", &[("vigil.reason", b"late")])
+            .unwrap();
+        // Not an error of the flush: the caller gets the message back.
+        p.flush(Duration::from_secs(40)).unwrap();
+        let kept = p.take_undelivered();
+        assert_eq!(kept.len(), 1);
+        let u = &kept[0];
+        assert_eq!(
+            (u.topic.as_str(), u.key.as_deref(), u.payload.as_slice()),
+            ("dlq", Some(&b"a1"[..]), &b"lost?"[..])
+        );
+        assert_eq!(u.header("vigil.reason"), Some(&b"late"[..]));
+        assert!(!u.transient, "{}", u.error);
+        assert!(p.take_undelivered().is_empty());
+        // Other messages' failures still fail the flush.
+        p.send("alerts", None, b"{}", &[]).unwrap();
+        assert!(p.flush(Duration::from_secs(40)).is_err());
+    }
+
+    #[test]
+    fn transient_errors_are_the_retriable_ones() {
+        assert!(is_transient(RDKafkaErrorCode::QueueFull));
+        assert!(is_transient(RDKafkaErrorCode::MessageTimedOut));
+        assert!(!is_transient(RDKafkaErrorCode::MessageSizeTooLarge));
+        assert!(!is_transient(RDKafkaErrorCode::TopicAuthorizationFailed));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub use config::{
 };
 pub use delimited::{
     read_delimited, read_delimited_slice, write_delimited, DelimitedError, DelimitedReader,
-    DelimitedSlice, MAX_DELIMITED_RECORD,
+    DelimitedSlice, Frame, SkipKind, Skipped, MAX_DELIMITED_RECORD,
 };
 pub use fleet::{Fleet, SimRecord, AGENT_INFO_EVERY, FUTURE_SKEW_MS, SMALL_SKEWS_MS};
 pub use truth::{

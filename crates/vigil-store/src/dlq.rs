@@ -7,13 +7,16 @@
 //! ```json
 //! {"reason":"late","detail":"...","partition":0,"offset":42,"tenant":"t1","agent":"a1",
 //!  "seq":7,"metric":"cpu_pct","labels":"","points":[[1793664000000,12.5]],"point_count":1,
-//!  "raw":null}
+//!  "raw":null,"truncated":false}
 //! ```
 //!
 //! `points` holds `[timestamp_ms, value]` pairs; a non-finite value is
 //! written as the string `"NaN"`, `"inf"` or `"-inf"` (JSON has no such
 //! numbers). `raw` is the original record in standard base64 (with
 //! padding), present for batch-level reasons so it can be replayed.
+//! `truncated` says whether the letter was cut to its budget; a truncated
+//! letter has `raw: null` and four more fields (`original_bytes`,
+//! `digest`, `head`, `full_path`), see [`crate::bound`].
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,33 +25,47 @@ use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Serialize, Serializer};
-use vigil_ops::{RejectReason, Rejected};
+use vigil_ops::{Position, RejectReason, Rejected};
 
 use crate::atomic::write_atomic;
+use crate::bound::{
+    bound_letter, encode_unread, write_full_copy, LetterBudget, LetterForm, Unread,
+};
 use crate::error::{Result, StoreError};
 use crate::naming::SourceRange;
 
 /// Directory of dead-letter files under the root.
 pub const DLQ_DIR: &str = "dlq";
 
-/// One JSON line, borrowing from the [`Rejected`] record.
+/// One JSON line, borrowing from the [`Rejected`] record. The last four
+/// fields are written only on truncated letters ([`crate::bound`]).
 #[derive(Serialize)]
-struct Line<'a> {
-    reason: &'static str,
-    detail: &'a str,
-    partition: i32,
-    offset: i64,
-    tenant: Option<&'a str>,
-    agent: Option<&'a str>,
-    seq: Option<u64>,
-    metric: Option<&'a str>,
-    labels: Option<&'a str>,
-    points: Points<'a>,
-    point_count: u64,
-    raw: Option<Raw<'a>>,
+pub(crate) struct Line<'a> {
+    pub(crate) reason: &'static str,
+    pub(crate) detail: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) agent: Option<&'a str>,
+    pub(crate) seq: Option<u64>,
+    pub(crate) metric: Option<&'a str>,
+    pub(crate) labels: Option<&'a str>,
+    pub(crate) points: Points<'a>,
+    pub(crate) point_count: u64,
+    pub(crate) raw: Option<Raw<'a>>,
+    pub(crate) truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) original_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) head: Option<Raw<'a>>,
+    /// `Some(None)` is written as `null` (truncated, no full copy kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) full_path: Option<Option<&'a str>>,
 }
 
-struct Points<'a>(&'a [(i64, f64)]);
+pub(crate) struct Points<'a>(pub(crate) &'a [(i64, f64)]);
 
 impl Serialize for Points<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -79,7 +96,7 @@ impl Serialize for Point {
     }
 }
 
-struct Raw<'a>(&'a [u8]);
+pub(crate) struct Raw<'a>(pub(crate) &'a [u8]);
 
 impl Serialize for Raw<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -103,6 +120,11 @@ pub fn encode_dead_letter(r: &Rejected, out: &mut Vec<u8>) -> Result<()> {
         points: Points(&r.points),
         point_count: r.point_count,
         raw: r.raw.as_deref().map(Raw),
+        truncated: false,
+        original_bytes: None,
+        digest: None,
+        head: None,
+        full_path: None,
     };
     let mark = out.len();
     if let Err(source) = serde_json::to_writer(&mut *out, &line) {
@@ -151,33 +173,72 @@ pub struct DlqFlushReport {
     pub path: Option<PathBuf>,
     /// Records written, per reason.
     pub counts: ReasonCounts,
+    /// Of those, letters written in the truncated form.
+    pub truncated: u64,
     /// File size in bytes (0 when nothing was written).
     pub bytes: u64,
 }
 
 /// Writes refused records as JSON Lines files under `<root>/dlq/`, named
 /// `dlq-<source>-p<partition:05>-<first:020>-<last:020>.jsonl` after the
-/// input range they came from. Each record is encoded when pushed into one
-/// reusable buffer, so a push allocates nothing beyond the buffer's growth.
+/// input range they came from. Each record is bounded
+/// ([`bound_letter`], [`LetterForm::Json`]) and encoded when pushed into
+/// one reusable buffer, so a push allocates nothing beyond the buffer's
+/// growth and one refused record adds at most the budget to it; the full
+/// content of a truncated letter is written to `dlq/full/` at once (unless
+/// the caller keeps the input, [`DlqWriter::keep_full`]). Callers flush
+/// when [`DlqWriter::buffered_bytes`] passes their threshold.
 #[derive(Debug)]
 pub struct DlqWriter {
+    root: PathBuf,
     dir: PathBuf,
+    source: String,
     sync: bool,
+    budget: LetterBudget,
+    keep_full: bool,
     buf: Vec<u8>,
     counts: ReasonCounts,
+    truncated: u64,
+    /// Position of the last record pushed and how many of its letters
+    /// were: the rank that names a full copy.
+    last: Option<(Position, u32)>,
 }
 
 impl DlqWriter {
-    /// A writer for `<root>/dlq/`. `sync` as in
+    /// A writer for `<root>/dlq/` of the input `source` (the topic or the
+    /// replay's name, used in the names of full copies), with the default
+    /// [`LetterBudget`] and full copies kept. `sync` as in
     /// [`WriterConfig::sync`](crate::WriterConfig::sync). Creates no
     /// directory until the first flush that has records.
-    pub fn new(root: impl AsRef<Path>, sync: bool) -> Self {
+    pub fn new(root: impl AsRef<Path>, source: &str, sync: bool) -> Self {
+        let root = root.as_ref().to_path_buf();
         DlqWriter {
-            dir: root.as_ref().join(DLQ_DIR),
+            dir: root.join(DLQ_DIR),
+            root,
+            source: source.to_string(),
             sync,
+            budget: LetterBudget::default(),
+            keep_full: true,
             buf: Vec::new(),
             counts: ReasonCounts::default(),
+            truncated: 0,
+            last: None,
         }
+    }
+
+    /// Bounds each line to `budget`.
+    pub fn with_budget(mut self, budget: LetterBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Whether truncated letters get a full copy under `dlq/full/`
+    /// (default true). False when the input itself is kept (a replay of a
+    /// file): the letter's `full_path` is then null and its offset finds
+    /// the record in the input.
+    pub fn keep_full(mut self, keep: bool) -> Self {
+        self.keep_full = keep;
+        self
     }
 
     /// The dead-letter directory, `<root>/dlq`.
@@ -185,11 +246,47 @@ impl DlqWriter {
         &self.dir
     }
 
-    /// Buffers one refused record as a JSON line.
+    /// Buffers one refused record as a bounded JSON line, writing its full
+    /// copy first when it is truncated. On error nothing is buffered.
     pub fn push(&mut self, r: &Rejected) -> Result<()> {
-        encode_dead_letter(r, &mut self.buf)?;
+        let ordinal = match &mut self.last {
+            Some((pos, n)) if *pos == r.position => {
+                *n += 1;
+                *n
+            }
+            last => {
+                *last = Some((r.position, 0));
+                0
+            }
+        };
+        let mark = self.buf.len();
+        let b = bound_letter(
+            r,
+            &self.source,
+            ordinal,
+            LetterForm::Json,
+            self.keep_full,
+            self.budget,
+            &mut self.buf,
+        )?;
+        if let Some(full) = &b.full {
+            if let Err(e) = write_full_copy(&self.root, full, self.sync) {
+                self.buf.truncate(mark);
+                return Err(e);
+            }
+        }
         self.buf.push(b'\n');
         self.counts.add(r.reason);
+        self.truncated += u64::from(b.truncated);
+        Ok(())
+    }
+
+    /// Buffers the truncated letter of a record the input reader skipped.
+    pub fn push_unread(&mut self, u: &Unread<'_>) -> Result<()> {
+        encode_unread(u, self.budget, &mut self.buf)?;
+        self.buf.push(b'\n');
+        self.counts.add(u.reason);
+        self.truncated += 1;
         Ok(())
     }
 
@@ -203,6 +300,11 @@ impl DlqWriter {
         self.len() == 0
     }
 
+    /// Bytes buffered (the next file's size).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Publishes the buffered records as the dead letters of `range`
     /// (atomic rename; a replay of the same range replaces the file). With
     /// nothing buffered it writes nothing. On error the records stay
@@ -213,6 +315,7 @@ impl DlqWriter {
             return Ok(DlqFlushReport {
                 path: None,
                 counts: ReasonCounts::default(),
+                truncated: 0,
                 bytes: 0,
             });
         }
@@ -223,10 +326,20 @@ impl DlqWriter {
         let report = DlqFlushReport {
             path: Some(path),
             counts: self.counts,
+            truncated: self.truncated,
             bytes: self.buf.len() as u64,
         };
         self.buf.clear();
+        // A burst of large letters must not keep its capacity for the
+        // rest of the run.
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
         self.counts = ReasonCounts::default();
+        self.truncated = 0;
         Ok(report)
     }
 }
+
+/// Buffer capacity a [`DlqWriter`] keeps across flushes.
+const KEEP_CAPACITY: usize = 4 << 20;

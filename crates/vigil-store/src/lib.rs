@@ -20,9 +20,11 @@
 //!
 //! Modules: [`schema`] (columns and sort keys), [`naming`] (source ranges,
 //! file and partition names), [`writer`] (the Parquet writer), [`dlq`] (the
-//! dead-letter sink), [`error`] (the typed error).
+//! dead-letter sink), [`bound`] (the dead-letter size policy shared by
+//! every dead-letter sink), [`error`] (the typed error).
 
 mod atomic;
+pub mod bound;
 pub mod checkpoint;
 pub mod dlq;
 pub mod error;
@@ -31,6 +33,10 @@ pub mod replace;
 pub mod schema;
 pub mod writer;
 
+pub use bound::{
+    bound_letter, digest, encode_unread, format_digest, write_full_copy, write_undelivered,
+    Bounded, FullCopy, LetterBudget, LetterForm, UndeliveredLetter, Unread,
+};
 pub use checkpoint::CheckpointStore;
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};

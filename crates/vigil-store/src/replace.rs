@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::bound::FULL_DIR;
 use crate::dlq::DLQ_DIR;
 use crate::error::{Result, StoreError};
 use crate::naming::sanitize_source;
@@ -44,9 +45,43 @@ pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> O
 }
 
 /// Removes every Parquet and dead-letter file of `source` under `root`
-/// (all partitions and ranges, every date). Returns how many were removed.
+/// (all partitions and ranges, every date), and the full copies of its
+/// truncated dead letters (`dlq/full/`). Returns how many were removed.
 pub fn remove_source_files(root: &Path, source: &str) -> Result<usize> {
-    remove_matching(root, source, |_, _| true)
+    let n = remove_matching(root, source, |_, _| true)?;
+    Ok(n + remove_full_copies(root, source)?)
+}
+
+/// Removes the full copies (`dlq/full/full-<source>-p...`) of `source`.
+/// Only replays do this: a worker's dead letters on the DLQ topic name
+/// their copies, which must outlive a restart of the partition (the
+/// reprocessed record rewrites the same name).
+fn remove_full_copies(root: &Path, source: &str) -> Result<usize> {
+    let dir = root.join(DLQ_DIR).join(FULL_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io("read dir", &dir)(e)),
+    };
+    let head = format!("full-{}-p", sanitize_source(source));
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io("read dir", &dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name.strip_prefix(&head) else {
+            continue;
+        };
+        // p<partition>-<offset:020>-<n:04>.<ext>: digits and dashes only
+        // up to the extension, so "demo" never matches "demo-2"'s copies.
+        let stem = rest.split('.').next().unwrap_or("");
+        if stem.split('-').count() == 3 && stem.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes the Parquet and dead-letter files of one partition of `source`
@@ -169,11 +204,25 @@ mod tests {
         let dlq = root
             .path()
             .join("dlq/dlq-demo-p00000-00000000000000000000-00000000000000000041.jsonl");
-        for f in [&mine, &other, &dlq] {
+        let full = root.path().join("dlq/full");
+        fs::create_dir_all(&full).unwrap();
+        let my_copy = full.join("full-demo-p00000-00000000000000000007-0000.pb");
+        let other_copy = full.join("full-demo-2-p00000-00000000000000000007-0000.pb");
+        for f in [&mine, &other, &dlq, &my_copy, &other_copy] {
             fs::write(f, "x").unwrap();
         }
-        assert_eq!(remove_source_files(root.path(), "demo").unwrap(), 2);
+        // A worker's partition sweep leaves full copies alone.
+        assert_eq!(
+            remove_partition_files_from(root.path(), "demo", 0, 0).unwrap(),
+            2
+        );
+        assert!(my_copy.exists());
+        for f in [&mine, &dlq] {
+            fs::write(f, "x").unwrap();
+        }
+        assert_eq!(remove_source_files(root.path(), "demo").unwrap(), 3);
         assert!(!mine.exists() && !dlq.exists() && other.exists());
+        assert!(!my_copy.exists() && other_copy.exists());
         assert_eq!(
             remove_source_files(&root.path().join("missing"), "demo").unwrap(),
             0

@@ -500,7 +500,7 @@ fn rejected(reason: RejectReason, offset: i64) -> Rejected {
 #[test]
 fn dlq_writes_json_lines_with_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut w = DlqWriter::new(dir.path(), true);
+    let mut w = DlqWriter::new(dir.path(), "rmm.telemetry.v1", true);
     assert_eq!(w.flush(range(0, 0)).unwrap().path, None);
     w.push(&rejected(RejectReason::NonFinite, 10)).unwrap();
     w.push(&rejected(RejectReason::Decode, 11)).unwrap();
@@ -597,4 +597,51 @@ fn write_interop_dataset() {
         "{{\"root\":{:?},\"aggregates\":{n},\"alerts\":10}}",
         root.display().to_string()
     );
+}
+
+#[test]
+fn dlq_lines_are_bounded_and_full_copies_named_by_rank_in_their_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = crate::LetterBudget::new(crate::bound::MIN_LETTER_BYTES).unwrap();
+    let mut w = DlqWriter::new(dir.path(), "rmm.t", false).with_budget(budget);
+    let mut big = rejected(RejectReason::NonFinite, 5);
+    big.points = (0..5_000).map(|i| (i, f64::NAN)).collect();
+    big.point_count = 5_000;
+    // Two letters of one record (two series), then one of the next.
+    w.push(&big).unwrap();
+    w.push(&big).unwrap();
+    let before = w.buffered_bytes();
+    w.push(&rejected(RejectReason::Late, 6)).unwrap();
+    assert!(w.buffered_bytes() - before < 1000);
+    let mut next = big.clone();
+    next.position.offset = 6;
+    w.push(&next).unwrap();
+    let r = w.flush(range(5, 6)).unwrap();
+    assert_eq!((r.counts.total(), r.truncated), (4, 3));
+    let text = fs::read_to_string(r.path.unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| {
+            assert!(l.len() <= budget.max_bytes(), "{}", l.len());
+            serde_json::from_str(l).unwrap()
+        })
+        .collect();
+    let paths: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["full_path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "dlq/full/full-rmm.t-p00002-00000000000000000005-0000.json",
+            "dlq/full/full-rmm.t-p00002-00000000000000000005-0001.json",
+            "dlq/full/full-rmm.t-p00002-00000000000000000006-0001.json",
+        ]
+    );
+    for p in paths {
+        let full: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join(p)).unwrap()).unwrap();
+        assert_eq!(full["points"].as_array().unwrap().len(), 5_000);
+    }
+    assert_eq!(lines[2]["truncated"], false);
 }

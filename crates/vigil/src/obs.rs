@@ -58,6 +58,16 @@ pub const COMMITS_DROPPED: &str = "vigil_worker_commits_dropped_total";
 /// Worker: seconds a flush waited for the broker to acknowledge alerts and
 /// dead letters.
 pub const DELIVERY_WAIT_SECONDS: &str = "vigil_worker_delivery_wait_seconds";
+/// Dead letters written in the truncated form (over their sink's budget;
+/// the full content kept under `dlq/full/` or in the input), label `sink`
+/// (`topic` or `file`).
+pub const DLQ_TRUNCATED: &str = "vigil_dlq_letters_truncated_total";
+/// Dead letters the DLQ topic did not take (send refused after its
+/// retries, or delivery failed after redelivery) that were stored under
+/// `dlq/undelivered/` instead, label `reason`.
+pub const DLQ_STORED_LOCALLY: &str = "vigil_dlq_letters_stored_locally_total";
+/// Dead letters sent again after a failed delivery.
+pub const DLQ_REDELIVERIES: &str = "vigil_dlq_redeliveries_total";
 /// Checkpoint: seconds to write the flushed partitions' checkpoints.
 pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
 /// Checkpoint: size of one partition checkpoint in bytes.

@@ -3,12 +3,20 @@
 //! the dead-letter directory.
 //!
 //! Records are numbered from 0 (their "offset"). Every `flush_records`
-//! records (or sooner, once `flush_rows` aggregate rows are buffered), and
+//! records (or sooner, once `flush_rows` aggregate rows or
+//! `dlq_flush_bytes` bytes of dead letters are buffered), and
 //! at the end, the writers publish what those records produced,
 //! in files named after the range, so replaying the same input with the
 //! same settings rewrites the same files instead of adding duplicates. A
 //! replay owns its source name: at start it removes the files an earlier
 //! replay of the same source left (which may cover other ranges).
+//!
+//! Refused input is bounded like the worker's ([`vigil_store::bound`]):
+//! each dead letter takes at most `storage.dlq_max_record_bytes`, a longer
+//! one keeps its reason, coordinates, digest and first bytes, and its full
+//! content goes to `dlq/full/` at once, unless the input is kept
+//! ([`Replay::input_is_kept`]). Memory for refused input is therefore at
+//! most `dlq_flush_bytes` plus one letter, whatever the input.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,8 +25,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
-use vigil_ops::Position;
-use vigil_store::{AggregatesWriter, AlertsWriter, DlqWriter, SourceRange};
+use vigil_ops::{Position, RejectReason};
+use vigil_store::{AggregatesWriter, AlertsWriter, DlqWriter, SourceRange, Unread};
 
 use crate::obs;
 use crate::settings::Settings;
@@ -34,6 +42,8 @@ pub struct ReplaySummary {
     pub alert_rows: u64,
     /// Dead-letter records written.
     pub dlq_records: u64,
+    /// Of those, letters truncated to `storage.dlq_max_record_bytes`.
+    pub dlq_truncated: u64,
     /// Files published (Parquet and dead letters).
     pub files: u64,
 }
@@ -50,6 +60,11 @@ pub struct Replay {
     range_start: i64,
     flush_records: u64,
     flush_rows: u64,
+    flush_dlq_bytes: u64,
+    /// Records the input reader could not hand over
+    /// ([`Replay::push_unread`]): counted here, as the pipeline never saw
+    /// them.
+    unread: PipelineStats,
     published: PipelineStats,
     summary: ReplaySummary,
 }
@@ -81,26 +96,83 @@ impl Replay {
             pipeline,
             aggs: AggregatesWriter::new(data_dir, w.clone()).context("aggregates writer")?,
             alerts: AlertsWriter::new(data_dir, w.clone()).context("alerts writer")?,
-            dlq: DlqWriter::new(data_dir, w.sync),
+            dlq: DlqWriter::new(data_dir, source, w.sync)
+                .with_budget(settings.storage.dlq_budget()?),
             out: Outputs::default(),
             next_offset: 0,
             range_start: 0,
             flush_records: settings.storage.flush_records,
             flush_rows: settings.storage.flush_rows,
+            flush_dlq_bytes: settings.storage.dlq_flush_bytes,
+            unread: PipelineStats::default(),
             published: PipelineStats::default(),
             summary: ReplaySummary::default(),
         })
     }
 
-    /// Processes the next record.
-    pub fn push(&mut self, payload: &[u8]) -> Result<()> {
-        // Flush before (not after) a record, so the range flushed by
-        // `finish` always holds at least the last record.
+    /// The input is kept where the replay read it (a file): truncated dead
+    /// letters then name no full copy (`full_path` null) and the record is
+    /// found in the input by its offset (its index).
+    pub fn input_is_kept(mut self) -> Replay {
+        self.dlq = self.dlq.keep_full(false);
+        self
+    }
+
+    /// Flushes before (not after) a record, so the range flushed by
+    /// `finish` always holds at least the last record.
+    fn flush_if_full(&mut self) -> Result<()> {
         if (self.next_offset - self.range_start) as u64 >= self.flush_records
             || self.aggs.len() as u64 >= self.flush_rows
+            || self.dlq.buffered_bytes() as u64 >= self.flush_dlq_bytes
         {
             self.flush()?;
         }
+        Ok(())
+    }
+
+    /// Records, as the next record, one that the input reader skipped
+    /// (over its length limit, or cut by the end of the input): a dead
+    /// letter with its first bytes (`head`), length and digest, counted as
+    /// refused for `reason`.
+    pub fn push_unread(
+        &mut self,
+        reason: RejectReason,
+        detail: &str,
+        head: &[u8],
+        original_bytes: u64,
+        digest: &str,
+    ) -> Result<()> {
+        self.flush_if_full()?;
+        let position = Position {
+            partition: 0,
+            offset: self.next_offset,
+        };
+        self.next_offset += 1;
+        tracing::warn!(
+            reason = reason.as_str(),
+            offset = position.offset,
+            detail,
+            "input record skipped"
+        );
+        self.dlq
+            .push_unread(&Unread {
+                reason,
+                detail,
+                position,
+                head,
+                original_bytes,
+                digest,
+            })
+            .context("dead-letter record")?;
+        self.unread.records += 1;
+        self.unread.bytes += original_bytes;
+        self.unread.rejected_records[reason.index()] += 1;
+        Ok(())
+    }
+
+    /// Processes the next record.
+    pub fn push(&mut self, payload: &[u8]) -> Result<()> {
+        self.flush_if_full()?;
         let pos = Position {
             partition: 0,
             offset: self.next_offset,
@@ -110,9 +182,17 @@ impl Replay {
         self.drain()
     }
 
-    /// Counters so far.
-    pub fn stats(&self) -> &PipelineStats {
-        self.pipeline.stats()
+    /// Counters so far (the pipeline's, and the records the reader
+    /// skipped).
+    pub fn stats(&self) -> PipelineStats {
+        let mut s = self.pipeline.stats().clone();
+        let u = &self.unread;
+        s.records += u.records;
+        s.bytes += u.bytes;
+        for (a, b) in s.rejected_records.iter_mut().zip(u.rejected_records) {
+            *a += b;
+        }
+        s
     }
 
     fn drain(&mut self) -> Result<()> {
@@ -153,13 +233,16 @@ impl Replay {
         metrics::counter!(obs::PARQUET_ROWS, "dataset" => "aggregates").increment(a.rows as u64);
         metrics::counter!(obs::PARQUET_ROWS, "dataset" => "alerts").increment(b.rows as u64);
         metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
-        let now = self.pipeline.stats().clone();
+        let now = self.stats();
         obs::publish(&self.published, &now);
         self.published = now;
+        metrics::counter!(obs::DLQ_TRUNCATED, "sink" => "file").increment(d.truncated);
+        self.summary.dlq_truncated += d.truncated;
         tracing::info!(
             aggregates = a.rows,
             alerts = b.rows,
             dlq = d.counts.total(),
+            dlq_truncated = d.truncated,
             "flushed"
         );
         self.range_start = self.next_offset;
@@ -176,7 +259,7 @@ impl Replay {
         }
         self.drain()?;
         self.flush()?;
-        self.summary.stats = self.pipeline.stats().clone();
+        self.summary.stats = self.stats();
         Ok(self.summary)
     }
 }

@@ -67,8 +67,24 @@ pub struct StorageSettings {
     /// Aggregate rows buffered (over all partitions) that trigger a flush
     /// early: bounds the output buffers' memory.
     pub flush_rows: u64,
+    /// Bytes of dead-letter lines buffered (in one replay, or over the
+    /// partitions of a worker writing `dlq/` files) that trigger a flush
+    /// early: bounds the dead-letter buffers' memory.
+    pub dlq_flush_bytes: u64,
+    /// Most bytes of one line of the `dlq/` files: a longer dead letter is
+    /// truncated (reason, coordinates, digest, first bytes) and its full
+    /// content kept under `dlq/full/` (see `docs/storage.md`).
+    pub dlq_max_record_bytes: usize,
     /// Parquet writer settings.
     pub parquet: WriterConfig,
+}
+
+impl StorageSettings {
+    /// The budget of one `dlq/` line (validated by [`Settings::validate`]).
+    pub fn dlq_budget(&self) -> Result<vigil_store::LetterBudget> {
+        vigil_store::LetterBudget::new(self.dlq_max_record_bytes)
+            .context("storage.dlq_max_record_bytes")
+    }
 }
 
 /// The whole configuration tree.
@@ -133,6 +149,23 @@ impl Settings {
         }
         if self.storage.flush_rows == 0 {
             problems.push("storage.flush_rows: must be positive".into());
+        }
+        if self.storage.dlq_flush_bytes == 0 {
+            problems.push("storage.dlq_flush_bytes: must be positive".into());
+        }
+        if let Err(e) = vigil_store::LetterBudget::new(self.storage.dlq_max_record_bytes) {
+            problems.push(format!("storage.dlq_max_record_bytes: {e}"));
+        }
+        match self.kafka.producer_message_max_bytes() {
+            Some(m) => {
+                let budget = vigil_kafka::headers::dead_letter_value_budget(m);
+                if let Err(e) = vigil_store::LetterBudget::new(budget) {
+                    problems.push(format!(
+                        "kafka message.max.bytes = {m}: dead letters would have {budget} bytes: {e}"
+                    ));
+                }
+            }
+            None => problems.push("kafka message.max.bytes: must be a positive integer".into()),
         }
         problems.extend(self.kafka.validate());
         if self.worker.flush_interval.is_zero() {

@@ -11,6 +11,8 @@
 //!  every flush_interval (and on shutdown), for partitions with new records:
 //!    1. Parquet + dead-letter files of the range [first, last] published (tmp + rename)
 //!    2. producer flushed: every alert and dead letter acknowledged by the broker
+//!       (a dead letter the topic does not take is sent again, then stored
+//!       under dlq/undelivered/; see "Dead letters")
 //!    3. checkpoint: operator state + next offset, atomically replaced
 //!    4. offsets committed to the group (asynchronously; see below)
 //! ```
@@ -51,6 +53,19 @@
 //! idle timeout, offline alerts) is published with the partition's next
 //! flushed range; until then it is re-derived after a restart.
 //!
+//! ## Dead letters
+//! No refused record can stop a partition. Each dead letter is bounded to
+//! the producer's `message.max.bytes` ([`vigil_store::bound`],
+//! [`vigil_kafka::headers::dead_letter_value_budget`]); a truncated one
+//! names the full record, written under `dlq/full/` before it is sent.
+//! Sends refused for transient reasons are retried with backoff by the
+//! producer; dead letters whose delivery fails are sent again after the
+//! flush, and those the topic still does not take are stored under
+//! `dlq/undelivered/` (logged, counted). The offset is committed past a
+//! dead letter only once it is acknowledged by the broker or stored
+//! locally; if even the local write fails, the flush fails and nothing is
+//! committed (as for a Parquet write).
+//!
 //! ## Measured
 //! Each alert is timed from the moment the pipeline emitted it (right
 //! after `process` or `tick` returned it) to the broker's acknowledgement:
@@ -69,12 +84,15 @@ use serde::{Deserialize, Serialize};
 use vigil_kafka::consumer::{AssignHook, CommitFailure, Committer, PartitionEvent, WorkerContext};
 use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
-use vigil_kafka::{headers, AckedProducer, LatencyHistogram};
+use vigil_kafka::{headers, AckedProducer, LatencyHistogram, Undelivered};
 use vigil_ops::config::{ClockMode, PipelineConfig};
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
-use vigil_ops::Position;
-use vigil_store::{AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, SourceRange};
+use vigil_ops::{Position, RejectReason, Rejected};
+use vigil_store::{
+    AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, LetterBudget, LetterForm,
+    SourceRange,
+};
 
 use crate::health::WorkerHealth;
 use crate::obs;
@@ -219,6 +237,176 @@ struct Sinks {
     alert_topic: String,
     dlq_topic: Option<String>,
     buf: Vec<u8>,
+    /// Most bytes of a dead letter's value on the DLQ topic (from the
+    /// producer's `message.max.bytes`).
+    dlq_budget: LetterBudget,
+    /// Root of `dlq/full/` and `dlq/undelivered/`.
+    data_dir: PathBuf,
+    sync: bool,
+}
+
+/// Rounds of sending dead letters again after their delivery failed for
+/// a transient reason, before they are stored under `dlq/undelivered/`.
+const REDELIVERY_ROUNDS: u32 = 2;
+
+impl Sinks {
+    /// Sends one dead letter to the DLQ topic, bounded to the topic's
+    /// budget (the full record kept under `dlq/full/` first when the
+    /// letter is truncated). A send the producer refuses even after its
+    /// retries stores the letter under `dlq/undelivered/` instead; only a
+    /// failure to write locally is an error (the flush, and so the commit,
+    /// does not happen).
+    fn send_dead_letter(&mut self, r: &Rejected, ordinal: u32) -> Result<()> {
+        let Some(topic) = self.dlq_topic.as_deref() else {
+            return Ok(());
+        };
+        self.buf.clear();
+        let b = vigil_store::bound_letter(
+            r,
+            &self.source_topic,
+            ordinal,
+            LetterForm::Record,
+            true,
+            self.dlq_budget,
+            &mut self.buf,
+        )
+        .context("encoding a dead letter")?;
+        if let Some(full) = &b.full {
+            vigil_store::write_full_copy(&self.data_dir, full, self.sync)
+                .context("keeping the full record of a truncated dead letter")?;
+        }
+        if b.truncated {
+            metrics::counter!(obs::DLQ_TRUNCATED, "sink" => "topic").increment(1);
+        }
+        let (payload, content_type): (&[u8], &str) = match (b.is_record, r.raw.as_deref()) {
+            (true, Some(raw)) => (raw, headers::PROTOBUF),
+            _ => (&self.buf, headers::JSON),
+        };
+        let part = r.position.partition.to_string();
+        let off = r.position.offset.to_string();
+        let mut hs: Vec<(&str, &[u8])> = vec![
+            (headers::REASON, r.reason.as_str().as_bytes()),
+            (
+                headers::DETAIL,
+                headers::cap_bytes(r.detail.as_bytes(), headers::DETAIL_MAX_BYTES),
+            ),
+            (headers::SOURCE_TOPIC, self.source_topic.as_bytes()),
+            (headers::SOURCE_PARTITION, part.as_bytes()),
+            (headers::SOURCE_OFFSET, off.as_bytes()),
+            (headers::CONTENT_TYPE, content_type.as_bytes()),
+        ];
+        if b.truncated {
+            hs.push((headers::TRUNCATED, b"true"));
+        }
+        let key = r
+            .agent
+            .as_deref()
+            .map(|a| headers::cap_bytes(a.as_bytes(), headers::KEY_MAX_BYTES));
+        if let Err(e) = self.producer.send_dead_letter(topic, key, payload, &hs) {
+            let letter = vigil_store::UndeliveredLetter {
+                source: &self.source_topic,
+                position: r.position,
+                topic,
+                key,
+                headers: &hs,
+                value: payload,
+                error: &e.to_string(),
+            };
+            store_undelivered(&self.data_dir, self.sync, r.reason.as_str(), &letter)?;
+        }
+        Ok(())
+    }
+
+    /// After a producer flush: dead letters whose delivery failed for a
+    /// transient reason are sent again (up to [`REDELIVERY_ROUNDS`] rounds,
+    /// with backoff); the others, and those still failing, are stored
+    /// under `dlq/undelivered/`. When this returns, every dead letter sent
+    /// so far is acknowledged by the broker or stored locally.
+    fn settle_dead_letters(&mut self, timeout: Duration) -> Result<()> {
+        let mut pending = self.producer.take_undelivered();
+        let mut wait = vigil_kafka::producer::DEAD_LETTER_BACKOFF;
+        let mut round = 0;
+        while !pending.is_empty() {
+            let (again, give_up): (Vec<Undelivered>, Vec<Undelivered>) = pending
+                .into_iter()
+                .partition(|u| u.transient && round < REDELIVERY_ROUNDS);
+            for u in &give_up {
+                self.store_kept(u, &u.error)?;
+            }
+            if again.is_empty() {
+                break;
+            }
+            round += 1;
+            std::thread::sleep(wait);
+            wait *= 2;
+            for u in &again {
+                metrics::counter!(obs::DLQ_REDELIVERIES).increment(1);
+                if let Err(e) = self.producer.resend(u) {
+                    self.store_kept(u, &e.to_string())?;
+                }
+            }
+            self.producer
+                .flush(timeout)
+                .context("waiting for the broker to acknowledge dead letters sent again")?;
+            pending = self.producer.take_undelivered();
+        }
+        Ok(())
+    }
+
+    /// Stores a dead letter the producer gave back.
+    fn store_kept(&self, u: &Undelivered, error: &str) -> Result<()> {
+        let header = |name| {
+            u.header(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("")
+        };
+        let position = Position {
+            partition: header(headers::SOURCE_PARTITION).parse().unwrap_or(-1),
+            offset: header(headers::SOURCE_OFFSET).parse().unwrap_or(-1),
+        };
+        let hs: Vec<(&str, &[u8])> = u
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        let letter = vigil_store::UndeliveredLetter {
+            source: &self.source_topic,
+            position,
+            topic: &u.topic,
+            key: u.key.as_deref(),
+            headers: &hs,
+            value: &u.payload,
+            error,
+        };
+        let reason = RejectReason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .find(|r| *r == header(headers::REASON))
+            .unwrap_or("unknown");
+        store_undelivered(&self.data_dir, self.sync, reason, &letter)
+    }
+}
+
+/// Writes an undelivered dead letter under `dlq/undelivered/`, logged and
+/// counted (`reason` is a [`RejectReason`] string).
+fn store_undelivered(
+    data_dir: &std::path::Path,
+    sync: bool,
+    reason: &'static str,
+    letter: &vigil_store::UndeliveredLetter<'_>,
+) -> Result<()> {
+    let path = vigil_store::write_undelivered(data_dir, sync, letter)
+        .context("storing a dead letter the DLQ topic did not take")?;
+    metrics::counter!(obs::DLQ_STORED_LOCALLY, "reason" => reason).increment(1);
+    tracing::warn!(
+        reason,
+        partition = letter.position.partition,
+        offset = letter.position.offset,
+        error = letter.error,
+        path = %path.display(),
+        "dead letter not delivered to the DLQ topic; stored locally"
+    );
+    Ok(())
 }
 
 /// One assigned partition: its operator chain, buffered output and the
@@ -389,6 +577,12 @@ impl Worker {
         if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
             tracing::warn!(error = %e, "could not read the output topics' metadata yet");
         }
+        let message_max = kafka
+            .producer_message_max_bytes()
+            .context("kafka message.max.bytes is not a positive integer")?;
+        let dlq_budget =
+            LetterBudget::new(vigil_kafka::headers::dead_letter_value_budget(message_max))
+                .with_context(|| format!("dead letters under message.max.bytes = {message_max}"))?;
         let consumer = Arc::new(
             vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?,
         );
@@ -412,6 +606,9 @@ impl Worker {
                 alert_topic: kafka.alert_topic.clone(),
                 dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
                 buf: Vec::new(),
+                dlq_budget,
+                data_dir: settings.data_dir.clone(),
+                sync: settings.storage.parquet.sync,
             },
             settings,
             tasks: HashMap::new(),
@@ -549,7 +746,14 @@ impl Worker {
                 .filter(|t| t.range_start.is_some())
                 .map(|t| t.aggs.len())
                 .sum();
+            let dlq_bytes: usize = self
+                .tasks
+                .values()
+                .filter_map(|t| t.dlq_files.as_ref())
+                .map(DlqWriter::buffered_bytes)
+                .sum();
             let full = rows as u64 >= storage.flush_rows
+                || dlq_bytes as u64 >= storage.dlq_flush_bytes
                 || self
                     .tasks
                     .values()
@@ -598,11 +802,13 @@ impl Worker {
                             .context("aggregates writer")?,
                         alerts: AlertsWriter::new(&self.data_dir, w.clone())
                             .context("alerts writer")?,
-                        dlq_files: self
-                            .sinks
-                            .dlq_topic
-                            .is_none()
-                            .then(|| DlqWriter::new(&self.data_dir, w.sync)),
+                        dlq_files: match self.sinks.dlq_topic {
+                            Some(_) => None,
+                            None => Some(
+                                DlqWriter::new(&self.data_dir, &self.sinks.source_topic, w.sync)
+                                    .with_budget(self.settings.storage.dlq_budget()?),
+                            ),
+                        },
                         range_start: None,
                         next_offset: next,
                         swept: false,
@@ -818,6 +1024,8 @@ impl Worker {
             .producer
             .flush(delivery_timeout)
             .context("waiting for the broker to acknowledge alerts and dead letters")?;
+        self.sinks
+            .settle_dead_letters(self.settings.worker.delivery_timeout)?;
         metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
         let ck = Instant::now();
         for p in dirty {
@@ -889,37 +1097,12 @@ impl PartitionTask {
                 )
                 .context("producing an alert")?;
         }
-        for r in &self.out.rejected {
+        for (i, r) in self.out.rejected.iter().enumerate() {
             tracing::debug!(reason = r.reason.as_str(), partition = r.position.partition, offset = r.position.offset, detail = %r.detail, "refused");
-            match (&sinks.dlq_topic, &mut self.dlq_files) {
-                (Some(topic), _) => {
-                    let (payload, content_type): (&[u8], &str) = match &r.raw {
-                        Some(raw) => (raw, headers::PROTOBUF),
-                        None => {
-                            sinks.buf.clear();
-                            vigil_store::encode_dead_letter(r, &mut sinks.buf)
-                                .context("encoding a dead letter")?;
-                            (&sinks.buf, headers::JSON)
-                        }
-                    };
-                    let part = r.position.partition.to_string();
-                    let off = r.position.offset.to_string();
-                    let hs = [
-                        (headers::REASON, r.reason.as_str().as_bytes()),
-                        (headers::DETAIL, r.detail.as_bytes()),
-                        (headers::SOURCE_TOPIC, sinks.source_topic.as_bytes()),
-                        (headers::SOURCE_PARTITION, part.as_bytes()),
-                        (headers::SOURCE_OFFSET, off.as_bytes()),
-                        (headers::CONTENT_TYPE, content_type.as_bytes()),
-                    ];
-                    let key = r.agent.as_deref().map(str::as_bytes);
-                    sinks
-                        .producer
-                        .send(topic, key, payload, &hs)
-                        .context("producing a dead letter")?;
-                }
-                (None, Some(files)) => files.push(r).context("dead-letter record")?,
-                (None, None) => {}
+            if sinks.dlq_topic.is_some() {
+                sinks.send_dead_letter(r, i as u32)?;
+            } else if let Some(files) = &mut self.dlq_files {
+                files.push(r).context("dead-letter record")?;
             }
         }
         self.out.clear();

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use vigil_ops::RejectReason;
+use vigil_sim::{Frame, SkipKind, Skipped};
 
 use crate::replay::Replay;
 use crate::settings::Settings;
@@ -48,19 +50,74 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let span = tracing::info_span!("ingest", input = %a.input.display());
     let _g = span.enter();
     let mut replay = Replay::new(&settings, &data_dir, &source, rules)?;
+    if a.input.as_os_str() != "-" {
+        // The file holds every record: truncated dead letters name it by
+        // offset instead of copying it.
+        replay = replay.input_is_kept();
+    }
     let mut records = vigil_sim::read_delimited(std::io::BufReader::with_capacity(1 << 20, reader));
     let mut payload = Vec::new();
-    while records
-        .read_into(&mut payload)
-        .with_context(|| format!("{}: bad length-delimited input", a.input.display()))?
-    {
-        replay.push(&payload)?;
-    }
+    let corrupt = loop {
+        match records.read_frame(&mut payload, vigil_store::bound::HEAD_BYTES) {
+            Ok(None) => break None,
+            Ok(Some(Frame::Record)) => replay.push(&payload)?,
+            Ok(Some(Frame::Skipped(s))) => {
+                let (reason, detail) = skipped_detail(&s);
+                replay.push_unread(
+                    reason,
+                    &detail,
+                    &payload,
+                    s.got,
+                    &vigil_store::format_digest(s.digest),
+                )?;
+            }
+            // No record boundary can be found after a corrupt prefix:
+            // publish what came before it, then fail.
+            Err(e) => break Some(e),
+        }
+    };
     let summary = replay.finish()?;
     println!("ingested {} into {}", a.input.display(), data_dir.display());
     super::print_summary(&summary, started.elapsed());
     if let Some(rss) = crate::alloc::peak_rss() {
         println!("peak RSS       {:>12.0} MB", rss as f64 / 1e6);
     }
-    Ok(())
+    match corrupt {
+        None => Ok(()),
+        Some(e) => Err(anyhow::Error::new(e).context(format!(
+            "{}: bad length-delimited input (the records before it were ingested)",
+            a.input.display()
+        ))),
+    }
+}
+
+/// The reason and detail of a record the reader skipped.
+fn skipped_detail(s: &Skipped) -> (RejectReason, String) {
+    match (s.kind, s.len) {
+        (SkipKind::TooLong, Some(len)) => (
+            RejectReason::TooLarge,
+            format!(
+                "record {} at byte {} announces {len} bytes, above the reader's limit of {}; \
+                 skipped ({} bytes read)",
+                s.index,
+                s.offset,
+                vigil_sim::MAX_DELIMITED_RECORD,
+                s.got
+            ),
+        ),
+        (_, Some(len)) => (
+            RejectReason::Decode,
+            format!(
+                "record {} at byte {}: the input ends after {} of its {len} bytes",
+                s.index, s.offset, s.got
+            ),
+        ),
+        (_, None) => (
+            RejectReason::Decode,
+            format!(
+                "record {} at byte {}: the input ends inside its length prefix",
+                s.index, s.offset
+            ),
+        ),
+    }
 }

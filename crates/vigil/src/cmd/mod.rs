@@ -54,6 +54,12 @@ pub fn print_summary(s: &ReplaySummary, elapsed: std::time::Duration) {
             refused.join(", ")
         }
     );
+    if s.dlq_truncated > 0 {
+        println!(
+            "               {:>12}  dead letters truncated (over storage.dlq_max_record_bytes)",
+            s.dlq_truncated
+        );
+    }
     println!(
         "windows        {:>12}  closed ({} by watermark, {} idle/end)",
         st.windows_closed + st.windows_closed_idle,

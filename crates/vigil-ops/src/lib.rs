@@ -21,6 +21,7 @@ pub mod dedup;
 pub mod detect;
 pub mod intern;
 pub mod model;
+pub mod otlp;
 pub mod pipeline;
 pub mod reject;
 pub mod rules;

@@ -10,7 +10,8 @@
 //! vendored verbatim under `proto/opentelemetry/` (release and licence in
 //! its README). One [`otlp::collector::metrics::v1::ExportMetricsServiceRequest`]
 //! is one Kafka record as the OpenTelemetry Collector's Kafka exporter
-//! writes it (`encoding: otlp_proto`). Only message types are generated.
+//! writes it (`encoding: otlp_proto`). Only message types are generated,
+//! without the .proto comments (read the vendored files for them).
 
 #![allow(missing_docs)]
 
@@ -25,7 +26,10 @@ pub mod otlp {
     /// `opentelemetry.proto.common.v1`: attributes and scopes.
     pub mod common {
         pub mod v1 {
-            include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.common.v1.rs"));
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/opentelemetry.proto.common.v1.rs"
+            ));
         }
     }
     /// `opentelemetry.proto.resource.v1`: the resource (host, service).
@@ -40,7 +44,10 @@ pub mod otlp {
     /// `opentelemetry.proto.metrics.v1`: metrics and data points.
     pub mod metrics {
         pub mod v1 {
-            include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.metrics.v1.rs"));
+            include!(concat!(
+                env!("OUT_DIR"),
+                "/opentelemetry.proto.metrics.v1.rs"
+            ));
         }
     }
     /// `opentelemetry.proto.collector.metrics.v1`: the export request.

@@ -273,6 +273,9 @@ pub struct OtlpState {
     series: HashMap<u64, Memo>,
     /// Newest point timestamp seen (event time), for `state_ttl`.
     newest_ms: i64,
+    /// `newest_ms` at the last sweep of silent series.
+    #[serde(default)]
+    swept_ms: i64,
     stats: OtlpStats,
     /// Newest valid source timestamp of the resource being converted.
     #[serde(skip)]
@@ -740,8 +743,13 @@ impl OtlpState {
         self.resource_newest = self.resource_newest.max(ts);
         let key = series_key(tenant, agent, name, &attrs);
         if !self.series.contains_key(&key) && self.series.len() >= max_series {
-            let cutoff = self.newest_ms.saturating_sub(ttl);
-            self.series.retain(|_, m| m.newest >= cutoff);
+            // A sweep costs O(series): at most one per 1/16 of the TTL of
+            // event time, so a flood of new series cannot sweep per point.
+            if self.newest_ms.saturating_sub(self.swept_ms) >= ttl / 16 {
+                self.swept_ms = self.newest_ms;
+                let cutoff = self.newest_ms.saturating_sub(ttl);
+                self.series.retain(|_, m| m.newest >= cutoff);
+            }
             if self.series.len() >= max_series {
                 refuse(
                     RejectReason::SeriesLimit,

@@ -853,3 +853,49 @@ fn default_rules_fire_on_overloaded_host_and_filling_disk() {
     );
     assert!(!fired.iter().any(|f| f.1 == "mount=/"), "{fired:?}");
 }
+
+#[test]
+fn converter_state_is_bounded_and_silent_series_are_forgotten() {
+    let mut c = cfg();
+    c.otlp.max_series = 3;
+    c.otlp.state_ttl = std::time::Duration::from_secs(600);
+    let mut st = OtlpState::default();
+    let (mut out, mut rej) = (Vec::new(), Vec::new());
+    // Three series: exactly at the limit, all taken.
+    st.convert(
+        &c,
+        POS,
+        &request("h", vec![mem_util(T0, 0.5)]),
+        &mut out,
+        &mut rej,
+    );
+    assert!(rej.is_empty());
+    assert_eq!(st.series(), 3);
+    // A fourth while the others are fresh: refused.
+    let one = |t, mp: &str| {
+        gauge(
+            "system.filesystem.utilization",
+            vec![point(&[("mountpoint", mp)], 0, t, 0.5)],
+        )
+    };
+    st.convert(
+        &c,
+        POS,
+        &request("h", vec![one(T0 + 1_000, "/a")]),
+        &mut out,
+        &mut rej,
+    );
+    assert_eq!(rej.len(), 1);
+    assert_eq!(rej[0].reason, RejectReason::SeriesLimit);
+    assert_eq!(st.series(), 3);
+    // Once the three are silent for longer than the TTL, they are forgotten.
+    st.convert(
+        &c,
+        POS,
+        &request("h", vec![one(T0 + 600_001, "/b")]),
+        &mut out,
+        &mut rej,
+    );
+    assert_eq!(rej.len(), 1, "{rej:?}");
+    assert_eq!(st.series(), 1);
+}

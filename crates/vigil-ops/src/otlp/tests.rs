@@ -899,3 +899,35 @@ fn converter_state_is_bounded_and_silent_series_are_forgotten() {
     assert_eq!(rej.len(), 1, "{rej:?}");
     assert_eq!(st.series(), 1);
 }
+
+proptest::proptest! {
+    /// Any delivery order of a set of requests, with any resends, within
+    /// the dedup memory (12 scrapes 5 s apart: 60 s < window + lateness,
+    /// fewer than 16 timestamps): every point is taken exactly once.
+    #[test]
+    fn resends_in_any_order_take_every_point_once(
+        order in proptest::collection::vec(0usize..12, 0..40),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        let reqs: Vec<Vec<u8>> = (0..12)
+            .map(|i| request("h", vec![mem_util(T0 + i as i64 * 5_000, 0.01 * i as f64)]))
+            .collect();
+        // Every request at least once, at a position decided by `seed`.
+        let mut deliveries = order.clone();
+        for i in 0..12 {
+            let at = (seed.rotate_left(i as u32 * 5) as usize) % (deliveries.len() + 1);
+            deliveries.insert(at, i);
+        }
+        let mut st = OtlpState::default();
+        let payloads: Vec<Vec<u8>> = deliveries.iter().map(|&i| reqs[i].clone()).collect();
+        let (b, rej) = convert_all(&mut st, &payloads);
+        proptest::prop_assert!(rej.is_empty());
+        let mut got = points(&b).remove(&key("mem_pct", "")).unwrap_or_default();
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let want: Vec<(i64, f64)> = (0..12)
+            .map(|i| (T0 + i as i64 * 5_000, 100.0 * (0.01 * i as f64)))
+            .collect();
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert_eq!(st.stats().duplicate_points, 3 * order.len() as u64);
+    }
+}

@@ -10,4 +10,3 @@ mod detectors;
 mod interop;
 mod kafka;
 mod oracle;
-mod otlp;

@@ -90,6 +90,8 @@ pub struct PipelineConfig {
     pub clock: ClockMode,
     /// Input limits.
     pub limits: Limits,
+    /// OTLP input: identity attributes and the metric mapping.
+    pub otlp: crate::otlp::OtlpConfig,
 }
 
 impl Default for PipelineConfig {
@@ -103,6 +105,7 @@ impl Default for PipelineConfig {
             tick_interval: Duration::from_secs(5),
             clock: ClockMode::Wall,
             limits: Limits::default(),
+            otlp: crate::otlp::OtlpConfig::default(),
         }
     }
 }
@@ -181,6 +184,12 @@ impl PipelineConfig {
             if v == 0 {
                 bad(field, "must be positive");
             }
+        }
+        for message in self.otlp.validate() {
+            p.push(ConfigProblem {
+                field: "otlp",
+                message,
+            });
         }
         p
     }

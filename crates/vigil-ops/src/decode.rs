@@ -74,7 +74,8 @@ pub fn valid_label_key(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-fn validate(batch: &mut TelemetryBatch, limits: &Limits) -> Result<(), BatchError> {
+/// Batch-level checks of a decoded (or converted) batch; sorts labels.
+pub(crate) fn validate(batch: &mut TelemetryBatch, limits: &Limits) -> Result<(), BatchError> {
     for (what, id) in [
         ("tenant_id", &batch.tenant_id),
         ("agent_id", &batch.agent_id),

@@ -22,6 +22,7 @@ pub mod detect;
 pub mod exact;
 pub mod intern;
 pub mod model;
+pub mod otlp;
 pub mod pipeline;
 pub mod reject;
 pub mod rules;

@@ -142,6 +142,10 @@ struct Scratch {
     finish_next: usize,
     labels: String,
     refused: [Vec<(i64, f64)>; 5],
+    /// The batch being accepted came from OTLP input (no sequence).
+    otlp_input: bool,
+    /// Converted resources of the OTLP record being processed.
+    converted: Vec<crate::otlp::Converted>,
 }
 
 /// Hash of an agent's (tenant, agent) ids, for the agent index: xxh3 of
@@ -205,6 +209,10 @@ pub struct Pipeline {
     /// still delivers them.
     #[serde(default)]
     pending_alerts: Vec<AlertEvent>,
+    /// OTLP input state (dedup timestamps, cumulative values); empty for
+    /// Vigil input, absent from older checkpoints.
+    #[serde(default)]
+    otlp: crate::otlp::OtlpState,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -265,6 +273,7 @@ impl Pipeline {
             last_tick_ms: None,
             stats: PipelineStats::default(),
             pending_alerts: Vec::new(),
+            otlp: crate::otlp::OtlpState::default(),
             scratch: Scratch::default(),
         })
     }
@@ -453,6 +462,90 @@ impl Pipeline {
         self.scratch.batch = batch;
     }
 
+    /// Counters of the OTLP conversion.
+    pub fn otlp_stats(&self) -> &crate::otlp::OtlpStats {
+        self.otlp.stats()
+    }
+
+    /// Processes one OTLP record (an `ExportMetricsServiceRequest`; see
+    /// [`crate::otlp`] and docs/otlp.md): each resource becomes a batch of
+    /// its agent, duplicates found by (series, timestamp) instead of a
+    /// sequence number. `wall_now_ms` as in [`Pipeline::process`].
+    pub fn process_otlp(
+        &mut self,
+        pos: Position,
+        payload: &[u8],
+        wall_now_ms: i64,
+        out: &mut Outputs,
+    ) {
+        self.stats.records += 1;
+        self.stats.bytes += payload.len() as u64;
+        let mut converted = std::mem::take(&mut self.scratch.converted);
+        converted.clear();
+        let from = out.rejected.len();
+        self.otlp
+            .convert(&self.cfg, pos, payload, &mut converted, &mut out.rejected);
+        for r in &out.rejected[from..] {
+            if r.reason.is_batch_level() {
+                self.stats.rejected_records[r.reason.index()] += 1;
+            }
+            self.stats.rejected_points[r.reason.index()] += r.point_count;
+        }
+        for c in converted.iter_mut() {
+            let mut batch = std::mem::take(&mut c.batch);
+            let now = match self.cfg.clock {
+                ClockMode::Wall => Some(wall_now_ms),
+                ClockMode::Replay => {
+                    // One vote per resource (agent), as for Vigil batches.
+                    let before = self.clock.invalid();
+                    let agent = agent_hash(&batch.tenant_id, &batch.agent_id);
+                    let newest = || {
+                        batch
+                            .series
+                            .iter()
+                            .flat_map(|s| s.timestamps_ms.iter().copied())
+                            .filter(|t| VALID_TS.contains(t))
+                            .max()
+                    };
+                    let now = self.clock.observe(agent, batch.sent_at_ms, newest);
+                    self.stats.untrusted_send_times += self.clock.invalid() - before;
+                    now
+                }
+            };
+            let tick_at = now;
+            // No time at all: as in `process`, `i64::MIN` is "never seen".
+            let now = now.unwrap_or(i64::MIN);
+            if c.points_in > 0 && c.duplicates == c.points_in {
+                // A resent request: nothing new, but the agent is alive.
+                self.stats.duplicates += 1;
+                if let Some(ai) = self.find_agent(&batch.tenant_id, &batch.agent_id) {
+                    self.seen(ai, now, out);
+                }
+            } else if let Err(e) = crate::decode::validate(&mut batch, &self.cfg.limits) {
+                self.refuse_batch(pos, payload, &batch, e, out);
+            } else {
+                self.scratch.otlp_input = true;
+                self.accept(pos, payload, &batch, now, out);
+                self.scratch.otlp_input = false;
+            }
+            if let Some(now) = tick_at {
+                self.maybe_tick(now, out);
+            }
+        }
+        if converted.is_empty() {
+            // Nothing to accept (refused, or no resources): time still passes.
+            let now = match self.cfg.clock {
+                ClockMode::Wall => Some(wall_now_ms),
+                ClockMode::Replay => self.clock.now_ms(),
+            };
+            if let Some(now) = now {
+                self.maybe_tick(now, out);
+            }
+        }
+        converted.clear();
+        self.scratch.converted = converted;
+    }
+
     fn refuse_batch(
         &mut self,
         pos: Position,
@@ -554,11 +647,18 @@ impl Pipeline {
             .iter()
             .map(|s| s.timestamps_ms.len() as u64)
             .sum();
-        match self.agents[ai]
-            .dedup
-            .observe(batch.boot_id, batch.seq, batch.sent_at_ms, || {
-                content_hash(payload)
-            }) {
+        // OTLP input has no sequence: its duplicates were dropped by
+        // (series, timestamp) in `crate::otlp`.
+        let outcome = if self.scratch.otlp_input {
+            Outcome::Accept(None)
+        } else {
+            self.agents[ai]
+                .dedup
+                .observe(batch.boot_id, batch.seq, batch.sent_at_ms, || {
+                    content_hash(payload)
+                })
+        };
+        match outcome {
             Outcome::Accept(None) => {}
             Outcome::Accept(Some(cause)) => self.stats.restarts[cause.index()] += 1,
             Outcome::Duplicate => {

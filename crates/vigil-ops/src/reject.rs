@@ -40,11 +40,18 @@ pub enum RejectReason {
     /// A new series would exceed `limits.max_series_per_agent` or
     /// `limits.max_series_per_tenant` (the cardinality guard).
     SeriesLimit,
+    /// An OTLP metric of a type Vigil does not read (exponential
+    /// histogram, summary, a sum or histogram without temporality).
+    UnsupportedType,
+    /// An OTLP point older than the timestamps its series remembers for
+    /// dedup (OTLP has no sequence), so whether it is a resend cannot be
+    /// decided (see docs/otlp.md).
+    DedupOverflow,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order (for metrics pre-registration and docs).
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 17] = [
         RejectReason::Decode,
         RejectReason::TooLarge,
         RejectReason::TooManySeries,
@@ -60,6 +67,8 @@ impl RejectReason {
         RejectReason::Late,
         RejectReason::SeqTooOld,
         RejectReason::SeriesLimit,
+        RejectReason::UnsupportedType,
+        RejectReason::DedupOverflow,
     ];
 
     /// The stable name: DLQ reason, metric label value, log field.
@@ -80,6 +89,8 @@ impl RejectReason {
             RejectReason::Late => "late",
             RejectReason::SeqTooOld => "seq_too_old",
             RejectReason::SeriesLimit => "series_limit",
+            RejectReason::UnsupportedType => "unsupported_type",
+            RejectReason::DedupOverflow => "dedup_overflow",
         }
     }
 
@@ -97,6 +108,8 @@ impl RejectReason {
                 | RejectReason::Late
                 | RejectReason::OutOfRange
                 | RejectReason::SeriesLimit
+                | RejectReason::UnsupportedType
+                | RejectReason::DedupOverflow
         )
     }
 }

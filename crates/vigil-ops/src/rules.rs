@@ -1502,7 +1502,7 @@ after = 600
             "rules.toml:15:6: threshold[1].op: expected one of: \">\", \">=\", \"<\", \"<=\"",
             "rules.toml:17:7: threshold[1].for: must be >= 1",
             "rules.toml:19:12: threshold[1].severity: expected one of: \"info\", \"warning\", \"critical\"",
-            "rules.toml:20:1: threshold[1].colour: unknown field (expected one of: name, metric, labels, aggregate, op, value, for, clear, severity, summary)",
+            "rules.toml:20:1: threshold[1].colour: unknown field (expected one of: name, metric, labels, aggregate, op, value, for, clear, clear_for, severity, summary)",
             "rules.toml:26:11: trend[0].horizon: must be > 0",
         ];
         for w in want {
@@ -1598,6 +1598,7 @@ after = 600
             |u: &mut ThresholdRule| u.value += 1.0,
             |u: &mut ThresholdRule| u.clear -= 1.0,
             |u: &mut ThresholdRule| u.for_windows += 1,
+            |u: &mut ThresholdRule| u.clear_for += 1,
             |u: &mut ThresholdRule| u.metric.push('x'),
             |u: &mut ThresholdRule| {
                 u.labels.insert("k".into(), "v".into());
@@ -1622,6 +1623,31 @@ after = 600
         let mut o2 = o.clone();
         o2.after += Duration::from_millis(1);
         assert!(!o.same_definition(&o2));
+    }
+
+    #[test]
+    fn clear_for_limits() {
+        let rule = |c: &str| {
+            format!("[[threshold]]\nname = \"a\"\nmetric = \"m\"\naggregate = \"last\"\nop = \">\"\nvalue = 1\nclear_for = {c}\nseverity = \"critical\"\n")
+        };
+        for (c, msg) in [
+            ("0", "must be >= 1"),
+            ("65536", "must be <= 65535"),
+            ("\"5m\"", "expected an integer, found string"),
+        ] {
+            let e = err(&rule(c));
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert_eq!(e.problems[0].path, "threshold[0].clear_for");
+            assert_eq!((e.problems[0].line, e.problems[0].column), (7, 13));
+            assert_eq!(e.problems[0].message, msg);
+        }
+        for (c, want) in [("1", 1), ("65535", 65535)] {
+            let r = RuleSet::from_toml(&rule(c), "rules.toml").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.threshold[0].clear_for, want);
+        }
+        let r = RuleSet::from_toml(&rule("1").replace("clear_for = 1\n", ""), "rules.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.threshold[0].clear_for, DEFAULT_CLEAR_FOR);
     }
 
     #[test]

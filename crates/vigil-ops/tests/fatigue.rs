@@ -25,7 +25,7 @@ fn run_default_fleet() -> (Vec<AlertEvent>, DiskWindows, FleetTruth) {
     let mut out = Outputs::default();
     let mut alerts = Vec::new();
     let mut disks = DiskWindows::new();
-    let mut keep = |out: &Outputs, disks: &mut DiskWindows| {
+    let keep = |out: &Outputs, disks: &mut DiskWindows| {
         for w in out
             .windows
             .iter()

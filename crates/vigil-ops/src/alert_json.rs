@@ -41,6 +41,7 @@ struct AlertJson<'a> {
     resolved_at_ms: Option<i64>,
     resolved_at: Option<String>,
     resolve_reason: Option<&'static str>,
+    flaps: Option<u32>,
     event_time_ms: i64,
     event_time: String,
     summary: &'a str,
@@ -108,6 +109,7 @@ pub fn encode_alert(a: &AlertEvent, out: &mut Vec<u8>) {
         resolved_at_ms: a.resolved_at_ms,
         resolved_at: a.resolved_at_ms.map(rfc3339_ms),
         resolve_reason: a.resolve_reason.map(|r| r.as_str()),
+        flaps: a.flaps,
         event_time_ms: a.event_time_ms,
         event_time: rfc3339_ms(a.event_time_ms),
         summary: &a.summary,
@@ -157,6 +159,7 @@ mod tests {
             started_at_ms: 0,
             resolved_at_ms: Some(60_000),
             resolve_reason: Some(ResolveReason::RuleChanged),
+            flaps: Some(3),
             event_time_ms: 60_000,
             summary: "s".into(),
         };
@@ -170,12 +173,15 @@ mod tests {
         assert_eq!(v["status"], "resolved");
         assert_eq!(v["resolved_at"], "1970-01-01T00:01:00.000Z");
         assert_eq!(v["resolve_reason"], "rule_changed");
+        assert_eq!(v["flaps"], 3);
         let mut firing = a.clone();
         firing.status = AlertStatus::Firing;
         firing.resolve_reason = None;
+        firing.flaps = None;
         out.clear();
         encode_alert(&firing, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v["resolve_reason"].is_null());
+        assert!(v["flaps"].is_null());
     }
 }

@@ -614,6 +614,11 @@ pub struct AlertEvent {
     /// Why the incident ended (set on `resolved`, `None` on `firing`).
     #[serde(default)]
     pub resolve_reason: Option<ResolveReason>,
+    /// For threshold `resolved` events: how often the incident flapped
+    /// (went back past `clear` for fewer than the rule's `clear_for`
+    /// windows) while open. `None` on `firing` and for other detectors.
+    #[serde(default)]
+    pub flaps: Option<u32>,
     /// Time of this event (`started_at_ms` or `resolved_at_ms`).
     pub event_time_ms: i64,
     /// Human-readable summary.

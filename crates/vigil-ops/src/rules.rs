@@ -38,6 +38,14 @@ pub const DEFAULT_RULES_TOML: &str = include_str!("../../../config/rules.toml");
 
 /// Default `for` of a threshold rule (windows).
 pub const DEFAULT_FOR: u32 = 1;
+
+/// `clear_for` of a threshold rule that does not give one: the first
+/// window past `clear` resolves.
+pub const DEFAULT_CLEAR_FOR: u32 = 1;
+
+fn default_clear_for() -> u32 {
+    DEFAULT_CLEAR_FOR
+}
 /// Default trend horizon.
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// Default trend lookback.
@@ -185,6 +193,11 @@ pub struct ThresholdRule {
     /// Hysteresis: a firing alert resolves once `aggregate op clear` no
     /// longer holds. Equal to `value` when not given.
     pub clear: f64,
+    /// Consecutive windows past `clear` needed to resolve a firing
+    /// incident (1..=65535, default 1). Shorter excursions past `clear`
+    /// keep the incident open and count as flaps.
+    #[serde(default = "default_clear_for")]
+    pub clear_for: u32,
     /// Severity of the alert.
     pub severity: Severity,
     /// Optional summary template (`{metric}`, `{value}`, ... see
@@ -278,6 +291,7 @@ impl ThresholdRule {
             && self.value.to_bits() == other.value.to_bits()
             && self.for_windows == other.for_windows
             && self.clear.to_bits() == other.clear.to_bits()
+            && self.clear_for == other.clear_for
     }
 }
 
@@ -930,6 +944,7 @@ impl<'a> Cx<'a> {
             "value",
             "for",
             "clear",
+            "clear_for",
             "severity",
             "summary",
         ];
@@ -984,6 +999,18 @@ impl<'a> Cx<'a> {
         let for_present = t.contains_key("for");
         let for_windows = self.integer(t, path, "for", 1);
         let clear = self.number(t, &span, path, "clear", false);
+        let clear_for_present = t.contains_key("clear_for");
+        let clear_for = self.integer(t, path, "clear_for", 1);
+        if let (Some(c), Some(v)) = (clear_for, t.get("clear_for")) {
+            if c > u32::from(u16::MAX) {
+                self.problem(
+                    v.span(),
+                    format!("{path}.clear_for"),
+                    format!("must be <= {}", u16::MAX),
+                );
+                return None;
+            }
+        }
         let severity = self.severity(t, &span, path);
         let summary = self.summary(t, &span, path, THRESHOLD_PLACEHOLDERS);
 
@@ -1007,6 +1034,11 @@ impl<'a> Cx<'a> {
             (true, Some(f)) => f,
             (true, None) => return None,
         };
+        let clear_for = match (clear_for_present, clear_for) {
+            (false, _) => default_clear_for(),
+            (true, Some(c)) => c,
+            (true, None) => return None,
+        };
         let value = value?.0;
         Some(ThresholdRule {
             name: name?,
@@ -1017,6 +1049,7 @@ impl<'a> Cx<'a> {
             value,
             for_windows,
             clear: clear.map_or(value, |c| c.0),
+            clear_for,
             severity: severity?,
             summary: summary?,
         })
@@ -1469,7 +1502,7 @@ after = 600
             "rules.toml:15:6: threshold[1].op: expected one of: \">\", \">=\", \"<\", \"<=\"",
             "rules.toml:17:7: threshold[1].for: must be >= 1",
             "rules.toml:19:12: threshold[1].severity: expected one of: \"info\", \"warning\", \"critical\"",
-            "rules.toml:20:1: threshold[1].colour: unknown field (expected one of: name, metric, labels, aggregate, op, value, for, clear, severity, summary)",
+            "rules.toml:20:1: threshold[1].colour: unknown field (expected one of: name, metric, labels, aggregate, op, value, for, clear, clear_for, severity, summary)",
             "rules.toml:26:11: trend[0].horizon: must be > 0",
         ];
         for w in want {
@@ -1565,6 +1598,7 @@ after = 600
             |u: &mut ThresholdRule| u.value += 1.0,
             |u: &mut ThresholdRule| u.clear -= 1.0,
             |u: &mut ThresholdRule| u.for_windows += 1,
+            |u: &mut ThresholdRule| u.clear_for += 1,
             |u: &mut ThresholdRule| u.metric.push('x'),
             |u: &mut ThresholdRule| {
                 u.labels.insert("k".into(), "v".into());
@@ -1589,6 +1623,31 @@ after = 600
         let mut o2 = o.clone();
         o2.after += Duration::from_millis(1);
         assert!(!o.same_definition(&o2));
+    }
+
+    #[test]
+    fn clear_for_limits() {
+        let rule = |c: &str| {
+            format!("[[threshold]]\nname = \"a\"\nmetric = \"m\"\naggregate = \"last\"\nop = \">\"\nvalue = 1\nclear_for = {c}\nseverity = \"critical\"\n")
+        };
+        for (c, msg) in [
+            ("0", "must be >= 1"),
+            ("65536", "must be <= 65535"),
+            ("\"5m\"", "expected an integer, found string"),
+        ] {
+            let e = err(&rule(c));
+            assert_eq!(e.problems.len(), 1, "{e}");
+            assert_eq!(e.problems[0].path, "threshold[0].clear_for");
+            assert_eq!((e.problems[0].line, e.problems[0].column), (7, 13));
+            assert_eq!(e.problems[0].message, msg);
+        }
+        for (c, want) in [("1", 1), ("65535", 65535)] {
+            let r = RuleSet::from_toml(&rule(c), "rules.toml").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.threshold[0].clear_for, want);
+        }
+        let r = RuleSet::from_toml(&rule("1").replace("clear_for = 1\n", ""), "rules.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.threshold[0].clear_for, DEFAULT_CLEAR_FOR);
     }
 
     #[test]

@@ -104,6 +104,7 @@ fn alert(
         started_at_ms: t,
         resolved_at_ms: resolved.then_some(t + HOUR),
         resolve_reason: resolved.then_some(vigil_ops::model::ResolveReason::Cleared),
+        flaps: None,
         event_time_ms: if resolved { t + HOUR } else { t },
         summary: format!("{rule} on {agent}"),
     }

@@ -183,6 +183,7 @@ fn alert(agent: &str, status: AlertStatus, t: i64) -> AlertEvent {
         started_at_ms: t,
         resolved_at_ms: resolved.then_some(t),
         resolve_reason: resolved.then_some(vigil_ops::model::ResolveReason::Cleared),
+        flaps: None,
         event_time_ms: t,
         summary: "disk /data predicted full".into(),
     }

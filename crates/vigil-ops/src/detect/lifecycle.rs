@@ -130,6 +130,7 @@ impl Subject<'_> {
                 AlertStatus::Firing => None,
                 AlertStatus::Resolved => Some(ResolveReason::Cleared),
             },
+            flaps: None,
             event_time_ms,
             summary,
         }

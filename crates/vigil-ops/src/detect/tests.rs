@@ -98,6 +98,87 @@ fn threshold_fires_after_for_and_resolves_past_clear() {
     );
 }
 
+const CPU_CLEAR_FOR: &str = r#"
+[[threshold]]
+name = "cpu_high"
+metric = "cpu_pct"
+aggregate = "mean"
+op = ">"
+value = 90
+clear = 80
+clear_for = 3
+severity = "warning"
+"#;
+
+#[test]
+fn clear_for_resolves_after_exactly_that_many_clear_windows() {
+    let mut e = DetectorEngine::new(rules(CPU_CLEAR_FOR));
+    let s = cpu();
+    assert_eq!(feed(&mut e, &s, &[(0, 95.0)]).len(), 1);
+    // Two windows past clear: one short of clear_for, still open.
+    assert!(feed(&mut e, &s, &[(1, 79.0), (2, 79.0)]).is_empty());
+    // The third resolves, at the end of that window, with no flap.
+    let out = feed(&mut e, &s, &[(3, 79.0)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+    assert_eq!(out[0].resolved_at_ms, Some(4 * W));
+    assert_eq!(out[0].started_at_ms, 0);
+    assert_eq!(out[0].flaps, Some(0));
+}
+
+#[test]
+fn short_clear_runs_are_flaps_of_one_incident() {
+    let mut e = DetectorEngine::new(rules(CPU_CLEAR_FOR));
+    let s = cpu();
+    let out = feed(
+        &mut e,
+        &s,
+        &[
+            (0, 95.0),
+            // Two clear windows, then back in the band: flap 1.
+            (1, 70.0),
+            (2, 70.0),
+            (3, 85.0),
+            // Exactly 80 is past clear (80 > 80 does not hold): one
+            // clear window, then a breach: flap 2.
+            (4, 80.0),
+            (5, 99.0),
+            // A clear window, a gap, two clear windows: the gap restarts
+            // the clear run, no resolve yet and no flap.
+            (6, 70.0),
+            (8, 70.0),
+            (9, 70.0),
+        ],
+    );
+    assert_eq!(out.len(), 1, "one incident: {out:?}");
+    assert_eq!(out[0].status, AlertStatus::Firing);
+    assert!(out[0].flaps.is_none(), "firing events carry no flap count");
+    let out = feed(&mut e, &s, &[(10, 70.0)]);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, AlertStatus::Resolved);
+    assert_eq!(
+        (out[0].started_at_ms, out[0].resolved_at_ms),
+        (0, Some(11 * W))
+    );
+    assert_eq!(out[0].flaps, Some(2));
+    // The next incident counts its own flaps from zero.
+    let out = feed(
+        &mut e,
+        &s,
+        &[(11, 95.0), (12, 70.0), (13, 70.0), (14, 70.0)],
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].flaps, Some(0));
+}
+
+#[test]
+fn threshold_state_from_a_checkpoint_without_flap_counters() {
+    let st: super::threshold::ThresholdState =
+        serde_json::from_str(r#"{"run":2,"last_end_ms":120000,"firing_since":0}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((st.run, st.clear_run, st.flaps), (2, 0, 0));
+}
+
 #[test]
 fn a_gap_restarts_the_run() {
     let mut e = DetectorEngine::new(rules(CPU));

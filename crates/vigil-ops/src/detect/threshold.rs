@@ -1,7 +1,12 @@
 //! Threshold detector: `aggregate op value` for `for` consecutive windows
-//! fires; the incident resolves once `aggregate op clear` no longer holds.
+//! fires; the incident resolves once `aggregate op clear` has failed to
+//! hold for `clear_for` consecutive windows (1 by default: the first clear
+//! window resolves). A firing incident whose value goes back past `clear`
+//! but not for `clear_for` windows has *flapped*: it stays open and counts
+//! the flap, and its `resolved` event carries the count (`flaps`), so a
+//! flapping series is one incident, not many.
 //!
-//! Per (rule, series) state is three scalars. Consecutive means the
+//! Per (rule, series) state is five scalars. Consecutive means the
 //! previous window's end equals the next window's start: a gap of missing
 //! windows restarts the run (but does not resolve a firing incident; the
 //! next window decides).
@@ -15,12 +20,21 @@ use crate::rules::{RuleSet, ThresholdRule};
 /// State of one threshold rule on one series.
 /// 24 bytes: optional times use [`OptMs`], and the start of the current
 /// run is not stored: a run is `run` contiguous windows ending at
-/// `last_end_ms`, so it starts `run` window sizes before that.
+/// `last_end_ms`, so it starts `run` window sizes before that. The two
+/// `u16` counters of the clear run and the flaps sit in what was padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThresholdState {
     /// Breaching windows in the current run (contiguous, ending at
     /// `last_end_ms`).
     pub run: u32,
+    /// While firing: contiguous windows past `clear` ending at
+    /// `last_end_ms` (saturates; `clear_for` is at most `u16::MAX`).
+    #[serde(default)]
+    pub clear_run: u16,
+    /// While firing: clear runs shorter than `clear_for` windows, ended by
+    /// a window not past `clear` (saturates).
+    #[serde(default)]
+    pub flaps: u16,
     /// End of the last window seen, if any.
     pub last_end_ms: OptMs,
     /// `started_at_ms` of the firing incident, if any.
@@ -92,11 +106,40 @@ impl ThresholdState {
                     .start_ms
                     .saturating_sub(size.saturating_mul(i64::from(self.run - 1)));
                 self.firing_since = started.into();
-                out.push(event(rule, rules, w, v, AlertStatus::Firing, started));
+                self.clear_run = 0;
+                self.flaps = 0;
+                out.push(event(rule, rules, w, v, AlertStatus::Firing, started, 0));
             }
-            Some(started) if !rule.op.holds(v, rule.clear) => {
-                self.firing_since = OptMs::NONE;
-                out.push(event(rule, rules, w, v, AlertStatus::Resolved, started));
+            Some(started) => {
+                if !rule.op.holds(v, rule.clear) {
+                    // Past `clear`: one more window of the clear run (a
+                    // gap restarts it, as it restarts a breach run).
+                    self.clear_run = if contiguous {
+                        self.clear_run.saturating_add(1)
+                    } else {
+                        1
+                    };
+                    if u32::from(self.clear_run) >= rule.clear_for {
+                        let flaps = self.flaps;
+                        self.firing_since = OptMs::NONE;
+                        self.clear_run = 0;
+                        self.flaps = 0;
+                        out.push(event(
+                            rule,
+                            rules,
+                            w,
+                            v,
+                            AlertStatus::Resolved,
+                            started,
+                            flaps,
+                        ));
+                    }
+                } else if self.clear_run > 0 {
+                    // Went back past `clear` but did not stay there for
+                    // `clear_for` windows: a flap, held in this incident.
+                    self.flaps = self.flaps.saturating_add(1);
+                    self.clear_run = 0;
+                }
             }
             _ => {}
         }
@@ -110,6 +153,7 @@ fn event(
     v: f64,
     status: AlertStatus,
     started: i64,
+    flaps: u16,
 ) -> AlertEvent {
     let s = &w.series;
     let subject = Subject {
@@ -161,5 +205,8 @@ fn event(
     e.threshold = Some(rule.value);
     e.window_start_ms = Some(w.start_ms);
     e.window_end_ms = Some(w.end_ms);
+    if status == AlertStatus::Resolved {
+        e.flaps = Some(u32::from(flaps));
+    }
     e
 }

@@ -962,6 +962,7 @@ fn many_series(agent: &str, seq: u64, n: usize, target: usize) -> Vec<u8> {
         agent_id: agent.into(),
         seq,
         sent_at_ms: T0,
+        boot_id: 0,
         agent: None,
         series: (0..n)
             .map(|i| series("service_up", &[("service", &format!("s{i}"))], &[(T0, 1.0)]))
@@ -998,6 +999,7 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
             agent_id: "z".into(),
             seq,
             sent_at_ms: pts.iter().map(|p| p.0).max().unwrap_or(T0),
+            boot_id: 0,
             agent: None,
             series: vec![series("cpu_pct", &[], pts)],
         }

@@ -10,3 +10,4 @@ mod detectors;
 mod interop;
 mod kafka;
 mod oracle;
+mod otlp;

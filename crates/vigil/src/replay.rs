@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use vigil_ops::otlp::InputFormat;
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason};
@@ -67,6 +68,8 @@ pub struct Replay {
     unread: PipelineStats,
     published: PipelineStats,
     summary: ReplaySummary,
+    /// Wire format of the records (see [`Replay::with_input_format`]).
+    format: InputFormat,
 }
 
 impl Replay {
@@ -107,7 +110,19 @@ impl Replay {
             unread: PipelineStats::default(),
             published: PipelineStats::default(),
             summary: ReplaySummary::default(),
+            format: InputFormat::Vigil,
         })
+    }
+
+    /// Reads the records as `format` (default: Vigil batches).
+    pub fn with_input_format(mut self, format: InputFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Counters of the OTLP conversion (zero for Vigil input).
+    pub fn otlp_stats(&self) -> &vigil_ops::otlp::OtlpStats {
+        self.pipeline.otlp_stats()
     }
 
     /// The input is kept where the replay read it (a file): truncated dead
@@ -178,7 +193,10 @@ impl Replay {
             offset: self.next_offset,
         };
         self.next_offset += 1;
-        self.pipeline.process(pos, payload, 0, &mut self.out);
+        match self.format {
+            InputFormat::Vigil => self.pipeline.process(pos, payload, 0, &mut self.out),
+            InputFormat::Otlp => self.pipeline.process_otlp(pos, payload, 0, &mut self.out),
+        }
         self.drain()
     }
 

@@ -1,5 +1,6 @@
-//! `vigil ingest`: run a file of length-delimited batches through the
-//! pipeline (backfill, replay of captured telemetry, tests).
+//! `vigil ingest`: run a file of length-delimited records (Vigil batches or
+//! OTLP export requests) through the pipeline (backfill, replay of
+//! captured telemetry, tests).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,13 +9,15 @@ use anyhow::{Context, Result};
 use vigil_ops::RejectReason;
 use vigil_sim::{Frame, SkipKind, Skipped};
 
+use vigil_ops::otlp::InputFormat;
+
 use crate::replay::Replay;
 use crate::settings::Settings;
 
 /// Arguments of `vigil ingest`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// File of length-delimited `vigil.v1.TelemetryBatch` records, or `-`
+    /// File of length-delimited records (see `--input-format`), or `-`
     /// for standard input (read as a stream: memory does not grow with
     /// the input).
     #[arg(long, short)]
@@ -25,6 +28,12 @@ pub struct Args {
     /// Rules file (default: `rules` from the config, else the built-in rules).
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Wire format of the records: `vigil` (`vigil.v1.TelemetryBatch`) or
+    /// `otlp` (OpenTelemetry `ExportMetricsServiceRequest`, as the
+    /// Collector's Kafka exporter writes them; see docs/otlp.md). Never
+    /// guessed from the bytes.
+    #[arg(long, env = "VIGIL_INPUT_FORMAT", default_value = "vigil")]
+    pub input_format: InputFormat,
 }
 
 /// Runs `vigil ingest`.
@@ -49,7 +58,8 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let started = Instant::now();
     let span = tracing::info_span!("ingest", input = %a.input.display());
     let _g = span.enter();
-    let mut replay = Replay::new(&settings, &data_dir, &source, rules)?;
+    let mut replay =
+        Replay::new(&settings, &data_dir, &source, rules)?.with_input_format(a.input_format);
     if a.input.as_os_str() != "-" {
         // The file holds every record: truncated dead letters name it by
         // offset instead of copying it.
@@ -76,9 +86,25 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             Err(e) => break Some(e),
         }
     };
+    let otlp = replay.otlp_stats().clone();
     let summary = replay.finish()?;
     println!("ingested {} into {}", a.input.display(), data_dir.display());
     super::print_summary(&summary, started.elapsed());
+    if a.input_format == InputFormat::Otlp {
+        println!(
+            "otlp           {:>12}  resources, {} points in: {} duplicate, {} first of a counter, \
+             {} resets, {} superseded, {} shadowed, {} without value; {} points out",
+            otlp.resources,
+            otlp.points_in,
+            otlp.duplicate_points,
+            otlp.first_points,
+            otlp.resets,
+            otlp.superseded_points,
+            otlp.shadowed_points,
+            otlp.no_value_points,
+            otlp.points_out
+        );
+    }
     if let Some(rss) = crate::alloc::peak_rss() {
         println!("peak RSS       {:>12.0} MB", rss as f64 / 1e6);
     }

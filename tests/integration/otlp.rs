@@ -140,12 +140,16 @@ fn ingest_otlp_hostmetrics_aggregates_and_default_rules() {
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).display().to_string();
     let mut file = Vec::new();
+    // Length-delimited framing: a varint length, then the encoded request.
+    let frame = |file: &mut Vec<u8>, r: &[u8]| {
+        vigil_proto::prost::encoding::encode_varint(r.len() as u64, file);
+        file.extend_from_slice(r);
+    };
     for i in 0..STEPS {
-        let r = scrape(i);
-        r.encode_length_delimited(&mut file).ok();
+        frame(&mut file, &scrape(i));
         if i == 30 {
             // The Collector resends a request after a failed export.
-            scrape(29).encode_length_delimited(&mut file).ok();
+            frame(&mut file, &scrape(29));
         }
     }
     // A record that is not OTLP: a length prefix, then the bytes.

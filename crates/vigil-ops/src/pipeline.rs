@@ -411,23 +411,7 @@ impl Pipeline {
             Ok(()) => {
                 let now = match self.cfg.clock {
                     ClockMode::Wall => Some(wall_now_ms),
-                    ClockMode::Replay => {
-                        let before = self.clock.invalid();
-                        let agent = agent_hash(&batch.tenant_id, &batch.agent_id);
-                        // A batch without a trusted send time votes with its
-                        // newest valid point.
-                        let newest = || {
-                            batch
-                                .series
-                                .iter()
-                                .flat_map(|s| s.timestamps_ms.iter().copied())
-                                .filter(|t| VALID_TS.contains(t))
-                                .max()
-                        };
-                        let now = self.clock.observe(agent, batch.sent_at_ms, newest);
-                        self.stats.untrusted_send_times += self.clock.invalid() - before;
-                        now
-                    }
+                    ClockMode::Replay => self.replay_vote(&batch),
                 };
                 // No time at all (replay: no valid send time or point yet):
                 // the batch has no valid point to judge, and `i64::MIN`
@@ -478,6 +462,7 @@ impl Pipeline {
         wall_now_ms: i64,
         out: &mut Outputs,
     ) {
+        self.flush_pending(out);
         self.stats.records += 1;
         self.stats.bytes += payload.len() as u64;
         let mut converted = std::mem::take(&mut self.scratch.converted);
@@ -495,22 +480,8 @@ impl Pipeline {
             let mut batch = std::mem::take(&mut c.batch);
             let now = match self.cfg.clock {
                 ClockMode::Wall => Some(wall_now_ms),
-                ClockMode::Replay => {
-                    // One vote per resource (agent), as for Vigil batches.
-                    let before = self.clock.invalid();
-                    let agent = agent_hash(&batch.tenant_id, &batch.agent_id);
-                    let newest = || {
-                        batch
-                            .series
-                            .iter()
-                            .flat_map(|s| s.timestamps_ms.iter().copied())
-                            .filter(|t| VALID_TS.contains(t))
-                            .max()
-                    };
-                    let now = self.clock.observe(agent, batch.sent_at_ms, newest);
-                    self.stats.untrusted_send_times += self.clock.invalid() - before;
-                    now
-                }
+                // One vote per resource (agent), as for Vigil batches.
+                ClockMode::Replay => self.replay_vote(&batch),
             };
             let tick_at = now;
             // No time at all: as in `process`, `i64::MIN` is "never seen".
@@ -544,6 +515,26 @@ impl Pipeline {
         }
         converted.clear();
         self.scratch.converted = converted;
+    }
+
+    /// Replay mode: `batch`'s vote for processing time (its send time, or
+    /// its newest valid point when the send time is not trusted, counted),
+    /// and the processing time that results (`None` while nothing valid was
+    /// seen).
+    fn replay_vote(&mut self, batch: &TelemetryBatch) -> Option<i64> {
+        let before = self.clock.invalid();
+        let agent = agent_hash(&batch.tenant_id, &batch.agent_id);
+        let newest = || {
+            batch
+                .series
+                .iter()
+                .flat_map(|s| s.timestamps_ms.iter().copied())
+                .filter(|t| VALID_TS.contains(t))
+                .max()
+        };
+        let now = self.clock.observe(agent, batch.sent_at_ms, newest);
+        self.stats.untrusted_send_times += self.clock.invalid() - before;
+        now
     }
 
     fn refuse_batch(
@@ -1623,12 +1614,17 @@ mod tests {
             clock: ClockMode::Replay,
             ..PipelineConfig::default()
         };
-        // a reports every minute for 40 minutes; b stops after 5 minutes,
-        // comes back at 30.
+        // a and c report every minute for 40 minutes; b stops after 5
+        // minutes, comes back at 30. (Three agents: the replay clock is the
+        // lower median of the agents' latest send times, so with two a
+        // silent agent's last vote would hold processing time back.) b's
+        // last sighting is the processing time then: c's send time, the
+        // median of the three votes.
         let mut recs = Vec::new();
         for k in 0..40i64 {
             let t = T0 + k * 60_000;
             recs.push(batch("a", k as u64 + 1, &[(t, 1.0)]));
+            recs.push(batch("c", k as u64 + 1, &[(t + 500, 1.0)]));
             if !(5..30).contains(&k) {
                 recs.push(batch("b", k as u64 + 1, &[(t + 1_000, 1.0)]));
             }
@@ -1665,13 +1661,13 @@ mod tests {
                 (
                     "b",
                     AlertStatus::Firing,
-                    T0 + 4 * 60_000 + 1_000 + 600_000,
+                    T0 + 4 * 60_000 + 500 + 600_000,
                     None
                 ),
                 (
                     "b",
                     AlertStatus::Resolved,
-                    T0 + 4 * 60_000 + 1_000 + 600_000,
+                    T0 + 4 * 60_000 + 500 + 600_000,
                     Some(ResolveReason::Cleared)
                 ),
             ]

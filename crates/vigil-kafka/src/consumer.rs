@@ -167,12 +167,16 @@ impl CommitFailure {
     }
 }
 
+/// One partition of a commit: topic, partition, the offset it carried
+/// and its result (`Err`: the code of the request's or the partition's
+/// error).
+pub type PartitionCommit = (String, i32, Option<i64>, Result<(), RDKafkaErrorCode>);
+
 /// The answer to one offset commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
-    /// Each partition of the commit with the offset it carried and its
-    /// result (`Err`: the code of the request's or the partition's error).
-    pub partitions: Vec<(String, i32, Option<i64>, Result<(), RDKafkaErrorCode>)>,
+    /// Each partition of the commit (see [`PartitionCommit`]).
+    pub partitions: Vec<PartitionCommit>,
     /// The request's error, if the whole commit failed.
     pub error: Option<RDKafkaErrorCode>,
 }

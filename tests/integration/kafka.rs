@@ -666,13 +666,21 @@ fn kafka_worker_output_equals_oracle_and_alert_topic_holds_the_incidents() {
     env.produce(&records);
     let w = env.worker("w", &[]);
     env.wait_committed(&[&w]);
-    let metrics = w.metrics();
+    // The group sees a commit before the worker has read the answer and
+    // counted it: poll the exposition for a counted commit.
+    let counted = |b: &str| {
+        b.lines().any(|l| {
+            l.strip_prefix("vigil_worker_commits_total ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        })
+    };
+    let (_, metrics) = w.get_until("/metrics", Duration::from_secs(20), |_, b| counted(b));
     let log = w.stop();
     assert_windows(&env, &records);
     assert_incidents(&env, false);
     assert!(
-        metrics.contains("vigil_pipeline_records_in_total")
-            && metrics.contains("vigil_worker_commits_total"),
+        metrics.contains("vigil_pipeline_records_in_total") && counted(&metrics),
         "metrics:\n{metrics}"
     );
     assert!(log.contains("worker stopped"), "{log}");

@@ -590,6 +590,10 @@ impl Worker {
         progress
             .health
             .attach_consumer(consumer.context().health().clone());
+        // Counters a dashboard rates on exist from the start (at 0), not
+        // from their first event.
+        metrics::counter!(obs::COMMITS).increment(0);
+        metrics::counter!(obs::COMMITS_DROPPED).increment(0);
         tracing::info!(
             brokers = %kafka.brokers,
             topic = %kafka.telemetry_topic,

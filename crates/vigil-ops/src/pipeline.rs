@@ -834,6 +834,11 @@ impl Pipeline {
 
     /// The invalid-input verdict on a batch of agent `ai`.
     fn input(&mut self, ai: usize, now: i64, verdict: InputVerdict, out: &mut Outputs) {
+        // No processing time yet (replay before any valid send time): a
+        // run cannot start at "never", so the batch is not judged.
+        if now == i64::MIN {
+            return;
+        }
         let st = &mut self.agents[ai];
         let before = out.alerts.len();
         self.detectors.on_input(
@@ -1516,6 +1521,33 @@ mod tests {
             .iter()
             .map(|a| (a.rule.clone(), a.status, a.started_at_ms, a.resolve_reason))
             .collect()
+    }
+
+    /// Replay before any valid time: refused batches are not judged by
+    /// the invalid-input rule (a run cannot start at "never", and would
+    /// never resolve), and nothing fires.
+    #[test]
+    fn invalid_input_needs_a_processing_time_in_replay() {
+        let rules = Arc::new(RuleSet::from_toml(AGENT_RULES, "t.toml").unwrap());
+        let replay = PipelineConfig {
+            clock: ClockMode::Replay,
+            ..PipelineConfig::default()
+        };
+        let mut p = Pipeline::new(replay, rules).unwrap();
+        let mut out = Outputs::default();
+        // Send time 0 (untrusted) and a point at 0: no vote, no clock. The
+        // batch decodes; its point is refused (non-finite).
+        for seq in 1..=5 {
+            let b = metric_batch("a", seq, "cpu_pct", &[(0, f64::NAN)]);
+            p.process(POS, &b, 0, &mut out);
+        }
+        assert_eq!(p.stats().rejected_points(RejectReason::NonFinite), 5);
+        assert!(
+            out.alerts.iter().all(|a| a.started_at_ms != i64::MIN),
+            "{:?}",
+            alert_brief(&out)
+        );
+        assert!(out.alerts.is_empty(), "{:?}", alert_brief(&out));
     }
 
     #[test]

@@ -322,14 +322,17 @@ impl Sinks {
     /// with backoff); the others, and those still failing, are stored
     /// under `dlq/undelivered/`. When this returns, every dead letter sent
     /// so far is acknowledged by the broker or stored locally.
-    fn settle_dead_letters(&mut self, timeout: Duration) -> Result<()> {
+    fn settle_dead_letters(&mut self, deadline: Instant) -> Result<()> {
         let mut pending = self.producer.take_undelivered();
         let mut wait = vigil_kafka::producer::DEAD_LETTER_BACKOFF;
         let mut round = 0;
         while !pending.is_empty() {
+            // Past the flush's deadline nothing is sent again: what is
+            // left is stored locally, so a flush never outlasts its budget.
+            let time_left = deadline.saturating_duration_since(Instant::now()) > wait;
             let (again, give_up): (Vec<Undelivered>, Vec<Undelivered>) = pending
                 .into_iter()
-                .partition(|u| u.transient && round < REDELIVERY_ROUNDS);
+                .partition(|u| u.transient && round < REDELIVERY_ROUNDS && time_left);
             for u in &give_up {
                 self.store_kept(u, &u.error)?;
             }
@@ -346,7 +349,7 @@ impl Sinks {
                 }
             }
             self.producer
-                .flush(timeout)
+                .flush(deadline.saturating_duration_since(Instant::now()))
                 .context("waiting for the broker to acknowledge dead letters sent again")?;
             pending = self.producer.take_undelivered();
         }
@@ -627,13 +630,17 @@ impl Worker {
         let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
         w.progress.health.set_stopping();
         let mut summary = WorkerSummary::default();
+        let mut drain_error: Option<anyhow::Error> = None;
         match &result {
             Ok(()) => {
                 // Graceful: publish, acknowledge, checkpoint and commit
                 // everything processed, then leave the group.
                 let drain = Instant::now();
                 let budget = w.settings.worker.shutdown_timeout;
-                w.drain(drain + budget).context("final flush")?;
+                if let Err(e) = w.drain(drain + budget) {
+                    // Leave the group all the same (below), then report.
+                    drain_error = Some(e.context("final flush"));
+                }
                 tracing::info!(
                     records = w.summary.records,
                     flushes = w.summary.flushes,
@@ -662,6 +669,9 @@ impl Worker {
             elapsed_ms = leaving.elapsed().as_millis() as u64,
             "left the consumer group"
         );
+        if let Some(e) = drain_error {
+            return Err(e);
+        }
         result.map(|()| summary)
     }
 
@@ -1024,12 +1034,15 @@ impl Worker {
             }
         }
         let acked = Instant::now();
+        // One budget for the whole wait: the acknowledgements and any
+        // redelivery of dead letters together take at most
+        // `delivery_timeout` (the shutdown drain's share of its deadline).
+        let deadline = acked + delivery_timeout;
         self.sinks
             .producer
             .flush(delivery_timeout)
             .context("waiting for the broker to acknowledge alerts and dead letters")?;
-        self.sinks
-            .settle_dead_letters(self.settings.worker.delivery_timeout)?;
+        self.sinks.settle_dead_letters(deadline)?;
         metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
         let ck = Instant::now();
         for p in dirty {

@@ -470,11 +470,18 @@ impl Pipeline {
         let from = out.rejected.len();
         self.otlp
             .convert(&self.cfg, pos, payload, &mut converted, &mut out.rejected);
+        // A record is counted refused once per reason, and only for
+        // refusals of a whole request or resource (no metric named): the
+        // converter's per-series refusals (`invalid_metric`, ...) are
+        // points of a record that was otherwise taken.
+        let mut counted = 0u64;
         for r in &out.rejected[from..] {
-            if r.reason.is_batch_level() {
-                self.stats.rejected_records[r.reason.index()] += 1;
+            let i = r.reason.index();
+            if r.reason.is_batch_level() && r.metric.is_none() && counted & (1 << i) == 0 {
+                counted |= 1 << i;
+                self.stats.rejected_records[i] += 1;
             }
-            self.stats.rejected_points[r.reason.index()] += r.point_count;
+            self.stats.rejected_points[i] += r.point_count;
         }
         for c in converted.iter_mut() {
             let mut batch = std::mem::take(&mut c.batch);

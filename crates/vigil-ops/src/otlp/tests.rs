@@ -931,3 +931,23 @@ proptest::proptest! {
         proptest::prop_assert_eq!(st.stats().duplicate_points, 3 * order.len() as u64);
     }
 }
+
+/// Per-series refusals are points of a record, not refused records: a
+/// request with several over-long metric names is one record in, none
+/// refused whole.
+#[test]
+fn per_series_refusals_count_points_not_records() {
+    let mut p = Pipeline::new(cfg(), Arc::new(RuleSet::default())).unwrap();
+    let mut out = Outputs::default();
+    let metrics = (0..5)
+        .map(|i| {
+            let name = format!("{}{i}", "x".repeat(300));
+            gauge(&name, vec![point(&[], 0, T0, 1.0)])
+        })
+        .chain(std::iter::once(mem_util(T0, 0.5)))
+        .collect();
+    p.process_otlp(POS, &request("a", metrics), T0, &mut out);
+    assert_eq!(p.stats().records, 1);
+    assert_eq!(p.stats().rejected_records(RejectReason::InvalidMetric), 0);
+    assert_eq!(p.stats().rejected_points(RejectReason::InvalidMetric), 5);
+}

@@ -1343,8 +1343,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let s = settings(&cluster, dir.path());
             let w = start(s.clone());
+            // The group shows the commit before the worker has read its
+            // answer and counted it: wait for both.
             wait_until("the commit after two refusals", &w, || {
-                w.progress.commit_failures() >= 2 && committed(&s) == Some(RECORDS as i64)
+                w.progress.commit_failures() >= 2
+                    && committed(&s) == Some(RECORDS as i64)
+                    && w.progress.commits() >= 1
             });
             assert!(w.progress.commits() >= 1);
             assert!(w.progress.records() >= RECORDS as u64);

@@ -1837,11 +1837,19 @@ mod tests {
         #[test]
         fn resent_batches_change_nothing(bs in fleet(), resend in proptest::collection::vec((0usize..60, 0usize..60), 0..10)) {
             let straight = run(&bs, None);
-            let mut with_dups = bs.clone();
+            // Each copy of batch `i` goes right after the original batch
+            // `k >= i` (positions in the original order: a copy placed by
+            // its index in the growing list could land before its
+            // original, which is a reordering, not a resend).
+            let mut after = vec![Vec::new(); bs.len()];
             for (i, j) in resend {
                 let i = i % bs.len();
-                let at = (i + 1 + j % bs.len()).min(with_dups.len());
-                with_dups.insert(at, bs[i].clone());
+                after[(i + j % bs.len()).min(bs.len() - 1)].push(i);
+            }
+            let mut with_dups = Vec::new();
+            for (b, copies) in bs.iter().zip(&after) {
+                with_dups.push(b.clone());
+                with_dups.extend(copies.iter().map(|&i| bs[i].clone()));
             }
             prop_assert_eq!(run(&with_dups, None), straight);
         }

@@ -43,6 +43,13 @@ pub struct Limits {
     /// together); points of further new series are refused as
     /// `series_limit`.
     pub max_series_per_tenant: usize,
+    /// Most agents in a partition's state; batches of further new agents
+    /// are refused as `agent_limit` until idle agents are evicted
+    /// (`state_ttl`).
+    pub max_agents: usize,
+    /// Most tenants in a partition's state; batches of agents of further
+    /// new tenants are refused as `agent_limit`.
+    pub max_tenants: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +64,8 @@ impl Default for Limits {
             max_label_bytes: 1024,
             max_series_per_agent: 10_000,
             max_series_per_tenant: 500_000,
+            max_agents: 250_000,
+            max_tenants: 10_000,
         }
     }
 }
@@ -86,6 +95,13 @@ pub struct PipelineConfig {
     /// time).
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
+    /// State that ends: an agent that sends nothing for this long
+    /// (processing time) is evicted with its series, and a series with no
+    /// point for this long (its agent's event time) is evicted; their open
+    /// incidents resolve with reason `stale` (docs/semantics.md "State
+    /// that ends").
+    #[serde(with = "humantime_serde")]
+    pub state_ttl: Duration,
     /// Source of processing time.
     pub clock: ClockMode,
     /// Input limits.
@@ -103,6 +119,7 @@ impl Default for PipelineConfig {
             max_clock_skew: Duration::from_secs(300),
             dedup_window: 1024,
             tick_interval: Duration::from_secs(5),
+            state_ttl: Duration::from_secs(72 * 3600),
             clock: ClockMode::Wall,
             limits: Limits::default(),
             otlp: crate::otlp::OtlpConfig::default(),
@@ -169,6 +186,12 @@ impl PipelineConfig {
                 "must be a multiple of 64 between 64 and 1048576",
             );
         }
+        if self.state_ttl < self.idle_timeout || self.state_ttl < Duration::from_secs(60) {
+            bad("state_ttl", "must be at least idle_timeout and at least 1m");
+        }
+        if self.state_ttl > Duration::from_secs(365 * 86_400) {
+            bad("state_ttl", "must be at most 365d");
+        }
         let l = &self.limits;
         for (field, v) in [
             ("limits.max_batch_bytes", l.max_batch_bytes),
@@ -180,6 +203,8 @@ impl PipelineConfig {
             ("limits.max_label_bytes", l.max_label_bytes),
             ("limits.max_series_per_agent", l.max_series_per_agent),
             ("limits.max_series_per_tenant", l.max_series_per_tenant),
+            ("limits.max_agents", l.max_agents),
+            ("limits.max_tenants", l.max_tenants),
         ] {
             if v == 0 {
                 bad(field, "must be positive");

@@ -56,6 +56,14 @@ impl KeyInterner {
             .clone()
     }
 
+    /// Forgets the keys no series holds any more (only the interner does,
+    /// after evictions); returns how many it dropped.
+    pub fn release_unused(&mut self) -> usize {
+        let before = self.keys.len();
+        self.keys.retain(|k| Arc::strong_count(k) > 1);
+        before - self.keys.len()
+    }
+
     /// Number of distinct keys.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -550,6 +550,10 @@ pub enum ResolveReason {
     RuleChanged,
     /// The rule that raised the incident is no longer in the rules file.
     RuleRemoved,
+    /// The subject stopped reporting and its state was evicted after the
+    /// state TTL (`pipeline.state_ttl`): a series with no point, or an
+    /// agent with no batch, for that long.
+    Stale,
 }
 
 impl ResolveReason {
@@ -560,6 +564,7 @@ impl ResolveReason {
             ResolveReason::LimitReached => "limit_reached",
             ResolveReason::RuleChanged => "rule_changed",
             ResolveReason::RuleRemoved => "rule_removed",
+            ResolveReason::Stale => "stale",
         }
     }
 }

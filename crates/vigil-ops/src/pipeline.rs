@@ -76,9 +76,11 @@ pub struct PipelineStats {
     /// Points merged into windows.
     pub points_accepted: u64,
     /// Records refused whole, by [`RejectReason::index`].
+    #[serde(with = "counts")]
     pub rejected_records: [u64; RejectReason::ALL.len()],
     /// Points refused, by [`RejectReason::index`] (for record-level reasons:
     /// the points of records that decoded).
+    #[serde(with = "counts")]
     pub rejected_points: [u64; RejectReason::ALL.len()],
     /// Restarts of an agent's sequence numbering, by
     /// [`RestartCause::index`] (see [`crate::dedup`]).
@@ -100,6 +102,44 @@ pub struct PipelineStats {
     pub untrusted_send_times: u64,
     /// Series seen.
     pub series: u64,
+    /// Agents evicted after the state TTL without a batch.
+    #[serde(default)]
+    pub agents_evicted: u64,
+    /// Series evicted after the state TTL without a point (with their
+    /// agent, or alone).
+    #[serde(default)]
+    pub series_evicted: u64,
+    /// Open incidents resolved as `stale` by evictions.
+    #[serde(default)]
+    pub incidents_expired: u64,
+}
+
+/// Serde form of a per-reason counter array: a list, which may be shorter
+/// than [`RejectReason::ALL`] (a checkpoint written before a reason was
+/// added; the missing counters are zero).
+mod counts {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::reject::RejectReason;
+
+    const N: usize = RejectReason::ALL.len();
+
+    pub fn serialize<S: Serializer>(v: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
+        v.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
+        let v = Vec::<u64>::deserialize(d)?;
+        if v.len() > N {
+            return Err(serde::de::Error::custom(format!(
+                "{} reject counters, this Vigil knows {N} reasons",
+                v.len()
+            )));
+        }
+        let mut out = [0; N];
+        out[..v.len()].copy_from_slice(&v);
+        Ok(out)
+    }
 }
 
 impl PipelineStats {
@@ -146,6 +186,8 @@ struct Scratch {
     otlp_input: bool,
     /// Converted resources of the OTLP record being processed.
     converted: Vec<crate::otlp::Converted>,
+    /// Slots of an agent's series past the state TTL (a sweep).
+    stale: Vec<u32>,
 }
 
 /// Hash of an agent's (tenant, agent) ids, for the agent index: xxh3 of
@@ -213,9 +255,24 @@ pub struct Pipeline {
     /// Vigil input, absent from older checkpoints.
     #[serde(default)]
     otlp: crate::otlp::OtlpState,
+    /// Slots of evicted agents, reused by new agents (an agent's slot
+    /// number is part of its series' detector ids, so slots never move).
+    #[serde(default)]
+    free_agents: Vec<u32>,
+    /// Agents per tenant (the tenant limit), keyed by the shared tenant
+    /// ids of `tenant_series`; rebuilt on restore.
+    #[serde(skip)]
+    tenant_agents: HashMap<Arc<str>, u32>,
+    /// Processing time of the last series sweep (state TTL).
+    #[serde(default)]
+    last_sweep_ms: Option<i64>,
     #[serde(skip)]
     scratch: Scratch,
 }
+
+/// Processing time between two sweeps for series past the state TTL (an
+/// agent past it is evicted at the first tick).
+const SERIES_SWEEP_MS: i64 = 60_000;
 
 /// A pipeline's agents, lent to the detector engine when rules are
 /// attached.
@@ -235,6 +292,26 @@ impl Holdings for HeldAgents<'_> {
             f(&a.key.tenant, &a.key.agent, &mut a.live);
         }
     }
+}
+
+/// Whether the slot holds an evicted agent (free for a new one).
+#[inline]
+fn is_vacant_agent(a: &AgentState) -> bool {
+    a.key.agent.is_empty()
+}
+
+/// The key of every vacant agent slot: empty ids, which no real agent has
+/// (ids are validated non-empty).
+fn vacant_agent_key() -> Arc<AgentKey> {
+    static VACANT: std::sync::OnceLock<Arc<AgentKey>> = std::sync::OnceLock::new();
+    VACANT
+        .get_or_init(|| {
+            Arc::new(AgentKey {
+                tenant: "".into(),
+                agent: "".into(),
+            })
+        })
+        .clone()
 }
 
 /// Whether a batch refused for `reason` names an agent that can be
@@ -274,6 +351,9 @@ impl Pipeline {
             stats: PipelineStats::default(),
             pending_alerts: Vec::new(),
             otlp: crate::otlp::OtlpState::default(),
+            free_agents: Vec::new(),
+            tenant_agents: HashMap::new(),
+            last_sweep_ms: None,
             scratch: Scratch::default(),
         })
     }
@@ -285,10 +365,21 @@ impl Pipeline {
     /// are resolved (see [`DetectorEngine::attach_rules_with`]) and their
     /// events come out of the next call that takes [`Outputs`].
     pub fn attach_rules(&mut self, rules: Arc<RuleSet>) {
-        if self.agent_index.len() != self.agents.len() {
+        if self.agent_index.len() != self.agents.len() - self.free_agents.len() {
             self.agent_index.clear();
+            self.tenant_agents.clear();
             for i in 0..self.agents.len() {
+                if is_vacant_agent(&self.agents[i]) {
+                    continue;
+                }
                 self.index_agent(i);
+                let t = &self.agents[i].key.tenant;
+                match self.tenant_series.get_key_value(&**t) {
+                    Some((shared, _)) => {
+                        *self.tenant_agents.entry(shared.clone()).or_insert(0) += 1
+                    }
+                    None => *self.tenant_agents.entry(t.clone()).or_insert(0) += 1,
+                }
             }
         }
         let mut retired = Vec::new();
@@ -429,10 +520,13 @@ impl Pipeline {
                     ClockMode::Replay => self.clock.now_ms(),
                 };
                 if let Some(now) = now {
+                    // An agent the agent table has no room for stays
+                    // unknown: its refusal is in the dead letters already.
                     if names_its_agent(reason) {
-                        let ai = self.agent_slot(&batch.tenant_id, &batch.agent_id);
-                        self.seen(ai, now, out);
-                        self.input(ai, now, InputVerdict::Refused(reason), out);
+                        if let Ok(ai) = self.agent_slot(&batch.tenant_id, &batch.agent_id) {
+                            self.seen(ai, now, out);
+                            self.input(ai, now, InputVerdict::Refused(reason), out);
+                        }
                     }
                     self.maybe_tick(now, out);
                 }
@@ -591,9 +685,36 @@ impl Pipeline {
             .map(|&i| i as usize)
     }
 
-    fn agent_slot(&mut self, tenant: &str, agent: &str) -> usize {
+    /// Index of the agent, created when new; refused (`agent_limit`) when
+    /// the partition holds `limits.max_agents` agents, or a new tenant's
+    /// agent when it holds `limits.max_tenants` tenants.
+    fn agent_slot(&mut self, tenant: &str, agent: &str) -> Result<usize, BatchError> {
         if let Some(i) = self.find_agent(tenant, agent) {
-            return i;
+            return Ok(i);
+        }
+        let limits = &self.cfg.limits;
+        let held = self.agents.len() - self.free_agents.len();
+        if held >= limits.max_agents {
+            return Err(BatchError {
+                reason: RejectReason::AgentLimit,
+                detail: format!(
+                    "new agent over the limit: the partition holds {held} agents (limits.max_agents {}); \
+                     agents silent for pipeline.state_ttl are evicted",
+                    limits.max_agents
+                ),
+            });
+        }
+        if !self.tenant_agents.contains_key(tenant)
+            && self.tenant_agents.len() >= limits.max_tenants
+        {
+            return Err(BatchError {
+                reason: RejectReason::AgentLimit,
+                detail: format!(
+                    "new tenant over the limit: the partition holds {} tenants (limits.max_tenants {})",
+                    self.tenant_agents.len(),
+                    limits.max_tenants
+                ),
+            });
         }
         // One tenant id allocation per tenant, shared by its agents.
         if !self.tenant_series.contains_key(tenant) {
@@ -603,21 +724,32 @@ impl Pipeline {
             .tenant_series
             .get_key_value(tenant)
             .expect("inserted above");
-        let i = self.agents.len();
-        crate::intern::grow_gently(&mut self.agents);
-        self.agents.push(AgentState {
+        let tenant = tenant.clone();
+        *self.tenant_agents.entry(tenant.clone()).or_insert(0) += 1;
+        let state = AgentState {
             key: Arc::new(AgentKey {
-                tenant: tenant.clone(),
+                tenant,
                 agent: agent.into(),
             }),
             hostname: None,
             live: Liveness::default(),
             dedup: AgentDedup::new(self.cfg.dedup_window),
             windows: AgentWindows::new(self.spec),
-        });
+        };
+        let i = match self.free_agents.pop() {
+            Some(i) => {
+                self.agents[i as usize] = state;
+                i as usize
+            }
+            None => {
+                crate::intern::grow_gently(&mut self.agents);
+                self.agents.push(state);
+                self.agents.len() - 1
+            }
+        };
         self.index_agent(i);
         self.stats.agents += 1;
-        i
+        Ok(i)
     }
 
     /// Adds `agents[i]` to the agent index.
@@ -639,7 +771,13 @@ impl Pipeline {
         now: i64,
         out: &mut Outputs,
     ) {
-        let ai = self.agent_slot(&batch.tenant_id, &batch.agent_id);
+        let ai = match self.agent_slot(&batch.tenant_id, &batch.agent_id) {
+            Ok(ai) => ai,
+            Err(e) => {
+                self.refuse_batch(pos, payload, batch, e, out);
+                return;
+            }
+        };
         let points: u64 = batch
             .series
             .iter()
@@ -950,6 +1088,155 @@ impl Pipeline {
         self.detectors
             .on_tick_agents(now_ms, agents, &mut out.alerts);
         self.finish_alerts(before, out);
+        self.sweep(now_ms, out);
+    }
+
+    /// Evicts the state past the state TTL (docs/semantics.md "State that
+    /// ends"): at every tick, the agents without a batch for `state_ttl`
+    /// of processing time; every [`SERIES_SWEEP_MS`], the series of the
+    /// other agents without a point for `state_ttl` of their agent's event
+    /// time. Open incidents of what is evicted resolve as `stale`, in
+    /// (tenant, agent, metric, labels, rule) order.
+    fn sweep(&mut self, now: i64, out: &mut Outputs) {
+        let ttl = i64::try_from(self.cfg.state_ttl.as_millis()).unwrap_or(i64::MAX);
+        let sweep_series = match self.last_sweep_ms {
+            Some(t) => now < t || now.saturating_sub(t) >= SERIES_SWEEP_MS,
+            None => true,
+        };
+        if sweep_series {
+            self.last_sweep_ms = Some(now);
+        }
+        let before = out.alerts.len();
+        let mut evicted = false;
+        let mut stale = std::mem::take(&mut self.scratch.stale);
+        for ai in 0..self.agents.len() {
+            let a = &self.agents[ai];
+            if is_vacant_agent(a) {
+                continue;
+            }
+            let last = a.live.last_seen_ms;
+            if last != i64::MIN && now.saturating_sub(last) >= ttl {
+                self.evict_agent(ai, now, out);
+                evicted = true;
+            } else if sweep_series {
+                stale.clear();
+                a.windows.stale_series(ttl, &mut stale);
+                for &slot in &stale {
+                    self.evict_series(ai, slot as usize, out);
+                }
+                evicted |= !stale.is_empty();
+            }
+        }
+        self.scratch.stale = stale;
+        if sweep_series {
+            self.keys.release_unused();
+        }
+        if evicted {
+            out.alerts[before..].sort_by(|a, b| {
+                (&a.tenant, &a.agent, &a.metric, &a.labels, &a.rule)
+                    .cmp(&(&b.tenant, &b.agent, &b.metric, &b.labels, &b.rule))
+            });
+        }
+    }
+
+    /// Evicts agent `ai` with its series (closing open windows first) and
+    /// frees its slot.
+    fn evict_agent(&mut self, ai: usize, now: i64, out: &mut Outputs) {
+        if self.agents[ai].windows.open_windows() > 0 {
+            let from = out.windows.len();
+            self.scratch.closed.clear();
+            self.close_agent(ai, out);
+            self.detect(from, out);
+        }
+        for slot in 0..self.agents[ai].windows.slots() {
+            if !self.agents[ai].windows.is_vacant(slot) {
+                self.evict_series(ai, slot, out);
+            }
+        }
+        let before = out.alerts.len();
+        let st = &mut self.agents[ai];
+        let n = self.detectors.evict_agent(
+            &mut st.live,
+            &st.key.tenant,
+            &st.key.agent,
+            now,
+            &mut out.alerts,
+        );
+        self.stats.incidents_expired += n as u64;
+        let old = std::mem::replace(
+            &mut self.agents[ai],
+            AgentState {
+                key: vacant_agent_key(),
+                hostname: None,
+                live: Liveness::default(),
+                dedup: AgentDedup::new(self.cfg.dedup_window),
+                windows: AgentWindows::new(self.spec),
+            },
+        );
+        for e in &mut out.alerts[before..] {
+            e.hostname = old.hostname.as_deref().map(str::to_string);
+        }
+        self.finish_alerts(before, out);
+        let hash = agent_hash(&old.key.tenant, &old.key.agent);
+        if let Ok(e) = self.agent_index.find_entry(hash, |&i| i as usize == ai) {
+            e.remove();
+        }
+        let tenant = &*old.key.tenant;
+        if let Some(n) = self.tenant_agents.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.tenant_agents.remove(tenant);
+                if self.tenant_series.get(tenant) == Some(&0) {
+                    self.tenant_series.remove(tenant);
+                }
+            }
+        }
+        self.free_agents.push(ai as u32);
+        self.stats.agents_evicted += 1;
+    }
+
+    /// Evicts the series in `slot` of agent `ai` (no open window): drops
+    /// its detector state and releases its count.
+    fn evict_series(&mut self, ai: usize, slot: usize, out: &mut Outputs) {
+        let st = &mut self.agents[ai];
+        let (key, h) = st.windows.vacate(slot);
+        let meta = SeriesMeta::from_shared(st.key.clone(), key);
+        let before = out.alerts.len();
+        let n = self.detectors.evict_series(
+            h,
+            series_uid(ai as u32, slot as u32),
+            &meta,
+            &mut out.alerts,
+        );
+        for e in &mut out.alerts[before..] {
+            e.hostname = st.hostname.as_deref().map(str::to_string);
+        }
+        if let Some(c) = self.tenant_series.get_mut(&*st.key.tenant) {
+            *c = c.saturating_sub(1);
+        }
+        self.stats.series_evicted += 1;
+        self.stats.incidents_expired += n as u64;
+        self.finish_alerts(before, out);
+    }
+
+    /// Agents held (evicted ones not counted).
+    pub fn agents_held(&self) -> usize {
+        self.agents.len() - self.free_agents.len()
+    }
+
+    /// Series held over all agents (evicted ones not counted).
+    pub fn series_held(&self) -> usize {
+        self.agents.iter().map(|a| a.windows.series_count()).sum()
+    }
+
+    /// Tenants held (with at least one agent).
+    pub fn tenants_held(&self) -> usize {
+        self.tenant_agents.len()
+    }
+
+    /// Distinct series keys held by the key interner.
+    pub fn keys_held(&self) -> usize {
+        self.keys.len()
     }
 
     /// Closes every open window of agent `ai` (idle timeout, end of
@@ -2306,3 +2593,6 @@ severity = "warning"
         assert_eq!(fired, vec!["at_least"]);
     }
 }
+
+#[cfg(test)]
+mod evict_tests;

@@ -47,11 +47,15 @@ pub enum RejectReason {
     /// dedup (OTLP has no sequence), so whether it is a resend cannot be
     /// decided (see docs/otlp.md).
     DedupOverflow,
+    /// A batch of a new agent when the partition already holds
+    /// `limits.max_agents` agents, or of an agent of a new tenant when it
+    /// holds `limits.max_tenants` tenants (the agent-table guard).
+    AgentLimit,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order (for metrics pre-registration and docs).
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::Decode,
         RejectReason::TooLarge,
         RejectReason::TooManySeries,
@@ -69,6 +73,7 @@ impl RejectReason {
         RejectReason::SeriesLimit,
         RejectReason::UnsupportedType,
         RejectReason::DedupOverflow,
+        RejectReason::AgentLimit,
     ];
 
     /// The stable name: DLQ reason, metric label value, log field.
@@ -91,6 +96,7 @@ impl RejectReason {
             RejectReason::SeriesLimit => "series_limit",
             RejectReason::UnsupportedType => "unsupported_type",
             RejectReason::DedupOverflow => "dedup_overflow",
+            RejectReason::AgentLimit => "agent_limit",
         }
     }
 

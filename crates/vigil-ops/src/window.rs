@@ -214,7 +214,10 @@ impl OpenWindow {
 
 /// One series of an agent: identity, where its detector state is, and its
 /// two oldest open windows (`open[0].start < open[1].start`; `open[1]` is
-/// empty when `open[0]` is). 128 bytes.
+/// empty when `open[0]` is). 128 bytes. While the series has no open
+/// window, `open[0].start` keeps the start of its last closed window (the
+/// series' last activity, for the state TTL) at no extra cost. A vacant
+/// slot (evicted series) has the [`vacant_key`].
 #[derive(Debug, Clone)]
 struct SeriesSlot {
     key: Arc<SeriesKey>,
@@ -240,6 +243,9 @@ pub struct AgentWindows {
     extra: Extra,
     /// Number of open windows over all series.
     open_windows: u32,
+    /// Number of vacant series slots (series evicted, see
+    /// [`AgentWindows::vacate`]), reused by the agent's next new series.
+    vacant: u32,
     /// The wide sums of open windows that took a value the inline sum
     /// could not hold exactly, by (series, start), sorted.
     wide: Wides,
@@ -331,6 +337,7 @@ impl AgentWindows {
             index: None,
             extra: Extra::default(),
             open_windows: 0,
+            vacant: 0,
             wide: Wides::default(),
         }
     }
@@ -375,13 +382,40 @@ impl AgentWindows {
     /// have yet) and returns its index.
     pub fn add(&mut self, key: Arc<SeriesKey>) -> usize {
         debug_assert!(self.find_key(&key).is_none());
-        self.add_series(key, DetHandle::NONE, [OpenWindow::EMPTY; 2])
+        // Active from the agent's latest window (its first point follows).
+        let now = self.max_ts.get().map_or(0, |m| self.spec.start_of(m));
+        self.add_series(key, DetHandle::NONE, [idle_since(now), OpenWindow::EMPTY])
     }
 
     fn add_series(&mut self, key: Arc<SeriesKey>, det: DetHandle, open: [OpenWindow; 2]) -> usize {
-        let i = self.series.len();
-        crate::intern::grow_gently(&mut self.series);
-        self.series.push(SeriesSlot { key, det, open });
+        let reuse = if self.vacant > 0 {
+            self.series.iter().position(|s| is_vacant(&s.key))
+        } else {
+            None
+        };
+        self.put_series(reuse, key, det, open)
+    }
+
+    /// Puts a series into the vacant slot `reuse`, or after the last slot.
+    fn put_series(
+        &mut self,
+        reuse: Option<usize>,
+        key: Arc<SeriesKey>,
+        det: DetHandle,
+        open: [OpenWindow; 2],
+    ) -> usize {
+        let i = match reuse {
+            Some(i) => {
+                self.vacant -= 1;
+                self.series[i] = SeriesSlot { key, det, open };
+                i
+            }
+            None => {
+                crate::intern::grow_gently(&mut self.series);
+                self.series.push(SeriesSlot { key, det, open });
+                self.series.len() - 1
+            }
+        };
         let series = &self.series;
         let rehash = |&j: &u32| series[j as usize].key.hash();
         match &mut self.index {
@@ -391,13 +425,65 @@ impl AgentWindows {
             None if series.len() > INDEX_FROM => {
                 let mut ix = HashTable::with_capacity(series.len());
                 for (j, s) in series.iter().enumerate() {
-                    ix.insert_unique(s.key.hash(), j as u32, rehash);
+                    if !is_vacant(&s.key) {
+                        ix.insert_unique(s.key.hash(), j as u32, rehash);
+                    }
                 }
                 self.index = Some(Box::new(ix));
             }
             None => {}
         }
         i
+    }
+
+    /// Evicts the series in `slot`, which must have no open window: the
+    /// slot becomes vacant (its number is kept for the agent's next new
+    /// series, so the numbers of the other series never change). Returns
+    /// the series' key and detector handle, for the detectors to drop its
+    /// state.
+    pub fn vacate(&mut self, slot: usize) -> (Arc<SeriesKey>, DetHandle) {
+        debug_assert!(!self.series[slot].open[0].is_open());
+        let s = std::mem::replace(
+            &mut self.series[slot],
+            SeriesSlot {
+                key: vacant_key(),
+                det: DetHandle::NONE,
+                open: [OpenWindow::EMPTY; 2],
+            },
+        );
+        if let Some(ix) = &mut self.index {
+            if let Ok(e) = ix.find_entry(s.key.hash(), |&j| j as usize == slot) {
+                e.remove();
+            }
+        }
+        self.vacant += 1;
+        (s.key, s.det)
+    }
+
+    /// Whether the series in `slot` was evicted (its slot is free).
+    #[inline]
+    pub fn is_vacant(&self, slot: usize) -> bool {
+        is_vacant(&self.series[slot].key)
+    }
+
+    /// Slots of the series that had no point for `ttl_ms` of the agent's
+    /// event time: no open window, and their last closed window ended
+    /// `ttl_ms` or more before the agent's greatest timestamp. Appended
+    /// to `out` in slot order.
+    pub fn stale_series(&self, ttl_ms: i64, out: &mut Vec<u32>) {
+        let Some(max_ts) = self.max_ts.get() else {
+            return;
+        };
+        let size = self.spec.size_ms;
+        for (i, s) in self.series.iter().enumerate() {
+            if s.open[0].is_open() || is_vacant(&s.key) {
+                continue;
+            }
+            let last_end = s.open[0].start.saturating_add(size);
+            if max_ts.saturating_sub(last_end) >= ttl_ms {
+                out.push(i as u32);
+            }
+        }
     }
 
     /// Would a point at `ts` be late now?
@@ -564,9 +650,11 @@ impl AgentWindows {
                 emit(out, i, s, &s.open[0]);
                 if s.open[1].is_open() && closed_at(s.open[1].start) {
                     emit(out, i, s, &s.open[1]);
-                    s.open = [OpenWindow::EMPTY; 2];
-                } else {
+                    s.open = [idle_since(s.open[1].start), OpenWindow::EMPTY];
+                } else if s.open[1].is_open() {
                     s.open = [s.open[1], OpenWindow::EMPTY];
+                } else {
+                    s.open = [idle_since(s.open[0].start), OpenWindow::EMPTY];
                 }
             }
         } else {
@@ -586,9 +674,18 @@ impl AgentWindows {
                 for w in &seq[..n] {
                     emit(out, i, s, w);
                 }
+                if n == 0 {
+                    // Nothing of this series closes: its inline slots
+                    // (open windows, or the idle series' last activity)
+                    // stay, and so do its extra windows (only a series
+                    // with both inline windows open has any).
+                    kept.extend(seq.iter().skip(2).map(|w| (i as u32, *w)));
+                    continue;
+                }
+                let last_closed = seq[n - 1].start;
                 let mut left = seq[n..].iter().copied();
                 s.open = [
-                    left.next().unwrap_or(OpenWindow::EMPTY),
+                    left.next().unwrap_or(idle_since(last_closed)),
                     left.next().unwrap_or(OpenWindow::EMPTY),
                 ];
                 kept.extend(left.map(|w| (i as u32, w)));
@@ -626,8 +723,14 @@ impl AgentWindows {
         self.series.reserve_exact(n);
     }
 
-    /// Number of series seen.
+    /// Number of series held (evicted ones not counted).
     pub fn series_count(&self) -> usize {
+        self.series.len() - self.vacant as usize
+    }
+
+    /// Number of series slots, vacant ones included (slot numbers are
+    /// below it).
+    pub fn slots(&self) -> usize {
         self.series.len()
     }
 
@@ -657,6 +760,9 @@ impl AgentWindows {
         f: &mut dyn FnMut(&SeriesMeta, u32, &mut DetHandle),
     ) {
         for (i, s) in self.series.iter_mut().enumerate() {
+            if is_vacant(&s.key) {
+                continue;
+            }
             let meta = SeriesMeta::from_shared(agent.clone(), s.key.clone());
             f(&meta, i as u32, &mut s.det);
         }
@@ -666,9 +772,35 @@ impl AgentWindows {
     /// restore, whose keys are one allocation per series).
     pub fn intern_keys(&mut self, keys: &mut KeyInterner) {
         for s in &mut self.series {
-            s.key = keys.intern(&s.key);
+            if !is_vacant(&s.key) {
+                s.key = keys.intern(&s.key);
+            }
         }
     }
+}
+
+/// An empty inline window slot that remembers `start`, the start of the
+/// series' last closed window (see [`SeriesSlot`]).
+#[inline]
+fn idle_since(start: i64) -> OpenWindow {
+    OpenWindow {
+        start,
+        agg: OpenAgg::EMPTY,
+    }
+}
+
+/// The key of every vacant series slot: an empty metric, which no real
+/// series has (metric names are validated non-empty).
+fn vacant_key() -> Arc<SeriesKey> {
+    static VACANT: std::sync::OnceLock<Arc<SeriesKey>> = std::sync::OnceLock::new();
+    VACANT
+        .get_or_init(|| Arc::new(SeriesKey::new("", "")))
+        .clone()
+}
+
+#[inline]
+fn is_vacant(key: &SeriesKey) -> bool {
+    key.metric.is_empty()
 }
 
 /// Serde form of one series: its key and open windows in start order.
@@ -684,6 +816,11 @@ struct SeriesRepr {
     /// aggregate's sum and mean are informative; the exact sum is what a
     /// restore continues from.
     open: Vec<(i64, Agg, ExactRepr)>,
+    /// Without open windows: start of the series' last closed window (its
+    /// last activity, for the state TTL). Absent in older checkpoints: the
+    /// series then counts as active at the agent's latest window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_since: Option<i64>,
 }
 
 /// Serde form of [`AgentWindows`] (the checkpoint format).
@@ -718,11 +855,14 @@ impl Serialize for AgentWindows {
                 while let Some((_, w)) = extra.next_if(|(j, _)| *j as usize == i) {
                     open.push(repr(w));
                 }
+                let idle_since =
+                    (open.is_empty() && !is_vacant(&sl.key)).then_some(sl.open[0].start);
                 SeriesRepr {
                     det: sl.det,
                     metric: sl.key.metric.to_string(),
                     labels: sl.key.labels.to_string(),
                     open,
+                    idle_since,
                 }
             })
             .collect();
@@ -743,7 +883,23 @@ impl<'de> Deserialize<'de> for AgentWindows {
         let mut w = AgentWindows::new(r.spec);
         w.max_ts = r.max_ts;
         w.frontier = r.frontier;
+        // Series without open windows in older checkpoints: active at the
+        // agent's latest window.
+        let latest = r.max_ts.get().map_or(0, |m| w.spec.start_of(m));
         for s in r.series {
+            if s.metric.is_empty() {
+                // A vacant slot keeps its number.
+                if !s.open.is_empty() || !s.labels.is_empty() {
+                    return Err(D::Error::custom("a vacant series slot holds data"));
+                }
+                w.series.push(SeriesSlot {
+                    key: vacant_key(),
+                    det: DetHandle::NONE,
+                    open: [OpenWindow::EMPTY; 2],
+                });
+                w.vacant += 1;
+                continue;
+            }
             if !s.open.is_sorted_by(|a, b| a.0 < b.0) || s.open.iter().any(|(_, a, _)| a.count == 0)
             {
                 return Err(D::Error::custom(format!(
@@ -772,7 +928,8 @@ impl<'de> Deserialize<'de> for AgentWindows {
             }
             let mut open = windows.into_iter();
             let inline = [
-                open.next().unwrap_or(OpenWindow::EMPTY),
+                open.next()
+                    .unwrap_or(idle_since(s.idle_since.unwrap_or(latest))),
                 open.next().unwrap_or(OpenWindow::EMPTY),
             ];
             let key = Arc::new(SeriesKey::new(&s.metric, &s.labels));
@@ -782,7 +939,7 @@ impl<'de> Deserialize<'de> for AgentWindows {
                     s.metric, s.labels
                 )));
             }
-            let i = w.add_series(key, s.det, inline);
+            let i = w.put_series(None, key, s.det, inline);
             let rest: Vec<_> = open.map(|o| (i as u32, o)).collect();
             if !rest.is_empty() {
                 w.extra.vec_mut().extend(rest);

@@ -30,6 +30,17 @@ pub const UNTRUSTED_SEND_TIMES: &str = "vigil_pipeline_untrusted_send_times_tota
 pub const WINDOWS_CLOSED: &str = "vigil_windows_closed_total";
 /// Alert events, label `status`.
 pub const ALERT_EVENTS: &str = "vigil_alert_events_total";
+/// State evicted after `pipeline.state_ttl`, label `kind` (`agent`,
+/// `series`; an agent's series count as series too).
+pub const EVICTED: &str = "vigil_pipeline_evicted_total";
+/// Open incidents resolved as `stale` by evictions.
+pub const INCIDENTS_EXPIRED: &str = "vigil_pipeline_incidents_expired_total";
+/// Agents held in a partition's state, label `partition`.
+pub const AGENTS_HELD: &str = "vigil_pipeline_agents";
+/// Series held in a partition's state, label `partition`.
+pub const SERIES_HELD: &str = "vigil_pipeline_series";
+/// Tenants held in a partition's state, label `partition`.
+pub const TENANTS_HELD: &str = "vigil_pipeline_tenants";
 /// Parquet rows written, label `dataset`.
 pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
 /// Parquet flush duration in seconds.
@@ -105,6 +116,24 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
         .increment(d(prev.alerts_firing, now.alerts_firing));
     metrics::counter!(ALERT_EVENTS, "status" => "resolved")
         .increment(d(prev.alerts_resolved, now.alerts_resolved));
+    metrics::counter!(EVICTED, "kind" => "agent")
+        .increment(d(prev.agents_evicted, now.agents_evicted));
+    metrics::counter!(EVICTED, "kind" => "series")
+        .increment(d(prev.series_evicted, now.series_evicted));
+    metrics::counter!(INCIDENTS_EXPIRED)
+        .increment(d(prev.incidents_expired, now.incidents_expired));
+}
+
+/// Sets the state-size gauges of one partition's pipeline (`None`: the
+/// partition was revoked; the gauges go to zero).
+pub fn publish_state(partition: i32, pipeline: Option<&vigil_ops::pipeline::Pipeline>) {
+    let p = partition.to_string();
+    let (agents, series, tenants) = pipeline.map_or((0, 0, 0), |pl| {
+        (pl.agents_held(), pl.series_held(), pl.tenants_held())
+    });
+    metrics::gauge!(AGENTS_HELD, "partition" => p.clone()).set(agents as f64);
+    metrics::gauge!(SERIES_HELD, "partition" => p.clone()).set(series as f64);
+    metrics::gauge!(TENANTS_HELD, "partition" => p).set(tenants as f64);
 }
 
 /// Log output format.

@@ -853,6 +853,7 @@ impl Worker {
                         metrics::counter!(obs::COMMITS_DROPPED).increment(1);
                     }
                     metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
+                    obs::publish_state(partition, None);
                 }
             }
         }
@@ -1146,6 +1147,7 @@ impl PartitionTask {
         metrics::counter!(obs::PARQUET_ROWS, "dataset" => "alerts").increment(b.rows as u64);
         let now = self.pipeline.stats().clone();
         obs::publish(&self.published, &now);
+        obs::publish_state(self.partition, Some(&self.pipeline));
         self.published = now;
         tracing::debug!(
             partition = self.partition,

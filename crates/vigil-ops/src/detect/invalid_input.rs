@@ -136,22 +136,48 @@ pub(crate) fn retire(
     agent: &str,
     st: &mut InputHealth,
 ) -> Option<AlertEvent> {
+    let reason = match current {
+        Some(c) if c.name == old.name => ResolveReason::RuleChanged,
+        _ => ResolveReason::RuleRemoved,
+    };
+    close(old, rules, at_ms, reason, tenant, agent, st)
+}
+
+/// Closes the open invalid-input incident of one agent whose state is
+/// evicted (silent for the state TTL), with reason `stale`.
+pub(crate) fn expire(
+    rule: &InvalidInputRule,
+    rules: &RuleSet,
+    at_ms: i64,
+    tenant: &str,
+    agent: &str,
+    st: &mut InputHealth,
+) -> Option<AlertEvent> {
+    close(rule, rules, at_ms, ResolveReason::Stale, tenant, agent, st)
+}
+
+/// Closes the open incident raised by `rule` with `reason`.
+fn close(
+    rule: &InvalidInputRule,
+    rules: &RuleSet,
+    at_ms: i64,
+    reason: ResolveReason,
+    tenant: &str,
+    agent: &str,
+    st: &mut InputHealth,
+) -> Option<AlertEvent> {
     if !std::mem::take(&mut st.firing) {
         return None;
     }
     let started = st.refused_since.get()?;
     st.refused_since = OptMs::NONE;
     st.refused_run = 0;
-    let reason = match current {
-        Some(c) if c.name == old.name => ResolveReason::RuleChanged,
-        _ => ResolveReason::RuleRemoved,
-    };
-    Some(subject(old, tenant, agent).retired(
+    Some(subject(rule, tenant, agent).retired(
         rules,
         started,
         at_ms,
         reason,
-        Some(f64::from(old.batches)),
+        Some(f64::from(rule.batches)),
     ))
 }
 

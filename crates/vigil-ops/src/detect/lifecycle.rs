@@ -45,8 +45,8 @@ impl Subject<'_> {
         )
     }
 
-    /// The `resolved` event of an incident whose rule was edited or
-    /// removed (`reason`), at `at_ms`. `rules` is the rule set now in force
+    /// The `resolved` event of an incident closed for `reason` other than
+    /// its condition (rule edited or removed, state evicted), at `at_ms`. `rules` is the rule set now in force
     /// (for maintenance windows); `threshold` is the retired rule's value
     /// or limit.
     pub fn retired(
@@ -57,20 +57,27 @@ impl Subject<'_> {
         reason: ResolveReason,
         threshold: Option<f64>,
     ) -> AlertEvent {
-        let what = match reason {
-            ResolveReason::RuleRemoved => "was removed from the rules",
-            _ => "was changed",
-        };
         let on = match self.metric {
             Some(_) => format!("{} on {}", self.series_name(), self.agent),
             None => format!("agent {}", self.agent),
+        };
+        let summary = match reason {
+            ResolveReason::Stale => format!(
+                "{on}: no data for the state TTL; state evicted, incident of rule {} closed",
+                self.rule
+            ),
+            ResolveReason::RuleRemoved => format!(
+                "{on}: rule {} was removed from the rules; incident closed",
+                self.rule
+            ),
+            _ => format!("{on}: rule {} was changed; incident closed", self.rule),
         };
         let mut e = self.event(
             rules,
             AlertStatus::Resolved,
             started_at_ms,
             at_ms.max(started_at_ms),
-            format!("{on}: rule {} {what}; incident closed", self.rule),
+            summary,
         );
         e.resolve_reason = Some(reason);
         e.threshold = threshold;

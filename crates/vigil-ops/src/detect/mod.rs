@@ -259,6 +259,12 @@ pub struct DetectorEngine {
     #[serde(with = "sorted_map")]
     threshold: HashMap<(u64, u16), ThresholdState>,
     trend: Vec<TrendState>,
+    /// Runs of trend slots freed by evicted series, by run length (the
+    /// number of trend rules of the series' watch set), reused by new
+    /// series with as many trend rules. Emptied by a rebind, which lays
+    /// the arena out afresh.
+    #[serde(default, with = "sorted_map")]
+    free_trend: HashMap<u16, Vec<u32>>,
     offline: OfflineState,
     /// Series fed through [`DetectorEngine::on_window`]: identity and
     /// handle, by series id (which is also their uid). A pipeline keeps
@@ -294,6 +300,7 @@ impl DetectorEngine {
             set_index: HashMap::new(),
             threshold: HashMap::new(),
             trend: Vec::new(),
+            free_trend: HashMap::new(),
             offline: OfflineState::default(),
             standalone: HashMap::new(),
         };
@@ -384,6 +391,7 @@ impl DetectorEngine {
             self.set_index = next.set_index;
             self.threshold = next.threshold;
             self.trend = next.trend;
+            self.free_trend.clear();
             retired.append(&mut next.retired);
         }
         retired.sort_by(|a, b| {
@@ -554,14 +562,136 @@ impl DetectorEngine {
         };
         let mut h = DetHandle::NONE;
         if !set.trend.is_empty() {
-            h.trend = u32::try_from(self.trend.len()).expect("at most 4 billion trend states");
-            for _ in &set.trend {
-                grow_gently(&mut self.trend);
-                self.trend.push(TrendState::default());
+            let n = set.trend.len();
+            let reused = u16::try_from(n)
+                .ok()
+                .and_then(|n| self.free_trend.get_mut(&n))
+                .and_then(Vec::pop);
+            match reused {
+                Some(at) => {
+                    // Freed slots were reset when their series was evicted.
+                    h.trend = at;
+                }
+                None => {
+                    h.trend =
+                        u32::try_from(self.trend.len()).expect("at most 4 billion trend states");
+                    for _ in &set.trend {
+                        grow_gently(&mut self.trend);
+                        self.trend.push(TrendState::default());
+                    }
+                }
             }
         }
         h.set = intern_set(&mut self.sets, &mut self.set_index, set);
         h
+    }
+
+    /// Drops the detector state of the series `uid` at `h` (the series is
+    /// evicted: it sent no point for the state TTL), resolving its open
+    /// threshold and trend incidents with reason `stale` at the end of the
+    /// last window each rule saw. Its trend slots are reset and kept for
+    /// the next new series with as many trend rules. Returns how many
+    /// incidents it resolved.
+    pub fn evict_series(
+        &mut self,
+        h: DetHandle,
+        uid: u64,
+        meta: &SeriesMeta,
+        out: &mut Vec<AlertEvent>,
+    ) -> usize {
+        let before = out.len();
+        let Some(set) = self.sets.get(h.set as usize) else {
+            return 0;
+        };
+        let rules = &*self.rules;
+        for (k, &r) in set.thr.iter().enumerate() {
+            if h.thr_active & active_bit(k) == 0 {
+                continue;
+            }
+            let Some(st) = self.threshold.remove(&(uid, r)) else {
+                continue;
+            };
+            let (Some(started), Some(rule)) =
+                (st.firing_since.get(), rules.threshold.get(r as usize))
+            else {
+                continue;
+            };
+            out.push(
+                series_subject(meta, &rule.name, DetectorKind::Threshold, rule.severity).retired(
+                    rules,
+                    started,
+                    st.last_end_ms.get().unwrap_or(started),
+                    ResolveReason::Stale,
+                    Some(rule.value),
+                ),
+            );
+        }
+        if !set.trend.is_empty() {
+            let at = h.trend as usize;
+            if let Some(states) = self.trend.get_mut(at..at + set.trend.len()) {
+                for (&r, st) in set.trend.iter().zip(states.iter_mut()) {
+                    let old = std::mem::take(st);
+                    let (Some(started), Some(rule)) =
+                        (old.firing_since.get(), rules.trend.get(r as usize))
+                    else {
+                        continue;
+                    };
+                    out.push(
+                        series_subject(meta, &rule.name, DetectorKind::Trend, rule.severity)
+                            .retired(
+                                rules,
+                                started,
+                                old.last_end_ms.get().unwrap_or(started),
+                                ResolveReason::Stale,
+                                Some(rule.limit),
+                            ),
+                    );
+                }
+                if let Ok(n) = u16::try_from(set.trend.len()) {
+                    self.free_trend.entry(n).or_default().push(h.trend);
+                }
+            }
+        }
+        out.len() - before
+    }
+
+    /// Resolves the open offline and invalid-input incidents of an agent
+    /// whose state is evicted (no batch for the state TTL), with reason
+    /// `stale` at `now_ms`. Returns how many it resolved.
+    pub fn evict_agent(
+        &mut self,
+        live: &mut Liveness,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        out: &mut Vec<AlertEvent>,
+    ) -> usize {
+        self.note_time(now_ms);
+        let rules = &*self.rules;
+        let before = out.len();
+        if let Some(rule) = rules.offline.as_ref() {
+            out.extend(offline::expire(rule, rules, now_ms, tenant, agent, live));
+        }
+        if let Some(rule) = rules.invalid_input.as_ref() {
+            out.extend(invalid_input::expire(
+                rule,
+                rules,
+                now_ms,
+                tenant,
+                agent,
+                &mut live.input,
+            ));
+        }
+        out.len() - before
+    }
+
+    /// Trend slots held for reuse (freed by evicted series), for metrics
+    /// and tests.
+    pub fn free_trend_slots(&self) -> usize {
+        self.free_trend
+            .iter()
+            .map(|(n, v)| usize::from(*n) * v.len())
+            .sum()
     }
 
     /// The attached rule set.
@@ -570,9 +700,9 @@ impl DetectorEngine {
     }
 
     /// Number of (rule, series) states held, for metrics: every trend
-    /// state, and the threshold states that are not idle.
+    /// state of a series held, and the threshold states that are not idle.
     pub fn series_states(&self) -> usize {
-        self.threshold.len() + self.trend.len()
+        self.threshold.len() + self.trend.len() - self.free_trend_slots()
     }
 
     /// Feeds one closed window of the series `uid` (a number the caller

@@ -169,18 +169,45 @@ pub(crate) fn retire(
     agent: &str,
     st: &mut Liveness,
 ) -> Option<AlertEvent> {
-    let started = st.offline_since.get()?;
-    st.offline_since = OptMs::NONE;
     let reason = match current {
         Some(c) if c.name == old.name => ResolveReason::RuleChanged,
         _ => ResolveReason::RuleRemoved,
     };
-    Some(subject(old, tenant, agent).retired(
+    close(old, rules, now_ms, reason, tenant, agent, st)
+}
+
+/// Closes the open offline incident of one agent whose state is evicted
+/// (silent for the state TTL): the `resolved` event at `now_ms` with
+/// reason `stale`.
+pub(crate) fn expire(
+    rule: &OfflineRule,
+    rules: &RuleSet,
+    now_ms: i64,
+    tenant: &str,
+    agent: &str,
+    st: &mut Liveness,
+) -> Option<AlertEvent> {
+    close(rule, rules, now_ms, ResolveReason::Stale, tenant, agent, st)
+}
+
+/// Closes the open offline incident raised by `rule` with `reason`.
+fn close(
+    rule: &OfflineRule,
+    rules: &RuleSet,
+    now_ms: i64,
+    reason: ResolveReason,
+    tenant: &str,
+    agent: &str,
+    st: &mut Liveness,
+) -> Option<AlertEvent> {
+    let started = st.offline_since.get()?;
+    st.offline_since = OptMs::NONE;
+    Some(subject(rule, tenant, agent).retired(
         rules,
         started,
         now_ms,
         reason,
-        Some(old.after.as_secs_f64()),
+        Some(rule.after.as_secs_f64()),
     ))
 }
 

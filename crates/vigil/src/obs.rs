@@ -75,6 +75,12 @@ pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
 /// Checkpoint: seconds to load and restore one partition's checkpoint.
 pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
 
+/// Counts the Parquet rows one publish of an output stage wrote.
+pub fn published(p: &vigil_sink::Published) {
+    metrics::counter!(PARQUET_ROWS, "dataset" => "aggregates").increment(p.aggregates.rows as u64);
+    metrics::counter!(PARQUET_ROWS, "dataset" => "alerts").increment(p.alerts.rows as u64);
+}
+
 /// Adds the difference between two stats snapshots to the metric
 /// counters (a no-op when no recorder is installed).
 pub fn publish(prev: &PipelineStats, now: &PipelineStats) {

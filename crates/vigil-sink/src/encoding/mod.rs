@@ -9,13 +9,19 @@
 //! | name   | what                                                   |
 //! |--------|--------------------------------------------------------|
 //! | `json` | Vigil's own JSON (`schemas/alert.v1.schema.json`)      |
+//! | `ocsf` | OCSF Detection Finding (class 2004), JSON              |
+//! | `cef`  | ArcSight Common Event Format, one line                 |
+//! | `ecs`  | Elastic Common Schema document, JSON                   |
 //!
 //! Encoders never fail: every alert event has an encoding in each format
 //! (non-finite numbers are left out, text is escaped).
 
 use vigil_ops::model::AlertEvent;
 
+pub mod cef;
+pub mod ecs;
 pub mod json;
+pub mod ocsf;
 
 /// One alert encoding.
 pub trait Encoding: Send + Sync {
@@ -35,7 +41,7 @@ pub trait Encoding: Send + Sync {
 }
 
 /// Every encoding, by name: the registry.
-pub static ENCODINGS: &[&dyn Encoding] = &[&json::Json];
+pub static ENCODINGS: &[&dyn Encoding] = &[&json::Json, &ocsf::Ocsf, &cef::Cef, &ecs::Ecs];
 
 /// The encoding named `name`.
 pub fn encoding(name: &str) -> Option<&'static dyn Encoding> {
@@ -131,7 +137,7 @@ mod tests {
     #[test]
     fn registry_names_are_unique_and_found() {
         let names = encoding_names();
-        assert_eq!(names, ["json"]);
+        assert_eq!(names, ["json", "ocsf", "cef", "ecs"]);
         for n in &names {
             assert_eq!(encoding(n).map(|e| e.name()), Some(*n));
         }

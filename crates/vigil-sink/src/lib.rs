@@ -5,7 +5,7 @@
 //! destinations ([`route`]), and the output stage that hands a pipeline's
 //! output to the Parquet writers, the dead-letter sinks and the routed
 //! destinations ([`output`]). The Kafka worker, replays (`vigil ingest`,
-//! `vigil demo`) and exports use this one path; `vigil-ops` stays pure (no
+//! `vigil demo`: [`RouteFiles`]) and exports use this one path; `vigil-ops` stays pure (no
 //! I/O, no output formats).
 //!
 //! ```text
@@ -19,9 +19,11 @@ pub mod encoding;
 pub mod error;
 pub mod output;
 pub mod route;
+pub mod route_files;
 pub mod time;
 
 pub use encoding::{encoding, encoding_names, Encoding, ENCODINGS};
 pub use error::{DestinationError, Result, SinkError};
-pub use output::{Destinations, NoDestinations, OutputStage, Published};
-pub use route::{AlertRouter, Route, DEFAULT_ROUTE, ROUTE_EVENTS};
+pub use output::{Destinations, OutputStage, Published};
+pub use route::{AlertRouter, AlertSettings, Route, DEFAULT_ROUTE, ROUTE_EVENTS};
+pub use route_files::RouteFiles;

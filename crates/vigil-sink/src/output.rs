@@ -47,27 +47,6 @@ pub trait Destinations {
     fn send_dead_letter(&mut self, r: &Rejected, ordinal: u32) -> Result<bool, DestinationError>;
 }
 
-/// Destinations of a stage that sends nothing: alert events are only
-/// stored, dead letters go to files.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoDestinations;
-
-impl Destinations for NoDestinations {
-    fn send_alert(
-        &mut self,
-        _: &Route,
-        _: &[u8],
-        _: &[u8],
-        _: Instant,
-    ) -> Result<(), DestinationError> {
-        Ok(())
-    }
-
-    fn send_dead_letter(&mut self, _: &Rejected, _: u32) -> Result<bool, DestinationError> {
-        Ok(false)
-    }
-}
-
 /// What one [`OutputStage::publish`] wrote.
 #[derive(Debug, Clone)]
 pub struct Published {

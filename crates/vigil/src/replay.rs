@@ -11,6 +11,11 @@
 //! replay owns its source name: at start it removes the files an earlier
 //! replay of the same source left (which may cover other ranges).
 //!
+//! Alert events are stored in the `alerts` dataset; with
+//! `alerts.replay_files` they are also routed as the worker routes them
+//! (`[alerts]`), each route's events to its files under `routes/`
+//! ([`vigil_sink::RouteFiles`]), published with the same ranges.
+//!
 //! Refused input is bounded like the worker's ([`vigil_store::bound`]):
 //! each dead letter takes at most `storage.dlq_max_record_bytes`, a longer
 //! one keeps its reason, coordinates, digest and first bytes, and its full
@@ -27,7 +32,7 @@ use vigil_ops::otlp::InputFormat;
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason};
-use vigil_sink::{AlertRouter, NoDestinations, OutputStage};
+use vigil_sink::{AlertRouter, OutputStage, RouteFiles};
 use vigil_store::{DlqWriter, SourceRange, Unread};
 
 use crate::obs;
@@ -56,8 +61,10 @@ pub struct Replay {
     pipeline: Pipeline,
     /// The writers (Parquet, `dlq/` files), shared with the worker.
     stage: OutputStage,
-    /// Where alert events go besides the alerts dataset.
+    /// Where alert events go besides the alerts dataset: nowhere, or with
+    /// `alerts.replay_files`, each route's files.
     router: AlertRouter,
+    route_files: RouteFiles,
     out: Outputs,
     next_offset: i64,
     range_start: i64,
@@ -107,7 +114,15 @@ impl Replay {
                         .with_budget(settings.storage.dlq_budget()?),
                 ),
             )?,
-            router: AlertRouter::none(),
+            router: if settings.alerts.replay_files {
+                settings
+                    .alerts
+                    .router(&settings.kafka.alert_topic)
+                    .map_err(|p| anyhow::anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?
+            } else {
+                AlertRouter::none()
+            },
+            route_files: RouteFiles::new(data_dir, w.sync),
             out: Outputs::default(),
             next_offset: 0,
             range_start: 0,
@@ -227,7 +242,7 @@ impl Replay {
 
     fn drain(&mut self) -> Result<()> {
         self.stage
-            .route(&mut self.out, &self.router, &mut NoDestinations)?;
+            .route(&mut self.out, &self.router, &mut self.route_files)?;
         Ok(())
     }
 
@@ -245,6 +260,7 @@ impl Replay {
             last_offset: self.next_offset - 1,
         };
         let p = self.stage.publish(range)?;
+        let routed = self.route_files.publish(range)?;
         let (a, b) = (&p.aggregates, &p.alerts);
         let (dlq_records, dlq_truncated) = p
             .dlq
@@ -253,7 +269,7 @@ impl Replay {
         self.summary.aggregate_rows += a.rows as u64;
         self.summary.alert_rows += b.rows as u64;
         self.summary.dlq_records += dlq_records;
-        self.summary.files += p.files();
+        self.summary.files += p.files() + routed.len() as u64;
         obs::published(&p);
         metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
         let now = self.stats();

@@ -578,8 +578,12 @@ impl Worker {
         progress: Arc<WorkerProgress>,
     ) -> Result<WorkerSummary> {
         let kafka = &settings.kafka;
+        let router = settings
+            .alerts
+            .router(&kafka.alert_topic)
+            .map_err(|p| anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?;
         if kafka.create_topics {
-            crate::cmd::topics::create_all(kafka, kafka.partitions)?;
+            crate::cmd::topics::create_all(kafka, &settings.alerts, kafka.partitions)?;
         }
         let mut cfg = settings.pipeline.clone();
         cfg.clock = ClockMode::Wall;
@@ -598,7 +602,6 @@ impl Worker {
         .context("creating the alert and dead-letter producer")?;
         // Without this, the first alerts wait for the producer to look the
         // topic up (about half a second on a fresh producer).
-        let router = AlertRouter::single(&kafka.alert_topic, &vigil_sink::encoding::json::Json);
         let outputs: Vec<&str> = router
             .routes()
             .map(Route::topic)

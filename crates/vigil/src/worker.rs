@@ -4,10 +4,11 @@
 //!
 //! ```text
 //!  poll batch ──▶ rebalance events ──▶ PartitionTask (one per partition, single owner)
-//!                                        Pipeline.process ─▶ windows ─▶ AggregatesWriter ┐
-//!                                                          ─▶ alerts  ─▶ AlertsWriter     │ buffered
-//!                                                          │            └▶ alert topic (sent now)
-//!                                                          ─▶ refused ─▶ DLQ topic (sent now) / dlq files
+//!                                        Pipeline.process ─▶ OutputStage (vigil-sink):
+//!                                                            windows ─▶ AggregatesWriter ┐
+//!                                                            alerts  ─▶ AlertsWriter     │ buffered
+//!                                                                    └▶ each matching route's topic, in its encoding (sent now)
+//!                                                            refused ─▶ DLQ topic (sent now) / dlq files
 //!  every flush_interval (and on shutdown), for partitions with new records:
 //!    1. Parquet + dead-letter files of the range [first, last] published (tmp + rename)
 //!    2. producer flushed: every alert and dead letter acknowledged by the broker

@@ -311,6 +311,42 @@ mod tests {
         );
     }
 
+    /// Alert routes load from the file and are validated at start: every
+    /// problem with its TOML path, Kafka topic names included.
+    #[test]
+    fn alert_routes_load_and_every_problem_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        let routes = "[[alerts.route]]\nname = \"soc\"\ntopic = \"soc.critical\"\nencoding = \"ocsf\"\nseverity = [\"critical\"]\n";
+        std::fs::write(&f, routes).unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.alerts.route.len(), 1);
+        assert_eq!(s.alerts.default.encoding, "json");
+        let router = s.alerts.router(&s.kafka.alert_topic).unwrap();
+        let topics: Vec<&str> = router.routes().map(|r| r.topic()).collect();
+        assert_eq!(topics, ["soc.critical", "rmm.alerts.v1"]);
+        std::fs::write(
+            &f,
+            "[alerts.default]\nencoding = \"xml\"\n[[alerts.route]]\nname = \"soc\"\ntopic = \"bad topic\"\nstatus = [\"open\"]\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        for want in [
+            "alerts.default.encoding",
+            "alerts.route[0].topic",
+            "alerts.route[0].status",
+        ] {
+            assert!(e.contains(want), "{want} not in {e}");
+        }
+        std::fs::write(
+            &f,
+            "[[alerts.route]]\nname = \"soc\"\ntopic = \"t\"\nseverty = []\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("severty"), "{e}");
+    }
+
     /// Regression: a refused value of a secret property was quoted in the
     /// configuration error.
     #[test]

@@ -772,6 +772,8 @@ rule = ["mem_high"]
     assert_eq!(v["activity_id"], 1);
     assert_eq!(v["finding_info"]["uid"], resolved["id"]);
     assert_eq!(v["finding_info"]["title"], "cpu_high");
+    assert_eq!(ocsf[0].headers["vigil.encoding"], "ocsf");
+    assert_eq!(ocsf[0].headers["content-type"], "application/json");
     assert_eq!(
         ocsf[0].key.as_deref(),
         Some(resolved["fingerprint"].as_str().unwrap().as_bytes()),
@@ -789,6 +791,10 @@ rule = ["mem_high"]
         "{line}"
     );
     assert!(lines[0].key.is_some());
+    assert_eq!(lines[0].headers["vigil.encoding"], "cef");
+    assert!(lines[0].headers["content-type"].starts_with("text/plain"));
+    let json_rec = env.consume(&env.alerts);
+    assert_eq!(json_rec[0].headers["vigil.encoding"], "json");
 }
 
 /// `/healthz` answers while the worker runs; `/readyz` turns ready once

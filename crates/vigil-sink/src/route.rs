@@ -374,6 +374,14 @@ impl AlertRouter {
         out
     }
 
+    /// Registers each route's [`ROUTE_EVENTS`] counter at 0, so it exists
+    /// before the route's first event.
+    pub fn register_metrics(&self) {
+        for r in self.routes() {
+            metrics::counter!(ROUTE_EVENTS, "route" => r.name().to_string()).increment(0);
+        }
+    }
+
     /// Every route (the default last).
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter().chain(self.default.as_ref())

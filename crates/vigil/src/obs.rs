@@ -30,6 +30,9 @@ pub const UNTRUSTED_SEND_TIMES: &str = "vigil_pipeline_untrusted_send_times_tota
 pub const WINDOWS_CLOSED: &str = "vigil_windows_closed_total";
 /// Alert events, label `status`.
 pub const ALERT_EVENTS: &str = "vigil_alert_events_total";
+/// Alert events sent on a route, label `route` (defined next to the
+/// routes, in `vigil-sink`).
+pub use vigil_sink::ROUTE_EVENTS as ALERT_ROUTE_EVENTS;
 /// Parquet rows written, label `dataset`.
 pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
 /// Parquet flush duration in seconds.

@@ -245,8 +245,9 @@ struct Sinks {
 }
 
 impl Destinations for Sinks {
-    /// Produces the alert event on the route's topic; the acknowledgement
-    /// is awaited at the next flush.
+    /// Produces the alert event on the route's topic, with its encoding in
+    /// the `content-type` and `vigil.encoding` headers; the
+    /// acknowledgement is awaited at the next flush.
     fn send_alert(
         &mut self,
         route: &Route,
@@ -254,8 +255,13 @@ impl Destinations for Sinks {
         payload: &[u8],
         emitted: Instant,
     ) -> Result<(), DestinationError> {
+        let e = route.encoding();
+        let hs = [
+            (headers::CONTENT_TYPE, e.content_type().as_bytes()),
+            (headers::ENCODING, e.name().as_bytes()),
+        ];
         self.producer
-            .send_timed(route.topic(), Some(key), payload, &[], emitted)
+            .send_timed(route.topic(), Some(key), payload, &hs, emitted)
             .context("producing an alert")?;
         Ok(())
     }
@@ -603,6 +609,8 @@ impl Worker {
         .context("creating the alert and dead-letter producer")?;
         // Without this, the first alerts wait for the producer to look the
         // topic up (about half a second on a fresh producer).
+        // Route counters a dashboard rates on exist from the start.
+        router.register_metrics();
         let outputs: Vec<&str> = router
             .routes()
             .map(Route::topic)

@@ -26,14 +26,25 @@ done
 
 log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
-# Python with pyarrow + duckdb: the Parquet files must read outside Vigil.
+# Python with pyarrow + duckdb: the Parquet files must read outside Vigil;
+# with ocsf-json-schema + jsonschema (the OCSF schema as JSON Schema) and
+# cefp (a CEF parser): the SIEM encodings must pass validators not Vigil's.
 venv="${VIGIL_VENV:-$root/.ci/.cache/venv}"
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb' >/dev/null 2>&1; then
-  log "installing pyarrow and duckdb into $venv"
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, ocsf_json_schema, jsonschema, cefp' >/dev/null 2>&1; then
+  log "installing pyarrow, duckdb, ocsf-json-schema, jsonschema and cefp into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb \
+    ocsf-json-schema==1.2.0 jsonschema cefp==0.0.2
 fi
 export VIGIL_PYTHON="$venv/bin/python"
+# The ECS field definitions (npm @elastic/ecs, matching ecs.version of the
+# ecs encoding), read by tests/interop/check_ecs.js with the machine's node.
+ecs_dir="$root/.ci/.cache/ecs"
+if [ ! -f "$ecs_dir/node_modules/@elastic/ecs/package.json" ]; then
+  log "installing @elastic/ecs 8.11.5 into $ecs_dir"
+  npm install --silent --no-audit --no-fund --prefix "$ecs_dir" @elastic/ecs@8.11.5
+fi
+export VIGIL_ECS_MODULE="$ecs_dir/node_modules/@elastic/ecs"
 export VIGIL_REQUIRE_INTEROP=1
 
 log "cargo fmt --check"

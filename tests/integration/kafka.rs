@@ -220,6 +220,11 @@ impl Env {
     /// Starts `vigil run` with this test's names; `extra` are more
     /// environment variables.
     fn worker(&self, label: &str, extra: &[(&str, &str)]) -> WorkerProc {
+        self.worker_with_config(label, "", extra)
+    }
+
+    /// [`Env::worker`] with `toml` appended to its config file.
+    fn worker_with_config(&self, label: &str, toml: &str, extra: &[(&str, &str)]) -> WorkerProc {
         let log = self.dir.path().join(format!("{label}.log"));
         let port = free_port();
         // Dead members must leave the group fast (the SIGKILL test): a short
@@ -228,7 +233,7 @@ impl Env {
         let config = self.dir.path().join(format!("{label}.toml"));
         std::fs::write(
             &config,
-            "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            format!("[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n{toml}"),
         )
         .unwrap();
         let mut cmd = Command::new(vigil_bin());
@@ -689,6 +694,107 @@ fn kafka_worker_output_equals_oracle_and_alert_topic_holds_the_incidents() {
         .unwrap()
         .count();
     assert!(ckpts >= 1);
+}
+
+/// Alert routes (docs/siem.md, "Routing"): each designed event reaches
+/// exactly the topics of the routes it matches, in their encodings, keyed
+/// by fingerprint; the unmatched one reaches the default route; each route
+/// counts its events.
+#[test]
+fn kafka_alert_routes_send_each_event_to_its_topics_and_encodings() {
+    let Some(env) = Env::new("routes") else {
+        return;
+    };
+    let soc = format!("soc-{}", env.alerts);
+    let cef = format!("cef-{}", env.alerts);
+    vigil_kafka::admin::create_topics(
+        &env.kafka_settings(),
+        &[(&soc, PARTITIONS), (&cef, PARTITIONS)],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let routes = format!(
+        r#"
+[[alerts.route]]
+name = "cpu-firing"
+topic = "{soc}"
+encoding = "ocsf"
+rule = ["cpu_high"]
+status = ["firing"]
+
+[[alerts.route]]
+name = "mem-cef"
+topic = "{cef}"
+encoding = "cef"
+rule = ["mem_high"]
+"#
+    );
+    let records = fleet(AGENTS, 0..MINUTES);
+    env.produce(&records);
+    let w = env.worker_with_config("w", &routes, &[]);
+    env.wait_committed(&[&w]);
+    let route_count = |b: &str, route: &str| -> f64 {
+        let prefix = format!("vigil_alert_route_events_total{{route=\"{route}\"}} ");
+        b.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (_, metrics) = w.get_until("/metrics", Duration::from_secs(20), |_, b| {
+        ["cpu-firing", "mem-cef", "default"]
+            .iter()
+            .all(|r| route_count(b, r) >= 1.0)
+    });
+    w.stop();
+    for r in ["cpu-firing", "mem-cef", "default"] {
+        assert_eq!(route_count(&metrics, r), 1.0, "route {r}:\n{metrics}");
+    }
+
+    // Default route: kafka.alert_topic as Vigil's JSON, only the event no
+    // route took (the resolved cpu_high).
+    let json = alert_events(&env);
+    let keys: Vec<_> = json.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [(
+            "a3".to_string(),
+            "cpu_high".to_string(),
+            "resolved".to_string()
+        )]
+    );
+    let resolved = &json.values().next().unwrap()[0];
+
+    // cpu-firing: OCSF, the firing event of the same incident.
+    let ocsf = env.consume(&soc);
+    assert_eq!(ocsf.len(), 1, "{ocsf:?}");
+    let v: serde_json::Value = serde_json::from_slice(&ocsf[0].payload).unwrap();
+    assert_eq!(v["class_uid"], 2004);
+    assert_eq!(v["activity_id"], 1);
+    assert_eq!(v["finding_info"]["uid"], resolved["id"]);
+    assert_eq!(v["finding_info"]["title"], "cpu_high");
+    assert_eq!(ocsf[0].headers["vigil.encoding"], "ocsf");
+    assert_eq!(ocsf[0].headers["content-type"], "application/json");
+    assert_eq!(
+        ocsf[0].key.as_deref(),
+        Some(resolved["fingerprint"].as_str().unwrap().as_bytes()),
+        "key = fingerprint on every route"
+    );
+
+    // mem-cef: CEF, the mem_high firing event.
+    let lines = env.consume(&cef);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = String::from_utf8(lines[0].payload.clone()).unwrap();
+    assert!(line.starts_with("CEF:0|Vigil|Vigil|"), "{line}");
+    assert!(line.contains("|mem_high|"), "{line}");
+    assert!(
+        line.contains(" act=firing ") && line.contains(" cs2=a5 "),
+        "{line}"
+    );
+    assert!(lines[0].key.is_some());
+    assert_eq!(lines[0].headers["vigil.encoding"], "cef");
+    assert!(lines[0].headers["content-type"].starts_with("text/plain"));
+    let json_rec = env.consume(&env.alerts);
+    assert_eq!(json_rec[0].headers["vigil.encoding"], "json");
 }
 
 /// `/healthz` answers while the worker runs; `/readyz` turns ready once

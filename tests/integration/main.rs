@@ -2,7 +2,8 @@
 //! (Parquet output against an independent computation), CLI behaviour,
 //! malformed input, detectors on labelled scenarios, and the Parquet files
 //! read by pyarrow and DuckDB, and the Kafka worker against the real test
-//! broker (nisshi).
+//! broker (nisshi), and the SIEM encodings checked by independent parsers
+//! and validators.
 
 mod cli;
 mod common;
@@ -11,3 +12,4 @@ mod interop;
 mod kafka;
 mod oracle;
 mod otlp;
+mod siem;

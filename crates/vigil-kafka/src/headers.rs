@@ -11,6 +11,9 @@
 //! | `content-type` | [`PROTOBUF`] for whole records, [`JSON`] for refused points |
 //! | `vigil.truncated` | `true` on truncated dead letters (only then) |
 //!
+//! Alert records carry `content-type` (the encoding's media type) and
+//! [`ENCODING`] (the encoding's name: `json`, `ocsf`, `cef`, `ecs`).
+//!
 //! And the size accounting of a dead letter on the topic: the value
 //! budget that keeps key, headers and framing within the producer's
 //! `message.max.bytes` ([`dead_letter_value_budget`]).
@@ -32,6 +35,9 @@ pub const PROTOBUF: &str = "application/x-protobuf; messageType=vigil.v1.Telemet
 /// Value is a JSON object describing refused points (same fields as a line
 /// of the dead-letter files).
 pub const JSON: &str = "application/json";
+/// Alert records: the name of the value's encoding (`json`, `ocsf`,
+/// `cef`, `ecs`; see `docs/siem.md`).
+pub const ENCODING: &str = "vigil.encoding";
 /// Present (value `true`) when the value is a truncated dead letter: a
 /// JSON object with the reason, the source coordinates, the digest and
 /// first bytes of the record, and where the full record is kept (see

@@ -13,7 +13,6 @@
 //! [`pipeline::Pipeline`] chains them for one partition (single owner, no
 //! locks). Its state is plain data (serde), ready to be checkpointed.
 
-pub mod alert_json;
 pub mod clock;
 pub mod config;
 pub mod decode;

@@ -241,6 +241,11 @@ impl DlqWriter {
         self
     }
 
+    /// [`DlqWriter::keep_full`] on a writer in place.
+    pub fn set_keep_full(&mut self, keep: bool) {
+        self.keep_full = keep;
+    }
+
     /// The dead-letter directory, `<root>/dlq`.
     pub fn dir(&self) -> &Path {
         &self.dir

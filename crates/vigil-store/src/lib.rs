@@ -41,7 +41,10 @@ pub use checkpoint::CheckpointStore;
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
 pub use naming::{sanitize_source, SourceRange};
-pub use replace::{remove_partition_files_from, remove_source_files};
+pub use replace::{
+    remove_partition_files_from, remove_source_files, write_file_atomic, ROUTES_DIR,
+    ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,
+};
 pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
 pub use writer::{
     AggregateRows, AggregatesWriter, AlertRows, AlertsWriter, DatasetWriter, FlushReport,

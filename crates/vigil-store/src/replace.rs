@@ -5,7 +5,10 @@
 //! otherwise duplicate rows.
 
 use std::fs;
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::atomic::write_atomic;
 
 use crate::bound::FULL_DIR;
 use crate::dlq::DLQ_DIR;
@@ -44,8 +47,9 @@ pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> O
     Some((partition, first))
 }
 
-/// Removes every Parquet and dead-letter file of `source` under `root`
-/// (all partitions and ranges, every date), and the full copies of its
+/// Removes every Parquet, dead-letter and per-route alert file of
+/// `source` under `root` (all partitions and ranges, every date), and the
+/// full copies of its
 /// truncated dead letters (`dlq/full/`). Returns how many were removed.
 pub fn remove_source_files(root: &Path, source: &str) -> Result<usize> {
     let n = remove_matching(root, source, |_, _| true)?;
@@ -139,7 +143,40 @@ fn remove_matching(
         }
     }
     sweep(&root.join(DLQ_DIR), "dlq", "jsonl")?;
+    let routes = root.join(ROUTES_DIR);
+    match fs::read_dir(&routes) {
+        Ok(dirs) => {
+            for d in dirs {
+                let d = d.map_err(StoreError::io("read dir", &routes))?;
+                if d.path().is_dir() {
+                    for ext in ROUTE_FILE_EXTENSIONS {
+                        sweep(&d.path(), ROUTE_FILE_PREFIX, ext)?;
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("read dir", &routes)(e)),
+    }
     Ok(removed)
+}
+
+/// Directory of the per-route alert files of replays, under the root:
+/// `routes/<route>/alerts-<source>-p<partition>-<first>-<last>.<ext>`.
+pub const ROUTES_DIR: &str = "routes";
+/// Name prefix of the per-route alert files.
+pub const ROUTE_FILE_PREFIX: &str = "alerts";
+/// Extensions the per-route alert files may have (one per encoding
+/// family): the files a source replaced are found by them.
+pub const ROUTE_FILE_EXTENSIONS: [&str; 2] = ["jsonl", "cef"];
+
+/// Writes `bytes` as `dir/name`, atomically (tmp + fsync when `sync` +
+/// rename), as every dataset file is written. Returns the final path.
+pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<PathBuf> {
+    let (path, ()) = write_atomic(dir, name, sync, |mut f, tmp| {
+        f.write_all(bytes).map_err(StoreError::io("write", tmp))
+    })?;
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub const AGENTS_HELD: &str = "vigil_pipeline_agents";
 pub const SERIES_HELD: &str = "vigil_pipeline_series";
 /// Tenants held in a partition's state, label `partition`.
 pub const TENANTS_HELD: &str = "vigil_pipeline_tenants";
+/// Alert events sent on a route, label `route` (defined next to the
+/// routes, in `vigil-sink`).
+pub use vigil_sink::ROUTE_EVENTS as ALERT_ROUTE_EVENTS;
 /// Parquet rows written, label `dataset`.
 pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
 /// Parquet flush duration in seconds.
@@ -85,6 +88,12 @@ pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
 pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
 /// Checkpoint: seconds to load and restore one partition's checkpoint.
 pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
+
+/// Counts the Parquet rows one publish of an output stage wrote.
+pub fn published(p: &vigil_sink::Published) {
+    metrics::counter!(PARQUET_ROWS, "dataset" => "aggregates").increment(p.aggregates.rows as u64);
+    metrics::counter!(PARQUET_ROWS, "dataset" => "alerts").increment(p.alerts.rows as u64);
+}
 
 /// Adds the difference between two stats snapshots to the metric
 /// counters (a no-op when no recorder is installed).

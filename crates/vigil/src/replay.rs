@@ -11,6 +11,11 @@
 //! replay owns its source name: at start it removes the files an earlier
 //! replay of the same source left (which may cover other ranges).
 //!
+//! Alert events are stored in the `alerts` dataset; with
+//! `alerts.replay_files` they are also routed as the worker routes them
+//! (`[alerts]`), each route's events to its files under `routes/`
+//! ([`vigil_sink::RouteFiles`]), published with the same ranges.
+//!
 //! Refused input is bounded like the worker's ([`vigil_store::bound`]):
 //! each dead letter takes at most `storage.dlq_max_record_bytes`, a longer
 //! one keeps its reason, coordinates, digest and first bytes, and its full
@@ -27,7 +32,8 @@ use vigil_ops::otlp::InputFormat;
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason};
-use vigil_store::{AggregatesWriter, AlertsWriter, DlqWriter, SourceRange, Unread};
+use vigil_sink::{AlertRouter, OutputStage, RouteFiles};
+use vigil_store::{DlqWriter, SourceRange, Unread};
 
 use crate::obs;
 use crate::settings::Settings;
@@ -53,9 +59,12 @@ pub struct ReplaySummary {
 pub struct Replay {
     source: String,
     pipeline: Pipeline,
-    aggs: AggregatesWriter,
-    alerts: AlertsWriter,
-    dlq: DlqWriter,
+    /// The writers (Parquet, `dlq/` files), shared with the worker.
+    stage: OutputStage,
+    /// Where alert events go besides the alerts dataset: nowhere, or with
+    /// `alerts.replay_files`, each route's files.
+    router: AlertRouter,
+    route_files: RouteFiles,
     out: Outputs,
     next_offset: i64,
     range_start: i64,
@@ -97,10 +106,23 @@ impl Replay {
         Ok(Replay {
             source: source.to_string(),
             pipeline,
-            aggs: AggregatesWriter::new(data_dir, w.clone()).context("aggregates writer")?,
-            alerts: AlertsWriter::new(data_dir, w.clone()).context("alerts writer")?,
-            dlq: DlqWriter::new(data_dir, source, w.sync)
-                .with_budget(settings.storage.dlq_budget()?),
+            stage: OutputStage::new(
+                data_dir,
+                w.clone(),
+                Some(
+                    DlqWriter::new(data_dir, source, w.sync)
+                        .with_budget(settings.storage.dlq_budget()?),
+                ),
+            )?,
+            router: if settings.alerts.replay_files {
+                settings
+                    .alerts
+                    .router(&settings.kafka.alert_topic)
+                    .map_err(|p| anyhow::anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?
+            } else {
+                AlertRouter::none()
+            },
+            route_files: RouteFiles::new(data_dir, w.sync),
             out: Outputs::default(),
             next_offset: 0,
             range_start: 0,
@@ -129,7 +151,9 @@ impl Replay {
     /// letters then name no full copy (`full_path` null) and the record is
     /// found in the input by its offset (its index).
     pub fn input_is_kept(mut self) -> Replay {
-        self.dlq = self.dlq.keep_full(false);
+        if let Some(d) = self.stage.dlq_files_mut() {
+            d.set_keep_full(false);
+        }
         self
     }
 
@@ -137,8 +161,8 @@ impl Replay {
     /// `finish` always holds at least the last record.
     fn flush_if_full(&mut self) -> Result<()> {
         if (self.next_offset - self.range_start) as u64 >= self.flush_records
-            || self.aggs.len() as u64 >= self.flush_rows
-            || self.dlq.buffered_bytes() as u64 >= self.flush_dlq_bytes
+            || self.stage.aggregate_rows() as u64 >= self.flush_rows
+            || self.stage.dlq_buffered_bytes() as u64 >= self.flush_dlq_bytes
         {
             self.flush()?;
         }
@@ -169,16 +193,19 @@ impl Replay {
             detail,
             "input record skipped"
         );
-        self.dlq
-            .push_unread(&Unread {
-                reason,
-                detail,
-                position,
-                head,
-                original_bytes,
-                digest,
-            })
-            .context("dead-letter record")?;
+        let dlq = self
+            .stage
+            .dlq_files_mut()
+            .context("a replay writes dead letters to files")?;
+        dlq.push_unread(&Unread {
+            reason,
+            detail,
+            position,
+            head,
+            original_bytes,
+            digest,
+        })
+        .context("dead-letter record")?;
         self.unread.records += 1;
         self.unread.bytes += original_bytes;
         self.unread.rejected_records[reason.index()] += 1;
@@ -214,17 +241,8 @@ impl Replay {
     }
 
     fn drain(&mut self) -> Result<()> {
-        for w in &self.out.windows {
-            self.aggs.push(w);
-        }
-        for a in &self.out.alerts {
-            self.alerts.push(a);
-        }
-        for r in &self.out.rejected {
-            tracing::debug!(reason = r.reason.as_str(), offset = r.position.offset, detail = %r.detail, "refused");
-            self.dlq.push(r).context("dead-letter record")?;
-        }
-        self.out.clear();
+        self.stage
+            .route(&mut self.out, &self.router, &mut self.route_files)?;
         Ok(())
     }
 
@@ -241,26 +259,29 @@ impl Replay {
             first_offset: self.range_start,
             last_offset: self.next_offset - 1,
         };
-        let a = self.aggs.flush(range).context("writing aggregates")?;
-        let b = self.alerts.flush(range).context("writing alerts")?;
-        let d = self.dlq.flush(range).context("writing dead letters")?;
+        let p = self.stage.publish(range)?;
+        let routed = self.route_files.publish(range)?;
+        let (a, b) = (&p.aggregates, &p.alerts);
+        let (dlq_records, dlq_truncated) = p
+            .dlq
+            .as_ref()
+            .map_or((0, 0), |d| (d.counts.total(), d.truncated));
         self.summary.aggregate_rows += a.rows as u64;
         self.summary.alert_rows += b.rows as u64;
-        self.summary.dlq_records += d.counts.total();
-        self.summary.files += (a.files.len() + b.files.len()) as u64 + u64::from(d.path.is_some());
-        metrics::counter!(obs::PARQUET_ROWS, "dataset" => "aggregates").increment(a.rows as u64);
-        metrics::counter!(obs::PARQUET_ROWS, "dataset" => "alerts").increment(b.rows as u64);
+        self.summary.dlq_records += dlq_records;
+        self.summary.files += p.files() + routed.len() as u64;
+        obs::published(&p);
         metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
         let now = self.stats();
         obs::publish(&self.published, &now);
         self.published = now;
-        metrics::counter!(obs::DLQ_TRUNCATED, "sink" => "file").increment(d.truncated);
-        self.summary.dlq_truncated += d.truncated;
+        metrics::counter!(obs::DLQ_TRUNCATED, "sink" => "file").increment(dlq_truncated);
+        self.summary.dlq_truncated += dlq_truncated;
         tracing::info!(
             aggregates = a.rows,
             alerts = b.rows,
-            dlq = d.counts.total(),
-            dlq_truncated = d.truncated,
+            dlq = dlq_records,
+            dlq_truncated,
             "flushed"
         );
         self.range_start = self.next_offset;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use vigil_kafka::KafkaSettings;
 use vigil_ops::config::PipelineConfig;
 use vigil_ops::rules::RuleSet;
+use vigil_sink::route::AlertSettings;
 use vigil_store::WriterConfig;
 
 /// Settings of the Kafka worker (`vigil run`).
@@ -53,8 +54,8 @@ pub struct WorkerSettings {
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set.
-const ENV_KEYS: [&str; 6] = [
-    "data_dir", "rules", "pipeline", "storage", "kafka", "worker",
+const ENV_KEYS: [&str; 7] = [
+    "data_dir", "rules", "pipeline", "storage", "kafka", "alerts", "worker",
 ];
 
 /// Storage settings.
@@ -101,6 +102,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// Kafka connection, topics and client properties.
     pub kafka: KafkaSettings,
+    /// Routing of alert events to topics and encodings.
+    pub alerts: AlertSettings,
     /// The Kafka worker.
     pub worker: WorkerSettings,
 }
@@ -168,6 +171,19 @@ impl Settings {
             None => problems.push("kafka message.max.bytes: must be a positive integer".into()),
         }
         problems.extend(self.kafka.validate());
+        problems.extend(self.alerts.validate());
+        for (i, r) in self.alerts.route.iter().enumerate() {
+            if !r.topic.is_empty() {
+                if let Err(e) = vigil_kafka::config::check_topic_name(&r.topic) {
+                    problems.push(format!("alerts.route[{i}].topic: {e}"));
+                }
+            }
+        }
+        if !self.alerts.default.topic.is_empty() {
+            if let Err(e) = vigil_kafka::config::check_topic_name(&self.alerts.default.topic) {
+                problems.push(format!("alerts.default.topic: {e}"));
+            }
+        }
         if self.worker.flush_interval.is_zero() {
             problems.push("worker.flush_interval: must be positive".into());
         }
@@ -293,6 +309,42 @@ mod tests {
             e.contains("pipeline.window") && e.contains("pipeline.dedup_window"),
             "{e}"
         );
+    }
+
+    /// Alert routes load from the file and are validated at start: every
+    /// problem with its TOML path, Kafka topic names included.
+    #[test]
+    fn alert_routes_load_and_every_problem_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        let routes = "[[alerts.route]]\nname = \"soc\"\ntopic = \"soc.critical\"\nencoding = \"ocsf\"\nseverity = [\"critical\"]\n";
+        std::fs::write(&f, routes).unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.alerts.route.len(), 1);
+        assert_eq!(s.alerts.default.encoding, "json");
+        let router = s.alerts.router(&s.kafka.alert_topic).unwrap();
+        let topics: Vec<&str> = router.routes().map(|r| r.topic()).collect();
+        assert_eq!(topics, ["soc.critical", "rmm.alerts.v1"]);
+        std::fs::write(
+            &f,
+            "[alerts.default]\nencoding = \"xml\"\n[[alerts.route]]\nname = \"soc\"\ntopic = \"bad topic\"\nstatus = [\"open\"]\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        for want in [
+            "alerts.default.encoding",
+            "alerts.route[0].topic",
+            "alerts.route[0].status",
+        ] {
+            assert!(e.contains(want), "{want} not in {e}");
+        }
+        std::fs::write(
+            &f,
+            "[[alerts.route]]\nname = \"soc\"\ntopic = \"t\"\nseverty = []\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("severty"), "{e}");
     }
 
     /// Regression: a refused value of a secret property was quoted in the

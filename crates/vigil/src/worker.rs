@@ -4,10 +4,11 @@
 //!
 //! ```text
 //!  poll batch ──▶ rebalance events ──▶ PartitionTask (one per partition, single owner)
-//!                                        Pipeline.process ─▶ windows ─▶ AggregatesWriter ┐
-//!                                                          ─▶ alerts  ─▶ AlertsWriter     │ buffered
-//!                                                          │            └▶ alert topic (sent now)
-//!                                                          ─▶ refused ─▶ DLQ topic (sent now) / dlq files
+//!                                        Pipeline.process ─▶ OutputStage (vigil-sink):
+//!                                                            windows ─▶ AggregatesWriter ┐
+//!                                                            alerts  ─▶ AlertsWriter     │ buffered
+//!                                                                    └▶ each matching route's topic, in its encoding (sent now)
+//!                                                            refused ─▶ DLQ topic (sent now) / dlq files
 //!  every flush_interval (and on shutdown), for partitions with new records:
 //!    1. Parquet + dead-letter files of the range [first, last] published (tmp + rename)
 //!    2. producer flushed: every alert and dead letter acknowledged by the broker
@@ -89,10 +90,8 @@ use vigil_ops::config::{ClockMode, PipelineConfig};
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason, Rejected};
-use vigil_store::{
-    AggregatesWriter, AlertsWriter, CheckpointStore, DlqWriter, LetterBudget, LetterForm,
-    SourceRange,
-};
+use vigil_sink::{AlertRouter, DestinationError, Destinations, OutputStage, Route};
+use vigil_store::{CheckpointStore, DlqWriter, LetterBudget, LetterForm, SourceRange};
 
 use crate::health::WorkerHealth;
 use crate::obs;
@@ -230,11 +229,11 @@ impl AssignHook for CheckpointHook {
     }
 }
 
-/// Where outputs go as they are produced: the producer and the topics.
+/// Where outputs go as they are produced: the producer and the topics
+/// (the alert topics are the routes', see [`Worker::router`]).
 struct Sinks {
     producer: AckedProducer,
     source_topic: String,
-    alert_topic: String,
     dlq_topic: Option<String>,
     buf: Vec<u8>,
     /// Most bytes of a dead letter's value on the DLQ topic (from the
@@ -243,6 +242,37 @@ struct Sinks {
     /// Root of `dlq/full/` and `dlq/undelivered/`.
     data_dir: PathBuf,
     sync: bool,
+}
+
+impl Destinations for Sinks {
+    /// Produces the alert event on the route's topic, with its encoding in
+    /// the `content-type` and `vigil.encoding` headers; the
+    /// acknowledgement is awaited at the next flush.
+    fn send_alert(
+        &mut self,
+        route: &Route,
+        key: &[u8],
+        payload: &[u8],
+        emitted: Instant,
+    ) -> Result<(), DestinationError> {
+        let e = route.encoding();
+        let hs = [
+            (headers::CONTENT_TYPE, e.content_type().as_bytes()),
+            (headers::ENCODING, e.name().as_bytes()),
+        ];
+        self.producer
+            .send_timed(route.topic(), Some(key), payload, &hs, emitted)
+            .context("producing an alert")?;
+        Ok(())
+    }
+
+    fn send_dead_letter(&mut self, r: &Rejected, ordinal: u32) -> Result<bool, DestinationError> {
+        if self.dlq_topic.is_none() {
+            return Ok(false);
+        }
+        self.send_to_dlq_topic(r, ordinal)?;
+        Ok(true)
+    }
 }
 
 /// Rounds of sending dead letters again after their delivery failed for
@@ -256,7 +286,7 @@ impl Sinks {
     /// retries stores the letter under `dlq/undelivered/` instead; only a
     /// failure to write locally is an error (the flush, and so the commit,
     /// does not happen).
-    fn send_dead_letter(&mut self, r: &Rejected, ordinal: u32) -> Result<()> {
+    fn send_to_dlq_topic(&mut self, r: &Rejected, ordinal: u32) -> Result<()> {
         let Some(topic) = self.dlq_topic.as_deref() else {
             return Ok(());
         };
@@ -418,9 +448,9 @@ struct PartitionTask {
     partition: i32,
     pipeline: Pipeline,
     out: Outputs,
-    aggs: AggregatesWriter,
-    alerts: AlertsWriter,
-    dlq_files: Option<DlqWriter>,
+    /// The partition's writers (Parquet, and `dlq/` files when there is no
+    /// DLQ topic).
+    stage: OutputStage,
     /// First offset of the unflushed range.
     range_start: Option<i64>,
     /// Offset of the next record to process (from the checkpoint, then
@@ -517,6 +547,8 @@ pub struct Worker {
     data_dir: PathBuf,
     tasks: HashMap<i32, PartitionTask>,
     sinks: Sinks,
+    /// Which topics (and encodings) each alert event goes to.
+    router: AlertRouter,
     store: CheckpointStore,
     summary: WorkerSummary,
     progress: Arc<WorkerProgress>,
@@ -553,8 +585,12 @@ impl Worker {
         progress: Arc<WorkerProgress>,
     ) -> Result<WorkerSummary> {
         let kafka = &settings.kafka;
+        let router = settings
+            .alerts
+            .router(&kafka.alert_topic)
+            .map_err(|p| anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?;
         if kafka.create_topics {
-            crate::cmd::topics::create_all(kafka, kafka.partitions)?;
+            crate::cmd::topics::create_all(kafka, &settings.alerts, kafka.partitions)?;
         }
         let mut cfg = settings.pipeline.clone();
         cfg.clock = ClockMode::Wall;
@@ -573,8 +609,12 @@ impl Worker {
         .context("creating the alert and dead-letter producer")?;
         // Without this, the first alerts wait for the producer to look the
         // topic up (about half a second on a fresh producer).
-        let outputs: Vec<&str> = [kafka.alert_topic.as_str(), kafka.dlq_topic.as_str()]
-            .into_iter()
+        // Route counters a dashboard rates on exist from the start.
+        router.register_metrics();
+        let outputs: Vec<&str> = router
+            .routes()
+            .map(Route::topic)
+            .chain([kafka.dlq_topic.as_str()])
             .filter(|t| !t.is_empty())
             .collect();
         if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
@@ -610,13 +650,13 @@ impl Worker {
             sinks: Sinks {
                 producer,
                 source_topic: kafka.telemetry_topic.clone(),
-                alert_topic: kafka.alert_topic.clone(),
                 dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
                 buf: Vec::new(),
                 dlq_budget,
                 data_dir: settings.data_dir.clone(),
                 sync: settings.storage.parquet.sync,
             },
+            router,
             settings,
             tasks: HashMap::new(),
             store,
@@ -747,7 +787,7 @@ impl Worker {
                 let now = wall_ms();
                 for t in self.tasks.values_mut() {
                     t.pipeline.tick(now, &mut t.out);
-                    t.route(&mut self.sinks)?;
+                    t.stage.route(&mut t.out, &self.router, &mut self.sinks)?;
                 }
             }
             let storage = &self.settings.storage;
@@ -758,13 +798,12 @@ impl Worker {
                 .tasks
                 .values()
                 .filter(|t| t.range_start.is_some())
-                .map(|t| t.aggs.len())
+                .map(|t| t.stage.aggregate_rows())
                 .sum();
             let dlq_bytes: usize = self
                 .tasks
                 .values()
-                .filter_map(|t| t.dlq_files.as_ref())
-                .map(DlqWriter::buffered_bytes)
+                .map(|t| t.stage.dlq_buffered_bytes())
                 .sum();
             let full = rows as u64 >= storage.flush_rows
                 || dlq_bytes as u64 >= storage.dlq_flush_bytes
@@ -812,17 +851,21 @@ impl Worker {
                         published: pipeline.stats().clone(),
                         pipeline,
                         out: Outputs::default(),
-                        aggs: AggregatesWriter::new(&self.data_dir, w.clone())
-                            .context("aggregates writer")?,
-                        alerts: AlertsWriter::new(&self.data_dir, w.clone())
-                            .context("alerts writer")?,
-                        dlq_files: match self.sinks.dlq_topic {
-                            Some(_) => None,
-                            None => Some(
-                                DlqWriter::new(&self.data_dir, &self.sinks.source_topic, w.sync)
+                        stage: OutputStage::new(
+                            &self.data_dir,
+                            w.clone(),
+                            match self.sinks.dlq_topic {
+                                Some(_) => None,
+                                None => Some(
+                                    DlqWriter::new(
+                                        &self.data_dir,
+                                        &self.sinks.source_topic,
+                                        w.sync,
+                                    )
                                     .with_budget(self.settings.storage.dlq_budget()?),
-                            ),
-                        },
+                                ),
+                            },
+                        )?,
                         range_start: None,
                         next_offset: next,
                         swept: false,
@@ -1002,7 +1045,8 @@ impl Worker {
             t.pipeline.stats().points_in.saturating_sub(points_before),
             Ordering::Relaxed,
         );
-        t.route(&mut self.sinks)
+        t.stage.route(&mut t.out, &self.router, &mut self.sinks)?;
+        Ok(())
     }
 
     /// Publishes, acknowledges and checkpoints every partition with
@@ -1091,42 +1135,6 @@ impl PartitionTask {
         }
     }
 
-    /// Sends what the pipeline produced: rows to the writers, alerts to
-    /// the writer and the alert topic, refusals to the DLQ. Called right
-    /// after the pipeline emitted them: the alerts' acknowledgement
-    /// latency counts from here.
-    fn route(&mut self, sinks: &mut Sinks) -> Result<()> {
-        let emitted = Instant::now();
-        for w in &self.out.windows {
-            self.aggs.push(w);
-        }
-        for a in &self.out.alerts {
-            self.alerts.push(a);
-            sinks.buf.clear();
-            vigil_ops::alert_json::encode_alert(a, &mut sinks.buf);
-            sinks
-                .producer
-                .send_timed(
-                    &sinks.alert_topic,
-                    Some(a.fingerprint.as_bytes()),
-                    &sinks.buf,
-                    &[],
-                    emitted,
-                )
-                .context("producing an alert")?;
-        }
-        for (i, r) in self.out.rejected.iter().enumerate() {
-            tracing::debug!(reason = r.reason.as_str(), partition = r.position.partition, offset = r.position.offset, detail = %r.detail, "refused");
-            if sinks.dlq_topic.is_some() {
-                sinks.send_dead_letter(r, i as u32)?;
-            } else if let Some(files) = &mut self.dlq_files {
-                files.push(r).context("dead-letter record")?;
-            }
-        }
-        self.out.clear();
-        Ok(())
-    }
-
     /// Step 1: publishes the Parquet and dead-letter files of the range.
     fn publish(&mut self, topic: &str) -> Result<()> {
         let (Some(first), Some(next)) = (self.range_start, self.next_offset) else {
@@ -1138,13 +1146,9 @@ impl PartitionTask {
             first_offset: first,
             last_offset: next - 1,
         };
-        let a = self.aggs.flush(range).context("writing aggregates")?;
-        let b = self.alerts.flush(range).context("writing alerts")?;
-        if let Some(d) = &mut self.dlq_files {
-            d.flush(range).context("writing dead letters")?;
-        }
-        metrics::counter!(obs::PARQUET_ROWS, "dataset" => "aggregates").increment(a.rows as u64);
-        metrics::counter!(obs::PARQUET_ROWS, "dataset" => "alerts").increment(b.rows as u64);
+        let p = self.stage.publish(range)?;
+        obs::published(&p);
+        let (a, b) = (&p.aggregates, &p.alerts);
         let now = self.pipeline.stats().clone();
         obs::publish(&self.published, &now);
         obs::publish_state(self.partition, Some(&self.pipeline));

@@ -1,5 +1,5 @@
-//! `vigil topics create`: create the telemetry, alert and dead-letter
-//! topics named in the config.
+//! `vigil topics create`: create the telemetry, alert (every route's) and
+//! dead-letter topics named in the config.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vigil_kafka::admin::{create_topics, TopicOutcome};
 use vigil_kafka::KafkaSettings;
+use vigil_sink::route::AlertSettings;
 
 use crate::settings::Settings;
 
@@ -32,13 +33,19 @@ pub enum Action {
     },
 }
 
-/// Creates the telemetry, alert and (when set) dead-letter topics; prints
-/// what happened to each.
-pub fn create_all(kafka: &KafkaSettings, partitions: i32) -> Result<()> {
+/// Creates the telemetry, alert (`kafka.alert_topic` and every alert
+/// route's) and (when set) dead-letter topics; prints what happened to
+/// each.
+pub fn create_all(kafka: &KafkaSettings, alerts: &AlertSettings, partitions: i32) -> Result<()> {
     let mut topics = vec![
         (kafka.telemetry_topic.as_str(), partitions),
         (kafka.alert_topic.as_str(), partitions),
     ];
+    for t in alerts.topics(&kafka.alert_topic) {
+        if !topics.iter().any(|(x, _)| *x == t) {
+            topics.push((t, partitions));
+        }
+    }
     if !kafka.dlq_topic.is_empty() {
         topics.push((kafka.dlq_topic.as_str(), partitions));
     }
@@ -66,7 +73,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             }
             let n = partitions.unwrap_or(settings.kafka.partitions);
             anyhow::ensure!(n >= 1, "--partitions must be at least 1");
-            create_all(&settings.kafka, n)
+            create_all(&settings.kafka, &settings.alerts, n)
         }
     }
 }

@@ -9,8 +9,10 @@
 
 use serde::Serialize;
 
-use crate::model::{parse_canonical_labels, AlertEvent};
-use crate::rules::civil_from_days;
+use vigil_ops::model::{parse_canonical_labels, AlertEvent};
+
+use super::{finite, Encoding};
+use crate::time::rfc3339_ms;
 
 /// Value of the `schema` field.
 pub const ALERT_SCHEMA: &str = "vigil.alert.v1";
@@ -60,25 +62,26 @@ impl Serialize for Labels {
     }
 }
 
-/// RFC 3339 UTC with milliseconds (`2026-11-02T10:15:00.000Z`) of a time
-/// in ms since the epoch; proleptic Gregorian, valid for years 0..=9999.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
-}
+/// Vigil's own alert JSON (`vigil.alert.v1`), the default encoding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
 
-/// Finite values only: JSON has no NaN or infinity, so those become null.
-fn finite(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| v.is_finite())
+impl Encoding for Json {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn content_type(&self) -> &'static str {
+        "application/json"
+    }
+
+    fn file_extension(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn encode(&self, a: &AlertEvent, out: &mut Vec<u8>) {
+        encode_alert(a, out)
+    }
 }
 
 /// Appends the alert's JSON encoding (one object, no trailing newline) to
@@ -125,16 +128,7 @@ pub fn encode_alert(a: &AlertEvent, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AlertStatus, DetectorKind, ResolveReason, Severity};
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_793_664_000_000), "2026-11-03T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(rfc3339_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
-    }
+    use vigil_ops::model::{AlertStatus, DetectorKind, ResolveReason, Severity};
 
     #[test]
     fn encodes_labels_as_object_and_times_twice() {

@@ -1,0 +1,182 @@
+//! The output stage: one place that hands what a [`Pipeline`] produced to
+//! its sinks, used by the Kafka worker (per partition) and by replays
+//! (`vigil ingest`, `vigil demo`) alike.
+//!
+//! ```text
+//!  Outputs ─route─▶ windows  ─▶ AggregatesWriter ┐
+//!                   alerts   ─▶ AlertsWriter     ├─ publish(SourceRange) ─▶ Parquet + dlq/ files
+//!                            └▶ AlertRouter ─▶ Destinations::send_alert (encoded per route)
+//!                   refused  ─▶ Destinations::send_dead_letter (the DLQ topic), else DlqWriter ┘
+//! ```
+//!
+//! What a destination is (a Kafka producer, files) is the caller's: the
+//! stage encodes, routes and counts; the [`Destinations`] send.
+//!
+//! [`Pipeline`]: vigil_ops::pipeline::Pipeline
+
+use std::path::Path;
+use std::time::Instant;
+
+use vigil_ops::pipeline::Outputs;
+use vigil_ops::Rejected;
+use vigil_store::{
+    AggregatesWriter, AlertsWriter, DlqFlushReport, DlqWriter, FlushReport, SourceRange,
+    WriterConfig,
+};
+
+use crate::error::{DestinationError, Result, SinkError};
+use crate::route::{AlertRouter, Route, ROUTE_EVENTS};
+
+/// Where routed alert events and dead letters are sent as they are
+/// produced.
+pub trait Destinations {
+    /// Sends one encoded alert event of `route`; `key` is the alert's
+    /// fingerprint, `emitted` when the pipeline produced it (for
+    /// acknowledgement latency).
+    fn send_alert(
+        &mut self,
+        route: &Route,
+        key: &[u8],
+        payload: &[u8],
+        emitted: Instant,
+    ) -> Result<(), DestinationError>;
+
+    /// Sends one dead letter (`ordinal`: its rank among the letters of
+    /// one pipeline call). Returns false when there is no dead-letter
+    /// destination: the letter then goes to the stage's `dlq/` files.
+    fn send_dead_letter(&mut self, r: &Rejected, ordinal: u32) -> Result<bool, DestinationError>;
+}
+
+/// What one [`OutputStage::publish`] wrote.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The aggregates dataset.
+    pub aggregates: FlushReport,
+    /// The alerts dataset.
+    pub alerts: FlushReport,
+    /// The dead-letter file, when the stage writes dead letters to files.
+    pub dlq: Option<DlqFlushReport>,
+}
+
+impl Published {
+    /// Files published (Parquet and dead letters).
+    pub fn files(&self) -> u64 {
+        let dlq = self.dlq.as_ref().is_some_and(|d| d.path.is_some());
+        (self.aggregates.files.len() + self.alerts.files.len()) as u64 + u64::from(dlq)
+    }
+}
+
+/// The writers of one input (a worker partition, a replay) and the
+/// routing of its alert events. See the module docs.
+#[derive(Debug)]
+pub struct OutputStage {
+    aggs: AggregatesWriter,
+    alerts: AlertsWriter,
+    dlq_files: Option<DlqWriter>,
+    buf: Vec<u8>,
+}
+
+impl OutputStage {
+    /// A stage writing the datasets under `data_dir` with `config`, and
+    /// dead letters to `dlq_files` when given (the worker with a DLQ topic
+    /// has none).
+    pub fn new(
+        data_dir: &Path,
+        config: WriterConfig,
+        dlq_files: Option<DlqWriter>,
+    ) -> Result<OutputStage> {
+        let store = |what| move |source| SinkError::Store { what, source };
+        Ok(OutputStage {
+            aggs: AggregatesWriter::new(data_dir, config.clone())
+                .map_err(store("aggregates writer"))?,
+            alerts: AlertsWriter::new(data_dir, config).map_err(store("alerts writer"))?,
+            dlq_files,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Aggregate rows buffered (not yet published).
+    pub fn aggregate_rows(&self) -> usize {
+        self.aggs.len()
+    }
+
+    /// Bytes of dead letters buffered for the `dlq/` files.
+    pub fn dlq_buffered_bytes(&self) -> usize {
+        self.dlq_files.as_ref().map_or(0, DlqWriter::buffered_bytes)
+    }
+
+    /// The dead-letter file writer, if the stage has one.
+    pub fn dlq_files_mut(&mut self) -> Option<&mut DlqWriter> {
+        self.dlq_files.as_mut()
+    }
+
+    /// Hands everything in `out` to its sinks and empties it: windows and
+    /// alert events to the writers, each alert event encoded to each of
+    /// its routes, refused records to the dead-letter destination or
+    /// files.
+    pub fn route(
+        &mut self,
+        out: &mut Outputs,
+        router: &AlertRouter,
+        dest: &mut dyn Destinations,
+    ) -> Result<()> {
+        let emitted = Instant::now();
+        for w in &out.windows {
+            self.aggs.push(w);
+        }
+        for a in &out.alerts {
+            self.alerts.push(a);
+            for route in router.routes_for(a) {
+                self.buf.clear();
+                route.encoding().encode(a, &mut self.buf);
+                dest.send_alert(route, a.fingerprint.as_bytes(), &self.buf, emitted)
+                    .map_err(|source| SinkError::Destination {
+                        what: "an alert event",
+                        route: route.name().to_string(),
+                        source,
+                    })?;
+                metrics::counter!(ROUTE_EVENTS, "route" => route.name().to_string()).increment(1);
+            }
+        }
+        for (i, r) in out.rejected.iter().enumerate() {
+            tracing::debug!(reason = r.reason.as_str(), partition = r.position.partition, offset = r.position.offset, detail = %r.detail, "refused");
+            let sent =
+                dest.send_dead_letter(r, i as u32)
+                    .map_err(|source| SinkError::Destination {
+                        what: "a dead letter",
+                        route: "dlq".into(),
+                        source,
+                    })?;
+            if !sent {
+                if let Some(files) = &mut self.dlq_files {
+                    files.push(r).map_err(|source| SinkError::Store {
+                        what: "dead-letter record",
+                        source,
+                    })?;
+                }
+            }
+        }
+        out.clear();
+        Ok(())
+    }
+
+    /// Publishes the Parquet and dead-letter files of `range` (tmp +
+    /// rename), emptying the buffers.
+    pub fn publish(&mut self, range: SourceRange<'_>) -> Result<Published> {
+        let store = |what| move |source| SinkError::Store { what, source };
+        let aggregates = self
+            .aggs
+            .flush(range)
+            .map_err(store("writing aggregates"))?;
+        let alerts = self.alerts.flush(range).map_err(store("writing alerts"))?;
+        let dlq = match &mut self.dlq_files {
+            Some(d) => Some(d.flush(range).map_err(store("writing dead letters"))?),
+            None => None,
+        };
+        Ok(Published {
+            aggregates,
+            alerts,
+            dlq,
+        })
+    }
+}

@@ -27,17 +27,42 @@ done
 log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 # Python with pyarrow + duckdb: the Parquet files must read outside Vigil.
+# kubernetes-validate (it ships the Kubernetes schemas), pyyaml and
+# jsonschema: the offline checks of deploy/ (scripts/check-deploy.py).
 venv="${VIGIL_VENV:-$root/.ci/.cache/venv}"
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb' >/dev/null 2>&1; then
-  log "installing pyarrow and duckdb into $venv"
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, kubernetes_validate, yaml, jsonschema' >/dev/null 2>&1; then
+  log "installing pyarrow, duckdb, kubernetes-validate, pyyaml and jsonschema into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb \
+    kubernetes-validate pyyaml jsonschema
 fi
 export VIGIL_PYTHON="$venv/bin/python"
 export VIGIL_REQUIRE_INTEROP=1
 
+# promtool (PromQL of the alerts and the dashboard, alert unit tests): the
+# static binary out of Debian's prometheus package, extracted, not
+# installed (installing would start a Prometheus server).
+promtool="${VIGIL_PROMTOOL:-$root/.ci/.cache/promtool/promtool}"
+if [ ! -x "$promtool" ]; then
+  log "extracting promtool from Debian's prometheus package into $(dirname "$promtool")"
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && { apt-get download prometheus >/dev/null 2>&1 \
+     || { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; }; } \
+   && dpkg-deb -x prometheus_*.deb x)
+  mkdir -p "$(dirname "$promtool")"
+  cp "$deb_dir/x/usr/bin/promtool" "$promtool"
+  rm -rf "$deb_dir"
+fi
+export VIGIL_PROMTOOL="$promtool"
+export VIGIL_REQUIRE_PROMTOOL=1
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+# Kubernetes manifests, compose file, Dockerfile, alerts and dashboard:
+# offline, a few seconds.
+log "deploy checks (scripts/check-deploy.py)"
+"$venv/bin/python" scripts/check-deploy.py
 
 # The test broker: nisshi, pinned. Not tansu: tansu 0.6.0's memory engine
 # returns a wrong high watermark and skips records when a fetch starts

@@ -53,8 +53,14 @@ pub struct WorkerSettings {
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set.
-const ENV_KEYS: [&str; 6] = [
-    "data_dir", "rules", "pipeline", "storage", "kafka", "worker",
+const ENV_KEYS: [&str; 7] = [
+    "data_dir",
+    "rules",
+    "pipeline",
+    "storage",
+    "kafka",
+    "worker",
+    "retention",
 ];
 
 /// Storage settings.
@@ -87,6 +93,46 @@ impl StorageSettings {
     }
 }
 
+/// How long `vigil retention` keeps each dataset; an absent limit keeps
+/// the dataset forever. Each limit is at least one day.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Limit of `aggregates/` (whole `date=` partitions).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub aggregates: Option<std::time::Duration>,
+    /// Limit of `alerts/` (whole `date=` partitions).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub alerts: Option<std::time::Duration>,
+    /// Limit of `dlq/` files (by modification time: they have no date
+    /// directory).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dlq: Option<std::time::Duration>,
+}
+
+impl RetentionSettings {
+    /// The limits as the store applies them.
+    pub fn limits(&self) -> vigil_store::retention::RetentionLimits {
+        vigil_store::retention::RetentionLimits {
+            aggregates: self.aggregates,
+            alerts: self.alerts,
+            dlq: self.dlq,
+        }
+    }
+}
+
 /// The whole configuration tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +149,9 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// The Kafka worker.
     pub worker: WorkerSettings,
+    /// Retention limits (`vigil retention`).
+    #[serde(default)]
+    pub retention: RetentionSettings,
 }
 
 impl Settings {
@@ -208,6 +257,13 @@ impl Settings {
                 self.worker.metrics_listen
             ));
         }
+        problems.extend(
+            self.retention
+                .limits()
+                .validate()
+                .into_iter()
+                .map(|p| format!("retention.{p}")),
+        );
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
@@ -312,6 +368,33 @@ mod tests {
         std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("12345"), "{e}");
+    }
+
+    #[test]
+    fn retention_limits_are_optional_and_validated() {
+        let s = Settings::load(None).unwrap();
+        assert_eq!(s.retention, RetentionSettings::default());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "[retention]\naggregates = \"400d\"\ndlq = \"30days\"\n").unwrap();
+        let r = Settings::load(Some(&f)).unwrap().retention;
+        assert_eq!(
+            r.aggregates,
+            Some(std::time::Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(r.alerts, None);
+        assert_eq!(r.dlq, Some(std::time::Duration::from_secs(30 * 86_400)));
+        std::fs::write(&f, "[retention]\nalerts = \"12h\"\ndlq = \"1h\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(
+            e.contains("retention.alerts") && e.contains("retention.dlq"),
+            "{e}"
+        );
+        std::fs::write(&f, "[retention]\naggregate = \"2d\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("aggregate"), "{e}");
+        std::fs::write(&f, "[retention]\nalerts = \"soon\"\n").unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
     }
 
     /// The default drain fits Kubernetes' default 30 s grace period with

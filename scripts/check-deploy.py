@@ -433,10 +433,6 @@ def dockerignore_excludes(rel, patterns):
                 hit = fnmatch.fnmatch(prefix, p) and prefix.count("/") == p.count("/")
             if hit:
                 excluded = not neg
-        if excluded:
-            # A parent excluded and not re-included below stays excluded
-            # unless a later, deeper pattern re-includes it.
-            continue
     return excluded
 
 

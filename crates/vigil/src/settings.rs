@@ -397,6 +397,25 @@ mod tests {
         assert!(Settings::load(Some(&f)).is_err());
     }
 
+    /// The production overlay's config file (deploy/overlays/production)
+    /// loads and validates, and its drain fits the Deployment's 40 s
+    /// grace period.
+    #[test]
+    fn the_production_overlay_config_loads() {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/overlays/production/vigil.toml");
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(
+            s.kafka.secret_env.get("sasl.password").map(String::as_str),
+            Some("KAFKA_SASL_PASSWORD")
+        );
+        assert!(s.retention.aggregates.is_some() && s.retention.dlq.is_some());
+        assert!(
+            s.worker.shutdown_timeout + std::time::Duration::from_secs(5)
+                <= std::time::Duration::from_secs(40)
+        );
+    }
+
     /// The default drain fits Kubernetes' default 30 s grace period with
     /// 5 s to spare for leaving the group, and leaves at least 10 s of it
     /// for publishing, checkpointing and committing after the longest wait

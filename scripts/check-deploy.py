@@ -275,7 +275,7 @@ def render(kdir, components=None):
             # Same relative paths: a sibling copy of the kustomization file.
             k = load_yaml_docs(kdir / "kustomization.yaml")[0]
             k["components"] = components
-            variant = kdir.parent / (".variant-" + kdir.name)
+            variant = kdir.parent / f".variant-{os.getpid()}-{kdir.name}"
             shutil.copytree(kdir, variant)
             try:
                 (variant / "kustomization.yaml").write_text(yaml.safe_dump(k))
@@ -625,7 +625,7 @@ def main(argv):
                 if comps is None:
                     theirs = kubectl_render(kdir)
                 else:
-                    variant = kdir.parent / (".kubectl-" + kdir.name)
+                    variant = kdir.parent / f".kubectl-{os.getpid()}-{kdir.name}"
                     shutil.copytree(kdir, variant)
                     try:
                         k = load_yaml_docs(variant / "kustomization.yaml")[0]

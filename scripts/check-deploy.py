@@ -16,7 +16,9 @@
    unknown fields fail), the KEDA and Prometheus Operator kinds against the
    CRD schemas vendored in deploy/schemas/ (also strict: a field the CRD
    does not declare fails, as with server-side field validation).
-3. docker-compose.yml parses and every file or directory it names exists.
+3. docker-compose.yml parses, validates against the Compose
+   Specification's JSON schema (vendored in deploy/schemas/), and every
+   file or directory it names exists.
 4. Every COPY source of the Dockerfile exists and is not excluded by
    .dockerignore; every --from names an earlier stage.
 5. deploy/prometheus/vigil-rules.yml (docker-compose's Prometheus) holds
@@ -379,6 +381,9 @@ def check_compose():
         if not (ROOT / rel).exists():
             problems.append(f"docker-compose.yml: {what}: {rel} does not exist")
 
+    schema = json.loads((SCHEMAS / "compose-spec.json").read_text())
+    for e in sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path)):
+        problems.append(f"docker-compose.yml: {'.'.join(map(str, e.path))}: {e.message}")
     named_volumes = set((doc.get("volumes") or {}).keys())
     for name, svc in services.items():
         build = svc.get("build")
@@ -672,7 +677,8 @@ def main(argv):
             raise CheckError("; ".join(problems))
         return "probes, grace period, security context, secret references"
     check("production Deployment essentials", required_kinds)
-    check("docker-compose.yml", lambda: f"{check_compose()} services, every referenced file exists")
+    check("docker-compose.yml", lambda: f"{check_compose()} services, valid against the "
+          "Compose Specification schema, every referenced file exists")
     check("Dockerfile", lambda: f"{check_dockerfile()} COPY sources exist and are in the build context")
     check("Grafana dashboard", lambda: f"{check_dashboard()} panels")
 

@@ -32,10 +32,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- runtime -------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
-# The binary links the system OpenSSL (librdkafka's TLS) and glibc;
+# The binary links the system OpenSSL (librdkafka's TLS), zlib and glibc
+# (`ldd vigil`: libssl.so.3, libcrypto.so.3, libz.so.1, libgcc_s, libc);
 # CA certificates for TLS to the brokers.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 vigil \
  && useradd --system --uid 10001 --gid vigil --home-dir /var/lib/vigil --shell /usr/sbin/nologin vigil \

@@ -45,10 +45,13 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             r.dataset, r.files, r.bytes
         );
     }
-    let limit = |l: Option<std::time::Duration>| {
-        l.map_or("forever".to_string(), |d| {
-            humantime::format_duration(d).to_string()
-        })
+    // Whole days as days ("400d"; humantime would say "1year 1month ...").
+    let limit = |l: Option<std::time::Duration>| match l {
+        None => "forever".to_string(),
+        Some(d) if d.as_secs() % 86_400 == 0 && d.subsec_nanos() == 0 => {
+            format!("{}d", d.as_secs() / 86_400)
+        }
+        Some(d) => humantime::format_duration(d).to_string(),
     };
     println!(
         "retention: {verb} {} entries ({} files, {} bytes), kept {}; limits: aggregates {}, \

@@ -28,13 +28,15 @@ log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 # Python with pyarrow + duckdb: the Parquet files must read outside Vigil;
 # with ocsf-json-schema + jsonschema (the OCSF schema as JSON Schema) and
-# cefp (a CEF parser): the SIEM encodings must pass validators not Vigil's.
+# cefp (a CEF parser): the SIEM encodings must pass validators not Vigil's;
+# kubernetes-validate (it ships the Kubernetes schemas) and pyyaml: the
+# offline checks of deploy/ (scripts/check-deploy.py).
 venv="${VIGIL_VENV:-$root/.ci/.cache/venv}"
-if ! "$venv/bin/python" -c 'import pyarrow, duckdb, ocsf_json_schema, jsonschema, cefp' >/dev/null 2>&1; then
-  log "installing pyarrow, duckdb, ocsf-json-schema, jsonschema and cefp into $venv"
+if ! "$venv/bin/python" -c 'import pyarrow, duckdb, ocsf_json_schema, jsonschema, cefp, kubernetes_validate, yaml' >/dev/null 2>&1; then
+  log "installing pyarrow, duckdb, ocsf-json-schema, jsonschema, cefp, kubernetes-validate and pyyaml into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb \
-    ocsf-json-schema==1.2.0 jsonschema cefp==0.0.2
+    ocsf-json-schema==1.2.0 jsonschema cefp==0.0.2 kubernetes-validate pyyaml
 fi
 export VIGIL_PYTHON="$venv/bin/python"
 # The ECS field definitions (npm @elastic/ecs, matching ecs.version of the
@@ -47,8 +49,30 @@ fi
 export VIGIL_ECS_MODULE="$ecs_dir/node_modules/@elastic/ecs"
 export VIGIL_REQUIRE_INTEROP=1
 
+# promtool (PromQL of the alerts and the dashboard, alert unit tests): the
+# static binary out of Debian's prometheus package, extracted, not
+# installed (installing would start a Prometheus server).
+promtool="${VIGIL_PROMTOOL:-$root/.ci/.cache/promtool/promtool}"
+if [ ! -x "$promtool" ]; then
+  log "extracting promtool from Debian's prometheus package into $(dirname "$promtool")"
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && { apt-get download prometheus >/dev/null 2>&1 \
+     || { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; }; } \
+   && dpkg-deb -x prometheus_*.deb x)
+  mkdir -p "$(dirname "$promtool")"
+  cp "$deb_dir/x/usr/bin/promtool" "$promtool"
+  rm -rf "$deb_dir"
+fi
+export VIGIL_PROMTOOL="$promtool"
+export VIGIL_REQUIRE_PROMTOOL=1
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+# Kubernetes manifests, compose file, Dockerfile, alerts and dashboard:
+# offline, a few seconds.
+log "deploy checks (scripts/check-deploy.py)"
+"$venv/bin/python" scripts/check-deploy.py
 
 # The test broker: nisshi, pinned. Not tansu: tansu 0.6.0's memory engine
 # returns a wrong high watermark and skips records when a fetch starts

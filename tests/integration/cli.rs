@@ -414,3 +414,115 @@ metrics_listen = ""
         );
     }
 }
+
+/// `vigil retention` on real output: three days of aggregates and alerts
+/// (a few points fall on the days around them: clock skew), a 4-day limit
+/// on aggregates only. The dry run lists the days past the limit and
+/// removes nothing; the real run removes exactly those directories, and
+/// `vigil sql` no longer sees them.
+#[test]
+fn retention_removes_only_days_past_the_limit_and_dry_run_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    const DAY_MS: i64 = 86_400_000;
+    let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS);
+    let date = |day: i64| {
+        chrono::DateTime::from_timestamp(day * 86_400, 0)
+            .unwrap()
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    // Days today-5, today-4 and today-3. With a 4-day limit, a day goes
+    // once its end (next midnight) is 4 days old: today-5 and before.
+    let start = ((today - 5) * DAY_MS).to_string();
+    let last_expired = date(today - 5);
+    let o = vigil(&[
+        "simulate",
+        "--agents",
+        "4",
+        "--hours",
+        "72",
+        "--start-ms",
+        &start,
+        "--out",
+        &d("f.bin"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vigil(&["ingest", "--input", &d("f.bin"), "--data-dir", &d("data")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dates = |table: &str| {
+        let o = vigil(&[
+            "sql",
+            "--data-dir",
+            &d("data"),
+            "--format",
+            "csv",
+            &format!("SELECT DISTINCT CAST(date AS VARCHAR) AS d FROM {table} ORDER BY d"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .skip(1)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = dates("aggregates");
+    let (expired, kept): (Vec<String>, Vec<String>) =
+        before.iter().cloned().partition(|d| *d <= last_expired);
+    assert!(
+        !expired.is_empty() && kept.len() >= 2,
+        "{before:?} around {last_expired}"
+    );
+    let alerts_before = dates("alerts");
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, "[retention]\naggregates = \"4d\"\n").unwrap();
+    let retention = |extra: &[&str]| {
+        let data = d("data");
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "retention",
+            "--data-dir",
+            &data,
+        ];
+        args.extend_from_slice(extra);
+        let o = vigil(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let out = retention(&["--dry-run"]);
+    for day in &expired {
+        assert!(
+            out.contains(&format!("would remove aggregates date={day}")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!("would remove {} entries", expired.len())),
+        "{out}"
+    );
+    assert_eq!(dates("aggregates"), before, "the dry run removed something");
+    let out = retention(&[]);
+    for day in &expired {
+        assert!(
+            out.contains(&format!("removed aggregates date={day}")),
+            "{out}"
+        );
+        assert!(!dir
+            .path()
+            .join("data/aggregates")
+            .join(format!("date={day}"))
+            .exists());
+    }
+    assert!(out.contains("alerts forever"), "{out}");
+    assert_eq!(dates("aggregates"), kept);
+    assert_eq!(dates("alerts"), alerts_before, "alerts have no limit");
+    // Nothing left to do.
+    assert!(retention(&[]).contains("removed 0 entries"));
+
+    // A limit under a day is refused, naming the key.
+    std::fs::write(&config, "[retention]\ndlq = \"12h\"\n").unwrap();
+    let o = vigil(&["--config", config.to_str().unwrap(), "retention"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("retention.dlq"), "{}", stderr(&o));
+}

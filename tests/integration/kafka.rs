@@ -797,6 +797,62 @@ rule = ["mem_high"]
     assert_eq!(json_rec[0].headers["vigil.encoding"], "json");
 }
 
+/// Every metric name the PrometheusRule and the Grafana dashboard query
+/// (deploy/queried-metrics.txt, listed by scripts/check-deploy.py) is in
+/// a live worker's scrape after it processed a fleet with incidents.
+#[test]
+fn kafka_worker_exports_every_metric_the_deploy_files_query() {
+    let Some(env) = Env::new("deploy-metrics") else {
+        return;
+    };
+    let list = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/queried-metrics.txt"),
+    )
+    .unwrap();
+    let wanted: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(wanted.len() >= 20, "{wanted:?}");
+    let records = fleet(AGENTS, 0..60);
+    env.produce(&records);
+    let w = env.worker("w", &[]);
+    env.wait_committed(&[&w]);
+    // Series names of an exposition: the token before labels or value.
+    let exported = |body: &str| -> BTreeSet<String> {
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    };
+    let missing = |body: &str| -> Vec<String> {
+        let have = exported(body);
+        wanted
+            .iter()
+            .filter(|n| !have.contains(**n))
+            .map(|n| n.to_string())
+            .collect()
+    };
+    // Lag gauges come with librdkafka's statistics (every 5 s), the ack
+    // latency with the alerts' acknowledgements: poll until all are there.
+    let (_, body) = w.get_until("/metrics", Duration::from_secs(30), |_, b| {
+        missing(b).is_empty()
+    });
+    let log = w.stop();
+    assert!(
+        missing(&body).is_empty(),
+        "not exported: {:?}\nscrape:\n{body}\nlog:\n{log}",
+        missing(&body)
+    );
+    // The readiness series says ready, as /readyz does.
+    assert!(
+        body.lines().any(|l| l.trim() == "vigil_worker_ready 1"),
+        "{body}"
+    );
+}
+
 /// `/healthz` answers while the worker runs; `/readyz` turns ready once
 /// the worker is in its group with a reachable broker, and names the
 /// reason while no broker can be reached (a worker pointed at a port

@@ -21,7 +21,8 @@
 //! Modules: [`schema`] (columns and sort keys), [`naming`] (source ranges,
 //! file and partition names), [`writer`] (the Parquet writer), [`dlq`] (the
 //! dead-letter sink), [`bound`] (the dead-letter size policy shared by
-//! every dead-letter sink), [`error`] (the typed error).
+//! every dead-letter sink), [`retention`] (removing output older than a
+//! limit), [`error`] (the typed error).
 
 mod atomic;
 pub mod bound;
@@ -30,6 +31,7 @@ pub mod dlq;
 pub mod error;
 pub mod naming;
 pub mod replace;
+pub mod retention;
 pub mod schema;
 pub mod writer;
 

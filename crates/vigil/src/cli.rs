@@ -54,12 +54,15 @@ pub enum Command {
     Bench(cmd::bench::Args),
     /// Check a rules file and list its rules.
     Rules(cmd::rules::Args),
+    /// Remove date partitions and dead letters older than the `[retention]` limits.
+    Retention(cmd::retention::Args),
 }
 
 /// Entry point of the `vigil` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if matches!(cli.command, Command::Run(_)) {
+    // Long-running and scheduled commands log what they do; others warn only.
+    let level = if matches!(cli.command, Command::Run(_) | Command::Retention(_)) {
         "info"
     } else {
         "warn"
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Report(a) => cmd::sql::run_report(cli.config.as_deref(), a),
         Command::Rules(a) => cmd::rules::run(a),
         Command::Bench(a) => cmd::bench::run(cli.config.as_deref(), a),
+        Command::Retention(a) => cmd::retention::run(cli.config.as_deref(), a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

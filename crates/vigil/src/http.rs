@@ -136,6 +136,10 @@ fn route(ep: &Endpoints, req: &Request<Incoming>, now_ms: i64) -> Response<Full<
     };
     match req.uri().path() {
         "/metrics" => {
+            // Readiness as a series, so alerts see a worker that is up but
+            // not ready (a Service drops it from its endpoints, not Prometheus).
+            let ready = probe().ready().is_ok();
+            metrics::gauge!(crate::obs::READY).set(if ready { 1.0 } else { 0.0 });
             let mut r = text(StatusCode::OK, ep.metrics.render());
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,

@@ -54,6 +54,9 @@ pub const FLUSH_SECONDS: &str = "vigil_store_flush_duration_seconds";
 pub const RECORDS_SKIPPED: &str = "vigil_worker_records_skipped_total";
 /// Worker: errors returned by the consumer's poll.
 pub const CONSUMER_ERRORS: &str = "vigil_worker_consumer_errors_total";
+/// Worker: 1 while `/readyz` would answer ready, else 0; evaluated at
+/// each scrape of `/metrics` (the readiness probe as a series, for alerts).
+pub const READY: &str = "vigil_worker_ready";
 /// Worker: partitions assigned to this worker (counter of assignments).
 pub const PARTITIONS_ASSIGNED: &str = "vigil_worker_partitions_assigned_total";
 /// Worker: partitions revoked from this worker.

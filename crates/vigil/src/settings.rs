@@ -54,8 +54,15 @@ pub struct WorkerSettings {
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set.
-const ENV_KEYS: [&str; 7] = [
-    "data_dir", "rules", "pipeline", "storage", "kafka", "alerts", "worker",
+const ENV_KEYS: [&str; 8] = [
+    "data_dir",
+    "rules",
+    "pipeline",
+    "storage",
+    "kafka",
+    "alerts",
+    "worker",
+    "retention",
 ];
 
 /// Storage settings.
@@ -88,6 +95,46 @@ impl StorageSettings {
     }
 }
 
+/// How long `vigil retention` keeps each dataset; an absent limit keeps
+/// the dataset forever. Each limit is at least one day.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Limit of `aggregates/` (whole `date=` partitions).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub aggregates: Option<std::time::Duration>,
+    /// Limit of `alerts/` (whole `date=` partitions).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub alerts: Option<std::time::Duration>,
+    /// Limit of `dlq/` files (by modification time: they have no date
+    /// directory).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dlq: Option<std::time::Duration>,
+}
+
+impl RetentionSettings {
+    /// The limits as the store applies them.
+    pub fn limits(&self) -> vigil_store::retention::RetentionLimits {
+        vigil_store::retention::RetentionLimits {
+            aggregates: self.aggregates,
+            alerts: self.alerts,
+            dlq: self.dlq,
+        }
+    }
+}
+
 /// The whole configuration tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +153,9 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// The Kafka worker.
     pub worker: WorkerSettings,
+    /// Retention limits (`vigil retention`).
+    #[serde(default)]
+    pub retention: RetentionSettings,
 }
 
 impl Settings {
@@ -224,6 +274,13 @@ impl Settings {
                 self.worker.metrics_listen
             ));
         }
+        problems.extend(
+            self.retention
+                .limits()
+                .validate()
+                .into_iter()
+                .map(|p| format!("retention.{p}")),
+        );
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
@@ -364,6 +421,52 @@ mod tests {
         std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("12345"), "{e}");
+    }
+
+    #[test]
+    fn retention_limits_are_optional_and_validated() {
+        let s = Settings::load(None).unwrap();
+        assert_eq!(s.retention, RetentionSettings::default());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "[retention]\naggregates = \"400d\"\ndlq = \"30days\"\n").unwrap();
+        let r = Settings::load(Some(&f)).unwrap().retention;
+        assert_eq!(
+            r.aggregates,
+            Some(std::time::Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(r.alerts, None);
+        assert_eq!(r.dlq, Some(std::time::Duration::from_secs(30 * 86_400)));
+        std::fs::write(&f, "[retention]\nalerts = \"12h\"\ndlq = \"1h\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(
+            e.contains("retention.alerts") && e.contains("retention.dlq"),
+            "{e}"
+        );
+        std::fs::write(&f, "[retention]\naggregate = \"2d\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("aggregate"), "{e}");
+        std::fs::write(&f, "[retention]\nalerts = \"soon\"\n").unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
+    }
+
+    /// The production overlay's config file (deploy/overlays/production)
+    /// loads and validates, and its drain fits the Deployment's 40 s
+    /// grace period.
+    #[test]
+    fn the_production_overlay_config_loads() {
+        let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/overlays/production/vigil.toml");
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(
+            s.kafka.secret_env.get("sasl.password").map(String::as_str),
+            Some("KAFKA_SASL_PASSWORD")
+        );
+        assert!(s.retention.aggregates.is_some() && s.retention.dlq.is_some());
+        assert!(
+            s.worker.shutdown_timeout + std::time::Duration::from_secs(5)
+                <= std::time::Duration::from_secs(40)
+        );
     }
 
     /// The default drain fits Kubernetes' default 30 s grace period with

@@ -637,6 +637,20 @@ impl Worker {
         // from their first event.
         metrics::counter!(obs::COMMITS).increment(0);
         metrics::counter!(obs::COMMITS_DROPPED).increment(0);
+        // So are those the alerts on Vigil itself rate on
+        // (deploy/base/prometheusrule.yaml): `increase()` misses the first
+        // event of a series that appears with it.
+        for cause in CommitFailure::ALL {
+            metrics::counter!(obs::COMMIT_FAILURES, "reason" => cause.as_str()).increment(0);
+        }
+        metrics::counter!(obs::CONSUMER_ERRORS).increment(0);
+        metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
+        metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
+        metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
+        for topic in &outputs {
+            metrics::counter!(vigil_kafka::metric_names::PRODUCE_FAILURES, "topic" => topic.to_string())
+                .increment(0);
+        }
         tracing::info!(
             brokers = %kafka.brokers,
             topic = %kafka.telemetry_topic,

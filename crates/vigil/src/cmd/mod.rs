@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod ingest;
+pub mod retention;
 pub mod rules;
 pub mod run;
 pub mod simulate;

@@ -70,6 +70,40 @@ impl Default for Limits {
     }
 }
 
+/// More allowed lateness for the series of some metrics: slow collectors
+/// (SMART attributes, patch scans, service probes) whose points are stamped
+/// at collection start and arrive behind the agent's fast series. See
+/// docs/semantics.md "Slow collectors".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatenessOverride {
+    /// Metric names, exact or a prefix ending in `*` (`smart_*`).
+    pub metrics: Vec<String>,
+    /// The lateness allowed to these metrics' series (at least the
+    /// pipeline's `allowed_lateness`, at most 24 h).
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+}
+
+impl LatenessOverride {
+    /// Whether `metric` is one of this override's metrics.
+    pub fn matches(&self, metric: &str) -> bool {
+        self.metrics.iter().any(|m| match m.strip_suffix('*') {
+            Some(prefix) => metric.starts_with(prefix),
+            None => m == metric,
+        })
+    }
+}
+
+/// The default overrides: SMART attributes, which agents read on an hourly
+/// or slower cycle and stamp at collection start, 10 minutes.
+fn default_lateness() -> Vec<LatenessOverride> {
+    vec![LatenessOverride {
+        metrics: vec!["smart_*".into()],
+        allowed_lateness: Duration::from_secs(600),
+    }]
+}
+
 /// Settings of the operator chain (one per worker, shared by partitions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +115,9 @@ pub struct PipelineConfig {
     /// minus L.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// More lateness for the series of slow collectors' metrics, first
+    /// match wins (`[[pipeline.lateness]]`); default: `smart_*` 10 min.
+    pub lateness: Vec<LatenessOverride>,
     /// An agent silent this long (processing time) has its windows closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -115,6 +152,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             window: Duration::from_secs(60),
             allowed_lateness: Duration::from_secs(30),
+            lateness: default_lateness(),
             idle_timeout: Duration::from_secs(300),
             max_clock_skew: Duration::from_secs(300),
             dedup_window: 1024,
@@ -143,6 +181,24 @@ impl PipelineConfig {
         self.window.as_millis() as i64
     }
 
+    /// Lateness the series of `metric` are allowed beyond
+    /// `allowed_lateness`, in ms (0 unless a [`LatenessOverride`] names
+    /// the metric; the first that does decides).
+    #[inline]
+    pub fn extra_lateness_ms(&self, metric: &str) -> i64 {
+        if self.lateness.is_empty() {
+            return 0;
+        }
+        self.lateness
+            .iter()
+            .find(|o| o.matches(metric))
+            .map_or(0, |o| {
+                o.allowed_lateness
+                    .saturating_sub(self.allowed_lateness)
+                    .as_millis() as i64
+            })
+    }
+
     /// Checks every setting and returns all problems at once.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
@@ -160,6 +216,26 @@ impl PipelineConfig {
         }
         if self.allowed_lateness > Duration::from_secs(86_400) {
             bad("allowed_lateness", "must be at most 24h");
+        }
+        for o in &self.lateness {
+            if o.allowed_lateness < self.allowed_lateness
+                || o.allowed_lateness > Duration::from_secs(86_400)
+            {
+                bad(
+                    "lateness.allowed_lateness",
+                    "must be between the pipeline's allowed_lateness and 24h",
+                );
+            }
+            if o.metrics.is_empty()
+                || o.metrics
+                    .iter()
+                    .any(|m| m.is_empty() || m == "*" || m[..m.len() - 1].contains('*'))
+            {
+                bad(
+                    "lateness.metrics",
+                    "must list metric names, each exact or a prefix ending in `*` (not `*` alone)",
+                );
+            }
         }
         if self.idle_timeout < self.tick_interval {
             bad("idle_timeout", "must be at least tick_interval");

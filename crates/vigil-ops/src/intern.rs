@@ -35,6 +35,18 @@ impl KeyInterner {
 
     /// The shared key for (metric, labels), created on first use.
     pub fn get(&mut self, metric: &str, labels: &str) -> Arc<SeriesKey> {
+        self.get_with(metric, labels, 0)
+    }
+
+    /// The shared key for (metric, labels), created on first use with
+    /// `extra_lateness_ms` (a function of the metric, so every use of one
+    /// key passes the same value).
+    pub fn get_with(
+        &mut self,
+        metric: &str,
+        labels: &str,
+        extra_lateness_ms: i64,
+    ) -> Arc<SeriesKey> {
         let h = key_hash(metric, labels);
         self.keys
             .entry(
@@ -42,7 +54,9 @@ impl KeyInterner {
                 |k| *k.metric == *metric && *k.labels == *labels,
                 |k| k.hash(),
             )
-            .or_insert_with(|| Arc::new(SeriesKey::new(metric, labels)))
+            .or_insert_with(|| {
+                Arc::new(SeriesKey::with_lateness(metric, labels, extra_lateness_ms))
+            })
             .get()
             .clone()
     }

@@ -48,16 +48,35 @@ pub struct SeriesKey {
     pub labels: Box<str>,
     /// [`crate::intern::key_hash`] of (metric, labels).
     hash: u64,
+    /// Lateness this metric is allowed beyond the pipeline's
+    /// `allowed_lateness` (`pipeline.lateness` overrides for slow
+    /// collectors; 0 for most), in ms. Kept with the shared key so series
+    /// need no byte for it.
+    extra_lateness_ms: i64,
 }
 
 impl SeriesKey {
-    /// The key (metric, canonical labels) with its hash.
+    /// The key (metric, canonical labels) with its hash, allowed the
+    /// pipeline's lateness.
     pub fn new(metric: &str, labels: &str) -> Self {
+        Self::with_lateness(metric, labels, 0)
+    }
+
+    /// The key of a metric allowed `extra_lateness_ms` beyond the
+    /// pipeline's lateness (see [`crate::config::LatenessOverride`]).
+    pub fn with_lateness(metric: &str, labels: &str, extra_lateness_ms: i64) -> Self {
         SeriesKey {
             metric: metric.into(),
             labels: labels.into(),
             hash: crate::intern::key_hash(metric, labels),
+            extra_lateness_ms: extra_lateness_ms.max(0),
         }
+    }
+
+    /// Lateness allowed beyond the pipeline's, ms (0 for most metrics).
+    #[inline]
+    pub fn extra_lateness_ms(&self) -> i64 {
+        self.extra_lateness_ms
     }
 
     /// [`crate::intern::key_hash`] of (metric, labels).

@@ -386,8 +386,10 @@ impl Pipeline {
         self.detectors
             .attach_rules_with(rules, &mut HeldAgents(&mut self.agents), &mut retired);
         self.pending_alerts.append(&mut retired);
+        let cfg = &self.cfg;
         for a in &mut self.agents {
-            a.windows.intern_keys(&mut self.keys);
+            a.windows
+                .intern_keys(&mut self.keys, &|m| cfg.extra_lateness_ms(m));
             if let Some((t, _)) = self.tenant_series.get_key_value(&*a.key.tenant) {
                 if !Arc::ptr_eq(t, &a.key.tenant) {
                     a.key = Arc::new(AgentKey {
@@ -432,6 +434,11 @@ impl Pipeline {
             "allowed_lateness",
             format!("{:?}", old.allowed_lateness),
             format!("{:?}", cfg.allowed_lateness),
+        );
+        changed(
+            "lateness",
+            format!("{:?}", old.lateness),
+            format!("{:?}", cfg.lateness),
         );
         changed(
             "dedup_window",
@@ -852,6 +859,7 @@ impl Pipeline {
         let keys = &mut self.keys;
         let detectors = &mut self.detectors;
         let limits = &self.cfg.limits;
+        let cfg = &self.cfg;
         let mut accepted = 0u64;
         let mut new_series = 0u64;
         // First point refusal that is not `late` (late points alone say
@@ -860,6 +868,8 @@ impl Pipeline {
         for s in &batch.series {
             let mut slot = None;
             let mut any_refused = false;
+            // Slow collectors' metrics are allowed more lateness.
+            let extra = cfg.extra_lateness_ms(&s.metric);
             for (&ts, &v) in s.timestamps_ms.iter().zip(&s.values) {
                 let r = if !v.is_finite() {
                     0
@@ -867,7 +877,7 @@ impl Pipeline {
                     1
                 } else if ts > future_after {
                     2
-                } else if st.windows.is_late(ts) {
+                } else if st.windows.is_late_for(ts, extra) {
                     3
                 } else {
                     let admitted = *slot.get_or_insert_with(|| {
@@ -890,14 +900,14 @@ impl Pipeline {
                         }
                         *tenant_series.entry(st.key.tenant.clone()).or_insert(0) += 1;
                         new_series += 1;
-                        let i = st.windows.add(keys.get(&s.metric, labels));
+                        let i = st.windows.add(keys.get_with(&s.metric, labels, extra));
                         let h = detectors.register(&st.windows.meta(&st.key, i));
                         st.windows.set_handle(i, h);
                         Some(i)
                     });
                     match admitted {
                         Some(i) => {
-                            st.windows.push(i, ts, v);
+                            st.windows.push_with(i, ts, v, extra);
                             accepted += 1;
                             continue;
                         }
@@ -939,8 +949,10 @@ impl Pipeline {
                             limits.max_series_per_tenant
                         ),
                         _ => format!(
-                            "window already closed (agent frontier {})",
-                            st.windows.frontier()
+                            "window already closed (frontier {} for the series' lateness {} ms)",
+                            st.windows.frontier_for(cfg.extra_lateness_ms(&s.metric)),
+                            cfg.allowed_lateness.as_millis() as i64
+                                + cfg.extra_lateness_ms(&s.metric)
                         ),
                     };
                     out.rejected.push(Rejected {
@@ -2596,3 +2608,6 @@ severity = "warning"
 
 #[cfg(test)]
 mod evict_tests;
+
+#[cfg(test)]
+mod lateness_tests;

@@ -246,6 +246,17 @@ pub struct AgentWindows {
     /// Number of vacant series slots (series evicted, see
     /// [`AgentWindows::vacate`]), reused by the agent's next new series.
     vacant: u32,
+    /// Number of series allowed more lateness than the agent's (a
+    /// [`SeriesKey::extra_lateness_ms`] above 0): while there are any,
+    /// every advance looks for their windows to close.
+    slow: u32,
+    /// Frontier set by [`AgentWindows::close_all`] (idle timeout, end of
+    /// input): every class of series is closed at least this far.
+    idle_floor: i64,
+    /// The greatest timestamp as of the last advance: the slow series'
+    /// frontiers derive from it, so that (as for the agent's frontier)
+    /// every point of a batch is judged against the same frontier.
+    adv_max: OptMs,
     /// The wide sums of open windows that took a value the inline sum
     /// could not hold exactly, by (series, start), sorted.
     wide: Wides,
@@ -338,6 +349,9 @@ impl AgentWindows {
             extra: Extra::default(),
             open_windows: 0,
             vacant: 0,
+            slow: 0,
+            idle_floor: i64::MIN,
+            adv_max: OptMs::NONE,
             wide: Wides::default(),
         }
     }
@@ -404,6 +418,9 @@ impl AgentWindows {
         det: DetHandle,
         open: [OpenWindow; 2],
     ) -> usize {
+        if key.extra_lateness_ms() > 0 {
+            self.slow += 1;
+        }
         let i = match reuse {
             Some(i) => {
                 self.vacant -= 1;
@@ -457,6 +474,9 @@ impl AgentWindows {
             }
         }
         self.vacant += 1;
+        if s.key.extra_lateness_ms() > 0 {
+            self.slow -= 1;
+        }
         (s.key, s.det)
     }
 
@@ -486,10 +506,36 @@ impl AgentWindows {
         }
     }
 
-    /// Would a point at `ts` be late now?
+    /// Would a point at `ts` be late now (for a series allowed the
+    /// agent's lateness)?
     #[inline]
     pub fn is_late(&self, ts: i64) -> bool {
         self.spec.end_of(ts) <= self.frontier
+    }
+
+    /// Would a point at `ts` of a series allowed `extra_ms` more lateness
+    /// than the agent's be late now?
+    #[inline]
+    pub fn is_late_for(&self, ts: i64, extra_ms: i64) -> bool {
+        self.spec.end_of(ts) <= self.frontier_for(extra_ms)
+    }
+
+    /// The frontier of the series allowed `extra_ms` more lateness than
+    /// the agent's: the greatest window boundary at or below the agent's
+    /// greatest timestamp minus (lateness + `extra_ms`), and never below
+    /// an idle close.
+    #[inline]
+    pub fn frontier_for(&self, extra_ms: i64) -> i64 {
+        if extra_ms == 0 {
+            return self.frontier;
+        }
+        let Some(max_ts) = self.adv_max.get() else {
+            return self.frontier;
+        };
+        let wm = max_ts
+            .saturating_sub(self.spec.lateness_ms)
+            .saturating_sub(extra_ms);
+        self.spec.start_of(wm).max(self.idle_floor)
     }
 
     /// Merges one point into its window. Returns `false` (and changes
@@ -498,7 +544,16 @@ impl AgentWindows {
     /// against the same frontier.
     #[inline]
     pub fn push(&mut self, slot: usize, ts: i64, value: f64) -> bool {
-        if self.is_late(ts) {
+        self.push_with(slot, ts, value, 0)
+    }
+
+    /// [`AgentWindows::push`] for a series allowed `extra_ms` more
+    /// lateness than the agent (its key's
+    /// [`SeriesKey::extra_lateness_ms`]).
+    #[inline]
+    pub fn push_with(&mut self, slot: usize, ts: i64, value: f64, extra_ms: i64) -> bool {
+        debug_assert_eq!(extra_ms, self.series[slot].key.extra_lateness_ms());
+        if self.is_late_for(ts, extra_ms) {
             return false;
         }
         let start = self.spec.start_of(ts);
@@ -589,9 +644,13 @@ impl AgentWindows {
         let wm = max_ts.saturating_sub(self.spec.lateness_ms);
         let frontier = self.spec.start_of(wm);
         if frontier <= self.frontier {
-            return 0;
+            if self.slow == 0 || self.adv_max == self.max_ts {
+                return 0;
+            }
+        } else {
+            self.frontier = frontier;
         }
-        self.frontier = frontier;
+        self.adv_max = self.max_ts;
         self.close_through(agent, out, agent_no, closed)
     }
 
@@ -609,6 +668,8 @@ impl AgentWindows {
             return 0;
         };
         self.frontier = self.frontier.max(self.spec.end_of(max_ts));
+        self.idle_floor = self.frontier;
+        self.adv_max = self.max_ts;
         self.close_through(agent, out, agent_no, closed)
     }
 
@@ -623,8 +684,26 @@ impl AgentWindows {
             return 0;
         }
         let size = self.spec.size_ms;
+        // Each series closes by the frontier of its lateness class (the
+        // agent's for almost all; one computation per class change).
+        let mut class = (0i64, self.frontier);
+        let frontiers: Vec<i64> = if self.slow == 0 {
+            Vec::new()
+        } else {
+            self.series
+                .iter()
+                .map(|s| {
+                    let e = s.key.extra_lateness_ms();
+                    if e != class.0 {
+                        class = (e, self.frontier_for(e));
+                    }
+                    class.1
+                })
+                .collect()
+        };
         let frontier = self.frontier;
-        let closed_at = |start: i64| start.saturating_add(size) <= frontier;
+        let frontier_of = |i: usize| frontiers.get(i).copied().unwrap_or(frontier);
+        let closed_at = |i: usize, start: i64| start.saturating_add(size) <= frontier_of(i);
         let wide = &self.wide;
         let mut emit =
             |out: &mut Vec<WindowAggregate>, i: usize, s: &SeriesSlot, w: &OpenWindow| {
@@ -644,11 +723,11 @@ impl AgentWindows {
         let before = out.len();
         if self.extra.is_empty() {
             for (i, s) in self.series.iter_mut().enumerate() {
-                if !s.open[0].is_open() || !closed_at(s.open[0].start) {
+                if !s.open[0].is_open() || !closed_at(i, s.open[0].start) {
                     continue;
                 }
                 emit(out, i, s, &s.open[0]);
-                if s.open[1].is_open() && closed_at(s.open[1].start) {
+                if s.open[1].is_open() && closed_at(i, s.open[1].start) {
                     emit(out, i, s, &s.open[1]);
                     s.open = [idle_since(s.open[1].start), OpenWindow::EMPTY];
                 } else if s.open[1].is_open() {
@@ -670,7 +749,7 @@ impl AgentWindows {
                 while let Some((_, w)) = rest.next_if(|(j, _)| *j as usize == i) {
                     seq.push(*w);
                 }
-                let n = seq.iter().take_while(|w| closed_at(w.start)).count();
+                let n = seq.iter().take_while(|w| closed_at(i, w.start)).count();
                 for w in &seq[..n] {
                     emit(out, i, s, w);
                 }
@@ -695,7 +774,8 @@ impl AgentWindows {
         let n = out.len() - before;
         self.open_windows -= n as u32;
         if !self.wide.is_empty() {
-            self.wide.retain(|_, start| !closed_at(start));
+            self.wide
+                .retain(|slot, start| !closed_at(slot as usize, start));
         }
         n
     }
@@ -769,11 +849,22 @@ impl AgentWindows {
     }
 
     /// Replaces every series key by the shared one from `keys` (after a
-    /// restore, whose keys are one allocation per series).
-    pub fn intern_keys(&mut self, keys: &mut KeyInterner) {
+    /// restore, whose keys are one allocation per series), with the extra
+    /// lateness `extra_of` gives its metric.
+    pub fn intern_keys(&mut self, keys: &mut KeyInterner, extra_of: &dyn Fn(&str) -> i64) {
+        self.slow = 0;
         for s in &mut self.series {
-            if !is_vacant(&s.key) {
-                s.key = keys.intern(&s.key);
+            if is_vacant(&s.key) {
+                continue;
+            }
+            let e = extra_of(&s.key.metric);
+            s.key = if e == s.key.extra_lateness_ms() {
+                keys.intern(&s.key)
+            } else {
+                keys.get_with(&s.key.metric, &s.key.labels, e)
+            };
+            if e > 0 {
+                self.slow += 1;
             }
         }
     }
@@ -829,6 +920,15 @@ struct AgentWindowsRepr {
     spec: WindowSpec,
     max_ts: OptMs,
     frontier: i64,
+    /// The frontier of the last idle close (`i64::MIN`: none). Absent in
+    /// older checkpoints: the frontier, which is what every series was
+    /// closed through then.
+    #[serde(default)]
+    idle_floor: Option<i64>,
+    /// The greatest timestamp as of the last advance, when it differs
+    /// from `max_ts` (absent: equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adv_max: Option<OptMs>,
     series: Vec<SeriesRepr>,
 }
 
@@ -870,6 +970,8 @@ impl Serialize for AgentWindows {
             spec: self.spec,
             max_ts: self.max_ts,
             frontier: self.frontier,
+            idle_floor: Some(self.idle_floor),
+            adv_max: (self.adv_max != self.max_ts).then_some(self.adv_max),
             series,
         }
         .serialize(s)
@@ -883,6 +985,8 @@ impl<'de> Deserialize<'de> for AgentWindows {
         let mut w = AgentWindows::new(r.spec);
         w.max_ts = r.max_ts;
         w.frontier = r.frontier;
+        w.idle_floor = r.idle_floor.unwrap_or(r.frontier);
+        w.adv_max = r.adv_max.unwrap_or(r.max_ts);
         // Series without open windows in older checkpoints: active at the
         // agent's latest window.
         let latest = r.max_ts.get().map_or(0, |m| w.spec.start_of(m));
@@ -1153,7 +1257,7 @@ mod tests {
                     if i == restore_at {
                         let json = serde_json::to_string(&w).unwrap();
                         w = serde_json::from_str(&json).unwrap();
-                        w.intern_keys(&mut keys);
+                        w.intern_keys(&mut keys, &|_| 0);
                     }
                     let slot = w.slot("m", &format!("s={s}"), &mut keys);
                     assert!(w.push(slot, k * SPEC.size_ms + i as i64 % 1000, v));
@@ -1251,7 +1355,7 @@ mod tests {
                 if bi == restore_at {
                     let json = serde_json::to_string(&w).unwrap();
                     w = serde_json::from_str(&json).unwrap();
-                    w.intern_keys(&mut keys);
+                    w.intern_keys(&mut keys, &|_| 0);
                 }
                 for &(s, ts, v) in b {
                     let slot = w.slot("m", &format!("s={s}"), &mut keys);
@@ -1267,6 +1371,137 @@ mod tests {
             w.close_all(&a, &mut out, 0, &mut Vec::new());
             prop_assert_eq!(seg(&w, &out), r.close(spec.end_of(r.max_ts.unwrap())));
             prop_assert_eq!(w.open_windows(), 0);
+        }
+    }
+
+    /// Reference for series with their own lateness: per-series frontiers
+    /// from the agent's greatest timestamp minus (lateness + extra), all
+    /// raised to an idle close.
+    struct SlowReference {
+        spec: WindowSpec,
+        extra: [i64; 4],
+        max_ts: Option<i64>,
+        frontier: [i64; 4],
+        open: BTreeMap<(usize, i64), Agg>,
+    }
+
+    impl SlowReference {
+        fn push(&mut self, slot: usize, ts: i64, v: f64) -> bool {
+            if self.spec.end_of(ts) <= self.frontier[slot] {
+                return false;
+            }
+            self.open
+                .entry((slot, self.spec.start_of(ts)))
+                .and_modify(|a| a.push(ts, v))
+                .or_insert_with(|| Agg::new(ts, v));
+            self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+            true
+        }
+
+        /// Closes by watermark, or everything (`idle`).
+        fn close(&mut self, idle: bool) -> Vec<(usize, i64, Agg)> {
+            let Some(m) = self.max_ts else {
+                return Vec::new();
+            };
+            for slot in 0..4 {
+                let f = if idle {
+                    self.spec.end_of(m)
+                } else {
+                    self.spec
+                        .start_of(m - self.spec.lateness_ms - self.extra[slot])
+                };
+                self.frontier[slot] = self.frontier[slot].max(f);
+            }
+            let size = self.spec.size_ms;
+            let done: Vec<_> = self
+                .open
+                .iter()
+                .filter(|((slot, s), _)| s + size <= self.frontier[*slot])
+                .map(|(&(slot, s), a)| (slot, s, *a))
+                .collect();
+            for (slot, s, _) in &done {
+                self.open.remove(&(*slot, *s));
+            }
+            done
+        }
+    }
+
+    proptest! {
+        /// Series allowed more lateness than their agent (slow collectors,
+        /// `pipeline.lateness`): under any arrival order, window size,
+        /// lateness and extra lateness, each series closes by its own
+        /// frontier exactly as the reference does, a point is late only
+        /// for its own series' frontier, and checkpoints change nothing.
+        #[test]
+        fn slow_series_close_by_their_own_lateness(
+            size_s in 1i64..5,
+            lateness_s in 0i64..12,
+            extra_s in 1i64..30,
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0usize..4, 0i64..60_000, -50i64..50), 1..12), 1..40),
+            restore_at in 0usize..40,
+            end_idle in any::<bool>(),
+        ) {
+            let spec = WindowSpec { size_ms: size_s * 1000, lateness_ms: lateness_s * 1000 };
+            // Series 2 and 3 are slow (3 the slowest), 0 and 1 are not.
+            let extra = [0, 0, extra_s * 1000, extra_s * 2000];
+            let (mut w, a, mut keys) = agent_with(spec);
+            let mut r = SlowReference {
+                spec,
+                extra,
+                max_ts: None,
+                frontier: [i64::MIN; 4],
+                open: BTreeMap::new(),
+            };
+            let extra_of = |m: &str| extra[m[1..].parse::<usize>().unwrap()];
+            let mut out = Vec::new();
+            let seg = |out: &[WindowAggregate]| -> Vec<(usize, i64, Agg)> {
+                out.iter()
+                    .map(|x| (x.series.metric()[1..].parse::<usize>().unwrap(), x.start_ms, x.agg))
+                    .collect()
+            };
+            for (bi, b) in batches.iter().enumerate() {
+                if bi == restore_at {
+                    let json = serde_json::to_string(&w).unwrap();
+                    w = serde_json::from_str(&json).unwrap();
+                    w.intern_keys(&mut keys, &extra_of);
+                }
+                for &(s, ts, v) in b {
+                    let m = format!("m{s}");
+                    prop_assert_eq!(w.is_late_for(ts, extra[s]), r.spec.end_of(ts) <= r.frontier[s]);
+                    if w.is_late_for(ts, extra[s]) {
+                        continue;
+                    }
+                    let slot = match w.find(&m, "") {
+                        Some(i) => i,
+                        None => w.add(keys.get_with(&m, "", extra[s])),
+                    };
+                    prop_assert!(w.push_with(slot, ts, v as f64, extra[s]));
+                    prop_assert!(r.push(s, ts, v as f64));
+                }
+                out.clear();
+                w.advance(&a, &mut out, 0, &mut Vec::new());
+                let mut got = seg(&out);
+                let mut want = r.close(false);
+                got.sort_by_key(|x| (x.0, x.1));
+                want.sort_by_key(|x| (x.0, x.1));
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(w.open_windows(), r.open.len());
+            }
+            if end_idle {
+                out.clear();
+                w.close_all(&a, &mut out, 0, &mut Vec::new());
+                let mut got = seg(&out);
+                got.sort_by_key(|x| (x.0, x.1));
+                prop_assert_eq!(got, r.close(true));
+                prop_assert_eq!(w.open_windows(), 0);
+                // After an idle close, every class is closed through the
+                // idle frontier, also the slow ones.
+                let m = r.max_ts.unwrap();
+                for e in extra {
+                    prop_assert!(w.is_late_for(m, e));
+                }
+            }
         }
     }
 }

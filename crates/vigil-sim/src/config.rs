@@ -125,6 +125,13 @@ pub struct ScenarioMix {
     /// Fraction of agents that send a boot id (`TelemetryBatch.boot_id`,
     /// a new random one at each reboot); the others send none. Default 0.
     pub boot_id_agents: f64,
+    /// Fraction of agents with a slow collector: a SMART attribute
+    /// (`smart_reallocated_sectors{disk=0}`) read every 5 minutes, each
+    /// read taking 60–150 s and stamped at its start, delivered with the
+    /// first batch after it finished: its points arrive minutes behind the
+    /// agent's fast series (the pipeline's `smart_*` lateness override
+    /// keeps them on time). Default 0.3.
+    pub slow_collector_agents: f64,
     /// Emit oversized records at all. Set to false when the output goes to a
     /// Kafka broker with the default 1 MiB message limit, which would refuse
     /// the `too_large` record. Default true.
@@ -160,6 +167,7 @@ impl Default for ScenarioMix {
             reboot_agents: 0.0,
             reboot_rate: 0.02,
             boot_id_agents: 0.0,
+            slow_collector_agents: 0.3,
             include_oversized: true,
             force_every_kind: true,
         }
@@ -177,7 +185,7 @@ pub struct ConfigError {
 }
 
 impl ScenarioMix {
-    fn fractions(&self) -> [(&'static str, f64); 11] {
+    fn fractions(&self) -> [(&'static str, f64); 12] {
         [
             ("data_mount", self.data_mount),
             ("disk_fill", self.disk_fill),
@@ -190,6 +198,7 @@ impl ScenarioMix {
             ("small_skew_agents", self.small_skew_agents),
             ("reboot_agents", self.reboot_agents),
             ("boot_id_agents", self.boot_id_agents),
+            ("slow_collector_agents", self.slow_collector_agents),
         ]
     }
 
@@ -363,6 +372,7 @@ impl FleetConfig {
             &mut s.reboot_agents,
             &mut s.reboot_rate,
             &mut s.boot_id_agents,
+            &mut s.slow_collector_agents,
         ] {
             *v = clamp01(*v);
         }

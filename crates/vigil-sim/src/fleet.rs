@@ -158,6 +158,34 @@ struct Agent {
     /// of the boot before the current one.
     dup_until: i64,
     prev_dup_until: i64,
+    /// A collector on a slow cycle, if the agent has one.
+    slow: Option<SlowCollector>,
+}
+
+/// Cycle of the slow collector's reads.
+const SLOW_CYCLE_MS: i64 = 5 * MINUTE_MS;
+/// A finished read older than this when a batch goes out is dropped (an
+/// agent back from an outage does not send stale reads).
+const SLOW_STALE_MS: i64 = 5 * MINUTE_MS;
+/// Salt of the draw that gives an agent a slow collector.
+const SLOW_SALT: u64 = 0x534C_4F57;
+
+/// A SMART attribute read on a slow cycle (see
+/// [`crate::ScenarioMix::slow_collector_agents`]): reads start every
+/// [`SLOW_CYCLE_MS`], take 60–150 s, are stamped at their start and go out
+/// with the first batch after they finished. Its own RNG stream, so the
+/// agent's other series are the same with or without it.
+#[derive(Debug)]
+struct SlowCollector {
+    rng: SimRng,
+    /// Index of its series in the batch template.
+    series: usize,
+    /// Start (true time) of the next read.
+    next_read: i64,
+    /// Reads not sent yet: (start, end) in true time, and the value read.
+    pending: Vec<(i64, i64, f64)>,
+    /// The attribute's current value (reallocated sectors only grow).
+    value: f64,
 }
 
 /// A uniform draw in [0, 1) for agent `i`, from the seed alone (no RNG
@@ -703,6 +731,16 @@ impl Fleet {
                 boot_no: 0,
                 dup_until: i64::MIN,
                 prev_dup_until: i64::MIN,
+                slow: (agent_draw(cfg.seed, i, SLOW_SALT) < s.slow_collector_agents).then(|| {
+                    let mut rng = rng_for(cfg.seed, (1 << 40) + i as u64);
+                    SlowCollector {
+                        next_read: t0 + uniform_i(&mut rng, 0, SLOW_CYCLE_MS),
+                        rng,
+                        series: 0,
+                        pending: Vec::new(),
+                        value: 0.0,
+                    }
+                }),
             });
         }
 
@@ -825,6 +863,10 @@ impl Fleet {
             for (k, name) in a.services.iter().enumerate() {
                 kinds.push(SeriesKind::Service(k));
                 ser.push(series("service_up", Some(("service", name))));
+            }
+            if let Some(sc) = a.slow.as_mut() {
+                sc.series = ser.len();
+                ser.push(series("smart_reallocated_sectors", Some(("disk", "0"))));
             }
             a.kinds = kinds;
             a.batch = TelemetryBatch {
@@ -979,6 +1021,35 @@ impl Fleet {
             j += 1;
         }
         a.next_j = j;
+        if let Some(sc) = a.slow.as_mut() {
+            // Reads started before this batch goes out; the finished ones
+            // go with it (stamped at their start, minutes behind).
+            while sc.next_read < send && sc.next_read < end {
+                let took = uniform_i(&mut sc.rng, MINUTE_MS, 150_000);
+                if sc.rng.random::<f64>() < 0.05 {
+                    sc.value += 1.0;
+                }
+                sc.pending
+                    .push((sc.next_read, sc.next_read + took, sc.value));
+                sc.next_read += SLOW_CYCLE_MS;
+            }
+            let s = &mut a.batch.series[sc.series];
+            let fresh_from = (send - SLOW_STALE_MS).max(a.collect_from);
+            sc.pending.retain(|&(start, done, v)| {
+                if done > send {
+                    return true;
+                }
+                if start >= fresh_from {
+                    let ts = start + a.skew;
+                    s.timestamps_ms.push(ts);
+                    s.values.push(v);
+                    lo = lo.min(ts);
+                    hi = hi.max(ts);
+                    points += 1;
+                }
+                false
+            });
+        }
 
         let seq = a.next_seq;
         a.next_seq += 1;

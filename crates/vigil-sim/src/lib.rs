@@ -86,6 +86,12 @@ pub use truth::{
 pub const PIPELINE_WINDOW_MS: i64 = 60_000;
 /// Allowed lateness the labels assume (the pipeline default), ms.
 pub const PIPELINE_ALLOWED_LATENESS_MS: i64 = 30_000;
+/// Lateness the labels assume for the slow collector's metrics (the
+/// pipeline's default `[[pipeline.lateness]]` override for `smart_*`), ms.
+pub const PIPELINE_SLOW_LATENESS_MS: i64 = 600_000;
+/// Metric prefix of the slow collector's series (see
+/// [`ScenarioMix::slow_collector_agents`]).
+pub const SLOW_METRIC_PREFIX: &str = "smart_";
 /// Allowed clock skew into the future the labels assume, ms.
 pub const PIPELINE_MAX_CLOCK_SKEW_MS: i64 = 5 * 60_000;
 /// Width of the per-agent dedup window (sequence numbers) the labels assume.

@@ -10,7 +10,7 @@ use vigil_sim::{
     EmittedCounts, EpisodeKind, Expect, Fleet, FleetConfig, ScenarioMix, SimRecord, HOUR_MS,
     MAX_METRIC_LEN, MAX_POINTS_PER_BATCH, MAX_RECORD_BYTES, MAX_SERIES_PER_BATCH, MINUTE_MS,
     PIPELINE_ALLOWED_LATENESS_MS, PIPELINE_DEDUP_WINDOW, PIPELINE_MAX_CLOCK_SKEW_MS,
-    PIPELINE_WINDOW_MS,
+    PIPELINE_SLOW_LATENESS_MS, PIPELINE_WINDOW_MS, SLOW_METRIC_PREFIX,
 };
 
 fn small(agents: usize, hours: i64, seed: u64) -> FleetConfig {
@@ -227,10 +227,15 @@ fn labels_match_pipeline_semantics() {
             let agent = b.agent_id.clone();
             let seqs = seen.entry(agent.clone()).or_default();
             let high = highest.get(&agent).copied();
-            let ts = b
-                .series
-                .iter()
-                .flat_map(|s| s.timestamps_ms.iter().copied());
+            // Each point with the lateness of its series' metric.
+            let ts = b.series.iter().flat_map(|s| {
+                let lateness = if s.metric.starts_with(SLOW_METRIC_PREFIX) {
+                    PIPELINE_SLOW_LATENESS_MS
+                } else {
+                    PIPELINE_ALLOWED_LATENESS_MS
+                };
+                s.timestamps_ms.iter().map(move |&t| (t, lateness))
+            });
             match r.expect {
                 Expect::Duplicate => {
                     assert!(seqs.contains(&b.seq));
@@ -243,10 +248,10 @@ fn labels_match_pipeline_semantics() {
                 Expect::Accept | Expect::Late | Expect::Future => {
                     assert!(seqs.insert(b.seq), "fresh seq reused");
                     highest.insert(agent.clone(), high.map_or(b.seq, |h| h.max(b.seq)));
-                    let wm = max_ts.get(&agent).map(|m| m - PIPELINE_ALLOWED_LATENESS_MS);
                     let limit = r.arrival_ms + PIPELINE_MAX_CLOCK_SKEW_MS;
                     let mut batch_max = None::<i64>;
-                    for t in ts {
+                    for (t, lateness) in ts {
+                        let wm = max_ts.get(&agent).map(|m| m - lateness);
                         let closed = wm.is_some_and(|w| window_end(t) <= w);
                         match r.expect {
                             Expect::Accept => {
@@ -644,4 +649,49 @@ fn rebooting_agents_restart_their_numbering() {
         );
     }
     assert!(run(small(30, 6, 4)).1.reboots.is_empty());
+}
+
+/// Mixed collection cycles: the slow collector's SMART points go out
+/// minutes behind the agent's fast series (behind by more than the
+/// default lateness, within the `smart_*` override), every 5 minutes, in
+/// `Accept` batches.
+#[test]
+fn slow_collector_points_arrive_minutes_behind_the_fast_series() {
+    let (recs, _) = run(noisy(40, 2, 7));
+    let (mut slow_points, mut behind_default, mut agents) = (0, 0, HashSet::new());
+    for r in recs.iter().filter(|r| r.expect == Expect::Accept) {
+        let b = TelemetryBatch::decode(&r.payload[..]).unwrap();
+        let fast_max = b
+            .series
+            .iter()
+            .filter(|s| !s.metric.starts_with(SLOW_METRIC_PREFIX))
+            .flat_map(|s| s.timestamps_ms.iter().copied())
+            .max();
+        for s in b
+            .series
+            .iter()
+            .filter(|s| s.metric.starts_with(SLOW_METRIC_PREFIX))
+        {
+            for &t in &s.timestamps_ms {
+                slow_points += 1;
+                agents.insert(b.agent_id.clone());
+                let lag = fast_max.unwrap_or(t) - t;
+                assert!(lag < PIPELINE_SLOW_LATENESS_MS - 2 * MINUTE_MS, "lag {lag}");
+                if lag > PIPELINE_ALLOWED_LATENESS_MS + MINUTE_MS {
+                    behind_default += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        agents.len() >= 5,
+        "{} agents with a slow collector",
+        agents.len()
+    );
+    // About one read per agent every 5 minutes over 2 hours.
+    assert!(slow_points >= agents.len() * 20, "{slow_points} points");
+    assert!(
+        behind_default * 2 > slow_points,
+        "{behind_default} of {slow_points} behind"
+    );
 }

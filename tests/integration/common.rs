@@ -91,3 +91,16 @@ pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
 pub fn vigil_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vigil")
 }
+
+/// A validator of Vigil's alert JSON (schemas/alert.v1.schema.json).
+pub fn alert_schema() -> jsonschema::Validator {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/alert.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}

@@ -20,7 +20,7 @@ use vigil_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use vigil_kafka::KafkaSettings;
 use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
 
-use crate::common::{sql, vigil_bin};
+use crate::common::{alert_schema, sql, vigil_bin};
 
 /// 2026-11-02T00:00:00Z: a window-aligned start, in the past (so nothing
 /// is `future` against the wall clock) but recent.
@@ -586,15 +586,7 @@ fn assert_windows(env: &Env, records: &[(String, Vec<u8>)]) {
 /// Alert events on the topic, validated against the JSON Schema, as
 /// (agent, rule, status) → events (several only when redelivered).
 fn alert_events(env: &Env) -> BTreeMap<(String, String, String), Vec<serde_json::Value>> {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/alert.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = alert_schema();
     let mut out: BTreeMap<_, Vec<serde_json::Value>> = BTreeMap::new();
     for r in env.consume(&env.alerts) {
         let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();

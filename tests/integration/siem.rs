@@ -142,15 +142,7 @@ fn siem_encodings_pass_independent_parsers_and_validators() {
     alerts.extend(nasty);
 
     // Vigil's JSON against its JSON Schema.
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/alert.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = alert_schema();
     let json = encode_all("json", &alerts);
     for line in json.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let v: serde_json::Value = serde_json::from_slice(line).unwrap();

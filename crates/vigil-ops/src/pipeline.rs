@@ -2607,6 +2607,9 @@ severity = "warning"
 }
 
 #[cfg(test)]
+mod test_batch;
+
+#[cfg(test)]
 mod evict_tests;
 
 #[cfg(test)]

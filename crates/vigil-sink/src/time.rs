@@ -1,22 +1,16 @@
 //! Time formats of the encodings: RFC 3339 UTC strings from milliseconds
-//! since the epoch (the calendar arithmetic is `vigil_ops::rules`').
+//! since the epoch, by chrono (the calendar is a solved problem).
 
-use vigil_ops::rules::civil_from_days;
+use chrono::{DateTime, SecondsFormat};
 
 /// RFC 3339 UTC with milliseconds (`2026-11-02T10:15:00.000Z`) of a time
-/// in ms since the epoch; proleptic Gregorian, valid for years 0..=9999.
+/// in ms since the epoch. Outside chrono's range (about ±262,000 years,
+/// never a timestamp the pipeline accepts) the number itself.
 pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    match DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => ms.to_string(),
+    }
 }
 
 #[cfg(test)]

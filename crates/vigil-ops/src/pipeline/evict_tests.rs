@@ -4,8 +4,6 @@
 
 use super::*;
 use crate::model::ResolveReason;
-use prost::Message;
-use vigil_proto::v1::Series;
 
 /// A window-aligned start time.
 const T0: i64 = 1_800_000_000_000;
@@ -28,26 +26,11 @@ fn cfg() -> PipelineConfig {
     }
 }
 
-/// One batch of `tenant`/`agent`: one point per (metric, ts, value).
+/// One batch of `tenant`/`agent`: one point per (metric, ts, value), sent
+/// at its newest point.
 fn rec(tenant: &str, agent: &str, seq: u64, pts: &[(&str, i64, f64)]) -> Vec<u8> {
-    TelemetryBatch {
-        tenant_id: tenant.into(),
-        agent_id: agent.into(),
-        seq,
-        sent_at_ms: pts.iter().map(|p| p.1).max().unwrap_or(0),
-        boot_id: 7,
-        agent: None,
-        series: pts
-            .iter()
-            .map(|(m, ts, v)| Series {
-                metric: (*m).into(),
-                labels: vec![],
-                timestamps_ms: vec![*ts],
-                values: vec![*v],
-            })
-            .collect(),
-    }
-    .encode_to_vec()
+    let sent = pts.iter().map(|p| p.1).max().unwrap_or(0);
+    super::test_batch::batch_of(tenant, agent, 7, seq, sent, pts)
 }
 
 fn rules(text: &str) -> Arc<RuleSet> {

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::LatenessOverride;
-use prost::Message;
-use vigil_proto::v1::Series;
 
 const T0: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;
@@ -18,24 +16,7 @@ const POS: Position = Position {
 };
 
 fn rec(agent: &str, seq: u64, sent: i64, pts: &[(&str, i64, f64)]) -> Vec<u8> {
-    TelemetryBatch {
-        tenant_id: "t1".into(),
-        agent_id: agent.into(),
-        seq,
-        sent_at_ms: sent,
-        boot_id: 3,
-        agent: None,
-        series: pts
-            .iter()
-            .map(|(m, ts, v)| Series {
-                metric: (*m).into(),
-                labels: vec![],
-                timestamps_ms: vec![*ts],
-                values: vec![*v],
-            })
-            .collect(),
-    }
-    .encode_to_vec()
+    super::test_batch::batch_of("t1", agent, 3, seq, sent, pts)
 }
 
 /// A record: processing time, payload, and its points (metric, ts, value).

@@ -280,6 +280,12 @@ fn bad_rules_file_names_file_line_and_field() {
     std::fs::write(&f2, o.stdout).unwrap();
     let o = vigil(&["rules", "check", &f2.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Every family is counted, the invalid-input rule too.
+    let summary = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        summary.contains(" 1 offline, 1 invalid_input, "),
+        "{summary}"
+    );
 }
 
 #[test]

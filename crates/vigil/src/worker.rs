@@ -695,13 +695,20 @@ impl Worker {
                     // Leave the group all the same (below), then report.
                     drain_error = Some(e.context("final flush"));
                 }
+                let drained = drain_error.is_none();
                 tracing::info!(
                     records = w.summary.records,
                     flushes = w.summary.flushes,
                     drain_ms = drain.elapsed().as_millis() as u64,
                     budget_ms = budget.as_millis() as u64,
                     uncommitted_partitions = w.uncommitted.len(),
-                    "worker stopped"
+                    drained,
+                    "{}",
+                    if drained {
+                        "worker stopped"
+                    } else {
+                        "worker stopped; the final flush failed (its records are re-read by the next owner)"
+                    }
                 );
                 summary = w.summary.clone();
             }

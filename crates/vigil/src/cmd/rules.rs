@@ -32,11 +32,12 @@ pub fn run(a: Args) -> Result<()> {
         Action::Check { file } => {
             let rules = load_rules_file(&file)?;
             println!(
-                "{}: ok ({} threshold, {} trend, {} offline, {} maintenance windows)",
+                "{}: ok ({} threshold, {} trend, {} offline, {} invalid_input, {} maintenance windows)",
                 file.display(),
                 rules.threshold.len(),
                 rules.trend.len(),
                 usize::from(rules.offline.is_some()),
+                usize::from(rules.invalid_input.is_some()),
                 rules.maintenance.len()
             );
         }

@@ -184,6 +184,10 @@ struct Scratch {
     refused: [Vec<(i64, f64)>; 5],
     /// The batch being accepted came from OTLP input (no sequence).
     otlp_input: bool,
+    /// OTLP: every new point of the resource being accepted was refused
+    /// by the converter (for this reason), so its empty batch is refused
+    /// input, not good input.
+    otlp_refused: Option<RejectReason>,
     /// Converted resources of the OTLP record being processed.
     converted: Vec<crate::otlp::Converted>,
     /// Slots of an agent's series past the state TTL (a sweep).
@@ -603,9 +607,22 @@ impl Pipeline {
             } else if let Err(e) = crate::decode::validate(&mut batch, &self.cfg.limits) {
                 self.refuse_batch(pos, payload, &batch, e, out);
             } else {
+                let empty = batch.series.iter().all(|s| s.timestamps_ms.is_empty());
+                self.scratch.otlp_refused = if empty && c.points_in > c.duplicates {
+                    out.rejected[from..]
+                        .iter()
+                        .find(|r| {
+                            r.agent.as_deref() == Some(batch.agent_id.as_str())
+                                && r.tenant.as_deref() == Some(batch.tenant_id.as_str())
+                        })
+                        .map(|r| r.reason)
+                } else {
+                    None
+                };
                 self.scratch.otlp_input = true;
                 self.accept(pos, payload, &batch, now, out);
                 self.scratch.otlp_input = false;
+                self.scratch.otlp_refused = None;
             }
             if let Some(now) = tick_at {
                 self.maybe_tick(now, out);
@@ -980,7 +997,13 @@ impl Pipeline {
         self.stats.windows_closed += n as u64;
         self.detect(windows_before, out);
         let verdict = match bad_point {
-            _ if accepted > 0 || points == 0 => Some(InputVerdict::Good),
+            _ if accepted > 0 => Some(InputVerdict::Good),
+            // Nothing to judge here; for OTLP, a resource whose points the
+            // converter refused all is refused input.
+            _ if points == 0 => Some(match self.scratch.otlp_refused {
+                Some(reason) => InputVerdict::Refused(reason),
+                None => InputVerdict::Good,
+            }),
             Some(reason) => Some(InputVerdict::Refused(reason)),
             None => None,
         };

@@ -951,3 +951,56 @@ fn per_series_refusals_count_points_not_records() {
     assert_eq!(p.stats().rejected_records(RejectReason::InvalidMetric), 0);
     assert_eq!(p.stats().rejected_points(RejectReason::InvalidMetric), 5);
 }
+
+/// A resource whose every point the converter refuses (a metric type Vigil
+/// does not read) is refused input for `[invalid_input]`, not good input:
+/// three such requests in a row open an `agent_invalid_input` incident,
+/// and a request with a readable metric resolves it.
+#[test]
+fn resources_refused_whole_by_the_converter_count_as_invalid_input() {
+    let rules = RuleSet::from_toml(
+        "[invalid_input]\nbatches = 3\nseverity = \"warning\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let mut p = Pipeline::new(cfg(), Arc::new(rules)).unwrap();
+    let mut out = Outputs::default();
+    let exp = Metric {
+        name: "http.server.duration".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint::default(); 2],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+        })),
+        ..Metric::default()
+    };
+    for k in 0..3 {
+        p.process_otlp(
+            POS,
+            &request("h", vec![exp.clone()]),
+            T0 + k * 60_000,
+            &mut out,
+        );
+    }
+    let events: Vec<_> = out
+        .alerts
+        .iter()
+        .map(|a| (a.rule.clone(), a.status))
+        .collect();
+    assert_eq!(
+        events,
+        [(
+            "agent_invalid_input".to_string(),
+            crate::model::AlertStatus::Firing
+        )]
+    );
+    p.process_otlp(
+        POS,
+        &request("h", vec![mem_util(T0 + 240_000, 0.5)]),
+        T0 + 240_000,
+        &mut out,
+    );
+    assert_eq!(
+        out.alerts.last().unwrap().status,
+        crate::model::AlertStatus::Resolved
+    );
+}

@@ -341,10 +341,9 @@ impl Target {
     /// Whether `s` has the form of a destination (as opposed to a time:
     /// `--to` takes both).
     pub fn looks_like(s: &str) -> bool {
-        s == "stdout"
-            || ["file:", "syslog+tcp://", "syslog+tls://", "kafka://"]
-                .iter()
-                .any(|p| s.starts_with(p))
+        // No time has a scheme, so a mistyped destination
+        // (`syslog+udp://…`) is reported as a bad destination.
+        s == "stdout" || s.starts_with("file:") || s.contains("://")
     }
 }
 
@@ -448,6 +447,7 @@ mod tests {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }
         assert!(Target::looks_like("kafka://x"));
+        assert!(Target::looks_like("syslog+udp://h:1"));
         assert!(!Target::looks_like("-24h"));
         assert!(!Target::looks_like("2026-11-02T00:00:00Z"));
     }

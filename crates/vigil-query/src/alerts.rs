@@ -7,27 +7,26 @@
 //!  alerts/date=…/*.parquet ─▶ filter(date, event_time, tenant, rule) ─▶ sort(event_time, id, status) ─▶ AlertEvents
 //! ```
 //!
-//! Two fields of [`AlertEvent`] are not stored in Parquet and come back as
-//! `None`: `resolve_reason` and `flaps` (see [`STORED_WITHOUT`]).
+//! Every field of [`AlertEvent`] is stored. `resolve_reason` and `flaps`
+//! were added to the dataset later: in older files they read as null, so
+//! their events come back with `None` there (the encoders then leave the
+//! fields out, and Vigil's JSON has `null`).
 
 use datafusion::arrow::array::{
-    Array, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    Array, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::datatypes::TimeUnit;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{col, lit, Expr, SortExpr};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures_util::StreamExt;
-use vigil_ops::model::{AlertEvent, AlertStatus, DetectorKind, Severity};
+use vigil_ops::model::{AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity};
 use vigil_store::schema::TIMEZONE;
 use vigil_store::{Dataset, PARTITION_COLUMN};
 
 use crate::error::{QueryError, Result};
 use crate::session::QuerySession;
-
-/// Fields of [`AlertEvent`] that the `alerts` dataset does not store: they
-/// are `None` on every event read back.
-pub const STORED_WITHOUT: &[&str] = &["resolve_reason", "flaps"];
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -201,6 +200,11 @@ pub fn events_of(batch: &RecordBatch) -> Result<Vec<AlertEvent>> {
         strings("summary")?,
     );
     let (value, threshold) = (floats("value")?, floats("threshold")?);
+    let reason = strings("resolve_reason")?;
+    let flaps: &UInt32Array = batch
+        .column_by_name("flaps")
+        .and_then(|c| c.as_primitive_opt())
+        .ok_or_else(|| bad_row("column flaps missing or not a u32".into()))?;
     let (predicted_at, window_start, window_end, started_at, resolved_at, event_time) = (
         times("predicted_at")?,
         times("window_start")?,
@@ -234,8 +238,11 @@ pub fn events_of(batch: &RecordBatch) -> Result<Vec<AlertEvent>> {
             window_end_ms: opt_t(window_end, i),
             started_at_ms: started_at.value(i),
             resolved_at_ms: opt_t(resolved_at, i),
-            resolve_reason: None,
-            flaps: None,
+            resolve_reason: match reason.is_valid(i) {
+                true => Some(reason_of(reason.value(i))?),
+                false => None,
+            },
+            flaps: flaps.is_valid(i).then(|| flaps.value(i)),
             event_time_ms: event_time.value(i),
             summary: summary.value(i).to_owned(),
         });
@@ -261,6 +268,19 @@ fn severity_of(s: &str) -> Result<Severity> {
         .into_iter()
         .find(|k| k.as_str() == s)
         .ok_or_else(|| bad_row(format!("unknown severity {s:?}")))
+}
+
+fn reason_of(s: &str) -> Result<ResolveReason> {
+    [
+        ResolveReason::Cleared,
+        ResolveReason::LimitReached,
+        ResolveReason::RuleChanged,
+        ResolveReason::RuleRemoved,
+        ResolveReason::Stale,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == s)
+    .ok_or_else(|| bad_row(format!("unknown resolve reason {s:?}")))
 }
 
 fn status_of(s: &str) -> Result<AlertStatus> {

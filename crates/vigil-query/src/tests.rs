@@ -421,7 +421,12 @@ fn write_export_alerts(root: &Path) -> Vec<AlertEvent> {
                 MIDNIGHT + t,
             );
             a.tenant = tenant.into();
-            a.resolve_reason = None;
+            if k % 2 == 1 {
+                a.status = AlertStatus::Resolved;
+                a.resolved_at_ms = Some(a.event_time_ms);
+                a.resolve_reason = Some(vigil_ops::model::ResolveReason::Stale);
+                a.flaps = Some(k as u32);
+            }
             if k == 3 {
                 a.hostname = None;
                 a.value = None;
@@ -465,8 +470,11 @@ fn alert_events_round_trip_in_event_time_order() {
     let s = QuerySession::open(dir.path()).unwrap();
     let got = export(&s, &AlertFilter::default());
     assert_eq!(got.len(), 12);
-    // Every stored field comes back; resolve_reason and flaps are not stored.
+    // Every field comes back.
     assert_eq!(got, want);
+    assert!(got
+        .iter()
+        .any(|a| a.flaps == Some(3) && a.resolve_reason.is_some()));
     assert!(got
         .windows(2)
         .all(|w| w[0].event_time_ms <= w[1].event_time_ms));
@@ -527,4 +535,44 @@ fn alert_filter_bounds_are_half_open_and_cross_partitions() {
         },
     );
     assert!(none.is_empty());
+}
+
+#[test]
+fn alert_files_without_the_later_columns_read_as_null() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let dir = tempfile::tempdir().unwrap();
+    write_export_alerts(dir.path());
+    // Rewrite every file as a file of the first release: without
+    // resolve_reason and flaps.
+    let mut rewritten = 0;
+    for day in std::fs::read_dir(dir.path().join("alerts")).unwrap() {
+        for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let path = f.unwrap().path();
+            let file = std::fs::File::open(&path).unwrap();
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                    file, 1024,
+                )
+                .unwrap();
+            let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+            let keep: Vec<usize> = (0..batches[0].num_columns() - 2).collect();
+            let old: Vec<RecordBatch> = batches.iter().map(|b| b.project(&keep).unwrap()).collect();
+            let mut w =
+                ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), old[0].schema(), None)
+                    .unwrap();
+            for b in &old {
+                w.write(b).unwrap();
+            }
+            w.close().unwrap();
+            rewritten += 1;
+        }
+    }
+    assert!(rewritten >= 2);
+    let s = QuerySession::open(dir.path()).unwrap();
+    let got = export(&s, &AlertFilter::default());
+    assert_eq!(got.len(), 12);
+    assert!(got
+        .iter()
+        .all(|a| a.resolve_reason.is_none() && a.flaps.is_none()));
+    assert!(got.iter().any(|a| a.status == AlertStatus::Resolved));
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use vigil_ops::model::{AlertEvent, AlertStatus, DetectorKind, Severity};
+use vigil_ops::model::{AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity};
 use vigil_store::{AlertsWriter, SourceRange, WriterConfig};
 
 use crate::common::vigil_bin;
@@ -70,8 +70,8 @@ fn events(n: usize, start: i64) -> Vec<AlertEvent> {
                 window_end_ms: (kind != DetectorKind::Offline).then_some(t),
                 started_at_ms: started,
                 resolved_at_ms: resolved.then_some(t),
-                resolve_reason: None,
-                flaps: None,
+                resolve_reason: resolved.then_some(ResolveReason::Cleared),
+                flaps: (resolved && kind == DetectorKind::Threshold).then_some(i as u32 % 3),
                 event_time_ms: t,
                 summary: format!("{rule} on \"{agent}\" [x|y=z] ünï #{i}"),
             }
@@ -656,6 +656,25 @@ fn export_to_stdout_and_file_with_exact_time_bounds_and_rule() {
     let text = String::from_utf8(o.stdout).unwrap();
     let want: Vec<String> = evs.iter().map(|a| encode("json", a)).collect();
     assert_eq!(text.lines().collect::<Vec<_>>(), want);
+    // Rebuilt from Parquet, each is a whole alert event: valid against
+    // the alert JSON Schema, resolved ones with their reason.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/alert.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}: {line}");
+        if v["status"] == "resolved" {
+            assert_eq!(v["resolve_reason"], "cleared", "{line}");
+        }
+    }
 
     // --from is inclusive, --to exclusive, at the exact millisecond.
     let path = dir.path().join("out/alerts.ocsf.jsonl");

@@ -444,6 +444,7 @@ fn export_to_rsyslog_over_tcp_in_cef() {
         &["--format", "cef", "--to", &r.url(), "--batch", "64"],
     ));
     assert!(err.contains("exported 300 alert events"), "{err}");
+    eprintln!("{err}");
     let got = r.wait_for(evs.len());
     check_messages(&got, &evs, "cef");
 }
@@ -497,9 +498,9 @@ fn export_to_rsyslog_over_tls_with_a_client_certificate_and_filters() {
     let got = r.wait_for(want.len());
     check_messages(&got, &want, "json");
 
-    // Without the client certificate the receiver refuses the handshake;
-    // with the wrong CA, Vigil refuses the receiver: both fail loudly,
-    // without retrying a certificate problem.
+    // With the wrong CA, Vigil refuses the receiver: the export fails
+    // loudly at once (a certificate problem is not retried) and sends
+    // nothing.
     let o = export(
         &data,
         &[
@@ -583,7 +584,8 @@ fn a_receiver_killed_mid_export_gets_every_event_at_least_once() {
     let want: Vec<String> = evs.iter().map(|a| a.id.clone()).collect();
     assert_eq!(order, want);
     eprintln!(
-        "killed at {at_kill} received; {} messages for {} events ({} duplicates)",
+        "{}\nkilled at {at_kill} received; {} messages for {} events ({} duplicates)",
+        err.lines().last().unwrap_or_default(),
         got.len(),
         evs.len(),
         got.len() - evs.len()

@@ -43,7 +43,7 @@ pub const EXPORT_FAILURES: &str = "vigil_export_failures_total";
 
 /// A failure of one sink operation.
 #[derive(Debug, thiserror::Error)]
-#[error("{context}: {source}")]
+#[error("{context}")]
 pub struct SendError {
     /// What the sink was doing.
     pub context: String,
@@ -130,7 +130,7 @@ pub enum ExportError {
     /// transient.
     #[error(
         "export to {kind} failed after {confirmed} events were sent and confirmed \
-         ({attempts} attempts at the next batch); {resume}: {source}"
+         ({attempts} attempts at the next batch); {resume}"
     )]
     Failed {
         /// The destination kind.
@@ -246,6 +246,7 @@ impl<'a> Exporter<'a> {
                         confirmed = self.report.events,
                         wait_ms = wait.as_millis() as u64,
                         error = %e,
+                        cause = %e.source,
                         "export batch failed; reconnecting and sending the batch again"
                     );
                     metrics::counter!(EXPORT_RETRIES, "destination" => self.sink.kind())

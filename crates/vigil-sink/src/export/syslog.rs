@@ -495,7 +495,7 @@ mod tests {
             key: None,
         })
         .unwrap_err();
-        assert!(e.to_string().contains("--cert and --key"), "{e}");
+        assert!(e.source.to_string().contains("--cert and --key"), "{e}");
         let e = connector(&TlsOptions {
             ca: Some("/nonexistent/ca.pem".into()),
             ..TlsOptions::default()

@@ -66,6 +66,34 @@ fi
 export VIGIL_PROMTOOL="$promtool"
 export VIGIL_REQUIRE_PROMTOOL=1
 
+# rsyslog (the syslog receiver of the `vigil export` tests, plain TCP and
+# TLS through its OpenSSL driver): Debian's rsyslog and rsyslog-openssl
+# with the libraries they need, extracted, not installed (installing would
+# start the machine's syslog daemon). The tests run it with -M (module
+# directory) and LD_LIBRARY_PATH pointing into the extracted tree, and
+# use the openssl command-line tool for their throwaway CA.
+rsyslog_root="${VIGIL_RSYSLOG_ROOT:-$root/.ci/.cache/rsyslog}"
+if [ ! -x "$rsyslog_root/usr/sbin/rsyslogd" ] || ! ls "$rsyslog_root"/usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1; then
+  log "extracting rsyslog and rsyslog-openssl from Debian's packages into $rsyslog_root"
+  deb_dir=$(mktemp -d)
+  rsyslog_debs="rsyslog rsyslog-openssl libestr0 libfastjson4 liblognorm5"
+  (cd "$deb_dir" && { apt-get download $rsyslog_debs >/dev/null 2>&1 \
+     || { apt-get update -qq >/dev/null && apt-get download $rsyslog_debs >/dev/null; }; } \
+   && for d in ./*.deb; do dpkg-deb -x "$d" x; done)
+  rm -rf "$rsyslog_root"
+  mkdir -p "$(dirname "$rsyslog_root")"
+  mv "$deb_dir/x" "$rsyslog_root"
+  rm -rf "$deb_dir"
+fi
+export VIGIL_RSYSLOG_ROOT="$rsyslog_root"
+export VIGIL_REQUIRE_SYSLOG=1
+# The openssl command-line tool (Debian's openssl) makes the tests'
+# throwaway CA and certificates.
+if ! command -v openssl >/dev/null 2>&1; then
+  log "installing openssl"
+  apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -8,6 +8,7 @@
 mod cli;
 mod common;
 mod detectors;
+mod export;
 mod interop;
 mod kafka;
 mod oracle;

@@ -78,6 +78,8 @@ SCHEMAS = {
             ("resolved_at", TS, "TIMESTAMP WITH TIME ZONE"),
             ("event_time", TS, "TIMESTAMP WITH TIME ZONE"),
             ("summary", pa.string(), "VARCHAR"),
+            ("resolve_reason", pa.string(), "VARCHAR"),
+            ("flaps", pa.uint32(), "UINTEGER"),
         ],
     },
 }

@@ -14,14 +14,17 @@
 //! Queries are async and CPU-heavy: the binary runs them on a tokio runtime
 //! of its own (or through [`block_on`]), never on the worker's I/O runtime.
 //!
-//! Modules: [`session`] (the tables), [`render`] (output formats),
+//! Modules: [`session`] (the tables), [`alerts`] (alert events back as
+//! `AlertEvent`s, for `vigil export`), [`render`] (output formats),
 //! [`report`] (the report SQL), [`error`] (the typed error).
 
+pub mod alerts;
 pub mod error;
 pub mod render;
 pub mod report;
 pub mod session;
 
+pub use alerts::{AlertEvents, AlertFilter};
 pub use datafusion::arrow::array::RecordBatch;
 pub use error::{QueryError, Result};
 pub use render::{render, Format, UnknownFormat};

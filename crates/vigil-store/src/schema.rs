@@ -140,6 +140,10 @@ pub fn alerts_schema() -> SchemaRef {
                 ts("resolved_at", true),
                 ts("event_time", false),
                 utf8("summary", false),
+                // Added after the first release: files written before
+                // lack them and read as null.
+                utf8("resolve_reason", true),
+                Field::new("flaps", DataType::UInt32, true),
             ]))
         })
         .clone()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt64Array,
+    UInt32Array, UInt64Array,
 };
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
@@ -304,6 +304,8 @@ impl RowBuffer for AlertRows {
             times(rows, |a| a.resolved_at_ms),
             times(rows, |a| Some(a.event_time_ms)),
             strings(rows, |a| Some(&a.summary)),
+            strings(rows, |a| a.resolve_reason.map(|r| r.as_str())),
+            Arc::new(rows.iter().map(|a| a.flaps).collect::<UInt32Array>()),
         ];
         RecordBatch::try_new(Self::DATASET.schema(), columns)
     }

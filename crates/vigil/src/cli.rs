@@ -49,6 +49,9 @@ pub enum Command {
     Sql(cmd::sql::SqlArgs),
     /// Print the fleet report (alerts by rule, predicted disk fills, health).
     Report(cmd::sql::ReportArgs),
+    /// Export alert events from Parquet (json, ocsf, cef, ecs) to stdout, a file, a syslog
+    /// receiver (RFC 5424 over TCP or TLS) or a Kafka topic.
+    Export(cmd::export::Args),
     /// Measure the pipeline: in process (decode, operator chain, end to end, as ratios), or
     /// with --brokers through a Kafka broker (worker rate, lag, alert ack latency).
     Bench(cmd::bench::Args),
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(cli.config.as_deref(), a),
         Command::Sql(a) => cmd::sql::run_sql(cli.config.as_deref(), a),
         Command::Report(a) => cmd::sql::run_report(cli.config.as_deref(), a),
+        Command::Export(a) => cmd::export::run(cli.config.as_deref(), a),
         Command::Rules(a) => cmd::rules::run(a),
         Command::Bench(a) => cmd::bench::run(cli.config.as_deref(), a),
         Command::Retention(a) => cmd::retention::run(cli.config.as_deref(), a),

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod export;
 pub mod ingest;
 pub mod retention;
 pub mod rules;

@@ -38,6 +38,8 @@ pub struct FleetArgs {
     /// interval); 1 is the agent tick real RMM agents send. Default: a
     /// batch every 60 s whose point count per series drifts around 60 s /
     /// the point interval (5 to 7 at 10 s), about 48 points per batch.
+    /// `vigil bench` without a shape option measures both 1 and the
+    /// default; with one, only the shape given.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "VIGIL_SIM_POINTS_PER_BATCH")]
     pub points_per_batch: Option<u32>,
     /// Batch shape: at most N series per batch. An agent with more series

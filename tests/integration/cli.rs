@@ -532,3 +532,100 @@ fn retention_removes_only_days_past_the_limit_and_dry_run_removes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("retention.dlq"), "{}", stderr(&o));
 }
+
+/// `simulate --points-per-batch`, `--series-per-batch` and
+/// `--point-interval` shape the batches written; bad shapes are refused.
+#[test]
+fn simulate_batch_shape_options() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    // (points of each series) of every record that decodes, and the truth.
+    let simulate = |extra: &[&str]| -> (Vec<Vec<usize>>, serde_json::Value) {
+        let (out, truth) = (d("f.bin"), d("t.json"));
+        let mut args = vec![
+            "simulate", "--agents", "12", "--hours", "1", "--out", &out, "--truth", &truth,
+        ];
+        args.extend_from_slice(extra);
+        let o = vigil(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let bytes = std::fs::read(&out).unwrap();
+        let shapes = vigil_sim::read_delimited_slice(&bytes)
+            .map(|r| r.unwrap())
+            .filter_map(|r| vigil_proto::v1::TelemetryBatch::decode(r).ok())
+            .map(|b| {
+                // The slow collector's series keeps its own 5-minute cycle.
+                b.series
+                    .iter()
+                    .filter(|s| !s.metric.starts_with(vigil_sim::SLOW_METRIC_PREFIX))
+                    .map(|s| s.timestamps_ms.len())
+                    .collect()
+            })
+            .collect();
+        let truth = std::fs::read_to_string(&truth).unwrap();
+        (shapes, serde_json::from_str(&truth).unwrap())
+    };
+    let count = |t: &serde_json::Value, kind: &str| t["counts"][kind]["records"].as_u64().unwrap();
+    let rejected = |t: &serde_json::Value| -> u64 {
+        t["counts"]["reject"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v["records"].as_u64().unwrap())
+            .sum()
+    };
+
+    // The agent tick: every accepted batch holds one point per series;
+    // only late and malformed records hold another shape.
+    let (shapes, t) = simulate(&["--points-per-batch", "1"]);
+    let ticks = shapes
+        .iter()
+        .filter(|s| s.len() >= 6 && s.iter().all(|&n| n == 1));
+    assert!(ticks.count() as u64 >= count(&t, "accept") + count(&t, "duplicate"));
+    let other = shapes.iter().filter(|s| !s.iter().all(|&n| n == 1)).count() as u64;
+    assert!(
+        other <= count(&t, "late") + rejected(&t),
+        "{other} other batches"
+    );
+    // 12 agents × 360 ticks of 10 s, less offline time.
+    assert!(count(&t, "accept") > 3_000, "{}", count(&t, "accept"));
+
+    // Two points per series at a 30 s sampling interval: a batch a minute.
+    let (shapes, t) = simulate(&["--points-per-batch", "2", "--point-interval", "30s"]);
+    let pairs = shapes.iter().filter(|s| s.iter().all(|&n| n == 2)).count() as u64;
+    assert!(
+        pairs + 12 >= count(&t, "accept"),
+        "{pairs} batches of 2 points"
+    );
+    assert!(count(&t, "accept") < 12 * 61, "{}", count(&t, "accept"));
+
+    // At most two series per batch (the deliberate oversized faults aside).
+    let (shapes, t) = simulate(&["--series-per-batch", "2"]);
+    let wide = shapes.iter().filter(|s| s.len() > 2).count() as u64;
+    assert!(
+        wide <= rejected(&t),
+        "{wide} batches with more than 2 series"
+    );
+    assert!(shapes.iter().filter(|s| s.len() == 2).count() as u64 > count(&t, "accept") / 2);
+
+    for (args, want) in [
+        (vec!["--points-per-batch", "0"], "--points-per-batch"),
+        (vec!["--series-per-batch", "0"], "--series-per-batch"),
+        (vec!["--point-interval", "0s"], "at least 1ms"),
+        (
+            vec!["--point-interval", "1500us"],
+            "whole number of milliseconds",
+        ),
+        (
+            vec!["--point-interval", "2m"],
+            "give --points-per-batch too",
+        ),
+    ] {
+        let out = d("bad.bin");
+        let mut a = vec!["simulate", "--agents", "2", "--hours", "0.1", "--out", &out];
+        a.extend_from_slice(&args);
+        let o = vigil(&a);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -36,6 +36,23 @@ pub struct FleetConfig {
     pub point_interval_ms: i64,
     /// Interval between two batches of one agent, ms. Default 60 s.
     pub batch_interval_ms: i64,
+    /// Every regular batch carries exactly `batch_interval_ms /
+    /// point_interval_ms` points per series (its send time falls within one
+    /// point interval after its last sample), e.g. one point per series for
+    /// an agent that sends each tick. Requires `batch_interval_ms` to be a
+    /// multiple of `point_interval_ms`. Exceptions: the agent's last batch
+    /// at the end of the range may hold fewer. Default false: batches carry
+    /// that many points ± 1, as agents whose send timer drifts against
+    /// their sampling timer do.
+    pub aligned_batches: bool,
+    /// Most series in one regular batch: an agent with more series splits
+    /// each of its batches into several, each with its own sequence number
+    /// (the `AgentInfo` rides on the first), sent together. `None` (the
+    /// default): all of an agent's series in one batch. Resends, late and
+    /// malformed batches hold at most that many series too; the deliberate
+    /// oversized faults (`too_large`, `too_many_series`,
+    /// `too_many_points`) are not split.
+    pub series_per_batch: Option<usize>,
     /// RNG seed: the same configuration and seed give byte-identical output.
     pub seed: u64,
     /// Fractions and rates of every scenario and fault.
@@ -51,6 +68,8 @@ impl Default for FleetConfig {
             duration_ms: 6 * HOUR_MS,
             point_interval_ms: 10_000,
             batch_interval_ms: 60_000,
+            aligned_batches: false,
+            series_per_batch: None,
             seed: 42,
             scenarios: ScenarioMix::default(),
         }
@@ -292,6 +311,18 @@ impl FleetConfig {
                 self.point_interval_ms, self.batch_interval_ms
             ));
         }
+        if self.aligned_batches
+            && self.point_interval_ms >= 1
+            && self.batch_interval_ms % self.point_interval_ms != 0
+        {
+            problems.push(format!(
+                "aligned_batches needs batch_interval_ms ({}) to be a multiple of point_interval_ms ({})",
+                self.batch_interval_ms, self.point_interval_ms
+            ));
+        }
+        if self.series_per_batch == Some(0) {
+            problems.push("series_per_batch must be at least 1".to_string());
+        }
         if self
             .start_ms
             .checked_add(self.duration_ms.max(0))
@@ -343,13 +374,22 @@ impl FleetConfig {
     /// A copy with every out-of-range value clamped to something usable
     /// (used by [`crate::Fleet::new`], which never fails): fractions to
     /// [0, 1] and scaled down when they sum above 1, negative durations to 0,
-    /// intervals to at least 1 ms (batch ≥ point), tenants to at least 1.
+    /// intervals to at least 1 ms (batch ≥ point, a multiple of it when
+    /// aligned), series per batch to at least 1, tenants to at least 1.
     pub fn normalized(&self) -> FleetConfig {
         let mut c = self.clone();
         c.agents = c.agents.min(MAX_AGENTS);
         c.tenants = c.tenants.max(1);
         c.point_interval_ms = c.point_interval_ms.max(1);
         c.batch_interval_ms = c.batch_interval_ms.max(c.point_interval_ms);
+        if c.aligned_batches {
+            // Round up to a whole number of point intervals.
+            let r = c.batch_interval_ms % c.point_interval_ms;
+            if r != 0 {
+                c.batch_interval_ms = c.batch_interval_ms.saturating_add(c.point_interval_ms - r);
+            }
+        }
+        c.series_per_batch = c.series_per_batch.map(|n| n.max(1));
         c.duration_ms = c.duration_ms.clamp(0, 100 * 365 * DAY_MS);
         c.start_ms = c.start_ms.clamp(-(1 << 52), 1 << 52);
         let s = &mut c.scenarios;

@@ -158,6 +158,8 @@ struct Agent {
     /// of the boot before the current one.
     dup_until: i64,
     prev_dup_until: i64,
+    /// Most series in one of its batches (`usize::MAX`: no limit).
+    max_series: usize,
     /// A collector on a slow cycle, if the agent has one.
     slow: Option<SlowCollector>,
 }
@@ -346,6 +348,11 @@ fn place(
     }
     v.sort_unstable();
     v
+}
+
+/// Largest delay of a batch's send time after its nominal time, ms.
+fn send_jitter_max(p: i64) -> i64 {
+    2000.min(p / 2)
 }
 
 fn div_ceil(a: i64, b: i64) -> i64 {
@@ -681,7 +688,15 @@ impl Fleet {
                 10 * MINUTE_MS,
             );
             let phase_sample = uniform_i(&mut rng, 0, p - 1);
-            let phase_send = phase_sample + uniform_i(&mut rng, 1, b);
+            let phase_send = if cfg.aligned_batches {
+                // Batch k is sent within one point interval after its last
+                // sample, number (k + 1)·N − 1: the send offset plus its
+                // jitter (up to send_jitter_max) stays in (0, p].
+                let n = b / p;
+                phase_sample + (n - 1) * p + uniform_i(&mut rng, 1, p - send_jitter_max(p))
+            } else {
+                phase_sample + uniform_i(&mut rng, 1, b)
+            };
             let next_seq = uniform_i(&mut rng, 10_000, 5_000_000) as u64;
             let reboots = !future[i] && agent_draw(cfg.seed, i, 1) < s.reboot_agents;
             let sends_boot_id = agent_draw(cfg.seed, i, 2) < s.boot_id_agents;
@@ -741,6 +756,7 @@ impl Fleet {
                         value: 0.0,
                     }
                 }),
+                max_series: cfg.series_per_batch.unwrap_or(usize::MAX),
             });
         }
 
@@ -894,7 +910,8 @@ impl Fleet {
         let mut estimated = forced_kinds.len() as u64;
         for a in &agents {
             let off: i64 = a.offline.iter().map(|(s, e)| e - s).sum();
-            let batches = ((dur - off).max(0) / b + 1) as f64;
+            let chunks = a.kinds.len().div_ceil(a.max_series).max(1);
+            let batches = ((dur - off).max(0) / b + 1) as f64 * chunks as f64;
             estimated += (batches * (1.0 + if a.future { 0.0 } else { extra })).round() as u64;
         }
         if dur == 0 {
@@ -946,12 +963,20 @@ impl Fleet {
                 return None;
             }
             let nominal = t0 + a.phase_send + k * b;
-            let send = nominal + uniform_i(&mut a.rng, 0, 2000.min(p / 2));
+            let send = nominal + uniform_i(&mut a.rng, 0, send_jitter_max(p));
             if let Some(&(_, e)) = a.offline.iter().find(|&&(s, e)| s <= send && send < e) {
                 a.collect_from = a.collect_from.max(e);
                 a.info_due = true;
                 k = div_ceil(e + p - t0 - a.phase_send, b).max(k + 1);
                 continue;
+            }
+            if self.cfg.aligned_batches {
+                // The batch holds the samples of its own interval only (after
+                // an offline episode: the latest N, not the whole gap).
+                a.collect_from = a.collect_from.max(send - b);
+                if base + div_ceil(a.collect_from - base, p).max(j) * p >= end {
+                    return None;
+                }
             }
             let delay = if a.rng.random::<f64>() < 0.02 {
                 uniform_i(&mut a.rng, 1500, 8000)
@@ -1050,6 +1075,9 @@ impl Fleet {
                 false
             });
         }
+        if a.batch.series.len() > a.max_series {
+            return self.regular_split(i, k, arrival, send, points, (lo, hi));
+        }
 
         let seq = a.next_seq;
         a.next_seq += 1;
@@ -1083,6 +1111,81 @@ impl Fleet {
             arrival_ms: arrival,
             key,
             payload,
+            expect,
+        }
+    }
+
+    /// The end of [`Fleet::regular`] for an agent with more series than
+    /// `series_per_batch`: the tick's points (already in the agent's
+    /// template) go out as several batches of at most that many series,
+    /// each with the next sequence number, all arriving at `arrival` (the
+    /// first is returned, the others are queued right behind it), each
+    /// labelled and eligible for extras like any regular batch.
+    fn regular_split(
+        &mut self,
+        i: usize,
+        k: i64,
+        arrival: i64,
+        send: i64,
+        points: u64,
+        (lo, hi): (i64, i64),
+    ) -> SimRecord {
+        let a = &mut self.agents[i];
+        let with_info = a.info_due || a.batches_sent.is_multiple_of(AGENT_INFO_EVERY);
+        let mut chunks: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+        for (c, part) in a.batch.series.chunks(a.max_series).enumerate() {
+            let b = TelemetryBatch {
+                tenant_id: a.batch.tenant_id.clone(),
+                agent_id: a.batch.agent_id.clone(),
+                seq: a.next_seq,
+                sent_at_ms: send + a.skew,
+                agent: (c == 0 && with_info).then(|| a.info.clone()),
+                boot_id: a.batch.boot_id,
+                series: part.to_vec(),
+            };
+            a.next_seq += 1;
+            let pts: u64 = part.iter().map(|s| s.timestamps_ms.len() as u64).sum();
+            let nf = part
+                .iter()
+                .flat_map(|s| &s.values)
+                .filter(|v| !v.is_finite())
+                .count() as u64;
+            chunks.push((b.encode_to_vec(), pts, nf));
+        }
+        a.batches_sent += 1;
+        a.info_due = false;
+        let expect = if a.future {
+            Expect::Future
+        } else {
+            if points > 0 {
+                a.max_ts = Some(a.max_ts.map_or(hi, |m| m.max(hi)));
+                a.first_ts = Some(a.first_ts.map_or(lo, |m| m.min(lo)));
+            }
+            a.max_seq = Some(a.next_seq - 1);
+            Expect::Accept
+        };
+        let key = a.id.clone();
+        let future = a.future;
+        self.truth.counts.add(expect, chunks[0].1, chunks[0].2);
+        for (payload, points, non_finite) in &chunks[1..] {
+            let ready = Ready {
+                payload: payload.clone(),
+                expect,
+                points: *points,
+                non_finite: *non_finite,
+            };
+            self.push(arrival, i, EventKind::Ready(Box::new(ready)));
+        }
+        let next = self.schedule_regular(i, k + 1, arrival);
+        if !future {
+            for (payload, points, nf) in &chunks {
+                self.extras(i, arrival, next, payload, *points, *nf);
+            }
+        }
+        SimRecord {
+            arrival_ms: arrival,
+            key,
+            payload: chunks.swap_remove(0).0,
             expect,
         }
     }
@@ -1291,6 +1394,7 @@ fn late_batch(a: &mut Agent, sent_e: i64, p: i64) -> Option<Ready> {
         }
         t += p;
     }
+    b.series.truncate(a.max_series);
     b.seq = a.next_seq;
     a.next_seq += 1;
     b.sent_at_ms = sent_e;
@@ -1312,6 +1416,7 @@ fn seq_too_old_batch(a: &mut Agent, sent_e: i64, batch_interval: i64) -> Option<
     }
     let mut b = a.batch.clone();
     b.agent = None;
+    b.series.truncate(a.max_series);
     let shift = back as i64 * batch_interval;
     for s in &mut b.series {
         for t in &mut s.timestamps_ms {
@@ -1353,6 +1458,7 @@ fn reject_batch(a: &mut Agent, why: &'static str, sent_e: i64, last: &[u8]) -> R
         _ => {
             let mut b = a.batch.clone();
             b.agent = None;
+            b.series.truncate(a.max_series);
             b.seq = a.next_seq;
             b.sent_at_ms = sent_e;
             malformed::mutate(why, &mut b, &mut a.rng);

@@ -162,7 +162,12 @@ fn two_hundred_agents_have_several_of_each_disk_scenario() {
 
 #[test]
 fn counters_match_the_emitted_records() {
-    let (recs, truth) = run(noisy(40, 2, 11));
+    check_counters(noisy(40, 2, 11));
+}
+
+/// The truth's counters equal a count of the records by label.
+fn check_counters(cfg: FleetConfig) {
+    let (recs, truth) = run(cfg);
     let mut by_kind: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     for r in &recs {
         let (points, nf) = match TelemetryBatch::decode(&r.payload[..]) {
@@ -207,7 +212,14 @@ fn counters_match_the_emitted_records() {
 #[test]
 fn labels_match_pipeline_semantics() {
     for seed in [5, 6] {
-        let (recs, truth) = run(noisy(60, 3, seed));
+        check_labels(noisy(60, 3, seed));
+    }
+}
+
+/// Replays the pipeline's semantics over `cfg`'s stream: every label holds.
+fn check_labels(cfg: FleetConfig) {
+    {
+        let (recs, truth) = run(cfg);
         // Per agent: max point ts of accepted batches, seen seqs, highest seq.
         let mut max_ts: HashMap<String, i64> = HashMap::new();
         let mut seen: HashMap<String, HashSet<u64>> = HashMap::new();
@@ -242,7 +254,8 @@ fn labels_match_pipeline_semantics() {
                     assert!(b.seq + PIPELINE_DEDUP_WINDOW > high.unwrap());
                 }
                 Expect::SeqTooOld => {
-                    assert!(!seqs.contains(&b.seq));
+                    // Delivered long before or never (an agent that sent
+                    // more than the window's batches): refused either way.
                     assert!(b.seq + PIPELINE_DEDUP_WINDOW < high.unwrap());
                 }
                 Expect::Accept | Expect::Late | Expect::Future => {
@@ -694,4 +707,138 @@ fn slow_collector_points_arrive_minutes_behind_the_fast_series() {
         behind_default * 2 > slow_points,
         "{behind_default} of {slow_points} behind"
     );
+}
+
+/// `noisy` with aligned batches of `n` points per series.
+fn aligned(n: i64, agents: usize, hours: i64, seed: u64) -> FleetConfig {
+    let mut cfg = noisy(agents, hours, seed);
+    cfg.batch_interval_ms = n * cfg.point_interval_ms;
+    cfg.aligned_batches = true;
+    cfg
+}
+
+/// Points per series of every `Accept` batch, grouped by agent in order;
+/// the slow collector's series (its own 5-minute cycle) are left out.
+fn accept_shapes(recs: &[SimRecord]) -> HashMap<String, Vec<Vec<usize>>> {
+    let mut by_agent: HashMap<String, Vec<Vec<usize>>> = HashMap::new();
+    for r in recs.iter().filter(|r| r.expect == Expect::Accept) {
+        let b = TelemetryBatch::decode(&r.payload[..]).unwrap();
+        let lens = b
+            .series
+            .iter()
+            .filter(|s| !s.metric.starts_with(SLOW_METRIC_PREFIX))
+            .map(|s| s.timestamps_ms.len())
+            .collect();
+        by_agent.entry(b.agent_id).or_default().push(lens);
+    }
+    by_agent
+}
+
+/// The agent tick: with aligned batches of one point, every accepted batch
+/// carries exactly one point per series (after offline episodes too), and
+/// the labels and counters still hold.
+#[test]
+fn aligned_batches_carry_exactly_n_points_per_series() {
+    let cfg = aligned(1, 40, 3, 21);
+    let (recs, truth) = run(cfg.clone());
+    let shapes = accept_shapes(&recs);
+    assert_eq!(
+        shapes.len(),
+        40 - truth.skewed.iter().filter(|s| s.future).count()
+    );
+    let batches: usize = shapes.values().map(Vec::len).sum();
+    // About one batch per agent per 10 s over 3 h, less offline time.
+    assert!(batches > 30 * 1080, "{batches} accepted batches");
+    for (agent, v) in &shapes {
+        for lens in v {
+            assert!(lens.len() >= 6, "{agent}: {lens:?}");
+            assert!(lens.iter().all(|&n| n == 1), "{agent}: {lens:?}");
+        }
+    }
+    assert!(truth.offline.len() >= 5, "offline episodes exercised");
+    check_labels(cfg.clone());
+    check_counters(cfg);
+
+    // Three points per series: all but an agent's last batch (cut by the
+    // end of the range) hold exactly three.
+    let (recs, _) = run(aligned(3, 30, 2, 22));
+    for (agent, v) in accept_shapes(&recs) {
+        let (last, rest) = v.split_last().unwrap();
+        assert!(last.iter().all(|&n| (1..=3).contains(&n)), "{agent}");
+        for lens in rest {
+            assert!(lens.iter().all(|&n| n == 3), "{agent}: {lens:?}");
+        }
+    }
+    check_labels(aligned(3, 30, 2, 23));
+}
+
+/// Split batches: at most `series_per_batch` series in each (the
+/// deliberate oversized faults aside), each part with its own
+/// sequence number, the parts of a tick arriving together and together
+/// holding every series of the agent; labels and counters hold.
+#[test]
+fn series_per_batch_splits_each_tick() {
+    let mut cfg = aligned(1, 40, 2, 31);
+    cfg.series_per_batch = Some(3);
+    let (recs, truth) = run(cfg.clone());
+    let mut ticks: HashMap<(String, i64), (usize, usize)> = HashMap::new();
+    // Agents with a slow collector carry its series in every tick too.
+    let mut slow: HashSet<String> = HashSet::new();
+    for r in &recs {
+        if let Expect::Reject(why) = r.expect {
+            if why == reason::DECODE || reason::OVERSIZED.contains(&why) {
+                continue;
+            }
+        }
+        let b = TelemetryBatch::decode(&r.payload[..]).unwrap();
+        assert!(
+            b.series.len() <= 3,
+            "{:?}: {} series",
+            r.expect,
+            b.series.len()
+        );
+        if r.expect == Expect::Accept {
+            if b.series
+                .iter()
+                .any(|s| s.metric.starts_with(SLOW_METRIC_PREFIX))
+            {
+                slow.insert(r.key.clone());
+            }
+            let e = ticks.entry((r.key.clone(), r.arrival_ms)).or_default();
+            e.0 += 1;
+            e.1 += b.series.len();
+        }
+    }
+    let series: HashMap<&str, usize> = truth
+        .agents
+        .iter()
+        .map(|a| (a.agent.as_str(), 4 + a.mounts.len() + a.services.len()))
+        .collect();
+    for ((agent, at), (parts, n)) in &ticks {
+        let want = series[agent.as_str()] + usize::from(slow.contains(agent));
+        assert_eq!(*n, want, "{agent} at {at}");
+        assert_eq!(*parts, n.div_ceil(3), "{agent} at {at}");
+    }
+    check_labels(cfg.clone());
+    check_counters(cfg);
+    // Without a limit above the agents' series count, nothing changes.
+    let mut wide = small(10, 1, 3);
+    wide.series_per_batch = Some(100);
+    assert_eq!(run(wide).0, run(small(10, 1, 3)).0);
+}
+
+#[test]
+fn batch_shape_config_is_validated() {
+    let mut c = small(5, 1, 1);
+    c.aligned_batches = true;
+    c.batch_interval_ms = 25_000;
+    let e = c.validate().unwrap_err();
+    assert!(e.problems[0].contains("multiple"), "{e}");
+    assert_eq!(c.normalized().batch_interval_ms, 30_000);
+    c.batch_interval_ms = 30_000;
+    c.series_per_batch = Some(0);
+    let e = c.validate().unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert!(e.problems[0].contains("series_per_batch"), "{e}");
+    assert_eq!(c.normalized().series_per_batch, Some(1));
 }

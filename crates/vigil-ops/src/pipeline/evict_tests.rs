@@ -501,6 +501,10 @@ fn state_is_flat_under_churn() {
         ));
     }
     let seen = p.stats().agents as usize;
+    eprintln!(
+        "churn {per_hour} agents/hour, per hour (agent slots, series, keys, tenant series, \
+         detector states + free trend slots): {sizes:?}"
+    );
     assert_eq!(seen, (24 * per_hour) as usize);
     let settled = sizes[5];
     for (h, s) in sizes.iter().enumerate().skip(5) {

@@ -13,6 +13,12 @@
 //! Also reported: batches per second, bytes of operator state per series
 //! (allocator-counted, after stage 2) and the peak RSS.
 //!
+//! Without an explicit batch shape (`--points-per-batch`,
+//! `--series-per-batch`) every stage runs over two fleets that differ only
+//! in how agents batch: `tick`, one point per series per batch (what real
+//! RMM agents send), and `batch`, the simulator's default of a batch every
+//! 60 s (about 6 points per series, ~48 points per batch).
+//!
 //! With `--brokers`, the same fleet goes through a real broker and the
 //! real worker instead: see [`brokers`].
 
@@ -106,34 +112,44 @@ fn raw_decode<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     records.into_iter().map(|r| points_of(&mut b, r)).sum()
 }
 
-/// Runs `vigil bench`.
-pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
-    if a.brokers.is_some() {
-        return brokers::run(config, &a);
-    }
-    let mut settings = Settings::load(config)?;
-    settings.storage.parquet.sync = false;
-    let rules = settings.load_rules(None)?;
-    let fleet_cfg = a.fleet.fleet_config()?;
-    println!(
-        "vigil bench: {} agents, {:.1} h, seed {}; best of {} runs per stage; one thread",
-        fleet_cfg.agents,
-        fleet_cfg.duration_ms as f64 / 3.6e6,
-        fleet_cfg.seed,
-        a.runs
-    );
+/// One batch shape's figures.
+struct ShapeRun {
+    /// `tick` or `batch` (or `given` for an explicit shape).
+    name: &'static str,
+    records: usize,
+    bytes: usize,
+    points: u64,
+    /// (stage, points per second, seconds of the best run).
+    stages: [(&'static str, f64, f64); 3],
+    /// Operator state after the chain (bytes), series and agents.
+    state_bytes: usize,
+    series: u64,
+    agents: u64,
+    aggregate_rows: u64,
+    alert_rows: u64,
+    files: u64,
+}
+
+/// Runs the three stages over one generated fleet.
+fn bench_shape(
+    name: &'static str,
+    settings: &Settings,
+    rules: &std::sync::Arc<vigil_ops::rules::RuleSet>,
+    fleet_cfg: vigil_sim::FleetConfig,
+    runs: u32,
+) -> Result<ShapeRun> {
     let records: Vec<Vec<u8>> = Fleet::new(fleet_cfg).map(|r| r.payload).collect();
     let bytes: usize = records.iter().map(Vec::len).sum();
 
     // 1. Raw decode.
-    let (t_decode, points) = best(a.runs, || Ok(raw_decode(records.iter().map(Vec::as_slice))))?;
+    let (t_decode, points) = best(runs, || Ok(raw_decode(records.iter().map(Vec::as_slice))))?;
 
     // 2. Operator chain, no I/O; state measured after the last run.
     let mut cfg = settings.pipeline.clone();
     cfg.clock = ClockMode::Replay;
     let mut state_bytes = 0usize;
     let mut series = 0u64;
-    let (t_chain, stats) = best(a.runs, || {
+    let (t_chain, stats) = best(runs, || {
         let before = crate::alloc::allocated();
         let mut p =
             Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
@@ -154,8 +170,8 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
 
     // 3. End to end into Parquet.
     let dir = tempfile_dir()?;
-    let (t_e2e, summary) = best(a.runs, || {
-        let mut r = Replay::new(&settings, dir.path(), "bench", rules.clone())?;
+    let (t_e2e, summary) = best(runs, || {
+        let mut r = Replay::new(settings, dir.path(), "bench", rules.clone())?;
         for rec in &records {
             r.push(rec)?;
         }
@@ -163,54 +179,133 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     })?;
 
     let rate = |n: u64, t: f64| n as f64 / t;
-    let decode_rate = rate(points, t_decode);
-    let chain_rate = rate(stats.points_in, t_chain);
-    let e2e_rate = rate(summary.stats.points_in, t_e2e);
+    Ok(ShapeRun {
+        name,
+        records: records.len(),
+        bytes,
+        points,
+        stages: [
+            ("raw protobuf decode", rate(points, t_decode), t_decode),
+            (
+                "operator chain (no I/O)",
+                rate(stats.points_in, t_chain),
+                t_chain,
+            ),
+            (
+                "end to end (Parquet)",
+                rate(summary.stats.points_in, t_e2e),
+                t_e2e,
+            ),
+        ],
+        state_bytes,
+        series,
+        agents: stats.agents,
+        aggregate_rows: summary.aggregate_rows,
+        alert_rows: summary.alert_rows,
+        files: summary.files,
+    })
+}
+
+/// Runs `vigil bench`.
+pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
+    if a.brokers.is_some() {
+        return brokers::run(config, &a);
+    }
+    let mut settings = Settings::load(config)?;
+    settings.storage.parquet.sync = false;
+    let rules = settings.load_rules(None)?;
+    // Without an explicit shape: the agent tick (one point per series per
+    // batch) and the default larger batches, one after the other.
+    let shapes: Vec<(&'static str, vigil_sim::FleetConfig)> = if a.fleet.shape_given() {
+        vec![("given", a.fleet.fleet_config()?)]
+    } else {
+        vec![
+            ("tick", a.fleet.fleet_config_shaped(Some(1))?),
+            ("batch", a.fleet.fleet_config_shaped(None)?),
+        ]
+    };
+    let first = &shapes[0].1;
     println!(
-        "records {} ({:.1} MB), points {}",
-        records.len(),
-        bytes as f64 / 1e6,
-        points
+        "vigil bench: {} agents, {:.1} h, seed {}, a point every {}; best of {} runs per stage; one thread",
+        first.agents,
+        first.duration_ms as f64 / 3.6e6,
+        first.seed,
+        humantime::format_duration(a.fleet.point_interval),
+        a.runs
     );
+    let mut done = Vec::new();
+    for (name, cfg) in shapes {
+        println!("{name:<6} {}", FleetArgs::shape_label(&cfg));
+        done.push(bench_shape(name, &settings, &rules, cfg, a.runs)?);
+    }
+    print_report(&done);
+    Ok(())
+}
+
+/// Prints the shapes' figures: one table of the inputs, one of the stages.
+fn print_report(done: &[ShapeRun]) {
     println!();
-    println!("stage                      points/s   batches/s   vs raw decode");
-    for (name, r, t) in [
-        ("raw protobuf decode", decode_rate, t_decode),
-        ("operator chain (no I/O)", chain_rate, t_chain),
-        ("end to end (Parquet)", e2e_rate, t_e2e),
-    ] {
+    println!("shape       records        points   points/batch       MB   state bytes/series");
+    for s in done {
+        let state = if s.state_bytes > 0 && s.series > 0 {
+            format!("{:.0}", s.state_bytes as f64 / s.series as f64)
+        } else {
+            "not measured".to_string()
+        };
         println!(
-            "{name:<24} {:>10.2} M {:>10.0}   {:>6.1} %",
-            r / 1e6,
-            records.len() as f64 / t,
-            100.0 * r / decode_rate
+            "{:<6} {:>12} {:>13} {:>14.1} {:>8.1}   {state:>18}",
+            s.name,
+            s.records,
+            s.points,
+            s.points as f64 / s.records.max(1) as f64,
+            s.bytes as f64 / 1e6,
         );
     }
     println!();
-    if state_bytes > 0 && series > 0 {
+    println!("shape  stage                      points/s    batches/s   vs raw decode");
+    for s in done {
+        let decode_rate = s.stages[0].1;
+        for (stage, r, t) in s.stages {
+            println!(
+                "{:<6} {stage:<24} {:>10.2} M {:>12.0}   {:>6.1} %",
+                s.name,
+                r / 1e6,
+                s.records as f64 / t,
+                100.0 * r / decode_rate
+            );
+        }
+    }
+    println!();
+    for s in done {
+        if s.state_bytes > 0 && s.series > 0 {
+            println!(
+                "{:<6} operator state {:.1} MB for {} series of {} agents: {:.0} bytes per series \
+                 (open windows, dedup state, detector and alert state)",
+                s.name,
+                s.state_bytes as f64 / 1e6,
+                s.series,
+                s.agents,
+                s.state_bytes as f64 / s.series as f64
+            );
+        } else {
+            println!(
+                "{:<6} operator state not measured (the counting allocator is installed only in the vigil binary)",
+                s.name
+            );
+        }
         println!(
-            "operator state           {:.1} MB for {} series of {} agents: {:.0} bytes per series \
-             (open windows, dedup bitmaps, detector and alert state)",
-            state_bytes as f64 / 1e6,
-            series,
-            stats.agents,
-            state_bytes as f64 / series as f64
+            "{:<6} parquet        {} aggregate rows, {} alert rows, {} files",
+            s.name, s.aggregate_rows, s.alert_rows, s.files
         );
-    } else {
-        println!("operator state           not measured (the counting allocator is installed only in the vigil binary)");
     }
     if let Some(rss) = crate::alloc::peak_rss() {
+        let held = done.iter().map(|s| s.bytes).max().unwrap_or(0);
         println!(
-            "peak RSS                 {:.0} MB (includes the records held in memory: {:.0} MB)",
+            "peak RSS {:.0} MB (includes the records of one shape held in memory: up to {:.0} MB)",
             rss as f64 / 1e6,
-            bytes as f64 / 1e6
+            held as f64 / 1e6
         );
     }
-    println!(
-        "parquet                  {} aggregate rows, {} alert rows, {} files",
-        summary.aggregate_rows, summary.alert_rows, summary.files
-    );
-    Ok(())
 }
 
 fn tempfile_dir() -> Result<TempDir> {

@@ -29,11 +29,57 @@ pub struct FleetArgs {
     /// Start of event time, ms since the Unix epoch (default 2026-11-02T00:00:00Z).
     #[arg(long, env = "VIGIL_SIM_START_MS")]
     pub start_ms: Option<i64>,
+    /// Sampling interval of every series, e.g. `10s`, `1m`, `500ms` (whole
+    /// milliseconds).
+    #[arg(long, default_value = "10s", value_parser = parse_interval, env = "VIGIL_SIM_POINT_INTERVAL")]
+    pub point_interval: std::time::Duration,
+    /// Batch shape: every batch carries exactly N points per series (an
+    /// agent sends every N samples: the batch interval is N × the point
+    /// interval); 1 is the agent tick real RMM agents send. Default: a
+    /// batch every 60 s whose point count per series drifts around 60 s /
+    /// the point interval (5 to 7 at 10 s), about 48 points per batch.
+    /// `vigil bench` without a shape option measures both 1 and the
+    /// default; with one, only the shape given.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "VIGIL_SIM_POINTS_PER_BATCH")]
+    pub points_per_batch: Option<u32>,
+    /// Batch shape: at most N series per batch. An agent with more series
+    /// (they have 6 to 9) sends each batch as several, each with its own
+    /// sequence number, at the same time. Default: all of an agent's
+    /// series in one batch.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "VIGIL_SIM_SERIES_PER_BATCH")]
+    pub series_per_batch: Option<u32>,
+}
+
+/// Parses a `--point-interval` (humantime syntax, at least 1 ms, whole ms).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10s, 1m, 500ms)"))?;
+    if d < std::time::Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err("must be a whole number of milliseconds".into());
+    }
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err("must be at most 1 day".into());
+    }
+    Ok(d)
 }
 
 impl FleetArgs {
     /// The simulator configuration these options describe.
     pub fn fleet_config(&self) -> Result<FleetConfig> {
+        self.fleet_config_shaped(self.points_per_batch)
+    }
+
+    /// Whether a batch shape (`--points-per-batch`, `--series-per-batch`)
+    /// was given explicitly.
+    pub fn shape_given(&self) -> bool {
+        self.points_per_batch.is_some() || self.series_per_batch.is_some()
+    }
+
+    /// The simulator configuration these options describe, with
+    /// `points_per_batch` in place of `--points-per-batch`.
+    pub fn fleet_config_shaped(&self, points_per_batch: Option<u32>) -> Result<FleetConfig> {
         let mut c = FleetConfig {
             agents: self.agents,
             tenants: self.tenants,
@@ -44,9 +90,48 @@ impl FleetArgs {
         if let Some(s) = self.start_ms {
             c.start_ms = s;
         }
+        c.point_interval_ms = i64::try_from(self.point_interval.as_millis())
+            .context("--point-interval is too long")?;
+        if let Some(n) = points_per_batch {
+            c.batch_interval_ms = c.point_interval_ms * i64::from(n);
+            c.aligned_batches = true;
+        } else {
+            anyhow::ensure!(
+                c.point_interval_ms <= c.batch_interval_ms,
+                "--point-interval {} is longer than the default batch interval of 60s: \
+                 give --points-per-batch too",
+                humantime::format_duration(self.point_interval)
+            );
+        }
+        c.series_per_batch = self.series_per_batch.map(|n| n as usize);
         c.validate()
             .map_err(|e| anyhow::anyhow!("invalid fleet: {e}"))?;
         Ok(c)
+    }
+
+    /// A short description of the batch shape, e.g. `1 point per series
+    /// per batch, every 10s`.
+    pub fn shape_label(cfg: &FleetConfig) -> String {
+        let every = humantime::format_duration(std::time::Duration::from_millis(
+            cfg.batch_interval_ms.max(0) as u64,
+        ));
+        let points = if cfg.aligned_batches {
+            let n = cfg.batch_interval_ms / cfg.point_interval_ms.max(1);
+            format!(
+                "{n} point{} per series per batch",
+                if n == 1 { "" } else { "s" }
+            )
+        } else {
+            format!(
+                "about {} points per series per batch",
+                cfg.batch_interval_ms / cfg.point_interval_ms.max(1)
+            )
+        };
+        let series = match cfg.series_per_batch {
+            Some(s) => format!(", at most {s} series per batch"),
+            None => String::new(),
+        };
+        format!("{points}{series}, a batch every {every} per agent")
     }
 }
 

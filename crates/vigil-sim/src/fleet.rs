@@ -190,6 +190,24 @@ struct SlowCollector {
     value: f64,
 }
 
+impl Agent {
+    /// The label of a regular tick of this agent holding `points` points
+    /// between `lo` and `hi`, whose last batch has `last_seq`; an accepted
+    /// tick moves the agent's truth (greatest and least timestamp, highest
+    /// delivered seq).
+    fn delivered(&mut self, points: u64, (lo, hi): (i64, i64), last_seq: u64) -> Expect {
+        if self.future {
+            return Expect::Future;
+        }
+        if points > 0 {
+            self.max_ts = Some(self.max_ts.map_or(hi, |m| m.max(hi)));
+            self.first_ts = Some(self.first_ts.map_or(lo, |m| m.min(lo)));
+        }
+        self.max_seq = Some(last_seq);
+        Expect::Accept
+    }
+}
+
 /// A uniform draw in [0, 1) for agent `i`, from the seed alone (no RNG
 /// stream is advanced, so fleets without the feature are unchanged).
 fn agent_draw(seed: u64, i: usize, salt: u64) -> f64 {
@@ -1090,16 +1108,7 @@ impl Fleet {
         a.batch.agent = None;
         a.batches_sent += 1;
         a.info_due = false;
-        let expect = if a.future {
-            Expect::Future
-        } else {
-            if points > 0 {
-                a.max_ts = Some(a.max_ts.map_or(hi, |m| m.max(hi)));
-                a.first_ts = Some(a.first_ts.map_or(lo, |m| m.min(lo)));
-            }
-            a.max_seq = Some(seq);
-            Expect::Accept
-        };
+        let expect = a.delivered(points, (lo, hi), seq);
         let key = a.id.clone();
         let future = a.future;
         self.truth.counts.add(expect, points, nf);
@@ -1154,16 +1163,7 @@ impl Fleet {
         }
         a.batches_sent += 1;
         a.info_due = false;
-        let expect = if a.future {
-            Expect::Future
-        } else {
-            if points > 0 {
-                a.max_ts = Some(a.max_ts.map_or(hi, |m| m.max(hi)));
-                a.first_ts = Some(a.first_ts.map_or(lo, |m| m.min(lo)));
-            }
-            a.max_seq = Some(a.next_seq - 1);
-            Expect::Accept
-        };
+        let expect = a.delivered(points, (lo, hi), a.next_seq - 1);
         let key = a.id.clone();
         let future = a.future;
         self.truth.counts.add(expect, chunks[0].1, chunks[0].2);

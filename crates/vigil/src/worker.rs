@@ -108,7 +108,15 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// events pending after a rule change; exact window sums (each open window
 /// carries its exact sum; aggregates carry their exact mean) and the
 /// replay clock's per-agent votes; per-boot dedup windows and content tags.
-const CHECKPOINT_FORMAT: u32 = 4;
+/// 5: state that ends (free agent slots, vacant series slots, each idle
+/// series' last window, the series sweep time, eviction counters), the
+/// `agent_limit` counter, slow-collector frontiers (idle floor, greatest
+/// timestamp at the last advance). Format 4 restores too: every added
+/// field has a default (docs/semantics.md "State that ends").
+const CHECKPOINT_FORMAT: u32 = 5;
+
+/// Checkpoint formats this Vigil restores.
+const READS_FORMATS: std::ops::RangeInclusive<u32> = 4..=CHECKPOINT_FORMAT;
 
 /// A partition checkpoint as written (borrows the pipeline).
 #[derive(Serialize)]
@@ -162,14 +170,16 @@ impl CheckpointHook {
         let path = self.store.path(topic, partition);
         let h: CheckpointHeader = serde_json::from_reader(reader)
             .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
-        if h.format != CHECKPOINT_FORMAT {
+        if !READS_FORMATS.contains(&h.format) {
             bail!(
-                "checkpoint {} has format {}, this Vigil reads format {CHECKPOINT_FORMAT}: \
+                "checkpoint {} has format {}, this Vigil reads formats {} to {}: \
                  finish the partition with the Vigil that wrote it, or delete the file to \
                  restart the partition from the group's committed offset with empty state \
                  (windows open at that offset lose their earlier points)",
                 path.display(),
-                h.format
+                h.format,
+                READS_FORMATS.start(),
+                READS_FORMATS.end()
             );
         }
         if h.topic != topic || h.partition != partition {
@@ -1216,7 +1226,8 @@ mod tests {
         h.store.save("t", 0, old).unwrap();
         let e = format!("{:#}", h.load("t", 0).err().unwrap());
         assert!(
-            e.contains("format 2") && e.contains(&format!("reads format {CHECKPOINT_FORMAT}")),
+            e.contains("format 2")
+                && e.contains(&format!("reads formats 4 to {CHECKPOINT_FORMAT}")),
             "{e}"
         );
 
@@ -1239,6 +1250,13 @@ mod tests {
             .unwrap();
         let r = h.load("t", 1).unwrap().unwrap();
         assert_eq!(r.next_offset, 7);
+        // The previous format restores too (its added fields default).
+        let mut v = serde_json::to_value(&out).unwrap();
+        v["format"] = 4.into();
+        h.store
+            .save("t", 1, &serde_json::to_vec(&v).unwrap())
+            .unwrap();
+        assert_eq!(h.load("t", 1).unwrap().unwrap().next_offset, 7);
     }
 
     /// Worker tests against librdkafka's mock cluster (in process, no

@@ -510,7 +510,7 @@ impl AgentWindows {
     /// agent's lateness)?
     #[inline]
     pub fn is_late(&self, ts: i64) -> bool {
-        self.spec.end_of(ts) <= self.frontier
+        self.is_late_for(ts, 0)
     }
 
     /// Would a point at `ts` of a series allowed `extra_ms` more lateness
@@ -526,16 +526,19 @@ impl AgentWindows {
     /// an idle close.
     #[inline]
     pub fn frontier_for(&self, extra_ms: i64) -> i64 {
-        if extra_ms == 0 {
-            return self.frontier;
+        self.frontiers().of(extra_ms)
+    }
+
+    /// What the frontier of every lateness class derives from, copied out
+    /// (a close computes it while it updates the series).
+    #[inline]
+    fn frontiers(&self) -> Frontiers {
+        Frontiers {
+            spec: self.spec,
+            frontier: self.frontier,
+            adv_max: self.adv_max,
+            idle_floor: self.idle_floor,
         }
-        let Some(max_ts) = self.adv_max.get() else {
-            return self.frontier;
-        };
-        let wm = max_ts
-            .saturating_sub(self.spec.lateness_ms)
-            .saturating_sub(extra_ms);
-        self.spec.start_of(wm).max(self.idle_floor)
     }
 
     /// Merges one point into its window. Returns `false` (and changes
@@ -685,25 +688,11 @@ impl AgentWindows {
         }
         let size = self.spec.size_ms;
         // Each series closes by the frontier of its lateness class (the
-        // agent's for almost all; one computation per class change).
-        let mut class = (0i64, self.frontier);
-        let frontiers: Vec<i64> = if self.slow == 0 {
-            Vec::new()
-        } else {
-            self.series
-                .iter()
-                .map(|s| {
-                    let e = s.key.extra_lateness_ms();
-                    if e != class.0 {
-                        class = (e, self.frontier_for(e));
-                    }
-                    class.1
-                })
-                .collect()
+        // agent's, a field read, for all but slow collectors' series).
+        let fr = self.frontiers();
+        let closed_at = |key: &SeriesKey, start: i64| {
+            start.saturating_add(size) <= fr.of(key.extra_lateness_ms())
         };
-        let frontier = self.frontier;
-        let frontier_of = |i: usize| frontiers.get(i).copied().unwrap_or(frontier);
-        let closed_at = |i: usize, start: i64| start.saturating_add(size) <= frontier_of(i);
         let wide = &self.wide;
         let mut emit =
             |out: &mut Vec<WindowAggregate>, i: usize, s: &SeriesSlot, w: &OpenWindow| {
@@ -723,11 +712,11 @@ impl AgentWindows {
         let before = out.len();
         if self.extra.is_empty() {
             for (i, s) in self.series.iter_mut().enumerate() {
-                if !s.open[0].is_open() || !closed_at(i, s.open[0].start) {
+                if !s.open[0].is_open() || !closed_at(&s.key, s.open[0].start) {
                     continue;
                 }
                 emit(out, i, s, &s.open[0]);
-                if s.open[1].is_open() && closed_at(i, s.open[1].start) {
+                if s.open[1].is_open() && closed_at(&s.key, s.open[1].start) {
                     emit(out, i, s, &s.open[1]);
                     s.open = [idle_since(s.open[1].start), OpenWindow::EMPTY];
                 } else if s.open[1].is_open() {
@@ -749,7 +738,10 @@ impl AgentWindows {
                 while let Some((_, w)) = rest.next_if(|(j, _)| *j as usize == i) {
                     seq.push(*w);
                 }
-                let n = seq.iter().take_while(|w| closed_at(i, w.start)).count();
+                let n = seq
+                    .iter()
+                    .take_while(|w| closed_at(&s.key, w.start))
+                    .count();
                 for w in &seq[..n] {
                     emit(out, i, s, w);
                 }
@@ -774,8 +766,9 @@ impl AgentWindows {
         let n = out.len() - before;
         self.open_windows -= n as u32;
         if !self.wide.is_empty() {
+            let series = &self.series;
             self.wide
-                .retain(|slot, start| !closed_at(slot as usize, start));
+                .retain(|slot, start| !closed_at(&series[slot as usize].key, start));
         }
         n
     }
@@ -877,6 +870,34 @@ fn idle_since(start: i64) -> OpenWindow {
     OpenWindow {
         start,
         agg: OpenAgg::EMPTY,
+    }
+}
+
+/// The inputs of [`AgentWindows::frontier_for`]: the agent's frontier, and
+/// for slower classes its greatest timestamp as of the last advance and
+/// the last idle close.
+#[derive(Clone, Copy)]
+struct Frontiers {
+    spec: WindowSpec,
+    frontier: i64,
+    adv_max: OptMs,
+    idle_floor: i64,
+}
+
+impl Frontiers {
+    /// The frontier of the class allowed `extra_ms` more lateness.
+    #[inline]
+    fn of(&self, extra_ms: i64) -> i64 {
+        if extra_ms == 0 {
+            return self.frontier;
+        }
+        let Some(max_ts) = self.adv_max.get() else {
+            return self.frontier;
+        };
+        let wm = max_ts
+            .saturating_sub(self.spec.lateness_ms)
+            .saturating_sub(extra_ms);
+        self.spec.start_of(wm).max(self.idle_floor)
     }
 }
 

@@ -967,9 +967,8 @@ impl Pipeline {
                         ),
                         _ => format!(
                             "window already closed (frontier {} for the series' lateness {} ms)",
-                            st.windows.frontier_for(cfg.extra_lateness_ms(&s.metric)),
-                            cfg.allowed_lateness.as_millis() as i64
-                                + cfg.extra_lateness_ms(&s.metric)
+                            st.windows.frontier_for(extra),
+                            cfg.allowed_lateness.as_millis() as i64 + extra
                         ),
                     };
                     out.rejected.push(Rejected {
@@ -1167,10 +1166,7 @@ impl Pipeline {
             self.keys.release_unused();
         }
         if evicted {
-            out.alerts[before..].sort_by(|a, b| {
-                (&a.tenant, &a.agent, &a.metric, &a.labels, &a.rule)
-                    .cmp(&(&b.tenant, &b.agent, &b.metric, &b.labels, &b.rule))
-            });
+            crate::detect::sort_by_subject(&mut out.alerts[before..]);
         }
     }
 

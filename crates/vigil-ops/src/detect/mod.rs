@@ -215,6 +215,48 @@ fn series_subject<'a>(
     }
 }
 
+/// The `resolved` event, for `reason`, of the incident a series'
+/// threshold state holds (none unless firing): at the end of the last
+/// window the rule saw.
+fn close_threshold(
+    meta: &SeriesMeta,
+    rule: &ThresholdRule,
+    st: &ThresholdState,
+    rules: &RuleSet,
+    reason: ResolveReason,
+) -> Option<AlertEvent> {
+    let started = st.firing_since.get()?;
+    Some(
+        series_subject(meta, &rule.name, DetectorKind::Threshold, rule.severity).retired(
+            rules,
+            started,
+            st.last_end_ms.get().unwrap_or(started),
+            reason,
+            Some(rule.value),
+        ),
+    )
+}
+
+/// As [`close_threshold`], for a series' trend state.
+fn close_trend(
+    meta: &SeriesMeta,
+    rule: &TrendRule,
+    st: &TrendState,
+    rules: &RuleSet,
+    reason: ResolveReason,
+) -> Option<AlertEvent> {
+    let started = st.firing_since.get()?;
+    Some(
+        series_subject(meta, &rule.name, DetectorKind::Trend, rule.severity).retired(
+            rules,
+            started,
+            st.last_end_ms.get().unwrap_or(started),
+            reason,
+            Some(rule.limit),
+        ),
+    )
+}
+
 /// What a caller that keeps its own series handles and agent liveness
 /// (a pipeline) lends to [`DetectorEngine::attach_rules_with`].
 pub trait Holdings {
@@ -394,10 +436,7 @@ impl DetectorEngine {
             self.free_trend.clear();
             retired.append(&mut next.retired);
         }
-        retired.sort_by(|a, b| {
-            (&a.tenant, &a.agent, &a.metric, &a.labels, &a.rule)
-                .cmp(&(&b.tenant, &b.agent, &b.metric, &b.labels, &b.rule))
-        });
+        sort_by_subject(&mut retired);
         out.append(&mut retired);
     }
 
@@ -472,7 +511,6 @@ impl DetectorEngine {
         };
         let old = self.sets.get(h.set as usize);
         let mut nh = DetHandle::NONE;
-        let subject = |name, kind, severity| series_subject(meta, name, kind, severity);
         // Threshold: move the series' non-idle states to the new rule
         // indexes; retire the firing ones of edited or removed rules.
         if let Some(old) = old {
@@ -491,24 +529,18 @@ impl DetectorEngine {
                         continue;
                     }
                 }
-                let (Some(started), Some(rule)) =
-                    (st.firing_since.get(), next.old.threshold.get(r as usize))
-                else {
+                let Some(rule) = next.old.threshold.get(r as usize) else {
                     continue;
                 };
+                if st.firing_since.is_none() {
+                    continue;
+                }
                 let reason = retire_reason(
                     &rule.name,
                     self.rules.threshold.iter().map(|n| n.name.as_str()),
                 );
-                next.retired.push(
-                    subject(&rule.name, DetectorKind::Threshold, rule.severity).retired(
-                        &self.rules,
-                        started,
-                        st.last_end_ms.get().unwrap_or(started),
-                        reason,
-                        Some(rule.value),
-                    ),
-                );
+                next.retired
+                    .extend(close_threshold(meta, rule, st, &self.rules, reason));
             }
         }
         // Trend: new slots, each with the old state of its rule when that
@@ -523,22 +555,16 @@ impl DetectorEngine {
                     carried[nk] = Some(st);
                     continue;
                 }
-                let (Some(started), Some(rule)) =
-                    (st.firing_since.get(), next.old.trend.get(r as usize))
-                else {
+                let Some(rule) = next.old.trend.get(r as usize) else {
                     continue;
                 };
+                if st.firing_since.is_none() {
+                    continue;
+                }
                 let reason =
                     retire_reason(&rule.name, self.rules.trend.iter().map(|n| n.name.as_str()));
-                next.retired.push(
-                    subject(&rule.name, DetectorKind::Trend, rule.severity).retired(
-                        &self.rules,
-                        started,
-                        st.last_end_ms.get().unwrap_or(started),
-                        reason,
-                        Some(rule.limit),
-                    ),
-                );
+                next.retired
+                    .extend(close_trend(meta, rule, st, &self.rules, reason));
             }
         }
         if !set.trend.is_empty() {
@@ -611,41 +637,24 @@ impl DetectorEngine {
             let Some(st) = self.threshold.remove(&(uid, r)) else {
                 continue;
             };
-            let (Some(started), Some(rule)) =
-                (st.firing_since.get(), rules.threshold.get(r as usize))
-            else {
-                continue;
-            };
-            out.push(
-                series_subject(meta, &rule.name, DetectorKind::Threshold, rule.severity).retired(
+            if let Some(rule) = rules.threshold.get(r as usize) {
+                out.extend(close_threshold(
+                    meta,
+                    rule,
+                    &st,
                     rules,
-                    started,
-                    st.last_end_ms.get().unwrap_or(started),
                     ResolveReason::Stale,
-                    Some(rule.value),
-                ),
-            );
+                ));
+            }
         }
         if !set.trend.is_empty() {
             let at = h.trend as usize;
             if let Some(states) = self.trend.get_mut(at..at + set.trend.len()) {
                 for (&r, st) in set.trend.iter().zip(states.iter_mut()) {
                     let old = std::mem::take(st);
-                    let (Some(started), Some(rule)) =
-                        (old.firing_since.get(), rules.trend.get(r as usize))
-                    else {
-                        continue;
-                    };
-                    out.push(
-                        series_subject(meta, &rule.name, DetectorKind::Trend, rule.severity)
-                            .retired(
-                                rules,
-                                started,
-                                old.last_end_ms.get().unwrap_or(started),
-                                ResolveReason::Stale,
-                                Some(rule.limit),
-                            ),
-                    );
+                    if let Some(rule) = rules.trend.get(r as usize) {
+                        out.extend(close_trend(meta, rule, &old, rules, ResolveReason::Stale));
+                    }
                 }
                 if let Ok(n) = u16::try_from(set.trend.len()) {
                     self.free_trend.entry(n).or_default().push(h.trend);
@@ -920,6 +929,15 @@ fn tick_offline<'a>(
         out.extend(offline::check(rule, rules, now_ms, tenant, agent, st));
     }
     out[from..].sort_unstable_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
+}
+
+/// Orders events by subject: (tenant, agent, metric, labels, rule), the
+/// order of the events a rule change or an eviction closes.
+pub(crate) fn sort_by_subject(events: &mut [AlertEvent]) {
+    events.sort_by(|a, b| {
+        (&a.tenant, &a.agent, &a.metric, &a.labels, &a.rule)
+            .cmp(&(&b.tenant, &b.agent, &b.metric, &b.labels, &b.rule))
+    });
 }
 
 /// The index of `set` in `sets`, adding it when new.

@@ -104,3 +104,12 @@ pub fn alert_schema() -> jsonschema::Validator {
     .unwrap();
     jsonschema::validator_for(&schema).unwrap()
 }
+
+/// A TCP port free on 127.0.0.1 right now (for a test's own server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

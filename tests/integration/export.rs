@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use vigil_ops::model::{AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity};
 use vigil_store::{AlertsWriter, SourceRange, WriterConfig};
 
-use crate::common::vigil_bin;
+use crate::common::{free_port, vigil_bin};
 
 /// 2026-11-03T00:00:00Z.
 const MIDNIGHT: i64 = 1_793_664_000_000;
@@ -118,18 +118,26 @@ fn export(data: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Starts `vigil export` over `data` with `args` in the background
+/// (stdout discarded, stderr kept), for tests that act on the receiver
+/// while it runs.
+fn spawn_export(data: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(vigil_bin())
+        .arg("export")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn ok(o: &Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "export failed: {err}");
     err
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------- rsyslog
@@ -531,9 +539,10 @@ fn a_receiver_killed_mid_export_gets_every_event_at_least_once() {
     let port = free_port();
     let rdir = dir.path().join("rsyslog");
     let mut r = Rsyslog::start(&rdir, port, None);
-    let child = Command::new(vigil_bin())
-        .args([
-            "export",
+    let url = r.url();
+    let child = spawn_export(
+        &data,
+        &[
             "--format",
             "cef",
             "--batch",
@@ -543,14 +552,9 @@ fn a_receiver_killed_mid_export_gets_every_event_at_least_once() {
             "--backoff",
             "100ms",
             "--to",
-        ])
-        .arg(r.url())
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            &url,
+        ],
+    );
     // Kill the receiver once the first batches arrived, restart it a
     // second later on the same port.
     r.wait_for(1000);
@@ -602,9 +606,10 @@ fn an_export_whose_receiver_stays_down_fails_with_the_count_sent() {
     let evs = events(20_000, MIDNIGHT);
     store(&data, &evs);
     let mut r = Rsyslog::start(&dir.path().join("rsyslog"), free_port(), None);
-    let child = Command::new(vigil_bin())
-        .args([
-            "export",
+    let url = r.url();
+    let child = spawn_export(
+        &data,
+        &[
             "--batch",
             "500",
             "--retries",
@@ -612,14 +617,9 @@ fn an_export_whose_receiver_stays_down_fails_with_the_count_sent() {
             "--backoff",
             "50ms",
             "--to",
-        ])
-        .arg(r.url())
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            &url,
+        ],
+    );
     r.wait_for(1000);
     r.kill();
     let received = r.received().len();

@@ -20,7 +20,7 @@ use vigil_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use vigil_kafka::KafkaSettings;
 use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
 
-use crate::common::{alert_schema, sql, vigil_bin};
+use crate::common::{alert_schema, free_port, sql, vigil_bin};
 
 /// 2026-11-02T00:00:00Z: a window-aligned start, in the past (so nothing
 /// is `future` against the wall clock) but recent.
@@ -42,14 +42,6 @@ fn brokers() -> Option<String> {
             None
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One test's Kafka names and directories.

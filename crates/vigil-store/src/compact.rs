@@ -68,7 +68,14 @@ pub const COMPACTED_FILES_KEY: &str = "vigil.compacted_files";
 pub const STALE_TMP_AGE: Duration = Duration::from_secs(86_400);
 
 /// Rows read from each input at a time while merging.
-const MERGE_BATCH_ROWS: usize = 4096;
+const MERGE_BATCH_ROWS: usize = 1024;
+
+/// Most files merged into one at a time: bounds the open files and the
+/// merge's memory (one batch of [`MERGE_BATCH_ROWS`] per input). A worker
+/// flushing every 5 s leaves 17,280 files a day per partition; they take
+/// a few runs to reach the target size (each run merges the previous
+/// run's outputs further).
+pub const MAX_MERGE_FILES: usize = 256;
 
 /// Settings of a compaction run.
 #[derive(Debug, Clone, PartialEq)]
@@ -595,7 +602,7 @@ impl DirCtx<'_> {
             }
             chunk.push(f);
             bytes += f.id.len;
-            if bytes >= self.opts.target_file_bytes {
+            if bytes >= self.opts.target_file_bytes || chunk.len() >= MAX_MERGE_FILES {
                 self.merge_chunk(&chunk, hook, report)?;
                 chunk.clear();
                 bytes = 0;

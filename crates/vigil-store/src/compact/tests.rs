@@ -628,3 +628,28 @@ fn invalid_options_are_refused() {
     .is_err());
     assert!(CompactOptions::default().validate().is_empty());
 }
+
+/// The bug this names: a merge opening every small file of a day at once
+/// (a worker flushing every 5 s leaves 17,280). At most
+/// `MAX_MERGE_FILES` are merged into one; the next run merges the outputs.
+#[test]
+fn merges_are_capped_and_the_next_run_merges_the_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let n = MAX_MERGE_FILES as i64 + 4;
+    for k in 0..n {
+        let mut w = AggregatesWriter::new(root, wcfg()).unwrap();
+        w.push(&agg("t1", "a1", "cpu_pct", "", MIDNIGHT + k * W, k as f64));
+        w.flush(range(P, 10 * k, 10 * k + 9)).unwrap();
+    }
+    let before = dump(root, false);
+    let r = run(root, &opts(2));
+    let sizes: Vec<usize> = r.merged.iter().map(|m| m.files).collect();
+    assert_eq!(sizes, [MAX_MERGE_FILES, 4]);
+    assert_eq!(dump(root, false), before);
+    let r = run(root, &opts(2));
+    assert_eq!(r.merged.len(), 1);
+    let files = &parquet_files(root, Dataset::Aggregates)[&root.join("aggregates/date=2026-11-03")];
+    assert_eq!(files, &[n_name(P, 0, 10 * n - 1)]);
+    assert_eq!(dump(root, false), before);
+}

@@ -53,7 +53,7 @@ use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::properties::WriterProperties;
 
-use crate::atomic::{sync_dir, write_atomic};
+use crate::atomic::{sync_dir, write_atomic_new};
 use crate::error::{Result, StoreError};
 use crate::naming::{date_string, SourceRange, DAY_MS, TMP_PREFIX};
 use crate::retention::{parse_partition_dir, sorted_entries};
@@ -352,6 +352,7 @@ pub(crate) fn compact_with(
             problem,
         });
     }
+    let _lock = lock_root(root)?;
     let mut report = CompactReport::default();
     let mut known: HashMap<(String, i32), Commit> = HashMap::new();
     let settle_ms = i64::try_from(opts.settle.as_millis()).unwrap_or(i64::MAX);
@@ -386,6 +387,35 @@ pub(crate) fn compact_with(
         }
     }
     Ok(report)
+}
+
+/// Name of the lock file under the root that keeps two compactions of one
+/// root from running at once (hidden: readers skip it).
+pub const LOCK_FILE: &str = ".vigil-compact.lock";
+
+/// Takes the root's compaction lock (an advisory lock on [`LOCK_FILE`],
+/// released when the returned file is dropped or the process dies). Two
+/// runs at once would merge the same inputs into the same name, and the
+/// one finding its inputs gone would remove the file the other published.
+fn lock_root(root: &Path) -> Result<Option<File>> {
+    if !root.is_dir() {
+        return Ok(None);
+    }
+    let path = root.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Compact {
+            path,
+            problem: "another vigil compact holds this root's lock".into(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
+    }
 }
 
 /// A dataset file found in a date directory.
@@ -536,7 +566,8 @@ impl DirCtx<'_> {
         let Some(cover) = live.iter().find(|g| g.part.covers(&f.part)) else {
             return Ok(());
         };
-        if compacted_files(&cover.path)?.is_none() {
+        // An unreadable covering file is not a compacted one.
+        if compacted_files(&cover.path).ok().flatten().is_none() {
             tracing::warn!(
                 file = %f.path.display(),
                 covered_by = %cover.path.display(),
@@ -630,13 +661,28 @@ impl DirCtx<'_> {
             ..first.part.clone()
         };
         let out_name = out.file_name();
-        // Step 1: write and publish the output.
-        let (path, (bytes_out, rows)) =
-            write_atomic(&self.dir, &out_name, self.opts.writer.sync, |file, tmp| {
+        // Step 1: write and publish the output, never over another file.
+        let published =
+            write_atomic_new(&self.dir, &out_name, self.opts.writer.sync, |file, tmp| {
                 let written = self.write_merged(file, tmp, chunk, &out)?;
                 hook(Step::Written)?;
                 Ok(written)
-            })?;
+            });
+        let (path, (bytes_out, rows)) = match published {
+            Err(StoreError::Io { source, path, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                tracing::warn!(
+                    output = %path.display(),
+                    "a file with the compacted file's name appeared meanwhile (a replay of its \
+                     source?); not compacted"
+                );
+                report.conflicts += 1;
+                return Ok(());
+            }
+            other => other?,
+        };
+        let out_id = file_id(&path).map_err(StoreError::io("stat", &path))?;
         hook(Step::Published)?;
         // Step 2: the inputs must be the files that were read.
         if let Some(changed) = chunk.iter().find(|f| file_id(&f.path).ok() != Some(f.id)) {
@@ -646,8 +692,11 @@ impl DirCtx<'_> {
                 "a compaction input changed while it was merged (a replay of its source?); \
                  the output is removed"
             );
-            fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
-            sync_dir(&self.dir)?;
+            // Only the file published here (a replay may have replaced it).
+            if file_id(&path).ok() == Some(out_id) {
+                fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
+                sync_dir(&self.dir)?;
+            }
             report.conflicts += 1;
             return Ok(());
         }

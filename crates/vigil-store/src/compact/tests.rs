@@ -653,3 +653,49 @@ fn merges_are_capped_and_the_next_run_merges_the_outputs() {
     assert_eq!(files, &[n_name(P, 0, 10 * n - 1)]);
     assert_eq!(dump(root, false), before);
 }
+
+/// Two runs on one root at once are refused (they would merge the same
+/// inputs into the same name), and an output name that exists already is
+/// never overwritten.
+#[test]
+fn a_second_concurrent_run_is_refused_and_outputs_never_replace_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for k in 0..4 {
+        flush(root, P, k, 0);
+    }
+    let held = lock_root(root).unwrap();
+    assert!(held.is_some());
+    let e = compact(
+        root,
+        &opts(2),
+        DateScope::Settled,
+        now(),
+        &mut all_committed(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("another vigil compact"), "{e}");
+    drop(held);
+    // A file named like the output that appears while the output is
+    // written (a replay of the source) is left as it is.
+    let d0 = root.join("aggregates/date=2026-11-03");
+    let theirs = d0.join(n_name(P, 0, 39));
+    let mut hook = |s: Step| {
+        if s == Step::Written && !theirs.exists() {
+            fs::write(&theirs, b"someone else's").unwrap();
+        }
+        Ok(())
+    };
+    let r = compact_with(
+        root,
+        &opts(2),
+        DateScope::Day(MIDNIGHT / DAY_MS),
+        now(),
+        &mut all_committed(),
+        &mut hook,
+    )
+    .unwrap();
+    assert!(r.conflicts >= 1, "{r:?}");
+    assert_eq!(fs::read(&theirs).unwrap(), b"someone else's");
+    assert!(d0.join(n_name(P, 0, 9)).exists(), "an input was removed");
+}

@@ -533,6 +533,162 @@ fn retention_removes_only_days_past_the_limit_and_dry_run_removes_nothing() {
     assert!(stderr(&o).contains("retention.dlq"), "{}", stderr(&o));
 }
 
+/// `vigil compact` on real output (a replay cut into many small flushes
+/// over three past days): every query result is the same afterwards
+/// (aggregates, the report, a full sorted dump of the alerts), the files
+/// of each date shrink to one per dataset, a second run does nothing,
+/// `--date` limits it to one day, and the metrics file counts what it did.
+#[test]
+fn compact_merges_small_files_without_changing_any_query_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    const DAY_MS: i64 = 86_400_000;
+    let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS);
+    let start = ((today - 4) * DAY_MS).to_string();
+    let o = vigil(&[
+        "simulate",
+        "--agents",
+        "4",
+        "--hours",
+        "72",
+        "--start-ms",
+        &start,
+        "--out",
+        &d("f.bin"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nflush_records = 300\n[compaction]\nmin_files = 2\nsettle = \"0s\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let o = vigil(&[
+        "--config",
+        cfg,
+        "ingest",
+        "--input",
+        &d("f.bin"),
+        "--data-dir",
+        &d("data"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = |dataset: &str| -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> =
+            std::fs::read_dir(dir.path().join("data").join(dataset))
+                .unwrap()
+                .map(|e| {
+                    let p = e.unwrap().path();
+                    let n = std::fs::read_dir(&p)
+                        .unwrap()
+                        .filter(|f| {
+                            f.as_ref()
+                                .unwrap()
+                                .file_name()
+                                .to_string_lossy()
+                                .ends_with(".parquet")
+                        })
+                        .count();
+                    (p.file_name().unwrap().to_string_lossy().into_owned(), n)
+                })
+                .collect();
+        out.sort();
+        out
+    };
+    // Exact results only: a float sum's last bits depend on the order
+    // DataFusion adds the values in, which follows the file layout.
+    let queries = [
+        "SELECT CAST(date AS VARCHAR) AS d, count(*), sum(count), min(min), max(max), \
+         count(DISTINCT agent) FROM aggregates GROUP BY date ORDER BY d",
+        "SELECT * FROM aggregates ORDER BY tenant, agent, metric, labels, window_start",
+        "SELECT * FROM alerts ORDER BY id, status",
+        "SELECT count(*) FROM (SELECT DISTINCT tenant, agent, metric, labels, window_start \
+         FROM aggregates)",
+    ];
+    let results = || -> Vec<String> {
+        let mut out: Vec<String> = queries
+            .iter()
+            .map(|q| {
+                let o = vigil(&["sql", "--data-dir", &d("data"), "--format", "csv", q]);
+                assert!(o.status.success(), "{}", stderr(&o));
+                stdout(&o)
+            })
+            .collect();
+        let o = vigil(&["report", "--data-dir", &d("data")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out.push(stdout(&o));
+        out
+    };
+    let before = results();
+    let agg_before = files("aggregates");
+    // A day around the three (clock skew) may hold a single file.
+    let multi: Vec<&(String, usize)> = agg_before.iter().filter(|(_, n)| *n >= 2).collect();
+    assert!(multi.len() >= 3, "{agg_before:?}");
+    let compact = |extra: &[&str]| {
+        let data = d("data");
+        let state = d("no-state");
+        let mut args = vec![
+            "--config",
+            cfg,
+            "compact",
+            "--data-dir",
+            &data,
+            "--state-dir",
+            &state,
+        ];
+        args.extend_from_slice(extra);
+        let o = vigil(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // One past day first.
+    let first_day = multi[0].0.trim_start_matches("date=").to_string();
+    let out = compact(&["--date", &first_day]);
+    assert!(
+        out.contains(&format!("compacted aggregates date={first_day}")),
+        "{out}"
+    );
+    for ((date, n), (_, n_before)) in files("aggregates").iter().zip(&agg_before) {
+        let want = if *date == multi[0].0 { 1 } else { *n_before };
+        assert_eq!(
+            *n, want,
+            "{date}: --date touched another day, or missed its own"
+        );
+    }
+    assert_eq!(results(), before);
+    // Then every settled day (today's is not settled).
+    let metrics = d("compact.prom");
+    let out = compact(&["--metrics-file", &metrics]);
+    assert!(out.contains("compact: merged"), "{out}");
+    for (date, n) in files("aggregates").into_iter().chain(files("alerts")) {
+        let day = date.trim_start_matches("date=");
+        let past = agg_before.iter().any(|(d, _)| d == &date)
+            && day < chrono::Utc::now().format("%Y-%m-%d").to_string().as_str();
+        if past {
+            assert_eq!(n, 1, "{date}");
+        }
+    }
+    assert_eq!(results(), before, "a query result changed");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("vigil_compact_files_merged_total{dataset=\"aggregates\"}")
+            && prom.contains("vigil_compact_bytes_written_total")
+            && prom.contains("vigil_compact_duration_seconds"),
+        "{prom}"
+    );
+    // Nothing left to do.
+    let out = compact(&[]);
+    assert!(out.contains("compact: merged 0 files"), "{out}");
+
+    // A bad date and a foreign URL scheme are refused.
+    let o = vigil(&["compact", "--data-dir", &d("data"), "--date", "2026-13-01"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = vigil(&["compact", "--data-dir", "s3://bucket/vigil"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not supported"), "{}", stderr(&o));
+}
+
 /// `simulate --points-per-batch`, `--series-per-batch` and
 /// `--point-interval` shape the batches written; bad shapes are refused.
 #[test]

@@ -14,12 +14,14 @@
 //! Queries are async and CPU-heavy: the binary runs them on a tokio runtime
 //! of its own (or through [`block_on`]), never on the worker's I/O runtime.
 //!
-//! Modules: [`session`] (the tables), [`alerts`] (alert events back as
+//! Modules: [`session`] (the tables), [`listing`] (the reader rule that
+//! hides files a compacted file covers), [`alerts`] (alert events back as
 //! `AlertEvent`s, for `vigil export`), [`render`] (output formats),
 //! [`report`] (the report SQL), [`error`] (the typed error).
 
 pub mod alerts;
 pub mod error;
+pub mod listing;
 pub mod render;
 pub mod report;
 pub mod session;

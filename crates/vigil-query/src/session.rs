@@ -6,6 +6,8 @@
 //! column `date` of type `Date32` (see [`PARTITION_TYPE`]). The schemas are
 //! given, not inferred, so an empty or missing dataset is an empty table,
 //! and a file with a foreign schema is an error rather than a silent change.
+//! Files are listed through [`RuleStore`], so the inputs of a compaction
+//! that a published compacted file covers are never read twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +19,11 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::object_store::local::LocalFileSystem;
 use vigil_store::{Dataset, PARTITION_COLUMN};
+
+use crate::listing::RuleStore;
 
 use crate::error::{QueryError, Result};
 
@@ -74,6 +80,13 @@ impl QuerySession {
             opts.execution.parquet.reorder_filters = true;
         }
         let ctx = SessionContext::new_with_config(config);
+        // Listings follow the storage contract's reader rule: inputs a
+        // published compacted file covers are not read (docs/storage.md).
+        let local = ObjectStoreUrl::local_filesystem();
+        ctx.register_object_store(
+            local.as_ref(),
+            Arc::new(RuleStore::new(Arc::new(LocalFileSystem::new()))),
+        );
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         for dataset in Dataset::ALL {
             let dir = root.join(dataset.name());

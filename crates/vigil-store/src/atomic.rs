@@ -81,6 +81,35 @@ pub(crate) fn write_atomic<T>(
     sync: bool,
     write: impl FnOnce(&File, &Path) -> Result<T>,
 ) -> Result<(PathBuf, T)> {
+    publish_atomic(dir, name, sync, write, |tmp, dest| {
+        fs::rename(tmp, dest).map_err(StoreError::io("rename", tmp))
+    })
+}
+
+/// Like [`write_atomic`], but never replaces: the file is published by a
+/// hard link to `name`, which fails with an `AlreadyExists` I/O error when
+/// `name` exists (the temporary file is then removed and `name` left as it
+/// was). Compaction publishes its outputs so: a file of that name that
+/// appeared meanwhile is someone else's and must not be overwritten.
+pub(crate) fn write_atomic_new<T>(
+    dir: &Path,
+    name: &str,
+    sync: bool,
+    write: impl FnOnce(&File, &Path) -> Result<T>,
+) -> Result<(PathBuf, T)> {
+    publish_atomic(dir, name, sync, write, |tmp, dest| {
+        fs::hard_link(tmp, dest).map_err(StoreError::io("link", dest))?;
+        fs::remove_file(tmp).map_err(StoreError::io("remove", tmp))
+    })
+}
+
+fn publish_atomic<T>(
+    dir: &Path,
+    name: &str,
+    sync: bool,
+    write: impl FnOnce(&File, &Path) -> Result<T>,
+    publish: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<(PathBuf, T)> {
     ensure_dir(dir, sync)?;
     let tmp = tmp_path(dir, name);
     let dest = dir.join(name);
@@ -95,7 +124,7 @@ pub(crate) fn write_atomic<T>(
             file.sync_all().map_err(StoreError::io("fsync", &tmp))?;
         }
         drop(file);
-        fs::rename(&tmp, &dest).map_err(StoreError::io("rename", &tmp))?;
+        publish(&tmp, &dest)?;
         if sync {
             sync_dir(dir)?;
         }
@@ -136,6 +165,25 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f.txt")]);
+    }
+
+    #[test]
+    fn publishing_a_new_file_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |content: &'static str| {
+            write_atomic_new(dir.path(), "f", true, move |mut f, _| {
+                f.write_all(content.as_bytes()).unwrap();
+                Ok(())
+            })
+        };
+        put("first").unwrap();
+        let e = put("second").unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("f")).unwrap(), "first");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -66,6 +66,36 @@ pub enum StoreError {
         /// The UTC day number.
         day: i64,
     },
+    /// Reading a dataset file (a compaction input) failed.
+    #[error("reading parquet file {path}: {source}")]
+    Read {
+        /// The file being read.
+        path: PathBuf,
+        /// The decoder's error.
+        source: parquet::errors::ParquetError,
+    },
+    /// A compaction input is not what the storage contract promises
+    /// (foreign schema, rows out of sort-key order, a row count that does
+    /// not add up): the partition is left as it was.
+    #[error("cannot compact {path}: {problem}")]
+    Compact {
+        /// The input (or output) file concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The committed offset of a source partition could not be read (its
+    /// checkpoint is unreadable), so compaction cannot tell which of its
+    /// files a restarted worker would sweep.
+    #[error("committed offset of {source_name} p{partition}: {problem}")]
+    Commit {
+        /// The source, sanitized as in file names.
+        source_name: String,
+        /// The partition.
+        partition: i32,
+        /// What went wrong.
+        problem: String,
+    },
     /// A writer setting is out of range.
     #[error("invalid store config {field}: {problem}")]
     Config {

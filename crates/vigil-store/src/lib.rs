@@ -22,11 +22,13 @@
 //! file and partition names), [`writer`] (the Parquet writer), [`dlq`] (the
 //! dead-letter sink), [`bound`] (the dead-letter size policy shared by
 //! every dead-letter sink), [`retention`] (removing output older than a
-//! limit), [`error`] (the typed error).
+//! limit), [`compact`] (merging small files, and the reader rule that
+//! makes it invisible to queries), [`error`] (the typed error).
 
 mod atomic;
 pub mod bound;
 pub mod checkpoint;
+pub mod compact;
 pub mod dlq;
 pub mod error;
 pub mod naming;

@@ -177,7 +177,7 @@ pub fn apply(
 }
 
 /// Names of the entries of `dir`, sorted; an absent directory has none.
-fn sorted_entries(dir: &Path) -> Result<Vec<(String, fs::FileType)>> {
+pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<(String, fs::FileType)>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -18,10 +18,10 @@ use vigil_ops::{
 use crate::*;
 
 /// 2026-11-03T00:00:00Z.
-const MIDNIGHT: i64 = 1_793_664_000_000;
-const W: i64 = 60_000;
+pub(crate) const MIDNIGHT: i64 = 1_793_664_000_000;
+pub(crate) const W: i64 = 60_000;
 
-fn agg(
+pub(crate) fn agg(
     tenant: &str,
     agent: &str,
     metric: &str,
@@ -156,7 +156,7 @@ fn aggregates_round_trip_through_parquet_arrow_reader() {
     );
 }
 
-fn alert(agent: &str, status: AlertStatus, t: i64) -> AlertEvent {
+pub(crate) fn alert(agent: &str, status: AlertStatus, t: i64) -> AlertEvent {
     let resolved = status == AlertStatus::Resolved;
     AlertEvent {
         id: format!("id-{agent}"),

@@ -476,37 +476,87 @@ impl<B: RowBuffer> DatasetWriter<B> {
         rows: std::ops::Range<usize>,
         range: SourceRange<'_>,
     ) -> Result<u64> {
-        let parquet_err = |source| StoreError::Parquet {
-            path: tmp.to_owned(),
-            source,
-        };
-        let mut writer = ArrowWriter::try_new(file, B::DATASET.schema(), Some(self.props.clone()))
-            .map_err(parquet_err)?;
-        for (key, value) in [
-            ("vigil.dataset", B::DATASET.name().to_owned()),
-            ("vigil.schema_version", SCHEMA_VERSION.to_owned()),
-            ("vigil.source", range.source.to_owned()),
-            ("vigil.partition", range.partition.to_string()),
-            ("vigil.first_offset", range.first_offset.to_string()),
-            ("vigil.last_offset", range.last_offset.to_string()),
-        ] {
-            writer.append_key_value_metadata(KeyValue::new(key.to_owned(), value));
-        }
         // Built and written one row group at a time.
-        let arrow_err = |source| StoreError::Arrow {
-            dataset: B::DATASET.name(),
-            source,
-        };
         let chunk = self.config.row_group_rows.max(1);
         let mut off = rows.start;
-        while off < rows.end {
+        let batches = std::iter::from_fn(|| {
+            if off >= rows.end {
+                return None;
+            }
             let to = (off + chunk).min(rows.end);
-            let part = self.rows.batch(off..to).map_err(arrow_err)?;
-            writer.write(&part).map_err(parquet_err)?;
+            let part = self.rows.batch(off..to);
             off = to;
-        }
-        writer.close().map_err(parquet_err)?;
-        let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
-        Ok(meta.len())
+            Some(part.map_err(|source| StoreError::Arrow {
+                dataset: B::DATASET.name(),
+                source,
+            }))
+        });
+        write_parquet_file(
+            file,
+            tmp,
+            B::DATASET,
+            &self.props,
+            &file_metadata(B::DATASET, range, &[]),
+            batches,
+        )
     }
+}
+
+/// The key/value metadata of a dataset file holding the output of `range`
+/// (`vigil.dataset`, `vigil.schema_version`, `vigil.source`,
+/// `vigil.partition`, `vigil.first_offset`, `vigil.last_offset`), followed
+/// by `extra` pairs.
+pub(crate) fn file_metadata(
+    dataset: Dataset,
+    range: SourceRange<'_>,
+    extra: &[(&str, String)],
+) -> Vec<KeyValue> {
+    let mut kv: Vec<KeyValue> = [
+        ("vigil.dataset", dataset.name().to_owned()),
+        ("vigil.schema_version", SCHEMA_VERSION.to_owned()),
+        ("vigil.source", range.source.to_owned()),
+        ("vigil.partition", range.partition.to_string()),
+        ("vigil.first_offset", range.first_offset.to_string()),
+        ("vigil.last_offset", range.last_offset.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| KeyValue::new(k.to_owned(), v))
+    .collect();
+    kv.extend(
+        extra
+            .iter()
+            .map(|(k, v)| KeyValue::new((*k).to_owned(), v.clone())),
+    );
+    kv
+}
+
+/// Writes one dataset file into `file` (the temporary file `tmp` of an
+/// atomic publish): `batches` (each with [`Dataset::schema`], already in
+/// sort-key order, each at most one row group) under `props` (from
+/// [`WriterConfig::writer_properties`]) with the key/value `metadata`.
+/// Returns the file's size. The one place a dataset file is encoded: the
+/// flush of a [`DatasetWriter`] and compaction both write through it.
+pub(crate) fn write_parquet_file(
+    file: &File,
+    tmp: &Path,
+    dataset: Dataset,
+    props: &WriterProperties,
+    metadata: &[KeyValue],
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<u64> {
+    let parquet_err = |source| StoreError::Parquet {
+        path: tmp.to_owned(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, dataset.schema(), Some(props.clone())).map_err(parquet_err)?;
+    for kv in metadata {
+        writer.append_key_value_metadata(kv.clone());
+    }
+    for batch in batches {
+        writer.write(&batch?).map_err(parquet_err)?;
+    }
+    writer.close().map_err(parquet_err)?;
+    let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
+    Ok(meta.len())
 }

@@ -59,13 +59,18 @@ pub enum Command {
     Rules(cmd::rules::Args),
     /// Remove date partitions and dead letters older than the `[retention]` limits.
     Retention(cmd::retention::Args),
+    /// Merge the small Parquet files of each source partition and date into large ones.
+    Compact(cmd::compact::Args),
 }
 
 /// Entry point of the `vigil` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Long-running and scheduled commands log what they do; others warn only.
-    let level = if matches!(cli.command, Command::Run(_) | Command::Retention(_)) {
+    let level = if matches!(
+        cli.command,
+        Command::Run(_) | Command::Retention(_) | Command::Compact(_)
+    ) {
         "info"
     } else {
         "warn"
@@ -83,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Rules(a) => cmd::rules::run(a),
         Command::Bench(a) => cmd::bench::run(cli.config.as_deref(), a),
         Command::Retention(a) => cmd::retention::run(cli.config.as_deref(), a),
+        Command::Compact(a) => cmd::compact::run(cli.config.as_deref(), a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

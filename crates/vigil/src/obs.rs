@@ -91,6 +91,20 @@ pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
 pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
 /// Checkpoint: seconds to load and restore one partition's checkpoint.
 pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
+/// Compaction: files merged into compacted files (and removed), label
+/// `dataset`.
+pub const COMPACT_FILES_MERGED: &str = "vigil_compact_files_merged_total";
+/// Compaction: compacted files written, label `dataset`.
+pub const COMPACT_FILES_WRITTEN: &str = "vigil_compact_files_written_total";
+/// Compaction: bytes of the merged files, label `dataset`.
+pub const COMPACT_BYTES_IN: &str = "vigil_compact_bytes_read_total";
+/// Compaction: bytes of the compacted files, label `dataset`.
+pub const COMPACT_BYTES_OUT: &str = "vigil_compact_bytes_written_total";
+/// Compaction: runs given up because an input changed while it was merged,
+/// or ranges that overlap without one covering the other.
+pub const COMPACT_CONFLICTS: &str = "vigil_compact_conflicts_total";
+/// Compaction: seconds one `vigil compact` run took.
+pub const COMPACT_SECONDS: &str = "vigil_compact_duration_seconds";
 
 /// Counts the Parquet rows one publish of an output stage wrote.
 pub fn published(p: &vigil_sink::Published) {

@@ -54,7 +54,7 @@ pub struct WorkerSettings {
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
 /// Top-level keys that environment variables may set.
-const ENV_KEYS: [&str; 8] = [
+const ENV_KEYS: [&str; 9] = [
     "data_dir",
     "rules",
     "pipeline",
@@ -63,6 +63,7 @@ const ENV_KEYS: [&str; 8] = [
     "alerts",
     "worker",
     "retention",
+    "compaction",
 ];
 
 /// Storage settings.
@@ -135,6 +136,48 @@ impl RetentionSettings {
     }
 }
 
+/// How `vigil compact` merges small files (see `docs/storage.md`,
+/// "Compaction").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSettings {
+    /// Size a compacted file aims for, in bytes (at least 1 MiB): inputs
+    /// are merged until their sizes add up to this; larger files are left
+    /// alone.
+    pub target_file_bytes: u64,
+    /// Fewest files merged into one (at least 2).
+    pub min_files: usize,
+    /// How long a day rests after it ended before its directory is
+    /// compacted (without `--date`), and a file of a source without a
+    /// checkpoint (a replay) after it was written.
+    #[serde(with = "humantime_serde")]
+    pub settle: std::time::Duration,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        let d = vigil_store::compact::CompactOptions::default();
+        CompactionSettings {
+            target_file_bytes: d.target_file_bytes,
+            min_files: d.min_files,
+            settle: d.settle,
+        }
+    }
+}
+
+impl CompactionSettings {
+    /// The options the store applies, writing with `writer` (the workers'
+    /// Parquet settings).
+    pub fn options(&self, writer: &WriterConfig) -> vigil_store::compact::CompactOptions {
+        vigil_store::compact::CompactOptions {
+            target_file_bytes: self.target_file_bytes,
+            min_files: self.min_files,
+            settle: self.settle,
+            writer: writer.clone(),
+        }
+    }
+}
+
 /// The whole configuration tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +199,9 @@ pub struct Settings {
     /// Retention limits (`vigil retention`).
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// Compaction settings (`vigil compact`).
+    #[serde(default)]
+    pub compaction: CompactionSettings,
 }
 
 impl Settings {
@@ -280,6 +326,14 @@ impl Settings {
                 .validate()
                 .into_iter()
                 .map(|p| format!("retention.{p}")),
+        );
+        problems.extend(
+            self.compaction
+                .options(&self.storage.parquet)
+                .validate()
+                .into_iter()
+                .filter(|p| !p.starts_with("writer:"))
+                .map(|p| format!("compaction.{p}")),
         );
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
@@ -448,6 +502,38 @@ mod tests {
         assert!(e.contains("aggregate"), "{e}");
         std::fs::write(&f, "[retention]\nalerts = \"soon\"\n").unwrap();
         assert!(Settings::load(Some(&f)).is_err());
+    }
+
+    #[test]
+    fn compaction_settings_default_load_and_are_validated() {
+        let s = Settings::load(None).unwrap();
+        assert_eq!(s.compaction, CompactionSettings::default());
+        assert_eq!(s.compaction.min_files, 4);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(
+            &f,
+            "[compaction]\ntarget_file_bytes = 268435456\nmin_files = 8\nsettle = \"3h\"\n",
+        )
+        .unwrap();
+        let c = Settings::load(Some(&f)).unwrap().compaction;
+        assert_eq!(
+            (c.target_file_bytes, c.min_files, c.settle),
+            (256 << 20, 8, std::time::Duration::from_secs(3 * 3600))
+        );
+        std::fs::write(
+            &f,
+            "[compaction]\ntarget_file_bytes = 1000\nmin_files = 1\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(
+            e.contains("compaction.target_file_bytes") && e.contains("compaction.min_files"),
+            "{e}"
+        );
+        std::fs::write(&f, "[compaction]\nmin_file = 3\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("min_file"), "{e}");
     }
 
     /// The production overlay's config file (deploy/overlays/production)

@@ -138,6 +138,52 @@ struct CheckpointHeader {
     partition: i32,
 }
 
+/// The offset a partition's checkpoint continues from, read from the
+/// checkpoint file under `state_dir` of the source named `source` in file
+/// names (the sanitized topic), or `None` when the partition has no
+/// checkpoint. `vigil compact` merges only the files of ranges before it:
+/// the files a restarted worker's sweep never removes.
+pub fn checkpoint_next_offset(
+    state_dir: &std::path::Path,
+    source: &str,
+    partition: i32,
+) -> Result<Option<i64>> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: u32,
+        topic: String,
+        partition: i32,
+        next_offset: i64,
+    }
+    let path = state_dir.join(source).join(format!("p{partition:05}.ckpt"));
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    // The state after the header is skipped, not held.
+    let h: Head = serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
+        .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
+    if !READS_FORMATS.contains(&h.format) {
+        bail!(
+            "checkpoint {} has format {}, this Vigil reads formats {} to {}",
+            path.display(),
+            h.format,
+            READS_FORMATS.start(),
+            READS_FORMATS.end()
+        );
+    }
+    if vigil_store::sanitize_source(&h.topic) != source || h.partition != partition {
+        bail!(
+            "checkpoint {} is for {}/{}, expected {source}/{partition}",
+            path.display(),
+            h.topic,
+            h.partition
+        );
+    }
+    Ok(Some(h.next_offset))
+}
+
 /// A partition checkpoint as read (after its [`CheckpointHeader`]).
 #[derive(Deserialize)]
 struct CheckpointIn {
@@ -1257,6 +1303,41 @@ mod tests {
             .save("t", 1, &serde_json::to_vec(&v).unwrap())
             .unwrap();
         assert_eq!(h.load("t", 1).unwrap().unwrap().next_offset, 7);
+    }
+
+    /// `vigil compact` reads the offset a checkpoint continues from (by
+    /// the sanitized topic of file names), and refuses another partition's.
+    #[test]
+    fn compaction_reads_the_checkpoint_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let h = hook(d.path());
+        let topic = "rmm/odd topic";
+        let source = vigil_store::sanitize_source(topic);
+        assert_eq!(checkpoint_next_offset(d.path(), &source, 3).unwrap(), None);
+        let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
+        let out = CheckpointOut {
+            format: CHECKPOINT_FORMAT,
+            topic,
+            partition: 3,
+            next_offset: 1234,
+            written_at_ms: 0,
+            pipeline: &p,
+        };
+        h.store
+            .save(topic, 3, &serde_json::to_vec(&out).unwrap())
+            .unwrap();
+        assert_eq!(
+            checkpoint_next_offset(d.path(), &source, 3).unwrap(),
+            Some(1234)
+        );
+        h.store
+            .save(topic, 4, &serde_json::to_vec(&out).unwrap())
+            .unwrap();
+        let e = format!(
+            "{:#}",
+            checkpoint_next_offset(d.path(), &source, 4).unwrap_err()
+        );
+        assert!(e.contains("expected"), "{e}");
     }
 
     /// Worker tests against librdkafka's mock cluster (in process, no

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each has an `Args` (clap) and a `run`.
 
 pub mod bench;
+pub mod compact;
 pub mod demo;
 pub mod export;
 pub mod ingest;

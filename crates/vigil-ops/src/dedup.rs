@@ -25,36 +25,43 @@
 //!   batches arrive: it is evicted only by two different stale boots in a
 //!   row, which needs three restarts within the retry horizon.
 //! - **Content tag**, for agents that send no boot id (session 0). Each
-//!   slot of its window also keeps a 7-bit tag of the batch recorded there
-//!   ([`tag_of`] of a content hash, see `decode::content_hash`) and one
-//!   bit saying whether it was written since the last restart detected;
-//!   the window also keeps the latest `sent_at_ms` recorded. A seen
-//!   number whose slot was written since the last restart is a duplicate
-//!   if the tags agree and the batch was not sent after everything
-//!   recorded (a resend is the same record, send time included); else it
-//!   is a restart ([`RestartCause::Content`]): the batch is accepted and
-//!   every slot is marked as written before it (but the last one written,
-//!   when its number is lower: an agent that restarts from 0 after
-//!   numbering from 1 shows the restart only at its second batch). A seen
-//!   number whose slot was written before the last restart is taken over
-//!   by the new numbering without comparing tags. So a tag collision (1 in
-//!   128) can only hide the first reused number of a restart, and only
-//!   when the agent's clock also went back (that batch is dropped as a
-//!   duplicate; the next reused number shows the restart), and nothing
-//!   the new numbering sent is forgotten when the restart shows. The
-//!   price: a resend of a batch written before the restart showed (other
-//!   than that last one) is accepted again (see docs/semantics.md).
+//!   slot of its window also keeps a [`TAG_BITS`]-bit tag of the batch
+//!   recorded there ([`tag_of`] of a content hash, see
+//!   `decode::content_hash`) and one bit saying whether it was written
+//!   since the last restart detected; the window also keeps the latest
+//!   `sent_at_ms` recorded. A seen number whose slot was written since the
+//!   last restart is a duplicate if the tags agree and the batch was not
+//!   sent after everything recorded (a resend is the same record, send
+//!   time included); else it is a restart ([`RestartCause::Content`]): the
+//!   batch is accepted and every slot is marked as written before it (but
+//!   the last one written, when its number is lower: an agent that
+//!   restarts from 0 after numbering from 1 shows the restart only at its
+//!   second batch). A seen number whose slot was written before the last
+//!   restart is taken over by the new numbering without comparing tags.
+//!   So the send time shows every restart of an agent whose clock moves
+//!   forward, and tags decide only for a batch not sent after everything
+//!   recorded whose number's slot holds another batch written since the
+//!   last restart: a restart whose clock went back, or a straggler of an
+//!   older numbering delivered after the new one reused its number. Such
+//!   a batch is dropped as a duplicate when the tags collide, with
+//!   probability 2^-[`TAG_BITS`] (1 in 8; for a restart, the next reused
+//!   number then shows it: on average a seventh of a batch lost). Nothing
+//!   the new numbering sent is forgotten when a restart shows. The price:
+//!   a resend of a batch written before the restart showed (other than
+//!   that last one) is accepted again (see docs/semantics.md).
 //! - **Resync**: a number below the window cannot be judged; after
 //!   [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
 //!   the window restarts at the newest one ([`RestartCause::SeqResync`]);
 //!   the batches before it stay refused (dead-lettered with their bytes).
 //!
-//! Memory per agent: [`AgentDedup`] is 88 bytes inline, plus `width / 8`
-//! bytes of bitmap per session, plus `width` bytes of tags for a session
-//! without boot id (1,024 at the default width), plus one more session
-//! (boxed, 80 bytes + its bitmap and tags) once the agent restarted with a
-//! boot id. Event time (watermarks, windows) is not touched by a restart:
-//! points are judged by their timestamps whatever session they came in.
+//! Memory per agent: [`AgentDedup`] is 72 bytes inline, plus `width / 8`
+//! bytes of bitmap per session, plus `(1 + TAG_BITS) * width / 8` bytes
+//! of "current" and tag bits for a session without boot id (512 at the
+//! default width of 1,024; 1,024 when tags had 7 bits and a byte per
+//! slot), plus one more session (boxed, 64 bytes + its bitmap) once the
+//! agent restarted with a boot id. Event time (watermarks, windows) is not
+//! touched by a restart: points are judged by their timestamps whatever
+//! session they came in.
 
 use serde::{Deserialize, Serialize};
 
@@ -123,18 +130,31 @@ pub enum Outcome {
     },
 }
 
-/// The 7-bit content tag a slot keeps, from a 64-bit content hash.
+/// Bits of content tag a slot keeps (see [`tag_of`]).
+pub const TAG_BITS: u32 = 3;
+
+/// The content tag a slot keeps: the top [`TAG_BITS`] bits of a 64-bit
+/// content hash.
 #[inline]
 pub fn tag_of(hash: u64) -> u8 {
-    (hash >> 57) as u8
+    (hash >> (64 - TAG_BITS)) as u8
 }
 
-/// Generation bit of a tag byte (the low 7 bits are the content tag).
-const GEN: u8 = 0x80;
+/// Bit planes of a tagged window: seen, written since the last restart
+/// detected by content ("current"), then the tag bits.
+const TAGGED_PLANES: usize = 2 + TAG_BITS as usize;
+
+/// In the checkpoint, a slot's tag byte: bit 7 "current", the tag in the
+/// bits just below it (bits 4–6 with 3 tag bits). Checkpoints written
+/// when tags had 7 bits (bits 0–6) restore to their top bits, which is
+/// what [`tag_of`] keeps now: the format did not change.
+const REPR_CURRENT: u8 = 0x80;
+const REPR_TAG_SHIFT: u32 = 7 - TAG_BITS;
 
 /// Anti-replay window over one session's sequence numbers, optionally with
-/// a content tag per slot. Memory is 72 bytes plus `width / 8` (bitmap),
-/// plus `width` when tagged.
+/// a content tag per slot. Memory is 64 bytes plus `width / 8` (bitmap),
+/// plus `(1 + TAG_BITS) * width / 8` when tagged (512 bytes at the
+/// default width of 1,024).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "AntiReplayRepr", into = "AntiReplayRepr")]
 pub struct AntiReplay {
@@ -142,22 +162,23 @@ pub struct AntiReplay {
     highest: u64,
     /// Last too-old seq (meaningful when `resync_run > 0`).
     resync_seq: u64,
-    /// Ring of `width` bits indexed by `seq % width`.
+    /// Bit planes of `width` bits each, indexed by `seq % width`: the
+    /// seen bits, then for a tagged window the "current" bits (written
+    /// since the last restart detected by content) and [`TAG_BITS`]
+    /// planes of the content tag of each slot's batch.
     bits: Box<[u64]>,
-    /// Empty, or one byte per slot: bit 7 set when the slot was written
-    /// since the last restart detected by content, bits 0–6 the content
-    /// tag of its batch.
-    tags: Box<[u8]>,
-    /// How many consecutive too-old numbers led to `resync_seq`.
-    resync_run: u8,
     /// Last number recorded in a tagged window (meaningful when `has_last`).
     last: u64,
     /// Latest `sent_at_ms` recorded in a tagged window (`i64::MIN`: none).
     max_sent: i64,
+    /// How many consecutive too-old numbers led to `resync_seq`.
+    resync_run: u8,
     /// Whether a number was accepted since the start or the last resync.
     has_highest: bool,
     /// Whether `last` is set.
     has_last: bool,
+    /// Whether `bits` holds the tag planes.
+    tagged: bool,
 }
 
 /// Serde form of [`AntiReplay`] (the checkpoint format).
@@ -173,7 +194,8 @@ struct AntiReplayRepr {
     /// Latest send time recorded (tagged windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_sent: Option<i64>,
-    /// Tag bytes as lower-case hex (two characters per slot).
+    /// One byte per slot as lower-case hex (two characters per slot): bit
+    /// 7 "current", the tag below it (see `REPR_TAG_SHIFT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tags: Option<String>,
 }
@@ -183,7 +205,7 @@ struct AntiReplayRepr {
 #[error("invalid anti-replay window in checkpoint: {0}")]
 pub struct ReprError(String);
 
-fn hex_decode(s: &str) -> Result<Box<[u8]>, ReprError> {
+fn hex_decode(s: &str) -> Result<Vec<u8>, ReprError> {
     let b = s.as_bytes();
     if !b.len().is_multiple_of(2) {
         return Err(ReprError("tags: odd number of hex digits".into()));
@@ -203,10 +225,10 @@ fn hex_decode(s: &str) -> Result<Box<[u8]>, ReprError> {
         .collect()
 }
 
-fn hex_encode(b: &[u8]) -> String {
+fn hex_encode(b: impl ExactSizeIterator<Item = u8>) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
+    for x in b {
         s.push(D[(x >> 4) as usize] as char);
         s.push(D[(x & 15) as usize] as char);
     }
@@ -218,51 +240,68 @@ impl TryFrom<AntiReplayRepr> for AntiReplay {
 
     fn try_from(r: AntiReplayRepr) -> Result<Self, ReprError> {
         let (resync_seq, resync_run) = r.resync.filter(|&(_, n)| n > 0).unwrap_or((0, 0));
-        let bits = if r.bits.is_empty() {
+        let seen = if r.bits.is_empty() {
             vec![0].into_boxed_slice()
         } else {
             r.bits
         };
-        let tags = match r.tags {
-            None => Box::default(),
-            Some(h) => {
-                let t = hex_decode(&h)?;
-                if t.len() != bits.len() * 64 {
-                    return Err(ReprError(format!(
-                        "{} tags for a window of {} numbers",
-                        t.len(),
-                        bits.len() * 64
-                    )));
-                }
-                t
-            }
-        };
-        Ok(AntiReplay {
+        let mut a = AntiReplay {
             highest: r.highest.unwrap_or(0),
             resync_seq,
-            bits,
-            tags,
-            resync_run,
-            has_highest: r.highest.is_some(),
+            bits: seen,
             last: r.last.unwrap_or(0),
             max_sent: r.max_sent.unwrap_or(i64::MIN),
+            resync_run,
+            has_highest: r.highest.is_some(),
             has_last: r.last.is_some(),
-        })
+            tagged: false,
+        };
+        if let Some(h) = r.tags {
+            let bytes = hex_decode(&h)?;
+            let width = a.bits.len() * 64;
+            if bytes.len() != width {
+                return Err(ReprError(format!(
+                    "{} tags for a window of {width} numbers",
+                    bytes.len()
+                )));
+            }
+            a.add_tag_planes();
+            for (slot, &b) in bytes.iter().enumerate() {
+                a.put_slot(
+                    slot as u64,
+                    (b >> REPR_TAG_SHIFT) & TAG_MASK,
+                    b & REPR_CURRENT != 0,
+                );
+            }
+        }
+        Ok(a)
     }
 }
 
 impl From<AntiReplay> for AntiReplayRepr {
     fn from(a: AntiReplay) -> Self {
+        let tags = a.tagged.then(|| {
+            hex_encode((0..a.words() * 64).map(|slot| {
+                let (tag, current) = a.slot(slot as u64);
+                (tag << REPR_TAG_SHIFT) | if current { REPR_CURRENT } else { 0 }
+            }))
+        });
+        let words = a.words();
+        let mut bits = a.bits.into_vec();
+        bits.truncate(words);
         AntiReplayRepr {
-            highest: a.highest(),
+            highest: a.has_highest.then_some(a.highest),
             resync: (a.resync_run > 0).then_some((a.resync_seq, a.resync_run)),
             last: a.has_last.then_some(a.last),
             max_sent: (a.max_sent != i64::MIN).then_some(a.max_sent),
-            tags: (!a.tags.is_empty()).then(|| hex_encode(&a.tags)),
-            bits: a.bits,
+            tags,
+            bits: bits.into_boxed_slice(),
         }
     }
 }
+
+/// Mask of a tag's bits.
+const TAG_MASK: u8 = (1 << TAG_BITS) - 1;
 
 impl AntiReplay {
     /// A window covering `width` sequence numbers (rounded up to 64),
@@ -273,46 +312,103 @@ impl AntiReplay {
             highest: 0,
             resync_seq: 0,
             bits: vec![0; words].into_boxed_slice(),
-            tags: Box::default(),
-            resync_run: 0,
             last: 0,
             max_sent: i64::MIN,
+            resync_run: 0,
             has_highest: false,
             has_last: false,
+            tagged: false,
         }
     }
 
     /// A window like [`AntiReplay::new`] with one content tag per slot.
     pub fn new_tagged(width: u32) -> Self {
         let mut a = AntiReplay::new(width);
-        a.tags = vec![0; a.bits.len() * 64].into_boxed_slice();
+        a.add_tag_planes();
         a
+    }
+
+    /// Appends the (zeroed) "current" and tag planes.
+    fn add_tag_planes(&mut self) {
+        let words = self.bits.len();
+        let mut v = std::mem::take(&mut self.bits).into_vec();
+        v.resize(words * TAGGED_PLANES, 0);
+        self.bits = v.into_boxed_slice();
+        self.tagged = true;
     }
 
     /// Whether the window keeps content tags.
     pub fn is_tagged(&self) -> bool {
-        !self.tags.is_empty()
+        self.tagged
+    }
+
+    /// Words per bit plane.
+    #[inline]
+    fn words(&self) -> usize {
+        if self.tagged {
+            self.bits.len() / TAGGED_PLANES
+        } else {
+            self.bits.len()
+        }
     }
 
     fn width(&self) -> u64 {
-        self.bits.len() as u64 * 64
+        self.words() as u64 * 64
+    }
+
+    /// Word index (within a plane) and bit mask of slot `slot`.
+    #[inline]
+    fn locate(&self, slot: u64) -> (usize, u64) {
+        let i = slot % self.width();
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    #[inline]
+    fn plane_bit(&self, plane: usize, slot: u64) -> bool {
+        let (w, m) = self.locate(slot);
+        self.bits[plane * self.words() + w] & m != 0
+    }
+
+    #[inline]
+    fn set_plane_bit(&mut self, plane: usize, slot: u64, on: bool) {
+        let (w, m) = self.locate(slot);
+        let i = plane * self.words() + w;
+        if on {
+            self.bits[i] |= m;
+        } else {
+            self.bits[i] &= !m;
+        }
     }
 
     #[inline]
     fn bit(&self, seq: u64) -> bool {
-        let i = seq % self.width();
-        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+        self.plane_bit(0, seq)
     }
 
     #[inline]
     fn set(&mut self, seq: u64, on: bool) {
-        let i = seq % self.width();
-        let w = &mut self.bits[(i / 64) as usize];
-        if on {
-            *w |= 1 << (i % 64);
-        } else {
-            *w &= !(1 << (i % 64));
+        self.set_plane_bit(0, seq, on)
+    }
+
+    /// Tag and "current" bit of slot `slot` (tagged windows).
+    fn slot(&self, slot: u64) -> (u8, bool) {
+        let tag = (0..TAG_BITS as usize)
+            .fold(0u8, |t, b| t | (u8::from(self.plane_bit(2 + b, slot)) << b));
+        (tag, self.plane_bit(1, slot))
+    }
+
+    /// Writes tag and "current" bit of slot `slot` (tagged windows).
+    fn put_slot(&mut self, slot: u64, tag: u8, current: bool) {
+        self.set_plane_bit(1, slot, current);
+        for b in 0..TAG_BITS as usize {
+            self.set_plane_bit(2 + b, slot, tag >> b & 1 != 0);
         }
+    }
+
+    /// The seen bits (the first plane).
+    fn seen_mut(&mut self) -> &mut [u64] {
+        let words = self.words();
+        &mut self.bits[..words]
     }
 
     /// Checks `seq` without recording it.
@@ -337,7 +433,7 @@ impl AntiReplay {
             Some(h) => {
                 let gap = seq - h;
                 if gap >= self.width() {
-                    self.bits.iter_mut().for_each(|w| *w = 0);
+                    self.seen_mut().iter_mut().for_each(|w| *w = 0);
                 } else {
                     for s in h + 1..seq {
                         self.set(s, false);
@@ -354,14 +450,13 @@ impl AntiReplay {
         }
     }
 
-    /// [`AntiReplay::record`], keeping `tag` (7 bits) in the slot and the
+    /// [`AntiReplay::record`], keeping `tag` ([`TAG_BITS`]) in the slot and the
     /// latest send time when the window is tagged.
     pub fn record_tagged(&mut self, seq: u64, tag: u8, sent_at_ms: i64) {
         self.record(seq);
         if self.is_tagged() {
             self.max_sent = self.max_sent.max(sent_at_ms);
-            let i = (seq % self.width()) as usize;
-            self.tags[i] = (tag & !GEN) | GEN;
+            self.put_slot(seq, tag & TAG_MASK, true);
             self.last = seq;
             self.has_last = true;
         }
@@ -374,8 +469,7 @@ impl AntiReplay {
         if !self.is_tagged() || self.check(seq) != Verdict::Duplicate {
             return None;
         }
-        let t = self.tags[(seq % self.width()) as usize];
-        Some((t & !GEN, t & GEN != 0))
+        Some(self.slot(seq))
     }
 
     /// Marks every slot as written before the restart that number `seq`
@@ -384,10 +478,10 @@ impl AntiReplay {
     /// restarts from 0 after numbering from 1 shows it only at its second
     /// batch, and the first must keep dropping its resends.
     fn age_tags(&mut self, seq: u64) {
-        self.tags.iter_mut().for_each(|t| *t &= !GEN);
+        let words = self.words();
+        self.bits[words..2 * words].iter_mut().for_each(|w| *w = 0);
         if self.has_last && self.last < seq {
-            let i = (self.last % self.width()) as usize;
-            self.tags[i] |= GEN;
+            self.set_plane_bit(1, self.last, true);
         }
     }
 
@@ -403,7 +497,7 @@ impl AntiReplay {
         if run >= RESYNC_AFTER {
             self.has_highest = false;
             self.highest = 0;
-            self.bits.iter_mut().for_each(|w| *w = 0);
+            self.seen_mut().iter_mut().for_each(|w| *w = 0);
             self.resync_run = 0;
             self.resync_seq = 0;
             true
@@ -618,9 +712,10 @@ mod tests {
     const BY_CONTENT: Outcome = Outcome::Accept(Some(RestartCause::Content));
 
     /// Content hash of batch `seq` of boot number `boot` in these tests
-    /// (the tag is its top 7 bits, distinct for distinct boots below 128).
+    /// (the tag is its top [`TAG_BITS`] bits, distinct for distinct boots
+    /// below 8).
     fn h(boot: u64, seq: u64) -> u64 {
-        (boot << 57) | seq
+        (boot << (64 - TAG_BITS)) | seq
     }
 
     /// Send time of batch `seq` of boot number `n`: later boots send later.
@@ -634,8 +729,11 @@ mod tests {
 
     #[test]
     fn memory_per_agent() {
-        assert_eq!(std::mem::size_of::<AntiReplay>(), 72);
-        assert_eq!(std::mem::size_of::<AgentDedup>(), 88);
+        assert_eq!(std::mem::size_of::<AntiReplay>(), 56);
+        assert_eq!(std::mem::size_of::<AgentDedup>(), 72);
+        // Heap: the seen bits, plus "current" and tag bits without boot id.
+        assert_eq!(AntiReplay::new(1024).bits.len() * 8, 128);
+        assert_eq!(AntiReplay::new_tagged(1024).bits.len() * 8, 640);
     }
 
     #[test]
@@ -809,6 +907,38 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_with_seven_bit_tags_restores() {
+        // A window written when a slot kept a byte with a 7-bit tag: slots
+        // 1-20 hold batches of numbering 1 (7-bit tag 1 << 4, current).
+        let tags: String = (0..64)
+            .map(|s| if (1..=20).contains(&s) { "90" } else { "00" })
+            .collect();
+        let old = serde_json::json!({
+            "boot": 0,
+            "win": {
+                "highest": 20,
+                "bits": [((1u64 << 21) - 2)],
+                "last": 20,
+                "max_sent": sent(1, 20),
+                "tags": tags,
+            }
+        });
+        let mut d: AgentDedup = serde_json::from_value(old.clone()).unwrap();
+        // Same tag, not sent later: a resend.
+        assert_eq!(obs(&mut d, 0, 1, 5), Outcome::Duplicate);
+        // The clock went back, other content: the restart still shows.
+        assert_eq!(d.observe(0, 3, sent(0, 0), || h(2, 3)), BY_CONTENT);
+        assert_eq!(obs(&mut d, 0, 2, 4), ACCEPT, "taken over after the restart");
+        // Written back in the same form, the new tag in the same bits.
+        let back = serde_json::to_value(&d).unwrap();
+        let hex = back["win"]["tags"].as_str().unwrap();
+        assert_eq!(&hex[6..8], "a0", "slot 3: current, tag 2 in bits 4-6");
+        assert_eq!(&hex[10..12], "10", "slot 5: aged, tag 1");
+        let again: AgentDedup = serde_json::from_value(back).unwrap();
+        assert_eq!(again, d);
+    }
+
+    #[test]
     fn checkpoint_round_trip_and_bad_tags() {
         let mut d = AgentDedup::new(64);
         for s in 1..=20 {
@@ -874,6 +1004,7 @@ mod tests {
             let mut lru: Vec<u64> = Vec::new();
             let mut slot: HashMap<u64, ((u64, u64), bool)> = HashMap::new();
             let mut last: Option<(u64, u64)> = None;
+            let mut max_sent = i64::MIN;
             let mut deliver = |b: (u64, u64), resend: bool, d: &mut AgentDedup,
                                delivered: &mut Vec<(u64, u64)>| -> Result<(), TestCaseError> {
                 let known = lru.contains(&b.0);
@@ -886,6 +1017,18 @@ mod tests {
                     return Ok(());
                 }
                 let out = obs(d, boot_id(b.0), b.0, b.1);
+                // The documented limit without boot id: a batch not sent
+                // after everything recorded whose slot holds another
+                // current batch with the same tag is taken for its resend.
+                let collides = !with_boot_id
+                    && !accepted.contains(&b)
+                    && sent(b.0, b.1) <= max_sent
+                    && matches!(slot.get(&b.1), Some(&(o, true))
+                        if o != b && tag_of(h(o.0, o.1)) == tag_of(h(b.0, b.1)));
+                if collides {
+                    prop_assert_eq!(out, Outcome::Duplicate, "collision {:?}", b);
+                    return Ok(());
+                }
                 if accepted.contains(&b) {
                     prop_assert_eq!(out, Outcome::Duplicate, "resend {:?}", b);
                 } else {
@@ -912,6 +1055,7 @@ mod tests {
                 }
                 if out != Outcome::Duplicate {
                     last = Some(b);
+                    max_sent = max_sent.max(sent(b.0, b.1));
                 }
                 slot.insert(b.1, (b, true));
                 Ok(())

@@ -67,6 +67,7 @@ pub mod diskscore;
 mod fleet;
 mod malformed;
 mod model;
+pub mod otlp;
 mod truth;
 
 pub use config::{

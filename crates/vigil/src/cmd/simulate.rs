@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use vigil_kafka::AckedProducer;
+use vigil_ops::otlp::InputFormat;
+use vigil_sim::otlp::OtlpEncoder;
 use vigil_sim::{Fleet, FleetConfig, SimRecord};
 
 /// Fleet shape options shared by `simulate` and `demo`.
@@ -157,6 +159,13 @@ pub struct Args {
     /// Also write the ground truth (scenarios, expected outcomes) as JSON.
     #[arg(long)]
     pub truth: Option<PathBuf>,
+    /// Record format: `vigil` (`TelemetryBatch`) or `otlp` (each batch as
+    /// the `ExportMetricsServiceRequest` the OpenTelemetry Collector's
+    /// hostmetrics receiver would send; read it with `vigil ingest
+    /// --input-format otlp` or a worker topic in OTLP format). The ground
+    /// truth's record counts describe the Vigil format.
+    #[arg(long, default_value = "vigil")]
+    pub format: InputFormat,
     /// Fleet shape.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -181,11 +190,16 @@ pub fn run(config: Option<&std::path::Path>, a: Args) -> Result<()> {
     let mut w = BufWriter::with_capacity(1 << 20, sink);
     let mut fleet = Fleet::new(cfg);
     let (mut records, mut bytes) = (0u64, 0u64);
+    let mut otlp = (a.format == InputFormat::Otlp).then(OtlpEncoder::new);
     for rec in fleet.by_ref() {
-        vigil_sim::write_delimited(&mut w, &rec.payload)
+        let payload = match otlp.as_mut() {
+            Some(e) => std::borrow::Cow::Owned(e.encode(&rec.payload)),
+            None => std::borrow::Cow::Borrowed(&rec.payload),
+        };
+        vigil_sim::write_delimited(&mut w, &payload)
             .with_context(|| format!("writing {}", out.display()))?;
         records += 1;
-        bytes += rec.payload.len() as u64;
+        bytes += payload.len() as u64;
     }
     w.flush()
         .with_context(|| format!("writing {}", out.display()))?;
@@ -194,8 +208,16 @@ pub fn run(config: Option<&std::path::Path>, a: Args) -> Result<()> {
     drop(w);
     let secs = started.elapsed().as_secs_f64();
     let report = format!(
-        "wrote {records} records ({bytes} bytes of batches) to {} in {secs:.2}s ({:.0} records/s)\n{}",
-        if stdout { "standard output".into() } else { out.display().to_string() },
+        "wrote {records} {} records ({bytes} bytes) to {} in {secs:.2}s ({:.0} records/s)\n{}",
+        match a.format {
+            InputFormat::Vigil => "vigil",
+            InputFormat::Otlp => "otlp",
+        },
+        if stdout {
+            "standard output".into()
+        } else {
+            out.display().to_string()
+        },
         records as f64 / secs.max(1e-9),
         super::truth_summary(truth)
     );
@@ -239,7 +261,14 @@ fn to_kafka(
         per_second: a.rate,
         ..Pace::default()
     };
-    let done = produce(&mut producer, &topic, fleet.by_ref().map(|r| (r, 1)), pace)
+    let mut otlp = (a.format == InputFormat::Otlp).then(OtlpEncoder::new);
+    let records = fleet.by_ref().map(|mut r| {
+        if let Some(e) = otlp.as_mut() {
+            r.payload = e.encode(&r.payload);
+        }
+        (r, 1)
+    });
+    let done = produce(&mut producer, &topic, records, pace)
         .with_context(|| format!("producing to {topic} on {brokers}"))?;
     let secs = done.elapsed.as_secs_f64().max(1e-9);
     let truth = fleet.truth();

@@ -1,6 +1,6 @@
 //! The `capacity` report: disk and memory use per tenant over the period,
-//! hour by hour, with the trend (least-squares slope of the hourly
-//! averages, in percentage points per day), and the disks growing
+//! hour by hour, with the trend (the average least-squares slope of the
+//! tenant's series, in percentage points per day), and the disks growing
 //! fastest.
 
 use super::{Chart, ChartKind, SectionSpec};
@@ -32,41 +32,51 @@ WHERE metric = 'mem_pct'
 GROUP BY date_trunc('hour', window_start), tenant
 ORDER BY hour, tenant";
 
-/// The trend per tenant and resource (disk, memory): the hourly average
-/// at the first and last hour of the period, the change between them,
-/// and the least-squares slope of the hourly averages in percentage
-/// points per day (`rising` above +0.5, `falling` below -0.5, else
-/// `flat`; null slope with fewer than two hours).
+/// The trend per tenant and resource (disk, memory), over the tenant's
+/// series (each disk of each agent, each agent's memory) with at least two
+/// windows: how many, the average of their first and last window means,
+/// the average change between them, and the average least-squares slope
+/// of their window means in percentage points per day (`rising` above
+/// +0.5, `falling` below -0.5, else `flat`). Per series, then averaged, so
+/// agents that join or leave during the period do not make a trend.
 pub const CAPACITY_TREND: &str = "\
-WITH hourly AS (
-       SELECT tenant, metric, date_trunc('hour', window_start) AS hour, avg(mean) AS used_pct
+WITH per_series AS (
+       SELECT tenant, metric, agent, labels,
+              regr_slope(mean, extract(epoch FROM window_start) / 86400.0) AS slope,
+              min(window_start) AS first_window,
+              max(window_start) AS last_window
        FROM aggregates
        WHERE metric IN ('disk_used_pct', 'mem_pct')
-       GROUP BY tenant, metric, date_trunc('hour', window_start)),
-     bounds AS (
-       SELECT tenant, metric, min(hour) AS first_hour, max(hour) AS last_hour
-       FROM hourly GROUP BY tenant, metric),
+       GROUP BY tenant, metric, agent, labels
+       HAVING count(*) >= 2),
+     ends AS (
+       SELECT a.tenant, a.metric, a.agent, a.labels,
+              max(CASE WHEN a.window_start = s.first_window THEN a.mean END) AS first_pct,
+              max(CASE WHEN a.window_start = s.last_window THEN a.mean END) AS last_pct
+       FROM aggregates a
+       JOIN per_series s ON s.tenant = a.tenant AND s.metric = a.metric
+                        AND s.agent = a.agent AND s.labels = a.labels
+       GROUP BY a.tenant, a.metric, a.agent, a.labels),
      trend AS (
-       SELECT h.tenant,
-              h.metric,
-              count(*) AS hours,
-              avg(CASE WHEN h.hour = b.first_hour THEN h.used_pct END) AS first_pct,
-              avg(CASE WHEN h.hour = b.last_hour THEN h.used_pct END) AS last_pct,
-              regr_slope(h.used_pct, extract(epoch FROM h.hour) / 86400.0) AS slope
-       FROM hourly h
-       JOIN bounds b ON b.tenant = h.tenant AND b.metric = h.metric
-       GROUP BY h.tenant, h.metric)
+       SELECT s.tenant, s.metric,
+              count(*) AS series,
+              avg(e.first_pct) AS first_pct,
+              avg(e.last_pct) AS last_pct,
+              avg(s.slope) AS slope
+       FROM per_series s
+       JOIN ends e ON e.tenant = s.tenant AND e.metric = s.metric
+                  AND e.agent = s.agent AND e.labels = s.labels
+       GROUP BY s.tenant, s.metric)
 SELECT tenant,
        metric,
-       hours,
+       series,
        round(first_pct, 2) AS first_pct,
        round(last_pct, 2) AS last_pct,
        round(last_pct - first_pct, 2) AS change_pct,
        round(slope, 3) AS slope_pct_per_day,
-       CASE WHEN slope > 0.5 THEN 'rising' WHEN slope < -0.5 THEN 'falling'
-            WHEN slope IS NULL THEN NULL ELSE 'flat' END AS trend
+       CASE WHEN slope > 0.5 THEN 'rising' WHEN slope < -0.5 THEN 'falling' ELSE 'flat' END AS trend
 FROM trend
-ORDER BY metric, slope DESC NULLS LAST, tenant";
+ORDER BY metric, slope DESC, tenant";
 
 /// The ten disks growing fastest: per `disk_used_pct` series with at
 /// least two windows, the least-squares slope of its window means in
@@ -110,7 +120,7 @@ pub const SECTIONS: &[SectionSpec] = &[
     SectionSpec {
         name: "capacity_trend",
         title: "Capacity trend per tenant",
-        about: "Disk and memory use at the start and end of the period, and the slope in points per day.",
+        about: "Disk and memory use at the start and end of the period, and the average slope of the tenant's series in points per day.",
         sql: CAPACITY_TREND,
         chart: None,
     },

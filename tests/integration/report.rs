@@ -10,6 +10,11 @@
 //! nothing, so even a stray URL could not reach the network; the report
 //! holds none (asserted).
 //!
+//! The SQL of every section also runs in DuckDB with the same answer
+//! (tests/interop/check_report_sql.py), when `VIGIL_PYTHON` names a Python
+//! with duckdb (as for the interop tests; `VIGIL_REQUIRE_INTEROP=1` makes
+//! it required).
+//!
 //! Artefacts: the reports and their screenshots are kept under
 //! `$CARGO_TARGET_TMPDIR/report-artefacts/` (`target/tmp/` of the build),
 //! as `<report>.html` and `<report>.png`.
@@ -175,7 +180,7 @@ fn report_defaults_to_health_and_takes_a_scope() {
     assert!(o.stdout.is_empty());
     let csv = std::fs::read_to_string(&path).unwrap();
     assert!(
-        csv.starts_with("# capacity_trend\ntenant,metric,hours,"),
+        csv.starts_with("# capacity_trend\ntenant,metric,series,"),
         "{csv}"
     );
     let leftovers: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
@@ -350,4 +355,76 @@ fn html_reports_render_in_headless_chromium() {
             bytes.len()
         );
     }
+}
+
+#[test]
+fn report_sql_gives_the_same_answer_in_duckdb() {
+    use vigil_query::report::{self, ReportKind, Scope};
+    use vigil_query::{render, Format, QuerySession};
+    let python = match std::env::var("VIGIL_PYTHON") {
+        Ok(p) => p,
+        Err(_) => {
+            assert!(
+                std::env::var("VIGIL_REQUIRE_INTEROP").is_err(),
+                "VIGIL_REQUIRE_INTEROP is set but VIGIL_PYTHON is not"
+            );
+            eprintln!("SKIPPED: set VIGIL_PYTHON to a python with duckdb (scripts/test.sh does)");
+            return;
+        }
+    };
+    let root = demo().join("demo");
+    let session = QuerySession::open(&root).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sections = Vec::new();
+    let mut rows_total = 0;
+    for kind in ReportKind::ALL {
+        let r = rt
+            .block_on(report::run(&session, kind, &Scope::default()))
+            .unwrap();
+        for s in &r.sections {
+            let rows: Vec<serde_json::Value> = render(&s.batches, Format::Json)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            rows_total += rows.len();
+            let columns: Vec<String> = s.batches[0]
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            sections.push(serde_json::json!({
+                "name": format!("{kind}.{}", s.spec.name),
+                "sql": s.spec.sql,
+                "columns": columns,
+                "rows": rows,
+            }));
+        }
+    }
+    assert!(
+        rows_total > 50,
+        "the demo gives the sections rows to compare"
+    );
+    let spec = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(spec.path(), serde_json::to_vec(&sections).unwrap()).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/check_report_sql.py"
+    );
+    let o = Command::new(python)
+        .arg(script)
+        .arg(&root)
+        .arg(spec.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "check_report_sql.py failed:\n{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
 }

@@ -92,7 +92,8 @@ ORDER BY availability_pct, a.tenant";
 
 /// The five busiest resources of each kind (CPU, memory, disk): per
 /// series, the exact 95th percentile of the window means and the highest
-/// window max over the period, ranked by the percentile.
+/// window max over the period, ranked by the percentile; `resource`
+/// (`cpu a1`, `disk a1 mount=/`) labels the chart.
 pub const RESOURCES_IN_TROUBLE: &str = "\
 WITH per_series AS (
        SELECT metric, tenant, agent, labels,
@@ -110,7 +111,8 @@ SELECT metric,
        tenant,
        agent,
        labels,
-       metric || ' ' || agent || CASE WHEN labels = '' THEN '' ELSE ' ' || labels END AS resource,
+       CASE metric WHEN 'cpu_pct' THEN 'cpu' WHEN 'mem_pct' THEN 'mem' ELSE 'disk' END
+         || ' ' || agent || CASE WHEN labels = '' THEN '' ELSE ' ' || labels END AS resource,
        round(p95, 1) AS p95_pct,
        round(peak, 1) AS peak_pct,
        windows

@@ -297,8 +297,8 @@ fn health_report_numbers() {
         ]
     );
     assert_eq!(trouble.len(), 9);
-    assert_eq!(trouble[3]["resource"], "disk_used_pct b1 mount=/");
-    assert_eq!(trouble[6]["resource"], "mem_pct b1");
+    assert_eq!(trouble[3]["resource"], "disk b1 mount=/");
+    assert_eq!(trouble[6]["resource"], "mem b1");
 
     // The trend incident: predicted 20:00, alert at 07:30 → 12.5 h ahead.
     assert_eq!(

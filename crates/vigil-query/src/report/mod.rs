@@ -202,7 +202,7 @@ impl Scope {
         }
     }
 
-    /// A one-line description (`tenant acme, from … to …`, or `all
+    /// A one-line description (`tenant acme, from …, before …`, or `all
     /// data`).
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -213,7 +213,7 @@ impl Scope {
             parts.push(format!("from {}", rfc3339(f)));
         }
         if let Some(t) = self.to_ms {
-            parts.push(format!("to {} (exclusive)", rfc3339(t)));
+            parts.push(format!("before {}", rfc3339(t)));
         }
         if parts.is_empty() {
             "all data".into()

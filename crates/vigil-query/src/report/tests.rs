@@ -491,6 +491,10 @@ fn scope_limits_every_table_and_values_stay_values() {
         to_ms: Some(MIDNIGHT + 6 * HOUR),
         tenant: None,
     };
+    assert_eq!(
+        scope.describe(),
+        "from 2026-11-03T02:00:00Z, before 2026-11-03T06:00:00Z"
+    );
     let a = report(&s, ReportKind::Alerts, &scope);
     assert_eq!(
         pick(

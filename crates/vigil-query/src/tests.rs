@@ -244,6 +244,15 @@ fn partition_filter_prunes_other_directories() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, QueryError::Sql { .. }), "{err}");
+    // A report's scope prunes the same way: the scoped table never opens
+    // the garbage file.
+    let scope = report::Scope {
+        from_ms: Some(MIDNIGHT - 2 * W),
+        ..report::Scope::default()
+    };
+    let scoped = block_on(s.scoped(|d| scope.expr(d))).unwrap().unwrap();
+    let b = one(&scoped, "SELECT count(*) FROM aggregates");
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 24);
 }
 
 #[test]

@@ -94,6 +94,20 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null
 fi
 
+# A headless browser (the HTML report must load without console errors
+# and draw its charts): Debian's chromium-headless-shell, installed when
+# no chromium-headless-shell or chromium is on PATH (VIGIL_BROWSER names
+# another one).
+if [ -z "${VIGIL_BROWSER:-}" ] && ! command -v chromium-headless-shell >/dev/null 2>&1 \
+   && ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium-headless-shell"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null \
+         && apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null; }
+fi
+export VIGIL_REQUIRE_BROWSER=1
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -3,7 +3,7 @@
 //! malformed input, detectors on labelled scenarios, and the Parquet files
 //! read by pyarrow and DuckDB, and the Kafka worker against the real test
 //! broker (nisshi), and the SIEM encodings checked by independent parsers
-//! and validators.
+//! and validators, and the reports (the HTML one in a headless browser).
 
 mod cli;
 mod common;
@@ -13,4 +13,5 @@ mod interop;
 mod kafka;
 mod oracle;
 mod otlp;
+mod report;
 mod siem;

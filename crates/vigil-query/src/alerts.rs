@@ -50,23 +50,11 @@ impl AlertFilter {
     /// time bounds also bound the `date` partition column, so days
     /// outside the range are not listed.
     pub fn expr(&self) -> Option<Expr> {
-        let mut parts: Vec<Expr> = Vec::new();
-        let ts = |ms: i64| {
-            lit(ScalarValue::TimestampMillisecond(
-                Some(ms),
-                Some(TIMEZONE.into()),
-            ))
-        };
-        let day = |ms: i64| lit(ScalarValue::Date32(Some(ms.div_euclid(MS_PER_DAY) as i32)));
-        if let Some(from) = self.from_ms {
-            parts.push(col(PARTITION_COLUMN).gt_eq(day(from)));
-            parts.push(col("event_time").gt_eq(ts(from)));
-        }
-        if let Some(to) = self.to_ms {
-            // The day holding the last included millisecond.
-            parts.push(col(PARTITION_COLUMN).lt_eq(day(to - 1)));
-            parts.push(col("event_time").lt(ts(to)));
-        }
+        let mut parts = time_range(
+            Dataset::Alerts.partition_time_column(),
+            self.from_ms,
+            self.to_ms,
+        );
         if let Some(t) = &self.tenant {
             parts.push(col("tenant").eq(lit(t.as_str())));
         }
@@ -75,6 +63,32 @@ impl AlertFilter {
         }
         parts.into_iter().reduce(Expr::and)
     }
+}
+
+/// `[from_ms, to_ms)` on the timestamp column `time_column` (either
+/// bound optional) as expressions with literal values, plus the matching
+/// bounds on the `date` partition column so that days outside the range
+/// are not listed. `time_column` must be the dataset's
+/// [`Dataset::partition_time_column`], whose UTC day is the partition.
+pub(crate) fn time_range(time_column: &str, from_ms: Option<i64>, to_ms: Option<i64>) -> Vec<Expr> {
+    let mut parts: Vec<Expr> = Vec::new();
+    let ts = |ms: i64| {
+        lit(ScalarValue::TimestampMillisecond(
+            Some(ms),
+            Some(TIMEZONE.into()),
+        ))
+    };
+    let day = |ms: i64| lit(ScalarValue::Date32(Some(ms.div_euclid(MS_PER_DAY) as i32)));
+    if let Some(from) = from_ms {
+        parts.push(col(PARTITION_COLUMN).gt_eq(day(from)));
+        parts.push(col(time_column).gt_eq(ts(from)));
+    }
+    if let Some(to) = to_ms {
+        // The day holding the last included millisecond.
+        parts.push(col(PARTITION_COLUMN).lt_eq(day(to - 1)));
+        parts.push(col(time_column).lt(ts(to)));
+    }
+    parts
 }
 
 /// The order of an export: event time, then incident id, then status

@@ -3,12 +3,13 @@
 //! Owns reading: a DataFusion session with the `aggregates` and `alerts`
 //! datasets written by `vigil-store` registered as tables (Hive `date`
 //! partition, statistics and page-index pruning), result rendering for the
-//! CLI, and the `vigil report` queries.
+//! CLI, and the `vigil report` reports (health, alerts, capacity) with
+//! their HTML rendering.
 //!
 //! ```text
 //!  <root>/aggregates/date=…/*.parquet ─┐
-//!  <root>/alerts/date=…/*.parquet     ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json
-//!                                                 └─ report::run() ─▶ fleet health, alerts by rule, predicted disk fills
+//!  <root>/alerts/date=…/*.parquet     ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json | html
+//!                                                 └─ report::run(health | alerts | capacity) ─▶ Report ─render_report()─▶ … | one HTML file
 //! ```
 //!
 //! Queries are async and CPU-heavy: the binary runs them on a tokio runtime
@@ -17,7 +18,8 @@
 //! Modules: [`session`] (the tables), [`listing`] (the reader rule that
 //! hides files a compacted file covers), [`alerts`] (alert events back as
 //! `AlertEvent`s, for `vigil export`), [`render`] (output formats),
-//! [`report`] (the report SQL), [`error`] (the typed error).
+//! [`report`] (the reports' SQL, HTML and SVG charts), [`error`] (the
+//! typed error).
 
 pub mod alerts;
 pub mod error;

@@ -1,5 +1,6 @@
 //! Rendering query results for people and tools: an aligned text table,
-//! CSV with a header, or JSON Lines (one object per row, nulls explicit).
+//! CSV with a header, JSON Lines (one object per row, nulls explicit), or
+//! an HTML table (every cell escaped).
 //!
 //! Timestamps render as RFC 3339 in UTC in every format.
 
@@ -24,11 +25,14 @@ pub enum Format {
     Csv,
     /// JSON Lines: one JSON object per row, with explicit `null`s.
     Json,
+    /// HTML: a `<table>` element for query results, a whole self-contained
+    /// document for reports ([`crate::report::html`]).
+    Html,
 }
 
 impl Format {
     /// Every format, for help texts.
-    pub const ALL: [Format; 3] = [Format::Table, Format::Csv, Format::Json];
+    pub const ALL: [Format; 4] = [Format::Table, Format::Csv, Format::Json, Format::Html];
 
     /// Lower-case name, as accepted by [`Format::from_str`].
     pub fn as_str(self) -> &'static str {
@@ -36,6 +40,7 @@ impl Format {
             Format::Table => "table",
             Format::Csv => "csv",
             Format::Json => "json",
+            Format::Html => "html",
         }
     }
 }
@@ -46,9 +51,9 @@ impl fmt::Display for Format {
     }
 }
 
-/// A format name that is not one of `table`, `csv`, `json`.
+/// A format name that is not one of `table`, `csv`, `json`, `html`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown output format {0:?} (expected table, csv or json)")]
+#[error("unknown output format {0:?} (expected table, csv, json or html)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -59,6 +64,7 @@ impl FromStr for Format {
             "table" => Ok(Format::Table),
             "csv" => Ok(Format::Csv),
             "json" | "jsonl" | "ndjson" => Ok(Format::Json),
+            "html" => Ok(Format::Html),
             _ => Err(UnknownFormat(s.to_owned())),
         }
     }
@@ -66,10 +72,11 @@ impl FromStr for Format {
 
 /// Renders batches (all with one schema) in `format`. A table or CSV of
 /// zero rows still shows the header when at least one (empty) batch is
-/// given, as [`crate::QuerySession::sql`] guarantees.
+/// given, as [`crate::QuerySession::sql`] guarantees; so does HTML.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
     let err = |source| QueryError::Render { format, source };
     match format {
+        Format::Html => crate::report::html::table(batches).map_err(err),
         Format::Table => Ok(format!(
             "{}\n",
             pretty_format_batches(batches).map_err(err)?

@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
 use datafusion::object_store::local::LocalFileSystem;
 use vigil_store::{Dataset, PARTITION_COLUMN};
 
@@ -113,6 +115,41 @@ impl QuerySession {
     /// The underlying DataFusion context (to register more tables or UDFs).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// A session over the same datasets in which each table holds only
+    /// the rows `filter` keeps for its dataset (`None`: every row): the
+    /// tables keep their names, so the same SQL text runs over the whole
+    /// history or a slice of it. Filters are expressions (values only ever
+    /// literals), applied below every query and pushed down to the Parquet
+    /// scans (partition and statistics pruning).
+    pub async fn scoped(&self, filter: impl Fn(Dataset) -> Option<Expr>) -> Result<QuerySession> {
+        // The same runtime: its object stores list through the reader rule.
+        let ctx =
+            SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        for dataset in Dataset::ALL {
+            let name = dataset.name();
+            let err = |source| QueryError::Register {
+                table: name,
+                path: self.root.join(name),
+                source: Box::new(source),
+            };
+            let provider = self.ctx.table_provider(name).await.map_err(err)?;
+            let table: Arc<dyn TableProvider> = match filter(dataset) {
+                None => provider,
+                Some(expr) => self
+                    .ctx
+                    .read_table(provider)
+                    .and_then(|df| df.filter(expr))
+                    .map_err(err)?
+                    .into_view(),
+            };
+            ctx.register_table(name, table).map_err(err)?;
+        }
+        Ok(QuerySession {
+            ctx,
+            root: self.root.clone(),
+        })
     }
 
     /// Runs one read-only SQL statement (`SELECT`, `WITH`, `EXPLAIN`,

@@ -13,9 +13,9 @@ use crate::report;
 use crate::*;
 
 /// 2026-11-03T00:00:00Z.
-const MIDNIGHT: i64 = 1_793_664_000_000;
-const W: i64 = 60_000;
-const HOUR: i64 = 3_600_000;
+pub(crate) const MIDNIGHT: i64 = 1_793_664_000_000;
+pub(crate) const W: i64 = 60_000;
+pub(crate) const HOUR: i64 = 3_600_000;
 
 fn window(agent: &str, metric: &str, start: i64, values: &[f64]) -> WindowAggregate {
     let mut agg = Agg::new(start, values[0]);
@@ -30,7 +30,7 @@ fn window(agent: &str, metric: &str, start: i64, values: &[f64]) -> WindowAggreg
     }
 }
 
-fn range(first: i64) -> SourceRange<'static> {
+pub(crate) fn range(first: i64) -> SourceRange<'static> {
     SourceRange {
         source: "rmm.telemetry.v1",
         partition: 0,
@@ -66,7 +66,7 @@ fn write_aggregates(root: &Path) {
     w.flush(range(0)).unwrap();
 }
 
-fn alert(
+pub(crate) fn alert(
     agent: &str,
     rule: &str,
     kind: DetectorKind,
@@ -155,11 +155,11 @@ fn write_alerts(root: &Path) {
     w.flush(range(0)).unwrap();
 }
 
-fn run(session: &QuerySession, sql: &str) -> Vec<RecordBatch> {
+pub(crate) fn run(session: &QuerySession, sql: &str) -> Vec<RecordBatch> {
     block_on(session.sql(sql)).unwrap().unwrap()
 }
 
-fn one(session: &QuerySession, sql: &str) -> RecordBatch {
+pub(crate) fn one(session: &QuerySession, sql: &str) -> RecordBatch {
     let batches = run(session, sql);
     datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
@@ -244,6 +244,15 @@ fn partition_filter_prunes_other_directories() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, QueryError::Sql { .. }), "{err}");
+    // A report's scope prunes the same way: the scoped table never opens
+    // the garbage file.
+    let scope = report::Scope {
+        from_ms: Some(MIDNIGHT - 2 * W),
+        ..report::Scope::default()
+    };
+    let scoped = block_on(s.scoped(|d| scope.expr(d))).unwrap().unwrap();
+    let b = one(&scoped, "SELECT count(*) FROM aggregates");
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 24);
 }
 
 #[test]
@@ -262,10 +271,20 @@ fn empty_root_gives_empty_tables_and_report() {
     assert!(render(&batches, Format::Csv)
         .unwrap()
         .starts_with("id,fingerprint,rule,"));
-    let sections = block_on(report::run(&s)).unwrap().unwrap();
-    assert_eq!(sections.len(), 3);
-    let text = report::render_report(&sections, Format::Table).unwrap();
-    assert!(text.contains("## Fleet health"), "{text}");
+    for kind in report::ReportKind::ALL {
+        let r = block_on(report::run(&s, kind, &report::Scope::default()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.sections.len(), kind.sections().len());
+        let text = report::render_report(&r, Format::Table).unwrap();
+        assert!(
+            text.contains(&format!("## {}", kind.sections()[0].title)),
+            "{text}"
+        );
+        let html = report::render_report(&r, Format::Html).unwrap();
+        assert!(html.contains("No data for this section"), "{html}");
+        assert!(!html.contains("<svg"), "no chart without data");
+    }
 
     // Data written after open is seen by later queries.
     write_aggregates(&root);
@@ -331,15 +350,27 @@ fn report_sections_over_a_small_fleet() {
     write_aggregates(dir.path());
     write_alerts(dir.path());
     let s = QuerySession::open(dir.path()).unwrap();
-    let sections = block_on(report::run(&s)).unwrap().unwrap();
-    let names: Vec<_> = sections.iter().map(|s| s.query.name).collect();
+    let r = block_on(report::run(
+        &s,
+        report::ReportKind::Health,
+        &report::Scope::default(),
+    ))
+    .unwrap()
+    .unwrap();
+    let names: Vec<_> = r.sections.iter().map(|s| s.spec.name).collect();
     assert_eq!(
         names,
-        ["fleet_health", "alerts_by_rule", "predicted_disk_fills"]
+        [
+            "fleet_summary",
+            "agents_offline",
+            "tenant_availability",
+            "resources_in_trouble",
+            "predicted_disk_fills"
+        ]
     );
 
     let json = |i: usize| -> Vec<serde_json::Value> {
-        render(&sections[i].batches, Format::Json)
+        render(&r.sections[i].batches, Format::Json)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -348,18 +379,11 @@ fn report_sections_over_a_small_fleet() {
     let health = json(0);
     assert_eq!(
         health[0],
-        serde_json::json!({"agents": 3, "series": 6, "windows": 24, "cpu_pct_avg": 20.0,
-            "cpu_pct_p95": 30.0, "agents_mem_pct_over_90": 1, "offline_incidents": 2})
+        serde_json::json!({"period_start": "2026-11-02T23:58:00Z", "period_end": "2026-11-03T00:02:00Z",
+            "tenants": 1, "agents_seen": 3, "agents_offline_now": 2, "offline_incidents": 2,
+            "cpu_pct_avg": 20.0, "cpu_pct_p95": 30.0, "agents_mem_pct_over_90": 1})
     );
-    let by_rule = json(1);
-    assert_eq!(
-        by_rule,
-        [
-            serde_json::json!({"rule": "disk_fill", "severity": "warning", "fired": 2, "suppressed": 0}),
-            serde_json::json!({"rule": "agent_offline", "severity": "critical", "fired": 1, "suppressed": 1}),
-        ]
-    );
-    let fills = json(2);
+    let fills = json(4);
     assert_eq!(fills.len(), 2);
     assert_eq!(fills[0]["agent"], "a1", "soonest predicted first");
     assert_eq!(fills[0]["hours_ahead"], 18.0);
@@ -370,7 +394,7 @@ fn report_sections_over_a_small_fleet() {
         .starts_with("2026-11-03T02:00:00"));
     assert_eq!(fills[1]["resolved_at"], serde_json::Value::Null);
 
-    let text = report::render_report(&sections, Format::Table).unwrap();
+    let text = report::render_report(&r, Format::Table).unwrap();
     assert!(
         text.contains("## Disks predicted to fill") && text.contains("mount=/data"),
         "{text}"

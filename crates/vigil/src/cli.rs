@@ -47,7 +47,8 @@ pub enum Command {
     Demo(cmd::demo::Args),
     /// Run SQL over the `aggregates` and `alerts` tables.
     Sql(cmd::sql::SqlArgs),
-    /// Print the fleet report (alerts by rule, predicted disk fills, health).
+    /// Reports over the datasets: health (default), alerts or capacity, as a table, CSV,
+    /// JSON or one self-contained HTML file with charts.
     Report(cmd::sql::ReportArgs),
     /// Export alert events from Parquet (json, ocsf, cef, ecs) to stdout, a file, a syslog
     /// receiver (RFC 5424 over TCP or TLS) or a Kafka topic.

@@ -1,6 +1,7 @@
 //! `vigil demo`: the embedded end to end. A simulated fleet runs through
 //! the pipeline in-process (event time fast-forwarded), Parquet is written,
-//! and a report computed with SQL is printed. No Kafka needed.
+//! and the health report (`vigil report`, computed with SQL) is printed.
+//! No Kafka needed.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -101,9 +102,10 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     );
     println!();
     super::sql::print_report(&a.data_dir, Format::Table)?;
+    let d = a.data_dir.display();
     println!(
-        "\nNext: vigil sql --data-dir {} \"SELECT rule, severity, count(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2\"",
-        a.data_dir.display()
+        "\nNext: vigil report alerts --data-dir {d} --format html --out alerts.html (also health, capacity)\n      \
+         vigil sql --data-dir {d} \"SELECT rule, severity, count(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2\""
     );
     Ok(())
 }

@@ -1,8 +1,14 @@
 //! `vigil sql` and `vigil report`: DataFusion over the Parquet datasets.
+//!
+//! `vigil report [health|alerts|capacity]` (health when none is named)
+//! runs the report's SQL (`vigil_query::report`) over the rows of the
+//! scope (`--from`, `--to`, `--tenant`; times as `vigil export` parses
+//! them) and prints it, or writes it atomically to `--out`.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use vigil_query::report::{ReportKind, Scope};
 use vigil_query::{render, Format, QuerySession};
 
 use crate::settings::Settings;
@@ -13,7 +19,7 @@ pub struct SqlArgs {
     /// Root of the datasets (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Output format: table, csv or json (JSON Lines).
+    /// Output format: table, csv, json (JSON Lines) or html (a table).
     #[arg(long, default_value = "table")]
     pub format: Format,
     /// The query, over the tables `aggregates` and `alerts`.
@@ -23,12 +29,33 @@ pub struct SqlArgs {
 /// Arguments of `vigil report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
+    /// Which report: health (agents seen and offline, availability,
+    /// resources in trouble, predicted disk fills), alerts (counts,
+    /// incidents, time to resolve, rules to tune, incident list) or
+    /// capacity (disk and memory use per tenant, trend).
+    #[arg(default_value = "health")]
+    pub report: ReportKind,
     /// Root of the datasets (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Output format: table, csv or json.
+    /// Output format: table, csv, json (JSON Lines) or html (one
+    /// self-contained file with charts).
     #[arg(long, default_value = "table")]
     pub format: Format,
+    /// Earliest time, inclusive: RFC 3339, a date, `now`, or relative
+    /// (`-7d`); as `vigil export --from`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub from: Option<String>,
+    /// Latest time, exclusive (as --from).
+    #[arg(long, allow_hyphen_values = true)]
+    pub to: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Write the report to this file (atomically: a temporary file in the
+    /// same directory, then a rename) instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 fn data_dir(config: Option<&Path>, flag: Option<PathBuf>) -> Result<PathBuf> {
@@ -60,17 +87,64 @@ pub fn run_sql(config: Option<&Path>, a: SqlArgs) -> Result<()> {
 /// Runs `vigil report`.
 pub fn run_report(config: Option<&Path>, a: ReportArgs) -> Result<()> {
     let dir = data_dir(config, a.data_dir)?;
-    print_report(&dir, a.format)
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| super::export::parse_time(s, now_ms).with_context(|| format!("--{flag}")))
+            .transpose()
+    };
+    let scope = Scope {
+        from_ms: time("from", &a.from)?,
+        to_ms: time("to", &a.to)?,
+        tenant: a.tenant,
+    };
+    if let (Some(f), Some(t)) = (scope.from_ms, scope.to_ms) {
+        if f >= t {
+            bail!("--from must be before --to");
+        }
+    }
+    let text = make_report(&dir, a.report, &scope, a.format)?;
+    match a.out {
+        None => print!("{text}"),
+        Some(path) => write_out(&path, text.as_bytes())?,
+    }
+    Ok(())
 }
 
-/// Prints the fleet report for the datasets under `dir`.
-pub fn print_report(dir: &Path, format: Format) -> Result<()> {
+/// Computes and renders one report over the datasets under `dir`.
+pub fn make_report(dir: &Path, kind: ReportKind, scope: &Scope, format: Format) -> Result<String> {
     let rt = runtime()?;
     let session = QuerySession::open(dir)
         .with_context(|| format!("opening datasets under {}", dir.display()))?;
-    let sections = rt
-        .block_on(vigil_query::report::run(&session))
-        .context("report queries failed")?;
-    print!("{}", vigil_query::report::render_report(&sections, format)?);
+    let mut report = rt
+        .block_on(vigil_query::report::run(&session, kind, scope))
+        .with_context(|| format!("{kind} report queries failed"))?;
+    report.generated_at = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    Ok(vigil_query::report::render_report(&report, format)?)
+}
+
+/// Writes `bytes` to `path` atomically: readers see the old file or the
+/// whole new one, never a partial report.
+fn write_out(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("--out {}: not a file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    vigil_store::replace::write_file_atomic(dir, name, bytes, true)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Prints the health report (as a table) for the datasets under `dir`:
+/// the summary at the end of `vigil demo`.
+pub fn print_report(dir: &Path, format: Format) -> Result<()> {
+    print!(
+        "{}",
+        make_report(dir, ReportKind::Health, &Scope::default(), format)?
+    );
     Ok(())
 }

@@ -66,6 +66,61 @@ fn simulate_ingest_sql_report_round_trip() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    // Bad SQL: one clear error line with the position, no backtrace.
+    let o = vigil(&["sql", "--data-dir", &d("data"), "SELEC 1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.starts_with("error: query failed: SQL error"), "{e}");
+    assert!(
+        e.contains("SELEC") && !e.contains("panicked") && !e.contains("backtrace"),
+        "{e}"
+    );
+    // Named parameters: typed by the query, a literal whatever they hold.
+    let count = |params: &[&str]| {
+        let dd = d("data");
+        let mut args = vec!["sql", "--data-dir", &dd, "--format", "csv"];
+        args.extend_from_slice(params);
+        args.push("SELECT count(*) AS n FROM aggregates WHERE metric = $m AND mean >= $min");
+        let o = vigil(&args);
+        (o.status.code(), stdout(&o), stderr(&o))
+    };
+    let (code, all, _) = count(&["--param", "m=cpu_pct", "--param", "min=0"]);
+    assert_eq!(code, Some(0));
+    let (_, some, _) = count(&["--param", "m=cpu_pct", "--param", "$min=50"]);
+    let n = |out: &str| out.lines().nth(1).unwrap().parse::<u64>().unwrap();
+    assert!(n(&all) > n(&some) && n(&some) > 0, "{all} {some}");
+    let (_, none, _) = count(&["--param", "m=cpu_pct' OR '1'='1", "--param", "min=0"]);
+    assert_eq!(n(&none), 0);
+    let (code, _, e) = count(&["--param", "m=cpu_pct"]);
+    assert_eq!(code, Some(1));
+    assert!(e.contains("parameter $min: no value given"), "{e}");
+    let (code, _, e) = count(&["--param", "m=cpu_pct", "--param", "min=high"]);
+    assert_eq!(code, Some(1));
+    assert!(e.contains("\"high\" is not a Float64"), "{e}");
+    let (code, _, e) = count(&["--param", "1x=2"]);
+    assert_eq!(code, Some(2), "a usage error");
+    assert!(e.contains("parameter name"), "{e}");
+    // The plan, and what running it did.
+    let o = vigil(&[
+        "sql",
+        "--data-dir",
+        &d("data"),
+        "--explain",
+        "SELECT count(*) FROM aggregates WHERE date = '2026-11-02'",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("physical_plan"), "{}", stdout(&o));
+    let o = vigil(&[
+        "sql",
+        "--data-dir",
+        &d("data"),
+        "--analyze",
+        "--param",
+        "m=mem_pct",
+        "SELECT avg(mean) FROM aggregates WHERE metric = $m",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("output_rows="), "{}", stdout(&o));
 
     let o = vigil(&["report", "--data-dir", &d("data")]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -32,6 +32,14 @@ pub enum QueryError {
         /// DataFusion's error.
         source: Box<DataFusionError>,
     },
+    /// A query parameter (`--param name=value`) does not fit the query.
+    #[error("parameter ${name}: {problem}")]
+    Param {
+        /// The parameter's name (without `$`).
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// Rendering results failed.
     #[error("rendering results as {format}: {source}")]
     Render {

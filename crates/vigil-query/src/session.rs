@@ -15,12 +15,16 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::object_store::local::LocalFileSystem;
 use vigil_store::{Dataset, PARTITION_COLUMN};
@@ -81,7 +85,20 @@ impl QuerySession {
             opts.execution.parquet.pushdown_filters = true;
             opts.execution.parquet.reorder_filters = true;
         }
-        let ctx = SessionContext::new_with_config(config);
+        // No cache of directory listings (DataFusion keeps them forever by
+        // default): a long-lived session must see the files workers
+        // publish, and not the ones compaction or retention removed.
+        // Statistics and footer caches stay: they are keyed by each
+        // file's size and modification time.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()
+            .map_err(|source| QueryError::Register {
+                table: "(runtime)",
+                path: root.to_path_buf(),
+                source: Box::new(source),
+            })?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         // Listings follow the storage contract's reader rule: inputs a
         // published compacted file covers are not read (docs/storage.md).
         let local = ObjectStoreUrl::local_filesystem();
@@ -158,10 +175,72 @@ impl QuerySession {
     /// holds at least one batch, empty when there are no rows, so the
     /// schema is known to renderers.
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>> {
-        let err = |source| QueryError::Sql {
-            query: query.to_owned(),
-            source: Box::new(source),
-        };
+        self.sql_with_params(query, &[]).await
+    }
+
+    /// [`QuerySession::sql`] with named parameters: each `$name` in the
+    /// query is replaced by the value given for `name`, as a literal of
+    /// the type the query expects there (`mean > $limit` makes `$limit` a
+    /// float, `tenant = $t` a string), never as SQL text, so a value
+    /// cannot change the statement. A placeholder without a value, a
+    /// value for no placeholder, and a value that does not parse as the
+    /// expected type are errors ([`QueryError::Param`]).
+    ///
+    /// A file that disappears between planning and reading (compaction
+    /// or retention removing what a worker or an earlier run published)
+    /// makes the query plan again over the files then present, up to
+    /// [`REPLAN_ATTEMPTS`] times: every published file holds whole rows
+    /// and the reader rule hides inputs a compacted file covers, so a
+    /// re-planned query sees each row once.
+    pub async fn sql_with_params(
+        &self,
+        query: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<RecordBatch>> {
+        let mut attempt = 1;
+        loop {
+            let df = self.plan(query, params).await?;
+            let schema: SchemaRef = df.schema().inner().clone();
+            match df.collect().await {
+                Ok(mut batches) => {
+                    if batches.is_empty() {
+                        batches.push(RecordBatch::new_empty(schema));
+                    }
+                    return Ok(batches);
+                }
+                Err(e) if attempt < REPLAN_ATTEMPTS && is_vanished_file(&e) => {
+                    tracing::warn!(attempt, error = %e, "a file went away during the query; planning again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(sql_error(query, e)),
+            }
+        }
+    }
+
+    /// The plan of `query` (with `params` as in
+    /// [`QuerySession::sql_with_params`]) as `EXPLAIN` shows it: the
+    /// logical and physical plans, or with `analyze` the physical plan
+    /// annotated with what running it did (rows, files and row groups
+    /// pruned, time).
+    pub async fn explain(
+        &self,
+        query: &str,
+        params: &[(String, String)],
+        analyze: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        let df = self.plan(query, params).await?;
+        let df = df
+            .explain(false, analyze)
+            .map_err(|e| sql_error(query, e))?;
+        df.collect().await.map_err(|e| sql_error(query, e))
+    }
+
+    /// Plans one read-only statement and binds its parameters.
+    async fn plan(
+        &self,
+        query: &str,
+        params: &[(String, String)],
+    ) -> Result<datafusion::dataframe::DataFrame> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -170,13 +249,100 @@ impl QuerySession {
             .ctx
             .sql_with_options(query, options)
             .await
-            .map_err(err)?;
-        let schema: SchemaRef = df.schema().inner().clone();
-        let mut batches = df.collect().await.map_err(err)?;
-        if batches.is_empty() {
-            batches.push(RecordBatch::new_empty(schema));
+            .map_err(|e| sql_error(query, e))?;
+        let types = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| sql_error(query, e))?;
+        if types.is_empty() && params.is_empty() {
+            return Ok(df);
         }
-        Ok(batches)
+        let values = bind(&types, params)?;
+        df.with_param_values(values)
+            .map_err(|e| sql_error(query, e))
+    }
+}
+
+/// How many times a query is planned when files vanish under it.
+pub const REPLAN_ATTEMPTS: u32 = 3;
+
+/// Placeholder values for `types` (ids `$name`) from `name=value` pairs.
+fn bind(
+    types: &std::collections::HashMap<String, Option<DataType>>,
+    params: &[(String, String)],
+) -> Result<std::collections::HashMap<String, ScalarValue>> {
+    let mut values = std::collections::HashMap::new();
+    for (name, value) in params {
+        let Some(expected) = types.get(&format!("${name}")) else {
+            let mut known: Vec<&str> = types.keys().map(|k| &k[1..]).collect();
+            known.sort_unstable();
+            return Err(QueryError::Param {
+                name: name.clone(),
+                problem: if known.is_empty() {
+                    "the query has no $placeholders".into()
+                } else {
+                    format!("the query has no ${name} (it has ${})", known.join(", $"))
+                },
+            });
+        };
+        if values.contains_key(name) {
+            return Err(QueryError::Param {
+                name: name.clone(),
+                problem: "given twice".into(),
+            });
+        }
+        let ty = expected.clone().unwrap_or(DataType::Utf8);
+        let scalar =
+            ScalarValue::try_from_string(value.clone(), &ty).map_err(|e| QueryError::Param {
+                name: name.clone(),
+                problem: format!("{value:?} is not a {ty}: {e}"),
+            })?;
+        values.insert(name.clone(), scalar);
+    }
+    let mut missing: Vec<&str> = types
+        .keys()
+        .map(|k| &k[1..])
+        .filter(|k| !values.contains_key(*k))
+        .collect();
+    missing.sort_unstable();
+    if let Some(first) = missing.first() {
+        return Err(QueryError::Param {
+            name: (*first).to_string(),
+            problem: format!(
+                "no value given (--param {}=...)",
+                missing.join("=... --param ")
+            ),
+        });
+    }
+    Ok(values)
+}
+
+/// Whether `e` is an object store "not found": a listed file was gone
+/// when it was read.
+fn is_vanished_file(e: &DataFusionError) -> bool {
+    use datafusion::object_store::Error as StoreError;
+    // Walk the chain: DataFusion wraps the store error in contexts,
+    // shared errors and Parquet errors.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if matches!(
+            err.downcast_ref::<StoreError>(),
+            Some(StoreError::NotFound { .. })
+        ) || err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+fn sql_error(query: &str, source: DataFusionError) -> QueryError {
+    QueryError::Sql {
+        query: query.to_owned(),
+        source: Box::new(source),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Query tests over datasets written by `vigil-store` into a temp dir.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
@@ -669,4 +670,320 @@ fn results_are_unchanged_by_compaction_and_by_its_leftover_inputs() {
         "SELECT count(*) AS n FROM aggregates WHERE date = '2026-11-03'",
     );
     assert_eq!(n.column(0).as_primitive::<Int64Type>().value(0), 18);
+}
+
+fn one_f64(b: &[RecordBatch]) -> f64 {
+    b[0].column(0).as_primitive::<Float64Type>().value(0)
+}
+
+fn count(b: &[RecordBatch]) -> i64 {
+    b[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+fn p(name: &str, value: &str) -> (String, String) {
+    (name.to_string(), value.to_string())
+}
+
+#[test]
+fn named_parameters_bind_as_typed_literals() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let q = "SELECT count(*) FROM aggregates WHERE metric = $metric AND mean > $limit";
+    // `$limit` compares with a float column: bound as a float.
+    let run = |params: &[(String, String)]| block_on(s.sql_with_params(q, params)).unwrap();
+    let b = run(&[p("metric", "cpu_pct"), p("limit", "15")]).unwrap();
+    assert_eq!(count(&b), 8, "a1 and a2 (means 20 and 30), 4 windows each");
+    let b = run(&[p("metric", "cpu_pct"), p("limit", "20.5")]).unwrap();
+    assert_eq!(count(&b), 4);
+    // A value is a literal, never SQL: an injection attempt matches nothing.
+    let b = run(&[p("metric", "x' OR '1'='1"), p("limit", "0")]).unwrap();
+    assert_eq!(count(&b), 0);
+    let b = block_on(s.sql_with_params(
+        "SELECT max(mean) FROM aggregates WHERE agent = $a AND metric = 'cpu_pct'",
+        &[p("a", "a1")],
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(one_f64(&b), 20.0);
+
+    let err = |params: &[(String, String)]| {
+        block_on(s.sql_with_params(q, params))
+            .unwrap()
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&[p("metric", "cpu_pct")]);
+    assert!(e.contains("$limit") && e.contains("no value given"), "{e}");
+    let e = err(&[p("metric", "cpu_pct"), p("limit", "1"), p("tenant", "t1")]);
+    assert!(
+        e.contains("$tenant") && e.contains("it has $limit, $metric"),
+        "{e}"
+    );
+    let e = err(&[p("metric", "cpu_pct"), p("limit", "lots")]);
+    assert!(
+        e.contains("$limit") && e.contains("\"lots\" is not a Float64"),
+        "{e}"
+    );
+    let e = err(&[p("metric", "a"), p("metric", "b"), p("limit", "1")]);
+    assert!(e.contains("given twice"), "{e}");
+    let e = block_on(s.sql_with_params("SELECT 1", &[p("x", "1")]))
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no $placeholders"), "{e}");
+}
+
+#[test]
+fn explain_shows_the_plan_and_analyze_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let q = "SELECT agent, avg(mean) FROM aggregates WHERE date = '2026-11-03' AND mean > $m GROUP BY agent";
+    let text = |analyze: bool| {
+        let b = block_on(s.explain(q, &[p("m", "5")], analyze))
+            .unwrap()
+            .unwrap();
+        render(&b, Format::Csv).unwrap()
+    };
+    let plan = text(false);
+    assert!(
+        plan.contains("logical_plan") && plan.contains("physical_plan"),
+        "{plan}"
+    );
+    // The parameter is bound in the plan, and the date prunes directories.
+    assert!(plan.contains("mean > Float64(5)"), "{plan}");
+    assert!(
+        plan.contains("date=2026-11-03") && !plan.contains("date=2026-11-02"),
+        "{plan}"
+    );
+    let analyzed = text(true);
+    assert!(analyzed.contains("output_rows="), "{analyzed}");
+}
+
+/// Files that appear and disappear while queries run (a worker
+/// publishing, compaction or retention removing): no query fails, each
+/// sees either state of every file, never a row twice.
+#[test]
+fn queries_survive_files_that_come_and_go() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let base = count(
+        &block_on(s.sql("SELECT count(*) FROM aggregates"))
+            .unwrap()
+            .unwrap(),
+    );
+    // Each extra file holds 2 rows: 3 agents x 2 metrics x 4 windows = 24
+    // rows in the base file.
+    assert_eq!(base, 24);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let root = dir.path().to_path_buf();
+        let stop = &stop;
+        scope.spawn(move || {
+            let mut k = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                // Publish a file of 2 rows, then remove it.
+                let cfg = WriterConfig {
+                    sync: false,
+                    ..WriterConfig::default()
+                };
+                let mut w = AggregatesWriter::new(&root, cfg).unwrap();
+                let start = MIDNIGHT + (k % 60) * W;
+                w.push(&window("x", "cpu_pct", start, &[1.0]));
+                w.push(&window("x", "mem_pct", start, &[1.0]));
+                let r = SourceRange {
+                    source: "churn",
+                    partition: 0,
+                    first_offset: k * 10,
+                    last_offset: k * 10 + 9,
+                };
+                w.flush(r).unwrap();
+                let day = root.join("aggregates").join("date=2026-11-03");
+                for e in std::fs::read_dir(&day).unwrap().flatten() {
+                    if e.file_name().to_string_lossy().contains("churn") {
+                        std::fs::remove_file(e.path()).unwrap();
+                    }
+                }
+                k += 1;
+            }
+        });
+        for _ in 0..400 {
+            let b = block_on(s.sql("SELECT count(*), sum(mean) FROM aggregates"))
+                .unwrap()
+                .unwrap_or_else(|e| panic!("a query failed under churn: {e}"));
+            let n = count(&b);
+            assert!(n == base || n == base + 2, "{n} rows");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// An object store that, once armed, removes a listed file right after
+/// listing it: the moment compaction or retention can hit a query.
+#[derive(Debug)]
+struct VanishingStore {
+    inner: crate::listing::RuleStore,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Display for VanishingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VanishingStore({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::object_store::ObjectStore for VanishingStore {
+    async fn put_opts(
+        &self,
+        location: &datafusion::object_store::path::Path,
+        payload: datafusion::object_store::PutPayload,
+        opts: datafusion::object_store::PutOptions,
+    ) -> datafusion::object_store::Result<datafusion::object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &datafusion::object_store::path::Path,
+        opts: datafusion::object_store::PutMultipartOptions,
+    ) -> datafusion::object_store::Result<Box<dyn datafusion::object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &datafusion::object_store::path::Path,
+        options: datafusion::object_store::GetOptions,
+    ) -> datafusion::object_store::Result<datafusion::object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            datafusion::object_store::Result<datafusion::object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        datafusion::object_store::Result<datafusion::object_store::path::Path>,
+    > {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&datafusion::object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<
+        'static,
+        datafusion::object_store::Result<datafusion::object_store::ObjectMeta>,
+    > {
+        use futures_util::{StreamExt, TryStreamExt};
+        let all = self.inner.list(prefix);
+        let armed = self.armed.clone();
+        futures_util::stream::once(async move {
+            let listed: Vec<datafusion::object_store::ObjectMeta> = all.try_collect().await?;
+            if armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                let victim = listed
+                    .iter()
+                    .find(|o: &&datafusion::object_store::ObjectMeta| {
+                        o.location.as_ref().contains("churn")
+                    })
+                    .expect("a file to remove");
+                std::fs::remove_file(format!("/{}", victim.location)).unwrap();
+            }
+            Ok::<_, datafusion::object_store::Error>(futures_util::stream::iter(
+                listed.into_iter().map(Ok),
+            ))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&datafusion::object_store::path::Path>,
+    ) -> datafusion::object_store::Result<datafusion::object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &datafusion::object_store::path::Path,
+        to: &datafusion::object_store::path::Path,
+        options: datafusion::object_store::CopyOptions,
+    ) -> datafusion::object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A file listed by a query and removed before it is read: the query
+/// plans again over the files then present and gives their result.
+#[test]
+fn a_file_removed_between_listing_and_reading_replans() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    let mut w = AggregatesWriter::new(dir.path(), WriterConfig::default()).unwrap();
+    w.push(&window("x", "cpu_pct", MIDNIGHT, &[1.0]));
+    w.flush(SourceRange {
+        source: "churn",
+        partition: 0,
+        first_offset: 0,
+        last_offset: 0,
+    })
+    .unwrap();
+    let s = QuerySession::open(dir.path()).unwrap();
+    let store = Arc::new(VanishingStore {
+        inner: crate::listing::RuleStore::new(Arc::new(
+            datafusion::object_store::local::LocalFileSystem::new(),
+        )),
+        armed: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    });
+    s.context().register_object_store(
+        datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+        store.clone(),
+    );
+    let b = block_on(s.sql("SELECT count(*), sum(mean) FROM aggregates"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        !store.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the file was removed"
+    );
+    assert_eq!(count(&b), 24, "the rows of the files still there");
+}
+
+/// A session lists directories per query: files published after it
+/// opened are read, files removed are not.
+#[test]
+fn a_session_sees_files_published_and_removed_after_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    write_aggregates(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let rows = || {
+        count(
+            &block_on(s.sql("SELECT count(*) FROM aggregates WHERE mean >= 0"))
+                .unwrap()
+                .unwrap(),
+        )
+    };
+    assert_eq!(rows(), 24);
+    let mut w = AggregatesWriter::new(dir.path(), WriterConfig::default()).unwrap();
+    w.push(&window("x", "cpu_pct", MIDNIGHT, &[1.0]));
+    w.flush(range(100)).unwrap();
+    assert_eq!(rows(), 25, "a file published after the session opened");
+    let day = dir.path().join("aggregates").join("date=2026-11-03");
+    for e in std::fs::read_dir(&day).unwrap().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .contains("-00000000000000000100-")
+        {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    assert_eq!(rows(), 24, "and gone once removed");
 }

@@ -22,8 +22,42 @@ pub struct SqlArgs {
     /// Output format: table, csv, json (JSON Lines) or html (a table).
     #[arg(long, default_value = "table")]
     pub format: Format,
+    /// A value for the placeholder `$NAME` in the query, as `NAME=VALUE`
+    /// (repeatable). The value is bound as a literal of the type the query
+    /// expects there (`mean > $limit`: a number; `tenant = $t`: a string),
+    /// never pasted into the SQL, so no quoting is needed and none can
+    /// break out.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Print the query's logical and physical plans instead of its rows.
+    #[arg(long)]
+    pub explain: bool,
+    /// Run the query and print its physical plan with what each step did
+    /// (rows, files and row groups pruned, time): `EXPLAIN ANALYZE`.
+    #[arg(long, conflicts_with = "explain")]
+    pub analyze: bool,
     /// The query, over the tables `aggregates` and `alerts`.
     pub query: String,
+}
+
+/// Parses `--param NAME=VALUE` (NAME: letters, digits and `_`, not
+/// starting with a digit; VALUE: anything, possibly empty).
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))?;
+    let name = name.strip_prefix('$').unwrap_or(name);
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(format!(
+            "{name:?}: a parameter name is letters, digits and _, not starting with a digit"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// Arguments of `vigil report`.
@@ -79,7 +113,11 @@ pub fn run_sql(config: Option<&Path>, a: SqlArgs) -> Result<()> {
     let rt = runtime()?;
     let session = QuerySession::open(&dir)
         .with_context(|| format!("opening datasets under {}", dir.display()))?;
-    let batches = rt.block_on(session.sql(&a.query)).context("query failed")?;
+    let batches = if a.explain || a.analyze {
+        rt.block_on(session.explain(&a.query, &a.params, a.analyze))?
+    } else {
+        rt.block_on(session.sql_with_params(&a.query, &a.params))?
+    };
     print!("{}", render(&batches, a.format)?);
     Ok(())
 }

@@ -20,6 +20,22 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Simulates 4 agents for 72 h from `start_ms` into the file `out`.
+fn simulate_three_days(start_ms: &str, out: &str) {
+    let o = vigil(&[
+        "simulate",
+        "--agents",
+        "4",
+        "--hours",
+        "72",
+        "--start-ms",
+        start_ms,
+        "--out",
+        out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn simulate_ingest_sql_report_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -497,18 +513,7 @@ fn retention_removes_only_days_past_the_limit_and_dry_run_removes_nothing() {
     // once its end (next midnight) is 4 days old: today-5 and before.
     let start = ((today - 5) * DAY_MS).to_string();
     let last_expired = date(today - 5);
-    let o = vigil(&[
-        "simulate",
-        "--agents",
-        "4",
-        "--hours",
-        "72",
-        "--start-ms",
-        &start,
-        "--out",
-        &d("f.bin"),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    simulate_three_days(&start, &d("f.bin"));
     let o = vigil(&["ingest", "--input", &d("f.bin"), "--data-dir", &d("data")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let dates = |table: &str| {
@@ -600,18 +605,7 @@ fn compact_merges_small_files_without_changing_any_query_result() {
     const DAY_MS: i64 = 86_400_000;
     let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS);
     let start = ((today - 4) * DAY_MS).to_string();
-    let o = vigil(&[
-        "simulate",
-        "--agents",
-        "4",
-        "--hours",
-        "72",
-        "--start-ms",
-        &start,
-        "--out",
-        &d("f.bin"),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    simulate_three_days(&start, &d("f.bin"));
     let config = dir.path().join("vigil.toml");
     std::fs::write(
         &config,

@@ -87,6 +87,24 @@ pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
     out
 }
 
+/// The Python of `VIGIL_PYTHON` (a venv with pyarrow, duckdb and the
+/// validators, which scripts/test.sh sets up), or `None` with a SKIPPED
+/// line naming `needs` when it is not set; with `VIGIL_REQUIRE_INTEROP`
+/// set (CI) a missing one fails the test instead.
+pub fn interop_python(needs: &str) -> Option<String> {
+    match std::env::var("VIGIL_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var("VIGIL_REQUIRE_INTEROP").is_err(),
+                "VIGIL_REQUIRE_INTEROP is set but VIGIL_PYTHON is not"
+            );
+            eprintln!("SKIPPED: set VIGIL_PYTHON to a python with {needs} (scripts/test.sh does)");
+            None
+        }
+    }
+}
+
 /// The `vigil` binary built for these tests.
 pub fn vigil_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vigil")

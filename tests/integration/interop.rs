@@ -14,16 +14,8 @@ use crate::common::*;
 
 #[test]
 fn pyarrow_and_duckdb_read_the_datasets() {
-    let python = match std::env::var("VIGIL_PYTHON") {
-        Ok(p) => p,
-        Err(_) => {
-            assert!(
-                std::env::var("VIGIL_REQUIRE_INTEROP").is_err(),
-                "VIGIL_REQUIRE_INTEROP is set but VIGIL_PYTHON is not"
-            );
-            eprintln!("SKIPPED: set VIGIL_PYTHON to a python with pyarrow and duckdb (scripts/test.sh does)");
-            return;
-        }
+    let Some(python) = crate::common::interop_python("pyarrow and duckdb") else {
+        return;
     };
     let run = simulate(small_fleet(30, 26.0, 5));
     let dir = tempfile::tempdir().unwrap();

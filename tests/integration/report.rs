@@ -361,16 +361,8 @@ fn html_reports_render_in_headless_chromium() {
 fn report_sql_gives_the_same_answer_in_duckdb() {
     use vigil_query::report::{self, ReportKind, Scope};
     use vigil_query::{render, Format, QuerySession};
-    let python = match std::env::var("VIGIL_PYTHON") {
-        Ok(p) => p,
-        Err(_) => {
-            assert!(
-                std::env::var("VIGIL_REQUIRE_INTEROP").is_err(),
-                "VIGIL_REQUIRE_INTEROP is set but VIGIL_PYTHON is not"
-            );
-            eprintln!("SKIPPED: set VIGIL_PYTHON to a python with duckdb (scripts/test.sh does)");
-            return;
-        }
+    let Some(python) = crate::common::interop_python("duckdb") else {
+        return;
     };
     let root = demo().join("demo");
     let session = QuerySession::open(&root).unwrap();

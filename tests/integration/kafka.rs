@@ -22,6 +22,8 @@ use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
 
 use crate::common::{alert_schema, free_port, sql, vigil_bin};
 
+mod otlp;
+
 /// 2026-11-02T00:00:00Z: a window-aligned start, in the past (so nothing
 /// is `future` against the wall clock) but recent.
 const T0: i64 = 1_793_577_600_000;

@@ -3,6 +3,7 @@
 //! subscriber set-up (human or JSON logs on stderr, `RUST_LOG` filter).
 
 use vigil_ops::dedup::RestartCause;
+use vigil_ops::otlp::OtlpStats;
 use vigil_ops::pipeline::PipelineStats;
 use vigil_ops::RejectReason;
 
@@ -106,6 +107,19 @@ pub const COMPACT_CONFLICTS: &str = "vigil_compact_conflicts_total";
 /// Compaction: seconds one `vigil compact` run took.
 pub const COMPACT_SECONDS: &str = "vigil_compact_duration_seconds";
 
+/// OTLP input: resources (would-be batches) in decoded requests.
+pub const OTLP_RESOURCES: &str = "vigil_otlp_resources_total";
+/// OTLP input: data points by `outcome`: `in` (seen), `duplicate` (same
+/// series and timestamp taken before), `no_value`, `first` (first point of
+/// a cumulative series: no rate yet), `superseded` (a cumulative point not
+/// newer than its series' previous one), `shadowed` (an earlier mapping
+/// row made the same metric), `out` (Vigil points handed to the pipeline).
+pub const OTLP_POINTS: &str = "vigil_otlp_points_total";
+/// OTLP input: cumulative series resets (value down or start time moved).
+pub const OTLP_RESETS: &str = "vigil_otlp_resets_total";
+/// OTLP input: point attributes not kept as labels.
+pub const OTLP_DROPPED_ATTRIBUTES: &str = "vigil_otlp_dropped_attributes_total";
+
 /// Counts the Parquet rows one publish of an output stage wrote.
 pub fn published(p: &vigil_sink::Published) {
     metrics::counter!(PARQUET_ROWS, "dataset" => "aggregates").increment(p.aggregates.rows as u64);
@@ -148,6 +162,27 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
         .increment(d(prev.series_evicted, now.series_evicted));
     metrics::counter!(INCIDENTS_EXPIRED)
         .increment(d(prev.incidents_expired, now.incidents_expired));
+}
+
+/// Adds the difference between two OTLP conversion stats snapshots to the
+/// `vigil_otlp_*` counters (all zero for Vigil input).
+pub fn publish_otlp(prev: &OtlpStats, now: &OtlpStats) {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    metrics::counter!(OTLP_RESOURCES).increment(d(prev.resources, now.resources));
+    for (outcome, a, b) in [
+        ("in", prev.points_in, now.points_in),
+        ("duplicate", prev.duplicate_points, now.duplicate_points),
+        ("no_value", prev.no_value_points, now.no_value_points),
+        ("first", prev.first_points, now.first_points),
+        ("superseded", prev.superseded_points, now.superseded_points),
+        ("shadowed", prev.shadowed_points, now.shadowed_points),
+        ("out", prev.points_out, now.points_out),
+    ] {
+        metrics::counter!(OTLP_POINTS, "outcome" => outcome).increment(d(a, b));
+    }
+    metrics::counter!(OTLP_RESETS).increment(d(prev.resets, now.resets));
+    metrics::counter!(OTLP_DROPPED_ATTRIBUTES)
+        .increment(d(prev.dropped_attributes, now.dropped_attributes));
 }
 
 /// Sets the state-size gauges of one partition's pipeline (`None`: the

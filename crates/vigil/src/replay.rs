@@ -76,6 +76,8 @@ pub struct Replay {
     /// them.
     unread: PipelineStats,
     published: PipelineStats,
+    /// OTLP conversion counters at the last flush.
+    published_otlp: vigil_ops::otlp::OtlpStats,
     summary: ReplaySummary,
     /// Wire format of the records (see [`Replay::with_input_format`]).
     format: InputFormat,
@@ -131,6 +133,7 @@ impl Replay {
             flush_dlq_bytes: settings.storage.dlq_flush_bytes,
             unread: PipelineStats::default(),
             published: PipelineStats::default(),
+            published_otlp: Default::default(),
             summary: ReplaySummary::default(),
             format: InputFormat::Vigil,
         })
@@ -275,6 +278,9 @@ impl Replay {
         let now = self.stats();
         obs::publish(&self.published, &now);
         self.published = now;
+        let otlp = self.pipeline.otlp_stats().clone();
+        obs::publish_otlp(&self.published_otlp, &otlp);
+        self.published_otlp = otlp;
         metrics::counter!(obs::DLQ_TRUNCATED, "sink" => "file").increment(dlq_truncated);
         self.summary.dlq_truncated += dlq_truncated;
         tracing::info!(

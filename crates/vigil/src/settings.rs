@@ -20,6 +20,12 @@ use vigil_store::WriterConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
+    /// Record format of `kafka.telemetry_topic`: `vigil` (`TelemetryBatch`)
+    /// or `otlp` (OTLP `ExportMetricsServiceRequest`, as the Collector's
+    /// Kafka exporter writes them; docs/otlp.md). One topic holds one
+    /// format: the two cannot be told apart by their bytes.
+    #[serde(default)]
+    pub input_format: vigil_ops::otlp::InputFormat,
     /// Directory of the per-partition checkpoints (operator state and the
     /// offset it continues from).
     pub state_dir: PathBuf,

@@ -87,6 +87,7 @@ use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use vigil_kafka::{headers, AckedProducer, LatencyHistogram, Undelivered};
 use vigil_ops::config::{ClockMode, PipelineConfig};
+use vigil_ops::otlp::{InputFormat, OtlpStats};
 use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason, Rejected};
@@ -517,6 +518,8 @@ struct PartitionTask {
     /// Whether skipping records below the checkpoint was logged.
     warned_skip: bool,
     published: PipelineStats,
+    /// OTLP conversion counters at the last publish.
+    published_otlp: OtlpStats,
 }
 
 /// What a worker run did.
@@ -710,6 +713,7 @@ impl Worker {
         tracing::info!(
             brokers = %kafka.brokers,
             topic = %kafka.telemetry_topic,
+            input_format = ?settings.worker.input_format,
             group = %kafka.group_id,
             data_dir = %settings.data_dir.display(),
             state_dir = %settings.worker.state_dir.display(),
@@ -926,6 +930,7 @@ impl Worker {
                     let task = PartitionTask {
                         partition,
                         published: pipeline.stats().clone(),
+                        published_otlp: pipeline.otlp_stats().clone(),
                         pipeline,
                         out: Outputs::default(),
                         stage: OutputStage::new(
@@ -1112,8 +1117,11 @@ impl Worker {
         t.range_start.get_or_insert(offset);
         t.next_offset = Some(offset + 1);
         let points_before = t.pipeline.stats().points_in;
-        t.pipeline
-            .process(Position { partition, offset }, payload, now, &mut t.out);
+        let pos = Position { partition, offset };
+        match self.settings.worker.input_format {
+            InputFormat::Vigil => t.pipeline.process(pos, payload, now, &mut t.out),
+            InputFormat::Otlp => t.pipeline.process_otlp(pos, payload, now, &mut t.out),
+        }
         self.summary.records += 1;
         let p = &self.progress;
         p.first_record.get_or_init(Instant::now);
@@ -1228,6 +1236,9 @@ impl PartitionTask {
         let (a, b) = (&p.aggregates, &p.alerts);
         let now = self.pipeline.stats().clone();
         obs::publish(&self.published, &now);
+        let otlp = self.pipeline.otlp_stats().clone();
+        obs::publish_otlp(&self.published_otlp, &otlp);
+        self.published_otlp = otlp;
         obs::publish_state(self.partition, Some(&self.pipeline));
         self.published = now;
         tracing::debug!(

@@ -4,11 +4,20 @@
 //! numbers on shared machines do not).
 //!
 //! Stages, each over the same records held in memory:
-//! 1. raw decode: prost decode of every record, nothing else;
+//! 1. raw decode: prost decode of every record the pipeline decodes (all
+//!    but those over `limits.max_batch_bytes`), nothing else (of a
+//!    `TelemetryBatch`, or with `--format otlp` of an OTLP
+//!    `ExportMetricsServiceRequest`: the fleet re-encoded as the
+//!    Collector's hostmetrics would send it);
 //! 2. operator chain: decode → validate → dedup → windows → detectors →
 //!    alerts, one thread, no I/O;
 //! 3. end to end: the chain plus Arrow building, Parquet encoding and
 //!    atomic publication (a replay into a temporary directory).
+//!
+//! "vs raw decode" is the raw decode's time over the stage's time for the
+//! same records: in OTLP one source point is not one Vigil point (a
+//! CPU's idle, user and system times make one `cpu_pct`), so rates in
+//! points are not comparable across the two, while times are.
 //!
 //! Also reported: batches per second, bytes of operator state per series
 //! (allocator-counted, after stage 2) and the peak RSS.
@@ -30,8 +39,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use prost::Message;
 use vigil_ops::config::ClockMode;
+use vigil_ops::otlp::InputFormat;
 use vigil_ops::pipeline::{Outputs, Pipeline};
 use vigil_ops::Position;
+use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use vigil_proto::otlp::metrics::v1::metric::Data;
 use vigil_proto::v1::TelemetryBatch;
 use vigil_sim::Fleet;
 
@@ -49,6 +61,12 @@ pub struct Args {
     /// `--brokers`: the raw decode baseline only).
     #[arg(long, default_value_t = 3)]
     pub runs: u32,
+    /// Record format the fleet is encoded in: `vigil` (`TelemetryBatch`)
+    /// or `otlp` (each batch as the hostmetrics `ExportMetricsServiceRequest`
+    /// of `vigil simulate --format otlp`; with `--brokers`, the worker reads
+    /// the topic as OTLP).
+    #[arg(long, default_value = "vigil")]
+    pub format: InputFormat,
     /// Run the whole pipeline through this Kafka broker instead: produce
     /// the fleet to a new topic and run the worker on it in-process
     /// (other client properties come from the config's `[kafka]`).
@@ -112,14 +130,50 @@ fn raw_decode<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> u64 {
     records.into_iter().map(|r| points_of(&mut b, r)).sum()
 }
 
+/// Data points of every type in an OTLP request (0 when it does not
+/// decode), reusing `req`.
+fn otlp_points_of(req: &mut ExportMetricsServiceRequest, record: &[u8]) -> u64 {
+    req.clear();
+    if req.merge(record).is_err() {
+        return 0;
+    }
+    let mut n = 0u64;
+    for rm in &req.resource_metrics {
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                n += match &m.data {
+                    Some(Data::Gauge(g)) => g.data_points.len(),
+                    Some(Data::Sum(s)) => s.data_points.len(),
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    Some(Data::Summary(s)) => s.data_points.len(),
+                    None => 0,
+                } as u64;
+            }
+        }
+    }
+    n
+}
+
+/// Stage 1 on OTLP records: the OTLP data points in `records`.
+fn raw_decode_otlp<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut req = ExportMetricsServiceRequest::default();
+    records
+        .into_iter()
+        .map(|r| otlp_points_of(&mut req, r))
+        .sum()
+}
+
 /// One batch shape's figures.
 struct ShapeRun {
     /// `tick` or `batch` (or `given` for an explicit shape).
     name: &'static str,
+    format: InputFormat,
     records: usize,
     bytes: usize,
     points: u64,
-    /// (stage, points per second, seconds of the best run).
+    /// (stage, points per second, seconds of the best run). Raw decode
+    /// counts the format's own data points, the other stages Vigil points.
     stages: [(&'static str, f64, f64); 3],
     /// Operator state after the chain (bytes), series and agents.
     state_bytes: usize,
@@ -136,13 +190,33 @@ fn bench_shape(
     settings: &Settings,
     rules: &std::sync::Arc<vigil_ops::rules::RuleSet>,
     fleet_cfg: vigil_sim::FleetConfig,
+    format: InputFormat,
     runs: u32,
 ) -> Result<ShapeRun> {
-    let records: Vec<Vec<u8>> = Fleet::new(fleet_cfg).map(|r| r.payload).collect();
+    let fleet = Fleet::new(fleet_cfg);
+    let records: Vec<Vec<u8>> = match format {
+        InputFormat::Vigil => fleet.map(|r| r.payload).collect(),
+        InputFormat::Otlp => {
+            let mut e = vigil_sim::otlp::OtlpEncoder::new();
+            fleet.map(|r| e.encode(&r.payload)).collect()
+        }
+    };
     let bytes: usize = records.iter().map(Vec::len).sum();
 
-    // 1. Raw decode.
-    let (t_decode, points) = best(runs, || Ok(raw_decode(records.iter().map(Vec::as_slice))))?;
+    // 1. Raw decode, of the records the pipeline decodes: it refuses
+    // those over `limits.max_batch_bytes` (the simulator's deliberately
+    // huge ones) by their length alone.
+    let max_bytes = settings.pipeline.limits.max_batch_bytes;
+    let (t_decode, points) = best(runs, || {
+        let records = records
+            .iter()
+            .filter(|r| r.len() <= max_bytes)
+            .map(Vec::as_slice);
+        Ok(match format {
+            InputFormat::Vigil => raw_decode(records),
+            InputFormat::Otlp => raw_decode_otlp(records),
+        })
+    })?;
 
     // 2. Operator chain, no I/O; state measured after the last run.
     let mut cfg = settings.pipeline.clone();
@@ -159,7 +233,10 @@ fn bench_shape(
                 partition: 0,
                 offset: i as i64,
             };
-            p.process(pos, r, 0, &mut out);
+            match format {
+                InputFormat::Vigil => p.process(pos, r, 0, &mut out),
+                InputFormat::Otlp => p.process_otlp(pos, r, 0, &mut out),
+            }
             out.clear();
         }
         drop(out);
@@ -171,7 +248,8 @@ fn bench_shape(
     // 3. End to end into Parquet.
     let dir = tempfile_dir()?;
     let (t_e2e, summary) = best(runs, || {
-        let mut r = Replay::new(settings, dir.path(), "bench", rules.clone())?;
+        let mut r =
+            Replay::new(settings, dir.path(), "bench", rules.clone())?.with_input_format(format);
         for rec in &records {
             r.push(rec)?;
         }
@@ -181,6 +259,7 @@ fn bench_shape(
     let rate = |n: u64, t: f64| n as f64 / t;
     Ok(ShapeRun {
         name,
+        format,
         records: records.len(),
         bytes,
         points,
@@ -226,20 +305,28 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     };
     let first = &shapes[0].1;
     println!(
-        "vigil bench: {} agents, {:.1} h, seed {}, a point every {}; best of {} runs per stage; one thread",
+        "vigil bench: {} agents, {:.1} h, seed {}, a point every {}, {} records; best of {} runs per stage; one thread",
         first.agents,
         first.duration_ms as f64 / 3.6e6,
         first.seed,
         humantime::format_duration(a.fleet.point_interval),
+        format_name(a.format),
         a.runs
     );
     let mut done = Vec::new();
     for (name, cfg) in shapes {
         println!("{name:<6} {}", FleetArgs::shape_label(&cfg));
-        done.push(bench_shape(name, &settings, &rules, cfg, a.runs)?);
+        done.push(bench_shape(name, &settings, &rules, cfg, a.format, a.runs)?);
     }
     print_report(&done);
     Ok(())
+}
+
+fn format_name(f: InputFormat) -> &'static str {
+    match f {
+        InputFormat::Vigil => "vigil",
+        InputFormat::Otlp => "otlp",
+    }
 }
 
 /// Prints the shapes' figures: one table of the inputs, one of the stages.
@@ -264,14 +351,19 @@ fn print_report(done: &[ShapeRun]) {
     println!();
     println!("shape  stage                      points/s    batches/s   vs raw decode");
     for s in done {
-        let decode_rate = s.stages[0].1;
-        for (stage, r, t) in s.stages {
+        let t_decode = s.stages[0].2;
+        for (i, (stage, r, t)) in s.stages.into_iter().enumerate() {
+            let unit = match (s.format, i) {
+                (InputFormat::Otlp, 0) => " (OTLP data points)",
+                (InputFormat::Otlp, _) => " (Vigil points)",
+                _ => "",
+            };
             println!(
-                "{:<6} {stage:<24} {:>10.2} M {:>12.0}   {:>6.1} %",
+                "{:<6} {stage:<24} {:>10.2} M {:>12.0}   {:>6.1} %{unit}",
                 s.name,
                 r / 1e6,
                 s.records as f64 / t,
-                100.0 * r / decode_rate
+                100.0 * t_decode / t
             );
         }
     }

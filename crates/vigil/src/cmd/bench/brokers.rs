@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use vigil_kafka::admin::{create_topics, delete_topics, OffsetProbe, TopicOutcome};
 use vigil_kafka::{AckedProducer, KafkaSettings};
+use vigil_ops::otlp::InputFormat;
 use vigil_sim::{Expect, Fleet, FleetConfig, SimRecord};
 
 use super::{best, points_of, raw_decode, tempfile_dir, Args};
@@ -172,6 +173,11 @@ struct Measured {
 /// Runs `vigil bench --brokers`.
 pub(super) fn run(config: Option<&Path>, a: &Args) -> Result<()> {
     let brokers = a.brokers.as_deref().context("--brokers is required")?;
+    ensure!(
+        a.format == InputFormat::Vigil,
+        "--brokers measures Vigil's own format only; run `vigil bench --format otlp` without \
+         --brokers for the OTLP decode, chain and end-to-end rates"
+    );
     let mut settings = Settings::load(config)?;
     settings.kafka.brokers = brokers.to_string();
     let rules = settings.load_rules(None)?;

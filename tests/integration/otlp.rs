@@ -397,3 +397,46 @@ fn simulate_format_otlp_writes_the_encoders_requests() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `vigil demo --format otlp` runs the fleet through the OTLP path: its
+/// windows are those of `vigil ingest --input-format otlp` over `vigil
+/// simulate --format otlp` of the same fleet, and it prints the
+/// conversion counters.
+#[test]
+fn demo_format_otlp_equals_ingest_of_the_simulated_otlp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let fleet = ["--agents", "8", "--hours", "1", "--seed", "7"];
+    let mut args = vec!["demo", "--format", "otlp", "--quiet", "--data-dir"];
+    let demo_dir = d("demo");
+    args.push(&demo_dir);
+    args.extend(fleet);
+    let o = vigil(&args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("otlp records"), "{out}");
+    assert!(
+        out.contains("resources,") && out.contains("points out"),
+        "{out}"
+    );
+
+    let file = d("fleet.otlp");
+    let mut args = vec!["simulate", "--format", "otlp", "--out", &file];
+    args.extend(fleet);
+    let o = vigil(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ingest_dir = d("ingest");
+    let o = vigil(&[
+        "ingest",
+        "--input-format",
+        "otlp",
+        "--input",
+        &file,
+        "--data-dir",
+        &ingest_dir,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (windows(&demo_dir), windows(&ingest_dir));
+    assert!(a.len() > 1_000, "{} windows", a.len());
+    assert_eq!(a, b);
+}

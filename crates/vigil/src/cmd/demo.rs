@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use vigil_ops::otlp::InputFormat;
 use vigil_query::Format;
+use vigil_sim::otlp::OtlpEncoder;
 use vigil_sim::Fleet;
 
 use super::simulate::FleetArgs;
@@ -30,6 +32,11 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Record format the fleet goes through the pipeline in: `vigil`
+    /// (`TelemetryBatch`) or `otlp` (each batch as the OpenTelemetry
+    /// Collector's hostmetrics would export it; docs/otlp.md).
+    #[arg(long, default_value = "vigil")]
+    pub format: InputFormat,
     /// Fleet shape.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -66,11 +73,15 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let fleet_cfg = a.fleet.fleet_config()?;
     prepare(&a.data_dir)?;
     println!(
-        "vigil demo: {} agents of {} tenants, {:.1} h of telemetry, seed {}, writing to {}",
+        "vigil demo: {} agents of {} tenants, {:.1} h of telemetry, seed {}, {} records, writing to {}",
         fleet_cfg.agents,
         fleet_cfg.tenants,
         fleet_cfg.duration_ms as f64 / 3.6e6,
         fleet_cfg.seed,
+        match a.format {
+            InputFormat::Vigil => "vigil",
+            InputFormat::Otlp => "otlp",
+        },
         a.data_dir.display()
     );
     let mut fleet = Fleet::new(fleet_cfg);
@@ -85,17 +96,26 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         b
     };
     let started = Instant::now();
-    let mut replay = Replay::new(&settings, &a.data_dir, "demo", rules)?;
+    let mut replay =
+        Replay::new(&settings, &a.data_dir, "demo", rules)?.with_input_format(a.format);
+    let mut otlp = (a.format == InputFormat::Otlp).then(OtlpEncoder::new);
     for (i, rec) in fleet.by_ref().enumerate() {
-        replay.push(&rec.payload)?;
+        match otlp.as_mut() {
+            Some(e) => replay.push(&e.encode(&rec.payload))?,
+            None => replay.push(&rec.payload)?,
+        }
         if i % 4096 == 0 {
             bar.set_position(i as u64);
         }
     }
     bar.finish_and_clear();
+    let otlp_stats = replay.otlp_stats().clone();
     let summary = replay.finish()?;
     println!("\n== pipeline ==");
     super::print_summary(&summary, started.elapsed());
+    if a.format == InputFormat::Otlp {
+        super::print_otlp_summary(&otlp_stats);
+    }
     println!(
         "\n== simulated fleet (ground truth) ==\n{}",
         super::truth_summary(fleet.truth())

@@ -91,19 +91,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     println!("ingested {} into {}", a.input.display(), data_dir.display());
     super::print_summary(&summary, started.elapsed());
     if a.input_format == InputFormat::Otlp {
-        println!(
-            "otlp           {:>12}  resources, {} points in: {} duplicate, {} first of a counter, \
-             {} resets, {} superseded, {} shadowed, {} without value; {} points out",
-            otlp.resources,
-            otlp.points_in,
-            otlp.duplicate_points,
-            otlp.first_points,
-            otlp.resets,
-            otlp.superseded_points,
-            otlp.shadowed_points,
-            otlp.no_value_points,
-            otlp.points_out
-        );
+        super::print_otlp_summary(&otlp);
     }
     if let Some(rss) = crate::alloc::peak_rss() {
         println!("peak RSS       {:>12.0} MB", rss as f64 / 1e6);

@@ -18,6 +18,24 @@ use vigil_sim::{DiskScenario, Expect, FleetTruth};
 
 use crate::replay::ReplaySummary;
 
+/// Prints the OTLP conversion counters of a replay (after
+/// [`print_summary`]).
+pub fn print_otlp_summary(otlp: &vigil_ops::otlp::OtlpStats) {
+    println!(
+        "otlp           {:>12}  resources, {} points in: {} duplicate, {} first of a counter, \
+         {} resets, {} superseded, {} shadowed, {} without value; {} points out",
+        otlp.resources,
+        otlp.points_in,
+        otlp.duplicate_points,
+        otlp.first_points,
+        otlp.resets,
+        otlp.superseded_points,
+        otlp.shadowed_points,
+        otlp.no_value_points,
+        otlp.points_out
+    );
+}
+
 /// Prints what a replay did, one fact per line.
 pub fn print_summary(s: &ReplaySummary, elapsed: std::time::Duration) {
     let st = &s.stats;

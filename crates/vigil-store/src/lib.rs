@@ -31,6 +31,7 @@ pub mod checkpoint;
 pub mod compact;
 pub mod dlq;
 pub mod error;
+pub mod location;
 pub mod naming;
 pub mod replace;
 pub mod retention;
@@ -44,7 +45,9 @@ pub use bound::{
 pub use checkpoint::CheckpointStore;
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
+pub use location::{Location, ObjectRoot, Root};
 pub use naming::{sanitize_source, SourceRange};
+pub use object_store;
 pub use replace::{
     remove_partition_files_from, remove_source_files, write_file_atomic, ROUTES_DIR,
     ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,

@@ -14,15 +14,17 @@ use vigil_kafka::KafkaSettings;
 use vigil_ops::config::PipelineConfig;
 use vigil_ops::rules::RuleSet;
 use vigil_sink::route::AlertSettings;
-use vigil_store::WriterConfig;
+use vigil_store::{Location, WriterConfig};
 
 /// Settings of the Kafka worker (`vigil run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
-    /// Directory of the per-partition checkpoints (operator state and the
-    /// offset it continues from).
-    pub state_dir: PathBuf,
+    /// Where the per-partition checkpoints (operator state and the
+    /// offset it continues from) are kept: a directory, or an object store
+    /// location `s3://bucket/prefix` (credentials from the `AWS_*`
+    /// environment variables).
+    pub state_dir: Location,
     /// Longest time between flushes (Parquet published, alerts
     /// acknowledged, state checkpointed, offsets committed).
     #[serde(with = "humantime_serde")]
@@ -182,8 +184,10 @@ impl CompactionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Root of the datasets and dead letters.
-    pub data_dir: PathBuf,
+    /// Root of the datasets and dead letters: a directory, or an object
+    /// store location `s3://bucket/prefix` (credentials from the `AWS_*`
+    /// environment variables).
+    pub data_dir: Location,
     /// Rules file; empty for the built-in rules.
     pub rules: String,
     /// Operator settings.

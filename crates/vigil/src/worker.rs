@@ -651,7 +651,9 @@ impl Worker {
         let mut cfg = settings.pipeline.clone();
         cfg.clock = ClockMode::Wall;
         Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
-        let store = CheckpointStore::new(&settings.worker.state_dir, settings.storage.parquet.sync);
+        let data_dir = settings.data_dir.local_dir("vigil run")?.to_path_buf();
+        let state_dir = settings.worker.state_dir.local_dir("vigil run")?;
+        let store = CheckpointStore::new(state_dir, settings.storage.parquet.sync);
         let hook = CheckpointHook {
             store: store.clone(),
             cfg: cfg.clone(),
@@ -711,19 +713,19 @@ impl Worker {
             brokers = %kafka.brokers,
             topic = %kafka.telemetry_topic,
             group = %kafka.group_id,
-            data_dir = %settings.data_dir.display(),
-            state_dir = %settings.worker.state_dir.display(),
+            data_dir = %settings.data_dir,
+            state_dir = %settings.worker.state_dir,
             "worker started"
         );
         let mut w = Worker {
-            data_dir: settings.data_dir.clone(),
+            data_dir: data_dir.clone(),
             sinks: Sinks {
                 producer,
                 source_topic: kafka.telemetry_topic.clone(),
                 dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
                 buf: Vec::new(),
                 dlq_budget,
-                data_dir: settings.data_dir.clone(),
+                data_dir,
                 sync: settings.storage.parquet.sync,
             },
             router,
@@ -1364,8 +1366,8 @@ mod tests {
             s.kafka.alert_topic = "alerts".into();
             s.kafka.dlq_topic = String::new();
             s.kafka.group_id = "g".into();
-            s.data_dir = dir.join("data");
-            s.worker.state_dir = dir.join("state");
+            s.data_dir = dir.join("data").into();
+            s.worker.state_dir = dir.join("state").into();
             s.worker.flush_interval = Duration::from_millis(200);
             s.worker.shutdown_timeout = Duration::from_secs(2);
             s.worker.metrics_listen = String::new();

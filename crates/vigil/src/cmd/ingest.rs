@@ -40,10 +40,15 @@ pub struct Args {
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
     let rules = settings.load_rules(a.rules.as_deref())?;
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.clone());
+    let data_dir = a.data_dir.clone().map_or_else(
+        || {
+            settings
+                .data_dir
+                .local_dir("vigil ingest")
+                .map(Path::to_path_buf)
+        },
+        Ok,
+    )?;
     let (reader, source): (Box<dyn std::io::Read>, String) = if a.input.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), "stdin".into())
     } else {

@@ -23,7 +23,13 @@ pub struct Args {
 /// Runs `vigil retention`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
-    let root = a.data_dir.unwrap_or(settings.data_dir);
+    let root = match a.data_dir {
+        Some(d) => d,
+        None => settings
+            .data_dir
+            .local_dir("vigil retention")?
+            .to_path_buf(),
+    };
     let limits = settings.retention.limits();
     if limits == Default::default() {
         println!("retention: no limit set in [retention]; every dataset is kept forever");

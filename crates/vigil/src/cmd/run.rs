@@ -15,8 +15,9 @@ use crate::worker::{shutdown_flag, Worker, WorkerProgress};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Root of the output datasets (default: `data_dir` from the config).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// A directory or `s3://bucket/prefix`.
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub data_dir: Option<vigil_store::Location>,
     /// Rules file (default: `rules` from the config, else the built-in rules).
     #[arg(long)]
     pub rules: Option<PathBuf>,

@@ -49,8 +49,8 @@ pub use location::{Location, ObjectRoot, Root};
 pub use naming::{sanitize_source, SourceRange};
 pub use object_store;
 pub use replace::{
-    remove_partition_files_from, remove_source_files, write_file_atomic, ROUTES_DIR,
-    ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,
+    remove_partition_files_at, remove_partition_files_from, remove_source_files, write_file_atomic,
+    ROUTES_DIR, ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,
 };
 pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
 pub use writer::{

@@ -262,6 +262,23 @@ impl Root {
         Root(RootKind::Local(dir.into()))
     }
 
+    /// A root over an already built `store`, standing for
+    /// `s3://bucket/prefix` (a client configured in code rather than from
+    /// the environment, or `object_store`'s in-memory store in tests).
+    pub fn s3_with_store(bucket: &str, prefix: &str, store: Arc<dyn ObjectStore>) -> Root {
+        let prefix = prefix.trim_matches('/').to_owned();
+        Root(RootKind::Object(Arc::new(ObjectRoot {
+            store,
+            base_url: format!("{S3_SCHEME}://{bucket}"),
+            location: Location::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.clone(),
+            },
+            prefix,
+            runtime: OnceLock::new(),
+        })))
+    }
+
     /// The local directory, or `None` for an object store.
     pub fn as_local(&self) -> Option<&Path> {
         match &self.0 {
@@ -286,6 +303,34 @@ impl Root {
         }
     }
 
+    /// Publishes `bytes` as `rel` (a `/`-separated path under the root):
+    /// in a local directory by tmp + fsync (when `sync`) + rename, in an
+    /// object store by one PUT that replaces an object of that name.
+    /// Returns the path (for an object store, its URL).
+    pub fn write_file(&self, rel: &str, bytes: &[u8], sync: bool) -> Result<PathBuf> {
+        match &self.0 {
+            RootKind::Local(root) => {
+                let path = root.join(rel);
+                let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                    return Err(StoreError::Config {
+                        field: "file path",
+                        problem: format!("{rel} has no file name"),
+                    });
+                };
+                let name = name.to_string_lossy().into_owned();
+                let (path, ()) = crate::atomic::write_atomic(dir, &name, sync, |mut file, tmp| {
+                    use std::io::Write as _;
+                    file.write_all(bytes).map_err(StoreError::io("write", tmp))
+                })?;
+                Ok(path)
+            }
+            RootKind::Object(o) => {
+                o.put(rel, bytes.to_vec(), PutMode::Overwrite)?;
+                Ok(PathBuf::from(o.url(rel)))
+            }
+        }
+    }
+
     /// How `rel` (a `/`-separated path under the root) is shown in logs,
     /// reports and errors: the local path, or `s3://bucket/prefix/rel`.
     pub fn display_path(&self, rel: &str) -> PathBuf {
@@ -299,6 +344,18 @@ impl Root {
 impl From<&Path> for Root {
     fn from(p: &Path) -> Self {
         Root::local(p)
+    }
+}
+
+impl From<&Root> for Root {
+    fn from(r: &Root) -> Self {
+        r.clone()
+    }
+}
+
+impl From<&PathBuf> for Root {
+    fn from(p: &PathBuf) -> Self {
+        Root::local(p.clone())
     }
 }
 

@@ -75,7 +75,6 @@
 //! which `vigil bench --brokers` reads while the worker runs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -91,7 +90,7 @@ use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason, Rejected};
 use vigil_sink::{AlertRouter, DestinationError, Destinations, OutputStage, Route};
-use vigil_store::{CheckpointStore, DlqWriter, LetterBudget, LetterForm, SourceRange};
+use vigil_store::{CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root, SourceRange};
 
 use crate::health::WorkerHealth;
 use crate::obs;
@@ -296,7 +295,7 @@ struct Sinks {
     /// producer's `message.max.bytes`).
     dlq_budget: LetterBudget,
     /// Root of `dlq/full/` and `dlq/undelivered/`.
-    data_dir: PathBuf,
+    data_dir: Root,
     sync: bool,
 }
 
@@ -479,7 +478,7 @@ impl Sinks {
 /// Writes an undelivered dead letter under `dlq/undelivered/`, logged and
 /// counted (`reason` is a [`RejectReason`] string).
 fn store_undelivered(
-    data_dir: &std::path::Path,
+    data_dir: &Root,
     sync: bool,
     reason: &'static str,
     letter: &vigil_store::UndeliveredLetter<'_>,
@@ -600,7 +599,8 @@ impl WorkerProgress {
 /// The worker. See the module docs.
 pub struct Worker {
     settings: Settings,
-    data_dir: PathBuf,
+    /// Root of the datasets and dead letters.
+    data_dir: Root,
     tasks: HashMap<i32, PartitionTask>,
     sinks: Sinks,
     /// Which topics (and encodings) each alert event goes to.
@@ -651,9 +651,17 @@ impl Worker {
         let mut cfg = settings.pipeline.clone();
         cfg.clock = ClockMode::Wall;
         Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
-        let data_dir = settings.data_dir.local_dir("vigil run")?.to_path_buf();
-        let state_dir = settings.worker.state_dir.local_dir("vigil run")?;
-        let store = CheckpointStore::new(state_dir, settings.storage.parquet.sync);
+        // A directory or an object store each (docs/storage.md "Object
+        // stores"); an s3:// client takes its credentials from AWS_*.
+        let data_dir = settings
+            .data_dir
+            .open()
+            .with_context(|| format!("opening data_dir {}", settings.data_dir))?;
+        let state_root =
+            settings.worker.state_dir.open().with_context(|| {
+                format!("opening worker.state_dir {}", settings.worker.state_dir)
+            })?;
+        let store = CheckpointStore::at(&state_root, settings.storage.parquet.sync);
         let hook = CheckpointHook {
             store: store.clone(),
             cfg: cfg.clone(),
@@ -930,18 +938,14 @@ impl Worker {
                         published: pipeline.stats().clone(),
                         pipeline,
                         out: Outputs::default(),
-                        stage: OutputStage::new(
+                        stage: OutputStage::at(
                             &self.data_dir,
                             w.clone(),
                             match self.sinks.dlq_topic {
                                 Some(_) => None,
                                 None => Some(
-                                    DlqWriter::new(
-                                        &self.data_dir,
-                                        &self.sinks.source_topic,
-                                        w.sync,
-                                    )
-                                    .with_budget(self.settings.storage.dlq_budget()?),
+                                    DlqWriter::at(&self.data_dir, &self.sinks.source_topic, w.sync)
+                                        .with_budget(self.settings.storage.dlq_budget()?),
                                 ),
                             },
                         )?,
@@ -1092,7 +1096,7 @@ impl Worker {
         }
         if !t.swept {
             let from = t.next_offset.unwrap_or(offset).min(offset);
-            let removed = vigil_store::remove_partition_files_from(
+            let removed = vigil_store::remove_partition_files_at(
                 &self.data_dir,
                 &self.sinks.source_topic,
                 partition,

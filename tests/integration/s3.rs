@@ -372,6 +372,28 @@ fn s3_credentials_never_appear_in_logs_or_errors() {
         "{}",
         text(&o.stderr)
     );
+    // Nor from a config file or a VIGIL_ variable.
+    let cfg = tempfile::tempdir().unwrap();
+    let file = cfg.path().join("vigil.toml");
+    std::fs::write(
+        &file,
+        format!("data_dir = \"s3://vigil-test:{SECRET_MARKER}@bucket/x\"\n"),
+    )
+    .unwrap();
+    let o = vigil(
+        &["--config", file.to_str().unwrap(), "sql", "SELECT 1"],
+        &env,
+    );
+    assert!(!o.status.success());
+    assert_no_secret(&o);
+    let mut with_var = env.clone();
+    with_var.push((
+        "VIGIL_WORKER__STATE_DIR",
+        format!("s3://vigil-test:{SECRET_MARKER}@bucket/x"),
+    ));
+    let o = vigil(&["retention", "--dry-run"], &with_var);
+    assert!(!o.status.success());
+    assert_no_secret(&o);
     // A command that works on local directories says so.
     let mut with_var = env.clone();
     with_var.push(("VIGIL_DATA_DIR", s3.location("data")));

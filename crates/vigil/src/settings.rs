@@ -55,6 +55,16 @@ pub struct WorkerSettings {
 /// The embedded defaults.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
+/// Parses a `--data-dir` value (a directory or `s3://bucket/prefix`).
+/// Flags take it as a string and call this rather than letting clap
+/// parse it: clap's error echoes the value, which for an `s3://` URL
+/// with user information holds a secret; this error never does.
+pub fn location_arg(value: Option<String>) -> Result<Option<Location>> {
+    value
+        .map(|s| s.parse::<Location>().context("--data-dir"))
+        .transpose()
+}
+
 /// Top-level keys that environment variables may set.
 const ENV_KEYS: [&str; 9] = [
     "data_dir",

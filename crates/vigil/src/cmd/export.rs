@@ -37,7 +37,7 @@ pub struct Args {
     /// Root of the datasets, a directory or `s3://bucket/prefix`
     /// (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
-    pub data_dir: Option<vigil_store::Location>,
+    pub data_dir: Option<String>,
     /// Encoding of each event: json, ocsf, cef or ecs.
     #[arg(long, default_value = "json")]
     pub format: String,
@@ -256,8 +256,8 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             bail!("--from must be before --to (the range is [from, to))");
         }
     }
-    let dir = match &a.data_dir {
-        Some(d) => d.clone(),
+    let dir = match crate::settings::location_arg(a.data_dir.clone())? {
+        Some(d) => d,
         None => Settings::load(config)?.data_dir,
     };
     let _span =

@@ -15,7 +15,7 @@ pub struct Args {
     /// Root of the datasets, a local directory (default: `data_dir` from
     /// the config).
     #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<vigil_store::Location>,
+    pub data_dir: Option<String>,
     /// List what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -24,10 +24,8 @@ pub struct Args {
 /// Runs `vigil retention`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
-    let root = a
-        .data_dir
-        .as_ref()
-        .unwrap_or(&settings.data_dir)
+    let root = crate::settings::location_arg(a.data_dir)?
+        .unwrap_or(settings.data_dir)
         .local_dir("vigil retention")?
         .to_path_buf();
     let limits = settings.retention.limits();

@@ -17,7 +17,7 @@ pub struct Args {
     /// Root of the output datasets (default: `data_dir` from the config).
     /// A directory or `s3://bucket/prefix`.
     #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
-    pub data_dir: Option<vigil_store::Location>,
+    pub data_dir: Option<String>,
     /// Rules file (default: `rules` from the config, else the built-in rules).
     #[arg(long)]
     pub rules: Option<PathBuf>,
@@ -26,7 +26,7 @@ pub struct Args {
 /// Runs `vigil run`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let mut settings = Settings::load(config)?;
-    if let Some(d) = a.data_dir {
+    if let Some(d) = crate::settings::location_arg(a.data_dir)? {
         settings.data_dir = d;
     }
     let rules = settings.load_rules(a.rules.as_deref())?;

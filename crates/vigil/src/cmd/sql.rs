@@ -20,7 +20,7 @@ pub struct SqlArgs {
     /// Root of the datasets, a directory or `s3://bucket/prefix`
     /// (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
-    pub data_dir: Option<Location>,
+    pub data_dir: Option<String>,
     /// Output format: table, csv, json (JSON Lines) or html (a table).
     #[arg(long, default_value = "table")]
     pub format: Format,
@@ -74,7 +74,7 @@ pub struct ReportArgs {
     /// Root of the datasets, a directory or `s3://bucket/prefix`
     /// (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
-    pub data_dir: Option<Location>,
+    pub data_dir: Option<String>,
     /// Output format: table, csv, json (JSON Lines) or html (one
     /// self-contained file with charts).
     #[arg(long, default_value = "table")]
@@ -95,8 +95,8 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
-fn data_dir(config: Option<&Path>, flag: Option<Location>) -> Result<Location> {
-    match flag {
+fn data_dir(config: Option<&Path>, flag: Option<String>) -> Result<Location> {
+    match crate::settings::location_arg(flag)? {
         Some(d) => Ok(d),
         None => Ok(Settings::load(config)?.data_dir),
     }

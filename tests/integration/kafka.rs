@@ -981,6 +981,28 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     w2.kill9();
     let (left, ends) = (env.committed(), env.ends(&env.topic));
     assert_ne!(left, ends, "the SIGKILL must land mid-stream");
+    // Output a dead worker published past its checkpoint, for certain:
+    // a copy of one of partition 0's files under a range after any
+    // checkpoint. Unless the restarted worker's sweep (a listing of the
+    // store) removes it, its rows count twice.
+    let data_root = s3.root("data");
+    let store = data_root.as_object().unwrap();
+    let part0 = store
+        .list("aggregates/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .find(|k| k.contains("-p00000-"))
+        .unwrap();
+    let stale = format!(
+        "{}/part-{}-p00000-{:020}-{:020}.parquet",
+        part0.rsplit_once('/').unwrap().0,
+        env.topic,
+        1_000_000,
+        1_000_005
+    );
+    let bytes = store.get(&part0).unwrap().unwrap();
+    data_root.write_file(&stale, &bytes, false).unwrap();
     let w3 = start("w3", &with(&[]));
     env.wait_committed(&[&w3]);
     let log = w3.stop();
@@ -992,6 +1014,7 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
         eprintln!("w3: {l}");
     }
     assert!(log.contains("restored the partition"), "{log}");
+    assert!(log.contains("removed output"), "{log}");
     logs.push(log);
     for l in &logs {
         assert!(
@@ -1010,6 +1033,7 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
         keys.iter().all(|k| !k.contains(".tmp-")),
         "no temporary object: {keys:?}"
     );
+    assert!(!keys.contains(&stale), "the sweep removed {stale}");
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
     let (got, rows) = windows_in(&copy.join("data"));
     assert_eq!(rows, got.len(), "duplicate window rows in Parquet");

@@ -1005,6 +1005,11 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     data_root.write_file(&stale, &bytes, false).unwrap();
     let w3 = start("w3", &with(&[]));
     env.wait_committed(&[&w3]);
+    let metrics = w3.metrics();
+    for op in ["put", "get", "list", "delete"] {
+        let series = format!("vigil_store_object_requests_total{{op=\"{op}\",status=\"ok\"}}");
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
     let log = w3.stop();
     for l in log.lines().filter(|l| {
         l.contains("restored the partition")

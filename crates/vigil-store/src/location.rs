@@ -40,6 +40,21 @@ use crate::error::{Result, StoreError};
 /// Scheme of S3-compatible object store locations.
 pub const S3_SCHEME: &str = "s3";
 
+/// Counter of object store requests made by the synchronous callers (the
+/// worker's publishes, checkpoints and sweeps), labels `op` (`put`, `get`,
+/// `list`, `delete`) and `status` (`ok`, `error`; an error is counted
+/// once, after the client's own retries).
+pub const OBJECT_REQUESTS: &str = "vigil_store_object_requests_total";
+/// Histogram of the duration of those requests in seconds, label `op`.
+pub const OBJECT_REQUEST_SECONDS: &str = "vigil_store_object_request_duration_seconds";
+
+/// Counts one request of `op` that took since `started`.
+fn record(op: &'static str, started: std::time::Instant, ok: bool) {
+    let status = if ok { "ok" } else { "error" };
+    metrics::counter!(OBJECT_REQUESTS, "op" => op, "status" => status).increment(1);
+    metrics::histogram!(OBJECT_REQUEST_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+}
+
 /// A storage root as configured: `data_dir`, `worker.state_dir`, or a
 /// command's `--data-dir`. Parsed from a string (see [`FromStr`]):
 /// `s3://bucket/prefix` is an object store location, `file:///path` and
@@ -469,14 +484,18 @@ impl ObjectRoot {
             ..PutOptions::default()
         };
         let payload = PutPayload::from(Bytes::from(bytes));
-        self.block_on(self.store.put_opts(&key, payload, opts))?
-            .map_err(|e| self.error("put", rel, e))?;
+        let started = std::time::Instant::now();
+        let r = self.block_on(self.store.put_opts(&key, payload, opts))?;
+        record("put", started, r.is_ok());
+        r.map_err(|e| self.error("put", rel, e))?;
+        tracing::debug!(location = %self.url(rel), bytes = n, "object put");
         Ok(n)
     }
 
     /// The bytes of `rel`, or `None` when there is no such object.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let key = self.key(rel);
+        let started = std::time::Instant::now();
         let r = self.block_on(async {
             match self.store.get(&key).await {
                 Ok(g) => g.bytes().await.map(Some),
@@ -484,6 +503,7 @@ impl ObjectRoot {
                 Err(e) => Err(e),
             }
         })?;
+        record("get", started, r.is_ok());
         r.map_err(|e| self.error("get", rel, e))
     }
 
@@ -492,7 +512,9 @@ impl ObjectRoot {
     pub fn list(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
         let key = self.key(rel);
         let prefix = (!key.as_ref().is_empty()).then_some(&key);
+        let started = std::time::Instant::now();
         let r = self.block_on(self.store.list(prefix).try_collect::<Vec<_>>())?;
+        record("list", started, r.is_ok());
         let mut all = r.map_err(|e| self.error("list", rel, e))?;
         let strip = if self.prefix.is_empty() {
             0
@@ -509,10 +531,13 @@ impl ObjectRoot {
     /// Removes `rel`; removing an object that is not there is not an error.
     pub fn delete(&self, rel: &str) -> Result<()> {
         let key = self.key(rel);
-        match self.block_on(self.store.delete(&key))? {
+        let started = std::time::Instant::now();
+        let r = match self.block_on(self.store.delete(&key))? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", rel, e)),
-        }
+        };
+        record("delete", started, r.is_ok());
+        r
     }
 }
 

@@ -200,8 +200,11 @@ impl FromStr for Location {
         }
         match scheme.to_ascii_lowercase().as_str() {
             "file" => {
-                if rest.is_empty() {
-                    return Err(err(s, "file:// needs a path"));
+                if !rest.starts_with('/') {
+                    return Err(err(
+                        s,
+                        "a file:// URL needs an absolute path (file:///data/vigil)",
+                    ));
                 }
                 Ok(Location::Local(PathBuf::from(rest)))
             }
@@ -575,6 +578,8 @@ mod tests {
             "s3:///p",
             "s3://b/p?x=1",
             "s3://b/../p",
+            "file://relative",
+            "file://",
         ] {
             assert!(bad.parse::<Location>().is_err(), "{bad}");
         }

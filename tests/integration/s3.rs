@@ -406,3 +406,48 @@ fn s3_credentials_never_appear_in_logs_or_errors() {
         text(&o.stderr)
     );
 }
+
+/// A checkpoint larger than a part goes up as a multipart upload (never
+/// held whole in memory) and reads back whole; a failed one leaves the
+/// last checkpoint in place.
+#[test]
+fn s3_a_large_checkpoint_goes_up_in_parts_and_a_failed_one_changes_nothing() {
+    let Some(s3) = S3::new("ckpt") else {
+        return;
+    };
+    let store = vigil_store::CheckpointStore::at(&s3.root("state"), true);
+    let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    let parts = 2 * vigil_store::location::PART_BYTES / chunk.len() + 3;
+    let t = Instant::now();
+    let (path, n) = store
+        .save_with("rmm.telemetry.v1", 7, |w| {
+            for _ in 0..parts {
+                w.write_all(&chunk)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let put_s = t.elapsed().as_secs_f64();
+    assert_eq!(n as usize, parts * chunk.len());
+    assert!(path
+        .to_string_lossy()
+        .ends_with("/state/rmm.telemetry.v1/p00007.ckpt"));
+    let t = Instant::now();
+    let back = store.load("rmm.telemetry.v1", 7).unwrap().unwrap();
+    eprintln!(
+        "a {} MiB checkpoint: {put_s:.2}s up in parts, {:.2}s down",
+        back.len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(back.len(), parts * chunk.len());
+    assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..]));
+    let failed = store.save_with("rmm.telemetry.v1", 7, |w| {
+        for _ in 0..parts {
+            w.write_all(b"new")?;
+            w.write_all(&chunk)?;
+        }
+        Err(std::io::Error::other("encoder failed"))
+    });
+    assert!(failed.is_err());
+    assert_eq!(store.load("rmm.telemetry.v1", 7).unwrap().unwrap(), back);
+}

@@ -121,18 +121,15 @@ impl CheckpointStore {
         write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
         if let Some(obj) = self.root.as_object() {
-            // One PUT of the whole checkpoint: an object is replaced
-            // whole or not at all (no rename on an object store).
+            // Streamed: one PUT, or a multipart upload for a large state
+            // (never more than a part in memory); either replaces the
+            // object whole or not at all (no rename on an object store).
             let rel = Self::rel(topic, partition);
-            let mut w = Counted {
-                inner: Vec::new(),
-                bytes: 0,
-            };
-            write(&mut w).map_err(StoreError::io(
-                "encode checkpoint",
-                self.path(topic, partition),
-            ))?;
-            let n = obj.put(&rel, w.inner, object_store::PutMode::Overwrite)?;
+            let n = obj.put_streamed(&rel, |w| {
+                let mut b = std::io::BufWriter::with_capacity(1 << 20, w);
+                write(&mut b)?;
+                b.flush()
+            })?;
             return Ok((self.root.display_path(&rel), n));
         }
         let dir = self.dir.join(sanitize_source(topic));

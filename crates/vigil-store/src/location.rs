@@ -495,6 +495,61 @@ impl ObjectRoot {
         Ok(n)
     }
 
+    /// Writes what `write` streams as `rel`, replacing an object of that
+    /// name, without holding more than [`PART_BYTES`] of it in memory: up
+    /// to that size one PUT, beyond it a multipart upload of parts of that
+    /// size, sent as they fill, which the store makes visible only when
+    /// the upload completes (whole, like a PUT). When `write` or a request
+    /// fails, the upload is aborted and `rel` keeps its old content.
+    /// Returns the bytes written.
+    pub fn put_streamed(
+        &self,
+        rel: &str,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        let mut w = PartWriter {
+            root: self,
+            rel,
+            buf: Vec::new(),
+            upload: None,
+            parts: 0,
+            bytes: 0,
+            failed: None,
+        };
+        let streamed = write(&mut w).and_then(|()| std::io::Write::flush(&mut w));
+        if let Err(e) = streamed {
+            w.abort();
+            return Err(w.failed.take().unwrap_or(StoreError::Io {
+                op: "encode",
+                path: PathBuf::from(self.url(rel)),
+                source: e,
+            }));
+        }
+        let Some(mut upload) = w.upload.take() else {
+            return self.put(rel, std::mem::take(&mut w.buf), PutMode::Overwrite);
+        };
+        let last = std::mem::take(&mut w.buf);
+        let started = std::time::Instant::now();
+        let done = self.block_on(async {
+            if !last.is_empty() {
+                upload.put_part(PutPayload::from(Bytes::from(last))).await?;
+            }
+            upload.complete().await
+        })?;
+        record("put", started, done.is_ok());
+        match done {
+            Ok(_) => {
+                tracing::debug!(location = %self.url(rel), bytes = w.bytes, parts = w.parts + 1, "object put in parts");
+                Ok(w.bytes)
+            }
+            Err(e) => {
+                w.upload = Some(upload);
+                w.abort();
+                Err(self.error("put", rel, e))
+            }
+        }
+    }
+
     /// The bytes of `rel`, or `None` when there is no such object.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let key = self.key(rel);
@@ -541,6 +596,83 @@ impl ObjectRoot {
         };
         record("delete", started, r.is_ok());
         r
+    }
+}
+
+/// Size of the parts of a streamed upload ([`ObjectRoot::put_streamed`]),
+/// and the most of it held in memory: 8 MiB (S3's parts must be at least
+/// 5 MiB, except the last).
+pub const PART_BYTES: usize = 8 << 20;
+
+/// The writer behind [`ObjectRoot::put_streamed`].
+struct PartWriter<'a> {
+    root: &'a ObjectRoot,
+    rel: &'a str,
+    buf: Vec<u8>,
+    upload: Option<Box<dyn object_store::MultipartUpload>>,
+    parts: usize,
+    bytes: u64,
+    /// The store's error behind a failed write, reported instead of the
+    /// I/O error the encoder sees.
+    failed: Option<StoreError>,
+}
+
+impl PartWriter<'_> {
+    /// Sends the buffer as the next part, starting the upload first.
+    fn send_part(&mut self) -> Result<()> {
+        let root = self.root;
+        let key = root.key(self.rel);
+        let started = std::time::Instant::now();
+        if self.upload.is_none() {
+            let up = root.block_on(root.store.put_multipart(&key))?;
+            record("put", started, up.is_ok());
+            self.upload = Some(up.map_err(|e| root.error("put", self.rel, e))?);
+        }
+        let part = PutPayload::from(Bytes::from(std::mem::take(&mut self.buf)));
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        let sent = root.block_on(upload.put_part(part))?;
+        record("put", started, sent.is_ok());
+        sent.map_err(|e| root.error("put", self.rel, e))?;
+        self.parts += 1;
+        Ok(())
+    }
+
+    /// Aborts a started upload (best effort: a store's lifecycle rule
+    /// removes parts an abort could not).
+    fn abort(&mut self) {
+        if let Some(mut up) = self.upload.take() {
+            match self.root.block_on(up.abort()) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(location = %self.root.url(self.rel), error = %e, "could not abort a multipart upload")
+                }
+                Err(e) => {
+                    tracing::warn!(location = %self.root.url(self.rel), error = %e, "could not abort a multipart upload")
+                }
+            }
+        }
+    }
+}
+
+impl std::io::Write for PartWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(PART_BYTES - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.bytes += n as u64;
+        if self.buf.len() == PART_BYTES {
+            if let Err(e) = self.send_part() {
+                let io = std::io::Error::other(e.to_string());
+                self.failed = Some(e);
+                return Err(io);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

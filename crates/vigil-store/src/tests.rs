@@ -749,6 +749,37 @@ mod object_root {
     }
 
     #[test]
+    fn a_large_checkpoint_goes_up_in_parts_and_reads_back_whole() {
+        let (_dir, _local, obj) = roots();
+        let s = CheckpointStore::at(&obj, true);
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        let parts = 2 * crate::location::PART_BYTES / chunk.len() + 3;
+        let (_, n) = s
+            .save_with("t", 0, |w| {
+                for _ in 0..parts {
+                    w.write_all(&chunk)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n as usize, parts * chunk.len());
+        let back = s.load("t", 0).unwrap().unwrap();
+        assert_eq!(back.len(), parts * chunk.len());
+        assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..]));
+        // A failure after some parts went up keeps the old checkpoint.
+        let failed = s.save_with("t", 0, |w| {
+            for _ in 0..parts {
+                w.write_all(b"new")?;
+                w.write_all(&chunk)?;
+            }
+            Err(std::io::Error::other("encoder failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(s.load("t", 0).unwrap().unwrap(), back);
+        assert_eq!(keys(&obj), vec!["t/p00000.ckpt"]);
+    }
+
+    #[test]
     fn the_sweep_lists_the_store_and_removes_only_files_from_the_offset() {
         let (_dir, _local, obj) = roots();
         let o = obj.as_object().unwrap();

@@ -28,7 +28,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::ObjectStore;
-use vigil_store::{Dataset, Location, PARTITION_COLUMN};
+use vigil_store::{Dataset, Location, Root, PARTITION_COLUMN};
 
 use crate::listing::RuleStore;
 
@@ -97,35 +97,28 @@ impl QuerySession {
     /// `s3://bucket`, with the datasets under `<prefix>/aggregates/` and
     /// `<prefix>/alerts/`. Listings follow the same reader rule on both.
     pub fn open_location(location: &Location) -> Result<Self> {
-        let root = match location {
-            Location::Local(p) => return Self::open(p),
-            Location::S3 { .. } => location.open(),
-        }
-        .map_err(|source| QueryError::Location {
+        let root = location.open().map_err(|source| QueryError::Location {
             location: location.to_string(),
             source,
         })?;
+        Self::open_root(&root)
+    }
+
+    /// [`QuerySession::open_location`] over an opened [`Root`] (for a
+    /// client configured in code).
+    pub fn open_root(root: &Root) -> Result<Self> {
         let Some(obj) = root.as_object() else {
-            return Self::open(location.local_dir("vigil sql").map_err(|source| {
-                QueryError::Location {
-                    location: location.to_string(),
-                    source,
-                }
-            })?);
+            return Self::open(&root.display_path(""));
         };
+        let location = root.location().to_string();
         let base =
             ObjectStoreUrl::parse(obj.base_url()).map_err(|source| QueryError::Register {
                 table: "(object store)",
-                path: PathBuf::from(location.to_string()),
+                path: PathBuf::from(&location),
                 source: Box::new(source),
             })?;
         let dir_url = |dataset: Dataset| format!("{}/", obj.url(dataset.name()));
-        Self::open_store(
-            Path::new(&location.to_string()),
-            &base,
-            obj.store().clone(),
-            dir_url,
-        )
+        Self::open_store(Path::new(&location), &base, obj.store().clone(), dir_url)
     }
 
     /// Builds the session: `store` registered under `store_url` (listing

@@ -1006,6 +1006,18 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     let w3 = start("w3", &with(&[]));
     env.wait_committed(&[&w3]);
     let metrics = w3.metrics();
+    let timings = |m: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| {
+                (l.starts_with("vigil_store_flush_duration_seconds")
+                    || l.starts_with("vigil_checkpoint_write_duration_seconds")
+                    || l.starts_with("vigil_store_object_request_duration_seconds"))
+                    && (l.contains("quantile=\"0.5\"") || l.contains("quantile=\"0.99\""))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    eprintln!("s3 worker:\n  {}", timings(&metrics).join("\n  "));
     for op in ["put", "get", "list", "delete"] {
         let series = format!("vigil_store_object_requests_total{{op=\"{op}\",status=\"ok\"}}");
         assert!(metrics.contains(&series), "{series} in\n{metrics}");
@@ -1048,6 +1060,7 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     local.produce(&all);
     let w = local.worker("local", &[]);
     local.wait_committed(&[&w]);
+    eprintln!("local worker:\n  {}", timings(&w.metrics()).join("\n  "));
     w.stop();
     let (want, _) = actual_windows(&local);
     assert_eq!(got.len(), want.len(), "number of windows differs");

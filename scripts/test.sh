@@ -6,8 +6,9 @@
 #   scripts/test.sh --lint     # also cargo clippy -D warnings
 #
 # Starts the nisshi test broker (a Kafka-compatible broker on crates.io;
-# see README "Test broker") on 127.0.0.1, installing it first when it is
-# missing, and stops it on exit, also when tests fail.
+# see README "Test broker") and an S3-compatible server (moto, PyPI) on
+# 127.0.0.1, installing them first when they are missing, and stops them
+# on exit, also when tests fail.
 #
 # Reuses a warm CARGO_TARGET_DIR, an installed nisshi (on PATH, in
 # $NISSHI_ROOT/bin or .ci/.cache/nisshi/bin) and an existing Python venv
@@ -192,9 +193,51 @@ fi
 export VIGIL_TEST_BROKERS="127.0.0.1:$port"
 export VIGIL_REQUIRE_BROKER=1
 
+# The S3-compatible test server: moto's server mode (PyPI, pinned), in a
+# venv of its own. Chosen over s3s-fs (crates.io) because it installs from
+# a wheel in about 20 seconds instead of a Rust build on a machine that
+# already builds nisshi, and because its PutObject honours
+# `If-None-Match: *` (412 when the key exists), the conditional PUT that
+# object_store's PutMode::Create sends. In memory: nothing to clean up.
+MOTO_VERSION=5.2.5
+moto_venv="${VIGIL_MOTO_VENV:-$root/.ci/.cache/moto}"
+if ! "$moto_venv/bin/python" -c "import moto, flask, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+  log "installing moto[server] $MOTO_VERSION into $moto_venv"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+s3_dir=$(mktemp -d)
+s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log "starting moto (S3) on 127.0.0.1:$s3_port"
+(cd "$s3_dir" && exec "$moto_venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$s3_dir/moto.log" 2>&1) &
+s3_pid=$!
+stop_services() {
+  kill -TERM "$s3_pid" 2>/dev/null || true
+  wait "$s3_pid" 2>/dev/null || true
+  rm -rf "$s3_dir"
+  stop_broker
+}
+trap stop_services EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $s3_port), 0.2)" 2>/dev/null; then
+    break
+  fi
+  sleep 0.1
+done
+if ! kill -0 "$s3_pid" 2>/dev/null; then
+  echo "moto did not start:" >&2
+  cat "$s3_dir/moto.log" >&2
+  exit 1
+fi
+# The tests' bucket (each test works under a prefix of its own).
+python3 -c "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$s3_port/vigil-test', method='PUT'), timeout=10)"
+export VIGIL_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+export VIGIL_TEST_S3_BUCKET=vigil-test
+export VIGIL_REQUIRE_S3=1
+
 log "cargo test"
 testlog=$(mktemp)
-trap 'rm -f "$testlog"; stop_broker' EXIT
+trap 'rm -f "$testlog"; stop_services' EXIT
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "$testlog"
 status=${PIPESTATUS[0]}

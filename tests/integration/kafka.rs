@@ -526,8 +526,13 @@ fn expected_windows(records: &[(String, Vec<u8>)]) -> Windows {
 
 /// The `aggregates` dataset as the same rows.
 fn actual_windows(env: &Env) -> (Windows, usize) {
+    windows_in(&env.data())
+}
+
+/// The `aggregates` dataset under `dir` as window rows, and the row count.
+fn windows_in(dir: &std::path::Path) -> (Windows, usize) {
     let batches = sql(
-        &env.data(),
+        dir,
         "SELECT tenant, agent, metric, labels, CAST(window_start AS BIGINT), count, sum, min, max, last
          FROM aggregates",
     );
@@ -928,6 +933,148 @@ fn kafka_graceful_stop_and_kill9_lose_and_duplicate_nothing() {
     // After a SIGKILL, alert events may be delivered again, always with
     // the same content and id.
     assert_incidents(&env, true);
+}
+
+/// The worker on an object store (moto, see `s3.rs`): Parquet and
+/// checkpoints go to `s3://`, a graceful stop and a SIGKILL mid-stream
+/// are followed by workers that restore the checkpoints from the store
+/// (nothing on local disk), and the aggregates equal, row for row, those
+/// of a run on a local directory over the same records (and the oracle).
+#[test]
+fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
+    let Some(s3) = crate::s3::S3::new("worker") else {
+        return;
+    };
+    let Some(env) = Env::new("s3") else {
+        return;
+    };
+    let mut vars = s3.env();
+    vars.push(("VIGIL_DATA_DIR", s3.location("data")));
+    vars.push(("VIGIL_WORKER__STATE_DIR", s3.location("state")));
+    let with = |more: &[(&'static str, &'static str)]| -> Vec<(&'static str, String)> {
+        let mut v = vars.clone();
+        v.extend(more.iter().map(|(k, x)| (*k, x.to_string())));
+        v
+    };
+    let start = |label: &str, v: &[(&'static str, String)]| {
+        let pairs: Vec<(&str, &str)> = v.iter().map(|(k, x)| (*k, x.as_str())).collect();
+        env.worker(label, &pairs)
+    };
+    let first = fleet(AGENTS, 0..50);
+    let second = fleet(AGENTS, 50..MINUTES);
+    env.produce(&first);
+    let w1 = start("w1", &with(&[]));
+    env.wait_committed(&[&w1]);
+    let mut logs = vec![w1.stop()];
+    env.produce(&second);
+    let small = with(&[
+        ("VIGIL_WORKER__MAX_POLL_RECORDS", "8"),
+        ("VIGIL_STORAGE__FLUSH_RECORDS", "8"),
+        ("VIGIL_WORKER__FLUSH_INTERVAL", "20ms"),
+    ]);
+    let watch = env.group_client();
+    let before = env.committed_by(&watch);
+    let w2 = start("w2", &small);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.committed_by(&watch) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    logs.push(w2.log());
+    w2.kill9();
+    let (left, ends) = (env.committed(), env.ends(&env.topic));
+    assert_ne!(left, ends, "the SIGKILL must land mid-stream");
+    // Output a dead worker published past its checkpoint, for certain:
+    // a copy of one of partition 0's files under a range after any
+    // checkpoint. Unless the restarted worker's sweep (a listing of the
+    // store) removes it, its rows count twice.
+    let data_root = s3.root("data");
+    let store = data_root.as_object().unwrap();
+    let part0 = store
+        .list("aggregates/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .find(|k| k.contains("-p00000-"))
+        .unwrap();
+    let stale = format!(
+        "{}/part-{}-p00000-{:020}-{:020}.parquet",
+        part0.rsplit_once('/').unwrap().0,
+        env.topic,
+        1_000_000,
+        1_000_005
+    );
+    let bytes = store.get(&part0).unwrap().unwrap();
+    data_root.write_file(&stale, &bytes, false).unwrap();
+    let w3 = start("w3", &with(&[]));
+    env.wait_committed(&[&w3]);
+    let metrics = w3.metrics();
+    let timings = |m: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| {
+                (l.starts_with("vigil_store_flush_duration_seconds")
+                    || l.starts_with("vigil_checkpoint_write_duration_seconds")
+                    || l.starts_with("vigil_store_object_request_duration_seconds"))
+                    && (l.contains("quantile=\"0.5\"") || l.contains("quantile=\"0.99\""))
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    eprintln!("s3 worker:\n  {}", timings(&metrics).join("\n  "));
+    for op in ["put", "get", "list", "delete"] {
+        let series = format!("vigil_store_object_requests_total{{op=\"{op}\",status=\"ok\"}}");
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+    let log = w3.stop();
+    for l in log.lines().filter(|l| {
+        l.contains("restored the partition")
+            || l.contains("removed output")
+            || l.contains("skipping")
+    }) {
+        eprintln!("w3: {l}");
+    }
+    assert!(log.contains("restored the partition"), "{log}");
+    assert!(log.contains("removed output"), "{log}");
+    logs.push(log);
+    for l in &logs {
+        assert!(
+            !l.contains(crate::s3::SECRET_MARKER) && !l.contains(crate::s3::TOKEN_MARKER),
+            "a credential leaked:\n{l}"
+        );
+    }
+    // Checkpoints live in the store only.
+    assert!(!env.dir.path().join("state").exists());
+    assert!(!env.data().exists());
+    let copy = env.dir.path().join("from-s3");
+    let state = s3.download("state", &copy.join("state"));
+    assert_eq!(state.len(), PARTITIONS as usize, "{state:?}");
+    let keys = s3.download("data", &copy.join("data"));
+    assert!(
+        keys.iter().all(|k| !k.contains(".tmp-")),
+        "no temporary object: {keys:?}"
+    );
+    assert!(!keys.contains(&stale), "the sweep removed {stale}");
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    let (got, rows) = windows_in(&copy.join("data"));
+    assert_eq!(rows, got.len(), "duplicate window rows in Parquet");
+
+    // The same records through a worker on a local directory.
+    let local = Env::new("s3-local").unwrap();
+    local.produce(&all);
+    let w = local.worker("local", &[]);
+    local.wait_committed(&[&w]);
+    eprintln!("local worker:\n  {}", timings(&w.metrics()).join("\n  "));
+    w.stop();
+    let (want, _) = actual_windows(&local);
+    assert_eq!(got.len(), want.len(), "number of windows differs");
+    for ((k, g), (wk, w)) in got.iter().zip(&want) {
+        assert_eq!(k, wk);
+        assert_eq!((g.0, g.2, g.3, g.4), (w.0, w.2, w.3, w.4), "{k:?}");
+        assert!(
+            (g.1 - w.1).abs() <= 1e-9 * w.1.abs().max(1.0),
+            "sum of {k:?}"
+        );
+    }
+    assert_windows(&local, &all);
 }
 
 #[test]

@@ -23,6 +23,15 @@ pub enum QueryError {
         /// DataFusion's error.
         source: Box<DataFusionError>,
     },
+    /// The storage location could not be opened (an invalid location, or
+    /// an object store client that cannot be configured).
+    #[error("opening {location}: {source}")]
+    Location {
+        /// The location, credential-free.
+        location: String,
+        /// The store's error.
+        source: vigil_store::StoreError,
+    },
     /// Planning or running a query failed (bad SQL, unknown column,
     /// unreadable file...).
     #[error("query failed: {source}\nquery: {query}")]

@@ -12,6 +12,11 @@
 //!                                                 └─ report::run(health | alerts | capacity) ─▶ Report ─render_report()─▶ … | one HTML file
 //! ```
 //!
+//! The root is a local directory or an S3-compatible object store
+//! (`QuerySession::open_location` with `s3://bucket/prefix`): the store is
+//! registered in the DataFusion session and listed through the same
+//! reader rule.
+//!
 //! Queries are async and CPU-heavy: the binary runs them on a tokio runtime
 //! of its own (or through [`block_on`]), never on the worker's I/O runtime.
 //!

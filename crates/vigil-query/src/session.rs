@@ -27,7 +27,8 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::object_store::local::LocalFileSystem;
-use vigil_store::{Dataset, PARTITION_COLUMN};
+use datafusion::object_store::ObjectStore;
+use vigil_store::{Dataset, Location, Root, PARTITION_COLUMN};
 
 use crate::listing::RuleStore;
 
@@ -76,6 +77,58 @@ impl QuerySession {
     /// does not exist yet is an empty table; files that appear later are
     /// seen by later queries (directories are listed per query).
     pub fn open(root: &Path) -> Result<Self> {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let local = ObjectStoreUrl::local_filesystem();
+        let dir_url = |dataset: Dataset| {
+            // A trailing separator marks a directory even when it does
+            // not exist.
+            let mut url = root.join(dataset.name()).to_string_lossy().into_owned();
+            if !url.ends_with(std::path::MAIN_SEPARATOR) {
+                url.push(std::path::MAIN_SEPARATOR);
+            }
+            url
+        };
+        Self::open_store(&root, &local, Arc::new(LocalFileSystem::new()), dir_url)
+    }
+
+    /// Opens `location`: a local directory as [`QuerySession::open`], or
+    /// an object store (`s3://bucket/prefix`, its client configured from
+    /// the `AWS_*` environment variables) registered in the session under
+    /// `s3://bucket`, with the datasets under `<prefix>/aggregates/` and
+    /// `<prefix>/alerts/`. Listings follow the same reader rule on both.
+    pub fn open_location(location: &Location) -> Result<Self> {
+        let root = location.open().map_err(|source| QueryError::Location {
+            location: location.to_string(),
+            source,
+        })?;
+        Self::open_root(&root)
+    }
+
+    /// [`QuerySession::open_location`] over an opened [`Root`] (for a
+    /// client configured in code).
+    pub fn open_root(root: &Root) -> Result<Self> {
+        let Some(obj) = root.as_object() else {
+            return Self::open(&root.display_path(""));
+        };
+        let location = root.location().to_string();
+        let base =
+            ObjectStoreUrl::parse(obj.base_url()).map_err(|source| QueryError::Register {
+                table: "(object store)",
+                path: PathBuf::from(&location),
+                source: Box::new(source),
+            })?;
+        let dir_url = |dataset: Dataset| format!("{}/", obj.url(dataset.name()));
+        Self::open_store(Path::new(&location), &base, obj.store().clone(), dir_url)
+    }
+
+    /// Builds the session: `store` registered under `store_url` (listing
+    /// through the reader rule), each dataset a table over `dir_url(it)`.
+    fn open_store(
+        root: &Path,
+        store_url: &ObjectStoreUrl,
+        store: Arc<dyn ObjectStore>,
+        dir_url: impl Fn(Dataset) -> String,
+    ) -> Result<Self> {
         let mut config = SessionConfig::new().with_information_schema(true);
         {
             let opts = config.options_mut();
@@ -101,18 +154,16 @@ impl QuerySession {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         // Listings follow the storage contract's reader rule: inputs a
         // published compacted file covers are not read (docs/storage.md).
-        let local = ObjectStoreUrl::local_filesystem();
-        ctx.register_object_store(
-            local.as_ref(),
-            Arc::new(RuleStore::new(Arc::new(LocalFileSystem::new()))),
-        );
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        ctx.register_object_store(store_url.as_ref(), Arc::new(RuleStore::new(store)));
+        let root = root.to_path_buf();
         for dataset in Dataset::ALL {
             let dir = root.join(dataset.name());
-            let table = listing_table(&dir, dataset).map_err(|source| QueryError::Register {
-                table: dataset.name(),
-                path: dir.clone(),
-                source: Box::new(source),
+            let table = listing_table(&dir_url(dataset), dataset).map_err(|source| {
+                QueryError::Register {
+                    table: dataset.name(),
+                    path: dir.clone(),
+                    source: Box::new(source),
+                }
             })?;
             ctx.register_table(dataset.name(), Arc::new(table))
                 .map_err(|source| QueryError::Register {
@@ -124,7 +175,8 @@ impl QuerySession {
         Ok(QuerySession { ctx, root })
     }
 
-    /// The storage root.
+    /// The storage root (for an object store, its URL as a path, for
+    /// messages).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -346,12 +398,7 @@ fn sql_error(query: &str, source: DataFusionError) -> QueryError {
     }
 }
 
-fn listing_table(dir: &Path, dataset: Dataset) -> datafusion::error::Result<ListingTable> {
-    // A trailing separator marks a directory even when it does not exist.
-    let mut url = dir.to_string_lossy().into_owned();
-    if !url.ends_with(std::path::MAIN_SEPARATOR) {
-        url.push(std::path::MAIN_SEPARATOR);
-    }
+fn listing_table(url: &str, dataset: Dataset) -> datafusion::error::Result<ListingTable> {
     let url = ListingTableUrl::parse(url)?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")

@@ -85,11 +85,20 @@ impl OutputStage {
         config: WriterConfig,
         dlq_files: Option<DlqWriter>,
     ) -> Result<OutputStage> {
+        Self::at(&vigil_store::Root::local(data_dir), config, dlq_files)
+    }
+
+    /// [`OutputStage::new`] under `root`, a local directory or an object
+    /// store (`s3://`, each file one PUT of its final name).
+    pub fn at(
+        root: &vigil_store::Root,
+        config: WriterConfig,
+        dlq_files: Option<DlqWriter>,
+    ) -> Result<OutputStage> {
         let store = |what| move |source| SinkError::Store { what, source };
         Ok(OutputStage {
-            aggs: AggregatesWriter::new(data_dir, config.clone())
-                .map_err(store("aggregates writer"))?,
-            alerts: AlertsWriter::new(data_dir, config).map_err(store("alerts writer"))?,
+            aggs: AggregatesWriter::at(root, config.clone()).map_err(store("aggregates writer"))?,
+            alerts: AlertsWriter::at(root, config).map_err(store("alerts writer"))?,
             dlq_files,
             buf: Vec::new(),
         })

@@ -37,13 +37,13 @@
 //! the digest and numbers).
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use vigil_ops::{Position, RejectReason, Rejected};
 
-use crate::atomic::write_atomic;
 use crate::dlq::{encode_dead_letter, Line, Points, Raw, DLQ_DIR};
 use crate::error::{Result, StoreError};
+use crate::location::Root;
 use crate::naming::sanitize_source;
 
 /// The digest of a truncated letter's full content: xxh3 with 128-bit
@@ -163,21 +163,10 @@ pub fn full_copy_name(source: &str, position: Position, ordinal: u32, ext: &str)
 
 /// Writes a full copy under `root` (tmp + fsync when `sync` + rename:
 /// a rewrite replaces it whole). Returns its path.
-pub fn write_full_copy(root: &Path, copy: &FullCopy<'_>, sync: bool) -> Result<PathBuf> {
-    let path = root.join(&copy.rel_path);
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(StoreError::Config {
-            field: "full copy path",
-            problem: format!("{} has no file name", copy.rel_path),
-        });
-    };
-    let name = name.to_string_lossy().into_owned();
-    let (path, ()) = write_atomic(dir, &name, sync, |mut file, tmp| {
-        use std::io::Write as _;
-        file.write_all(&copy.bytes)
-            .map_err(StoreError::io("write", tmp))
-    })?;
-    Ok(path)
+///
+/// `root` is a local directory or an object store ([`Root`]).
+pub fn write_full_copy(root: impl Into<Root>, copy: &FullCopy<'_>, sync: bool) -> Result<PathBuf> {
+    root.into().write_file(&copy.rel_path, &copy.bytes, sync)
 }
 
 /// Bounds one dead letter of `r` to `budget` (see the module docs).
@@ -305,7 +294,13 @@ struct UndeliveredJson<'a> {
 /// `{"topic", "key" (base64 or null), "headers" {name: value}, "value"
 /// (base64), "error"}`. The name depends on the letter only, so a
 /// reprocessed record rewrites the same file. Returns its path.
-pub fn write_undelivered(root: &Path, sync: bool, u: &UndeliveredLetter<'_>) -> Result<PathBuf> {
+///
+/// `root` is a local directory or an object store ([`Root`]).
+pub fn write_undelivered(
+    root: impl Into<Root>,
+    sync: bool,
+    u: &UndeliveredLetter<'_>,
+) -> Result<PathBuf> {
     let name = format!(
         "undelivered-{}-p{:05}-{:020}-{:016x}.json",
         sanitize_source(u.source),
@@ -329,12 +324,8 @@ pub fn write_undelivered(root: &Path, sync: bool, u: &UndeliveredLetter<'_>) -> 
         offset: u.position.offset,
         source,
     })?;
-    let dir = root.join(DLQ_DIR).join(UNDELIVERED_DIR);
-    let (path, ()) = write_atomic(&dir, &name, sync, |mut file, tmp| {
-        use std::io::Write as _;
-        file.write_all(&bytes).map_err(StoreError::io("write", tmp))
-    })?;
-    Ok(path)
+    root.into()
+        .write_file(&format!("{DLQ_DIR}/{UNDELIVERED_DIR}/{name}"), &bytes, sync)
 }
 
 /// A record the input reader could not hand over whole (its length

@@ -7,39 +7,63 @@
 //! ```
 //!
 //! The store moves bytes; what they mean (format, offset, state) is the
-//! worker's business. A local directory today; an object store later
-//! behind the same three calls.
+//! worker's business. The root is a local directory or an object store
+//! ([`Root`]): there a checkpoint is encoded in memory and replaced by one
+//! PUT (whole or not at all, as the rename is locally), and read back with
+//! one GET.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::atomic::write_atomic;
 use crate::error::{Result, StoreError};
+use crate::location::Root;
 use crate::naming::sanitize_source;
 
 /// A directory of partition checkpoints. See the module docs.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
+    root: Root,
     dir: PathBuf,
     sync: bool,
 }
 
+/// A reader over one checkpoint: buffered from a file, or over the bytes
+/// of an object.
+pub type CheckpointReader = Box<dyn std::io::BufRead + Send>;
+
 impl CheckpointStore {
     /// A store under `dir`; `sync` fsyncs each checkpoint and its directory.
     pub fn new(dir: impl Into<PathBuf>, sync: bool) -> Self {
+        Self::at(&Root::local(dir.into()), sync)
+    }
+
+    /// A store under `root`, a local directory (as
+    /// [`CheckpointStore::new`]) or an object store.
+    pub fn at(root: &Root, sync: bool) -> Self {
         CheckpointStore {
-            dir: dir.into(),
+            dir: root.display_path(""),
+            root: root.clone(),
             sync,
         }
     }
 
-    /// The store's root directory.
+    /// The key of the checkpoint of `topic`/`partition` under the root.
+    fn rel(topic: &str, partition: i32) -> String {
+        format!("{}/p{partition:05}.ckpt", sanitize_source(topic))
+    }
+
+    /// The store's root directory (for an object store, its URL).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Path of the checkpoint of `topic`/`partition`.
+    /// Path of the checkpoint of `topic`/`partition` (for an object
+    /// store, its URL).
     pub fn path(&self, topic: &str, partition: i32) -> PathBuf {
+        if self.root.as_object().is_some() {
+            return self.root.display_path(&Self::rel(topic, partition));
+        }
         self.dir
             .join(sanitize_source(topic))
             .join(format!("p{partition:05}.ckpt"))
@@ -48,6 +72,9 @@ impl CheckpointStore {
     /// The last checkpoint of `topic`/`partition`, or `None` when there
     /// is none.
     pub fn load(&self, topic: &str, partition: i32) -> Result<Option<Vec<u8>>> {
+        if let Some(obj) = self.root.as_object() {
+            return Ok(obj.get(&Self::rel(topic, partition))?.map(|b| b.to_vec()));
+        }
         let p = self.path(topic, partition);
         match std::fs::read(&p) {
             Ok(b) => Ok(Some(b)),
@@ -58,15 +85,19 @@ impl CheckpointStore {
 
     /// A buffered reader over the last checkpoint of `topic`/`partition`,
     /// or `None` when there is none (for decoding a large state without
-    /// holding its bytes).
-    pub fn reader(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Option<std::io::BufReader<std::fs::File>>> {
+    /// holding its bytes; an object store's checkpoint is fetched whole,
+    /// one GET, and read from memory).
+    pub fn reader(&self, topic: &str, partition: i32) -> Result<Option<CheckpointReader>> {
+        if let Some(obj) = self.root.as_object() {
+            let bytes = obj.get(&Self::rel(topic, partition))?;
+            return Ok(bytes.map(|b| Box::new(std::io::Cursor::new(b)) as CheckpointReader));
+        }
         let p = self.path(topic, partition);
         match std::fs::File::open(&p) {
-            Ok(f) => Ok(Some(std::io::BufReader::with_capacity(1 << 20, f))),
+            Ok(f) => Ok(Some(Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                f,
+            )))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io("open checkpoint", p)(e)),
         }
@@ -89,6 +120,18 @@ impl CheckpointStore {
         partition: i32,
         write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
+        if let Some(obj) = self.root.as_object() {
+            // Streamed: one PUT, or a multipart upload for a large state
+            // (never more than a part in memory); either replaces the
+            // object whole or not at all (no rename on an object store).
+            let rel = Self::rel(topic, partition);
+            let n = obj.put_streamed(&rel, |w| {
+                let mut b = std::io::BufWriter::with_capacity(1 << 20, w);
+                write(&mut b)?;
+                b.flush()
+            })?;
+            return Ok((self.root.display_path(&rel), n));
+        }
         let dir = self.dir.join(sanitize_source(topic));
         let name = format!("p{partition:05}.ckpt");
         write_atomic(&dir, &name, self.sync, |f, tmp| {

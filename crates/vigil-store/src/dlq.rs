@@ -32,6 +32,7 @@ use crate::bound::{
     bound_letter, encode_unread, write_full_copy, LetterBudget, LetterForm, Unread,
 };
 use crate::error::{Result, StoreError};
+use crate::location::Root;
 use crate::naming::SourceRange;
 
 /// Directory of dead-letter files under the root.
@@ -190,7 +191,7 @@ pub struct DlqFlushReport {
 /// when [`DlqWriter::buffered_bytes`] passes their threshold.
 #[derive(Debug)]
 pub struct DlqWriter {
-    root: PathBuf,
+    root: Root,
     dir: PathBuf,
     source: String,
     sync: bool,
@@ -211,10 +212,15 @@ impl DlqWriter {
     /// [`WriterConfig::sync`](crate::WriterConfig::sync). Creates no
     /// directory until the first flush that has records.
     pub fn new(root: impl AsRef<Path>, source: &str, sync: bool) -> Self {
-        let root = root.as_ref().to_path_buf();
+        Self::at(&Root::local(root.as_ref()), source, sync)
+    }
+
+    /// [`DlqWriter::new`] under `root`, a local directory or an object
+    /// store (each file one PUT of its final name).
+    pub fn at(root: &Root, source: &str, sync: bool) -> Self {
         DlqWriter {
-            dir: root.join(DLQ_DIR),
-            root,
+            dir: root.display_path(DLQ_DIR),
+            root: root.clone(),
             source: source.to_string(),
             sync,
             budget: LetterBudget::default(),
@@ -325,9 +331,17 @@ impl DlqWriter {
             });
         }
         let buf = &self.buf;
-        let (path, ()) = write_atomic(&self.dir, &name, self.sync, |mut file, tmp| {
-            file.write_all(buf).map_err(StoreError::io("write", tmp))
-        })?;
+        let path = match self.root.as_object() {
+            None => {
+                write_atomic(&self.dir, &name, self.sync, |mut file, tmp| {
+                    file.write_all(buf).map_err(StoreError::io("write", tmp))
+                })?
+                .0
+            }
+            Some(_) => self
+                .root
+                .write_file(&format!("{DLQ_DIR}/{name}"), buf, self.sync)?,
+        };
         let report = DlqFlushReport {
             path: Some(path),
             counts: self.counts,

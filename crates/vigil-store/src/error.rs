@@ -96,6 +96,27 @@ pub enum StoreError {
         /// What went wrong.
         problem: String,
     },
+    /// A storage location (`data_dir`, `worker.state_dir`, `--data-dir`)
+    /// is not valid, or is an object store where only a local directory
+    /// works. `location` never holds credentials (a URL with user
+    /// information is shown as `s3://<redacted>`).
+    #[error("storage location {location}: {problem}")]
+    Location {
+        /// The location as configured (credential-free).
+        location: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// An object store request failed (after the client's retries).
+    #[error("object store {op} {location}: {source}")]
+    Object {
+        /// What was being done (`put`, `get`, `list`, `delete`, `configure`).
+        op: &'static str,
+        /// The object's URL, `s3://bucket/key`.
+        location: String,
+        /// The client's error.
+        source: Box<object_store::Error>,
+    },
     /// A writer setting is out of range.
     #[error("invalid store config {field}: {problem}")]
     Config {

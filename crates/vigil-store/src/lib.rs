@@ -1,9 +1,11 @@
 //! # vigil-store: Parquet datasets and dead-letter files
 //!
-//! Owns how Vigil's output lands on disk: the Arrow schemas of the
+//! Owns how Vigil's output lands in storage: the Arrow schemas of the
 //! `aggregates/` and `alerts/` datasets, their Hive-style `date=` layout,
-//! deterministic file names, and atomic publication (tmp + fsync + rename),
-//! plus the JSON Lines dead-letter sink. The contract is written down in
+//! deterministic file names, and atomic publication (tmp + fsync + rename
+//! in a local directory, one PUT of the final name in an S3-compatible
+//! object store), plus the JSON Lines dead-letter sink and the checkpoint
+//! store. The contract is written down in
 //! `docs/storage.md`; DataFusion lives in `vigil-query`, not here.
 //!
 //! ```text
@@ -18,7 +20,9 @@
 //! replay of the same range rewrites the same names instead of adding
 //! duplicates.
 //!
-//! Modules: [`schema`] (columns and sort keys), [`naming`] (source ranges,
+//! Modules: [`location`] (where a root lives: a directory or
+//! `s3://bucket/prefix`, and the [`Root`] every writer reaches it
+//! through), [`schema`] (columns and sort keys), [`naming`] (source ranges,
 //! file and partition names), [`writer`] (the Parquet writer), [`dlq`] (the
 //! dead-letter sink), [`bound`] (the dead-letter size policy shared by
 //! every dead-letter sink), [`retention`] (removing output older than a
@@ -31,6 +35,7 @@ pub mod checkpoint;
 pub mod compact;
 pub mod dlq;
 pub mod error;
+pub mod location;
 pub mod naming;
 pub mod replace;
 pub mod retention;
@@ -44,10 +49,12 @@ pub use bound::{
 pub use checkpoint::CheckpointStore;
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
+pub use location::{Location, ObjectRoot, Root};
 pub use naming::{sanitize_source, SourceRange};
+pub use object_store;
 pub use replace::{
-    remove_partition_files_from, remove_source_files, write_file_atomic, ROUTES_DIR,
-    ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,
+    remove_partition_files_at, remove_partition_files_from, remove_source_files, write_file_atomic,
+    ROUTES_DIR, ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,
 };
 pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
 pub use writer::{

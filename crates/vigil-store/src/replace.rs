@@ -13,6 +13,7 @@ use crate::atomic::write_atomic;
 use crate::bound::FULL_DIR;
 use crate::dlq::DLQ_DIR;
 use crate::error::{Result, StoreError};
+use crate::location::Root;
 use crate::naming::sanitize_source;
 use crate::schema::Dataset;
 
@@ -102,6 +103,52 @@ pub fn remove_partition_files_from(
     remove_matching(root, source, |p, first| {
         p == partition && first >= first_offset
     })
+}
+
+/// [`remove_partition_files_from`] under `root`, a local directory or an
+/// object store. On an object store the dataset, `dlq/` and `routes/`
+/// prefixes are listed and each matching object deleted (one request
+/// each); a listing shows every object whose PUT completed, so the sweep
+/// sees all output published after the checkpoint.
+pub fn remove_partition_files_at(
+    root: &Root,
+    source: &str,
+    partition: i32,
+    first_offset: i64,
+) -> Result<usize> {
+    let Some(obj) = root.as_object() else {
+        let dir = root.display_path("");
+        return remove_partition_files_from(&dir, source, partition, first_offset);
+    };
+    let matches = |key: &str| -> bool {
+        let parts: Vec<&str> = key.split('/').collect();
+        let parsed = match parts.as_slice() {
+            [ds, _, name] if Dataset::ALL.iter().any(|d| d.name() == *ds) => {
+                parse_source_file(name, "part", source, "parquet")
+            }
+            [dlq, name] if *dlq == DLQ_DIR => parse_source_file(name, "dlq", source, "jsonl"),
+            [routes, _, name] if *routes == ROUTES_DIR => ROUTE_FILE_EXTENSIONS
+                .iter()
+                .find_map(|ext| parse_source_file(name, ROUTE_FILE_PREFIX, source, ext)),
+            _ => None,
+        };
+        parsed.is_some_and(|(p, first)| p == partition && first >= first_offset)
+    };
+    let mut removed = 0;
+    let prefixes = Dataset::ALL
+        .iter()
+        .map(|d| d.name())
+        .chain([DLQ_DIR, ROUTES_DIR]);
+    for prefix in prefixes {
+        for o in obj.list(&format!("{prefix}/"))? {
+            let key = o.location.as_ref();
+            if matches(key) {
+                obj.delete(key)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn remove_matching(

@@ -646,3 +646,178 @@ fn dlq_lines_are_bounded_and_full_copies_named_by_rank_in_their_record() {
     }
     assert_eq!(lines[2]["truncated"], false);
 }
+
+/// The same flushes, checkpoints and sweep against an object store
+/// (object_store's in-memory one, which implements the conditional PUT
+/// like S3): the objects are byte for byte the local files.
+mod object_root {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn roots() -> (tempfile::TempDir, Root, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Root::local(dir.path());
+        let obj = Root::s3_with_store("bucket", "some/prefix", Arc::new(InMemory::new()));
+        (dir, local, obj)
+    }
+
+    fn keys(root: &Root) -> Vec<String> {
+        let mut k: Vec<String> = root
+            .as_object()
+            .unwrap()
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.location.to_string())
+            .collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn flushes_put_the_local_files_bytes_under_the_same_names() {
+        let (dir, local, obj) = roots();
+        let rows = [
+            agg("t1", "a1", "cpu_pct", "", MIDNIGHT - W, 50.0),
+            agg("t1", "a1", "cpu_pct", "", MIDNIGHT, 60.0),
+            agg("t0", "a2", "mem_pct", "", MIDNIGHT, 10.0),
+        ];
+        let mut reports = Vec::new();
+        for root in [&local, &obj] {
+            let mut w = AggregatesWriter::at(root, cfg()).unwrap();
+            let mut d = DlqWriter::at(root, "rmm.telemetry.v1", false);
+            for r in &rows {
+                w.push(r);
+            }
+            d.push(&rejected(RejectReason::Late, 7)).unwrap();
+            reports.push(w.flush(range(0, 9)).unwrap());
+            d.flush(range(0, 9)).unwrap();
+        }
+        let want = tree(dir.path());
+        assert_eq!(
+            keys(&obj),
+            want,
+            "the same layout under the prefix, no temporary object"
+        );
+        for name in &want {
+            let got = obj.as_object().unwrap().get(name).unwrap().unwrap();
+            assert_eq!(
+                &got[..],
+                &fs::read(dir.path().join(name)).unwrap()[..],
+                "{name}"
+            );
+        }
+        assert_eq!(reports[0].rows, reports[1].rows);
+        assert!(reports[1].files[0]
+            .path
+            .to_string_lossy()
+            .starts_with("s3://bucket/some/prefix/aggregates/date="));
+    }
+
+    #[test]
+    fn checkpoints_replace_and_read_back() {
+        let (_dir, _local, obj) = roots();
+        let s = CheckpointStore::at(&obj, true);
+        assert!(s.load("rmm.telemetry.v1", 3).unwrap().is_none());
+        assert!(s.reader("rmm.telemetry.v1", 3).unwrap().is_none());
+        s.save("rmm.telemetry.v1", 3, b"one").unwrap();
+        let (path, n) = s
+            .save_with("rmm.telemetry.v1", 3, |w| w.write_all(b"two!"))
+            .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(
+            path,
+            PathBuf::from("s3://bucket/some/prefix/rmm.telemetry.v1/p00003.ckpt")
+        );
+        assert_eq!(s.load("rmm.telemetry.v1", 3).unwrap().unwrap(), b"two!");
+        let mut back = String::new();
+        std::io::Read::read_to_string(
+            &mut s.reader("rmm.telemetry.v1", 3).unwrap().unwrap(),
+            &mut back,
+        )
+        .unwrap();
+        assert_eq!(back, "two!");
+        // A failed encoding leaves the last checkpoint.
+        assert!(s
+            .save_with("rmm.telemetry.v1", 3, |_| Err(std::io::Error::other("no")))
+            .is_err());
+        assert_eq!(s.load("rmm.telemetry.v1", 3).unwrap().unwrap(), b"two!");
+        assert_eq!(keys(&obj), vec!["rmm.telemetry.v1/p00003.ckpt"]);
+    }
+
+    #[test]
+    fn a_large_checkpoint_goes_up_in_parts_and_reads_back_whole() {
+        let (_dir, _local, obj) = roots();
+        let s = CheckpointStore::at(&obj, true);
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        let parts = 2 * crate::location::PART_BYTES / chunk.len() + 3;
+        let (_, n) = s
+            .save_with("t", 0, |w| {
+                for _ in 0..parts {
+                    w.write_all(&chunk)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n as usize, parts * chunk.len());
+        let back = s.load("t", 0).unwrap().unwrap();
+        assert_eq!(back.len(), parts * chunk.len());
+        assert!(back.chunks(chunk.len()).all(|c| c == &chunk[..]));
+        // A failure after some parts went up keeps the old checkpoint.
+        let failed = s.save_with("t", 0, |w| {
+            for _ in 0..parts {
+                w.write_all(b"new")?;
+                w.write_all(&chunk)?;
+            }
+            Err(std::io::Error::other("encoder failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(s.load("t", 0).unwrap().unwrap(), back);
+        assert_eq!(keys(&obj), vec!["t/p00000.ckpt"]);
+    }
+
+    #[test]
+    fn the_sweep_lists_the_store_and_removes_only_files_from_the_offset() {
+        let (_dir, _local, obj) = roots();
+        let o = obj.as_object().unwrap();
+        let f = |p: i32, a: i64, b: i64| format!("part-rmm.t-p{p:05}-{a:020}-{b:020}.parquet");
+        let kept = [
+            format!("aggregates/date=2026-11-02/{}", f(1, 0, 9)),
+            format!("alerts/date=2026-11-02/{}", f(2, 10, 19)),
+            "dlq/full/full-rmm.t-p00001-00000000000000000012-0000.pb".to_string(),
+            format!("elsewhere/{}", f(1, 10, 19)),
+        ];
+        let gone = [
+            format!("aggregates/date=2026-11-02/{}", f(1, 10, 19)),
+            format!("aggregates/date=2026-11-03/{}", f(1, 10, 19)),
+            "dlq/dlq-rmm.t-p00001-00000000000000000010-00000000000000000019.jsonl".to_string(),
+        ];
+        for k in kept.iter().chain(&gone) {
+            o.put(k, b"x".to_vec(), object_store::PutMode::Overwrite)
+                .unwrap();
+        }
+        assert_eq!(remove_partition_files_at(&obj, "rmm.t", 1, 10).unwrap(), 3);
+        let mut want: Vec<String> = kept.to_vec();
+        want.sort();
+        assert_eq!(keys(&obj), want);
+    }
+
+    #[test]
+    fn a_conditional_put_never_replaces_an_object() {
+        let (_dir, _local, obj) = roots();
+        let o = obj.as_object().unwrap();
+        o.put("x", b"first".to_vec(), object_store::PutMode::Create)
+            .unwrap();
+        let e = o
+            .put("x", b"second".to_vec(), object_store::PutMode::Create)
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Object { source, .. } if matches!(**source, object_store::Error::AlreadyExists { .. })),
+            "{e}"
+        );
+        assert_eq!(&o.get("x").unwrap().unwrap()[..], b"first");
+    }
+}

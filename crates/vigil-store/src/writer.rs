@@ -26,6 +26,7 @@ use vigil_ops::{AlertEvent, WindowAggregate};
 
 use crate::atomic::write_atomic;
 use crate::error::{Result, StoreError};
+use crate::location::Root;
 use crate::naming::{day_of, partition_dir, SourceRange};
 use crate::schema::{Dataset, TIMEZONE};
 
@@ -347,6 +348,9 @@ pub struct FlushReport {
 /// Single owner (one per worker partition): not `Sync`-shared, no locks.
 #[derive(Debug)]
 pub struct DatasetWriter<B: RowBuffer> {
+    /// Where files go: a local directory (tmp + fsync + rename) or an
+    /// object store (one PUT of the final name).
+    root: Root,
     dir: PathBuf,
     config: WriterConfig,
     props: WriterProperties,
@@ -366,9 +370,18 @@ impl<B: RowBuffer> DatasetWriter<B> {
     /// `<root>/<dataset>/date=YYYY-MM-DD/`). Validates the config; creates
     /// no directory until the first flush that has rows.
     pub fn new(root: impl AsRef<Path>, config: WriterConfig) -> Result<Self> {
+        Self::at(&Root::local(root.as_ref()), config)
+    }
+
+    /// A writer for dataset `B::DATASET` under `root`, a local directory
+    /// (as [`DatasetWriter::new`]) or an object store, where each file is
+    /// encoded in memory and published by one PUT of its final name
+    /// (replacing an object of that name, as the rename does locally).
+    pub fn at(root: &Root, config: WriterConfig) -> Result<Self> {
         let props = config.writer_properties(B::DATASET)?;
         Ok(DatasetWriter {
-            dir: root.as_ref().join(B::DATASET.name()),
+            root: root.clone(),
+            dir: root.display_path(B::DATASET.name()),
             config,
             props,
             rows: B::default(),
@@ -380,7 +393,8 @@ impl<B: RowBuffer> DatasetWriter<B> {
         B::DATASET
     }
 
-    /// The dataset directory, `<root>/<dataset>`.
+    /// The dataset directory, `<root>/<dataset>` (for an object store,
+    /// its URL).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -448,10 +462,27 @@ impl<B: RowBuffer> DatasetWriter<B> {
             let day = self.rows.day(start);
             let end = (start..n).find(|&k| self.rows.day(k) != day).unwrap_or(n);
             let date_dir = partition_dir(day)?;
-            let dir = self.dir.join(&date_dir);
-            let (path, bytes) = write_atomic(&dir, name, self.config.sync, |file, tmp| {
-                self.write_parquet(file, tmp, start..end, range)
-            })?;
+            let (path, bytes) = match self.root.as_object() {
+                None => {
+                    let dir = self.dir.join(&date_dir);
+                    write_atomic(&dir, name, self.config.sync, |file, tmp| {
+                        self.write_parquet(file, tmp, start..end, range)?;
+                        let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
+                        Ok(meta.len())
+                    })?
+                }
+                Some(obj) => {
+                    // Encoded in memory, then one PUT of the final name:
+                    // the object is whole or absent (docs/storage.md,
+                    // "Object stores").
+                    let rel = format!("{}/{date_dir}/{name}", dataset.name());
+                    let path = PathBuf::from(obj.url(&rel));
+                    let mut buf = Vec::new();
+                    self.write_parquet(&mut buf, &path, start..end, range)?;
+                    let n = obj.put(&rel, buf, object_store::PutMode::Overwrite)?;
+                    (path, n)
+                }
+            };
             let date = date_dir
                 .split_once('=')
                 .map_or(date_dir.as_str(), |(_, d)| d)
@@ -469,13 +500,13 @@ impl<B: RowBuffer> DatasetWriter<B> {
         Ok(())
     }
 
-    fn write_parquet(
+    fn write_parquet<W: std::io::Write + Send>(
         &self,
-        file: &File,
+        out: W,
         tmp: &Path,
         rows: std::ops::Range<usize>,
         range: SourceRange<'_>,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         // Built and written one row group at a time.
         let chunk = self.config.row_group_rows.max(1);
         let mut off = rows.start;
@@ -491,8 +522,8 @@ impl<B: RowBuffer> DatasetWriter<B> {
                 source,
             }))
         });
-        write_parquet_file(
-            file,
+        encode_parquet(
+            out,
             tmp,
             B::DATASET,
             &self.props,
@@ -544,12 +575,27 @@ pub(crate) fn write_parquet_file(
     metadata: &[KeyValue],
     batches: impl Iterator<Item = Result<RecordBatch>>,
 ) -> Result<u64> {
+    encode_parquet(file, tmp, dataset, props, metadata, batches)?;
+    let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
+    Ok(meta.len())
+}
+
+/// Encodes one dataset file into `out` (a file, or a buffer for an object
+/// store); `tmp` names it in errors. See [`write_parquet_file`].
+pub(crate) fn encode_parquet<W: std::io::Write + Send>(
+    out: W,
+    tmp: &Path,
+    dataset: Dataset,
+    props: &WriterProperties,
+    metadata: &[KeyValue],
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<()> {
     let parquet_err = |source| StoreError::Parquet {
         path: tmp.to_owned(),
         source,
     };
     let mut writer =
-        ArrowWriter::try_new(file, dataset.schema(), Some(props.clone())).map_err(parquet_err)?;
+        ArrowWriter::try_new(out, dataset.schema(), Some(props.clone())).map_err(parquet_err)?;
     for kv in metadata {
         writer.append_key_value_metadata(kv.clone());
     }
@@ -557,6 +603,5 @@ pub(crate) fn write_parquet_file(
         writer.write(&batch?).map_err(parquet_err)?;
     }
     writer.close().map_err(parquet_err)?;
-    let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
-    Ok(meta.len())
+    Ok(())
 }

@@ -14,7 +14,7 @@ use vigil_kafka::KafkaSettings;
 use vigil_ops::config::PipelineConfig;
 use vigil_ops::rules::RuleSet;
 use vigil_sink::route::AlertSettings;
-use vigil_store::WriterConfig;
+use vigil_store::{Location, WriterConfig};
 
 /// Settings of the Kafka worker (`vigil run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,9 +26,11 @@ pub struct WorkerSettings {
     /// format: the two cannot be told apart by their bytes.
     #[serde(default)]
     pub input_format: vigil_ops::otlp::InputFormat,
-    /// Directory of the per-partition checkpoints (operator state and the
-    /// offset it continues from).
-    pub state_dir: PathBuf,
+    /// Where the per-partition checkpoints (operator state and the
+    /// offset it continues from) are kept: a directory, or an object store
+    /// location `s3://bucket/prefix` (credentials from the `AWS_*`
+    /// environment variables).
+    pub state_dir: Location,
     /// Longest time between flushes (Parquet published, alerts
     /// acknowledged, state checkpointed, offsets committed).
     #[serde(with = "humantime_serde")]
@@ -58,6 +60,16 @@ pub struct WorkerSettings {
 
 /// The embedded defaults.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+/// Parses a `--data-dir` value (a directory or `s3://bucket/prefix`).
+/// Flags take it as a string and call this rather than letting clap
+/// parse it: clap's error echoes the value, which for an `s3://` URL
+/// with user information holds a secret; this error never does.
+pub fn location_arg(value: Option<String>) -> Result<Option<Location>> {
+    value
+        .map(|s| s.parse::<Location>().context("--data-dir"))
+        .transpose()
+}
 
 /// Top-level keys that environment variables may set.
 const ENV_KEYS: [&str; 9] = [
@@ -188,8 +200,10 @@ impl CompactionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Root of the datasets and dead letters.
-    pub data_dir: PathBuf,
+    /// Root of the datasets and dead letters: a directory, or an object
+    /// store location `s3://bucket/prefix` (credentials from the `AWS_*`
+    /// environment variables).
+    pub data_dir: Location,
     /// Rules file; empty for the built-in rules.
     pub rules: String,
     /// Operator settings.

@@ -75,7 +75,6 @@
 //! which `vigil bench --brokers` reads while the worker runs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -92,7 +91,7 @@ use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason, Rejected};
 use vigil_sink::{AlertRouter, DestinationError, Destinations, OutputStage, Route};
-use vigil_store::{CheckpointStore, DlqWriter, LetterBudget, LetterForm, SourceRange};
+use vigil_store::{CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root, SourceRange};
 
 use crate::health::WorkerHealth;
 use crate::obs;
@@ -297,7 +296,7 @@ struct Sinks {
     /// producer's `message.max.bytes`).
     dlq_budget: LetterBudget,
     /// Root of `dlq/full/` and `dlq/undelivered/`.
-    data_dir: PathBuf,
+    data_dir: Root,
     sync: bool,
 }
 
@@ -480,7 +479,7 @@ impl Sinks {
 /// Writes an undelivered dead letter under `dlq/undelivered/`, logged and
 /// counted (`reason` is a [`RejectReason`] string).
 fn store_undelivered(
-    data_dir: &std::path::Path,
+    data_dir: &Root,
     sync: bool,
     reason: &'static str,
     letter: &vigil_store::UndeliveredLetter<'_>,
@@ -603,7 +602,8 @@ impl WorkerProgress {
 /// The worker. See the module docs.
 pub struct Worker {
     settings: Settings,
-    data_dir: PathBuf,
+    /// Root of the datasets and dead letters.
+    data_dir: Root,
     tasks: HashMap<i32, PartitionTask>,
     sinks: Sinks,
     /// Which topics (and encodings) each alert event goes to.
@@ -654,7 +654,17 @@ impl Worker {
         let mut cfg = settings.pipeline.clone();
         cfg.clock = ClockMode::Wall;
         Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
-        let store = CheckpointStore::new(&settings.worker.state_dir, settings.storage.parquet.sync);
+        // A directory or an object store each (docs/storage.md "Object
+        // stores"); an s3:// client takes its credentials from AWS_*.
+        let data_dir = settings
+            .data_dir
+            .open()
+            .with_context(|| format!("opening data_dir {}", settings.data_dir))?;
+        let state_root =
+            settings.worker.state_dir.open().with_context(|| {
+                format!("opening worker.state_dir {}", settings.worker.state_dir)
+            })?;
+        let store = CheckpointStore::at(&state_root, settings.storage.parquet.sync);
         let hook = CheckpointHook {
             store: store.clone(),
             cfg: cfg.clone(),
@@ -715,19 +725,19 @@ impl Worker {
             topic = %kafka.telemetry_topic,
             input_format = ?settings.worker.input_format,
             group = %kafka.group_id,
-            data_dir = %settings.data_dir.display(),
-            state_dir = %settings.worker.state_dir.display(),
+            data_dir = %settings.data_dir,
+            state_dir = %settings.worker.state_dir,
             "worker started"
         );
         let mut w = Worker {
-            data_dir: settings.data_dir.clone(),
+            data_dir: data_dir.clone(),
             sinks: Sinks {
                 producer,
                 source_topic: kafka.telemetry_topic.clone(),
                 dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
                 buf: Vec::new(),
                 dlq_budget,
-                data_dir: settings.data_dir.clone(),
+                data_dir,
                 sync: settings.storage.parquet.sync,
             },
             router,
@@ -933,18 +943,14 @@ impl Worker {
                         published_otlp: pipeline.otlp_stats().clone(),
                         pipeline,
                         out: Outputs::default(),
-                        stage: OutputStage::new(
+                        stage: OutputStage::at(
                             &self.data_dir,
                             w.clone(),
                             match self.sinks.dlq_topic {
                                 Some(_) => None,
                                 None => Some(
-                                    DlqWriter::new(
-                                        &self.data_dir,
-                                        &self.sinks.source_topic,
-                                        w.sync,
-                                    )
-                                    .with_budget(self.settings.storage.dlq_budget()?),
+                                    DlqWriter::at(&self.data_dir, &self.sinks.source_topic, w.sync)
+                                        .with_budget(self.settings.storage.dlq_budget()?),
                                 ),
                             },
                         )?,
@@ -1095,7 +1101,7 @@ impl Worker {
         }
         if !t.swept {
             let from = t.next_offset.unwrap_or(offset).min(offset);
-            let removed = vigil_store::remove_partition_files_from(
+            let removed = vigil_store::remove_partition_files_at(
                 &self.data_dir,
                 &self.sinks.source_topic,
                 partition,
@@ -1375,8 +1381,8 @@ mod tests {
             s.kafka.alert_topic = "alerts".into();
             s.kafka.dlq_topic = String::new();
             s.kafka.group_id = "g".into();
-            s.data_dir = dir.join("data");
-            s.worker.state_dir = dir.join("state");
+            s.data_dir = dir.join("data").into();
+            s.worker.state_dir = dir.join("state").into();
             s.worker.flush_interval = Duration::from_millis(200);
             s.worker.shutdown_timeout = Duration::from_secs(2);
             s.worker.metrics_listen = String::new();

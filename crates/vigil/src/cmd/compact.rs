@@ -65,9 +65,16 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
     let root = match &a.data_dir {
         Some(d) => local_root(d)?,
-        None => settings.data_dir.clone(),
+        None => settings.data_dir.local_dir("vigil compact")?.to_path_buf(),
     };
-    let state_dir = a.state_dir.unwrap_or(settings.worker.state_dir.clone());
+    let state_dir = match a.state_dir {
+        Some(d) => d,
+        None => settings
+            .worker
+            .state_dir
+            .local_dir("vigil compact (worker.state_dir)")?
+            .to_path_buf(),
+    };
     let scope = match &a.date {
         Some(d) => DateScope::Day(parse_date(d)?),
         None => DateScope::Settled,

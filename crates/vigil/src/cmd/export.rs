@@ -34,9 +34,10 @@ use crate::settings::Settings;
 /// Arguments of `vigil export`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Root of the datasets (default: `data_dir` from the config).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Root of the datasets, a directory or `s3://bucket/prefix`
+    /// (default: `data_dir` from the config).
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub data_dir: Option<String>,
     /// Encoding of each event: json, ocsf, cef or ecs.
     #[arg(long, default_value = "json")]
     pub format: String,
@@ -255,8 +256,8 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             bail!("--from must be before --to (the range is [from, to))");
         }
     }
-    let dir = match &a.data_dir {
-        Some(d) => d.clone(),
+    let dir = match crate::settings::location_arg(a.data_dir.clone())? {
+        Some(d) => d,
         None => Settings::load(config)?.data_dir,
     };
     let _span =
@@ -268,8 +269,8 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         backoff: a.backoff,
     };
     let rt = super::sql::runtime()?;
-    let session = QuerySession::open(&dir)
-        .with_context(|| format!("opening datasets under {}", dir.display()))?;
+    let session = QuerySession::open_location(&dir)
+        .with_context(|| format!("opening datasets under {dir}"))?;
     let mut events = rt
         .block_on(session.alert_events(&filter))
         .context("reading alert events")?;

@@ -22,9 +22,10 @@ pub struct Args {
     /// the input).
     #[arg(long, short)]
     pub input: PathBuf,
-    /// Root of the output datasets (default: `data_dir` from the config).
+    /// Root of the output datasets, a local directory (default:
+    /// `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Option<String>,
     /// Rules file (default: `rules` from the config, else the built-in rules).
     #[arg(long)]
     pub rules: Option<PathBuf>,
@@ -40,10 +41,10 @@ pub struct Args {
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
     let rules = settings.load_rules(a.rules.as_deref())?;
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.clone());
+    let data_dir = crate::settings::location_arg(a.data_dir.clone())?
+        .unwrap_or_else(|| settings.data_dir.clone())
+        .local_dir("vigil ingest")?
+        .to_path_buf();
     let (reader, source): (Box<dyn std::io::Read>, String) = if a.input.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), "stdin".into())
     } else {

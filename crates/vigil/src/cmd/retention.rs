@@ -3,7 +3,7 @@
 //! files by age). Runs once and exits, so it fits a Kubernetes CronJob; safe
 //! while workers write (see `vigil_store::retention`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -12,9 +12,10 @@ use crate::settings::Settings;
 /// Arguments of `vigil retention`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Root of the datasets (default: `data_dir` from the config).
+    /// Root of the datasets, a local directory (default: `data_dir` from
+    /// the config).
     #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Option<String>,
     /// List what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -23,7 +24,10 @@ pub struct Args {
 /// Runs `vigil retention`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
-    let root = a.data_dir.unwrap_or(settings.data_dir);
+    let root = crate::settings::location_arg(a.data_dir)?
+        .unwrap_or(settings.data_dir)
+        .local_dir("vigil retention")?
+        .to_path_buf();
     let limits = settings.retention.limits();
     if limits == Default::default() {
         println!("retention: no limit set in [retention]; every dataset is kept forever");

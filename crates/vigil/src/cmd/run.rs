@@ -15,8 +15,9 @@ use crate::worker::{shutdown_flag, Worker, WorkerProgress};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Root of the output datasets (default: `data_dir` from the config).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// A directory or `s3://bucket/prefix`.
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub data_dir: Option<String>,
     /// Rules file (default: `rules` from the config, else the built-in rules).
     #[arg(long)]
     pub rules: Option<PathBuf>,
@@ -25,7 +26,7 @@ pub struct Args {
 /// Runs `vigil run`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let mut settings = Settings::load(config)?;
-    if let Some(d) = a.data_dir {
+    if let Some(d) = crate::settings::location_arg(a.data_dir)? {
         settings.data_dir = d;
     }
     let rules = settings.load_rules(a.rules.as_deref())?;

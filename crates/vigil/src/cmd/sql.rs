@@ -10,15 +10,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use vigil_query::report::{ReportKind, Scope};
 use vigil_query::{render, Format, QuerySession};
+use vigil_store::Location;
 
 use crate::settings::Settings;
 
 /// Arguments of `vigil sql`.
 #[derive(Debug, clap::Args)]
 pub struct SqlArgs {
-    /// Root of the datasets (default: `data_dir` from the config).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Root of the datasets, a directory or `s3://bucket/prefix`
+    /// (default: `data_dir` from the config).
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub data_dir: Option<String>,
     /// Output format: table, csv, json (JSON Lines) or html (a table).
     #[arg(long, default_value = "table")]
     pub format: Format,
@@ -69,9 +71,10 @@ pub struct ReportArgs {
     /// capacity (disk and memory use per tenant, trend).
     #[arg(default_value = "health")]
     pub report: ReportKind,
-    /// Root of the datasets (default: `data_dir` from the config).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Root of the datasets, a directory or `s3://bucket/prefix`
+    /// (default: `data_dir` from the config).
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub data_dir: Option<String>,
     /// Output format: table, csv, json (JSON Lines) or html (one
     /// self-contained file with charts).
     #[arg(long, default_value = "table")]
@@ -92,8 +95,8 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
-fn data_dir(config: Option<&Path>, flag: Option<PathBuf>) -> Result<PathBuf> {
-    match flag {
+fn data_dir(config: Option<&Path>, flag: Option<String>) -> Result<Location> {
+    match crate::settings::location_arg(flag)? {
         Some(d) => Ok(d),
         None => Ok(Settings::load(config)?.data_dir),
     }
@@ -111,8 +114,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 pub fn run_sql(config: Option<&Path>, a: SqlArgs) -> Result<()> {
     let dir = data_dir(config, a.data_dir)?;
     let rt = runtime()?;
-    let session = QuerySession::open(&dir)
-        .with_context(|| format!("opening datasets under {}", dir.display()))?;
+    let session = QuerySession::open_location(&dir)
+        .with_context(|| format!("opening datasets under {dir}"))?;
     let batches = if a.explain || a.analyze {
         rt.block_on(session.explain(&a.query, &a.params, a.analyze))?
     } else {
@@ -150,10 +153,15 @@ pub fn run_report(config: Option<&Path>, a: ReportArgs) -> Result<()> {
 }
 
 /// Computes and renders one report over the datasets under `dir`.
-pub fn make_report(dir: &Path, kind: ReportKind, scope: &Scope, format: Format) -> Result<String> {
+pub fn make_report(
+    dir: &Location,
+    kind: ReportKind,
+    scope: &Scope,
+    format: Format,
+) -> Result<String> {
     let rt = runtime()?;
-    let session = QuerySession::open(dir)
-        .with_context(|| format!("opening datasets under {}", dir.display()))?;
+    let session = QuerySession::open_location(dir)
+        .with_context(|| format!("opening datasets under {dir}"))?;
     let mut report = rt
         .block_on(vigil_query::report::run(&session, kind, scope))
         .with_context(|| format!("{kind} report queries failed"))?;
@@ -182,7 +190,12 @@ fn write_out(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn print_report(dir: &Path, format: Format) -> Result<()> {
     print!(
         "{}",
-        make_report(dir, ReportKind::Health, &Scope::default(), format)?
+        make_report(
+            &Location::from(dir),
+            ReportKind::Health,
+            &Scope::default(),
+            format
+        )?
     );
     Ok(())
 }

@@ -304,8 +304,8 @@ pub(super) fn run(config: Option<&Path>, a: &Args) -> Result<()> {
     let dir = tempfile_dir()?;
     let mut ws = settings.clone();
     ws.kafka = kafka.clone();
-    ws.data_dir = dir.path().join("data");
-    ws.worker.state_dir = dir.path().join("state");
+    ws.data_dir = dir.path().join("data").into();
+    ws.worker.state_dir = dir.path().join("state").into();
     let new_producer = || {
         AckedProducer::new(&kafka, Duration::from_secs(60))
             .context("creating the telemetry producer")

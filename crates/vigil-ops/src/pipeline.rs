@@ -2633,3 +2633,6 @@ mod evict_tests;
 
 #[cfg(test)]
 mod lateness_tests;
+
+#[cfg(test)]
+mod format_tests;

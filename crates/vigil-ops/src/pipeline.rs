@@ -23,7 +23,7 @@ use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
 use crate::decode::{content_hash, decode_into, BatchError};
 use crate::dedup::{AgentDedup, Outcome, RestartCause};
 use crate::detect::invalid_input::InputVerdict;
-use crate::detect::offline::Liveness;
+use crate::detect::Liveness;
 use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
 use crate::model::{

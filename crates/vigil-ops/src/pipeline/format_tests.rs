@@ -160,3 +160,77 @@ fn write_golden() {
     let all: Vec<String> = first.into_iter().chain(rest).collect();
     std::fs::write(golden_output_path(), all.join("\n") + "\n").unwrap();
 }
+
+/// The golden output (every step of the scenario, uninterrupted, as the
+/// Vigil before the registry produced it).
+fn golden_output() -> Vec<String> {
+    include_str!("testdata/pipeline_v5_output.txt")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The registry changes no output: the whole scenario, uninterrupted,
+/// gives the events and windows of the Vigil before it, line for line.
+#[test]
+fn output_is_unchanged_by_the_registry() {
+    let mut p = Pipeline::new(cfg(), rules()).unwrap();
+    let got = feed(&mut p, 0..STEPS);
+    assert_eq!(got, golden_output());
+}
+
+/// A format-5 checkpoint restores into the registry's layout and
+/// continues with exactly the output of the uninterrupted run; written
+/// again (new layout) and restored, it still does.
+#[test]
+fn format_5_checkpoint_restores_into_the_registry_layout() {
+    let text = include_str!("testdata/pipeline_v5.json");
+    let mut p: Pipeline = serde_json::from_str(text).unwrap();
+    p.attach_rules(rules());
+    let want: Vec<String> = golden_output()
+        .into_iter()
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .and_then(|k| k.parse::<usize>().ok())
+                .is_some_and(|k| k >= HALF)
+        })
+        .collect();
+    assert!(want.iter().any(|l| l.contains("alert")));
+    // The restored state holds what the old layout held.
+    assert_eq!(p.detectors.series_states(), 2, "mem_high firing, disk fit");
+    let again = serde_json::to_string(&p).unwrap();
+    assert!(
+        again.contains("\"versions\""),
+        "the new form records versions"
+    );
+    assert!(!again.contains("\"input\":"), "no old agent form");
+    assert!(!again.contains("\"free_trend\""), "no old engine form");
+    let mut q: Pipeline = serde_json::from_str(&again).unwrap();
+    q.attach_rules(rules());
+    assert_eq!(feed(&mut p, HALF..STEPS), want);
+    assert_eq!(feed(&mut q, HALF..STEPS), want);
+}
+
+/// A checkpoint holding a family this Vigil does not know, or a newer
+/// form of a known one, is refused with a clear error (its state would be
+/// lost or misread otherwise).
+#[test]
+fn unknown_family_state_is_refused() {
+    let mut p = Pipeline::new(cfg(), rules()).unwrap();
+    feed(&mut p, 0..5);
+    let mut v: serde_json::Value = serde_json::to_value(&p).unwrap();
+    v["detectors"]["versions"]["trend"] = 99.into();
+    let e = serde_json::from_value::<Pipeline>(v.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("\"trend\" in form version 99"), "{e}");
+    v["detectors"]["versions"]["trend"] = 1.into();
+    v["detectors"]["versions"]["anomaly"] = 1.into();
+    let e = serde_json::from_value::<Pipeline>(v)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("family \"anomaly\""), "{e}");
+}

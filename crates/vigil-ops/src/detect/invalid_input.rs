@@ -13,7 +13,7 @@
 //! trusted and is not attributed to any.
 //!
 //! An agent family (see [`super::registry`]): it owns the
-//! `[invalid_input]` rule ([`InvalidInputRule`], read by [`parse`]), and
+//! `[invalid_input]` rule ([`InvalidInputRule`], read by `parse`), and
 //! the state of one agent is an [`InputHealth`] (16 bytes) inside its
 //! [`super::Liveness`]. The incident starts at the first refused batch of
 //! the run, which is checkpointed, so a restart or replay yields the same

@@ -43,6 +43,9 @@ pub struct LivenessRepr {
     input: InputHealth,
 }
 
+// Fields are set one by one on a default value, not in a struct literal:
+// a family added later (absent from these forms) then needs no edit here.
+#[allow(clippy::field_reassign_with_default)]
 impl From<LivenessRepr> for Liveness {
     fn from(r: LivenessRepr) -> Self {
         let families = r.families.unwrap_or_else(|| {
@@ -88,6 +91,8 @@ pub struct EngineRepr {
     free_trend: HashMap<u16, Vec<u32>>,
 }
 
+// As for `Liveness`: a family added later needs no edit here.
+#[allow(clippy::field_reassign_with_default)]
 impl TryFrom<EngineRepr> for DetectorEngine {
     type Error = String;
 

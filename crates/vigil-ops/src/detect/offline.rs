@@ -3,7 +3,7 @@
 //! `after`; the agent's next batch resolves it.
 //!
 //! An agent family (see [`super::registry`]): it owns the `[offline]`
-//! rule ([`OfflineRule`], read by [`parse`]) and keeps, in every agent's
+//! rule ([`OfflineRule`], read by `parse`) and keeps, in every agent's
 //! [`super::Liveness`], the start of its open incident ([`OfflineAgent`],
 //! 8 bytes). The last-seen time itself is the agent table's (the pipeline
 //! also closes idle windows by it). A tick emits its events in (tenant,

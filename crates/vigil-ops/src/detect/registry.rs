@@ -4,7 +4,7 @@
 //! # Adding a detector family
 //!
 //! A family is one module under `detect/` and one line in the
-//! [`registry!`] invocation at the end of this file. The module owns:
+//! `registry!` invocation at the end of this file. The module owns:
 //!
 //! * its **rule type** (implementing [`FamilyRule`]), its defaults and
 //!   its **rules-file section**, read by the family's `parse` with the

@@ -12,7 +12,7 @@
 //! next window decides).
 //!
 //! The family (see [`super::registry`]) owns the `[[threshold]]` rules
-//! ([`ThresholdRule`], read by [`parse`]) and keeps its state sparse: an
+//! ([`ThresholdRule`], read by `parse`) and keeps its state sparse: an
 //! idle (series, rule) (no breach run, not firing), which almost every one
 //! is at any time, holds nothing; the others sit in a map keyed by
 //! (series uid, rule index) ([`ThresholdStore`]), and each series' slot is

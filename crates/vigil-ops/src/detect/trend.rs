@@ -93,7 +93,7 @@
 
 //!
 //! The family (see [`super::registry`]) owns the `[[trend]]` rules
-//! ([`TrendRule`], read by [`parse`]). Every watched series needs its
+//! ([`TrendRule`], read by `parse`). Every watched series needs its
 //! fits, so its state is dense: a [`TrendStore`] arena with one slot per
 //! (series, trend rule watching it), contiguous per series, and a 32-bit
 //! [`TrendSlot`] per series pointing at the first.

@@ -97,7 +97,7 @@ fn step(k: usize) -> (Vec<Vec<u8>>, i64) {
         40.0 + m % 7.0
     };
     let mem = if k >= 20 { 97.0 } else { 60.0 };
-    let disk = 40.0 + 0.5 * m + if k % 2 == 0 { 0.3 } else { -0.2 };
+    let disk = 40.0 + 0.5 * m + if k.is_multiple_of(2) { 0.3 } else { -0.2 };
     let mut out = vec![
         batch_of(
             "t1",

@@ -81,8 +81,6 @@ impl MaintenanceWindow {
     }
 }
 
-/// A validated set of detector rules.
-
 /// One problem found in a rules file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleProblem {

@@ -23,7 +23,7 @@ use crate::config::{ClockMode, ConfigProblem, PipelineConfig};
 use crate::decode::{content_hash, decode_into, BatchError};
 use crate::dedup::{AgentDedup, Outcome, RestartCause};
 use crate::detect::invalid_input::InputVerdict;
-use crate::detect::offline::Liveness;
+use crate::detect::Liveness;
 use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
 use crate::model::{
@@ -32,6 +32,10 @@ use crate::model::{
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;
 use crate::window::{AgentWindows, WindowSpec};
+
+mod agents;
+
+use agents::agent_hash;
 
 /// What one call to the pipeline produced. The caller drains (or clears)
 /// the vectors; their capacity is reused.
@@ -194,14 +198,6 @@ struct Scratch {
     stale: Vec<u32>,
 }
 
-/// Hash of an agent's (tenant, agent) ids, for the agent index: xxh3 of
-/// the agent id seeded with xxh3 of the tenant id.
-#[inline]
-fn agent_hash(tenant: &str, agent: &str) -> u64 {
-    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
-    xxh3_64_with_seed(agent.as_bytes(), xxh3_64(tenant.as_bytes()))
-}
-
 /// The detector engine's number for the series in `slot` of agent `ai`:
 /// stable for the life of the pipeline and across checkpoints (agents and
 /// their series keep their order).
@@ -222,6 +218,31 @@ const POINT_REASONS: [RejectReason; 5] = [
     RejectReason::Late,
     RejectReason::SeriesLimit,
 ];
+
+/// The point check that refuses a point, as an index into
+/// [`POINT_REASONS`] (`non_finite`, `out_of_range`, `future`, `late`), or
+/// `None` when the point may be merged (the series limit is checked only
+/// for points of a new series, by the caller).
+#[inline]
+fn point_refusal(
+    ts: i64,
+    v: f64,
+    future_after: i64,
+    windows: &AgentWindows,
+    extra_lateness_ms: i64,
+) -> Option<usize> {
+    if !v.is_finite() {
+        Some(0)
+    } else if !VALID_TS.contains(&ts) {
+        Some(1)
+    } else if ts > future_after {
+        Some(2)
+    } else if windows.is_late_for(ts, extra_lateness_ms) {
+        Some(3)
+    } else {
+        None
+    }
+}
 
 /// Timestamps the pipeline accepts: 1970-01-01T00:00:00Z to
 /// 9999-12-31T23:59:59.999Z (what Parquet readers and date partitions can
@@ -699,94 +720,6 @@ impl Pipeline {
         });
     }
 
-    /// Index of an existing agent (allocates nothing).
-    fn find_agent(&self, tenant: &str, agent: &str) -> Option<usize> {
-        self.agent_index
-            .find(agent_hash(tenant, agent), |&i| {
-                let k = &self.agents[i as usize].key;
-                *k.tenant == *tenant && *k.agent == *agent
-            })
-            .map(|&i| i as usize)
-    }
-
-    /// Index of the agent, created when new; refused (`agent_limit`) when
-    /// the partition holds `limits.max_agents` agents, or a new tenant's
-    /// agent when it holds `limits.max_tenants` tenants.
-    fn agent_slot(&mut self, tenant: &str, agent: &str) -> Result<usize, BatchError> {
-        if let Some(i) = self.find_agent(tenant, agent) {
-            return Ok(i);
-        }
-        let limits = &self.cfg.limits;
-        let held = self.agents.len() - self.free_agents.len();
-        if held >= limits.max_agents {
-            return Err(BatchError {
-                reason: RejectReason::AgentLimit,
-                detail: format!(
-                    "new agent over the limit: the partition holds {held} agents (limits.max_agents {}); \
-                     agents silent for pipeline.state_ttl are evicted",
-                    limits.max_agents
-                ),
-            });
-        }
-        if !self.tenant_agents.contains_key(tenant)
-            && self.tenant_agents.len() >= limits.max_tenants
-        {
-            return Err(BatchError {
-                reason: RejectReason::AgentLimit,
-                detail: format!(
-                    "new tenant over the limit: the partition holds {} tenants (limits.max_tenants {})",
-                    self.tenant_agents.len(),
-                    limits.max_tenants
-                ),
-            });
-        }
-        // One tenant id allocation per tenant, shared by its agents.
-        if !self.tenant_series.contains_key(tenant) {
-            self.tenant_series.insert(tenant.into(), 0);
-        }
-        let (tenant, _) = self
-            .tenant_series
-            .get_key_value(tenant)
-            .expect("inserted above");
-        let tenant = tenant.clone();
-        *self.tenant_agents.entry(tenant.clone()).or_insert(0) += 1;
-        let state = AgentState {
-            key: Arc::new(AgentKey {
-                tenant,
-                agent: agent.into(),
-            }),
-            hostname: None,
-            live: Liveness::default(),
-            dedup: AgentDedup::new(self.cfg.dedup_window),
-            windows: AgentWindows::new(self.spec),
-        };
-        let i = match self.free_agents.pop() {
-            Some(i) => {
-                self.agents[i as usize] = state;
-                i as usize
-            }
-            None => {
-                crate::intern::grow_gently(&mut self.agents);
-                self.agents.push(state);
-                self.agents.len() - 1
-            }
-        };
-        self.index_agent(i);
-        self.stats.agents += 1;
-        Ok(i)
-    }
-
-    /// Adds `agents[i]` to the agent index.
-    fn index_agent(&mut self, i: usize) {
-        let agents = &self.agents;
-        let k = &agents[i].key;
-        self.agent_index
-            .insert_unique(agent_hash(&k.tenant, &k.agent), i as u32, |&j| {
-                let k = &agents[j as usize].key;
-                agent_hash(&k.tenant, &k.agent)
-            });
-    }
-
     fn accept(
         &mut self,
         pos: Position,
@@ -888,14 +821,8 @@ impl Pipeline {
             // Slow collectors' metrics are allowed more lateness.
             let extra = cfg.extra_lateness_ms(&s.metric);
             for (&ts, &v) in s.timestamps_ms.iter().zip(&s.values) {
-                let r = if !v.is_finite() {
-                    0
-                } else if !VALID_TS.contains(&ts) {
-                    1
-                } else if ts > future_after {
-                    2
-                } else if st.windows.is_late_for(ts, extra) {
-                    3
+                let r = if let Some(r) = point_refusal(ts, v, future_after, &st.windows, extra) {
+                    r
                 } else {
                     let admitted = *slot.get_or_insert_with(|| {
                         canonical_labels(
@@ -2633,3 +2560,6 @@ mod evict_tests;
 
 #[cfg(test)]
 mod lateness_tests;
+
+#[cfg(test)]
+mod format_tests;

@@ -113,7 +113,12 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// `agent_limit` counter, slow-collector frontiers (idle floor, greatest
 /// timestamp at the last advance). Format 4 restores too: every added
 /// field has a default (docs/semantics.md "State that ends").
-const CHECKPOINT_FORMAT: u32 = 5;
+/// 6: detector state by family (issue 24, `docs/detectors.md`): each
+/// series family's state under `detectors.series.<family>`, each agent's
+/// under `live.families.<family>`, and every family's state form version
+/// in `detectors.versions`. Formats 4 and 5 restore into it
+/// (`vigil_ops::detect::legacy`).
+const CHECKPOINT_FORMAT: u32 = 6;
 
 /// Checkpoint formats this Vigil restores.
 const READS_FORMATS: std::ops::RangeInclusive<u32> = 4..=CHECKPOINT_FORMAT;
@@ -1320,6 +1325,24 @@ mod tests {
             .save("t", 1, &serde_json::to_vec(&v).unwrap())
             .unwrap();
         assert_eq!(h.load("t", 1).unwrap().unwrap().next_offset, 7);
+    }
+
+    /// A checkpoint of format 5 (written before the detector-family
+    /// registry, with detector state of every family) restores.
+    #[test]
+    fn format_5_checkpoint_restores() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = hook(d.path());
+        // As the pipeline that wrote it.
+        h.cfg.clock = ClockMode::Wall;
+        let pipeline = include_str!("../../vigil-ops/src/pipeline/testdata/pipeline_v5.json");
+        let text = format!(
+            r#"{{"format":5,"topic":"t","partition":0,"next_offset":9,"written_at_ms":0,"pipeline":{pipeline}}}"#
+        );
+        h.store.save("t", 0, text.as_bytes()).unwrap();
+        let r = h.load("t", 0).unwrap().unwrap();
+        assert_eq!(r.next_offset, 9);
+        assert_eq!(r.pipeline.agents_held(), 4);
     }
 
     /// `vigil compact` reads the offset a checkpoint continues from (by

@@ -12,17 +12,22 @@
 //! decode, or whose ids are missing or invalid, names no agent that can be
 //! trusted and is not attributed to any.
 //!
-//! The state of one agent is an [`InputHealth`] (16 bytes) inside its
-//! [`super::offline::Liveness`]. The incident starts at the first refused
-//! batch of the run, which is checkpointed, so a restart or replay yields
-//! the same id.
+//! An agent family (see [`super::registry`]): it owns the
+//! `[invalid_input]` rule ([`InvalidInputRule`], read by `parse`), and
+//! the state of one agent is an [`InputHealth`] (16 bytes) inside its
+//! [`super::Liveness`]. The incident starts at the first refused batch of
+//! the run, which is checkpointed, so a restart or replay yields the same
+//! id.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::Subject;
-use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason};
+use super::registry::{AgentCx, AgentFamily, FamilyRule, RuleSet};
+use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason, Severity};
 use crate::reject::RejectReason;
-use crate::rules::{InvalidInputRule, RuleSet};
+use crate::rules::read::{Cx, Val};
 
 /// What one batch of an identified agent was, for this detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +114,9 @@ impl InputHealth {
                         "agent {agent} is alive but its last {} batches over {} were all refused \
                          (latest: {}); see the dead-letter topic",
                         self.refused_run,
-                        humantime::format_duration(std::time::Duration::from_secs(
-                            (span / 1000).max(0) as u64
-                        )),
+                        humantime::format_duration(
+                            Duration::from_secs((span / 1000).max(0) as u64)
+                        ),
                         reason.as_str()
                     ),
                 );
@@ -121,39 +126,6 @@ impl InputHealth {
             }
         }
     }
-}
-
-/// Closes the open invalid-input incident of one agent raised by `old`, a
-/// rule that was edited or removed (`current` is the rule now in force),
-/// at `at_ms`, and restarts the agent's run so that a new incident gets a
-/// new start (and id).
-pub(crate) fn retire(
-    old: &InvalidInputRule,
-    current: Option<&InvalidInputRule>,
-    rules: &RuleSet,
-    at_ms: i64,
-    tenant: &str,
-    agent: &str,
-    st: &mut InputHealth,
-) -> Option<AlertEvent> {
-    let reason = match current {
-        Some(c) if c.name == old.name => ResolveReason::RuleChanged,
-        _ => ResolveReason::RuleRemoved,
-    };
-    close(old, rules, at_ms, reason, tenant, agent, st)
-}
-
-/// Closes the open invalid-input incident of one agent whose state is
-/// evicted (silent for the state TTL), with reason `stale`.
-pub(crate) fn expire(
-    rule: &InvalidInputRule,
-    rules: &RuleSet,
-    at_ms: i64,
-    tenant: &str,
-    agent: &str,
-    st: &mut InputHealth,
-) -> Option<AlertEvent> {
-    close(rule, rules, at_ms, ResolveReason::Stale, tenant, agent, st)
 }
 
 /// Closes the open incident raised by `rule` with `reason`.
@@ -190,5 +162,99 @@ fn subject<'a>(rule: &'a InvalidInputRule, tenant: &'a str, agent: &'a str) -> S
         agent,
         metric: None,
         labels: "",
+    }
+}
+
+/// The invalid-input rule (`[invalid_input]`): an agent that is alive but
+/// whose every batch is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidInputRule {
+    /// Rule name (default `agent_invalid_input`).
+    pub name: String,
+    /// Consecutive refused batches (with no good batch between them)
+    /// needed to fire (>= 1).
+    pub batches: u32,
+    /// ... that also span at least this much processing time, from the
+    /// first of them to the one that fires (zero: no time condition).
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// Severity of the alert.
+    pub severity: Severity,
+}
+
+impl FamilyRule for InvalidInputRule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn same_definition(&self, other: &InvalidInputRule) -> bool {
+        self.batches == other.batches && self.after == other.after
+    }
+}
+
+/// Default name of the invalid-input rule.
+pub const DEFAULT_INVALID_INPUT_NAME: &str = "agent_invalid_input";
+/// Default number of consecutive refused batches before an agent's input
+/// counts as invalid.
+pub const DEFAULT_INVALID_BATCHES: u32 = 3;
+
+/// Reads the `[invalid_input]` section, reporting every problem into
+/// `cx`.
+pub(crate) fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<InvalidInputRule> {
+    const KEYS: &[&str] = &["name", "batches", "after", "severity"];
+    let t = cx.fields(path, val, KEYS)?;
+    let span = val.span();
+    let name = cx.name_or(t, &span, path, DEFAULT_INVALID_INPUT_NAME);
+    let batches = if t.contains_key("batches") {
+        cx.integer(t, path, "batches", 1)
+    } else {
+        Some(DEFAULT_INVALID_BATCHES)
+    };
+    let after = if t.contains_key("after") {
+        cx.duration(t, path, "after")
+    } else {
+        Some(Duration::ZERO)
+    };
+    let severity = cx.severity(t, &span, path);
+    Some(InvalidInputRule {
+        name: name?,
+        batches: batches?,
+        after: after?,
+        severity: severity?,
+    })
+}
+
+/// The invalid-input family (see the module docs).
+pub struct InvalidInput;
+
+impl AgentFamily for InvalidInput {
+    type Rule = InvalidInputRule;
+    type State = InputHealth;
+
+    fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<InvalidInputRule> {
+        parse(cx, path, val)
+    }
+
+    #[inline]
+    fn on_input(
+        rule: Option<&InvalidInputRule>,
+        rules: &RuleSet,
+        a: &AgentCx<'_>,
+        verdict: InputVerdict,
+        st: &mut InputHealth,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        st.on_batch(rule, rules, a.tenant, a.agent, a.now_ms, verdict, out);
+    }
+
+    fn close(
+        rule: &InvalidInputRule,
+        rules: &RuleSet,
+        a: &AgentCx<'_>,
+        reason: ResolveReason,
+        st: &mut InputHealth,
+    ) -> Option<AlertEvent> {
+        close(rule, rules, a.now_ms, reason, a.tenant, a.agent, st)
     }
 }

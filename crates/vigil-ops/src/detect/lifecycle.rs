@@ -10,9 +10,28 @@
 //! module holds no state.
 
 use crate::model::{
-    fingerprint, incident_id, AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity,
+    fingerprint, incident_id, AlertEvent, AlertStatus, DetectorKind, ResolveReason, SeriesMeta,
+    Severity,
 };
 use crate::rules::RuleSet;
+
+/// The alert subject of `rule` on the series `meta`.
+pub(crate) fn series_subject<'a>(
+    meta: &'a SeriesMeta,
+    rule: &'a str,
+    kind: DetectorKind,
+    severity: Severity,
+) -> Subject<'a> {
+    Subject {
+        rule,
+        kind,
+        severity,
+        tenant: meta.tenant(),
+        agent: meta.agent(),
+        metric: Some(meta.metric()),
+        labels: meta.labels(),
+    }
+}
 
 /// Identity of the thing an alert is about, and the rule that raised it.
 #[derive(Debug, Clone, Copy)]

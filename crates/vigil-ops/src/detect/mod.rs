@@ -1,14 +1,18 @@
-//! Detectors (threshold, trend, offline, invalid input) and the alert
-//! lifecycle that
-//! turns their conditions into one firing and one resolved event per
-//! incident.
+//! Detectors and the alert lifecycle that turns their conditions into
+//! one firing and one resolved event per incident.
 //!
 //! ```text
-//!  closed WindowAggregate ──▶ threshold rules (per rule × series) ──┐
-//!                        └──▶ trend rules     (per rule × series) ──┼──▶ lifecycle ──▶ AlertEvent
-//!  agent seen / tick ───────▶ offline         (per tenant × agent) ─┤   (ids, fingerprints,
-//!  batch verdict ───────────▶ invalid input   (per tenant × agent) ─┘    maintenance)
+//!  closed WindowAggregate ──▶ series families (threshold, trend, …) ──┐
+//!  batch arrived / verdict ─▶ agent families  (offline, invalid input) ┼──▶ lifecycle ──▶ AlertEvent
+//!  tick ────────────────────▶ agent families                          ─┘   (ids, fingerprints,
+//!                                                                           maintenance)
 //! ```
+//!
+//! Detectors come in *families*, each one module that owns its rule type,
+//! its rules-file section, its state and its hooks; [`registry`] lists
+//! them and generates the per-family fields and calls (static dispatch:
+//! no trait objects per window or per batch). See [`registry`] for how to
+//! add a family, and `docs/detectors.md`.
 //!
 //! [`DetectorEngine`] owns all detector state of one partition. It is pure:
 //! time comes in only through window bounds and the `now_ms` arguments.
@@ -18,80 +22,60 @@
 //!   `resolved` event with the same id (`incident_id(fingerprint,
 //!   started_at_ms)`), so a replay of the same input yields the same ids.
 //! * Events MUST come out in a deterministic order for a given input
-//!   (rules in file order per window; agents in (tenant, agent) order per
-//!   tick).
+//!   (families in registry order and rules in file order per window;
+//!   agents in (tenant, agent) order per tick).
 //! * Every incident's `started_at_ms` MUST be derived from state (a
 //!   window, the agent's last batch plus `after`, the first refused batch
 //!   of a run), never from the time of the tick that noticed it.
 //! * The engine's serde form is its checkpoint, and records the definition
-//!   of every rule its state was built under. Restoring it and calling
+//!   of every rule its state was built under and the state form version
+//!   of every family. Restoring it and calling
 //!   [`DetectorEngine::attach_rules`] with the same rules MUST produce
 //!   exactly the output the uninterrupted engine would have produced.
 //!   Under edited rules, a rule keeps its state only if its name and
 //!   definition are unchanged; open incidents of edited and removed rules
 //!   are resolved (`rule_changed`, `rule_removed`), and every known series
 //!   is matched against the new rules (see
-//!   [`DetectorEngine::attach_rules_with`]).
+//!   [`DetectorEngine::attach_rules_with`]). Checkpoints written before
+//!   the registry (worker format 5 and 4) restore too ([`legacy`]).
 //!
-//! Memory: per-series state lives in two arenas (threshold, trend), one
-//! slot per (series, rule watching it), contiguous per series and in rule
-//! order. A series finds its slots through a [`DetHandle`] (8 bytes) that
-//! the pipeline keeps next to the series' windows: no per-rule hash map.
-//! [`DetectorEngine::on_window`] serves callers without handles (tests,
-//! benchmarks) through a map from series id to handle.
+//! Memory: a series finds its state through a [`DetHandle`] (8 bytes with
+//! today's families: a watch set index and one slot per series family)
+//! that the pipeline keeps next to the series' windows: no per-rule hash
+//! map. Watch sets (which rules watch a series) are shared by every series
+//! with the same metric and labels. Each series family keeps its state its
+//! own way: sparse for threshold (idle rules hold nothing), an arena for
+//! trend. An agent's state is a [`Liveness`] (40 bytes) that the pipeline
+//! keeps with the agent. [`DetectorEngine::on_window`] serves callers
+//! without handles (tests, benchmarks) through a map from series id to
+//! handle, and [`DetectorEngine::on_agent_seen`] callers without an agent
+//! table.
 //!
-//! Submodules: [`threshold`], [`trend`], [`offline`], [`invalid_input`]
-//! (one detector each) and [`lifecycle`] (event construction shared by
-//! all).
+//! Submodules: [`registry`] (the family list and contracts), one per
+//! family ([`threshold`], [`trend`], [`offline`], [`invalid_input`]),
+//! [`lifecycle`] (event construction shared by all) and [`legacy`]
+//! (reading older checkpoints).
 
 pub mod invalid_input;
+pub mod legacy;
 pub mod lifecycle;
 pub mod offline;
+pub mod registry;
 pub mod threshold;
 pub mod trend;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::intern::grow_gently;
-use crate::model::{
-    AlertEvent, DetectorKind, OptMs, ResolveReason, SeriesId, SeriesMeta, Severity, WindowAggregate,
-};
-use crate::rules::{
-    labels_match, InvalidInputRule, OfflineRule, RuleSet, ThresholdRule, TrendRule,
-};
+use crate::model::{AlertEvent, OptMs, SeriesId, SeriesMeta, WindowAggregate};
+use crate::rules::RuleSet;
 
 use invalid_input::InputVerdict;
-use lifecycle::Subject;
-use offline::{Liveness, OfflineState};
-use threshold::ThresholdState;
-use trend::TrendState;
-
-/// Where one series' detector state is (8 bytes, kept by the caller next
-/// to the series' windows): its watch set, which of its threshold rules
-/// hold state, and its first trend slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DetHandle {
-    /// Index of the series' [`WatchSet`] (`u16::MAX`: not registered).
-    set: u16,
-    /// Bit `k`: the `k`-th threshold rule of the watch set has state in
-    /// the sparse map. The top bit also stands for every rule after it.
-    thr_active: u16,
-    /// First of the series' trend slots, one per trend rule of the watch
-    /// set (`u32::MAX`: none).
-    trend: u32,
-}
-
-impl DetHandle {
-    /// A series no rule watches (yet).
-    pub const NONE: DetHandle = DetHandle {
-        set: u16::MAX,
-        thr_active: 0,
-        trend: u32::MAX,
-    };
-}
+use registry::{AgentCx, Bound, CarryMaps, Registry, SeriesCx, SeriesStores, WatchSet};
+pub use registry::{AgentStates, DetHandle};
 
 impl Default for DetHandle {
     fn default() -> Self {
@@ -99,162 +83,108 @@ impl Default for DetHandle {
     }
 }
 
-/// Bit of [`DetHandle::thr_active`] for the `k`-th threshold rule.
-#[inline]
-fn active_bit(k: usize) -> u16 {
-    1 << k.min(15)
+/// Liveness of one agent: when it last sent a batch (for the idle
+/// timeout and the offline family) and every agent family's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "legacy::LivenessRepr")]
+pub struct Liveness {
+    /// Processing time of the agent's latest batch, moved later by
+    /// skipped time (`i64::MIN`: none yet; such an agent is never declared
+    /// offline). Silence is measured from here.
+    pub last_seen_ms: i64,
+    /// Skipped processing time included in `last_seen_ms` (see
+    /// [`Liveness::skip`]): the latest batch arrived at `last_seen_ms -
+    /// skipped_ms`.
+    pub skipped_ms: i64,
+    /// Every agent family's state of this agent.
+    pub families: AgentStates,
 }
 
-/// The rules watching a series, as indexes into the attached rule set's
-/// families, in rule order. Series with the same metric and labels share
-/// one; a handful cover a whole fleet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-struct WatchSet {
-    thr: Vec<u16>,
-    trend: Vec<u16>,
-}
-
-/// What the detector engine needs of a rule: which series it watches.
-trait Watcher {
-    fn watches(&self, s: &SeriesMeta) -> bool;
-}
-
-impl Watcher for ThresholdRule {
-    fn watches(&self, s: &SeriesMeta) -> bool {
-        self.metric == s.metric() && labels_match(&self.labels, s.labels())
-    }
-}
-
-impl Watcher for TrendRule {
-    fn watches(&self, s: &SeriesMeta) -> bool {
-        self.metric == s.metric() && labels_match(&self.labels, s.labels())
-    }
-}
-
-/// Indexes of the rules of `rules` watching `meta`.
-fn watching<R: Watcher>(rules: &[R], meta: &SeriesMeta) -> Vec<u16> {
-    rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.watches(meta))
-        .map(|(i, _)| i as u16)
-        .collect()
-}
-
-/// The rule definitions a checkpointed state was built under: the
-/// checkpoint's link to the rules, which are configuration. Restoring
-/// compares them with the rules attached (see
-/// [`DetectorEngine::attach_rules_with`]); the watch sets and the sparse
-/// map index into `threshold` and `trend`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Bound {
-    threshold: Vec<ThresholdRule>,
-    trend: Vec<TrendRule>,
-    offline: Option<OfflineRule>,
-    invalid_input: Option<InvalidInputRule>,
-}
-
-impl Bound {
-    fn of(rules: &RuleSet) -> Self {
-        Bound {
-            threshold: rules.threshold.clone(),
-            trend: rules.trend.clone(),
-            offline: rules.offline.clone(),
-            invalid_input: rules.invalid_input.clone(),
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            last_seen_ms: i64::MIN,
+            skipped_ms: 0,
+            families: AgentStates::default(),
         }
     }
 }
 
-/// Old rule index → new one, for each old rule whose name *and*
-/// definition are in the new rules; `None` for rules edited or removed.
-fn carry_map<R>(
-    old: &[R],
-    new: &[R],
-    name: impl Fn(&R) -> &str,
-    same: impl Fn(&R, &R) -> bool,
-) -> Vec<Option<u16>> {
-    old.iter()
-        .map(|o| {
-            new.iter()
-                .position(|n| name(n) == name(o) && same(o, n))
-                .map(|i| i as u16)
+impl Liveness {
+    /// Records a batch of the agent at `now_ms`.
+    #[inline]
+    pub fn seen(&mut self, now_ms: i64) {
+        let arrived = match self.arrived_ms() {
+            Some(a) => a.max(now_ms),
+            None => now_ms,
+        };
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        self.skipped_ms = self.last_seen_ms.saturating_sub(arrived);
+    }
+
+    /// Processing time of the agent's latest batch (without skipped time),
+    /// if it sent one.
+    pub fn arrived_ms(&self) -> Option<i64> {
+        (self.last_seen_ms != i64::MIN).then(|| self.last_seen_ms.saturating_sub(self.skipped_ms))
+    }
+
+    /// Moves the last-seen time `ms` later (time that is not the agent's
+    /// silence, see [`crate::pipeline::Pipeline::skip_processing_time`]).
+    /// Incident starts stay anchored at the real last batch.
+    pub fn skip(&mut self, ms: i64) {
+        if self.last_seen_ms != i64::MIN {
+            self.last_seen_ms = self.last_seen_ms.saturating_add(ms);
+            self.skipped_ms = self.skipped_ms.saturating_add(ms);
+        }
+    }
+
+    /// What the agent families' hooks know of the agent at `now_ms`.
+    #[inline]
+    fn cx<'a>(&self, tenant: &'a str, agent: &'a str, now_ms: i64) -> AgentCx<'a> {
+        AgentCx {
+            tenant,
+            agent,
+            now_ms,
+            last_seen_ms: self.last_seen_ms,
+            arrived_ms: self.arrived_ms(),
+        }
+    }
+}
+
+/// Liveness of every agent seen, by tenant then agent, for callers that
+/// keep no agent table of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentTable {
+    /// tenant → agent → state.
+    pub agents: BTreeMap<String, BTreeMap<String, Liveness>>,
+}
+
+impl AgentTable {
+    /// Runs `f` on the state of `tenant`/`agent`, created when new.
+    pub fn with_agent<R>(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        f: impl FnOnce(&mut Liveness) -> R,
+    ) -> R {
+        let per_tenant = match self.agents.get_mut(tenant) {
+            Some(m) => m,
+            None => self.agents.entry(tenant.to_string()).or_default(),
+        };
+        let st = match per_tenant.get_mut(agent) {
+            Some(s) => s,
+            None => per_tenant.entry(agent.to_string()).or_default(),
+        };
+        f(st)
+    }
+
+    /// Every agent's state, in (tenant, agent) order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &str, &mut Liveness)> {
+        self.agents.iter_mut().flat_map(|(t, m)| {
+            m.iter_mut()
+                .map(move |(a, st)| (t.as_str(), a.as_str(), st))
         })
-        .collect()
-}
-
-/// Whether a carry map keeps every rule at its index, with `new_len`
-/// rules in the new set (so no state has to move).
-fn is_identity(map: &[Option<u16>], new_len: usize) -> bool {
-    map.len() == new_len && map.iter().enumerate().all(|(i, m)| *m == Some(i as u16))
-}
-
-/// Why an incident of the old rule `name` ends on a rebind.
-fn retire_reason<'a>(name: &str, mut new_names: impl Iterator<Item = &'a str>) -> ResolveReason {
-    if new_names.any(|n| n == name) {
-        ResolveReason::RuleChanged
-    } else {
-        ResolveReason::RuleRemoved
     }
-}
-
-/// The alert subject of `rule` on the series `meta`.
-fn series_subject<'a>(
-    meta: &'a SeriesMeta,
-    rule: &'a str,
-    kind: DetectorKind,
-    severity: Severity,
-) -> Subject<'a> {
-    Subject {
-        rule,
-        kind,
-        severity,
-        tenant: meta.tenant(),
-        agent: meta.agent(),
-        metric: Some(meta.metric()),
-        labels: meta.labels(),
-    }
-}
-
-/// The `resolved` event, for `reason`, of the incident a series'
-/// threshold state holds (none unless firing): at the end of the last
-/// window the rule saw.
-fn close_threshold(
-    meta: &SeriesMeta,
-    rule: &ThresholdRule,
-    st: &ThresholdState,
-    rules: &RuleSet,
-    reason: ResolveReason,
-) -> Option<AlertEvent> {
-    let started = st.firing_since.get()?;
-    Some(
-        series_subject(meta, &rule.name, DetectorKind::Threshold, rule.severity).retired(
-            rules,
-            started,
-            st.last_end_ms.get().unwrap_or(started),
-            reason,
-            Some(rule.value),
-        ),
-    )
-}
-
-/// As [`close_threshold`], for a series' trend state.
-fn close_trend(
-    meta: &SeriesMeta,
-    rule: &TrendRule,
-    st: &TrendState,
-    rules: &RuleSet,
-    reason: ResolveReason,
-) -> Option<AlertEvent> {
-    let started = st.firing_since.get()?;
-    Some(
-        series_subject(meta, &rule.name, DetectorKind::Trend, rule.severity).retired(
-            rules,
-            started,
-            st.last_end_ms.get().unwrap_or(started),
-            reason,
-            Some(rule.limit),
-        ),
-    )
 }
 
 /// What a caller that keeps its own series handles and agent liveness
@@ -275,39 +205,31 @@ impl Holdings for NoHoldings {
     fn each_agent(&mut self, _: &mut dyn FnMut(&str, &str, &mut Liveness)) {}
 }
 
-/// Runs every rule over closed windows and agent liveness.
-///
-/// State: trend slots in an arena (contiguous per series, in the order of
-/// its watch set), and threshold state in a sparse map keyed by (series,
-/// rule) that holds only runs in progress and firing incidents: an idle
-/// threshold rule (no breach run, not firing) has no state at all, which
-/// is what almost every (series, rule) is at any time.
+/// Runs every family's rules over closed windows and agent liveness. See
+/// the module docs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "legacy::EngineRepr")]
 pub struct DetectorEngine {
     #[serde(skip)]
     rules: Arc<RuleSet>,
     /// The rule definitions the state below was built under.
     bound: Bound,
     /// Latest processing time the engine was told (ticks, batches): the
-    /// time at which a rule change closes offline and invalid-input
-    /// incidents (a pure engine reads no clock).
-    #[serde(default)]
+    /// time at which a rule change closes agent families' incidents (a
+    /// pure engine reads no clock).
     latest_ms: OptMs,
+    /// The checkpoint form version of every family's state (written for
+    /// the restore to check, see [`registry`]).
+    versions: BTreeMap<String, u32>,
     /// Distinct watch sets, addressed by [`DetHandle`]s.
     sets: Vec<WatchSet>,
     #[serde(skip)]
     set_index: HashMap<WatchSet, u16>,
-    /// Threshold state by (series uid, rule index), only where not idle.
-    #[serde(with = "sorted_map")]
-    threshold: HashMap<(u64, u16), ThresholdState>,
-    trend: Vec<TrendState>,
-    /// Runs of trend slots freed by evicted series, by run length (the
-    /// number of trend rules of the series' watch set), reused by new
-    /// series with as many trend rules. Emptied by a rebind, which lays
-    /// the arena out afresh.
-    #[serde(default, with = "sorted_map")]
-    free_trend: HashMap<u16, Vec<u32>>,
-    offline: OfflineState,
+    /// Every series family's state.
+    series: SeriesStores,
+    /// Agents fed through [`DetectorEngine::on_agent_seen`]; a pipeline
+    /// keeps its agents' liveness itself and leaves this empty.
+    agents: AgentTable,
     /// Series fed through [`DetectorEngine::on_window`]: identity and
     /// handle, by series id (which is also their uid). A pipeline keeps
     /// its handles itself and leaves this empty.
@@ -321,12 +243,8 @@ struct Rebind<'a> {
     old: &'a Bound,
     sets: Vec<WatchSet>,
     set_index: HashMap<WatchSet, u16>,
-    threshold: HashMap<(u64, u16), ThresholdState>,
-    trend: Vec<TrendState>,
-    /// Old threshold rule index → new one (same name and definition).
-    thr_map: Vec<Option<u16>>,
-    /// Old trend rule index → new one (same name and definition).
-    trend_map: Vec<Option<u16>>,
+    stores: SeriesStores,
+    maps: CarryMaps,
     /// `resolved` events of incidents whose rule was edited or removed.
     retired: Vec<AlertEvent>,
 }
@@ -338,17 +256,58 @@ impl DetectorEngine {
             rules: Arc::default(),
             bound: Bound::default(),
             latest_ms: OptMs::NONE,
+            versions: Registry::versions(),
             sets: Vec::new(),
             set_index: HashMap::new(),
-            threshold: HashMap::new(),
-            trend: Vec::new(),
-            free_trend: HashMap::new(),
-            offline: OfflineState::default(),
+            series: SeriesStores::default(),
+            agents: AgentTable::default(),
             standalone: HashMap::new(),
         };
         // Empty state: nothing to carry over, nothing to resolve.
         e.attach_rules(rules, &mut Vec::new());
         e
+    }
+
+    /// The engine restored from its serde form (see [`legacy`]); refuses
+    /// state of a family this build does not know, or in a newer form.
+    pub(crate) fn restored(
+        bound: Bound,
+        latest_ms: OptMs,
+        versions: &BTreeMap<String, u32>,
+        sets: Vec<WatchSet>,
+        series: SeriesStores,
+        agents: AgentTable,
+        standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
+    ) -> Result<Self, String> {
+        let known = Registry::versions();
+        for (family, v) in versions {
+            match known.get(family) {
+                None => {
+                    return Err(format!(
+                        "the checkpoint holds state of detector family {family:?}, \
+                         which this Vigil does not know"
+                    ))
+                }
+                Some(k) if v > k => {
+                    return Err(format!(
+                        "the checkpoint holds state of detector family {family:?} in form \
+                         version {v}, this Vigil reads up to version {k}"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(DetectorEngine {
+            rules: Arc::default(),
+            bound,
+            latest_ms,
+            versions: known,
+            sets,
+            set_index: HashMap::new(),
+            series,
+            agents,
+            standalone,
+        })
     }
 
     /// Attaches a rule set, e.g. after restoring the engine from a
@@ -376,10 +335,9 @@ impl DetectorEngine {
     ///   match, and stops watching those that no longer do.
     ///
     /// The resolved events are in (tenant, agent, metric, labels, rule)
-    /// order. A threshold or trend incident resolves at the end of the
-    /// last window its rule saw; an offline or invalid-input incident at
-    /// the latest processing time the engine was told (never before the
-    /// incident's start).
+    /// order. A series family's incident resolves at the end of the last
+    /// window its rule saw; an agent family's at the latest processing
+    /// time the engine was told (never before the incident's start).
     pub fn attach_rules_with(
         &mut self,
         rules: Arc<RuleSet>,
@@ -398,29 +356,13 @@ impl DetectorEngine {
         self.rules = rules;
         let mut retired = Vec::new();
         self.retire_agent_rules(&old, held, &mut retired);
-        let thr_map = carry_map(
-            &old.threshold,
-            &self.rules.threshold,
-            |r| &r.name,
-            ThresholdRule::same_definition,
-        );
-        let trend_map = carry_map(
-            &old.trend,
-            &self.rules.trend,
-            |r| &r.name,
-            TrendRule::same_definition,
-        );
-        if !(is_identity(&thr_map, self.rules.threshold.len())
-            && is_identity(&trend_map, self.rules.trend.len()))
-        {
+        if let Some(maps) = Registry::carry_maps(&old, &self.rules) {
             let mut next = Rebind {
                 old: &old,
                 sets: Vec::new(),
                 set_index: HashMap::new(),
-                threshold: HashMap::new(),
-                trend: Vec::new(),
-                thr_map,
-                trend_map,
+                stores: SeriesStores::default(),
+                maps,
                 retired: Vec::new(),
             };
             let mut standalone = std::mem::take(&mut self.standalone);
@@ -431,17 +373,15 @@ impl DetectorEngine {
             self.standalone = standalone;
             self.sets = next.sets;
             self.set_index = next.set_index;
-            self.threshold = next.threshold;
-            self.trend = next.trend;
-            self.free_trend.clear();
+            self.series = next.stores;
             retired.append(&mut next.retired);
         }
         sort_by_subject(&mut retired);
         out.append(&mut retired);
     }
 
-    /// Resolves the open offline and invalid-input incidents of rules
-    /// (`old`) that were edited or removed.
+    /// Resolves the open incidents of agent families' rules (`old`) that
+    /// were edited or removed.
     fn retire_agent_rules(
         &mut self,
         old: &Bound,
@@ -449,47 +389,15 @@ impl DetectorEngine {
         out: &mut Vec<AlertEvent>,
     ) {
         let rules = &*self.rules;
-        let off = old.offline.as_ref().filter(|o| {
-            !rules
-                .offline
-                .as_ref()
-                .is_some_and(|n| n.name == o.name && n.same_definition(o))
-        });
-        let inv = old.invalid_input.as_ref().filter(|o| {
-            !rules
-                .invalid_input
-                .as_ref()
-                .is_some_and(|n| n.name == o.name && n.same_definition(o))
-        });
-        if off.is_none() && inv.is_none() {
+        if !Registry::agent_rules_changed(old, rules) {
             return;
         }
         let at = self.latest_ms.get().unwrap_or(i64::MIN);
         let mut each = |tenant: &str, agent: &str, live: &mut Liveness| {
-            if let Some(o) = off {
-                out.extend(offline::retire(
-                    o,
-                    rules.offline.as_ref(),
-                    rules,
-                    at,
-                    tenant,
-                    agent,
-                    live,
-                ));
-            }
-            if let Some(o) = inv {
-                out.extend(invalid_input::retire(
-                    o,
-                    rules.invalid_input.as_ref(),
-                    rules,
-                    at,
-                    tenant,
-                    agent,
-                    &mut live.input,
-                ));
-            }
+            let a = live.cx(tenant, agent, at);
+            Registry::retire_agent(old, rules, &a, &mut live.families, out);
         };
-        for (tenant, agent, live) in self.offline.iter_mut() {
+        for (tenant, agent, live) in self.agents.iter_mut() {
             each(tenant, agent, live);
         }
         held.each_agent(&mut each);
@@ -505,76 +413,19 @@ impl DetectorEngine {
         meta: &SeriesMeta,
         uid: u64,
     ) -> DetHandle {
-        let set = WatchSet {
-            thr: watching(&self.rules.threshold, meta),
-            trend: watching(&self.rules.trend, meta),
-        };
-        let old = self.sets.get(h.set as usize);
-        let mut nh = DetHandle::NONE;
-        // Threshold: move the series' non-idle states to the new rule
-        // indexes; retire the firing ones of edited or removed rules.
-        if let Some(old) = old {
-            for (k, &r) in old.thr.iter().enumerate() {
-                if h.thr_active & active_bit(k) == 0 {
-                    continue;
-                }
-                let Some(st) = self.threshold.get(&(uid, r)) else {
-                    continue;
-                };
-                let carried = next.thr_map.get(r as usize).copied().flatten();
-                if let Some(nr) = carried {
-                    if let Some(nk) = set.thr.iter().position(|x| *x == nr) {
-                        next.threshold.insert((uid, nr), st.clone());
-                        nh.thr_active |= active_bit(nk);
-                        continue;
-                    }
-                }
-                let Some(rule) = next.old.threshold.get(r as usize) else {
-                    continue;
-                };
-                if st.firing_since.is_none() {
-                    continue;
-                }
-                let reason = retire_reason(
-                    &rule.name,
-                    self.rules.threshold.iter().map(|n| n.name.as_str()),
-                );
-                next.retired
-                    .extend(close_threshold(meta, rule, st, &self.rules, reason));
-            }
-        }
-        // Trend: new slots, each with the old state of its rule when that
-        // rule is unchanged; retire the firing ones of the others.
-        let old_trend = |k: usize| self.trend.get((h.trend as usize).checked_add(k)?);
-        let mut carried = vec![None; set.trend.len()];
-        if let Some(old) = old {
-            for (k, &r) in old.trend.iter().enumerate() {
-                let Some(st) = old_trend(k) else { continue };
-                let to = next.trend_map.get(r as usize).copied().flatten();
-                if let Some(nk) = to.and_then(|nr| set.trend.iter().position(|x| *x == nr)) {
-                    carried[nk] = Some(st);
-                    continue;
-                }
-                let Some(rule) = next.old.trend.get(r as usize) else {
-                    continue;
-                };
-                if st.firing_since.is_none() {
-                    continue;
-                }
-                let reason =
-                    retire_reason(&rule.name, self.rules.trend.iter().map(|n| n.name.as_str()));
-                next.retired
-                    .extend(close_trend(meta, rule, st, &self.rules, reason));
-            }
-        }
-        if !set.trend.is_empty() {
-            let base = next.trend.len();
-            for st in carried {
-                grow_gently(&mut next.trend);
-                next.trend.push(st.cloned().unwrap_or_default());
-            }
-            nh.trend = u32::try_from(base).expect("at most 4 billion trend states");
-        }
+        let set = WatchSet::of(&self.rules, meta);
+        let mut nh = Registry::rebind(
+            &self.series,
+            &mut next.stores,
+            h,
+            self.sets.get(h.set as usize),
+            &set,
+            &next.maps,
+            next.old,
+            &self.rules,
+            SeriesCx { uid, meta },
+            &mut next.retired,
+        );
         nh.set = intern_set(&mut next.sets, &mut next.set_index, set);
         nh
     }
@@ -582,42 +433,17 @@ impl DetectorEngine {
     /// Creates the (empty) state of a new series for every rule watching
     /// it and returns where it is.
     pub fn register(&mut self, meta: &SeriesMeta) -> DetHandle {
-        let set = WatchSet {
-            thr: watching(&self.rules.threshold, meta),
-            trend: watching(&self.rules.trend, meta),
-        };
+        let set = WatchSet::of(&self.rules, meta);
         let mut h = DetHandle::NONE;
-        if !set.trend.is_empty() {
-            let n = set.trend.len();
-            let reused = u16::try_from(n)
-                .ok()
-                .and_then(|n| self.free_trend.get_mut(&n))
-                .and_then(Vec::pop);
-            match reused {
-                Some(at) => {
-                    // Freed slots were reset when their series was evicted.
-                    h.trend = at;
-                }
-                None => {
-                    h.trend =
-                        u32::try_from(self.trend.len()).expect("at most 4 billion trend states");
-                    for _ in &set.trend {
-                        grow_gently(&mut self.trend);
-                        self.trend.push(TrendState::default());
-                    }
-                }
-            }
-        }
+        Registry::register(&mut self.series, &set, &mut h);
         h.set = intern_set(&mut self.sets, &mut self.set_index, set);
         h
     }
 
     /// Drops the detector state of the series `uid` at `h` (the series is
     /// evicted: it sent no point for the state TTL), resolving its open
-    /// threshold and trend incidents with reason `stale` at the end of the
-    /// last window each rule saw. Its trend slots are reset and kept for
-    /// the next new series with as many trend rules. Returns how many
-    /// incidents it resolved.
+    /// incidents with reason `stale` at the end of the last window each
+    /// rule saw. Returns how many incidents it resolved.
     pub fn evict_series(
         &mut self,
         h: DetHandle,
@@ -629,44 +455,20 @@ impl DetectorEngine {
         let Some(set) = self.sets.get(h.set as usize) else {
             return 0;
         };
-        let rules = &*self.rules;
-        for (k, &r) in set.thr.iter().enumerate() {
-            if h.thr_active & active_bit(k) == 0 {
-                continue;
-            }
-            let Some(st) = self.threshold.remove(&(uid, r)) else {
-                continue;
-            };
-            if let Some(rule) = rules.threshold.get(r as usize) {
-                out.extend(close_threshold(
-                    meta,
-                    rule,
-                    &st,
-                    rules,
-                    ResolveReason::Stale,
-                ));
-            }
-        }
-        if !set.trend.is_empty() {
-            let at = h.trend as usize;
-            if let Some(states) = self.trend.get_mut(at..at + set.trend.len()) {
-                for (&r, st) in set.trend.iter().zip(states.iter_mut()) {
-                    let old = std::mem::take(st);
-                    if let Some(rule) = rules.trend.get(r as usize) {
-                        out.extend(close_trend(meta, rule, &old, rules, ResolveReason::Stale));
-                    }
-                }
-                if let Ok(n) = u16::try_from(set.trend.len()) {
-                    self.free_trend.entry(n).or_default().push(h.trend);
-                }
-            }
-        }
+        Registry::evict(
+            &mut self.series,
+            set,
+            h,
+            &self.rules,
+            SeriesCx { uid, meta },
+            out,
+        );
         out.len() - before
     }
 
-    /// Resolves the open offline and invalid-input incidents of an agent
-    /// whose state is evicted (no batch for the state TTL), with reason
-    /// `stale` at `now_ms`. Returns how many it resolved.
+    /// Resolves the open incidents of the agent families of an agent whose
+    /// state is evicted (no batch for the state TTL), with reason `stale`
+    /// at `now_ms`. Returns how many it resolved.
     pub fn evict_agent(
         &mut self,
         live: &mut Liveness,
@@ -676,31 +478,16 @@ impl DetectorEngine {
         out: &mut Vec<AlertEvent>,
     ) -> usize {
         self.note_time(now_ms);
-        let rules = &*self.rules;
         let before = out.len();
-        if let Some(rule) = rules.offline.as_ref() {
-            out.extend(offline::expire(rule, rules, now_ms, tenant, agent, live));
-        }
-        if let Some(rule) = rules.invalid_input.as_ref() {
-            out.extend(invalid_input::expire(
-                rule,
-                rules,
-                now_ms,
-                tenant,
-                agent,
-                &mut live.input,
-            ));
-        }
+        let a = live.cx(tenant, agent, now_ms);
+        Registry::expire_agent(&self.rules, &a, &mut live.families, out);
         out.len() - before
     }
 
     /// Trend slots held for reuse (freed by evicted series), for metrics
     /// and tests.
     pub fn free_trend_slots(&self) -> usize {
-        self.free_trend
-            .iter()
-            .map(|(n, v)| usize::from(*n) * v.len())
-            .sum()
+        self.series.trend.free_slots()
     }
 
     /// The attached rule set.
@@ -711,7 +498,7 @@ impl DetectorEngine {
     /// Number of (rule, series) states held, for metrics: every trend
     /// state of a series held, and the threshold states that are not idle.
     pub fn series_states(&self) -> usize {
-        self.threshold.len() + self.trend.len() - self.free_trend_slots()
+        Registry::states(&self.series)
     }
 
     /// Feeds one closed window of the series `uid` (a number the caller
@@ -731,41 +518,7 @@ impl DetectorEngine {
         let Some(set) = self.sets.get(h.set as usize) else {
             return;
         };
-        let rules = &*self.rules;
-        for (k, &r) in set.thr.iter().enumerate() {
-            let rule = &rules.threshold[r as usize];
-            let bit = active_bit(k);
-            let key = (uid, r);
-            // No bit: idle. A set bit may be shared (rules 15 and up), so
-            // the map decides.
-            let stored = if h.thr_active & bit == 0 {
-                None
-            } else {
-                self.threshold.get_mut(&key)
-            };
-            match stored {
-                Some(st) => {
-                    st.on_window(rule, rules, w, out);
-                    if st.is_idle() {
-                        self.threshold.remove(&key);
-                        if k < 15 {
-                            h.thr_active &= !bit;
-                        }
-                    }
-                }
-                None => {
-                    if let Some(st) = ThresholdState::from_idle(rule, rules, w, out) {
-                        self.threshold.insert(key, st);
-                        h.thr_active |= bit;
-                    }
-                }
-            }
-        }
-        if let Some(states) = self.trend.get_mut(h.trend as usize..) {
-            for (&r, st) in set.trend.iter().zip(states) {
-                let _ = st.on_window(&rules.trend[r as usize], rules, w, out);
-            }
-        }
+        Registry::on_window(&mut self.series, set, h, &self.rules, uid, w, out);
     }
 
     /// Feeds one closed window, finding the series by its id (for callers
@@ -786,6 +539,7 @@ impl DetectorEngine {
             *stored = h;
         }
     }
+
     /// An agent delivered a batch at processing time `now_ms`; resolves its
     /// offline incident, if any. For callers without their own agent
     /// table (the engine keeps the agent's [`Liveness`]); a pipeline uses
@@ -799,8 +553,14 @@ impl DetectorEngine {
     ) {
         self.note_time(now_ms);
         let rules = &*self.rules;
-        self.offline.with_agent(tenant, agent, |live| {
-            live.seen(rules.offline.as_ref(), rules, tenant, agent, now_ms, out)
+        self.agents.with_agent(tenant, agent, |live| {
+            live.seen(now_ms);
+            Registry::on_seen(
+                rules,
+                &live.cx(tenant, agent, now_ms),
+                &mut live.families,
+                out,
+            )
         });
     }
 
@@ -817,21 +577,14 @@ impl DetectorEngine {
     ) {
         self.note_time(now_ms);
         let rules = &*self.rules;
-        self.offline.with_agent(tenant, agent, |live| {
-            live.input.on_batch(
-                rules.invalid_input.as_ref(),
-                rules,
-                tenant,
-                agent,
-                now_ms,
-                verdict,
-                out,
-            )
+        self.agents.with_agent(tenant, agent, |live| {
+            let a = live.cx(tenant, agent, now_ms);
+            Registry::on_input(rules, &a, verdict, &mut live.families, out)
         });
     }
 
-    /// An agent whose liveness the caller keeps delivered a batch, see
-    /// [`Liveness::seen`].
+    /// An agent whose liveness the caller keeps delivered a batch: records
+    /// it in `live` and lets the agent families see it.
     #[inline]
     pub fn on_seen(
         &mut self,
@@ -842,14 +595,9 @@ impl DetectorEngine {
         out: &mut Vec<AlertEvent>,
     ) {
         self.note_time(now_ms);
-        live.seen(
-            self.rules.offline.as_ref(),
-            &self.rules,
-            tenant,
-            agent,
-            now_ms,
-            out,
-        );
+        live.seen(now_ms);
+        let a = live.cx(tenant, agent, now_ms);
+        Registry::on_seen(&self.rules, &a, &mut live.families, out);
     }
 
     /// The verdict on a batch of an agent whose liveness the caller keeps,
@@ -865,15 +613,8 @@ impl DetectorEngine {
         out: &mut Vec<AlertEvent>,
     ) {
         self.note_time(now_ms);
-        live.input.on_batch(
-            self.rules.invalid_input.as_ref(),
-            &self.rules,
-            tenant,
-            agent,
-            now_ms,
-            verdict,
-            out,
-        );
+        let a = live.cx(tenant, agent, now_ms);
+        Registry::on_input(&self.rules, &a, verdict, &mut live.families, out);
     }
 
     /// Remembers the latest processing time told.
@@ -887,21 +628,23 @@ impl DetectorEngine {
     /// Moves every agent's last-seen time `ms` later (see
     /// [`crate::pipeline::Pipeline::skip_processing_time`]).
     pub fn skip_processing_time(&mut self, ms: i64) {
-        for (_, _, st) in self.offline.iter_mut() {
+        for (_, _, st) in self.agents.iter_mut() {
             st.skip(ms);
         }
     }
 
-    /// Processing-time housekeeping: fires offline alerts for the agents
-    /// the engine keeps (see [`DetectorEngine::on_agent_seen`]).
+    /// Processing-time housekeeping: runs the agent families' tick hooks
+    /// (offline alerts) for the agents the engine keeps (see
+    /// [`DetectorEngine::on_agent_seen`]).
     pub fn on_tick(&mut self, now_ms: i64, out: &mut Vec<AlertEvent>) {
         self.note_time(now_ms);
-        let agents = self.offline.iter_mut();
-        tick_offline(&self.rules, now_ms, agents, out);
+        let agents = self.agents.iter_mut();
+        tick_agents(&self.rules, now_ms, agents, out);
     }
 
     /// Processing-time housekeeping for agents whose liveness the caller
-    /// keeps: fires offline alerts, in (tenant, agent) order.
+    /// keeps: runs the agent families' tick hooks, events in (tenant,
+    /// agent) order.
     pub fn on_tick_agents<'a>(
         &mut self,
         now_ms: i64,
@@ -909,26 +652,24 @@ impl DetectorEngine {
         out: &mut Vec<AlertEvent>,
     ) {
         self.note_time(now_ms);
-        tick_offline(&self.rules, now_ms, agents, out);
+        tick_agents(&self.rules, now_ms, agents, out);
     }
 }
 
-/// Declares the agents silent for longer than the offline rule's `after`
-/// offline, with their events in (tenant, agent) order.
-fn tick_offline<'a>(
+/// Runs every agent family's tick hook on `agents`, with the events in
+/// (tenant, agent) order (families in registry order per agent).
+fn tick_agents<'a>(
     rules: &RuleSet,
     now_ms: i64,
     agents: impl Iterator<Item = (&'a str, &'a str, &'a mut Liveness)>,
     out: &mut Vec<AlertEvent>,
 ) {
-    let Some(rule) = rules.offline.as_ref() else {
-        return;
-    };
     let from = out.len();
     for (tenant, agent, st) in agents {
-        out.extend(offline::check(rule, rules, now_ms, tenant, agent, st));
+        let a = st.cx(tenant, agent, now_ms);
+        Registry::on_tick(rules, &a, &mut st.families, out);
     }
-    out[from..].sort_unstable_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
+    out[from..].sort_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
 }
 
 /// Orders events by subject: (tenant, agent, metric, labels, rule), the
@@ -942,7 +683,7 @@ pub(crate) fn sort_by_subject(events: &mut [AlertEvent]) {
 
 /// The index of `set` in `sets`, adding it when new.
 fn intern_set(sets: &mut Vec<WatchSet>, index: &mut HashMap<WatchSet, u16>, set: WatchSet) -> u16 {
-    if set.thr.is_empty() && set.trend.is_empty() {
+    if set.is_empty() {
         return u16::MAX;
     }
     if let Some(&i) = index.get(&set) {
@@ -967,14 +708,14 @@ fn intern_set(sets: &mut Vec<WatchSet>, index: &mut HashMap<WatchSet, u16>, set:
 fn slot_sizes() {
     // The per-series memory budget (BENCHMARKS.md "Memory").
     assert_eq!(std::mem::size_of::<DetHandle>(), 8);
-    assert_eq!(std::mem::size_of::<ThresholdState>(), 24);
-    assert_eq!(std::mem::size_of::<TrendState>(), 264);
+    assert_eq!(std::mem::size_of::<threshold::ThresholdState>(), 24);
+    assert_eq!(std::mem::size_of::<trend::TrendState>(), 264);
     assert_eq!(std::mem::size_of::<Liveness>(), 40);
 }
 
 /// Serializes a `HashMap<K, S>` as a list of pairs sorted by key, so
 /// checkpoints are deterministic and JSON-friendly.
-mod sorted_map {
+pub(crate) mod sorted_map {
     use std::hash::Hash;
 
     use hashbrown::HashMap;

@@ -91,11 +91,32 @@
 //! A falling rule (`direction = "falling"`) runs the same algorithm on the
 //! negated series and limit.
 
+//!
+//! The family (see [`super::registry`]) owns the `[[trend]]` rules
+//! ([`TrendRule`], read by `parse`). Every watched series needs its
+//! fits, so its state is dense: a [`TrendStore`] arena with one slot per
+//! (series, trend rule watching it), contiguous per series, and a 32-bit
+//! [`TrendSlot`] per series pointing at the first.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::{fmt_value, render, Subject};
-use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason, WindowAggregate};
-use crate::rules::{format_utc_minute, Direction, RuleSet, TrendRule};
+use super::lifecycle::{fmt_value, render, series_subject, Subject};
+use super::registry::{
+    retire_reason, ConstDefault, FamilyRule, RuleSet, SeriesCx, SeriesFamily, SeriesRule,
+};
+use super::sorted_map;
+use crate::intern::grow_gently;
+use crate::model::{
+    AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason, SeriesMeta, Severity,
+    WindowAggregate,
+};
+use crate::rules::calendar::format_utc_minute;
+use crate::rules::labels_match;
+use crate::rules::read::{Cx, Val};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
 /// Part of `|limit|` within which the smoothed level counts as having
@@ -787,5 +808,402 @@ mod latch_tests {
             ],
             "{ev:?}"
         );
+    }
+}
+
+/// A predictive trend rule (`[[trend]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrendRule {
+    /// Unique rule name; part of the alert fingerprint.
+    pub name: String,
+    /// Metric the rule watches (window means are fitted).
+    pub metric: String,
+    /// Labels the series must carry with exactly these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The value the series must not reach (e.g. 100 for disk percent).
+    pub limit: f64,
+    /// Whether the series rises or falls towards `limit`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Fire when the limit is predicted within this time.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Memory of the fit: the slow fit's time constant is half of it.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Minimum effective number of windows in the fit before it may fire.
+    pub min_points: u32,
+    /// Minimum R² of the fit (0 disables the gate).
+    pub min_r2: f64,
+    /// Minimum t-statistic of the fitted slope (slope / standard error).
+    pub min_t: f64,
+    /// Largest ratio of remaining headroom to the rise observed since the
+    /// series' last low point that the detector extrapolates.
+    pub max_extrapolation: f64,
+    /// A firing prediction resolves after it stayed false this long.
+    #[serde(with = "humantime_serde")]
+    pub resolve_after: Duration,
+    /// Severity of the alert.
+    pub severity: Severity,
+    /// Optional summary template (see [`TREND_PLACEHOLDERS`]).
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+impl FamilyRule for TrendRule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn same_definition(&self, other: &TrendRule) -> bool {
+        self.metric == other.metric
+            && self.labels == other.labels
+            && self.limit.to_bits() == other.limit.to_bits()
+            && self.direction == other.direction
+            && self.horizon == other.horizon
+            && self.lookback == other.lookback
+            && self.min_points == other.min_points
+            && self.min_r2.to_bits() == other.min_r2.to_bits()
+            && self.min_t.to_bits() == other.min_t.to_bits()
+            && self.max_extrapolation.to_bits() == other.max_extrapolation.to_bits()
+            && self.resolve_after == other.resolve_after
+    }
+}
+
+/// Default trend horizon.
+pub const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
+/// Default trend lookback.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(6 * 3600);
+/// Default minimum effective number of windows behind a trend fit.
+pub const DEFAULT_MIN_POINTS: u32 = 120;
+/// Default minimum coefficient of determination of a trend fit.
+pub const DEFAULT_MIN_R2: f64 = 0.0;
+/// Default minimum t-statistic (slope / standard error) of a trend fit.
+pub const DEFAULT_MIN_T: f64 = 8.0;
+/// Default ratio of remaining headroom to observed rise a trend may
+/// extrapolate (see `docs/rules.md`, "max_extrapolation").
+pub const DEFAULT_MAX_EXTRAPOLATION: f64 = 1.0;
+/// Default time a trend prediction must stay false before the alert resolves.
+pub const DEFAULT_RESOLVE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Placeholders a trend `summary` template may use.
+pub const TREND_PLACEHOLDERS: &[&str] = &[
+    "rule",
+    "tenant",
+    "agent",
+    "metric",
+    "labels",
+    "series",
+    "limit",
+    "value",
+    "predicted_at",
+    "in_hours",
+];
+
+/// Which way a trend rule watches a series go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The series rises towards `limit` (disk filling).
+    #[default]
+    Rising,
+    /// The series falls towards `limit` (free space shrinking).
+    Falling,
+}
+
+/// A fixed-threshold rule (`[[threshold]]`).
+impl SeriesRule for TrendRule {
+    fn watches(&self, s: &SeriesMeta) -> bool {
+        self.metric == s.metric() && labels_match(&self.labels, s.labels())
+    }
+}
+
+/// Reads one `[[trend]]` rule at `path`, reporting every problem into
+/// `cx`.
+pub(crate) fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<TrendRule> {
+    const KEYS: &[&str] = &[
+        "name",
+        "metric",
+        "labels",
+        "limit",
+        "direction",
+        "horizon",
+        "lookback",
+        "min_points",
+        "min_r2",
+        "min_t",
+        "max_extrapolation",
+        "resolve_after",
+        "severity",
+        "summary",
+    ];
+    let t = cx.fields(path, val, KEYS)?;
+    let span = val.span();
+    let name = cx.name(t, &span, path);
+    let metric = cx.string(t, &span, path, "metric", true);
+    let labels = cx.labels(t, path);
+    let limit = cx.number(t, &span, path, "limit", true);
+    let direction = match t.get("direction") {
+        None => Some(Direction::Rising),
+        Some(v) => match v.get_ref().as_str() {
+            Some("rising") => Some(Direction::Rising),
+            Some("falling") => Some(Direction::Falling),
+            _ => {
+                cx.problem(
+                    v.span(),
+                    format!("{path}.direction"),
+                    "expected one of: \"rising\", \"falling\"",
+                );
+                None
+            }
+        },
+    };
+    let mut ok = true;
+    let mut opt_dur = |cx: &mut Cx<'_>, key: &str, default: Duration| {
+        if t.contains_key(key) {
+            let d = cx.duration(t, path, key);
+            ok &= d.is_some();
+            d.unwrap_or(default)
+        } else {
+            default
+        }
+    };
+    let horizon = opt_dur(cx, "horizon", DEFAULT_HORIZON);
+    let lookback = opt_dur(cx, "lookback", DEFAULT_LOOKBACK);
+    let resolve_after = opt_dur(cx, "resolve_after", DEFAULT_RESOLVE_AFTER);
+    let min_points = if t.contains_key("min_points") {
+        let m = cx.integer(t, path, "min_points", 2);
+        ok &= m.is_some();
+        m.unwrap_or(DEFAULT_MIN_POINTS)
+    } else {
+        DEFAULT_MIN_POINTS
+    };
+    let mut ranged = |cx: &mut Cx<'_>, key: &str, default: f64, lo: f64, hi: f64| -> f64 {
+        match cx.number(t, &span, path, key, false) {
+            None => {
+                ok &= !t.contains_key(key);
+                default
+            }
+            Some((x, s)) if x < lo || x > hi => {
+                cx.problem(
+                    s,
+                    format!("{path}.{key}"),
+                    format!("must be in [{lo}, {hi}]"),
+                );
+                ok = false;
+                default
+            }
+            Some((x, _)) => x,
+        }
+    };
+    let min_r2 = ranged(cx, "min_r2", DEFAULT_MIN_R2, 0.0, 1.0);
+    let min_t = ranged(cx, "min_t", DEFAULT_MIN_T, 0.0, 1e6);
+    let max_extrapolation = ranged(cx, "max_extrapolation", DEFAULT_MAX_EXTRAPOLATION, 0.0, 1e6);
+    let severity = cx.severity(t, &span, path);
+    let summary = cx.summary(t, &span, path, TREND_PLACEHOLDERS);
+    if !ok {
+        return None;
+    }
+    Some(TrendRule {
+        name: name?,
+        metric: metric?,
+        labels: labels?,
+        limit: limit?.0,
+        direction: direction?,
+        horizon,
+        lookback,
+        min_points,
+        min_r2,
+        min_t,
+        max_extrapolation,
+        resolve_after,
+        severity: severity?,
+        summary: summary?,
+    })
+}
+
+/// The trend family (see the module docs).
+pub struct Trend;
+
+/// A series' trend slot: the first of its slots in the [`TrendStore`],
+/// one per trend rule of its watch set (`u32::MAX`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrendSlot(u32);
+
+impl ConstDefault for TrendSlot {
+    const DEFAULT: Self = TrendSlot(u32::MAX);
+}
+
+impl Default for TrendSlot {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Trend state of a partition: an arena of per-(series, rule) states.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrendStore {
+    slots: Vec<TrendState>,
+    /// Runs of slots freed by evicted series, by run length (the number
+    /// of trend rules of the series' watch set), reused by new series with
+    /// as many trend rules. A rebind lays the arena out afresh.
+    #[serde(default, with = "sorted_map")]
+    free: HashMap<u16, Vec<u32>>,
+}
+
+impl TrendStore {
+    /// The store of a checkpoint written before the registry (format 5).
+    pub(crate) fn from_parts(slots: Vec<TrendState>, free: HashMap<u16, Vec<u32>>) -> Self {
+        TrendStore { slots, free }
+    }
+
+    /// Slots held for reuse (freed by evicted series).
+    pub fn free_slots(&self) -> usize {
+        self.free
+            .iter()
+            .map(|(n, v)| usize::from(*n) * v.len())
+            .sum()
+    }
+}
+
+/// The `resolved` event, for `reason`, of the incident a series' trend
+/// state holds (none unless firing): at the end of the last window the
+/// rule saw.
+fn close(
+    meta: &SeriesMeta,
+    rule: &TrendRule,
+    st: &TrendState,
+    rules: &RuleSet,
+    reason: ResolveReason,
+) -> Option<AlertEvent> {
+    let started = st.firing_since.get()?;
+    Some(
+        series_subject(meta, &rule.name, DetectorKind::Trend, rule.severity).retired(
+            rules,
+            started,
+            st.last_end_ms.get().unwrap_or(started),
+            reason,
+            Some(rule.limit),
+        ),
+    )
+}
+
+impl SeriesFamily for Trend {
+    type Rule = TrendRule;
+    type Store = TrendStore;
+    type Slot = TrendSlot;
+
+    fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<TrendRule> {
+        parse(cx, path, val)
+    }
+
+    fn register(store: &mut TrendStore, watch: &[u16]) -> TrendSlot {
+        let reused = u16::try_from(watch.len())
+            .ok()
+            .and_then(|n| store.free.get_mut(&n))
+            .and_then(Vec::pop);
+        match reused {
+            // Freed slots were reset when their series was evicted.
+            Some(at) => TrendSlot(at),
+            None => {
+                let at = u32::try_from(store.slots.len()).expect("at most 4 billion trend states");
+                for _ in watch {
+                    grow_gently(&mut store.slots);
+                    store.slots.push(TrendState::default());
+                }
+                TrendSlot(at)
+            }
+        }
+    }
+
+    #[inline]
+    fn on_window(
+        store: &mut TrendStore,
+        slot: &mut TrendSlot,
+        watch: &[u16],
+        fam: &[TrendRule],
+        rules: &RuleSet,
+        _uid: u64,
+        w: &WindowAggregate,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        if let Some(states) = store.slots.get_mut(slot.0 as usize..) {
+            for (&r, st) in watch.iter().zip(states) {
+                let _ = st.on_window(&fam[r as usize], rules, w, out);
+            }
+        }
+    }
+
+    fn evict(
+        store: &mut TrendStore,
+        slot: TrendSlot,
+        watch: &[u16],
+        fam: &[TrendRule],
+        rules: &RuleSet,
+        s: SeriesCx<'_>,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let at = slot.0 as usize;
+        if let Some(states) = store.slots.get_mut(at..at + watch.len()) {
+            for (&r, st) in watch.iter().zip(states.iter_mut()) {
+                let old = std::mem::take(st);
+                if let Some(rule) = fam.get(r as usize) {
+                    out.extend(close(s.meta, rule, &old, rules, ResolveReason::Stale));
+                }
+            }
+            if let Ok(n) = u16::try_from(watch.len()) {
+                store.free.entry(n).or_default().push(slot.0);
+            }
+        }
+    }
+
+    fn rebind(
+        old: &TrendStore,
+        next: &mut TrendStore,
+        slot: TrendSlot,
+        old_watch: &[u16],
+        new_watch: &[u16],
+        carry: &[Option<u16>],
+        old_rules: &[TrendRule],
+        fam: &[TrendRule],
+        rules: &RuleSet,
+        s: SeriesCx<'_>,
+        retired: &mut Vec<AlertEvent>,
+    ) -> TrendSlot {
+        // New slots, each with the old state of its rule when that rule
+        // is unchanged; retire the firing ones of the others.
+        let old_state = |k: usize| old.slots.get((slot.0 as usize).checked_add(k)?);
+        let mut carried = vec![None; new_watch.len()];
+        for (k, &r) in old_watch.iter().enumerate() {
+            let Some(st) = old_state(k) else { continue };
+            let to = carry.get(r as usize).copied().flatten();
+            if let Some(nk) = to.and_then(|nr| new_watch.iter().position(|x| *x == nr)) {
+                carried[nk] = Some(st);
+                continue;
+            }
+            let Some(rule) = old_rules.get(r as usize) else {
+                continue;
+            };
+            if st.firing_since.is_none() {
+                continue;
+            }
+            let reason = retire_reason(&rule.name, fam.iter().map(|n| n.name.as_str()));
+            retired.extend(close(s.meta, rule, st, rules, reason));
+        }
+        if new_watch.is_empty() {
+            return TrendSlot::DEFAULT;
+        }
+        let base = next.slots.len();
+        for st in carried {
+            grow_gently(&mut next.slots);
+            next.slots.push(st.cloned().unwrap_or_default());
+        }
+        TrendSlot(u32::try_from(base).expect("at most 4 billion trend states"))
+    }
+
+    fn states(store: &TrendStore) -> usize {
+        store.slots.len() - store.free_slots()
     }
 }

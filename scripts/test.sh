@@ -164,6 +164,22 @@ if [ -n "$install_pid" ]; then
   install_pid=""
 fi
 
+# wait_listening NAME PID PORT LOG: waits up to 10 s for PORT on 127.0.0.1
+# to accept connections; fails with LOG when the process PID has died.
+wait_listening() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $3), 0.2)" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  if ! kill -0 "$2" 2>/dev/null; then
+    echo "$1 did not start:" >&2
+    cat "$4" >&2
+    exit 1
+  fi
+}
+
 broker_dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log "starting nisshi on 127.0.0.1:$port"
@@ -179,17 +195,7 @@ stop_broker() {
   rm -rf "$broker_dir"
 }
 trap stop_broker EXIT
-for _ in $(seq 1 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-if ! kill -0 "$broker_pid" 2>/dev/null; then
-  echo "nisshi did not start:" >&2
-  cat "$broker_dir/nisshi.log" >&2
-  exit 1
-fi
+wait_listening nisshi "$broker_pid" "$port" "$broker_dir/nisshi.log"
 export VIGIL_TEST_BROKERS="127.0.0.1:$port"
 export VIGIL_REQUIRE_BROKER=1
 
@@ -218,17 +224,7 @@ stop_services() {
   stop_broker
 }
 trap stop_services EXIT
-for _ in $(seq 1 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $s3_port), 0.2)" 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-if ! kill -0 "$s3_pid" 2>/dev/null; then
-  echo "moto did not start:" >&2
-  cat "$s3_dir/moto.log" >&2
-  exit 1
-fi
+wait_listening moto "$s3_pid" "$s3_port" "$s3_dir/moto.log"
 # The tests' bucket (each test works under a prefix of its own).
 python3 -c "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$s3_port/vigil-test', method='PUT'), timeout=10)"
 export VIGIL_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"

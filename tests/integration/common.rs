@@ -131,3 +131,17 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `name` made unique to this process and moment, for names on shared
+/// servers (topics, groups, object prefixes) that tests must not reuse.
+pub fn unique_name(name: &str) -> String {
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}

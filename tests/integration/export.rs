@@ -778,14 +778,7 @@ fn export_to_kafka_with_headers_keys_and_order() {
     let data = dir.path().join("data");
     let evs = events(250, MIDNIGHT);
     store(&data, &evs);
-    let topic = format!(
-        "export-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let topic = crate::common::unique_name("export");
     let settings = vigil_kafka::KafkaSettings {
         brokers: brokers.clone(),
         ..vigil_kafka::KafkaSettings::default()

@@ -165,15 +165,7 @@ struct Rec {
 impl Env {
     fn new(name: &str) -> Option<Env> {
         let brokers = brokers()?;
-        let unique = format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-                % 1_000_000_000
-        );
+        let unique = crate::common::unique_name(name);
         let env = Env {
             brokers,
             topic: format!("tel-{unique}"),

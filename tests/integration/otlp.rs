@@ -30,7 +30,8 @@ fn vigil(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
+/// A string attribute.
+pub(crate) fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {

@@ -47,15 +47,7 @@ impl S3 {
             eprintln!("skipped: no S3 test server; scripts/test.sh starts one");
             return None;
         }
-        let prefix = format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-                % 1_000_000_000
-        );
+        let prefix = crate::common::unique_name(name);
         Some(S3 {
             endpoint,
             bucket,

@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use vigil_proto::otlp::common::v1::{any_value, AnyValue, KeyValue};
 use vigil_proto::otlp::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, ExponentialHistogram,
     ExponentialHistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
@@ -26,6 +25,7 @@ use vigil_proto::otlp::resource::v1::Resource;
 use prost::Message as _;
 
 use super::*;
+use crate::otlp::kv;
 
 const HOSTS: usize = 4;
 /// 14 hours of one scrape a minute (hostmetrics' default interval).
@@ -111,16 +111,6 @@ fn network(h: usize, m: i64) -> [i64; 2] {
         acc[1] += 60 * (300_000 + 50_000 * (k % 5));
     }
     acc
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..KeyValue::default()
-    }
 }
 
 fn point(

@@ -893,7 +893,7 @@ fn step(cum: &mut Option<Cum>, start_ns: u64, ts: i64, v: f64, count: f64, ttl: 
 }
 
 /// Number of data points of a metric, any type.
-fn metric_points(m: &Metric) -> usize {
+pub fn metric_points(m: &Metric) -> usize {
     match &m.data {
         Some(Data::Gauge(g)) => g.data_points.len(),
         Some(Data::Sum(s)) => s.data_points.len(),

@@ -43,7 +43,6 @@ use vigil_ops::otlp::InputFormat;
 use vigil_ops::pipeline::{Outputs, Pipeline};
 use vigil_ops::Position;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use vigil_proto::otlp::metrics::v1::metric::Data;
 use vigil_proto::v1::TelemetryBatch;
 use vigil_sim::Fleet;
 
@@ -141,14 +140,7 @@ fn otlp_points_of(req: &mut ExportMetricsServiceRequest, record: &[u8]) -> u64 {
     for rm in &req.resource_metrics {
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
-                n += match &m.data {
-                    Some(Data::Gauge(g)) => g.data_points.len(),
-                    Some(Data::Sum(s)) => s.data_points.len(),
-                    Some(Data::Histogram(h)) => h.data_points.len(),
-                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-                    Some(Data::Summary(s)) => s.data_points.len(),
-                    None => 0,
-                } as u64;
+                n += vigil_ops::otlp::metric_points(m) as u64;
             }
         }
     }

@@ -484,7 +484,12 @@ const SAME_RESULTS: [&str; 4] = [
 fn results(loc: &str, env: &[(&'static str, String)]) -> Vec<String> {
     SAME_RESULTS
         .iter()
-        .map(|q| ok(vigil(&["sql", "--format", "csv", "--data-dir", loc, q], env)))
+        .map(|q| {
+            ok(vigil(
+                &["sql", "--format", "csv", "--data-dir", loc, q],
+                env,
+            ))
+        })
         .collect()
 }
 
@@ -562,7 +567,10 @@ fn s3_compaction_keeps_every_query_result_and_an_interrupted_run_is_safe_to_reru
     assert!(out.contains("compacted aggregates"), "{out}");
     let (files_after, bytes_after) = parquet_objects(&s3, "data");
     // One file per dataset and date (3 days of aggregates, alerts on some).
-    assert!(files_after <= 6 && files_after < files_before, "{files_after}");
+    assert!(
+        files_after <= 6 && files_after < files_before,
+        "{files_after}"
+    );
     assert_eq!(results(&loc, &env), before, "a query result changed");
     let again = ok(vigil(&["compact", "--data-dir", &loc], &env));
     assert!(again.contains("merged 0 files"), "{again}");
@@ -604,15 +612,25 @@ fn s3_compaction_keeps_every_query_result_and_an_interrupted_run_is_safe_to_reru
     let root = s3.root("data");
     root.write_file(".vigil-compact.lock", &lease(now_ms + 600_000), false)
         .unwrap();
-    assert_eq!(results(&loc, &env), before, "mid-compaction state, reader rule");
+    assert_eq!(
+        results(&loc, &env),
+        before,
+        "mid-compaction state, reader rule"
+    );
     let held = vigil(&["compact", "--data-dir", &loc], &env);
     assert!(!held.status.success());
-    assert!(text(&held.stderr).contains("another vigil compact"), "{}", text(&held.stderr));
+    assert!(
+        text(&held.stderr).contains("another vigil compact"),
+        "{}",
+        text(&held.stderr)
+    );
     root.write_file(".vigil-compact.lock", &lease(now_ms - 1), false)
         .unwrap();
     let rerun = ok(vigil(&["compact", "--data-dir", &loc], &env));
     assert!(
-        rerun.contains(&format!("{files_before} leftovers of an interrupted run removed")),
+        rerun.contains(&format!(
+            "{files_before} leftovers of an interrupted run removed"
+        )),
         "{rerun}"
     );
     assert_eq!(parquet_objects(&s3, "data"), (files_after, bytes_after));
@@ -668,8 +686,12 @@ fn s3_retention_removes_exactly_the_partitions_past_the_limit() {
         }
     }
     // A recent dead letter stays.
-    root.write_file("dlq/dlq-t-p00000-00000000000000000000-00000000000000000009.jsonl", b"{}\n", false)
-        .unwrap();
+    root.write_file(
+        "dlq/dlq-t-p00000-00000000000000000000-00000000000000000009.jsonl",
+        b"{}\n",
+        false,
+    )
+    .unwrap();
     let loc = s3.location("data");
     let mut env = s3.env();
     env.push(("VIGIL_RETENTION__AGGREGATES", "3d".into()));
@@ -695,7 +717,10 @@ fn s3_retention_removes_exactly_the_partitions_past_the_limit() {
     let gone: Vec<i64> = (today - 6..=today - 4).collect();
     for ds in ["aggregates", "alerts"] {
         for d in &gone {
-            assert!(dry.contains(&format!("would remove {ds:<10} date={}", date(*d))), "{dry}");
+            assert!(
+                dry.contains(&format!("would remove {ds:<10} date={}", date(*d))),
+                "{dry}"
+            );
         }
         assert!(!dry.contains(&format!("date={}", date(today - 3))), "{dry}");
     }
@@ -705,15 +730,22 @@ fn s3_retention_removes_exactly_the_partitions_past_the_limit() {
     // one file deleted. Readers skip the whole day.
     let obj = root.as_object().unwrap();
     let half = format!("aggregates/date={}", date(today - 5));
-    obj.put(&format!("{half}/.vigil-retention"), Vec::new(), vigil_store::object_store::PutMode::Overwrite)
-        .unwrap();
+    obj.put(
+        &format!("{half}/.vigil-retention"),
+        Vec::new(),
+        vigil_store::object_store::PutMode::Overwrite,
+    )
+    .unwrap();
     obj.delete(&format!("{half}/part-t-p00000-{:020}-{:020}.parquet", 0, 9))
         .unwrap();
 
     let out = ok(vigil(&["retention", "--data-dir", &loc], &env));
     for ds in ["aggregates", "alerts"] {
         for d in &gone {
-            assert!(out.contains(&format!("removed {ds:<10} date={}", date(*d))), "{out}");
+            assert!(
+                out.contains(&format!("removed {ds:<10} date={}", date(*d))),
+                "{out}"
+            );
         }
     }
     let left = keys();
@@ -726,7 +758,10 @@ fn s3_retention_removes_exactly_the_partitions_past_the_limit() {
             assert_eq!(n, if d <= today - 4 { 0 } else { 3 }, "{ds} {}", date(d));
         }
     }
-    assert!(left.iter().any(|k| k.starts_with("dlq/")), "the recent dead letter is kept");
+    assert!(
+        left.iter().any(|k| k.starts_with("dlq/")),
+        "the recent dead letter is kept"
+    );
     let again = ok(vigil(&["retention", "--data-dir", &loc], &env));
     assert!(again.contains("removed 0 entries"), "{again}");
 }

@@ -13,13 +13,21 @@
 //! consecutive files of one (source, partition) in offset order, so the
 //! output's range covers exactly the inputs and no other file.
 //!
-//! 1. The output is written as `.tmp-<name>.partial` (merged in sort-key
-//!    order through the writer's own encoder), fsynced, renamed to `<name>`,
-//!    the directory fsynced.
+//! 1. The output is published under `<name>`, never over an existing
+//!    file: in a directory written as `.tmp-<name>.partial` (merged in
+//!    sort-key order through the writer's own encoder), fsynced, hard
+//!    linked to `<name>`, the directory fsynced; on an object store
+//!    encoded in memory and sent with one conditional PUT
+//!    (`If-None-Match: *`).
 //! 2. The inputs are checked to be the files that were read (same size,
-//!    modification time and inode); if one changed or went (a replay of the
-//!    source started meanwhile), the output is removed instead.
-//! 3. The inputs are removed, the directory fsynced.
+//!    and modification time and inode, or entity tag); if one changed or
+//!    went (a replay of the source started meanwhile), the output is
+//!    removed instead.
+//! 3. The inputs are removed, in name order, the directory fsynced.
+//!
+//! The same code runs both: [`tree`] does each step on a directory or an
+//! object store, and step 0, the root's lock, is an advisory `flock` or
+//! a lease object with an expiry.
 //!
 //! Between 1 and 3 (and after a crash there) a directory holds the output
 //! and some of its inputs. The **reader rule** [`superseded`] makes that
@@ -389,7 +397,8 @@ pub(crate) fn compact_with(
                 now_ms,
                 settle_ms,
             };
-            let span = tracing::info_span!("compact_dir", dataset = dataset.name(), date = %ctx.date);
+            let span =
+                tracing::info_span!("compact_dir", dataset = dataset.name(), date = %ctx.date);
             let _g = span.enter();
             ctx.run(&mut known, commits, hook, &mut lock, &mut report)?;
         }
@@ -751,7 +760,14 @@ impl DirCtx<'_> {
         );
         let mut merge = Merge::new(self.dataset, inputs)?;
         let mut counted = Counted { inner: out_w, n: 0 };
-        encode_parquet(&mut counted, tmp, self.dataset, self.props, &metadata, &mut merge)?;
+        encode_parquet(
+            &mut counted,
+            tmp,
+            self.dataset,
+            self.props,
+            &metadata,
+            &mut merge,
+        )?;
         if merge.rows != expected_rows {
             return Err(StoreError::Compact {
                 path: tmp.to_owned(),
@@ -781,7 +797,6 @@ impl std::io::Write for Counted<'_> {
         self.inner.flush()
     }
 }
-
 
 /// An input opened for the merge: its reader builder, its row count and
 /// its `vigil.source`.

@@ -123,8 +123,16 @@ impl Location {
             Location::S3 { bucket, prefix } => {
                 let store = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_retry(opts.retry_config())
-                    .with_client_options(opts.client_options())
+                    .with_retry(opts.retry_config());
+                // Set key by key: with_client_options would replace the
+                // client settings read from the environment
+                // (AWS_ALLOW_HTTP, proxies).
+                let store = opts
+                    .client_config()
+                    .into_iter()
+                    .fold(store, |b, (k, v)| {
+                        b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v)
+                    })
                     .build()
                     .map_err(|source| StoreError::Object {
                         op: "configure",
@@ -231,10 +239,18 @@ impl ObjectStoreOptions {
         }
     }
 
-    fn client_options(&self) -> object_store::ClientOptions {
-        object_store::ClientOptions::new()
-            .with_timeout(self.request_timeout)
-            .with_connect_timeout(self.connect_timeout)
+    fn client_config(&self) -> [(object_store::ClientConfigKey, String); 2] {
+        let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+        [
+            (
+                object_store::ClientConfigKey::Timeout,
+                ms(self.request_timeout),
+            ),
+            (
+                object_store::ClientConfigKey::ConnectTimeout,
+                ms(self.connect_timeout),
+            ),
+        ]
     }
 }
 
@@ -729,9 +745,10 @@ impl ObjectRoot {
                 tracing::debug!(location = %self.url(rel), bytes = n, "object put (new)");
                 Ok(Some(done.e_tag))
             }
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Ok(None)
-            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(None),
             Err(e) => Err(self.error("put", rel, e)),
         }
     }

@@ -160,7 +160,10 @@ pub fn checkpoint_next_offset(
         partition: i32,
         next_offset: i64,
     }
-    let path = store.dir().join(source).join(format!("p{partition:05}.ckpt"));
+    let path = store
+        .dir()
+        .join(source)
+        .join(format!("p{partition:05}.ckpt"));
     let Some(file) = store
         .reader_of_source(source, partition)
         .with_context(|| format!("opening {}", path.display()))?
@@ -667,10 +670,11 @@ impl Worker {
             .data_dir
             .open_with(&store_opts)
             .with_context(|| format!("opening data_dir {}", settings.data_dir))?;
-        let state_root =
-            settings.worker.state_dir.open_with(&store_opts).with_context(|| {
-                format!("opening worker.state_dir {}", settings.worker.state_dir)
-            })?;
+        let state_root = settings
+            .worker
+            .state_dir
+            .open_with(&store_opts)
+            .with_context(|| format!("opening worker.state_dir {}", settings.worker.state_dir))?;
         let store = CheckpointStore::at(&state_root, settings.storage.parquet.sync);
         let hook = CheckpointHook {
             store: store.clone(),

@@ -716,8 +716,12 @@ fn upload(root: &Path, o: &ObjectRoot) {
         if rel.starts_with('.') {
             continue;
         }
-        o.put(&rel, fs::read(&p).unwrap(), object_store::PutMode::Overwrite)
-            .unwrap();
+        o.put(
+            &rel,
+            fs::read(&p).unwrap(),
+            object_store::PutMode::Overwrite,
+        )
+        .unwrap();
     }
 }
 
@@ -731,7 +735,10 @@ fn dump_object(o: &ObjectRoot, rule: bool) -> Vec<String> {
             let key = m.location.as_ref().to_owned();
             let (dir, name) = key.rsplit_once('/').unwrap();
             if name.ends_with(".parquet") && !name.starts_with('.') {
-                by_dir.entry(dir.to_owned()).or_default().push(name.to_owned());
+                by_dir
+                    .entry(dir.to_owned())
+                    .or_default()
+                    .push(name.to_owned());
             }
         }
         for (dir, files) in by_dir {
@@ -759,7 +766,10 @@ fn object_names(o: &ObjectRoot, ds: Dataset) -> BTreeMap<String, Vec<String>> {
     for m in o.list(ds.name()).unwrap() {
         let key = m.location.as_ref().to_owned();
         let (dir, name) = key.rsplit_once('/').unwrap();
-        by_dir.entry(dir.to_owned()).or_default().push(name.to_owned());
+        by_dir
+            .entry(dir.to_owned())
+            .or_default()
+            .push(name.to_owned());
     }
     by_dir
 }
@@ -803,7 +813,11 @@ fn on_an_object_store_a_crash_between_put_and_deletes_is_safe_to_rerun() {
             &mut hook,
         );
         assert!(r.is_err(), "{crash_at:?}");
-        assert_eq!(dump_object(o, true), before, "after a crash at {crash_at:?}");
+        assert_eq!(
+            dump_object(o, true),
+            before,
+            "after a crash at {crash_at:?}"
+        );
         if crash_at == Step::Published {
             // Output and every input: a reader without the rule counts twice.
             assert!(dump_object(o, false).len() > before.len());
@@ -814,16 +828,40 @@ fn on_an_object_store_a_crash_between_put_and_deletes_is_safe_to_rerun() {
             serde_json::to_vec(&serde_json::json!({"owner": "crashed", "expires_ms": expires_ms}))
                 .unwrap()
         };
-        o.put(LOCK_FILE, lease(now() + 60_000), object_store::PutMode::Overwrite)
-            .unwrap();
-        let e = compact(&root, &opts(4), DateScope::Settled, now(), &mut all_committed())
-            .unwrap_err();
+        o.put(
+            LOCK_FILE,
+            lease(now() + 60_000),
+            object_store::PutMode::Overwrite,
+        )
+        .unwrap();
+        let e = compact(
+            &root,
+            &opts(4),
+            DateScope::Settled,
+            now(),
+            &mut all_committed(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("another vigil compact"), "{e}");
-        o.put(LOCK_FILE, lease(now() - 1), object_store::PutMode::Overwrite)
-            .unwrap();
-        let rerun = compact(&root, &opts(4), DateScope::Settled, now(), &mut all_committed())
-            .unwrap();
-        assert_eq!(dump_object(o, false), before, "after the rerun ({crash_at:?})");
+        o.put(
+            LOCK_FILE,
+            lease(now() - 1),
+            object_store::PutMode::Overwrite,
+        )
+        .unwrap();
+        let rerun = compact(
+            &root,
+            &opts(4),
+            DateScope::Settled,
+            now(),
+            &mut all_committed(),
+        )
+        .unwrap();
+        assert_eq!(
+            dump_object(o, false),
+            before,
+            "after the rerun ({crash_at:?})"
+        );
         for files in object_names(o, Dataset::Aggregates).values() {
             assert_eq!(files, &[n_name(P, 0, 49)], "{crash_at:?}");
         }
@@ -832,9 +870,18 @@ fn on_an_object_store_a_crash_between_put_and_deletes_is_safe_to_rerun() {
         }
         assert!(o.get(LOCK_FILE).unwrap().is_none(), "the lease is released");
         // A second run changes nothing.
-        let again = compact(&root, &opts(4), DateScope::Settled, now(), &mut all_committed())
-            .unwrap();
-        assert!(again.merged.is_empty() && again.leftovers_removed == 0, "{again:?}");
+        let again = compact(
+            &root,
+            &opts(4),
+            DateScope::Settled,
+            now(),
+            &mut all_committed(),
+        )
+        .unwrap();
+        assert!(
+            again.merged.is_empty() && again.leftovers_removed == 0,
+            "{again:?}"
+        );
     }
 }
 
@@ -855,8 +902,12 @@ fn on_an_object_store_outputs_never_replace_and_changed_inputs_void_the_output()
     let theirs = format!("{d0}/{}", n_name(P, 0, 39));
     let mut hook = |s: Step| {
         if s == Step::Written && o.get(&theirs).unwrap().is_none() {
-            o.put(&theirs, b"someone else's".to_vec(), object_store::PutMode::Overwrite)
-                .unwrap();
+            o.put(
+                &theirs,
+                b"someone else's".to_vec(),
+                object_store::PutMode::Overwrite,
+            )
+            .unwrap();
         }
         Ok(())
     };
@@ -871,7 +922,10 @@ fn on_an_object_store_outputs_never_replace_and_changed_inputs_void_the_output()
     .unwrap();
     assert!(r.conflicts >= 1, "{r:?}");
     assert_eq!(&o.get(&theirs).unwrap().unwrap()[..], b"someone else's");
-    assert!(o.get(&format!("{d0}/{}", n_name(P, 0, 9))).unwrap().is_some());
+    assert!(o
+        .get(&format!("{d0}/{}", n_name(P, 0, 9)))
+        .unwrap()
+        .is_some());
 
     // An input rewritten after the output's PUT: the output goes, the
     // rewritten input stays.
@@ -881,7 +935,8 @@ fn on_an_object_store_outputs_never_replace_and_changed_inputs_void_the_output()
     let mut hook = |s: Step| {
         if s == Step::Published && !rewritten {
             let b = o.get(&input).unwrap().unwrap();
-            o.put(&input, b.to_vec(), object_store::PutMode::Overwrite).unwrap();
+            o.put(&input, b.to_vec(), object_store::PutMode::Overwrite)
+                .unwrap();
             rewritten = true;
         }
         Ok(())
@@ -896,6 +951,9 @@ fn on_an_object_store_outputs_never_replace_and_changed_inputs_void_the_output()
     )
     .unwrap();
     assert!(r.conflicts >= 1, "{r:?}");
-    assert!(o.get(&theirs).unwrap().is_none(), "the voided output was removed");
+    assert!(
+        o.get(&theirs).unwrap().is_none(),
+        "the voided output was removed"
+    );
     assert!(o.get(&input).unwrap().is_some());
 }

@@ -25,9 +25,9 @@
 //!    removed instead.
 //! 3. The inputs are removed, in name order, the directory fsynced.
 //!
-//! The same code runs both: [`tree`] does each step on a directory or an
-//! object store, and step 0, the root's lock, is an advisory `flock` or
-//! a lease object with an expiry.
+//! The same code runs both: the `tree` module does each step on a
+//! directory or an object store, and step 0, the root's lock, is an
+//! advisory `flock` or a lease object with an expiry.
 //!
 //! Between 1 and 3 (and after a crash there) a directory holds the output
 //! and some of its inputs. The **reader rule** [`superseded`] makes that
@@ -339,8 +339,8 @@ pub(crate) enum Step {
 /// `date=` directory in `scope`, at `now_ms` (ms since the epoch),
 /// asking `commits` for each source partition's committed offset.
 /// `root` is a local directory (a path) or an object store ([`Root`]):
-/// the protocol is the same, see [`tree`] for how each step is done on
-/// each.
+/// the protocol is the same, and the private `tree` module does each of
+/// its steps on either.
 pub fn compact(
     root: impl Into<Root>,
     opts: &CompactOptions,
@@ -416,6 +416,10 @@ pub const LOCK_FILE: &str = ".vigil-compact.lock";
 /// run's lease runs out, and the next run may start this long after the
 /// crash at the latest.
 pub const LOCK_LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// Counter of expired compaction leases (crashed runs' locks on an object
+/// store) taken over by a new run.
+pub const LEASE_TAKEOVERS: &str = "vigil_compact_lease_takeovers_total";
 
 /// Takes the compaction lock of a local root (see [`Tree::lock`]); held
 /// while the returned value lives.

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{system_ms, LOCK_FILE};
+use super::{system_ms, LEASE_TAKEOVERS, LOCK_FILE};
 use crate::atomic::{sync_dir, write_atomic_new};
 use crate::error::{Result, StoreError};
 use crate::location::{ObjectRoot, Root};
@@ -362,6 +362,7 @@ impl<'a> Tree<'a> {
                                 lock = %o.url(LOCK_FILE),
                                 "an expired compaction lease (a crashed run's) is taken over"
                             );
+                            metrics::counter!(LEASE_TAKEOVERS).increment(1);
                             o.delete(LOCK_FILE)?;
                         }
                     }

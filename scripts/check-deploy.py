@@ -251,13 +251,21 @@ def render_into(acc, kdir, expect_kind, seen):
         if set(p) != {"target", "patch"} or set(target) - {"kind", "name"}:
             raise CheckError(f"{kfile}: only inline JSON 6902 patches with a kind/name target are implemented")
         ops = yaml.safe_load(p["patch"])
-        if not isinstance(ops, list):
-            raise CheckError(f"{kfile}: only JSON 6902 patches (a list of ops) are implemented")
         hits = [o for o in acc.objects
                 if o["kind"] == target.get("kind", o["kind"])
                 and o["metadata"]["name"] == target.get("name", o["metadata"]["name"])]
         if not hits:
             raise CheckError(f"{kfile}: patch target {target} matches nothing")
+        # A strategic-merge patch that deletes its target (`$patch: delete`).
+        if isinstance(ops, dict) and ops.get("$patch") == "delete":
+            if ops.get("kind") != target.get("kind") or \
+                    ops.get("metadata", {}).get("name") != target.get("name"):
+                raise CheckError(f"{kfile}: a $patch: delete must name its target")
+            acc.objects = [o for o in acc.objects if not any(o is h for h in hits)]
+            continue
+        if not isinstance(ops, list):
+            raise CheckError(f"{kfile}: only JSON 6902 patches (a list of ops) and "
+                             "$patch: delete are implemented")
         for o in hits:
             json_patch(o, ops, str(kfile))
     if "namespace" in k:
@@ -654,7 +662,7 @@ def main(argv):
         objs = render(prod)
         kinds = {o["kind"] for o in objs}
         want = {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "CronJob",
-                "ServiceMonitor", "PrometheusRule", "ScaledObject", "PersistentVolumeClaim"}
+                "ServiceMonitor", "PrometheusRule", "ScaledObject"}
         if want - kinds:
             raise CheckError(f"production lacks {sorted(want - kinds)}")
         [dep] = [o for o in objs if o["kind"] == "Deployment"]
@@ -673,9 +681,33 @@ def main(argv):
         for e in c.get("env", []):
             if "value" in e and re.search(r"(?i)password|secret", e["name"]):
                 problems.append(f"env {e['name']} has a literal value: secrets come from secretKeyRef")
+        # Storage: data and checkpoints in the object store, credentials
+        # from the Secret, no shared volume (docs/storage.md "Object stores").
+        if "PersistentVolumeClaim" in kinds:
+            problems.append("production still has a PersistentVolumeClaim (data belongs in s3://)")
+        needs = {"Deployment": ("VIGIL_DATA_DIR", "VIGIL_WORKER__STATE_DIR"),
+                 "vigil-compact": ("VIGIL_DATA_DIR", "VIGIL_WORKER__STATE_DIR"),
+                 "vigil-retention": ("VIGIL_DATA_DIR",)}
+        for o in objs:
+            if o["kind"] not in ("Deployment", "CronJob"):
+                continue
+            label = "Deployment" if o["kind"] == "Deployment" else o["metadata"]["name"]
+            for ps in pod_specs(o):
+                if any("persistentVolumeClaim" in v for v in ps.get("volumes", [])):
+                    problems.append(f"{label}: mounts a PersistentVolumeClaim")
+                for ct in ps.get("containers", []):
+                    env = {e["name"]: e for e in ct.get("env", [])}
+                    for var in needs.get(label, ()):
+                        if not str(env.get(var, {}).get("value", "")).startswith("s3://"):
+                            problems.append(f"{label}: {var} is not an s3:// location")
+                    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                        ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+                        if ref.get("name") != "vigil-s3":
+                            problems.append(f"{label}: {var} does not come from the Secret vigil-s3")
         if problems:
             raise CheckError("; ".join(problems))
-        return "probes, grace period, security context, secret references"
+        return ("probes, grace period, security context, secret references; data, "
+                "checkpoints and CronJobs on s3:// with credentials from the Secret")
     check("production Deployment essentials", required_kinds)
     check("docker-compose.yml", lambda: f"{check_compose()} services, valid against the "
           "Compose Specification schema, every referenced file exists")

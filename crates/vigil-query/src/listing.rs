@@ -9,6 +9,12 @@
 //! compacted file and some of the files it merged. A listing always holds
 //! whole directories (DataFusion lists the table or one `date=` prefix),
 //! so the rule sees every file it needs to decide.
+//!
+//! On an object store, `vigil retention` cannot hide a `date=` directory
+//! by renaming it: it first puts a marker object
+//! ([`vigil_store::retention::RETENTION_MARKER`]) into it, then deletes
+//! its files. A listing drops every file of a directory holding the
+//! marker, so a query reads a day whole or not at all.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,7 +48,9 @@ impl fmt::Display for RuleStore {
     }
 }
 
-/// Drops the superseded files of `objects`, deciding per directory.
+/// Drops the superseded files of `objects`, deciding per directory, and
+/// every file of a directory being removed by retention (holding the
+/// marker).
 pub fn apply_rule(objects: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
     let mut by_dir: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, o) in objects.iter().enumerate() {
@@ -52,6 +60,15 @@ pub fn apply_rule(objects: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
     }
     let mut keep = vec![true; objects.len()];
     for idx in by_dir.values() {
+        let retired = idx.iter().any(|&i| {
+            objects[i].location.filename() == Some(vigil_store::retention::RETENTION_MARKER)
+        });
+        if retired {
+            for &i in idx {
+                keep[i] = false;
+            }
+            continue;
+        }
         let names: Vec<&str> = idx
             .iter()
             .map(|&i| {
@@ -124,5 +141,40 @@ impl ObjectStore for RuleStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str) -> ObjectMeta {
+        ObjectMeta {
+            location: Path::from(key),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        }
+    }
+
+    /// A directory holding retention's marker lists as empty; its
+    /// neighbours are untouched.
+    #[test]
+    fn a_directory_being_removed_by_retention_lists_as_empty() {
+        let marker = vigil_store::retention::RETENTION_MARKER;
+        let objects = vec![
+            meta("aggregates/date=2026-11-01/part-t-p00000-00000000000000000000-00000000000000000009.parquet"),
+            meta(&format!("aggregates/date=2026-11-01/{marker}")),
+            meta("aggregates/date=2026-11-02/part-t-p00000-00000000000000000010-00000000000000000019.parquet"),
+        ];
+        let kept: Vec<String> = apply_rule(objects)
+            .into_iter()
+            .map(|o| o.location.to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            vec!["aggregates/date=2026-11-02/part-t-p00000-00000000000000000010-00000000000000000019.parquet"]
+        );
     }
 }

@@ -103,6 +103,30 @@ impl CheckpointStore {
         }
     }
 
+    /// Like [`reader`](Self::reader), for a source already sanitized (as
+    /// file names and the store's directories spell it: what compaction
+    /// knows of a source).
+    pub fn reader_of_source(
+        &self,
+        source: &str,
+        partition: i32,
+    ) -> Result<Option<CheckpointReader>> {
+        let rel = format!("{source}/p{partition:05}.ckpt");
+        if let Some(obj) = self.root.as_object() {
+            let bytes = obj.get(&rel)?;
+            return Ok(bytes.map(|b| Box::new(std::io::Cursor::new(b)) as CheckpointReader));
+        }
+        let p = self.dir.join(&rel);
+        match std::fs::File::open(&p) {
+            Ok(f) => Ok(Some(Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                f,
+            )))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("open checkpoint", p)(e)),
+        }
+    }
+
     /// Replaces the checkpoint of `topic`/`partition` with `bytes`,
     /// atomically.
     pub fn save(&self, topic: &str, partition: i32, bytes: &[u8]) -> Result<PathBuf> {

@@ -13,13 +13,21 @@
 //! consecutive files of one (source, partition) in offset order, so the
 //! output's range covers exactly the inputs and no other file.
 //!
-//! 1. The output is written as `.tmp-<name>.partial` (merged in sort-key
-//!    order through the writer's own encoder), fsynced, renamed to `<name>`,
-//!    the directory fsynced.
+//! 1. The output is published under `<name>`, never over an existing
+//!    file: in a directory written as `.tmp-<name>.partial` (merged in
+//!    sort-key order through the writer's own encoder), fsynced, hard
+//!    linked to `<name>`, the directory fsynced; on an object store
+//!    encoded in memory and sent with one conditional PUT
+//!    (`If-None-Match: *`).
 //! 2. The inputs are checked to be the files that were read (same size,
-//!    modification time and inode); if one changed or went (a replay of the
-//!    source started meanwhile), the output is removed instead.
-//! 3. The inputs are removed, the directory fsynced.
+//!    and modification time and inode, or entity tag); if one changed or
+//!    went (a replay of the source started meanwhile), the output is
+//!    removed instead.
+//! 3. The inputs are removed, in name order, the directory fsynced.
+//!
+//! The same code runs both: the `tree` module does each step on a
+//! directory or an object store, and step 0, the root's lock, is an
+//! advisory `flock` or a lease object with an expiry.
 //!
 //! Between 1 and 3 (and after a crash there) a directory holds the output
 //! and some of its inputs. The **reader rule** [`superseded`] makes that
@@ -41,8 +49,9 @@
 //! looked at. Files at least [`CompactOptions::target_file_bytes`] large
 //! are left as they are and break runs.
 
+mod tree;
+
 use std::collections::{BinaryHeap, HashMap};
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,12 +62,13 @@ use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::properties::WriterProperties;
 
-use crate::atomic::{sync_dir, write_atomic_new};
+use self::tree::{FileId, Input, Published, Tree};
 use crate::error::{Result, StoreError};
-use crate::naming::{date_string, SourceRange, DAY_MS, TMP_PREFIX};
-use crate::retention::{parse_partition_dir, sorted_entries};
+use crate::location::Root;
+use crate::naming::{date_string, SourceRange, DAY_MS};
+use crate::retention::parse_partition_dir;
 use crate::schema::Dataset;
-use crate::writer::{file_metadata, write_parquet_file, WriterConfig};
+use crate::writer::{encode_parquet, file_metadata, WriterConfig};
 
 /// Key/value metadata of a compacted file: how many files it merged.
 pub const COMPACTED_FILES_KEY: &str = "vigil.compacted_files";
@@ -328,18 +338,21 @@ pub(crate) enum Step {
 /// Compacts the datasets under `root` (see the module docs): every
 /// `date=` directory in `scope`, at `now_ms` (ms since the epoch),
 /// asking `commits` for each source partition's committed offset.
+/// `root` is a local directory (a path) or an object store ([`Root`]):
+/// the protocol is the same, and the private `tree` module does each of
+/// its steps on either.
 pub fn compact(
-    root: &Path,
+    root: impl Into<Root>,
     opts: &CompactOptions,
     scope: DateScope,
     now_ms: i64,
     commits: &mut CommitLookup<'_>,
 ) -> Result<CompactReport> {
-    compact_with(root, opts, scope, now_ms, commits, &mut |_| Ok(()))
+    compact_with(&root.into(), opts, scope, now_ms, commits, &mut |_| Ok(()))
 }
 
 pub(crate) fn compact_with(
-    root: &Path,
+    root: &Root,
     opts: &CompactOptions,
     scope: DateScope,
     now_ms: i64,
@@ -352,15 +365,15 @@ pub(crate) fn compact_with(
             problem,
         });
     }
-    let _lock = lock_root(root)?;
+    let tree = Tree::of(root);
+    let mut lock = tree.lock(LOCK_LEASE, now_ms)?;
     let mut report = CompactReport::default();
     let mut known: HashMap<(String, i32), Commit> = HashMap::new();
     let settle_ms = i64::try_from(opts.settle.as_millis()).unwrap_or(i64::MAX);
     for dataset in Dataset::ALL {
         let props = opts.writer.writer_properties(dataset)?;
-        let ds_dir = root.join(dataset.name());
-        for (name, ty) in sorted_entries(&ds_dir)? {
-            let Some(day) = parse_partition_dir(&name).filter(|_| ty.is_dir()) else {
+        for name in tree.dirs(dataset.name())? {
+            let Some(day) = parse_partition_dir(&name) else {
                 continue;
             };
             match scope {
@@ -375,82 +388,53 @@ pub(crate) fn compact_with(
             }
             report.dates += 1;
             let mut ctx = DirCtx {
+                tree,
                 dataset,
-                dir: ds_dir.join(&name),
+                dir: format!("{}/{name}", dataset.name()),
                 date: date_string(day)?,
                 opts,
                 props: &props,
                 now_ms,
                 settle_ms,
             };
-            ctx.run(&mut known, commits, hook, &mut report)?;
+            let span =
+                tracing::info_span!("compact_dir", dataset = dataset.name(), date = %ctx.date);
+            let _g = span.enter();
+            ctx.run(&mut known, commits, hook, &mut lock, &mut report)?;
         }
     }
     Ok(report)
 }
 
-/// Name of the lock file under the root that keeps two compactions of one
-/// root from running at once (hidden: readers skip it).
+/// Name of the lock under the root that keeps two compactions of one
+/// root from running at once (hidden: readers skip it): a locked file in
+/// a directory, a lease object in an object store.
 pub const LOCK_FILE: &str = ".vigil-compact.lock";
 
-/// Takes the root's compaction lock (an advisory lock on [`LOCK_FILE`],
-/// released when the returned file is dropped or the process dies). Two
-/// runs at once would merge the same inputs into the same name, and the
-/// one finding its inputs gone would remove the file the other published.
-fn lock_root(root: &Path) -> Result<Option<File>> {
-    if !root.is_dir() {
-        return Ok(None);
-    }
-    let path = root.join(LOCK_FILE);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(StoreError::io("open", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Compact {
-            path,
-            problem: "another vigil compact holds this root's lock".into(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path)(e)),
-    }
+/// How long an object store lease lasts without renewal: a run renews it
+/// before each merge once a third of it has passed, so only a crashed
+/// run's lease runs out, and the next run may start this long after the
+/// crash at the latest.
+pub const LOCK_LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// Counter of expired compaction leases (crashed runs' locks on an object
+/// store) taken over by a new run.
+pub const LEASE_TAKEOVERS: &str = "vigil_compact_lease_takeovers_total";
+
+/// Takes the compaction lock of a local root (see [`Tree::lock`]); held
+/// while the returned value lives.
+#[cfg(test)]
+fn lock_root(root: &Path) -> Result<tree::Lock<'_>> {
+    Tree::Local(root).lock(LOCK_LEASE, 0)
 }
 
 /// A dataset file found in a date directory.
 #[derive(Debug, Clone)]
 struct Found {
     part: PartName,
-    path: PathBuf,
+    /// The file name.
+    name: String,
     id: FileId,
-}
-
-/// What identifies a file's content for the check after publishing: a
-/// replaced or removed input differs in one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    len: u64,
-    mtime_ns: i128,
-    ino: u64,
-}
-
-fn file_id(path: &Path) -> std::io::Result<FileId> {
-    let md = fs::symlink_metadata(path)?;
-    let mtime_ns = md
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&md);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Ok(FileId {
-        len: md.len(),
-        mtime_ns,
-        ino,
-    })
 }
 
 fn system_ms(t: SystemTime) -> i64 {
@@ -462,8 +446,10 @@ fn system_ms(t: SystemTime) -> i64 {
 
 /// One date directory of one dataset being compacted.
 struct DirCtx<'a> {
+    tree: Tree<'a>,
     dataset: Dataset,
-    dir: PathBuf,
+    /// `<dataset>/date=YYYY-MM-DD`, relative to the root.
+    dir: String,
     date: String,
     opts: &'a CompactOptions,
     props: &'a WriterProperties,
@@ -472,33 +458,32 @@ struct DirCtx<'a> {
 }
 
 impl DirCtx<'_> {
+    fn rel(&self, name: &str) -> String {
+        format!("{}/{name}", self.dir)
+    }
+
+    fn shown(&self, name: &str) -> PathBuf {
+        self.tree.display(&self.rel(name))
+    }
+
     fn run(
         &mut self,
         known: &mut HashMap<(String, i32), Commit>,
         commits: &mut CommitLookup<'_>,
         hook: &mut dyn FnMut(Step) -> Result<()>,
+        lock: &mut tree::Lock<'_>,
         report: &mut CompactReport,
     ) -> Result<()> {
-        let entries = sorted_entries(&self.dir)?;
         let mut files: Vec<Found> = Vec::new();
-        for (name, ty) in &entries {
-            if !ty.is_file() {
+        for (name, id) in self.tree.files(&self.dir)? {
+            if Tree::is_tmp(&name) {
+                self.remove_stale_tmp(&name, &id, report)?;
                 continue;
             }
-            let path = self.dir.join(name);
-            if name.starts_with(TMP_PREFIX) {
-                self.remove_stale_tmp(&path, report)?;
-                continue;
-            }
-            let Some(part) = PartName::parse(name) else {
+            let Some(part) = PartName::parse(&name) else {
                 continue;
             };
-            // A file gone since the listing (a sweep, a replay) is skipped.
-            match file_id(&path) {
-                Ok(id) => files.push(Found { part, path, id }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("stat", &path)(e)),
-            }
+            files.push(Found { part, name, id });
         }
         let names: Vec<String> = files.iter().map(|f| f.part.file_name()).collect();
         let covered = superseded(&names);
@@ -538,23 +523,16 @@ impl DirCtx<'_> {
                     c
                 }
             };
-            self.compact_group(group, commit, hook, report)?;
+            self.compact_group(group, commit, hook, lock, report)?;
         }
         Ok(())
     }
 
     /// Removes an in-progress file older than [`STALE_TMP_AGE`].
-    fn remove_stale_tmp(&self, path: &Path, report: &mut CompactReport) -> Result<()> {
-        let Ok(mtime) = fs::symlink_metadata(path).and_then(|m| m.modified()) else {
-            return Ok(());
-        };
-        let age_ms = self.now_ms - system_ms(mtime);
-        if age_ms >= STALE_TMP_AGE.as_millis() as i64 {
-            match fs::remove_file(path) {
-                Ok(()) => report.stale_tmp_removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("remove", path)(e)),
-            }
+    fn remove_stale_tmp(&self, name: &str, id: &FileId, report: &mut CompactReport) -> Result<()> {
+        let age_ms = self.now_ms - id.mtime_ms;
+        if age_ms >= STALE_TMP_AGE.as_millis() as i64 && self.tree.remove(&self.rel(name))? {
+            report.stale_tmp_removed += 1;
         }
         Ok(())
     }
@@ -567,30 +545,31 @@ impl DirCtx<'_> {
             return Ok(());
         };
         // An unreadable covering file is not a compacted one.
-        if compacted_files(&cover.path).ok().flatten().is_none() {
+        if compacted_files_in(self.tree, &self.rel(&cover.name))
+            .ok()
+            .flatten()
+            .is_none()
+        {
             tracing::warn!(
-                file = %f.path.display(),
-                covered_by = %cover.path.display(),
+                file = %self.shown(&f.name).display(),
+                covered_by = %self.shown(&cover.name).display(),
                 "a file's range lies inside another's that is not a compacted file; \
                  readers skip it, compaction leaves it"
             );
             report.conflicts += 1;
             return Ok(());
         }
-        match fs::remove_file(&f.path) {
-            Ok(()) => {
-                report.leftovers_removed += 1;
-                tracing::info!(
-                    dataset = self.dataset.name(),
-                    date = %self.date,
-                    file = %f.path.display(),
-                    "removed an input of an interrupted compaction"
-                );
-                sync_dir(&self.dir)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::io("remove", &f.path)(e)),
+        if self.tree.remove(&self.rel(&f.name))? {
+            report.leftovers_removed += 1;
+            tracing::info!(
+                dataset = self.dataset.name(),
+                date = %self.date,
+                file = %self.shown(&f.name).display(),
+                "removed an input of an interrupted compaction"
+            );
+            self.tree.sync(&self.dir)?;
         }
+        Ok(())
     }
 
     /// Splits the files of one source partition (sorted by range) into runs
@@ -600,12 +579,13 @@ impl DirCtx<'_> {
         group: &[Found],
         commit: Commit,
         hook: &mut dyn FnMut(Step) -> Result<()>,
+        lock: &mut tree::Lock<'_>,
         report: &mut CompactReport,
     ) -> Result<()> {
         if let Some(w) = group.windows(2).find(|w| w[1].part.first <= w[0].part.last) {
             tracing::warn!(
-                a = %w[0].path.display(),
-                b = %w[1].path.display(),
+                a = %self.shown(&w[0].name).display(),
+                b = %self.shown(&w[1].name).display(),
                 "overlapping ranges in one source partition; not compacted"
             );
             report.conflicts += 1;
@@ -617,16 +597,13 @@ impl DirCtx<'_> {
             let small = f.id.len < self.opts.target_file_bytes;
             let ready = match commit {
                 Commit::Before(next) => f.part.last < next,
-                Commit::Unknown => {
-                    let mtime_ms = (f.id.mtime_ns / 1_000_000) as i64;
-                    mtime_ms <= self.now_ms.saturating_sub(self.settle_ms)
-                }
+                Commit::Unknown => f.id.mtime_ms <= self.now_ms.saturating_sub(self.settle_ms),
             };
             if small && !ready {
                 report.not_yet += 1;
             }
             if !(small && ready) {
-                self.merge_chunk(&chunk, hook, report)?;
+                self.merge_chunk(&chunk, hook, lock, report)?;
                 chunk.clear();
                 bytes = 0;
                 continue;
@@ -634,12 +611,12 @@ impl DirCtx<'_> {
             chunk.push(f);
             bytes += f.id.len;
             if bytes >= self.opts.target_file_bytes || chunk.len() >= MAX_MERGE_FILES {
-                self.merge_chunk(&chunk, hook, report)?;
+                self.merge_chunk(&chunk, hook, lock, report)?;
                 chunk.clear();
                 bytes = 0;
             }
         }
-        self.merge_chunk(&chunk, hook, report)
+        self.merge_chunk(&chunk, hook, lock, report)
     }
 
     /// Merges one chunk (consecutive files of one source partition) when
@@ -648,11 +625,13 @@ impl DirCtx<'_> {
         &self,
         chunk: &[&Found],
         hook: &mut dyn FnMut(Step) -> Result<()>,
+        lock: &mut tree::Lock<'_>,
         report: &mut CompactReport,
     ) -> Result<()> {
         if chunk.len() < self.opts.min_files {
             return Ok(());
         }
+        lock.renew(chrono::Utc::now().timestamp_millis())?;
         let started = Instant::now();
         let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
         let out = PartName {
@@ -661,56 +640,54 @@ impl DirCtx<'_> {
             ..first.part.clone()
         };
         let out_name = out.file_name();
+        let shown = self.shown(&out_name);
         // Step 1: write and publish the output, never over another file.
-        let published =
-            write_atomic_new(&self.dir, &out_name, self.opts.writer.sync, |file, tmp| {
-                let written = self.write_merged(file, tmp, chunk, &out)?;
-                hook(Step::Written)?;
-                Ok(written)
-            });
-        let (path, (bytes_out, rows)) = match published {
-            Err(StoreError::Io { source, path, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
+        let published = self.tree.publish_new(
+            &self.dir,
+            &out_name,
+            self.opts.writer.sync,
+            |w, tmp| self.write_merged(w, tmp, chunk, &out),
+            || hook(Step::Written),
+        )?;
+        let (out_id, (bytes_out, rows)) = match published {
+            Published::Exists => {
                 tracing::warn!(
-                    output = %path.display(),
+                    output = %shown.display(),
                     "a file with the compacted file's name appeared meanwhile (a replay of its \
                      source?); not compacted"
                 );
                 report.conflicts += 1;
                 return Ok(());
             }
-            other => other?,
+            Published::Done(id, t) => (id, t),
         };
-        let out_id = file_id(&path).map_err(StoreError::io("stat", &path))?;
         hook(Step::Published)?;
         // Step 2: the inputs must be the files that were read.
-        if let Some(changed) = chunk.iter().find(|f| file_id(&f.path).ok() != Some(f.id)) {
+        let now: HashMap<String, FileId> = self.tree.files(&self.dir)?.into_iter().collect();
+        if let Some(changed) = chunk.iter().find(|f| now.get(&f.name) != Some(&f.id)) {
             tracing::warn!(
-                input = %changed.path.display(),
-                output = %path.display(),
+                input = %self.shown(&changed.name).display(),
+                output = %shown.display(),
                 "a compaction input changed while it was merged (a replay of its source?); \
                  the output is removed"
             );
             // Only the file published here (a replay may have replaced it).
-            if file_id(&path).ok() == Some(out_id) {
-                fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
-                sync_dir(&self.dir)?;
+            if now.get(&out_name) == Some(&out_id) {
+                self.tree.remove(&self.rel(&out_name))?;
+                self.tree.sync(&self.dir)?;
             }
             report.conflicts += 1;
             return Ok(());
         }
-        // Step 3: remove the inputs.
+        // Step 3: remove the inputs, in name order (the first input, which
+        // sorts before the output, goes first: see docs/storage.md for
+        // what a listing in between can see).
         for (n, f) in chunk.iter().enumerate() {
-            match fs::remove_file(&f.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("remove", &f.path)(e)),
-            }
+            self.tree.remove(&self.rel(&f.name))?;
             hook(Step::Removed(n + 1))?;
         }
         if self.opts.writer.sync {
-            sync_dir(&self.dir)?;
+            self.tree.sync(&self.dir)?;
         }
         let bytes_in = chunk.iter().map(|f| f.id.len).sum();
         tracing::info!(
@@ -732,7 +709,7 @@ impl DirCtx<'_> {
             date: self.date.clone(),
             source: out.source.clone(),
             partition: out.partition,
-            output: path,
+            output: shown,
             files: chunk.len(),
             rows,
             bytes_in,
@@ -741,13 +718,13 @@ impl DirCtx<'_> {
         Ok(())
     }
 
-    /// Writes the merge of `chunk` into `file` (the temporary output):
-    /// every input's rows in sort-key order, with the dataset schema, the
-    /// writer's properties and the union range's metadata. Returns (bytes,
-    /// rows).
+    /// Writes the merge of `chunk` into `out` (the temporary output, or
+    /// the buffer of an object): every input's rows in sort-key order,
+    /// with the dataset schema, the writer's properties and the union
+    /// range's metadata. Returns (bytes, rows).
     fn write_merged(
         &self,
-        file: &File,
+        out_w: &mut (dyn std::io::Write + Send),
         tmp: &Path,
         chunk: &[&Found],
         out: &PartName,
@@ -756,25 +733,21 @@ impl DirCtx<'_> {
         let mut expected_rows = 0u64;
         let mut source = None;
         for f in chunk {
-            let read_err = |source| StoreError::Read {
-                path: f.path.clone(),
-                source,
-            };
-            let fh = File::open(&f.path).map_err(StoreError::io("open", &f.path))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(fh).map_err(read_err)?;
-            let meta = builder.metadata().file_metadata();
-            expected_rows += u64::try_from(meta.num_rows()).unwrap_or(0);
+            let path = self.shown(&f.name);
+            let opened = open_input(self.tree, &self.rel(&f.name), &path)?;
+            expected_rows += opened.rows;
             if source.is_none() {
-                source = meta
-                    .key_value_metadata()
-                    .and_then(|kv| kv.iter().find(|k| k.key == "vigil.source"))
-                    .and_then(|k| k.value.clone());
+                source = opened.source;
             }
-            let reader = builder
+            let reader = opened
+                .builder
                 .with_batch_size(MERGE_BATCH_ROWS)
                 .build()
-                .map_err(read_err)?;
-            inputs.push((f.path.clone(), reader));
+                .map_err(|source| StoreError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            inputs.push((path, reader));
         }
         // The original source name when the inputs recorded it.
         let source = source.unwrap_or_else(|| out.source.clone());
@@ -790,7 +763,15 @@ impl DirCtx<'_> {
             &[(COMPACTED_FILES_KEY, chunk.len().to_string())],
         );
         let mut merge = Merge::new(self.dataset, inputs)?;
-        let bytes = write_parquet_file(file, tmp, self.dataset, self.props, &metadata, &mut merge)?;
+        let mut counted = Counted { inner: out_w, n: 0 };
+        encode_parquet(
+            &mut counted,
+            tmp,
+            self.dataset,
+            self.props,
+            &metadata,
+            &mut merge,
+        )?;
         if merge.rows != expected_rows {
             return Err(StoreError::Compact {
                 path: tmp.to_owned(),
@@ -800,17 +781,71 @@ impl DirCtx<'_> {
                 ),
             });
         }
-        Ok((bytes, merge.rows))
+        Ok((counted.n, merge.rows))
     }
+}
+
+/// A writer that counts the bytes through it.
+struct Counted<'a> {
+    inner: &'a mut (dyn std::io::Write + Send),
+    n: u64,
+}
+
+impl std::io::Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An input opened for the merge: its reader builder, its row count and
+/// its `vigil.source`.
+struct Opened {
+    builder: ParquetRecordBatchReaderBuilder<Input>,
+    rows: u64,
+    source: Option<String>,
+}
+
+fn open_input(tree: Tree<'_>, rel: &str, path: &Path) -> Result<Opened> {
+    let input = tree.open(rel)?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(input).map_err(|source| StoreError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let meta = builder.metadata().file_metadata();
+    let rows = u64::try_from(meta.num_rows()).unwrap_or(0);
+    let source = meta
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == "vigil.source"))
+        .and_then(|k| k.value.clone());
+    Ok(Opened {
+        builder,
+        rows,
+        source,
+    })
 }
 
 /// The value of [`COMPACTED_FILES_KEY`] in a file's footer, `None` for a
 /// file that is not a compaction output.
 pub fn compacted_files(path: &Path) -> Result<Option<usize>> {
-    let fh = File::open(path).map_err(StoreError::io("open", path))?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    compacted_files_in(Tree::Local(parent), &name)
+}
+
+fn compacted_files_in(tree: Tree<'_>, rel: &str) -> Result<Option<usize>> {
+    let input = tree.open(rel)?;
     let builder =
-        ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|source| StoreError::Read {
-            path: path.to_owned(),
+        ParquetRecordBatchReaderBuilder::try_new(input).map_err(|source| StoreError::Read {
+            path: tree.display(rel),
             source,
         })?;
     Ok(builder
@@ -821,7 +856,6 @@ pub fn compacted_files(path: &Path) -> Result<Option<usize>> {
         .and_then(|k| k.value.as_deref())
         .and_then(|v| v.parse().ok()))
 }
-
 /// One input of a merge: its reader and current batch.
 struct Cursor {
     path: PathBuf,

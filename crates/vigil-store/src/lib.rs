@@ -49,7 +49,7 @@ pub use bound::{
 pub use checkpoint::CheckpointStore;
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
-pub use location::{Location, ObjectRoot, Root};
+pub use location::{Location, ObjectRoot, ObjectStoreOptions, Root};
 pub use naming::{sanitize_source, SourceRange};
 pub use object_store;
 pub use replace::{

@@ -85,7 +85,7 @@ impl Location {
                 location: self.to_string(),
                 problem: format!(
                     "{what} works on a local directory only (object stores are read by \
-                     vigil sql, report and export and written by vigil run)"
+                     vigil sql, report and export, written by vigil run, compact and retention)"
                 ),
             }),
         }
@@ -108,15 +108,31 @@ impl Location {
         }
     }
 
-    /// Opens the location: a [`Root`] that reaches it. For `s3://`, the
-    /// client is configured from the `AWS_*` environment variables; no
-    /// request is made yet.
+    /// Opens the location: a [`Root`] that reaches it, with the default
+    /// [`ObjectStoreOptions`]. For `s3://`, the client is configured from
+    /// the `AWS_*` environment variables; no request is made yet.
     pub fn open(&self) -> Result<Root> {
+        self.open_with(&ObjectStoreOptions::default())
+    }
+
+    /// Opens the location with `opts` bounding every object store request
+    /// (ignored for a local directory).
+    pub fn open_with(&self, opts: &ObjectStoreOptions) -> Result<Root> {
         match self {
             Location::Local(p) => Ok(Root::local(p.clone())),
             Location::S3 { bucket, prefix } => {
                 let store = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
+                    .with_retry(opts.retry_config());
+                // Set key by key: with_client_options would replace the
+                // client settings read from the environment
+                // (AWS_ALLOW_HTTP, proxies).
+                let store = opts
+                    .client_config()
+                    .into_iter()
+                    .fold(store, |b, (k, v)| {
+                        b.with_config(object_store::aws::AmazonS3ConfigKey::Client(k), v)
+                    })
                     .build()
                     .map_err(|source| StoreError::Object {
                         op: "configure",
@@ -133,6 +149,108 @@ impl Location {
                 }))))
             }
         }
+    }
+}
+
+/// How long one object store request may take, retries included: the
+/// client's per-attempt timeouts and its retry budget. object_store's own
+/// defaults (10 retries within 3 minutes, 30 s per attempt) let one
+/// request of a worker's flush hang for longer than the worker's
+/// `stall_timeout` (120 s), so a store outage would fail the liveness
+/// probe before the flush reported an error; these defaults bound it to
+/// [`ObjectStoreOptions::worst_case`] = 70 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStoreOptions {
+    /// Longest time of one attempt, from connecting to the last byte of
+    /// the response.
+    pub request_timeout: std::time::Duration,
+    /// Longest time to establish a connection (within `request_timeout`).
+    pub connect_timeout: std::time::Duration,
+    /// Most retries of a failed request (0: none).
+    pub max_retries: usize,
+    /// No retry starts once this long has passed since the first attempt.
+    pub retry_timeout: std::time::Duration,
+    /// Longest pause between two attempts (the pauses start at 100 ms and
+    /// double, with jitter, up to this).
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for ObjectStoreOptions {
+    fn default() -> Self {
+        ObjectStoreOptions {
+            request_timeout: std::time::Duration::from_secs(20),
+            connect_timeout: std::time::Duration::from_secs(5),
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(45),
+            max_backoff: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+impl ObjectStoreOptions {
+    /// The longest one request can take before it fails, retries
+    /// included: the smaller of every attempt timing out with the longest
+    /// pause between each (`(max_retries + 1) × request_timeout +
+    /// max_retries × max_backoff`), and a last retry started just before
+    /// `retry_timeout` ran out (`retry_timeout + max_backoff +
+    /// request_timeout`: object_store starts no retry after it).
+    pub fn worst_case(&self) -> std::time::Duration {
+        let n = u32::try_from(self.max_retries).unwrap_or(u32::MAX);
+        let every = self
+            .request_timeout
+            .saturating_mul(n.saturating_add(1))
+            .saturating_add(self.max_backoff.saturating_mul(n));
+        let cut = if n == 0 {
+            self.request_timeout
+        } else {
+            self.retry_timeout
+                .saturating_add(self.max_backoff)
+                .saturating_add(self.request_timeout)
+        };
+        every.min(cut)
+    }
+
+    /// Checks every setting; one problem per bad setting, named by its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.request_timeout.is_zero() {
+            problems.push("request_timeout: must be above 0".to_owned());
+        }
+        if self.connect_timeout.is_zero() {
+            problems.push("connect_timeout: must be above 0".to_owned());
+        } else if self.connect_timeout > self.request_timeout {
+            problems.push(format!(
+                "connect_timeout: {:?} exceeds request_timeout ({:?}), which bounds the whole attempt",
+                self.connect_timeout, self.request_timeout
+            ));
+        }
+        problems
+    }
+
+    fn retry_config(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(100).min(self.max_backoff),
+                max_backoff: self.max_backoff,
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+
+    fn client_config(&self) -> [(object_store::ClientConfigKey, String); 2] {
+        let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+        [
+            (
+                object_store::ClientConfigKey::Timeout,
+                ms(self.request_timeout),
+            ),
+            (
+                object_store::ClientConfigKey::ConnectTimeout,
+                ms(self.connect_timeout),
+            ),
+        ]
     }
 }
 
@@ -586,6 +704,55 @@ impl ObjectRoot {
         Ok(all)
     }
 
+    /// The entries directly under `rel` (a "directory": the keys below
+    /// `rel/` up to the next `/`): names of the sub-prefixes and the
+    /// objects, each object's location being its name alone; both sorted.
+    pub fn list_dir(&self, rel: &str) -> Result<(Vec<String>, Vec<ObjectMeta>)> {
+        let key = self.key(rel);
+        let prefix = (!key.as_ref().is_empty()).then_some(&key);
+        let started = std::time::Instant::now();
+        let r = self.block_on(self.store.list_with_delimiter(prefix))?;
+        record("list", started, r.is_ok());
+        let r = r.map_err(|e| self.error("list", rel, e))?;
+        let last = |p: &ObjectPath| p.filename().unwrap_or_default().to_owned();
+        let mut dirs: Vec<String> = r.common_prefixes.iter().map(last).collect();
+        let mut files = r.objects;
+        for o in &mut files {
+            o.location = ObjectPath::from(last(&o.location));
+        }
+        dirs.sort();
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok((dirs, files))
+    }
+
+    /// Writes `bytes` as `rel` with one conditional PUT that never
+    /// replaces (`If-None-Match: *`): `Ok(None)` when an object of that
+    /// name exists, else the new object's entity tag (when the store gives
+    /// one).
+    pub fn put_new(&self, rel: &str, bytes: Vec<u8>) -> Result<Option<Option<String>>> {
+        let key = self.key(rel);
+        let n = bytes.len() as u64;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let payload = PutPayload::from(Bytes::from(bytes));
+        let started = std::time::Instant::now();
+        let r = self.block_on(self.store.put_opts(&key, payload, opts))?;
+        record("put", started, r.is_ok());
+        match r {
+            Ok(done) => {
+                tracing::debug!(location = %self.url(rel), bytes = n, "object put (new)");
+                Ok(Some(done.e_tag))
+            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(None),
+            Err(e) => Err(self.error("put", rel, e)),
+        }
+    }
+
     /// Removes `rel`; removing an object that is not there is not an error.
     pub fn delete(&self, rel: &str) -> Result<()> {
         let key = self.key(rel);
@@ -715,6 +882,37 @@ mod tests {
         ] {
             assert!(bad.parse::<Location>().is_err(), "{bad}");
         }
+    }
+
+    /// The worst case of one request: the retry budget's cut by default
+    /// (45 s + 5 s + 20 s), every attempt timing out when retries are few,
+    /// one attempt without retries.
+    #[test]
+    fn worst_case_request_time_is_the_smaller_bound() {
+        let d = ObjectStoreOptions::default();
+        assert_eq!(d.worst_case(), std::time::Duration::from_secs(70));
+        let few = ObjectStoreOptions {
+            max_retries: 1,
+            ..d
+        };
+        // 2 attempts x 20 s + 1 pause of 5 s = 45 s < 70 s.
+        assert_eq!(few.worst_case(), std::time::Duration::from_secs(45));
+        let none = ObjectStoreOptions {
+            max_retries: 0,
+            ..d
+        };
+        assert_eq!(none.worst_case(), d.request_timeout);
+        // object_store's own defaults: 10 retries within 3 min, 30 s per
+        // attempt, pauses up to 15 s: 225 s, above a 120 s stall timeout.
+        let theirs = ObjectStoreOptions {
+            request_timeout: std::time::Duration::from_secs(30),
+            connect_timeout: std::time::Duration::from_secs(5),
+            max_retries: 10,
+            retry_timeout: std::time::Duration::from_secs(180),
+            max_backoff: std::time::Duration::from_secs(15),
+        };
+        assert_eq!(theirs.worst_case(), std::time::Duration::from_secs(225));
+        assert!(d.validate().is_empty());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::bound::{FULL_DIR, UNDELIVERED_DIR};
 use crate::dlq::DLQ_DIR;
 use crate::error::{Result, StoreError};
+use crate::location::Root;
 use crate::naming::{date_string, DAY_MS};
 use crate::schema::{Dataset, PARTITION_COLUMN};
 
@@ -172,6 +173,123 @@ pub fn apply(
     }
     if let Some(limit) = limits.dlq {
         apply_dlq(root, limit, now_ms, dry_run, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Marker object an object store retention run puts into a `date=`
+/// "directory" before deleting its objects (there is no rename to hide a
+/// whole directory at once): Vigil's reader skips every file of a
+/// directory that holds it, so a query sees a whole day or none of it. A
+/// directory with a marker left by an interrupted run is removed by the
+/// next run.
+pub const RETENTION_MARKER: &str = ".vigil-retention";
+
+/// [`apply`] on a root that is a local directory or an object store. On
+/// an object store a date partition is removed by putting
+/// [`RETENTION_MARKER`] into it, deleting its objects in name order, then
+/// the marker; dead-letter objects go by their last-modified time.
+pub fn apply_at(
+    root: &Root,
+    limits: &RetentionLimits,
+    now_ms: i64,
+    dry_run: bool,
+) -> Result<RetentionReport> {
+    let Some(o) = root.as_object() else {
+        let dir = root.as_local().unwrap_or(Path::new("."));
+        return apply(dir, limits, now_ms, dry_run);
+    };
+    let mut report = RetentionReport {
+        dry_run,
+        ..RetentionReport::default()
+    };
+    for dataset in Dataset::ALL {
+        let Some(limit) = limits.of(dataset) else {
+            continue;
+        };
+        for name in o.list_dir(dataset.name())?.0 {
+            let Some(day) = parse_partition_dir(&name) else {
+                continue;
+            };
+            let rel = format!("{}/{name}", dataset.name());
+            let objects = o.list(&rel)?;
+            let marked = objects
+                .iter()
+                .any(|m| m.location.as_ref() == format!("{rel}/{RETENTION_MARKER}"));
+            if !marked && !partition_expired(day, limit, now_ms) {
+                report.kept += 1;
+                continue;
+            }
+            let files = objects
+                .iter()
+                .filter(|m| !m.location.as_ref().ends_with(RETENTION_MARKER))
+                .count() as u64;
+            let bytes = objects.iter().map(|m| m.size).sum();
+            let date = date_string(day)?;
+            tracing::info!(
+                dataset = dataset.name(),
+                date = %date,
+                files,
+                bytes,
+                dry_run,
+                leftover = marked,
+                "retention: date partition past its limit"
+            );
+            if !dry_run {
+                let marker = format!("{rel}/{RETENTION_MARKER}");
+                o.put(&marker, Vec::new(), object_store::PutMode::Overwrite)?;
+                let mut keys: Vec<String> = objects
+                    .iter()
+                    .map(|m| m.location.as_ref().to_owned())
+                    .filter(|k| *k != marker)
+                    .collect();
+                keys.sort();
+                for k in &keys {
+                    o.delete(k)?;
+                }
+                o.delete(&marker)?;
+            }
+            report.removed.push(Removal {
+                dataset: dataset.name(),
+                path: PathBuf::from(o.url(&rel)),
+                date: Some(date),
+                files,
+                bytes,
+            });
+        }
+    }
+    if let Some(limit) = limits.dlq {
+        for m in o.list(DLQ_DIR)? {
+            let key = m.location.as_ref();
+            let Some(rest) = key.strip_prefix(DLQ_DIR).and_then(|r| r.strip_prefix('/')) else {
+                continue;
+            };
+            let (sub, name) = rest.rsplit_once('/').unwrap_or(("", rest));
+            if !is_dlq_file(sub, name) {
+                continue;
+            }
+            if !file_expired(m.last_modified.timestamp_millis(), limit, now_ms) {
+                report.kept += 1;
+                continue;
+            }
+            tracing::info!(
+                dataset = DLQ_DIR,
+                file = %o.url(key),
+                bytes = m.size,
+                dry_run,
+                "retention: dead-letter file past its limit"
+            );
+            if !dry_run {
+                o.delete(key)?;
+            }
+            report.removed.push(Removal {
+                dataset: DLQ_DIR,
+                path: PathBuf::from(o.url(key)),
+                date: None,
+                files: 1,
+                bytes: m.size,
+            });
+        }
     }
     Ok(report)
 }

@@ -8,7 +8,6 @@
 //!     ──fsync, rename──▶ <root>/<dataset>/date=YYYY-MM-DD/part-<source>-p<partition>-<first>-<last>.parquet
 //! ```
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -561,27 +560,12 @@ pub(crate) fn file_metadata(
     kv
 }
 
-/// Writes one dataset file into `file` (the temporary file `tmp` of an
-/// atomic publish): `batches` (each with [`Dataset::schema`], already in
-/// sort-key order, each at most one row group) under `props` (from
-/// [`WriterConfig::writer_properties`]) with the key/value `metadata`.
-/// Returns the file's size. The one place a dataset file is encoded: the
-/// flush of a [`DatasetWriter`] and compaction both write through it.
-pub(crate) fn write_parquet_file(
-    file: &File,
-    tmp: &Path,
-    dataset: Dataset,
-    props: &WriterProperties,
-    metadata: &[KeyValue],
-    batches: impl Iterator<Item = Result<RecordBatch>>,
-) -> Result<u64> {
-    encode_parquet(file, tmp, dataset, props, metadata, batches)?;
-    let meta = file.metadata().map_err(StoreError::io("stat", tmp))?;
-    Ok(meta.len())
-}
-
 /// Encodes one dataset file into `out` (a file, or a buffer for an object
-/// store); `tmp` names it in errors. See [`write_parquet_file`].
+/// store): `batches` (each with [`Dataset::schema`], already in sort-key
+/// order, each at most one row group) under `props` (from
+/// [`WriterConfig::writer_properties`]) with the key/value `metadata`;
+/// `tmp` names it in errors. The one place a dataset file is encoded: the
+/// flush of a [`DatasetWriter`] and compaction both write through it.
 pub(crate) fn encode_parquet<W: std::io::Write + Send>(
     out: W,
     tmp: &Path,

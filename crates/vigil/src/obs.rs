@@ -104,6 +104,19 @@ pub const COMPACT_BYTES_OUT: &str = "vigil_compact_bytes_written_total";
 /// Compaction: runs given up because an input changed while it was merged,
 /// or ranges that overlap without one covering the other.
 pub const COMPACT_CONFLICTS: &str = "vigil_compact_conflicts_total";
+/// Compaction: inputs of an interrupted earlier run (covered by its
+/// published output) removed.
+pub const COMPACT_LEFTOVERS_REMOVED: &str = "vigil_compact_leftovers_removed_total";
+/// Compaction: small files left because they are not committed or settled
+/// yet.
+pub const COMPACT_FILES_NOT_YET: &str = "vigil_compact_files_not_ready_total";
+/// Retention: date partitions (and dead-letter files) removed, label
+/// `dataset` (`aggregates`, `alerts`, `dlq`).
+pub const RETENTION_REMOVED: &str = "vigil_retention_removed_total";
+/// Retention: files removed, label `dataset`.
+pub const RETENTION_FILES: &str = "vigil_retention_files_removed_total";
+/// Retention: bytes removed, label `dataset`.
+pub const RETENTION_BYTES: &str = "vigil_retention_bytes_removed_total";
 /// Compaction: seconds one `vigil compact` run took.
 pub const COMPACT_SECONDS: &str = "vigil_compact_duration_seconds";
 

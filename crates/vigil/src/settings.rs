@@ -104,6 +104,57 @@ pub struct StorageSettings {
     pub dlq_max_record_bytes: usize,
     /// Parquet writer settings.
     pub parquet: WriterConfig,
+    /// Bounds of every object store request (when `data_dir` or
+    /// `worker.state_dir` is `s3://`).
+    #[serde(default)]
+    pub object_store: ObjectStoreSettings,
+}
+
+/// How long one object store request may take (see
+/// `vigil_store::ObjectStoreOptions`): per attempt, and with retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreSettings {
+    /// Longest time of one attempt, connection to last response byte.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+    /// Longest time to connect (within `request_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+    /// Most retries of a failed request (0: none).
+    pub max_retries: usize,
+    /// No retry starts once this long has passed since the first attempt.
+    #[serde(with = "humantime_serde")]
+    pub retry_timeout: std::time::Duration,
+    /// Longest pause between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for ObjectStoreSettings {
+    fn default() -> Self {
+        let d = vigil_store::ObjectStoreOptions::default();
+        ObjectStoreSettings {
+            request_timeout: d.request_timeout,
+            connect_timeout: d.connect_timeout,
+            max_retries: d.max_retries,
+            retry_timeout: d.retry_timeout,
+            max_backoff: d.max_backoff,
+        }
+    }
+}
+
+impl ObjectStoreSettings {
+    /// The options the store's client is built with.
+    pub fn options(&self) -> vigil_store::ObjectStoreOptions {
+        vigil_store::ObjectStoreOptions {
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+            max_backoff: self.max_backoff,
+        }
+    }
 }
 
 impl StorageSettings {
@@ -312,13 +363,39 @@ impl Settings {
         if self.worker.shutdown_timeout < std::time::Duration::from_secs(1) {
             problems.push("worker.shutdown_timeout: must be at least 1s".into());
         }
+        let store = self.storage.object_store.options();
+        problems.extend(
+            store
+                .validate()
+                .into_iter()
+                .map(|p| format!("storage.object_store.{p}")),
+        );
         let w = &self.worker;
-        if w.stall_timeout <= w.delivery_timeout + w.flush_interval {
+        let on_store = self.data_dir.is_object_store() || w.state_dir.is_object_store();
+        // A flush waits up to delivery_timeout for acknowledgements, and
+        // on an object store one failing request takes up to the store's
+        // worst case before the flush reports it.
+        let store_wait = if on_store {
+            store.worst_case()
+        } else {
+            std::time::Duration::ZERO
+        };
+        let budget = w.delivery_timeout + w.flush_interval + store_wait;
+        if w.stall_timeout <= budget {
+            let what = if on_store {
+                format!(
+                    "delivery_timeout + flush_interval + the object store's worst-case request \
+                     time ({} from storage.object_store)",
+                    humantime::format_duration(store_wait)
+                )
+            } else {
+                "delivery_timeout + flush_interval".to_owned()
+            };
             problems.push(format!(
-                "worker.stall_timeout: {} must exceed delivery_timeout + flush_interval ({}), \
-                 or a worker waiting for acknowledgements is reported dead",
+                "worker.stall_timeout: {} must exceed {what} = {}, or a worker waiting for \
+                 acknowledgements or for the store is reported dead before its flush fails",
                 humantime::format_duration(w.stall_timeout),
-                humantime::format_duration(w.delivery_timeout + w.flush_interval)
+                humantime::format_duration(budget)
             ));
         }
         if self.kafka.consumer_stats_interval_ms() <= 0 {
@@ -495,6 +572,42 @@ mod tests {
         std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("12345"), "{e}");
+    }
+
+    /// With an object store, the liveness budget must exceed delivery
+    /// wait + flush interval + the store's worst-case request time
+    /// (defaults: 10 s + 5 s + 70 s = 85 s): refused at exactly 85 s,
+    /// accepted 1 ms above; a local data_dir does not count the store.
+    #[test]
+    fn stall_timeout_covers_the_object_stores_worst_case_request() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("v.toml");
+        let store = vigil_store::ObjectStoreOptions::default().worst_case();
+        assert_eq!(store, std::time::Duration::from_secs(70));
+        let load = |extra: &str| {
+            std::fs::write(&f, extra).unwrap();
+            Settings::load(Some(&f)).map_err(|e| format!("{e:#}"))
+        };
+        let s3 = "data_dir = \"s3://b/p\"\n[worker]\n";
+        let e = load(&format!("{s3}stall_timeout = \"85s\"\n")).unwrap_err();
+        assert!(
+            e.contains("worker.stall_timeout") && e.contains("worst-case request time (1m 10s"),
+            "{e}"
+        );
+        load(&format!("{s3}stall_timeout = \"85001ms\"\n")).unwrap();
+        // The state dir alone on the store counts too.
+        let e = load("[worker]\nstate_dir = \"s3://b/s\"\nstall_timeout = \"85s\"\n").unwrap_err();
+        assert!(e.contains("worker.stall_timeout"), "{e}");
+        // Locally only delivery_timeout + flush_interval (15 s) count.
+        load("[worker]\nstall_timeout = \"16s\"\n").unwrap();
+        // Tighter store bounds leave room for a shorter stall timeout.
+        load(&format!(
+            "{s3}stall_timeout = \"40s\"\n[storage.object_store]\nrequest_timeout = \"5s\"\n\
+             max_retries = 2\nretry_timeout = \"10s\"\nmax_backoff = \"1s\"\n"
+        ))
+        .unwrap();
+        let e = load("[storage.object_store]\nconnect_timeout = \"30s\"\n").unwrap_err();
+        assert!(e.contains("storage.object_store.connect_timeout"), "{e}");
     }
 
     #[test]

@@ -144,12 +144,12 @@ struct CheckpointHeader {
 }
 
 /// The offset a partition's checkpoint continues from, read from the
-/// checkpoint file under `state_dir` of the source named `source` in file
+/// checkpoint in `store` (a directory or an object store) of the source named `source` in file
 /// names (the sanitized topic), or `None` when the partition has no
 /// checkpoint. `vigil compact` merges only the files of ranges before it:
 /// the files a restarted worker's sweep never removes.
 pub fn checkpoint_next_offset(
-    state_dir: &std::path::Path,
+    store: &vigil_store::CheckpointStore,
     source: &str,
     partition: i32,
 ) -> Result<Option<i64>> {
@@ -160,14 +160,18 @@ pub fn checkpoint_next_offset(
         partition: i32,
         next_offset: i64,
     }
-    let path = state_dir.join(source).join(format!("p{partition:05}.ckpt"));
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    let path = store
+        .dir()
+        .join(source)
+        .join(format!("p{partition:05}.ckpt"));
+    let Some(file) = store
+        .reader_of_source(source, partition)
+        .with_context(|| format!("opening {}", path.display()))?
+    else {
+        return Ok(None);
     };
     // The state after the header is skipped, not held.
-    let h: Head = serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
+    let h: Head = serde_json::from_reader(file)
         .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
     if !READS_FORMATS.contains(&h.format) {
         bail!(
@@ -661,14 +665,16 @@ impl Worker {
         Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
         // A directory or an object store each (docs/storage.md "Object
         // stores"); an s3:// client takes its credentials from AWS_*.
+        let store_opts = settings.storage.object_store.options();
         let data_dir = settings
             .data_dir
-            .open()
+            .open_with(&store_opts)
             .with_context(|| format!("opening data_dir {}", settings.data_dir))?;
-        let state_root =
-            settings.worker.state_dir.open().with_context(|| {
-                format!("opening worker.state_dir {}", settings.worker.state_dir)
-            })?;
+        let state_root = settings
+            .worker
+            .state_dir
+            .open_with(&store_opts)
+            .with_context(|| format!("opening worker.state_dir {}", settings.worker.state_dir))?;
         let store = CheckpointStore::at(&state_root, settings.storage.parquet.sync);
         let hook = CheckpointHook {
             store: store.clone(),
@@ -1353,7 +1359,7 @@ mod tests {
         let h = hook(d.path());
         let topic = "rmm/odd topic";
         let source = vigil_store::sanitize_source(topic);
-        assert_eq!(checkpoint_next_offset(d.path(), &source, 3).unwrap(), None);
+        assert_eq!(checkpoint_next_offset(&h.store, &source, 3).unwrap(), None);
         let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
         let out = CheckpointOut {
             format: CHECKPOINT_FORMAT,
@@ -1367,7 +1373,7 @@ mod tests {
             .save(topic, 3, &serde_json::to_vec(&out).unwrap())
             .unwrap();
         assert_eq!(
-            checkpoint_next_offset(d.path(), &source, 3).unwrap(),
+            checkpoint_next_offset(&h.store, &source, 3).unwrap(),
             Some(1234)
         );
         h.store
@@ -1375,7 +1381,7 @@ mod tests {
             .unwrap();
         let e = format!(
             "{:#}",
-            checkpoint_next_offset(d.path(), &source, 4).unwrap_err()
+            checkpoint_next_offset(&h.store, &source, 4).unwrap_err()
         );
         assert!(e.contains("expected"), "{e}");
     }

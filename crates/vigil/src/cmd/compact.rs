@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use vigil_store::compact::{Commit, CompactReport, DateScope};
-use vigil_store::Dataset;
+use vigil_store::{CheckpointStore, Dataset, Location};
 
 use crate::obs;
 use crate::settings::Settings;
@@ -18,14 +18,15 @@ use crate::settings::Settings;
 /// Arguments of `vigil compact`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Root of the datasets: a directory or a `file://` URL (default:
-    /// `data_dir` from the config).
+    /// Root of the datasets: a directory, a `file://` URL or
+    /// `s3://bucket/prefix` (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|URL")]
     pub data_dir: Option<String>,
-    /// The workers' checkpoint directory, which says what each partition
-    /// committed (default: `worker.state_dir` from the config).
-    #[arg(long, env = "VIGIL_WORKER__STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// The workers' checkpoints, which say what each partition committed:
+    /// a directory or `s3://bucket/prefix` (default: `worker.state_dir`
+    /// from the config).
+    #[arg(long, env = "VIGIL_WORKER__STATE_DIR", value_name = "DIR|URL")]
+    pub state_dir: Option<String>,
     /// Compact this UTC date (YYYY-MM-DD) only, even if it ended less than
     /// `compaction.settle` ago (or is today). Default: every date that
     /// ended at least `compaction.settle` ago.
@@ -38,21 +39,6 @@ pub struct Args {
     pub metrics_file: Option<PathBuf>,
 }
 
-/// The local directory of `--data-dir`: a path, or a `file://` URL. Other
-/// schemes are refused (object stores are not supported yet).
-fn local_root(arg: &str) -> Result<PathBuf> {
-    if let Some(path) = arg.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            bail!("--data-dir {arg}: a file:// URL needs an absolute path (file:///data/vigil)");
-        }
-        return Ok(PathBuf::from(path));
-    }
-    if let Some((scheme, _)) = arg.split_once("://") {
-        bail!("--data-dir {arg}: {scheme}:// is not supported yet; give a directory or file://");
-    }
-    Ok(PathBuf::from(arg))
-}
-
 /// The UTC day number of `--date`.
 fn parse_date(d: &str) -> Result<i64> {
     vigil_store::retention::parse_partition_dir(&format!("date={d}"))
@@ -63,18 +49,19 @@ fn parse_date(d: &str) -> Result<i64> {
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::load(config)?;
-    let root = match &a.data_dir {
-        Some(d) => local_root(d)?,
-        None => settings.data_dir.local_dir("vigil compact")?.to_path_buf(),
+    let location = crate::settings::location_arg(a.data_dir)?.unwrap_or(settings.data_dir.clone());
+    let state_location = match a.state_dir {
+        Some(s) => s.parse::<Location>().context("--state-dir")?,
+        None => settings.worker.state_dir.clone(),
     };
-    let state_dir = match a.state_dir {
-        Some(d) => d,
-        None => settings
-            .worker
-            .state_dir
-            .local_dir("vigil compact (worker.state_dir)")?
-            .to_path_buf(),
-    };
+    let store_opts = settings.storage.object_store.options();
+    let root = location
+        .open_with(&store_opts)
+        .with_context(|| format!("opening {location}"))?;
+    let state_root = state_location
+        .open_with(&store_opts)
+        .with_context(|| format!("opening {state_location}"))?;
+    let checkpoints = CheckpointStore::at(&state_root, false);
     let scope = match &a.date {
         Some(d) => DateScope::Day(parse_date(d)?),
         None => DateScope::Settled,
@@ -88,28 +75,31 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         None => None,
     };
     let opts = settings.compaction.options(&settings.storage.parquet);
-    if !state_dir.is_dir() {
-        tracing::warn!(
-            state_dir = %state_dir.display(),
-            "no checkpoint directory: every source is treated as a replay (its files are \
-             compacted once compaction.settle old); point worker.state_dir at the workers' \
-             checkpoints"
-        );
+    if let Location::Local(d) = &state_location {
+        if !d.is_dir() {
+            tracing::warn!(
+                state_dir = %d.display(),
+                "no checkpoint directory: every source is treated as a replay (its files are \
+                 compacted once compaction.settle old); point worker.state_dir at the workers' \
+                 checkpoints"
+            );
+        }
     }
     let span = tracing::info_span!(
         "compact",
-        root = %root.display(),
+        root = %location,
+        state = %state_location,
         date = a.date.as_deref().unwrap_or("settled"),
     );
     let _g = span.enter();
     let mut commits = |source: &str, partition: i32| {
-        crate::worker::checkpoint_next_offset(&state_dir, source, partition)
+        crate::worker::checkpoint_next_offset(&checkpoints, source, partition)
             .map(|o| o.map_or(Commit::Unknown, Commit::Before))
             .map_err(|e| format!("{e:#}"))
     };
     let now_ms = chrono::Utc::now().timestamp_millis();
     let report = vigil_store::compact::compact(&root, &opts, scope, now_ms, &mut commits)
-        .with_context(|| format!("compacting under {}", root.display()))?;
+        .with_context(|| format!("compacting under {location}"))?;
     let elapsed = started.elapsed();
     record(&report, elapsed);
     for m in &report.merged {
@@ -149,6 +139,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         stale_tmp_removed = report.stale_tmp_removed,
         not_yet = report.not_yet,
         conflicts = report.conflicts,
+        object_store = location.is_object_store(),
         elapsed_ms = elapsed.as_millis() as u64,
         "compaction done"
     );
@@ -176,6 +167,8 @@ fn record(report: &CompactReport, elapsed: std::time::Duration) {
             .increment(of().map(|m| m.bytes_out).sum());
     }
     metrics::counter!(obs::COMPACT_CONFLICTS).increment(report.conflicts);
+    metrics::counter!(obs::COMPACT_LEFTOVERS_REMOVED).increment(report.leftovers_removed);
+    metrics::counter!(obs::COMPACT_FILES_NOT_YET).increment(report.not_yet);
     metrics::gauge!(obs::COMPACT_SECONDS).set(elapsed.as_secs_f64());
 }
 
@@ -184,15 +177,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_dir_takes_paths_and_file_urls_only() {
-        assert_eq!(local_root("data").unwrap(), PathBuf::from("data"));
-        assert_eq!(
-            local_root("file:///var/lib/vigil").unwrap(),
-            PathBuf::from("/var/lib/vigil")
-        );
-        assert!(local_root("file://relative").is_err());
-        let e = local_root("s3://bucket/x").unwrap_err().to_string();
-        assert!(e.contains("s3:// is not supported"), "{e}");
+    fn dates_parse_in_canonical_form_only() {
         assert_eq!(parse_date("1970-01-02").unwrap(), 1);
         assert!(parse_date("2026-1-2").is_err() && parse_date("yesterday").is_err());
     }

@@ -12,9 +12,9 @@ use crate::settings::Settings;
 /// Arguments of `vigil retention`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Root of the datasets, a local directory (default: `data_dir` from
-    /// the config).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
+    /// Root of the datasets: a directory or `s3://bucket/prefix`
+    /// (default: `data_dir` from the config).
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|URL")]
     pub data_dir: Option<String>,
     /// List what would be removed; remove nothing.
     #[arg(long)]
@@ -24,20 +24,28 @@ pub struct Args {
 /// Runs `vigil retention`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
-    let root = crate::settings::location_arg(a.data_dir)?
-        .unwrap_or(settings.data_dir)
-        .local_dir("vigil retention")?
-        .to_path_buf();
+    let location = crate::settings::location_arg(a.data_dir)?.unwrap_or(settings.data_dir.clone());
     let limits = settings.retention.limits();
     if limits == Default::default() {
         println!("retention: no limit set in [retention]; every dataset is kept forever");
         return Ok(());
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let _span =
-        tracing::info_span!("retention", root = %root.display(), dry_run = a.dry_run).entered();
-    let report = vigil_store::retention::apply(&root, &limits, now_ms, a.dry_run)
-        .with_context(|| format!("applying retention under {}", root.display()))?;
+    let _span = tracing::info_span!("retention", root = %location, dry_run = a.dry_run).entered();
+    let root = location
+        .open_with(&settings.storage.object_store.options())
+        .with_context(|| format!("opening {location}"))?;
+    let report = vigil_store::retention::apply_at(&root, &limits, now_ms, a.dry_run)
+        .with_context(|| format!("applying retention under {location}"))?;
+    if !a.dry_run {
+        for r in &report.removed {
+            metrics::counter!(crate::obs::RETENTION_REMOVED, "dataset" => r.dataset).increment(1);
+            metrics::counter!(crate::obs::RETENTION_FILES, "dataset" => r.dataset)
+                .increment(r.files);
+            metrics::counter!(crate::obs::RETENTION_BYTES, "dataset" => r.dataset)
+                .increment(r.bytes);
+        }
+    }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for r in &report.removed {
         let what = r

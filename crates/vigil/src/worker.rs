@@ -118,7 +118,11 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// under `live.families.<family>`, and every family's state form version
 /// in `detectors.versions`. Formats 4 and 5 restore into it
 /// (`vigil_ops::detect::legacy`).
-const CHECKPOINT_FORMAT: u32 = 6;
+/// 7: dedup windows of agents without boot id keep tags for the numbers
+/// `0..64` only (`low_tags`, three words) instead of a tag byte per slot;
+/// a format-6 window restores into it (`vigil_ops::dedup`), and a build
+/// that reads at most format 6 refuses format 7 by number.
+const CHECKPOINT_FORMAT: u32 = 7;
 
 /// Checkpoint formats this Vigil restores.
 const READS_FORMATS: std::ops::RangeInclusive<u32> = 4..=CHECKPOINT_FORMAT;

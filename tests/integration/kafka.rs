@@ -22,6 +22,7 @@ use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
 
 use crate::common::{alert_schema, free_port, sql, vigil_bin};
 
+mod crash;
 mod otlp;
 
 /// 2026-11-02T00:00:00Z: a window-aligned start, in the past (so nothing

@@ -407,7 +407,7 @@ fn s3_a_large_checkpoint_goes_up_in_parts_and_a_failed_one_changes_nothing() {
     let Some(s3) = S3::new("ckpt") else {
         return;
     };
-    let store = vigil_store::CheckpointStore::at(&s3.root("state"), true);
+    let store = vigil_store::CheckpointStore::at(&s3.root("state"));
     let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
     let parts = 2 * vigil_store::location::PART_BYTES / chunk.len() + 3;
     let t = Instant::now();

@@ -24,41 +24,37 @@
 //!   this is the rule that keeps the live boot's window whatever stale
 //!   batches arrive: it is evicted only by two different stale boots in a
 //!   row, which needs three restarts within the retry horizon.
-//! - **Content tag**, for agents that send no boot id (session 0). Each
-//!   slot of its window also keeps a [`TAG_BITS`]-bit tag of the batch
-//!   recorded there ([`tag_of`] of a content hash, see
-//!   `decode::content_hash`) and one bit saying whether it was written
-//!   since the last restart detected; the window also keeps the latest
-//!   `sent_at_ms` recorded. A seen number whose slot was written since the
-//!   last restart is a duplicate if the tags agree and the batch was not
-//!   sent after everything recorded (a resend is the same record, send
-//!   time included); else it is a restart ([`RestartCause::Content`]): the
-//!   batch is accepted and every slot is marked as written before it (but
-//!   the last one written, when its number is lower: an agent that
-//!   restarts from 0 after numbering from 1 shows the restart only at its
-//!   second batch). A seen number whose slot was written before the last
-//!   restart is taken over by the new numbering without comparing tags.
-//!   So the send time shows every restart of an agent whose clock moves
-//!   forward, and tags decide only for a batch not sent after everything
-//!   recorded whose number's slot holds another batch written since the
-//!   last restart: a restart whose clock went back, or a straggler of an
-//!   older numbering delivered after the new one reused its number. Such
-//!   a batch is dropped as a duplicate when the tags collide, with
-//!   probability 2^-[`TAG_BITS`] (1 in 8; for a restart, the next reused
-//!   number then shows it: on average a seventh of a batch lost). Nothing
-//!   the new numbering sent is forgotten when a restart shows. The price:
-//!   a resend of a batch written before the restart showed (other than
-//!   that last one) is accepted again (see docs/semantics.md).
+//! - **Send time and content tag**, for agents that send no boot id
+//!   (session 0). The window also keeps the latest `sent_at_ms` recorded,
+//!   the last number recorded and a [`TAG_BITS`]-bit tag ([`tag_of`] of a
+//!   content hash, see `decode::content_hash`) of each of the numbers
+//!   `0..`[`TAGGED_SEQS`], the ones a restart reuses first. A resend is
+//!   the same record, send time included, so a batch sent after every
+//!   batch recorded cannot be a resend: a seen number that comes with a
+//!   later send time is a restart ([`RestartCause::Content`]), and so is a
+//!   seen number below [`TAGGED_SEQS`] whose tag differs from the one
+//!   recorded (a restart whose clock went back). At a restart every number
+//!   seen is forgotten, so the new numbering takes them over, but the last
+//!   one recorded when its number is lower (an agent that restarts from 0
+//!   after numbering from 1 shows the restart only at its second batch).
+//!   A number below the window that comes with a later send time is a
+//!   restart too, taken at once: the window starts afresh at it.
+//!   Limits (see docs/semantics.md): a restart whose clock went back shows
+//!   only at a reused number below [`TAGGED_SEQS`] whose tag differs (1
+//!   in 8 collide: the next such number shows it); a straggler of an older
+//!   numbering delivered after the new numbering reused its number is
+//!   dropped unless its tag shows it; a resend of a batch recorded before
+//!   the restart showed is accepted again.
 //! - **Resync**: a number below the window cannot be judged; after
 //!   [`RESYNC_AFTER`] consecutive too-old batches with consecutive numbers,
 //!   the window restarts at the newest one ([`RestartCause::SeqResync`]);
 //!   the batches before it stay refused (dead-lettered with their bytes).
 //!
 //! Memory per agent: [`AgentDedup`] is 72 bytes inline, plus `width / 8`
-//! bytes of bitmap per session, plus `(1 + TAG_BITS) * width / 8` bytes
-//! of "current" and tag bits for a session without boot id (512 at the
-//! default width of 1,024; 1,024 when tags had 7 bits and a byte per
-//! slot), plus one more session (boxed, 64 bytes + its bitmap) once the
+//! bytes of bitmap per session (128 at the default width of 1,024), plus
+//! 24 bytes of tags for a session without boot id (it was 512 bytes of
+//! tags and "current" bits for every slot of the window before checkpoint
+//! format 7), plus one more session (boxed, 64 bytes + its bitmap) once the
 //! agent restarted with a boot id. Event time (watermarks, windows) is not
 //! touched by a restart: points are judged by their timestamps whatever
 //! session they came in.
@@ -130,31 +126,36 @@ pub enum Outcome {
     },
 }
 
-/// Bits of content tag a slot keeps (see [`tag_of`]).
+/// Bits of content tag a tagged number keeps (see [`tag_of`]).
 pub const TAG_BITS: u32 = 3;
 
-/// The content tag a slot keeps: the top [`TAG_BITS`] bits of a 64-bit
+/// How many numbers at the start of a numbering keep a content tag
+/// (`0..TAGGED_SEQS`): the numbers a restart reuses first.
+pub const TAGGED_SEQS: u64 = 64;
+
+/// The content tag a number keeps: the top [`TAG_BITS`] bits of a 64-bit
 /// content hash.
 #[inline]
 pub fn tag_of(hash: u64) -> u8 {
     (hash >> (64 - TAG_BITS)) as u8
 }
 
-/// Bit planes of a tagged window: seen, written since the last restart
-/// detected by content ("current"), then the tag bits.
-const TAGGED_PLANES: usize = 2 + TAG_BITS as usize;
+/// Mask of a tag's bits.
+const TAG_MASK: u8 = (1 << TAG_BITS) - 1;
 
-/// In the checkpoint, a slot's tag byte: bit 7 "current", the tag in the
-/// bits just below it (bits 4–6 with 3 tag bits). Checkpoints written
-/// when tags had 7 bits (bits 0–6) restore to their top bits, which is
-/// what [`tag_of`] keeps now: the format did not change.
+/// In the checkpoint form of format 6 and before, a slot's tag byte: bit 7
+/// "written since the last restart detected", the tag in the bits just
+/// below it (bits 4–6 with 3 tag bits; 7-bit tags in bits 0–6 read as
+/// their top bits, which is what [`tag_of`] keeps).
 const REPR_CURRENT: u8 = 0x80;
 const REPR_TAG_SHIFT: u32 = 7 - TAG_BITS;
 
-/// Anti-replay window over one session's sequence numbers, optionally with
-/// a content tag per slot. Memory is 64 bytes plus `width / 8` (bitmap),
-/// plus `(1 + TAG_BITS) * width / 8` when tagged (512 bytes at the
-/// default width of 1,024).
+/// Anti-replay window over one session's sequence numbers. A window of a
+/// session without boot id (*tagged*) also keeps the latest send time
+/// recorded, the last number recorded and a content tag for each of the
+/// numbers `0..TAGGED_SEQS` (three bit planes of one word). Memory: 56
+/// bytes inline plus `width / 8` (the seen bitmap: 128 bytes at the
+/// default width of 1,024), plus 24 when tagged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "AntiReplayRepr", into = "AntiReplayRepr")]
 pub struct AntiReplay {
@@ -162,10 +163,9 @@ pub struct AntiReplay {
     highest: u64,
     /// Last too-old seq (meaningful when `resync_run > 0`).
     resync_seq: u64,
-    /// Bit planes of `width` bits each, indexed by `seq % width`: the
-    /// seen bits, then for a tagged window the "current" bits (written
-    /// since the last restart detected by content) and [`TAG_BITS`]
-    /// planes of the content tag of each slot's batch.
+    /// The seen bitmap (`width` bits, indexed by `seq % width`), then for
+    /// a tagged window [`TAG_BITS`] words: bit `b` of tag word `i` is bit
+    /// `i` of the tag of number `b` (`b < TAGGED_SEQS`).
     bits: Box<[u64]>,
     /// Last number recorded in a tagged window (meaningful when `has_last`).
     last: u64,
@@ -177,7 +177,7 @@ pub struct AntiReplay {
     has_highest: bool,
     /// Whether `last` is set.
     has_last: bool,
-    /// Whether `bits` holds the tag planes.
+    /// Whether `bits` holds the tag words.
     tagged: bool,
 }
 
@@ -194,9 +194,14 @@ struct AntiReplayRepr {
     /// Latest send time recorded (tagged windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_sent: Option<i64>,
-    /// One byte per slot as lower-case hex (two characters per slot): bit
-    /// 7 "current", the tag below it (see `REPR_TAG_SHIFT`).
+    /// Tags of the numbers `0..TAGGED_SEQS` (tagged windows, checkpoint
+    /// format 7 on): [`TAG_BITS`] words, word `i` holding bit `i` of each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    low_tags: Option<Vec<u64>>,
+    /// Format 6 and before: one byte per slot as lower-case hex (two
+    /// characters per slot), bit 7 "current", the tag below it (see
+    /// `REPR_TAG_SHIFT`). Read, never written.
+    #[serde(default, skip_serializing)]
     tags: Option<String>,
 }
 
@@ -225,16 +230,6 @@ fn hex_decode(s: &str) -> Result<Vec<u8>, ReprError> {
         .collect()
 }
 
-fn hex_encode(b: impl ExactSizeIterator<Item = u8>) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(D[(x >> 4) as usize] as char);
-        s.push(D[(x & 15) as usize] as char);
-    }
-    s
-}
-
 impl TryFrom<AntiReplayRepr> for AntiReplay {
     type Error = ReprError;
 
@@ -256,7 +251,18 @@ impl TryFrom<AntiReplayRepr> for AntiReplay {
             has_last: r.last.is_some(),
             tagged: false,
         };
-        if let Some(h) = r.tags {
+        if let Some(words) = r.low_tags {
+            if words.len() != TAG_BITS as usize {
+                return Err(ReprError(format!(
+                    "{} tag words, expected {TAG_BITS}",
+                    words.len()
+                )));
+            }
+            a.add_tag_words();
+            let n = a.words();
+            a.bits[n..].copy_from_slice(&words);
+        } else if let Some(h) = r.tags {
+            // Format 6 and before: a tag and a "current" bit per slot.
             let bytes = hex_decode(&h)?;
             let width = a.bits.len() * 64;
             if bytes.len() != width {
@@ -265,13 +271,18 @@ impl TryFrom<AntiReplayRepr> for AntiReplay {
                     bytes.len()
                 )));
             }
-            a.add_tag_planes();
+            a.add_tag_words();
             for (slot, &b) in bytes.iter().enumerate() {
-                a.put_slot(
-                    slot as u64,
-                    (b >> REPR_TAG_SHIFT) & TAG_MASK,
-                    b & REPR_CURRENT != 0,
-                );
+                let seq = slot as u64;
+                if b & REPR_CURRENT == 0 {
+                    // Written before the last restart detected: the next
+                    // batch with this number was to take it over, which an
+                    // unseen number does.
+                    a.set(seq, false);
+                }
+                if seq < TAGGED_SEQS && a.holds(seq) {
+                    a.put_tag(seq, (b >> REPR_TAG_SHIFT) & TAG_MASK);
+                }
             }
         }
         Ok(a)
@@ -280,28 +291,20 @@ impl TryFrom<AntiReplayRepr> for AntiReplay {
 
 impl From<AntiReplay> for AntiReplayRepr {
     fn from(a: AntiReplay) -> Self {
-        let tags = a.tagged.then(|| {
-            hex_encode((0..a.words() * 64).map(|slot| {
-                let (tag, current) = a.slot(slot as u64);
-                (tag << REPR_TAG_SHIFT) | if current { REPR_CURRENT } else { 0 }
-            }))
-        });
         let words = a.words();
         let mut bits = a.bits.into_vec();
-        bits.truncate(words);
+        let low_tags = a.tagged.then(|| bits.split_off(words));
         AntiReplayRepr {
             highest: a.has_highest.then_some(a.highest),
             resync: (a.resync_run > 0).then_some((a.resync_seq, a.resync_run)),
             last: a.has_last.then_some(a.last),
             max_sent: (a.max_sent != i64::MIN).then_some(a.max_sent),
-            tags,
+            low_tags,
+            tags: None,
             bits: bits.into_boxed_slice(),
         }
     }
 }
-
-/// Mask of a tag's bits.
-const TAG_MASK: u8 = (1 << TAG_BITS) - 1;
 
 impl AntiReplay {
     /// A window covering `width` sequence numbers (rounded up to 64),
@@ -321,18 +324,18 @@ impl AntiReplay {
         }
     }
 
-    /// A window like [`AntiReplay::new`] with one content tag per slot.
+    /// A window like [`AntiReplay::new`] that also keeps the send time,
+    /// the last number and the tags of the numbers `0..TAGGED_SEQS`.
     pub fn new_tagged(width: u32) -> Self {
         let mut a = AntiReplay::new(width);
-        a.add_tag_planes();
+        a.add_tag_words();
         a
     }
 
-    /// Appends the (zeroed) "current" and tag planes.
-    fn add_tag_planes(&mut self) {
-        let words = self.bits.len();
+    /// Appends the (zeroed) tag words.
+    fn add_tag_words(&mut self) {
         let mut v = std::mem::take(&mut self.bits).into_vec();
-        v.resize(words * TAGGED_PLANES, 0);
+        v.resize(v.len() + TAG_BITS as usize, 0);
         self.bits = v.into_boxed_slice();
         self.tagged = true;
     }
@@ -342,70 +345,76 @@ impl AntiReplay {
         self.tagged
     }
 
-    /// Words per bit plane.
+    /// Words of the seen bitmap.
     #[inline]
     fn words(&self) -> usize {
-        if self.tagged {
-            self.bits.len() / TAGGED_PLANES
-        } else {
-            self.bits.len()
-        }
+        self.bits.len() - if self.tagged { TAG_BITS as usize } else { 0 }
     }
 
     fn width(&self) -> u64 {
         self.words() as u64 * 64
     }
 
-    /// Word index (within a plane) and bit mask of slot `slot`.
+    /// Word index and bit mask of number `seq` in the seen bitmap.
     #[inline]
-    fn locate(&self, slot: u64) -> (usize, u64) {
-        let i = slot % self.width();
+    fn locate(&self, seq: u64) -> (usize, u64) {
+        let i = seq % self.width();
         ((i / 64) as usize, 1 << (i % 64))
     }
 
     #[inline]
-    fn plane_bit(&self, plane: usize, slot: u64) -> bool {
-        let (w, m) = self.locate(slot);
-        self.bits[plane * self.words() + w] & m != 0
-    }
-
-    #[inline]
-    fn set_plane_bit(&mut self, plane: usize, slot: u64, on: bool) {
-        let (w, m) = self.locate(slot);
-        let i = plane * self.words() + w;
-        if on {
-            self.bits[i] |= m;
-        } else {
-            self.bits[i] &= !m;
-        }
-    }
-
-    #[inline]
     fn bit(&self, seq: u64) -> bool {
-        self.plane_bit(0, seq)
+        let (w, m) = self.locate(seq);
+        self.bits[w] & m != 0
     }
 
     #[inline]
     fn set(&mut self, seq: u64, on: bool) {
-        self.set_plane_bit(0, seq, on)
-    }
-
-    /// Tag and "current" bit of slot `slot` (tagged windows).
-    fn slot(&self, slot: u64) -> (u8, bool) {
-        let tag = (0..TAG_BITS as usize)
-            .fold(0u8, |t, b| t | (u8::from(self.plane_bit(2 + b, slot)) << b));
-        (tag, self.plane_bit(1, slot))
-    }
-
-    /// Writes tag and "current" bit of slot `slot` (tagged windows).
-    fn put_slot(&mut self, slot: u64, tag: u8, current: bool) {
-        self.set_plane_bit(1, slot, current);
-        for b in 0..TAG_BITS as usize {
-            self.set_plane_bit(2 + b, slot, tag >> b & 1 != 0);
+        let (w, m) = self.locate(seq);
+        if on {
+            self.bits[w] |= m;
+        } else {
+            self.bits[w] &= !m;
         }
     }
 
-    /// The seen bits (the first plane).
+    /// Whether `seq` is inside the window (at or below the highest and
+    /// less than `width` below it).
+    fn holds(&self, seq: u64) -> bool {
+        self.highest()
+            .is_some_and(|h| seq <= h && h - seq < self.width())
+    }
+
+    /// The tag recorded for number `seq` (tagged windows, `seq <
+    /// TAGGED_SEQS`, meaningful while `seq` is seen).
+    fn tag(&self, seq: u64) -> Option<u8> {
+        if !self.tagged || seq >= TAGGED_SEQS {
+            return None;
+        }
+        let n = self.words();
+        Some((0..TAG_BITS as usize).fold(0u8, |t, i| {
+            t | (u8::from(self.bits[n + i] >> seq & 1 != 0) << i)
+        }))
+    }
+
+    /// Keeps `tag` for number `seq` (tagged windows, `seq < TAGGED_SEQS`;
+    /// a no-op otherwise).
+    fn put_tag(&mut self, seq: u64, tag: u8) {
+        if !self.tagged || seq >= TAGGED_SEQS {
+            return;
+        }
+        let n = self.words();
+        for i in 0..TAG_BITS as usize {
+            let w = &mut self.bits[n + i];
+            if tag >> i & 1 != 0 {
+                *w |= 1 << seq;
+            } else {
+                *w &= !(1 << seq);
+            }
+        }
+    }
+
+    /// The seen bits.
     fn seen_mut(&mut self) -> &mut [u64] {
         let words = self.words();
         &mut self.bits[..words]
@@ -423,8 +432,7 @@ impl AntiReplay {
     }
 
     /// Records `seq` as processed. Call only after [`AntiReplay::check`]
-    /// returned [`Verdict::New`] (or, for a tagged window, when a seen
-    /// number is taken by a batch of other content).
+    /// returned [`Verdict::New`].
     pub fn record(&mut self, seq: u64) {
         self.resync_run = 0;
         self.resync_seq = 0;
@@ -450,39 +458,40 @@ impl AntiReplay {
         }
     }
 
-    /// [`AntiReplay::record`], keeping `tag` ([`TAG_BITS`]) in the slot and the
-    /// latest send time when the window is tagged.
+    /// [`AntiReplay::record`], keeping the send time, the number as the
+    /// last one and `tag` (for a number below [`TAGGED_SEQS`]) when the
+    /// window is tagged.
     pub fn record_tagged(&mut self, seq: u64, tag: u8, sent_at_ms: i64) {
         self.record(seq);
-        if self.is_tagged() {
+        if self.tagged {
             self.max_sent = self.max_sent.max(sent_at_ms);
-            self.put_slot(seq, tag & TAG_MASK, true);
+            self.put_tag(seq, tag & TAG_MASK);
             self.last = seq;
             self.has_last = true;
         }
     }
 
-    /// The content tag of seen number `seq` and whether it was written
-    /// since the last restart detected by content (`None` when untagged or
-    /// not seen).
-    fn slot_tag(&self, seq: u64) -> Option<(u8, bool)> {
-        if !self.is_tagged() || self.check(seq) != Verdict::Duplicate {
-            return None;
+    /// Forgets every number seen before the restart that number `seq`
+    /// shows (one pass over the bitmap per detected restart), so the new
+    /// numbering takes them over; but the last one recorded stays seen
+    /// when it is below `seq`: an agent that restarts from 0 after
+    /// numbering from 1 shows it only at its second batch, and the first
+    /// must keep dropping its resends.
+    fn forget_before_restart(&mut self, seq: u64) {
+        let keep = (self.has_last && self.last < seq && self.holds(self.last)).then_some(self.last);
+        self.seen_mut().iter_mut().for_each(|w| *w = 0);
+        if let Some(l) = keep {
+            self.set(l, true);
         }
-        Some(self.slot(seq))
     }
 
-    /// Marks every slot as written before the restart that number `seq`
-    /// shows (rare: one pass over the tags per detected restart), except
-    /// the last one recorded when it is below `seq`: an agent that
-    /// restarts from 0 after numbering from 1 shows it only at its second
-    /// batch, and the first must keep dropping its resends.
-    fn age_tags(&mut self, seq: u64) {
-        let words = self.words();
-        self.bits[words..2 * words].iter_mut().for_each(|w| *w = 0);
-        if self.has_last && self.last < seq {
-            self.set_plane_bit(1, self.last, true);
-        }
+    /// Starts the window afresh: nothing seen, no highest.
+    fn reset(&mut self) {
+        self.has_highest = false;
+        self.highest = 0;
+        self.seen_mut().iter_mut().for_each(|w| *w = 0);
+        self.resync_run = 0;
+        self.resync_seq = 0;
     }
 
     /// Notes a batch that [`AntiReplay::check`] found too old. Returns true
@@ -495,11 +504,7 @@ impl AntiReplay {
             1
         };
         if run >= RESYNC_AFTER {
-            self.has_highest = false;
-            self.highest = 0;
-            self.seen_mut().iter_mut().for_each(|w| *w = 0);
-            self.resync_run = 0;
-            self.resync_seq = 0;
+            self.reset();
             true
         } else {
             self.resync_seq = seq;
@@ -559,10 +564,12 @@ impl AgentDedup {
     /// accepted. `hash` gives the batch's content hash; it is called only
     /// for sessions without boot id, at most once.
     ///
-    /// `sent_at_ms` breaks a tag tie: a batch sent after every batch
-    /// recorded in its session cannot be a resend of one of them (a resend
-    /// is the same record, send time included), so it shows a restart
-    /// even when its tag collides.
+    /// Without boot id, `sent_at_ms` shows most restarts: a batch sent
+    /// after every batch recorded in its session cannot be a resend of one
+    /// of them (a resend is the same record, send time included), so a
+    /// seen or too-old number that comes with one is a restart; the tags
+    /// of the numbers below [`TAGGED_SEQS`] show a restart whose clock
+    /// went back.
     pub fn observe(
         &mut self,
         boot: u64,
@@ -600,37 +607,61 @@ impl AgentDedup {
             self.win = self.window_for(0);
         }
         let win = &mut self.win;
+        if !win.is_tagged() {
+            // A boot id decides: the content is not looked at.
+            return match win.check(seq) {
+                Verdict::New => {
+                    win.record(seq);
+                    Outcome::Accept(restart)
+                }
+                Verdict::Duplicate => Outcome::Duplicate,
+                Verdict::TooOld if win.note_too_old(seq) => {
+                    win.record(seq);
+                    Outcome::Accept(Some(RestartCause::SeqResync))
+                }
+                Verdict::TooOld => Outcome::TooOld {
+                    highest: win.highest().unwrap_or(0),
+                },
+            };
+        }
+        // No boot id: a batch sent after every batch recorded cannot be a
+        // resend of one of them (a resend is the same record, send time
+        // included); the tags of the first numbers catch a restart whose
+        // clock went back.
+        let later = sent_at_ms > win.max_sent;
+        let mut hash = Some(hash);
+        let mut tag = || (seq < TAGGED_SEQS).then(|| tag_of(hash.take().map_or(0, |h| h())));
         match win.check(seq) {
             Verdict::New => {
-                let tag = if win.is_tagged() { tag_of(hash()) } else { 0 };
-                win.record_tagged(seq, tag, sent_at_ms);
+                let t = tag();
+                win.record_tagged(seq, t.unwrap_or(0), sent_at_ms);
                 Outcome::Accept(restart)
             }
-            Verdict::Duplicate => match win.slot_tag(seq) {
-                Some((old, current)) => {
-                    let tag = tag_of(hash());
-                    if !current {
-                        // Written before the last restart detected: the
-                        // new numbering takes the number over (tags are
-                        // not compared, so a tag collision cannot drop it).
-                        win.record_tagged(seq, tag, sent_at_ms);
-                        Outcome::Accept(None)
-                    } else if tag == old && sent_at_ms <= win.max_sent {
-                        Outcome::Duplicate
-                    } else {
-                        // A reused number: the agent restarted its
-                        // numbering. Every slot now belongs to the old one.
-                        win.age_tags(seq);
-                        win.record_tagged(seq, tag, sent_at_ms);
-                        Outcome::Accept(Some(RestartCause::Content))
-                    }
+            Verdict::Duplicate => {
+                let t = tag();
+                let other = matches!((t, win.tag(seq)), (Some(new), Some(old)) if new != old);
+                if later || other {
+                    // A reused number: the agent restarted its numbering,
+                    // and every number seen belongs to the old one.
+                    win.forget_before_restart(seq);
+                    win.record_tagged(seq, t.unwrap_or(0), sent_at_ms);
+                    Outcome::Accept(Some(RestartCause::Content))
+                } else {
+                    Outcome::Duplicate
                 }
-                None => Outcome::Duplicate,
-            },
+            }
+            Verdict::TooOld if later => {
+                // Below the window and sent after everything recorded: a
+                // restart, taken at once (no resync run needed).
+                win.reset();
+                let t = tag();
+                win.record_tagged(seq, t.unwrap_or(0), sent_at_ms);
+                Outcome::Accept(Some(RestartCause::Content))
+            }
             Verdict::TooOld => {
                 if win.note_too_old(seq) {
-                    let tag = if win.is_tagged() { tag_of(hash()) } else { 0 };
-                    win.record_tagged(seq, tag, sent_at_ms);
+                    let t = tag();
+                    win.record_tagged(seq, t.unwrap_or(0), sent_at_ms);
                     Outcome::Accept(Some(RestartCause::SeqResync))
                 } else {
                     Outcome::TooOld {
@@ -733,7 +764,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<AgentDedup>(), 72);
         // Heap: the seen bits, plus "current" and tag bits without boot id.
         assert_eq!(AntiReplay::new(1024).bits.len() * 8, 128);
-        assert_eq!(AntiReplay::new_tagged(1024).bits.len() * 8, 640);
+        assert_eq!(AntiReplay::new_tagged(1024).bits.len() * 8, 152);
     }
 
     #[test]
@@ -879,16 +910,30 @@ mod tests {
             // The old boot's numbers below its window still are.
             assert_eq!(obs(&mut d, boot, 0, 10), Outcome::TooOld { highest: 5000 });
         }
-        // Without a boot id, a restart far below resyncs after three.
+        // Without a boot id, a restart far below whose clock went back
+        // resyncs after three; the two before it stay refused.
         let mut d = AgentDedup::new(64);
         obs(&mut d, 0, 0, 5000);
-        assert_eq!(obs(&mut d, 0, 1, 1), Outcome::TooOld { highest: 5000 });
-        assert_eq!(obs(&mut d, 0, 1, 2), Outcome::TooOld { highest: 5000 });
+        let back = |d: &mut AgentDedup, seq| d.observe(0, seq, seq as i64, || h(1, seq));
+        assert_eq!(back(&mut d, 1), Outcome::TooOld { highest: 5000 });
+        assert_eq!(back(&mut d, 2), Outcome::TooOld { highest: 5000 });
         assert_eq!(
-            obs(&mut d, 0, 1, 3),
+            back(&mut d, 3),
             Outcome::Accept(Some(RestartCause::SeqResync))
         );
-        assert_eq!(obs(&mut d, 0, 1, 3), Outcome::Duplicate);
+        assert_eq!(back(&mut d, 3), Outcome::Duplicate);
+        // Sent after everything recorded: a restart at once, nothing lost.
+        let mut e = AgentDedup::new(64);
+        obs(&mut e, 0, 0, 5000);
+        assert_eq!(obs(&mut e, 0, 1, 1), BY_CONTENT);
+        assert_eq!(obs(&mut e, 0, 1, 2), ACCEPT);
+        assert_eq!(obs(&mut e, 0, 1, 1), Outcome::Duplicate);
+        assert_eq!(e.highest(), Some(2));
+        // A resend below the window, not sent later: still too old.
+        for s in 3..=100 {
+            obs(&mut e, 0, 1, s);
+        }
+        assert_eq!(obs(&mut e, 0, 1, 30), Outcome::TooOld { highest: 100 });
     }
 
     #[test]
@@ -929,13 +974,43 @@ mod tests {
         // The clock went back, other content: the restart still shows.
         assert_eq!(d.observe(0, 3, sent(0, 0), || h(2, 3)), BY_CONTENT);
         assert_eq!(obs(&mut d, 0, 2, 4), ACCEPT, "taken over after the restart");
-        // Written back in the same form, the new tag in the same bits.
+        // Written back in the format-7 form: three tag words.
         let back = serde_json::to_value(&d).unwrap();
-        let hex = back["win"]["tags"].as_str().unwrap();
-        assert_eq!(&hex[6..8], "a0", "slot 3: current, tag 2 in bits 4-6");
-        assert_eq!(&hex[10..12], "10", "slot 5: aged, tag 1");
+        assert!(back["win"].get("tags").is_none(), "{back}");
+        let words: Vec<u64> = serde_json::from_value(back["win"]["low_tags"].clone()).unwrap();
+        // Seq 3 and 4: tag 2; 1-20 but those: tag 1 as restored (stale,
+        // never compared while their numbers are unseen).
+        let ones = ((1u64 << 21) - 2) & !(1 << 3 | 1 << 4);
+        assert_eq!(words, [ones, 1 << 3 | 1 << 4, 0]);
         let again: AgentDedup = serde_json::from_value(back).unwrap();
         assert_eq!(again, d);
+    }
+
+    #[test]
+    fn format_6_slots_written_before_a_restart_restore_as_unseen() {
+        // Slots 1-10: seen, written before the last restart ("00": not
+        // current); 11-12: current, tag 3 ("b0"). Highest 12.
+        let tags: String = (0..64)
+            .map(|s| match s {
+                1..=10 => "00",
+                11 | 12 => "b0",
+                _ => "00",
+            })
+            .collect();
+        let old = serde_json::json!({
+            "boot": 0,
+            "win": {"highest": 12, "bits": [(1u64 << 13) - 2], "last": 12,
+                    "max_sent": 500, "tags": tags}
+        });
+        let mut d: AgentDedup = serde_json::from_value(old).unwrap();
+        // The old numbering's slots are taken over, as format 6 did.
+        for s in 1..=10 {
+            assert_eq!(d.observe(0, s, 1, || h(3, s)), ACCEPT, "seq {s}");
+        }
+        // The current ones still drop their resends (same tag, not later).
+        assert_eq!(d.observe(0, 11, 500, || h(3, 11)), Outcome::Duplicate);
+        // Other content at a current number: a restart.
+        assert_eq!(d.observe(0, 12, 500, || h(5, 12)), BY_CONTENT);
     }
 
     #[test]
@@ -950,6 +1025,12 @@ mod tests {
         let back: AgentDedup = serde_json::from_str(&j).unwrap();
         assert_eq!(back, d);
         let mut v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        // The session without boot id is the previous one.
+        let mut w = v.clone();
+        w["prev"]["win"]["low_tags"] = serde_json::json!([1, 2]);
+        let e = serde_json::from_value::<AgentDedup>(w).unwrap_err();
+        assert!(e.to_string().contains("2 tag words, expected 3"), "{e}");
+        v["prev"]["win"].as_object_mut().unwrap().remove("low_tags");
         v["prev"]["win"]["tags"] = "0g".into();
         let e = serde_json::from_value::<AgentDedup>(v.clone()).unwrap_err();
         assert!(e.to_string().contains("not a hex digit"), "{e}");
@@ -980,113 +1061,193 @@ mod tests {
             }
         }
 
-        /// An agent that reboots (numbering from 0 or 1), delivers out of
-        /// order and resends: every distinct batch is accepted exactly
-        /// once, every identical resend is dropped, within the documented
-        /// limits (with boot ids: batches of the two most recently used
-        /// boots or of a new one; without: a resend counts while its
-        /// number's slot still holds it).
+        /// With boot ids: an agent that reboots (numbering from 0 or 1),
+        /// delivers out of order and resends has every distinct batch
+        /// accepted exactly once and every identical resend dropped, for
+        /// batches of the two most recently used boots or of a new one.
         #[test]
-        fn every_batch_once_every_resend_dropped(
-            with_boot_id in any::<bool>(),
+        fn with_boot_ids_every_batch_once_every_resend_dropped(
             ops in proptest::collection::vec((0u8..8, any::<u16>()), 1..400),
         ) {
-            use std::collections::{HashMap, HashSet};
+            use std::collections::HashSet;
             let mut d = AgentDedup::new(64);
-            let boot_id = |n: u64| if with_boot_id { 1000 + n } else { 0 };
-            let (mut boot, mut next_seq) = (0u64, 1u64);
-            // Emitted, not yet delivered; delivered (for resends).
-            let mut pending: Vec<(u64, u64)> = Vec::new();
-            let mut delivered: Vec<(u64, u64)> = Vec::new();
             let mut accepted: HashSet<(u64, u64)> = HashSet::new();
-            // Most recently used boots first; owner of each number's slot
-            // and whether it was written since the last restart showed.
+            // Most recently used boots first.
             let mut lru: Vec<u64> = Vec::new();
-            let mut slot: HashMap<u64, ((u64, u64), bool)> = HashMap::new();
-            let mut last: Option<(u64, u64)> = None;
-            let mut max_sent = i64::MIN;
-            let mut deliver = |b: (u64, u64), resend: bool, d: &mut AgentDedup,
-                               delivered: &mut Vec<(u64, u64)>| -> Result<(), TestCaseError> {
+            for (b, _) in agent_script(&ops, 50) {
                 let known = lru.contains(&b.0);
-                if with_boot_id && known && lru.iter().take(2).all(|&x| x != b.0) {
-                    return Ok(()); // a forgotten boot: outside the contract
+                if known && lru.iter().take(2).all(|&x| x != b.0) {
+                    continue; // a forgotten boot: outside the contract
                 }
-                if !with_boot_id && resend && slot.get(&b.1) != Some(&(b, true)) {
-                    // Its slot was reused, or written before the restart
-                    // showed: outside the contract.
-                    return Ok(());
-                }
-                let out = obs(d, boot_id(b.0), b.0, b.1);
-                // The documented limit without boot id: a batch not sent
-                // after everything recorded whose slot holds another
-                // current batch with the same tag is taken for its resend.
-                let collides = !with_boot_id
-                    && !accepted.contains(&b)
-                    && sent(b.0, b.1) <= max_sent
-                    && matches!(slot.get(&b.1), Some(&(o, true))
-                        if o != b && tag_of(h(o.0, o.1)) == tag_of(h(b.0, b.1)));
-                if collides {
-                    prop_assert_eq!(out, Outcome::Duplicate, "collision {:?}", b);
-                    return Ok(());
-                }
+                let out = obs(&mut d, 1000 + b.0, b.0, b.1);
                 if accepted.contains(&b) {
                     prop_assert_eq!(out, Outcome::Duplicate, "resend {:?}", b);
                 } else {
                     prop_assert!(matches!(out, Outcome::Accept(_)), "{:?}: {:?}", b, out);
-                    if with_boot_id {
-                        let new_boot = !known && !lru.is_empty();
-                        prop_assert_eq!(out == BY_BOOT, new_boot, "{:?}", b);
-                    }
+                    let new_boot = !known && !lru.is_empty();
+                    prop_assert_eq!(out == BY_BOOT, new_boot, "{:?}", b);
                     accepted.insert(b);
-                    delivered.push(b);
                 }
                 lru.retain(|&x| x != b.0);
                 lru.insert(0, b.0);
-                if let Some(&(owner, true)) = slot.get(&b.1) {
-                    if owner != b && !with_boot_id {
-                        // A restart shows: every slot is now of the past
-                        // but the last written one, when below.
-                        prop_assert_eq!(out, BY_CONTENT);
-                        slot.values_mut().for_each(|v| v.1 = false);
-                        if let Some(l) = last.filter(|l| l.1 < b.1) {
-                            slot.insert(l.1, (l, true));
-                        }
-                    }
+            }
+        }
+
+        /// Without boot id, against a reference model of the documented
+        /// rules on plain sets, for agents whose clock moves forward across
+        /// restarts and agents whose clock starts again at each restart;
+        /// and the contract itself: a batch delivered for the first time
+        /// inside or above the window is accepted when no other batch
+        /// holds its number, when it was sent after everything recorded,
+        /// or when its tag tells it apart; every resend whose number still
+        /// holds it is dropped; with a forward clock the first batch of a
+        /// newer numbering is never lost (no resync needed).
+        #[test]
+        fn without_boot_id_matches_the_documented_rules(
+            clock_back in any::<bool>(),
+            ops in proptest::collection::vec((0u8..8, any::<u16>()), 1..400),
+        ) {
+            use std::collections::HashSet;
+            const WIDTH: u64 = 64;
+            let sent_of = |b: (u64, u64)| if clock_back { b.1 as i64 } else { sent(b.0, b.1) };
+            let mut d = AgentDedup::new(WIDTH as u32);
+            let mut m = Model::default();
+            let mut accepted: HashSet<(u64, u64)> = HashSet::new();
+            let mut newest = 0;
+            for (b, resend) in agent_script(&ops, 150) {
+                let before = m.clone();
+                let out = d.observe(0, b.1, sent_of(b), || h(b.0, b.1));
+                let expect = m.deliver(b, sent_of(b), WIDTH);
+                prop_assert_eq!(out, expect, "{:?} (resend {}) in {:?}", b, resend, before);
+                let owner = before.seen.get(&b.1).copied();
+                let inside = before.highest.is_none_or(|h| b.1 > h || h - b.1 < WIDTH);
+                if resend && owner == Some(b) {
+                    prop_assert_eq!(out, Outcome::Duplicate, "resend {:?}", b);
                 }
-                if out != Outcome::Duplicate {
-                    last = Some(b);
-                    max_sent = max_sent.max(sent(b.0, b.1));
+                // Tags decide only for a batch not sent after everything
+                // recorded whose number another batch holds.
+                let later = before.max_sent.is_none_or(|m| sent_of(b) > m);
+                let shows = owner.is_none_or(|o| {
+                    later || (b.1 < TAGGED_SEQS && tag_of(h(o.0, o.1)) != tag_of(h(b.0, b.1)))
+                });
+                if !accepted.contains(&b) && inside && shows {
+                    prop_assert!(matches!(out, Outcome::Accept(_)), "{:?}: {:?} in {:?}", b, out, before);
                 }
-                slot.insert(b.1, (b, true));
-                Ok(())
-            };
-            for (op, pick) in ops {
-                match op {
-                    0..=2 => {
-                        pending.push((boot, next_seq));
-                        next_seq += 1;
-                    }
-                    3 | 4 if !pending.is_empty() => {
-                        let b = pending.swap_remove(pick as usize % pending.len());
-                        deliver(b, false, &mut d, &mut delivered)?;
-                    }
-                    5 if !delivered.is_empty() => {
-                        let b = delivered[pick as usize % delivered.len()];
-                        deliver(b, true, &mut d, &mut delivered)?;
-                    }
-                    6 | 7 if op == 6 || next_seq > 40 => {
-                        boot += 1;
-                        next_seq = u64::from(pick % 2);
-                    }
-                    _ => {}
+                if !clock_back && !accepted.contains(&b) && b.0 > newest {
+                    prop_assert!(matches!(out, Outcome::Accept(_)), "lost {:?}: {:?}", b, out);
                 }
-                if next_seq > 50 {
-                    boot += 1;
-                    next_seq = 1;
+                if matches!(out, Outcome::Accept(_)) {
+                    accepted.insert(b);
+                    newest = newest.max(b.0);
                 }
             }
-            for b in std::mem::take(&mut pending) {
-                deliver(b, false, &mut d, &mut delivered)?;
+        }
+    }
+
+    /// What one agent emits: `((numbering, seq), resend)` in delivery
+    /// order. Batches are delivered out of order and resent; the agent
+    /// restarts its numbering from 0 or 1 at random and after `max_seq`.
+    fn agent_script(ops: &[(u8, u16)], max_seq: u64) -> Vec<((u64, u64), bool)> {
+        let (mut boot, mut next_seq) = (0u64, 1u64);
+        let mut pending: Vec<(u64, u64)> = Vec::new();
+        let mut delivered: Vec<(u64, u64)> = Vec::new();
+        let mut script = Vec::new();
+        for &(op, pick) in ops {
+            match op {
+                0..=2 => {
+                    pending.push((boot, next_seq));
+                    next_seq += 1;
+                }
+                3 | 4 if !pending.is_empty() => {
+                    let b = pending.swap_remove(pick as usize % pending.len());
+                    delivered.push(b);
+                    script.push((b, false));
+                }
+                5 if !delivered.is_empty() => {
+                    script.push((delivered[pick as usize % delivered.len()], true));
+                }
+                6 | 7 if op == 6 || next_seq > 40 => {
+                    boot += 1;
+                    next_seq = u64::from(pick % 2);
+                }
+                _ => {}
+            }
+            if next_seq > max_seq {
+                boot += 1;
+                next_seq = 1;
+            }
+        }
+        script.extend(pending.into_iter().map(|b| (b, false)));
+        script
+    }
+
+    /// The documented rules for a session without boot id, on plain sets
+    /// (the numbers seen with the batch that holds each), as the
+    /// reference for [`AgentDedup`]'s bit planes.
+    #[derive(Debug, Clone, Default)]
+    struct Model {
+        seen: std::collections::BTreeMap<u64, (u64, u64)>,
+        highest: Option<u64>,
+        max_sent: Option<i64>,
+        last: Option<u64>,
+        run: Option<(u64, u8)>,
+    }
+
+    impl Model {
+        fn record(&mut self, b: (u64, u64), sent: i64, width: u64) {
+            let h = self.highest.map_or(b.1, |h| h.max(b.1));
+            self.highest = Some(h);
+            self.seen.retain(|&s, _| h - s < width);
+            self.seen.insert(b.1, b);
+            self.max_sent = Some(self.max_sent.map_or(sent, |m| m.max(sent)));
+            self.last = Some(b.1);
+            self.run = None;
+        }
+
+        fn deliver(&mut self, b: (u64, u64), sent: i64, width: u64) -> Outcome {
+            let later = self.max_sent.is_none_or(|m| sent > m);
+            let seq = b.1;
+            match self.highest {
+                Some(h) if seq <= h && h - seq >= width => {
+                    if later {
+                        self.seen.clear();
+                        self.highest = None;
+                        self.record(b, sent, width);
+                        return BY_CONTENT;
+                    }
+                    let run = match self.run {
+                        Some((s, n)) if s + 1 == seq => n + 1,
+                        _ => 1,
+                    };
+                    if run >= RESYNC_AFTER {
+                        self.seen.clear();
+                        self.highest = None;
+                        self.record(b, sent, width);
+                        return Outcome::Accept(Some(RestartCause::SeqResync));
+                    }
+                    self.run = Some((seq, run));
+                    Outcome::TooOld { highest: h }
+                }
+                _ => match self.seen.get(&seq).copied() {
+                    None => {
+                        self.record(b, sent, width);
+                        ACCEPT
+                    }
+                    Some(o) => {
+                        let other = seq < TAGGED_SEQS && tag_of(h(o.0, o.1)) != tag_of(h(b.0, b.1));
+                        if !later && !other {
+                            return Outcome::Duplicate;
+                        }
+                        let keep = self
+                            .last
+                            .filter(|&l| l < seq)
+                            .and_then(|l| self.seen.get(&l).map(|&x| (l, x)));
+                        self.seen.clear();
+                        self.seen.extend(keep);
+                        self.record(b, sent, width);
+                        BY_CONTENT
+                    }
+                },
             }
         }
     }

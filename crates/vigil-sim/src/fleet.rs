@@ -1424,7 +1424,8 @@ fn seq_too_old_batch(a: &mut Agent, sent_e: i64, batch_interval: i64) -> Option<
         }
     }
     b.seq = h - back;
-    b.sent_at_ms = sent_e;
+    // A resend is the same record: it keeps (about) its first send time.
+    b.sent_at_ms = sent_e - shift;
     Some(Ready {
         points: points_of(&b),
         payload: b.encode_to_vec(),

@@ -86,6 +86,29 @@ pub(crate) fn write_atomic<T>(
     })
 }
 
+/// Like [`write_atomic`], but an existing `name` is first renamed to
+/// `previous` (replacing it), so the last two generations stay: a crash
+/// between the two renames leaves `previous` (the newest complete file)
+/// and no `name`, which readers take as "fall back to `previous`".
+pub(crate) fn write_atomic_keeping<T>(
+    dir: &Path,
+    name: &str,
+    previous: &str,
+    sync: bool,
+    write: impl FnOnce(&File, &Path) -> Result<T>,
+) -> Result<(PathBuf, T)> {
+    let prev = dir.join(previous);
+    publish_atomic(dir, name, sync, write, |tmp, dest| {
+        match fs::rename(dest, &prev) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("rename", dest)(e)),
+        }
+        crate::failpoint::hit("checkpoint.between_renames");
+        fs::rename(tmp, dest).map_err(StoreError::io("rename", tmp))
+    })
+}
+
 /// Like [`write_atomic`], but never replaces: the file is published by a
 /// hard link to `name`, which fails with an `AlreadyExists` I/O error when
 /// `name` exists (the temporary file is then removed and `name` left as it

@@ -84,6 +84,15 @@ pub enum StoreError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A checkpoint whose trailer does not match its body (torn, or
+    /// corrupted on disk or in the store).
+    #[error("checkpoint {path} is corrupt: {problem}")]
+    Corrupt {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What does not match.
+        problem: String,
+    },
     /// The committed offset of a source partition could not be read (its
     /// checkpoint is unreadable), so compaction cannot tell which of its
     /// files a restarted worker would sweep.

@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod compact;
 pub mod dlq;
 pub mod error;
+pub mod failpoint;
 pub mod location;
 pub mod naming;
 pub mod replace;
@@ -46,7 +47,7 @@ pub use bound::{
     bound_letter, digest, encode_unread, format_digest, write_full_copy, write_undelivered,
     Bounded, FullCopy, LetterBudget, LetterForm, UndeliveredLetter, Unread,
 };
-pub use checkpoint::CheckpointStore;
+pub use checkpoint::{CheckpointStore, Generation};
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
 pub use location::{Location, ObjectRoot, ObjectStoreOptions, Root};

@@ -753,6 +753,20 @@ impl ObjectRoot {
         }
     }
 
+    /// Copies `from` to `to` on the store (server side), replacing `to`.
+    /// Returns false when `from` does not exist (nothing is copied).
+    pub fn copy(&self, from: &str, to: &str) -> Result<bool> {
+        let (src, dst) = (self.key(from), self.key(to));
+        let started = std::time::Instant::now();
+        let r = match self.block_on(self.store.copy(&src, &dst))? {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error("copy", from, e)),
+        };
+        record("copy", started, r.is_ok());
+        r
+    }
+
     /// Removes `rel`; removing an object that is not there is not an error.
     pub fn delete(&self, rel: &str) -> Result<()> {
         let key = self.key(rel);

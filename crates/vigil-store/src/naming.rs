@@ -19,6 +19,17 @@ pub const TMP_PREFIX: &str = ".tmp-";
 /// Suffix of in-progress files, see [`TMP_PREFIX`].
 pub const TMP_SUFFIX: &str = ".partial";
 
+/// The final name an in-progress file (`.tmp-<name>.<pid>-<n>.partial`,
+/// see `atomic::tmp_path`) was to be renamed to, or `None` when `file` is
+/// not an in-progress file.
+pub fn tmp_target(file: &str) -> Option<&str> {
+    let inner = file.strip_prefix(TMP_PREFIX)?.strip_suffix(TMP_SUFFIX)?;
+    let (name, writer) = inner.rsplit_once('.')?;
+    let (pid, n) = writer.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n)).then_some(name)
+}
+
 /// Longest sanitized source kept verbatim in a file name (bytes); longer
 /// ones are cut and get a hash suffix.
 const MAX_SOURCE_LEN: usize = 100;
@@ -154,6 +165,29 @@ pub fn partition_dir(day: i64) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_progress_files_name_their_target() {
+        let dir = std::path::Path::new("/x");
+        let tmp = crate::atomic::tmp_path(
+            dir,
+            "part-rmm.t-p00001-00000000000000000010-00000000000000000019.parquet",
+        );
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            tmp_target(name),
+            Some("part-rmm.t-p00001-00000000000000000010-00000000000000000019.parquet")
+        );
+        for not in [
+            "p00001.ckpt",
+            ".tmp-x.partial",
+            ".tmp-x.12-a.partial",
+            ".tmp-x.12.partial",
+            "x.1-2.partial",
+        ] {
+            assert_eq!(tmp_target(not), None, "{not}");
+        }
+    }
 
     fn range(source: &str) -> SourceRange<'_> {
         SourceRange {

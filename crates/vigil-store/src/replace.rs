@@ -167,7 +167,11 @@ fn remove_matching(
             let entry = entry.map_err(StoreError::io("read dir", dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if parse_source_file(&name, prefix, source, ext).is_some_and(|(p, f)| keep_out(p, f)) {
+            // An in-progress file of a matching range is an orphan of a
+            // writer that died before its rename: nothing else writes the
+            // partition's files while it is swept.
+            let target = crate::naming::tmp_target(&name).unwrap_or(&name);
+            if parse_source_file(target, prefix, source, ext).is_some_and(|(p, f)| keep_out(p, f)) {
                 let p = entry.path();
                 fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
                 removed += 1;

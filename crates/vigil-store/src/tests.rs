@@ -720,9 +720,12 @@ mod object_root {
     #[test]
     fn checkpoints_replace_and_read_back() {
         let (_dir, _local, obj) = roots();
-        let s = CheckpointStore::at(&obj, true);
+        let s = CheckpointStore::at(&obj);
         assert!(s.load("rmm.telemetry.v1", 3).unwrap().is_none());
-        assert!(s.reader("rmm.telemetry.v1", 3).unwrap().is_none());
+        assert!(s
+            .open("rmm.telemetry.v1", 3, Generation::Newest)
+            .unwrap()
+            .is_none());
         s.save("rmm.telemetry.v1", 3, b"one").unwrap();
         let (path, n) = s
             .save_with("rmm.telemetry.v1", 3, |w| w.write_all(b"two!"))
@@ -733,25 +736,39 @@ mod object_root {
             PathBuf::from("s3://bucket/some/prefix/rmm.telemetry.v1/p00003.ckpt")
         );
         assert_eq!(s.load("rmm.telemetry.v1", 3).unwrap().unwrap(), b"two!");
+        let newest = s
+            .open("rmm.telemetry.v1", 3, Generation::Newest)
+            .unwrap()
+            .unwrap();
+        assert!(newest.verified);
         let mut back = String::new();
-        std::io::Read::read_to_string(
-            &mut s.reader("rmm.telemetry.v1", 3).unwrap().unwrap(),
-            &mut back,
-        )
-        .unwrap();
+        std::io::Read::read_to_string(&mut newest.reader().unwrap(), &mut back).unwrap();
         assert_eq!(back, "two!");
+        let prev = s
+            .open("rmm.telemetry.v1", 3, Generation::Previous)
+            .unwrap()
+            .unwrap();
+        let mut back = String::new();
+        std::io::Read::read_to_string(&mut prev.reader().unwrap(), &mut back).unwrap();
+        assert_eq!(back, "one", "the previous generation, copied on the store");
         // A failed encoding leaves the last checkpoint.
         assert!(s
             .save_with("rmm.telemetry.v1", 3, |_| Err(std::io::Error::other("no")))
             .is_err());
         assert_eq!(s.load("rmm.telemetry.v1", 3).unwrap().unwrap(), b"two!");
-        assert_eq!(keys(&obj), vec!["rmm.telemetry.v1/p00003.ckpt"]);
+        assert_eq!(
+            keys(&obj),
+            vec![
+                "rmm.telemetry.v1/p00003.ckpt",
+                "rmm.telemetry.v1/p00003.ckpt.prev"
+            ]
+        );
     }
 
     #[test]
     fn a_large_checkpoint_goes_up_in_parts_and_reads_back_whole() {
         let (_dir, _local, obj) = roots();
-        let s = CheckpointStore::at(&obj, true);
+        let s = CheckpointStore::at(&obj);
         let chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
         let parts = 2 * crate::location::PART_BYTES / chunk.len() + 3;
         let (_, n) = s
@@ -776,7 +793,28 @@ mod object_root {
         });
         assert!(failed.is_err());
         assert_eq!(s.load("t", 0).unwrap().unwrap(), back);
-        assert_eq!(keys(&obj), vec!["t/p00000.ckpt"]);
+        assert_eq!(keys(&obj), vec!["t/p00000.ckpt", "t/p00000.ckpt.prev"]);
+    }
+
+    #[test]
+    fn the_local_sweep_removes_orphaned_temporary_files_of_the_partition() {
+        let d = tempfile::tempdir().unwrap();
+        let day = d.path().join("aggregates/date=2026-11-02");
+        fs::create_dir_all(&day).unwrap();
+        let f = |p: i32, a: i64, b: i64| format!("part-rmm.t-p{p:05}-{a:020}-{b:020}.parquet");
+        let orphan = crate::atomic::tmp_path(&day, &f(1, 10, 19));
+        let other = crate::atomic::tmp_path(&day, &f(2, 10, 19));
+        let done = day.join(f(1, 0, 9));
+        for p in [&orphan, &other, &done] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(
+            remove_partition_files_from(d.path(), "rmm.t", 1, 10).unwrap(),
+            1
+        );
+        assert!(!orphan.exists(), "the dead writer's file of this partition");
+        assert!(other.exists(), "another partition's writer may be alive");
+        assert!(done.exists(), "before the checkpoint");
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
 pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
 /// Checkpoint: seconds to load and restore one partition's checkpoint.
 pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
+/// Checkpoint: restores from the previous generation because the newest
+/// was missing, torn, corrupt or did not decode.
+pub const CHECKPOINT_FALLBACKS: &str = "vigil_checkpoint_fallbacks_total";
 /// Compaction: files merged into compacted files (and removed), label
 /// `dataset`.
 pub const COMPACT_FILES_MERGED: &str = "vigil_compact_files_merged_total";

@@ -40,11 +40,16 @@
 //!
 //! ## Recovery
 //! On assignment the partition's checkpoint is loaded inside the rebalance
-//! callback and consumption starts at its offset, with its state. Before
+//! callback and consumption starts at its offset, with its state. Two
+//! generations are kept, each with a checksum; a newest one that is
+//! missing, torn or corrupt falls back to the previous one (counted,
+//! logged; docs/storage.md "Checkpoints"), and half-written checkpoint
+//! files of the partition are removed. Before
 //! the first record is processed, output files of that partition whose
 //! range starts at or after that offset are removed: they were published
 //! after the checkpoint by a worker that then died, and processing the
-//! records again publishes them again (possibly cut into other ranges).
+//! records again publishes them again (possibly cut into other ranges);
+//! so are half-written (`.tmp-`) files of the partition.
 //! A revoked partition's unflushed work is dropped; the next owner resumes
 //! from the checkpoint. Parquet rows are therefore exactly-once; alerts and
 //! dead letters sent after the last checkpoint are sent again with the same
@@ -91,7 +96,10 @@ use vigil_ops::pipeline::{Outputs, Pipeline, PipelineStats};
 use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason, Rejected};
 use vigil_sink::{AlertRouter, DestinationError, Destinations, OutputStage, Route};
-use vigil_store::{CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root, SourceRange};
+use vigil_store::checkpoint::{Generation, Opened};
+use vigil_store::{
+    failpoint, CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root, SourceRange,
+};
 
 use crate::health::WorkerHealth;
 use crate::obs;
@@ -118,7 +126,11 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// under `live.families.<family>`, and every family's state form version
 /// in `detectors.versions`. Formats 4 and 5 restore into it
 /// (`vigil_ops::detect::legacy`).
-const CHECKPOINT_FORMAT: u32 = 6;
+/// 7: dedup windows of agents without boot id keep tags for the numbers
+/// `0..64` only (`low_tags`, three words) instead of a tag byte per slot;
+/// a format-6 window restores into it (`vigil_ops::dedup`), and a build
+/// that reads at most format 6 refuses format 7 by number.
+const CHECKPOINT_FORMAT: u32 = 7;
 
 /// Checkpoint formats this Vigil restores.
 const READS_FORMATS: std::ops::RangeInclusive<u32> = 4..=CHECKPOINT_FORMAT;
@@ -143,10 +155,13 @@ struct CheckpointHeader {
     partition: i32,
 }
 
-/// The offset a partition's checkpoint continues from, read from the
-/// checkpoint in `store` (a directory or an object store) of the source named `source` in file
+/// The offset a restart of the partition could continue from, read from
+/// the checkpoints in `store` (a directory or an object store) of the
+/// source named `source` in file
 /// names (the sanitized topic), or `None` when the partition has no
-/// checkpoint. `vigil compact` merges only the files of ranges before it:
+/// checkpoint: the smaller `next_offset` of its two generations that
+/// decode, because a worker falls back to the previous one when the newest
+/// is damaged. `vigil compact` merges only the files of ranges before it:
 /// the files a restarted worker's sweep never removes.
 pub fn checkpoint_next_offset(
     store: &vigil_store::CheckpointStore,
@@ -160,37 +175,53 @@ pub fn checkpoint_next_offset(
         partition: i32,
         next_offset: i64,
     }
-    let path = store
-        .dir()
-        .join(source)
-        .join(format!("p{partition:05}.ckpt"));
-    let Some(file) = store
-        .reader_of_source(source, partition)
-        .with_context(|| format!("opening {}", path.display()))?
-    else {
-        return Ok(None);
-    };
-    // The state after the header is skipped, not held.
-    let h: Head = serde_json::from_reader(file)
-        .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
-    if !READS_FORMATS.contains(&h.format) {
-        bail!(
-            "checkpoint {} has format {}, this Vigil reads formats {} to {}",
-            path.display(),
-            h.format,
-            READS_FORMATS.start(),
-            READS_FORMATS.end()
-        );
+    let mut least: Option<i64> = None;
+    let mut damaged = Vec::new();
+    for g in Generation::BOTH {
+        let o = match store.open_source(source, partition, g) {
+            Ok(Some(o)) => o,
+            Ok(None) => continue,
+            Err(e @ vigil_store::StoreError::Corrupt { .. }) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let path = &o.path;
+        // The state after the header is skipped, not held.
+        let h: Head = match serde_json::from_reader(o.reader()?) {
+            Ok(h) => h,
+            Err(e) => {
+                damaged.push(format!(
+                    "checkpoint {} does not decode: {e}",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        if !READS_FORMATS.contains(&h.format) {
+            bail!(
+                "checkpoint {} has format {}, this Vigil reads formats {} to {}",
+                path.display(),
+                h.format,
+                READS_FORMATS.start(),
+                READS_FORMATS.end()
+            );
+        }
+        if vigil_store::sanitize_source(&h.topic) != source || h.partition != partition {
+            bail!(
+                "checkpoint {} is for {}/{}, expected {source}/{partition}",
+                path.display(),
+                h.topic,
+                h.partition
+            );
+        }
+        least = Some(least.map_or(h.next_offset, |l| l.min(h.next_offset)));
     }
-    if vigil_store::sanitize_source(&h.topic) != source || h.partition != partition {
-        bail!(
-            "checkpoint {} is for {}/{}, expected {source}/{partition}",
-            path.display(),
-            h.topic,
-            h.partition
-        );
+    if least.is_none() && !damaged.is_empty() {
+        bail!("{}", damaged.join("; "));
     }
-    Ok(Some(h.next_offset))
+    Ok(least)
 }
 
 /// A partition checkpoint as read (after its [`CheckpointHeader`]).
@@ -215,16 +246,81 @@ struct CheckpointHook {
 }
 
 impl CheckpointHook {
+    /// Restores the partition from its newest checkpoint, or from the
+    /// previous one when the newest is missing, torn, corrupt or does not
+    /// decode (counted in `vigil_worker_checkpoint_fallbacks_total`).
+    /// A checkpoint of another format, of another partition or that
+    /// cannot continue under this configuration is an error whichever
+    /// generation it is: an older one would not be better.
     fn load(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
+        let orphans = self.store.remove_orphans(topic, partition)?;
+        if orphans > 0 {
+            tracing::info!(
+                partition,
+                removed = orphans,
+                "removed checkpoint files a crashed writer left half written"
+            );
+        }
+        let mut newest_failed: Option<anyhow::Error> = None;
+        for g in Generation::BOTH {
+            let opened = match self.store.open(topic, partition, g) {
+                Ok(Some(o)) => o,
+                Ok(None) => continue,
+                Err(e @ vigil_store::StoreError::Corrupt { .. }) => {
+                    newest_failed.get_or_insert(e.into());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match self.decode(topic, partition, &opened) {
+                Ok(Decoded::State(c)) => {
+                    if g == Generation::Previous {
+                        let why = newest_failed.as_ref().map_or_else(
+                            || "the newest is missing (a crash while it was replaced)".to_string(),
+                            |e| format!("{e:#}"),
+                        );
+                        tracing::warn!(
+                            previous = %opened.path.display(),
+                            reason = %why,
+                            "falling back to the previous checkpoint: the records after it are read again"
+                        );
+                        metrics::counter!(obs::CHECKPOINT_FALLBACKS).increment(1);
+                    }
+                    return self.resume(*c, &opened).map(Some);
+                }
+                Ok(Decoded::Torn(e)) => {
+                    newest_failed.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match newest_failed {
+            Some(e) => Err(e.context(format!(
+                "no checkpoint of {topic}/{partition} can be restored (newest and previous); \
+                 delete them to restart the partition from the group's committed offset with \
+                 empty state"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes one checkpoint: its header first (format, topic and
+    /// partition: errors), then the state (a decoding failure is a torn
+    /// or corrupt file, [`Decoded::Torn`], and the caller may fall back).
+    fn decode(&self, topic: &str, partition: i32, o: &Opened) -> Result<Decoded> {
         // Decoded from the file twice (header, then state) rather than from
         // its bytes in memory: a large partition's checkpoint is never
         // held whole next to the state it decodes into.
-        let Some(reader) = self.store.reader(topic, partition)? else {
-            return Ok(None);
+        let path = &o.path;
+        let h: CheckpointHeader = match serde_json::from_reader(o.reader()?) {
+            Ok(h) => h,
+            Err(e) => {
+                return Ok(Decoded::Torn(anyhow!(e).context(format!(
+                    "checkpoint {} does not decode",
+                    path.display()
+                ))))
+            }
         };
-        let path = self.store.path(topic, partition);
-        let h: CheckpointHeader = serde_json::from_reader(reader)
-            .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
         if !READS_FORMATS.contains(&h.format) {
             bail!(
                 "checkpoint {} has format {}, this Vigil reads formats {} to {}: \
@@ -245,18 +341,24 @@ impl CheckpointHook {
                 h.partition
             );
         }
-        let Some(reader) = self.store.reader(topic, partition)? else {
-            bail!("checkpoint {} vanished while it was read", path.display());
-        };
-        let c: CheckpointIn = serde_json::from_reader(reader)
-            .with_context(|| format!("checkpoint {} does not decode", path.display()))?;
+        Ok(match serde_json::from_reader(o.reader()?) {
+            Ok(c) => Decoded::State(Box::new(c)),
+            Err(e) => Decoded::Torn(
+                anyhow!(e).context(format!("checkpoint {} does not decode", path.display())),
+            ),
+        })
+    }
+
+    /// The partition's state from a decoded checkpoint, resumed under
+    /// this configuration.
+    fn resume(&self, c: CheckpointIn, o: &Opened) -> Result<Restored> {
         let mut pipeline = c
             .pipeline
             .resume(self.cfg.clone(), self.rules.clone())
             .map_err(|p| {
                 anyhow!(
                     "checkpoint {} cannot continue under this configuration: {}",
-                    path.display(),
+                    o.path.display(),
                     p.iter()
                         .map(|p| p.to_string())
                         .collect::<Vec<_>>()
@@ -270,13 +372,23 @@ impl CheckpointHook {
         tracing::info!(
             next_offset = c.next_offset,
             gap_ms = gap,
+            generation = o.generation.as_str(),
+            verified = o.verified,
             "restored the partition's checkpoint"
         );
-        Ok(Some(Restored {
+        Ok(Restored {
             next_offset: c.next_offset,
             pipeline,
-        }))
+        })
     }
+}
+
+/// A checkpoint's state, or why it could not be decoded.
+enum Decoded {
+    /// The state (boxed: a pipeline is large).
+    State(Box<CheckpointIn>),
+    /// It does not decode: torn or corrupt.
+    Torn(anyhow::Error),
 }
 
 impl AssignHook for CheckpointHook {
@@ -675,7 +787,7 @@ impl Worker {
             .state_dir
             .open_with(&store_opts)
             .with_context(|| format!("opening worker.state_dir {}", settings.worker.state_dir))?;
-        let store = CheckpointStore::at(&state_root, settings.storage.parquet.sync);
+        let store = CheckpointStore::at(&state_root);
         let hook = CheckpointHook {
             store: store.clone(),
             cfg: cfg.clone(),
@@ -1178,6 +1290,7 @@ impl Worker {
         for p in dirty {
             if let Some(t) = self.tasks.get_mut(p) {
                 t.publish(&topic)?;
+                failpoint::hit("flush.after_publish");
             }
         }
         let acked = Instant::now();
@@ -1191,6 +1304,7 @@ impl Worker {
             .context("waiting for the broker to acknowledge alerts and dead letters")?;
         self.sinks.settle_dead_letters(deadline)?;
         metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
+        failpoint::hit("flush.after_acks");
         let ck = Instant::now();
         for p in dirty {
             let Some(t) = self.tasks.get_mut(p) else {
@@ -1216,7 +1330,9 @@ impl Worker {
             metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
             t.range_start = None;
             self.uncommitted.insert(*p, next);
+            failpoint::hit("flush.after_checkpoint");
         }
+        failpoint::hit("flush.before_commit");
         metrics::histogram!(obs::CHECKPOINT_SECONDS).record(ck.elapsed().as_secs_f64());
         metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
         self.summary.flushes += 1;
@@ -1285,7 +1401,7 @@ mod tests {
 
     fn hook(dir: &std::path::Path) -> CheckpointHook {
         CheckpointHook {
-            store: CheckpointStore::new(dir, false),
+            store: CheckpointStore::new(dir),
             cfg: PipelineConfig::default(),
             rules: Arc::new(RuleSet::default()),
         }
@@ -1384,6 +1500,87 @@ mod tests {
             checkpoint_next_offset(&h.store, &source, 4).unwrap_err()
         );
         assert!(e.contains("expected"), "{e}");
+    }
+
+    fn ckpt_at(p: &Pipeline, partition: i32, next_offset: i64) -> Vec<u8> {
+        serde_json::to_vec(&CheckpointOut {
+            format: CHECKPOINT_FORMAT,
+            topic: "t",
+            partition,
+            next_offset,
+            written_at_ms: 0,
+            pipeline: p,
+        })
+        .unwrap()
+    }
+
+    /// A newest checkpoint that is corrupt (checksum), torn (no trailer,
+    /// cut JSON), does not decode, or is missing falls back to the
+    /// previous generation; both damaged is an error that names the
+    /// newest's damage; compaction's bound is the older generation's
+    /// offset, which a fallback could resume from.
+    #[test]
+    fn a_damaged_newest_checkpoint_falls_back_to_the_previous() {
+        let d = tempfile::tempdir().unwrap();
+        let h = hook(d.path());
+        let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
+        let newest = h.store.path("t", 0);
+        let prev = h.store.path_of("t", 0, Generation::Previous);
+        let fresh = |h: &CheckpointHook| {
+            let _ = std::fs::remove_file(&prev);
+            h.store.save("t", 0, &ckpt_at(&p, 0, 100)).unwrap();
+            h.store.save("t", 0, &ckpt_at(&p, 0, 200)).unwrap();
+        };
+        fresh(&h);
+        assert_eq!(h.load("t", 0).unwrap().unwrap().next_offset, 200);
+        assert_eq!(checkpoint_next_offset(&h.store, "t", 0).unwrap(), Some(100));
+        let good = std::fs::read(&newest).unwrap();
+        let damaged: [(&str, Vec<u8>); 4] = [
+            ("a flipped byte", {
+                let mut b = good.clone();
+                b[good.len() / 2] ^= 0x20;
+                b
+            }),
+            ("torn", good[..good.len() / 2].to_vec()),
+            ("valid trailer, not JSON", {
+                h.store.save("t", 9, b"{\"format\": ").unwrap();
+                std::fs::read(h.store.path("t", 9)).unwrap()
+            }),
+            ("empty", Vec::new()),
+        ];
+        for (what, bytes) in &damaged {
+            fresh(&h);
+            std::fs::write(&newest, bytes).unwrap();
+            let r = h.load("t", 0).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(r.unwrap().next_offset, 100, "{what}");
+            assert_eq!(
+                checkpoint_next_offset(&h.store, "t", 0).unwrap(),
+                Some(100),
+                "{what}"
+            );
+        }
+        fresh(&h);
+        std::fs::remove_file(&newest).unwrap();
+        assert_eq!(h.load("t", 0).unwrap().unwrap().next_offset, 100, "missing");
+        // Both damaged: an error, naming what is wrong.
+        fresh(&h);
+        std::fs::write(&newest, &damaged[0].1).unwrap();
+        std::fs::write(&prev, &damaged[1].1).unwrap();
+        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        assert!(
+            e.contains("no checkpoint of t/0 can be restored") && e.contains("corrupt"),
+            "{e}"
+        );
+        assert!(checkpoint_next_offset(&h.store, "t", 0).is_err());
+        // Another format is not damage: no fallback past it.
+        fresh(&h);
+        let mut v: serde_json::Value = serde_json::from_slice(&ckpt_at(&p, 0, 300)).unwrap();
+        v["format"] = 99.into();
+        h.store
+            .save("t", 0, &serde_json::to_vec(&v).unwrap())
+            .unwrap();
+        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        assert!(e.contains("format 99"), "{e}");
     }
 
     /// Worker tests against librdkafka's mock cluster (in process, no

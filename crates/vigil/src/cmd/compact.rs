@@ -61,7 +61,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let state_root = state_location
         .open_with(&store_opts)
         .with_context(|| format!("opening {state_location}"))?;
-    let checkpoints = CheckpointStore::at(&state_root, false);
+    let checkpoints = CheckpointStore::at(&state_root);
     let scope = match &a.date {
         Some(d) => DateScope::Day(parse_date(d)?),
         None => DateScope::Settled,

@@ -1,0 +1,289 @@
+//! The worker's crash points, one by one, against the real broker: a
+//! failpoint (`VIGIL_FAILPOINTS`, debug builds only) aborts the worker at
+//! one step of a flush (after a file is published, after the broker
+//! acknowledged the flush's alerts, after a checkpoint, before the commit,
+//! between the two renames of a checkpoint). The test checks what the
+//! crash left (files past the checkpoint, a checkpoint ahead of the
+//! group's commit, a missing newest checkpoint and a half-written one),
+//! then a new worker finishes the stream and the aggregates equal the
+//! oracle row for row: nothing lost, nothing twice. A damaged newest
+//! checkpoint falls back to the previous one with the same result.
+
+use std::os::unix::process::ExitStatusExt as _;
+
+use vigil_store::{CheckpointStore, Generation};
+
+use super::*;
+
+/// Small polls and flushes: many flushes, so a failpoint's N-th hit lands
+/// mid-stream with flushes done before it.
+const SMALL: [(&str, &str); 3] = [
+    ("VIGIL_WORKER__MAX_POLL_RECORDS", "8"),
+    ("VIGIL_STORAGE__FLUSH_RECORDS", "8"),
+    ("VIGIL_WORKER__FLUSH_INTERVAL", "20ms"),
+];
+
+impl WorkerProc {
+    /// Waits (at most `within`) for the process to exit by itself.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker still running:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a crashed worker left, per partition.
+#[derive(Debug)]
+struct Left {
+    /// The newest checkpoint's `next_offset` (None: no newest).
+    newest: Vec<Option<i64>>,
+    /// Whether a previous checkpoint exists.
+    previous: Vec<bool>,
+    /// Half-written checkpoint files.
+    orphans: Vec<usize>,
+    /// The group's committed offsets (-1: none).
+    committed: Vec<i64>,
+    /// The greatest first offset of a published aggregates file.
+    last_file: Vec<Option<i64>>,
+}
+
+impl Env {
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn left(&self) -> Left {
+        let store = CheckpointStore::new(self.state());
+        let newest = (0..PARTITIONS)
+            .map(|p| {
+                let o = store.open(&self.topic, p, Generation::Newest).unwrap()?;
+                let v: serde_json::Value = serde_json::from_reader(o.reader().unwrap()).unwrap();
+                v["next_offset"].as_i64()
+            })
+            .collect();
+        let previous = (0..PARTITIONS)
+            .map(|p| {
+                store
+                    .open(&self.topic, p, Generation::Previous)
+                    .unwrap()
+                    .is_some()
+            })
+            .collect();
+        let dir = self.state().join(vigil_store::sanitize_source(&self.topic));
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let orphans = (0..PARTITIONS)
+            .map(|p| {
+                let want = format!("p{p:05}.ckpt");
+                names
+                    .iter()
+                    .filter(|n| vigil_store::naming::tmp_target(n) == Some(want.as_str()))
+                    .count()
+            })
+            .collect();
+        let mut last_file = vec![None; PARTITIONS as usize];
+        for day in std::fs::read_dir(self.data().join("aggregates"))
+            .into_iter()
+            .flatten()
+        {
+            for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                if let Some((p, first)) =
+                    vigil_store::replace::parse_source_file(&name, "part", &self.topic, "parquet")
+                {
+                    let l: &mut Option<i64> = &mut last_file[p as usize];
+                    *l = Some(l.map_or(first, |x| x.max(first)));
+                }
+            }
+        }
+        Left {
+            newest,
+            previous,
+            orphans,
+            committed: self.committed(),
+            last_file,
+        }
+    }
+}
+
+/// Runs the fleet through a worker that aborts at the `hit`-th pass of
+/// `failpoint`, checks what it left with `check`, lets a new worker
+/// finish, and compares everything with the oracle. Returns the new
+/// worker's log.
+fn crash_at(name: &str, failpoint: &str, hit: u32, check: impl Fn(&Left)) -> Option<String> {
+    let env = Env::new(name)?;
+    let records = fleet(AGENTS, 0..MINUTES);
+    env.produce(&records);
+    let arm = format!("{failpoint}=abort@{hit}");
+    let mut extra = SMALL.to_vec();
+    extra.push(("VIGIL_FAILPOINTS", &arm));
+    let mut w1 = env.worker("w1", &extra);
+    let status = w1.wait_exit(Duration::from_secs(120));
+    let log1 = w1.log();
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "aborted by the failpoint: {status}\n{log1}"
+    );
+    assert!(
+        log1.contains(&format!("failpoint {failpoint}: hit {hit}, aborting")),
+        "{log1}"
+    );
+    let left = env.left();
+    eprintln!("{failpoint}: {left:?}");
+    check(&left);
+    let w2 = env.worker("w2", &[]);
+    env.wait_committed(&[&w2]);
+    let log = w2.stop();
+    assert_windows(&env, &records);
+    assert_incidents(&env, true);
+    Some(log)
+}
+
+/// Some partition has a file published at or past its newest checkpoint.
+fn output_past_a_checkpoint(l: &Left) -> bool {
+    (0..PARTITIONS as usize).any(|p| match (l.last_file[p], l.newest[p]) {
+        (Some(f), Some(c)) => f >= c,
+        (Some(_), None) => true,
+        _ => false,
+    })
+}
+
+/// Some partition's newest checkpoint is ahead of the group's commit.
+fn checkpoint_ahead_of_commit(l: &Left) -> bool {
+    (0..PARTITIONS as usize).any(|p| l.newest[p].is_some_and(|c| c > l.committed[p]))
+}
+
+#[test]
+fn kafka_crash_after_a_file_is_published_leaves_one_copy_of_every_row() {
+    let Some(log) = crash_at("crash-publish", "flush.after_publish", 3, |l| {
+        assert!(output_past_a_checkpoint(l), "{l:?}");
+    }) else {
+        return;
+    };
+    assert!(
+        log.contains("removed output published after the last checkpoint"),
+        "{log}"
+    );
+}
+
+#[test]
+fn kafka_crash_after_the_acks_leaves_one_copy_of_every_row() {
+    let Some(log) = crash_at("crash-acks", "flush.after_acks", 3, |l| {
+        assert!(output_past_a_checkpoint(l), "{l:?}");
+    }) else {
+        return;
+    };
+    assert!(
+        log.contains("removed output published after the last checkpoint"),
+        "{log}"
+    );
+}
+
+#[test]
+fn kafka_crash_after_a_checkpoint_resumes_from_it() {
+    let Some(log) = crash_at("crash-ckpt", "flush.after_checkpoint", 3, |l| {
+        assert!(checkpoint_ahead_of_commit(l), "{l:?}");
+    }) else {
+        return;
+    };
+    assert!(log.contains("restored the partition's checkpoint"), "{log}");
+}
+
+#[test]
+fn kafka_crash_before_the_commit_resumes_from_the_checkpoints() {
+    let Some(log) = crash_at("crash-commit", "flush.before_commit", 3, |l| {
+        assert!(checkpoint_ahead_of_commit(l), "{l:?}");
+    }) else {
+        return;
+    };
+    assert!(log.contains("restored the partition's checkpoint"), "{log}");
+}
+
+#[test]
+fn kafka_crash_between_the_checkpoint_renames_falls_back_to_the_previous() {
+    // The 6th checkpoint written is at least some partition's second: its
+    // newest was renamed to `.prev` when the process died.
+    let Some(log) = crash_at("crash-rename", "checkpoint.between_renames", 6, |l| {
+        let p = (0..PARTITIONS as usize)
+            .find(|&p| l.newest[p].is_none() && l.previous[p])
+            .unwrap_or_else(|| panic!("no partition without its newest checkpoint: {l:?}"));
+        assert_eq!(l.orphans[p], 1, "the new checkpoint, half published: {l:?}");
+    }) else {
+        return;
+    };
+    assert!(
+        log.contains("falling back to the previous checkpoint"),
+        "{log}"
+    );
+    assert!(log.contains("the newest is missing"), "{log}");
+}
+
+/// Every partition's newest checkpoint damaged on disk after a clean
+/// stop: the next worker restores each previous one, reads the records
+/// after it again, and the output is still the oracle's, once.
+#[test]
+fn kafka_damaged_newest_checkpoints_fall_back_and_lose_nothing() {
+    let Some(env) = Env::new("ckpt-damaged") else {
+        return;
+    };
+    let first = fleet(AGENTS, 0..60);
+    let second = fleet(AGENTS, 60..MINUTES);
+    env.produce(&first);
+    let w1 = env.worker("w1", &SMALL);
+    env.wait_committed(&[&w1]);
+    w1.stop();
+    let store = CheckpointStore::new(env.state());
+    let mut damaged = 0;
+    for p in 0..PARTITIONS {
+        let path = store.path(&env.topic, p);
+        let Ok(mut b) = std::fs::read(&path) else {
+            continue; // no agent hashed to this partition
+        };
+        damaged += 1;
+        let mid = b.len() / 2;
+        b[mid] ^= 0x04;
+        std::fs::write(&path, b).unwrap();
+        assert!(store
+            .open(&env.topic, p, Generation::Previous)
+            .unwrap()
+            .is_some());
+    }
+    env.produce(&second);
+    let w2 = env.worker("w2", &[]);
+    env.wait_committed(&[&w2]);
+    let metrics = w2.metrics();
+    let log = w2.stop();
+    assert_eq!(
+        log.matches("falling back to the previous checkpoint")
+            .count(),
+        damaged,
+        "{log}"
+    );
+    assert!(log.contains("is corrupt: xxh3 of its body"), "{log}");
+    let fallbacks: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("vigil_checkpoint_fallbacks_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no fallback counter:\n{metrics}"));
+    assert!(damaged >= 2, "the fleet spreads over the partitions");
+    assert_eq!(fallbacks, damaged as f64);
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_windows(&env, &all);
+    assert_incidents(&env, true);
+}

@@ -1119,6 +1119,8 @@ impl Worker {
                     }
                     metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
                     obs::publish_state(partition, None);
+                    metrics::gauge!(obs::PARTITION_CLOCKS_PAUSED, "partition" => partition.to_string())
+                        .set(0.0);
                 }
             }
         }

@@ -198,6 +198,9 @@ trap stop_broker EXIT
 wait_listening nisshi "$broker_pid" "$port" "$broker_dir/nisshi.log"
 export VIGIL_TEST_BROKERS="127.0.0.1:$port"
 export VIGIL_REQUIRE_BROKER=1
+# Tests that stop and restart a broker (the outage test) start their own,
+# on a port and sqlite file of their own, and kill it when they end.
+export VIGIL_TEST_NISSHI="$nisshi"
 
 # The S3-compatible test server: moto's server mode (PyPI, pinned), in a
 # venv of its own. Chosen over s3s-fs (crates.io) because it installs from

@@ -24,6 +24,7 @@ use crate::common::{alert_schema, free_port, sql, vigil_bin};
 
 mod crash;
 mod otlp;
+mod outage;
 
 /// 2026-11-02T00:00:00Z: a window-aligned start, in the past (so nothing
 /// is `future` against the wall clock) but recent.
@@ -165,7 +166,11 @@ struct Rec {
 
 impl Env {
     fn new(name: &str) -> Option<Env> {
-        let brokers = brokers()?;
+        Some(Env::on(name, brokers()?))
+    }
+
+    /// [`Env::new`] on the broker at `brokers`.
+    fn on(name: &str, brokers: String) -> Env {
         let unique = crate::common::unique_name(name);
         let env = Env {
             brokers,
@@ -186,7 +191,7 @@ impl Env {
             Duration::from_secs(30),
         )
         .unwrap();
-        Some(env)
+        env
     }
 
     fn kafka_settings(&self) -> KafkaSettings {
@@ -1039,7 +1044,16 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     assert!(!env.data().exists());
     let copy = env.dir.path().join("from-s3");
     let state = s3.download("state", &copy.join("state"));
-    assert_eq!(state.len(), PARTITIONS as usize, "{state:?}");
+    // Each partition's newest checkpoint and the one before it.
+    assert_eq!(state.len(), 2 * PARTITIONS as usize, "{state:?}");
+    for p in 0..PARTITIONS {
+        for name in [format!("p{p:05}.ckpt"), format!("p{p:05}.ckpt.prev")] {
+            assert!(
+                state.iter().any(|k| k.ends_with(&name)),
+                "{name}: {state:?}"
+            );
+        }
+    }
     let keys = s3.download("data", &copy.join("data"));
     assert!(
         keys.iter().all(|k| !k.contains(".tmp-")),
@@ -1151,7 +1165,9 @@ fn kafka_malformed_records_land_in_the_dlq_topic_with_reason_and_source() {
         ("p", ok("p", 3, &[(T0 + 10 * MIN, 5.0)]), None), // resend: dropped, counted
         ("p", ok("p", 4, &[(T0 + 3_000, 7.0)]), Some("late")),
         ("s", ok("s", 5000, &[(T0, 1.0)]), None),
-        ("s", ok("s", 10, &[(T0 + 1_000, 1.0)]), Some("seq_too_old")),
+        // Far below seq 5000 and sent before it: an old resend, not a
+        // restart (one sent after it would be taken as a restart).
+        ("s", ok("s", 10, &[(T0 - 1_000, 1.0)]), Some("seq_too_old")),
         // The worker keeps consuming: these close p's and s's windows.
         ("p", ok("p", 5, &[(T0 + 20 * MIN, 1.0)]), None),
         ("s", ok("s", 5001, &[(T0 + 20 * MIN, 1.0)]), None),

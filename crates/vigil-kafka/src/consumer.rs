@@ -383,6 +383,9 @@ impl<H: AssignHook> ClientContext for WorkerContext<H> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.health.mark_all_down();
+        }
         let error = self.redactor.kafka_error(error);
         tracing::warn!(error = %error, reason = %self.redactor.text(reason), "kafka consumer error");
     }

@@ -8,10 +8,12 @@
 //! polling thread, read by the HTTP thread), and [`ConsumerHealth::snapshot`]
 //! gives a consistent-enough view to decide readiness.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::Mutex;
 
 /// What one statistics report says about health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatsSummary {
     /// Brokers of the cluster (learned or configured, not librdkafka's
     /// internal or logical ones) in state `UP`.
@@ -21,6 +23,9 @@ pub struct StatsSummary {
     /// Greatest consumer lag over the partitions this member fetches
     /// (`None`: it fetches none, or no lag is known yet).
     pub max_lag: Option<i64>,
+    /// Partitions this member fetches, as (topic, partition), that cannot
+    /// be fetched: their leader broker is not `UP`, or no broker is.
+    pub unfetchable: BTreeSet<(String, i32)>,
 }
 
 /// Reads a statistics report.
@@ -37,11 +42,30 @@ pub fn summarize(stats: &rdkafka::Statistics) -> StatsSummary {
             s.brokers_up += 1;
         }
     }
+    let up: BTreeSet<i32> = stats
+        .brokers
+        .values()
+        .filter(|b| b.state == "UP" && b.source != "internal" && b.source != "logical")
+        .map(|b| b.nodeid)
+        .collect();
     for t in stats.topics.values() {
         for p in t.partitions.values() {
-            // Partition -1 is librdkafka's internal UA partition; negative
-            // lags mean "not known yet".
-            if p.partition < 0 || !p.desired || p.consumer_lag < 0 {
+            // Partition -1 is librdkafka's internal UA partition.
+            if p.partition < 0 || !p.desired {
+                continue;
+            }
+            // A leader not known yet (right after an assignment) is not
+            // an outage unless no broker is up at all.
+            let down = if p.leader < 0 {
+                up.is_empty()
+            } else {
+                !up.contains(&p.leader)
+            };
+            if down {
+                s.unfetchable.insert((t.topic.clone(), p.partition));
+            }
+            // Negative lags mean "not known yet".
+            if p.consumer_lag < 0 {
                 continue;
             }
             s.max_lag = Some(s.max_lag.map_or(p.consumer_lag, |m| m.max(p.consumer_lag)));
@@ -59,6 +83,11 @@ pub struct ConsumerHealth {
     brokers_known: AtomicU32,
     /// -1: unknown or no partition.
     max_lag: AtomicI64,
+    /// See [`StatsSummary::unfetchable`] (written once per report).
+    unfetchable: Mutex<BTreeSet<(String, i32)>>,
+    /// librdkafka reported every broker connection down since the last
+    /// statistics report (nothing can be fetched until one says otherwise).
+    all_down: AtomicBool,
 }
 
 impl Default for ConsumerHealth {
@@ -69,6 +98,8 @@ impl Default for ConsumerHealth {
             brokers_up: AtomicU32::new(0),
             brokers_known: AtomicU32::new(0),
             max_lag: AtomicI64::new(-1),
+            unfetchable: Mutex::new(BTreeSet::new()),
+            all_down: AtomicBool::new(false),
         }
     }
 }
@@ -102,7 +133,27 @@ impl ConsumerHealth {
         self.brokers_known.store(s.brokers_known, Ordering::Relaxed);
         self.max_lag
             .store(s.max_lag.unwrap_or(-1), Ordering::Relaxed);
+        *self.unfetchable.lock().unwrap_or_else(|p| p.into_inner()) = s.unfetchable;
+        self.all_down.store(false, Ordering::Relaxed);
         self.stats_at_ms.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Records librdkafka's "all broker connections are down" error: no
+    /// partition can be fetched until the next statistics report (which
+    /// comes within `statistics.interval.ms` and says what is up).
+    pub fn mark_all_down(&self) {
+        self.all_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `topic`/`partition` could be fetched at the last
+    /// statistics report (true before the first: nothing says otherwise),
+    /// and no "all brokers down" error came since.
+    pub fn fetchable(&self, topic: &str, partition: i32) -> bool {
+        if self.all_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        let set = self.unfetchable.lock().unwrap_or_else(|p| p.into_inner());
+        !set.iter().any(|(t, p)| *p == partition && t == topic)
     }
 
     /// The current facts.
@@ -196,6 +247,54 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_whose_leader_is_not_up_cannot_be_fetched() {
+        let mut st = stats(
+            &[
+                ("127.0.0.1:9092/1", "learned", "UP"),
+                ("127.0.0.1:9093/2", "learned", "DOWN"),
+            ],
+            &[
+                (0, true, 0),
+                (1, true, 0),
+                (2, true, 0),
+                (3, false, 0),
+                (-1, true, 0),
+            ],
+        );
+        let ids = [("127.0.0.1:9092/1", 1), ("127.0.0.1:9093/2", 2)];
+        for (name, id) in ids {
+            st.brokers.get_mut(name).unwrap().nodeid = id;
+        }
+        let t = st.topics.get_mut("t").unwrap();
+        // Leaders: 0 on the broker that is up, 1 on the one that is down,
+        // 2 not known yet (fetchable while a broker is up); 3 is not
+        // fetched by this member.
+        for (p, leader) in [(0, 1), (1, 2), (2, -1), (3, 2), (-1, -1)] {
+            t.partitions.get_mut(&p).unwrap().leader = leader;
+        }
+        let s = summarize(&st);
+        let want: BTreeSet<(String, i32)> = [("t".to_string(), 1)].into();
+        assert_eq!(s.unfetchable, want);
+        let h = ConsumerHealth::default();
+        assert!(h.fetchable("t", 1), "nothing known yet");
+        h.record(s, 1);
+        assert!(h.fetchable("t", 0) && h.fetchable("t", 2) && h.fetchable("t", 3));
+        assert!(h.fetchable("u", 1) && !h.fetchable("t", 1));
+        // Every broker down: nothing can be fetched.
+        st.brokers.get_mut("127.0.0.1:9092/1").unwrap().state = "CONNECT".into();
+        h.record(summarize(&st), 2);
+        assert!(!h.fetchable("t", 0) && !h.fetchable("t", 2));
+        st.brokers.get_mut("127.0.0.1:9092/1").unwrap().state = "UP".into();
+        h.record(summarize(&st), 3);
+        assert!(h.fetchable("t", 0));
+        // The client's "all brokers down" error holds until the next report.
+        h.mark_all_down();
+        assert!(!h.fetchable("t", 0) && !h.fetchable("u", 9));
+        h.record(summarize(&st), 4);
+        assert!(h.fetchable("t", 0));
+    }
+
+    #[test]
     fn snapshot_reflects_the_last_report() {
         let h = ConsumerHealth::default();
         let s0 = h.snapshot();
@@ -208,6 +307,7 @@ mod tests {
                 brokers_up: 1,
                 brokers_known: 1,
                 max_lag: Some(0),
+                unfetchable: BTreeSet::new(),
             },
             1_700_000_000_000,
         );

@@ -92,6 +92,11 @@ pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
 pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
 /// Checkpoint: seconds to load and restore one partition's checkpoint.
 pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
+/// Gauge per partition: 1 while it cannot be fetched and its idle and
+/// offline clocks are paused, label `partition`.
+pub const PARTITION_CLOCKS_PAUSED: &str = "vigil_worker_partition_clocks_paused";
+/// Milliseconds of processing time skipped by partitions' paused clocks.
+pub const CLOCKS_PAUSED_MS: &str = "vigil_worker_clocks_paused_milliseconds_total";
 /// Checkpoint: restores from the previous generation because the newest
 /// was missing, torn, corrupt or did not decode.
 pub const CHECKPOINT_FALLBACKS: &str = "vigil_checkpoint_fallbacks_total";

@@ -640,6 +640,10 @@ struct PartitionTask {
     published: PipelineStats,
     /// OTLP conversion counters at the last publish.
     published_otlp: OtlpStats,
+    /// Processing time during which the partition could not be fetched
+    /// (its leader unknown or down), since it stopped being fetchable:
+    /// `Some` while its idle and offline clocks are paused.
+    paused_ms: Option<i64>,
 }
 
 /// What a worker run did.
@@ -997,9 +1001,15 @@ impl Worker {
                 break;
             }
             if last_tick.elapsed() >= tick_every {
+                let since = last_tick.elapsed().as_millis() as i64;
                 last_tick = Instant::now();
                 let now = wall_ms();
+                let health = consumer.context().health();
+                let topic = self.sinks.source_topic.clone();
                 for t in self.tasks.values_mut() {
+                    if !t.clocks_run(health.fetchable(&topic, t.partition), since) {
+                        continue;
+                    }
                     t.pipeline.tick(now, &mut t.out);
                     t.stage.route(&mut t.out, &self.router, &mut self.sinks)?;
                 }
@@ -1078,6 +1088,7 @@ impl Worker {
                             },
                         )?,
                         range_start: None,
+                        paused_ms: None,
                         next_offset: next,
                         swept: false,
                         warned_skip: false,
@@ -1108,6 +1119,8 @@ impl Worker {
                     }
                     metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
                     obs::publish_state(partition, None);
+                    metrics::gauge!(obs::PARTITION_CLOCKS_PAUSED, "partition" => partition.to_string())
+                        .set(0.0);
                 }
             }
         }
@@ -1222,6 +1235,9 @@ impl Worker {
                 return Ok(());
             }
         }
+        // A record is proof the partition can be fetched: a pause the
+        // statistics have not caught up with ends here.
+        t.clocks_run(true, 0);
         if !t.swept {
             let from = t.next_offset.unwrap_or(offset).min(offset);
             let removed = vigil_store::remove_partition_files_at(
@@ -1346,6 +1362,44 @@ impl Worker {
 }
 
 impl PartitionTask {
+    /// Whether the partition's processing-time clocks run at this tick.
+    /// While it cannot be fetched (`fetchable` false, from the consumer's
+    /// last statistics), the silence of its agents is the broker's, not
+    /// theirs: the clocks pause (no idle close, no `agent_offline`), and
+    /// when it can be fetched again the pause (`since` ms per tick) is
+    /// skipped, as for the time no worker owned the partition.
+    fn clocks_run(&mut self, fetchable: bool, since: i64) -> bool {
+        match (fetchable, self.paused_ms) {
+            (false, paused) => {
+                if paused.is_none() {
+                    tracing::warn!(
+                        partition = self.partition,
+                        "partition cannot be fetched (leader unknown or down): its idle and \
+                         offline clocks pause"
+                    );
+                    metrics::gauge!(obs::PARTITION_CLOCKS_PAUSED, "partition" => self.partition.to_string())
+                        .set(1.0);
+                }
+                self.paused_ms = Some(paused.unwrap_or(0) + since);
+                metrics::counter!(obs::CLOCKS_PAUSED_MS).increment(since.max(0) as u64);
+                false
+            }
+            (true, Some(paused)) => {
+                self.paused_ms = None;
+                self.pipeline.skip_processing_time(paused);
+                tracing::info!(
+                    partition = self.partition,
+                    paused_ms = paused,
+                    "partition can be fetched again: its clocks resume, the pause skipped"
+                );
+                metrics::gauge!(obs::PARTITION_CLOCKS_PAUSED, "partition" => self.partition.to_string())
+                    .set(0.0);
+                true
+            }
+            (true, None) => true,
+        }
+    }
+
     fn pending_records(&self) -> u64 {
         match (self.range_start, self.next_offset) {
             (Some(a), Some(n)) => (n - a) as u64,

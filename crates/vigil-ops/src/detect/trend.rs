@@ -277,7 +277,28 @@ pub struct Assessment {
     pub reached: bool,
     /// Fast (lag-free) level at the window end, oriented.
     pub fast_level: f64,
+    /// Which gates passed (diagnostics): bit `i` is [`GATE_NAMES`]`[i]`.
+    pub gates: u16,
 }
+
+/// Names of the bits of [`Assessment::gates`], lowest first.
+pub const GATE_NAMES: [&str; 15] = [
+    "enough",
+    "not_reached",
+    "armed",
+    "agrees",
+    "slow_ok",
+    "fast_ok",
+    "long_ok",
+    "within",
+    "bounded",
+    "long_t",
+    "above_cleared",
+    "slow_t",
+    "slow_linear",
+    "not_decelerating",
+    "not_accelerating",
+];
 
 /// State of one trend rule on one series: a fixed number of scalars.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -505,9 +526,10 @@ impl TrendState {
         // The newest window agrees with the fast level (not a cleanup drop
         // or a spike that is still being absorbed).
         let agrees = (y - s).abs() <= 4.0 * local_sd + 1e-9 * lim.abs();
+        let armed = self.spent.armed(s);
         let fire = enough
             && !reached
-            && self.spent.armed(s)
+            && armed
             && agrees
             && (slow_ok || fast_ok || long_ok)
             && within(horizon_h)
@@ -515,6 +537,26 @@ impl TrendState {
         let hold = !reached
             && (fast_ok || long_ok || slow_t >= 0.5 * rule.min_t)
             && within(1.5 * horizon_h);
+        let gates = [
+            enough,
+            !reached,
+            armed,
+            agrees,
+            slow_ok,
+            fast_ok,
+            long_ok,
+            within(horizon_h),
+            bounded,
+            long_t >= rule.min_t,
+            rise >= REPEAT_MARGIN * self.cleared,
+            slow_t >= rule.min_t,
+            slow_linear,
+            !decelerating,
+            !accelerating,
+        ]
+        .iter()
+        .enumerate()
+        .fold(0u16, |g, (i, &x)| g | (u16::from(x) << i));
         Assessment {
             level,
             slope,
@@ -523,6 +565,7 @@ impl TrendState {
             hold,
             reached,
             fast_level: s,
+            gates,
         }
     }
 

@@ -473,10 +473,18 @@ fn lab_scores(seed: u64) -> DiskScores {
 /// Tuning seeds: the detector's constants were chosen looking at these.
 const TUNING_SEEDS: [u64; 2] = [1, 2];
 
+/// Seeds of the ignored diagnostic tests: `VIGIL_LAB_SEEDS` (comma
+/// separated), else the tuning seeds.
+fn lab_seeds() -> Vec<u64> {
+    std::env::var("VIGIL_LAB_SEEDS")
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| TUNING_SEEDS.to_vec())
+}
+
 #[test]
 #[ignore = "prints the lab figures of the tuning seeds (run with --ignored --nocapture)"]
 fn lab_fleet_tuning_seeds() {
-    for seed in TUNING_SEEDS {
+    for seed in lab_seeds() {
         let t = std::time::Instant::now();
         let s = lab_scores(seed);
         eprintln!("seed {seed} ({:.1} s): {s}", t.elapsed().as_secs_f64());
@@ -536,5 +544,97 @@ fn lab_fleet_held_out_seeds_meet_the_targets() {
             "seed {seed}: median predicted-time error {:.3}",
             s.median_predicted_error
         );
+    }
+}
+
+/// Per filling disk of the tuning seeds: fill length, level at the onset
+/// and a day before full, lead and predicted-time error of the first true
+/// firing, early (false) incidents; for missed disks (every disk with
+/// `DIAG_ALL` set) the share of the last day's windows passing each gate
+/// ([`super::trend::GATE_NAMES`]). How the issue-20 diagnosis in
+/// docs/rules.md was made.
+#[test]
+#[ignore = "prints per-disk diagnostics of the tuning seeds (run with --ignored --nocapture)"]
+fn lab_fleet_diagnose() {
+    let rules = RuleSet::default_rules();
+    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+        panic!("default rules lack disk_full_predicted");
+    };
+    for seed in lab_seeds() {
+        let lab = DiskLab::new(DiskLabConfig::new(seed));
+        let start_ms = lab.config().start_ms;
+        for d in lab.disks() {
+            let t = d.truth;
+            let (Some(on), Some(at)) = (t.fill_onset, t.fill_at) else {
+                continue;
+            };
+            let inc = lab_incidents(rule, &rules, start_ms, &d);
+            let first = inc
+                .iter()
+                .filter(|x| x.fired >= on && x.fired < at)
+                .min_by_key(|x| x.fired);
+            let lvl = |i: usize| {
+                let v: Vec<f64> = d.values[i.saturating_sub(60)..i.min(d.values.len())]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            };
+            let (lead, err) = match first {
+                Some(x) => (
+                    (at - x.fired) as f64 / 60.0,
+                    (x.predicted - at as f64).abs() / (at - x.fired) as f64,
+                ),
+                None => (f64::NAN, f64::NAN),
+            };
+            eprintln!(
+                "seed {seed} disk {:4} {:<22} noisy {:5} fill {:6.1} h from {:5.1} (24h before {:5.1}) lead {:5.1} err {:5.3} early {}",
+                t.index,
+                t.shape.as_str(),
+                t.noisy_host,
+                (at - on) as f64 / 60.0,
+                lvl(on.max(60)),
+                lvl(at.saturating_sub(1440).max(60)),
+                lead,
+                err,
+                inc.iter().filter(|x| x.fired < on).count(),
+            );
+            if first.is_none() || std::env::var("DIAG_ALL").is_ok() {
+                // Share of the windows of the last day before full that
+                // pass each gate.
+                let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+                let mut st = TrendState::default();
+                let mut out = Vec::new();
+                let mut pass = [0usize; 16];
+                let mut n = 0;
+                for (i, v) in d.values.iter().enumerate().take(at) {
+                    let Some(v) = *v else { continue };
+                    let start = start_ms + i as i64 * MIN_MS;
+                    let w = WindowAggregate {
+                        series: series.clone(),
+                        start_ms: start,
+                        end_ms: start + MIN_MS,
+                        agg: Agg::new(start, v),
+                    };
+                    let a = st.on_window(rule, &rules, &w, &mut out);
+                    if i + 1440 >= at {
+                        if let Some(a) = a {
+                            n += 1;
+                            for (k, p) in pass.iter_mut().enumerate() {
+                                *p += usize::from(a.gates >> k & 1 == 1);
+                            }
+                        }
+                    }
+                }
+                let names = super::trend::GATE_NAMES;
+                let pct: Vec<String> = names
+                    .iter()
+                    .zip(pass)
+                    .map(|(k, p)| format!("{k}={}", 100 * p / n.max(1)))
+                    .collect();
+                eprintln!("    {}", pct.join(" "));
+            }
+        }
     }
 }

@@ -499,15 +499,21 @@ const HELD_OUT_SEEDS: [u64; 3] = [101, 102, 103];
 const TARGET_MEDIAN_LEAD_H: f64 = 20.0;
 const TARGET_FALSE_PER_1000_DISK_DAYS: f64 = 10.0;
 const TARGET_INCIDENTS_PER_FILLING_DISK: f64 = 1.5;
-/// DESIGN.md targets NOT met yet (issue 20 stays open for them): recall
-/// at least 0.99, p10 lead at least 8 h, median predicted-time error at
-/// most 0.15. The
-/// test holds the floors measured when this slice landed (held-out seeds
-/// 101-103: recall 0.958-0.975, p10 lead 6.0-7.0 h, error 0.129-0.168) so
-/// they cannot regress unnoticed; they are floors, not the targets.
-const FLOOR_RECALL: f64 = 0.95;
-const FLOOR_P10_LEAD_H: f64 = 5.5;
-const CEILING_PREDICTED_ERROR: f64 = 0.18;
+/// DESIGN.md targets NOT met on every held-out seed (issue 20 stays open
+/// for them): recall at least 0.99 (met on 101 and 103: 1.000, 0.992; 102:
+/// 0.975, 3 of 120 fills missed: two slow fills near the top, one flat
+/// then fill), p10 lead at least 8 h (6.0 / 7.0 / 6.0 h: the fills
+/// shorter than about 12 h, fast fills cleaned up part-way and short
+/// linear fills, are a tenth of the fleet and cannot be seen 8 h ahead
+/// without extrapolating young rises that nightly jobs and bursts also
+/// show), median predicted-time error at most 0.15 (0.136 / 0.130 / 0.168:
+/// accelerating fills, a sixth of the fills, are predicted late by a
+/// linear fit). docs/rules.md "Evaluation" has the figures per shape. The
+/// test holds what this detector reaches on the held-out seeds, so it
+/// cannot regress unnoticed; these are floors, not the targets.
+const FLOOR_RECALL: f64 = 0.975;
+const FLOOR_P10_LEAD_H: f64 = 5.95;
+const CEILING_PREDICTED_ERROR: f64 = 0.17;
 
 #[test]
 fn lab_fleet_held_out_seeds_meet_the_targets() {
@@ -560,6 +566,55 @@ fn lab_fleet_diagnose() {
     let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
         panic!("default rules lack disk_full_predicted");
     };
+    if std::env::var("DIAG_FALSE").is_ok() {
+        for seed in lab_seeds() {
+            let lab = DiskLab::new(DiskLabConfig::new(seed));
+            let start_ms = lab.config().start_ms;
+            for d in lab.disks() {
+                let t = d.truth;
+                let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+                let mut st = TrendState::default();
+                let mut out = Vec::new();
+                for (i, v) in d.values.iter().enumerate() {
+                    let Some(v) = *v else { continue };
+                    if t.fill_onset.is_some_and(|o| i >= o) {
+                        break;
+                    }
+                    let start = start_ms + i as i64 * MIN_MS;
+                    let w = WindowAggregate {
+                        series: series.clone(),
+                        start_ms: start,
+                        end_ms: start + MIN_MS,
+                        agg: Agg::new(start, v),
+                    };
+                    out.clear();
+                    let a = st.on_window(rule, &rules, &w, &mut out);
+                    if out.iter().any(|e| e.status == AlertStatus::Firing) {
+                        let a = a.unwrap_or_default();
+                        let later: Vec<f64> = d.values[i..(i + 1440).min(d.values.len())]
+                            .iter()
+                            .flatten()
+                            .copied()
+                            .collect();
+                        let mx = later.iter().copied().fold(0.0, f64::max);
+                        let path = if a.gates >> 5 & 1 == 1 {
+                            "fast"
+                        } else if a.gates >> 6 & 1 == 1 {
+                            "long"
+                        } else {
+                            "slow"
+                        };
+                        eprintln!(
+                            "false seed {seed} disk {:4} {:<18} noisy {:5} day {:5.2} tod {:5.1} path {path} level {:5.1} slope {:6.3} ttl {:5.1} max24h {:5.1} noise {:.2}",
+                            t.index, t.shape.as_str(), t.noisy_host, i as f64 / 1440.0, (i % 1440) as f64 / 60.0,
+                            a.fast_level, a.slope, a.ttl_h.unwrap_or(f64::NAN), mx, st.noise_var.sqrt(),
+                        );
+                    }
+                }
+            }
+        }
+        return;
+    }
     for seed in lab_seeds() {
         let lab = DiskLab::new(DiskLabConfig::new(seed));
         let start_ms = lab.config().start_ms;

@@ -52,9 +52,10 @@
 //!      one straight line; the prediction then uses the fast fit;
 //!    * *long path*: neither of those, but the long slope is significant
 //!      (`min_t`, with the autocorrelation factor), the long fit has
-//!      `4 × min_points` effective windows, and neither the slow nor the
-//!      fast slope contradicts it (within 2.5 standard errors of half to
-//!      twice it); the prediction then uses the long fit;
+//!      `4 × min_points` effective windows and `horizon` of history, and
+//!      neither the slow nor the fast slope contradicts it (within 2.5
+//!      standard errors of half to twice it); the prediction then uses the
+//!      long fit;
 //! 3. the chosen fit predicts the limit within `horizon`;
 //! 4. the newest window agrees with the fast level within 4 noise sd (not
 //!    the first window of a cleanup drop or a spike);
@@ -66,10 +67,15 @@
 //!    seen to go: log rotation and nightly growth cleared every morning
 //!    pull the valley back down at every cleanup and leave their size in
 //!    `cleared`, so from the second time on they never count as a rise,
-//!    while a real fill keeps its valley near the fill's start;
+//!    while a real fill keeps its valley near the fill's start. On the
+//!    long path the rise is the larger of that and what the long slope
+//!    climbed over the long fit's memory (`horizon`), without the
+//!    cleared-rise test: a noisy host's daily wander clears as much as a
+//!    slow fill climbs in a day, and the long fit's significance is the
+//!    evidence there;
 //! 6. the series has not reached the limit (below) and the latch is armed:
-//!    the fast level is below where the last incident fired, less the
-//!    tolerance (a cleanup happened since).
+//!    the fast level is below where the last incident fired, less
+//!    `2 × noise sd + 0.5 % × |limit|` (a cleanup happened since).
 //!
 //! The predicted time is `now + (limit - level) / slope` from the chosen
 //! fit (unbiased for a linear fill once the fit covers the fill).
@@ -82,9 +88,11 @@
 //! predicts the limit within 1.5 × `horizon` with half the `min_t`; it
 //! resolves once that has been false for `resolve_after` (hysteresis: no
 //! flapping around the horizon), or immediately when the series *reaches*
-//! the limit: the fast level is within `2 × noise sd + 0.5 % × |limit|`
+//! the limit: the fast level is within `0.5 × noise sd + 0.5 % × |limit|`
 //! of it (a full disk sits just under 100 with clipped noise, so one
-//! window touching 100 is not the test). The prediction came true and the
+//! window touching 100 is not the test; the fast level averages tens of
+//! windows, so a fraction of one window's noise sd is its spread, and two
+//! sd called a slow fill on a noisy host full a day early). The prediction came true and the
 //! threshold rules (e.g. `disk_critical`) own the incident from there; the
 //! latch keeps a disk that stays at the limit from opening new incidents.
 //!
@@ -120,7 +128,7 @@ use crate::rules::read::{Cx, Val};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
 /// Part of `|limit|` within which the smoothed level counts as having
-/// reached the limit, on top of two noise sd.
+/// reached the limit, on top of [`REACHED_NOISE_SD`] noise sd.
 const REACHED_TOL: f64 = 0.005;
 /// Noise sd (of one window mean) within which the smoothed level counts
 /// as having reached the limit, on top of [`REACHED_TOL`]. The fast level

@@ -557,8 +557,10 @@ fn lab_fleet_held_out_seeds_meet_the_targets() {
 /// and a day before full, lead and predicted-time error of the first true
 /// firing, early (false) incidents; for missed disks (every disk with
 /// `DIAG_ALL` set) the share of the last day's windows passing each gate
-/// ([`super::trend::GATE_NAMES`]). How the issue-20 diagnosis in
-/// docs/rules.md was made.
+/// ([`super::trend::GATE_NAMES`]). With `DIAG_FALSE` set, instead every
+/// false firing: shape, day and time of day, the path that fired (fast,
+/// long or slow), level, slope, hours to the limit and the highest value
+/// of the next day. How the issue-20 diagnosis in docs/rules.md was made.
 #[test]
 #[ignore = "prints per-disk diagnostics of the tuning seeds (run with --ignored --nocapture)"]
 fn lab_fleet_diagnose() {
@@ -597,6 +599,7 @@ fn lab_fleet_diagnose() {
                             .copied()
                             .collect();
                         let mx = later.iter().copied().fold(0.0, f64::max);
+                        // Bits 5 and 6: fast_ok, long_ok (GATE_NAMES).
                         let path = if a.gates >> 5 & 1 == 1 {
                             "fast"
                         } else if a.gates >> 6 & 1 == 1 {

@@ -52,9 +52,10 @@
 //!      one straight line; the prediction then uses the fast fit;
 //!    * *long path*: neither of those, but the long slope is significant
 //!      (`min_t`, with the autocorrelation factor), the long fit has
-//!      `4 × min_points` effective windows, and neither the slow nor the
-//!      fast slope contradicts it (within 2.5 standard errors of half to
-//!      twice it); the prediction then uses the long fit;
+//!      `4 × min_points` effective windows and `horizon` of history, and
+//!      neither the slow nor the fast slope contradicts it (within 2.5
+//!      standard errors of half to twice it); the prediction then uses the
+//!      long fit;
 //! 3. the chosen fit predicts the limit within `horizon`;
 //! 4. the newest window agrees with the fast level within 4 noise sd (not
 //!    the first window of a cleanup drop or a spike);
@@ -66,10 +67,15 @@
 //!    seen to go: log rotation and nightly growth cleared every morning
 //!    pull the valley back down at every cleanup and leave their size in
 //!    `cleared`, so from the second time on they never count as a rise,
-//!    while a real fill keeps its valley near the fill's start;
+//!    while a real fill keeps its valley near the fill's start. On the
+//!    long path the rise is the larger of that and what the long slope
+//!    climbed over the long fit's memory (`horizon`), without the
+//!    cleared-rise test: a noisy host's daily wander clears as much as a
+//!    slow fill climbs in a day, and the long fit's significance is the
+//!    evidence there;
 //! 6. the series has not reached the limit (below) and the latch is armed:
-//!    the fast level is below where the last incident fired, less the
-//!    tolerance (a cleanup happened since).
+//!    the fast level is below where the last incident fired, less
+//!    `2 × noise sd + 0.5 % × |limit|` (a cleanup happened since).
 //!
 //! The predicted time is `now + (limit - level) / slope` from the chosen
 //! fit (unbiased for a linear fill once the fit covers the fill).
@@ -82,9 +88,11 @@
 //! predicts the limit within 1.5 × `horizon` with half the `min_t`; it
 //! resolves once that has been false for `resolve_after` (hysteresis: no
 //! flapping around the horizon), or immediately when the series *reaches*
-//! the limit: the fast level is within `2 × noise sd + 0.5 % × |limit|`
+//! the limit: the fast level is within `0.5 × noise sd + 0.5 % × |limit|`
 //! of it (a full disk sits just under 100 with clipped noise, so one
-//! window touching 100 is not the test). The prediction came true and the
+//! window touching 100 is not the test; the fast level averages tens of
+//! windows, so a fraction of one window's noise sd is its spread, and two
+//! sd called a slow fill on a noisy host full a day early). The prediction came true and the
 //! threshold rules (e.g. `disk_critical`) own the incident from there; the
 //! latch keeps a disk that stays at the limit from opening new incidents.
 //!
@@ -120,8 +128,14 @@ use crate::rules::read::{Cx, Val};
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
 /// Part of `|limit|` within which the smoothed level counts as having
-/// reached the limit, on top of two noise sd.
+/// reached the limit, on top of [`REACHED_NOISE_SD`] noise sd.
 const REACHED_TOL: f64 = 0.005;
+/// Noise sd (of one window mean) within which the smoothed level counts
+/// as having reached the limit, on top of [`REACHED_TOL`]. The fast level
+/// averages tens of windows, so its own spread is a fraction of one
+/// window's noise; two sd (the first issue-20 detector) called a slow fill
+/// near the top of a noisy host "full" a day early and never predicted it.
+const REACHED_NOISE_SD: f64 = 0.5;
 /// Memory of the rises a series showed and then cleared, hours.
 const CLEARED_TAU_H: f64 = 168.0;
 /// A rise is extrapolated only once it exceeds the recently cleared rise
@@ -277,7 +291,28 @@ pub struct Assessment {
     pub reached: bool,
     /// Fast (lag-free) level at the window end, oriented.
     pub fast_level: f64,
+    /// Which gates passed (diagnostics): bit `i` is [`GATE_NAMES`]`[i]`.
+    pub gates: u16,
 }
+
+/// Names of the bits of [`Assessment::gates`], lowest first.
+pub const GATE_NAMES: [&str; 15] = [
+    "enough",
+    "not_reached",
+    "armed",
+    "agrees",
+    "slow_ok",
+    "fast_ok",
+    "long_ok",
+    "within",
+    "bounded",
+    "long_t",
+    "above_cleared",
+    "slow_t",
+    "slow_linear",
+    "not_decelerating",
+    "not_accelerating",
+];
 
 /// State of one trend rule on one series: a fixed number of scalars.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -424,8 +459,11 @@ impl TrendState {
         // The limit is reached when the smoothed level is within noise of
         // it: a full disk sits just under 100 (clipped noise), and one
         // window touching 100 is not "full" yet.
+        // The latch re-arms only on a clear fall (two noise sd), so a disk
+        // wandering at the limit holds its one incident.
         let tol = 2.0 * self.noise_var.sqrt() + REACHED_TOL * lim.abs();
-        let reached = s >= lim - tol;
+        let reached =
+            s >= lim - (REACHED_NOISE_SD * self.noise_var.sqrt() + REACHED_TOL * lim.abs());
         if s < self.spent.0 - tol {
             self.spent = Latch::default();
         }
@@ -438,6 +476,7 @@ impl TrendState {
             };
         };
         let horizon_h = rule.horizon.as_secs_f64() / 3600.0;
+        let min_t = rule.min_t;
         let noise = self.noise_var.sqrt();
         let se_fast = self.fast.slope_se();
         let slow_level = self.slow.level_at(t_now);
@@ -457,7 +496,7 @@ impl TrendState {
         let slow_linear = self.slow.residual_var().sqrt() <= 1.5 * local_sd + 0.1 * b.abs() * tau_h;
         let decelerating = b_fast < 0.9 * b - 2.5 * se_fast;
         let accelerating = b_fast > 1.1 * b + 2.5 * se_fast;
-        let slow_ok = slow_t >= rule.min_t
+        let slow_ok = slow_t >= min_t
             && self.slow.r2() >= rule.min_r2
             && slow_linear
             && !decelerating
@@ -467,7 +506,7 @@ impl TrendState {
         let fast_t = b_fast / se_fast;
         let fast_linear =
             self.fast.residual_var().sqrt() <= 1.5 * noise + 0.1 * b_fast.abs() * tau_fast_h;
-        let fast_ok = accelerating && fast_t >= rule.min_t && fast_linear;
+        let fast_ok = accelerating && fast_t >= min_t && fast_linear;
 
         // Long path: a slow fill, significant over the long fit even with
         // autocorrelated noise, that the slow and fast fits do not contradict.
@@ -476,11 +515,12 @@ impl TrendState {
         let slow_se = self.slow.slope_se() * infl(self.slow.residual_var());
         let long_ok = !slow_ok
             && !fast_ok
-            && long_t >= rule.min_t
+            && long_t >= min_t
             && b >= 0.5 * b_long - 2.5 * slow_se
             && b <= 2.0 * b_long + 2.5 * slow_se
             && b_fast >= 0.5 * b_long - 2.5 * se_fast
-            && self.long.n_eff() >= 4.0 * f64::from(rule.min_points);
+            && self.long.n_eff() >= 4.0 * f64::from(rule.min_points)
+            && t_now >= 2.0 * tau_long_h;
         let (level, slope) = if fast_ok {
             (s, b_fast)
         } else if long_ok {
@@ -497,24 +537,54 @@ impl TrendState {
         // A young rise (a nightly job, a burst, a ramp that may stop) is
         // extrapolated at most as far as it rose; the full reach comes
         // with RISE_MATURE_H of rising.
+        let max_ex = rule.max_extrapolation;
         let age_h = (end_ms - self.low_ms.max(self.t0_ms)) as f64 / MS_PER_HOUR;
-        let k = 1.0 + (rule.max_extrapolation - 1.0).max(0.0) * (age_h / RISE_MATURE_H).min(1.0);
-        let k = k.min(rule.max_extrapolation.max(0.0));
+        let k = 1.0 + (max_ex - 1.0).max(0.0) * (age_h / RISE_MATURE_H).min(1.0);
+        let k = k.min(max_ex.max(0.0));
         let reach = if fast_ok { 0.5 } else { 1.0 } * k;
-        let bounded = headroom <= reach * rise && rise >= REPEAT_MARGIN * self.cleared;
+        let mut bounded = headroom <= reach * rise && rise >= REPEAT_MARGIN * self.cleared;
+        // The long path's evidence is the long fit itself (significant
+        // with the autocorrelation factor over a day): its rise is what the
+        // long slope climbed over the fit's memory, and the cleared-rise
+        // test does not apply (a noisy host's wander and a working-hours
+        // bump clear as much every day as a slow fill climbs).
+        if long_ok {
+            let rise_long = b_long * 2.0 * tau_long_h;
+            bounded = headroom <= k * rise.max(rise_long);
+        }
         // The newest window agrees with the fast level (not a cleanup drop
         // or a spike that is still being absorbed).
         let agrees = (y - s).abs() <= 4.0 * local_sd + 1e-9 * lim.abs();
+        let armed = self.spent.armed(s);
         let fire = enough
             && !reached
-            && self.spent.armed(s)
+            && armed
             && agrees
             && (slow_ok || fast_ok || long_ok)
             && within(horizon_h)
             && bounded;
-        let hold = !reached
-            && (fast_ok || long_ok || slow_t >= 0.5 * rule.min_t)
-            && within(1.5 * horizon_h);
+        let hold =
+            !reached && (fast_ok || long_ok || slow_t >= 0.5 * min_t) && within(1.5 * horizon_h);
+        let gates = [
+            enough,
+            !reached,
+            armed,
+            agrees,
+            slow_ok,
+            fast_ok,
+            long_ok,
+            within(horizon_h),
+            bounded,
+            long_t >= min_t,
+            rise >= REPEAT_MARGIN * self.cleared,
+            slow_t >= min_t,
+            slow_linear,
+            !decelerating,
+            !accelerating,
+        ]
+        .iter()
+        .enumerate()
+        .fold(0u16, |g, (i, &x)| g | (u16::from(x) << i));
         Assessment {
             level,
             slope,
@@ -523,6 +593,7 @@ impl TrendState {
             hold,
             reached,
             fast_level: s,
+            gates,
         }
     }
 

@@ -473,10 +473,18 @@ fn lab_scores(seed: u64) -> DiskScores {
 /// Tuning seeds: the detector's constants were chosen looking at these.
 const TUNING_SEEDS: [u64; 2] = [1, 2];
 
+/// Seeds of the ignored diagnostic tests: `VIGIL_LAB_SEEDS` (comma
+/// separated), else the tuning seeds.
+fn lab_seeds() -> Vec<u64> {
+    std::env::var("VIGIL_LAB_SEEDS")
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| TUNING_SEEDS.to_vec())
+}
+
 #[test]
 #[ignore = "prints the lab figures of the tuning seeds (run with --ignored --nocapture)"]
 fn lab_fleet_tuning_seeds() {
-    for seed in TUNING_SEEDS {
+    for seed in lab_seeds() {
         let t = std::time::Instant::now();
         let s = lab_scores(seed);
         eprintln!("seed {seed} ({:.1} s): {s}", t.elapsed().as_secs_f64());
@@ -491,15 +499,21 @@ const HELD_OUT_SEEDS: [u64; 3] = [101, 102, 103];
 const TARGET_MEDIAN_LEAD_H: f64 = 20.0;
 const TARGET_FALSE_PER_1000_DISK_DAYS: f64 = 10.0;
 const TARGET_INCIDENTS_PER_FILLING_DISK: f64 = 1.5;
-/// DESIGN.md targets NOT met yet (issue 20 stays open for them): recall
-/// at least 0.99, p10 lead at least 8 h, median predicted-time error at
-/// most 0.15. The
-/// test holds the floors measured when this slice landed (held-out seeds
-/// 101-103: recall 0.958-0.975, p10 lead 6.0-7.0 h, error 0.129-0.168) so
-/// they cannot regress unnoticed; they are floors, not the targets.
-const FLOOR_RECALL: f64 = 0.95;
-const FLOOR_P10_LEAD_H: f64 = 5.5;
-const CEILING_PREDICTED_ERROR: f64 = 0.18;
+/// DESIGN.md targets NOT met on every held-out seed (issue 20 stays open
+/// for them): recall at least 0.99 (met on 101 and 103: 1.000, 0.992; 102:
+/// 0.975, 3 of 120 fills missed: two slow fills near the top, one flat
+/// then fill), p10 lead at least 8 h (6.0 / 7.0 / 6.0 h: the fills
+/// shorter than about 12 h, fast fills cleaned up part-way and short
+/// linear fills, are a tenth of the fleet and cannot be seen 8 h ahead
+/// without extrapolating young rises that nightly jobs and bursts also
+/// show), median predicted-time error at most 0.15 (0.136 / 0.130 / 0.168:
+/// accelerating fills, a sixth of the fills, are predicted late by a
+/// linear fit). docs/rules.md "Evaluation" has the figures per shape. The
+/// test holds what this detector reaches on the held-out seeds, so it
+/// cannot regress unnoticed; these are floors, not the targets.
+const FLOOR_RECALL: f64 = 0.975;
+const FLOOR_P10_LEAD_H: f64 = 5.95;
+const CEILING_PREDICTED_ERROR: f64 = 0.17;
 
 #[test]
 fn lab_fleet_held_out_seeds_meet_the_targets() {
@@ -536,5 +550,149 @@ fn lab_fleet_held_out_seeds_meet_the_targets() {
             "seed {seed}: median predicted-time error {:.3}",
             s.median_predicted_error
         );
+    }
+}
+
+/// Per filling disk of the tuning seeds: fill length, level at the onset
+/// and a day before full, lead and predicted-time error of the first true
+/// firing, early (false) incidents; for missed disks (every disk with
+/// `DIAG_ALL` set) the share of the last day's windows passing each gate
+/// ([`super::trend::GATE_NAMES`]). With `DIAG_FALSE` set, instead every
+/// false firing: shape, day and time of day, the path that fired (fast,
+/// long or slow), level, slope, hours to the limit and the highest value
+/// of the next day. How the issue-20 diagnosis in docs/rules.md was made.
+#[test]
+#[ignore = "prints per-disk diagnostics of the tuning seeds (run with --ignored --nocapture)"]
+fn lab_fleet_diagnose() {
+    let rules = RuleSet::default_rules();
+    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+        panic!("default rules lack disk_full_predicted");
+    };
+    if std::env::var("DIAG_FALSE").is_ok() {
+        for seed in lab_seeds() {
+            let lab = DiskLab::new(DiskLabConfig::new(seed));
+            let start_ms = lab.config().start_ms;
+            for d in lab.disks() {
+                let t = d.truth;
+                let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+                let mut st = TrendState::default();
+                let mut out = Vec::new();
+                for (i, v) in d.values.iter().enumerate() {
+                    let Some(v) = *v else { continue };
+                    if t.fill_onset.is_some_and(|o| i >= o) {
+                        break;
+                    }
+                    let start = start_ms + i as i64 * MIN_MS;
+                    let w = WindowAggregate {
+                        series: series.clone(),
+                        start_ms: start,
+                        end_ms: start + MIN_MS,
+                        agg: Agg::new(start, v),
+                    };
+                    out.clear();
+                    let a = st.on_window(rule, &rules, &w, &mut out);
+                    if out.iter().any(|e| e.status == AlertStatus::Firing) {
+                        let a = a.unwrap_or_default();
+                        let later: Vec<f64> = d.values[i..(i + 1440).min(d.values.len())]
+                            .iter()
+                            .flatten()
+                            .copied()
+                            .collect();
+                        let mx = later.iter().copied().fold(0.0, f64::max);
+                        // Bits 5 and 6: fast_ok, long_ok (GATE_NAMES).
+                        let path = if a.gates >> 5 & 1 == 1 {
+                            "fast"
+                        } else if a.gates >> 6 & 1 == 1 {
+                            "long"
+                        } else {
+                            "slow"
+                        };
+                        eprintln!(
+                            "false seed {seed} disk {:4} {:<18} noisy {:5} day {:5.2} tod {:5.1} path {path} level {:5.1} slope {:6.3} ttl {:5.1} max24h {:5.1} noise {:.2}",
+                            t.index, t.shape.as_str(), t.noisy_host, i as f64 / 1440.0, (i % 1440) as f64 / 60.0,
+                            a.fast_level, a.slope, a.ttl_h.unwrap_or(f64::NAN), mx, st.noise_var.sqrt(),
+                        );
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for seed in lab_seeds() {
+        let lab = DiskLab::new(DiskLabConfig::new(seed));
+        let start_ms = lab.config().start_ms;
+        for d in lab.disks() {
+            let t = d.truth;
+            let (Some(on), Some(at)) = (t.fill_onset, t.fill_at) else {
+                continue;
+            };
+            let inc = lab_incidents(rule, &rules, start_ms, &d);
+            let first = inc
+                .iter()
+                .filter(|x| x.fired >= on && x.fired < at)
+                .min_by_key(|x| x.fired);
+            let lvl = |i: usize| {
+                let v: Vec<f64> = d.values[i.saturating_sub(60)..i.min(d.values.len())]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            };
+            let (lead, err) = match first {
+                Some(x) => (
+                    (at - x.fired) as f64 / 60.0,
+                    (x.predicted - at as f64).abs() / (at - x.fired) as f64,
+                ),
+                None => (f64::NAN, f64::NAN),
+            };
+            eprintln!(
+                "seed {seed} disk {:4} {:<22} noisy {:5} fill {:6.1} h from {:5.1} (24h before {:5.1}) lead {:5.1} err {:5.3} early {}",
+                t.index,
+                t.shape.as_str(),
+                t.noisy_host,
+                (at - on) as f64 / 60.0,
+                lvl(on.max(60)),
+                lvl(at.saturating_sub(1440).max(60)),
+                lead,
+                err,
+                inc.iter().filter(|x| x.fired < on).count(),
+            );
+            if first.is_none() || std::env::var("DIAG_ALL").is_ok() {
+                // Share of the windows of the last day before full that
+                // pass each gate.
+                let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+                let mut st = TrendState::default();
+                let mut out = Vec::new();
+                let mut pass = [0usize; 16];
+                let mut n = 0;
+                for (i, v) in d.values.iter().enumerate().take(at) {
+                    let Some(v) = *v else { continue };
+                    let start = start_ms + i as i64 * MIN_MS;
+                    let w = WindowAggregate {
+                        series: series.clone(),
+                        start_ms: start,
+                        end_ms: start + MIN_MS,
+                        agg: Agg::new(start, v),
+                    };
+                    let a = st.on_window(rule, &rules, &w, &mut out);
+                    if i + 1440 >= at {
+                        if let Some(a) = a {
+                            n += 1;
+                            for (k, p) in pass.iter_mut().enumerate() {
+                                *p += usize::from(a.gates >> k & 1 == 1);
+                            }
+                        }
+                    }
+                }
+                let names = super::trend::GATE_NAMES;
+                let pct: Vec<String> = names
+                    .iter()
+                    .zip(pass)
+                    .map(|(k, p)| format!("{k}={}", 100 * p / n.max(1)))
+                    .collect();
+                eprintln!("    {}", pct.join(" "));
+            }
+        }
     }
 }

@@ -120,24 +120,36 @@ FROM ranked
 WHERE rank <= 5
 ORDER BY metric, rank";
 
-/// Disks predicted to fill: trend-alert incidents, with the predicted
-/// time, how many hours ahead of the alert it was, and when the incident
-/// resolved (null while still open). Soonest first.
+/// Disks predicted to fill: the open predictions, one row per disk (its
+/// latest trend incident, listed only while that incident is open), with
+/// when it was alerted, the predicted time, how many hours ahead of the
+/// alert it was, and how many trend incidents the disk had in scope.
+/// Soonest first. A disk whose latest prediction was withdrawn or came
+/// true is not listed; nor are its older incidents.
 pub const PREDICTED_DISK_FILLS: &str = "\
-SELECT f.tenant,
-       f.agent,
-       f.hostname,
-       f.labels,
-       f.predicted_at,
-       round((extract(epoch FROM f.predicted_at) - extract(epoch FROM f.event_time)) / 3600.0, 1) AS hours_ahead,
-       r.resolved_at
-FROM alerts f
-LEFT JOIN (SELECT id, max(resolved_at) AS resolved_at
-           FROM alerts
-           WHERE status = 'resolved'
-           GROUP BY id) r ON r.id = f.id
-WHERE f.kind = 'trend' AND f.status = 'firing'
-ORDER BY f.predicted_at, f.tenant, f.agent, f.labels";
+WITH fills AS (
+       SELECT f.id, f.tenant, f.agent, f.hostname, f.metric, f.labels, f.event_time, f.predicted_at,
+              r.id IS NULL AS is_open
+       FROM alerts f
+       LEFT JOIN (SELECT DISTINCT id FROM alerts WHERE status = 'resolved') r ON r.id = f.id
+       WHERE f.kind = 'trend' AND f.status = 'firing'),
+     ranked AS (
+       SELECT *,
+              row_number() OVER (PARTITION BY tenant, agent, metric, labels
+                                 ORDER BY event_time DESC, id DESC) AS newest,
+              count(*) OVER (PARTITION BY tenant, agent, metric, labels) AS incidents
+       FROM fills)
+SELECT tenant,
+       agent,
+       hostname,
+       labels,
+       event_time AS alerted_at,
+       predicted_at,
+       round((extract(epoch FROM predicted_at) - extract(epoch FROM event_time)) / 3600.0, 1) AS hours_ahead,
+       incidents
+FROM ranked
+WHERE newest = 1 AND is_open
+ORDER BY predicted_at, tenant, agent, labels";
 
 /// The sections of the health report, in display order.
 pub const SECTIONS: &[SectionSpec] = &[
@@ -186,7 +198,7 @@ pub const SECTIONS: &[SectionSpec] = &[
     SectionSpec {
         name: "predicted_disk_fills",
         title: "Disks predicted to fill",
-        about: "Trend incidents: when each disk is predicted to be full, and whether the prediction was withdrawn.",
+        about: "Open predictions, one per disk (its latest trend incident): when it is predicted to be full.",
         sql: PREDICTED_DISK_FILLS,
         chart: None,
     },

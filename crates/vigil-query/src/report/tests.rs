@@ -307,12 +307,89 @@ fn health_report_numbers() {
             &[
                 "agent",
                 "labels",
+                "alerted_at",
                 "predicted_at",
                 "hours_ahead",
-                "resolved_at"
+                "incidents"
             ]
         ),
-        [json!(["b1", "mount=/", "2026-11-03T20:00:00Z", 12.5, null])]
+        [json!([
+            "b1",
+            "mount=/",
+            "2026-11-03T07:30:00Z",
+            "2026-11-03T20:00:00Z",
+            12.5,
+            1
+        ])]
+    );
+}
+
+/// Issue 20 item 3: `vigil report` lists the open predictions, one row per
+/// disk with its latest prediction, not every trend incident ever.
+#[test]
+fn predicted_disk_fills_lists_one_open_prediction_per_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fleet(dir.path(), tenant);
+    // More trend incidents (t = hours after midnight): on b1 mount=/ an
+    // older one that is still open (superseded by `fill` at 7.5) and one
+    // that resolved; on a1 mount=/ one that resolved (withdrawn: no open
+    // prediction); on a1 mount=/home an open one.
+    let t = |h: f64| MIDNIGHT + (h * HOUR as f64) as i64;
+    let trend = |id: &str, agent: &str, labels: &str, at: f64, predicted: f64| {
+        let mut a = alert(
+            agent,
+            "disk_fill",
+            DetectorKind::Trend,
+            AlertStatus::Firing,
+            false,
+            t(at),
+        );
+        a.id = id.into();
+        a.tenant = tenant(agent);
+        a.labels = labels.into();
+        a.predicted_at_ms = Some(t(predicted));
+        a
+    };
+    let resolved = |mut a: AlertEvent, at: f64| {
+        a.status = AlertStatus::Resolved;
+        a.resolved_at_ms = Some(t(at));
+        a.event_time_ms = t(at);
+        a.resolve_reason = Some(ResolveReason::Cleared);
+        a
+    };
+    let old = trend("fill-old", "b1", "mount=/", 1.0, 30.0);
+    let gone = trend("fill-gone", "b1", "mount=/", 2.0, 26.0);
+    let a1 = trend("fill-a1", "a1", "mount=/", 3.0, 15.0);
+    let home = trend("fill-home", "a1", "mount=/home", 4.0, 22.0);
+    let mut w = AlertsWriter::new(dir.path(), WriterConfig::default()).unwrap();
+    for e in [
+        old,
+        gone.clone(),
+        resolved(gone, 2.5),
+        a1.clone(),
+        resolved(a1, 6.0),
+        home,
+    ] {
+        w.push(&e);
+    }
+    w.flush(range(100)).unwrap();
+    let s = QuerySession::open(dir.path()).unwrap();
+    let r = report(&s, ReportKind::Health, &Scope::default());
+    assert_eq!(
+        pick(
+            &rows(&r, "predicted_disk_fills"),
+            &[
+                "agent",
+                "labels",
+                "predicted_at",
+                "hours_ahead",
+                "incidents"
+            ]
+        ),
+        [
+            json!(["b1", "mount=/", "2026-11-03T20:00:00Z", 12.5, 3]),
+            json!(["a1", "mount=/home", "2026-11-03T22:00:00Z", 18.0, 1]),
+        ]
     );
 }
 

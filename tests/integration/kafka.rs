@@ -393,6 +393,16 @@ impl Env {
     }
 }
 
+/// The value of the unlabelled metric `name` in a Prometheus exposition
+/// (panics, showing the exposition, when it is not there).
+fn metric_value(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}:\n{exposition}"))
+}
+
 // ---------------------------------------------------------------- the fleet
 
 fn series(metric: &str, labels: &[(&str, &str)], pts: &[(i64, f64)]) -> Series {

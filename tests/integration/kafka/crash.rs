@@ -169,50 +169,53 @@ fn checkpoint_ahead_of_commit(l: &Left) -> bool {
     (0..PARTITIONS as usize).any(|p| l.newest[p].is_some_and(|c| c > l.committed[p]))
 }
 
-#[test]
-fn kafka_crash_after_a_file_is_published_leaves_one_copy_of_every_row() {
-    let Some(log) = crash_at("crash-publish", "flush.after_publish", 3, |l| {
-        assert!(output_past_a_checkpoint(l), "{l:?}");
-    }) else {
+/// A crash at `failpoint` (its 3rd pass) whose aftermath `left` must
+/// show, and what the next worker's log must then say.
+fn crash_case(name: &str, failpoint: &str, left: fn(&Left) -> bool, then: &str) {
+    let Some(log) = crash_at(name, failpoint, 3, |l| assert!(left(l), "{l:?}")) else {
         return;
     };
-    assert!(
-        log.contains("removed output published after the last checkpoint"),
-        "{log}"
+    assert!(log.contains(then), "{log}");
+}
+
+#[test]
+fn kafka_crash_after_a_file_is_published_leaves_one_copy_of_every_row() {
+    crash_case(
+        "crash-publish",
+        "flush.after_publish",
+        output_past_a_checkpoint,
+        "removed output published after the last checkpoint",
     );
 }
 
 #[test]
 fn kafka_crash_after_the_acks_leaves_one_copy_of_every_row() {
-    let Some(log) = crash_at("crash-acks", "flush.after_acks", 3, |l| {
-        assert!(output_past_a_checkpoint(l), "{l:?}");
-    }) else {
-        return;
-    };
-    assert!(
-        log.contains("removed output published after the last checkpoint"),
-        "{log}"
+    crash_case(
+        "crash-acks",
+        "flush.after_acks",
+        output_past_a_checkpoint,
+        "removed output published after the last checkpoint",
     );
 }
 
 #[test]
 fn kafka_crash_after_a_checkpoint_resumes_from_it() {
-    let Some(log) = crash_at("crash-ckpt", "flush.after_checkpoint", 3, |l| {
-        assert!(checkpoint_ahead_of_commit(l), "{l:?}");
-    }) else {
-        return;
-    };
-    assert!(log.contains("restored the partition's checkpoint"), "{log}");
+    crash_case(
+        "crash-ckpt",
+        "flush.after_checkpoint",
+        checkpoint_ahead_of_commit,
+        "restored the partition's checkpoint",
+    );
 }
 
 #[test]
 fn kafka_crash_before_the_commit_resumes_from_the_checkpoints() {
-    let Some(log) = crash_at("crash-commit", "flush.before_commit", 3, |l| {
-        assert!(checkpoint_ahead_of_commit(l), "{l:?}");
-    }) else {
-        return;
-    };
-    assert!(log.contains("restored the partition's checkpoint"), "{log}");
+    crash_case(
+        "crash-commit",
+        "flush.before_commit",
+        checkpoint_ahead_of_commit,
+        "restored the partition's checkpoint",
+    );
 }
 
 #[test]
@@ -276,11 +279,7 @@ fn kafka_damaged_newest_checkpoints_fall_back_and_lose_nothing() {
         "{log}"
     );
     assert!(log.contains("is corrupt: xxh3 of its body"), "{log}");
-    let fallbacks: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("vigil_checkpoint_fallbacks_total"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or_else(|| panic!("no fallback counter:\n{metrics}"));
+    let fallbacks = metric_value(&metrics, "vigil_checkpoint_fallbacks_total");
     assert!(damaged >= 2, "the fleet spreads over the partitions");
     assert_eq!(fallbacks, damaged as f64);
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();

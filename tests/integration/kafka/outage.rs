@@ -147,11 +147,7 @@ fn kafka_broker_outage_of_60s_pauses_idle_clocks_and_the_worker_resumes() {
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum();
     assert_eq!(late, 0.0, "points refused as late:\n{metrics}");
-    let paused: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("vigil_worker_clocks_paused_milliseconds_total"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or_else(|| panic!("no pause counter:\n{metrics}"));
+    let paused = metric_value(&metrics, "vigil_worker_clocks_paused_milliseconds_total");
     // Held until the session timeout (6 s here) revoked the partitions;
     // the time after that is skipped at their restore.
     assert!(paused >= 2_000.0, "paused {paused} ms");

@@ -100,11 +100,12 @@ pub(crate) fn write_atomic_keeping<T>(
     let prev = dir.join(previous);
     publish_atomic(dir, name, sync, write, |tmp, dest| {
         match fs::rename(dest, &prev) {
-            Ok(()) => {}
+            // Passed only when a newest existed: the N-th hit is the N-th
+            // time a generation was kept.
+            Ok(()) => crate::failpoint::hit("checkpoint.between_renames"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("rename", dest)(e)),
         }
-        crate::failpoint::hit("checkpoint.between_renames");
         fs::rename(tmp, dest).map_err(StoreError::io("rename", tmp))
     })
 }

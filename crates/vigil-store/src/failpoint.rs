@@ -20,9 +20,9 @@
 //!   a flush is written;
 //! - `flush.before_commit`: after every checkpoint of a flush, before the
 //!   offsets are handed to the committer;
-//! - `checkpoint.between_renames`: on a local disk, after the newest
-//!   checkpoint became the previous one and before the new one takes its
-//!   name.
+//! - `checkpoint.between_renames`: on a local disk, after an existing
+//!   newest checkpoint became the previous one and before the new one
+//!   takes its name (not passed for a partition's first checkpoint).
 
 /// The environment variable read by debug builds.
 pub const ENV: &str = "VIGIL_FAILPOINTS";

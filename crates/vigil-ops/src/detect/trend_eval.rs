@@ -52,6 +52,17 @@ struct Disk {
     fill_at: Option<usize>,
 }
 
+/// The `i`-th one-minute window from `start_ms` of `series`, one point `v`.
+fn minute_window(series: &SeriesMeta, start_ms: i64, i: usize, v: f64) -> WindowAggregate {
+    let start = start_ms + i as i64 * MIN_MS;
+    WindowAggregate {
+        series: series.clone(),
+        start_ms: start,
+        end_ms: start + MIN_MS,
+        agg: Agg::new(start, v),
+    }
+}
+
 fn clamp(v: f64) -> f64 {
     v.clamp(0.0, 100.0)
 }
@@ -235,13 +246,7 @@ fn run(rule: &TrendRule, rules: &RuleSet, disk: &Disk) -> Run {
     let mut firings = Vec::new();
     let mut errors = Vec::new();
     for (i, &m) in disk.means.iter().enumerate() {
-        let start = T0_MS + i as i64 * MIN_MS;
-        let w = WindowAggregate {
-            series: series.clone(),
-            start_ms: start,
-            end_ms: start + MIN_MS,
-            agg: Agg::new(start, m),
-        };
+        let w = minute_window(&series, T0_MS, i, m);
         out.clear();
         let a = st.on_window(rule, rules, &w, &mut out);
         for e in &out {
@@ -411,13 +416,7 @@ fn lab_incidents(
     let mut incidents = Vec::new();
     for (i, v) in d.values.iter().enumerate() {
         let Some(v) = *v else { continue };
-        let start = start_ms + i as i64 * MIN_MS;
-        let w = WindowAggregate {
-            series: series.clone(),
-            start_ms: start,
-            end_ms: start + MIN_MS,
-            agg: Agg::new(start, v),
-        };
+        let w = minute_window(&series, start_ms, i, v);
         out.clear();
         st.on_window(rule, rules, &w, &mut out);
         for e in out.iter().filter(|e| e.status == AlertStatus::Firing) {
@@ -582,13 +581,7 @@ fn lab_fleet_diagnose() {
                     if t.fill_onset.is_some_and(|o| i >= o) {
                         break;
                     }
-                    let start = start_ms + i as i64 * MIN_MS;
-                    let w = WindowAggregate {
-                        series: series.clone(),
-                        start_ms: start,
-                        end_ms: start + MIN_MS,
-                        agg: Agg::new(start, v),
-                    };
+                    let w = minute_window(&series, start_ms, i, v);
                     out.clear();
                     let a = st.on_window(rule, &rules, &w, &mut out);
                     if out.iter().any(|e| e.status == AlertStatus::Firing) {
@@ -668,13 +661,7 @@ fn lab_fleet_diagnose() {
                 let mut n = 0;
                 for (i, v) in d.values.iter().enumerate().take(at) {
                     let Some(v) = *v else { continue };
-                    let start = start_ms + i as i64 * MIN_MS;
-                    let w = WindowAggregate {
-                        series: series.clone(),
-                        start_ms: start,
-                        end_ms: start + MIN_MS,
-                        agg: Agg::new(start, v),
-                    };
+                    let w = minute_window(&series, start_ms, i, v);
                     let a = st.on_window(rule, &rules, &w, &mut out);
                     if i + 1440 >= at {
                         if let Some(a) = a {

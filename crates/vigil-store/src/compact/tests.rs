@@ -178,6 +178,24 @@ fn run(root: &Path, o: &CompactOptions) -> CompactReport {
     compact(root, o, DateScope::Settled, now(), &mut all_committed()).unwrap()
 }
 
+/// [`compact_with`] on `root` with every partition committed, `min_files`
+/// and the run's hook `hook`.
+fn compact_hooked(
+    root: &Root,
+    min_files: usize,
+    scope: DateScope,
+    hook: &mut dyn FnMut(Step) -> Result<()>,
+) -> Result<CompactReport> {
+    compact_with(
+        root,
+        &opts(min_files),
+        scope,
+        now(),
+        &mut all_committed(),
+        hook,
+    )
+}
+
 fn now() -> i64 {
     system_ms(SystemTime::now())
 }
@@ -389,14 +407,7 @@ fn a_crash_at_each_step_leaves_every_row_visible_once_and_a_rerun_completes() {
                 Ok(())
             }
         };
-        let r = compact_with(
-            &Root::from(root),
-            &opts(4),
-            DateScope::Settled,
-            now(),
-            &mut all_committed(),
-            &mut hook,
-        );
+        let r = compact_hooked(&Root::from(root), 4, DateScope::Settled, &mut hook);
         assert!(r.is_err(), "{crash_at:?}");
         assert_eq!(dump(root, true), before, "after a crash at {crash_at:?}");
         // A crashed writer's leftover: ignored by readers, removed once old.
@@ -695,12 +706,10 @@ fn a_second_concurrent_run_is_refused_and_outputs_never_replace_a_file() {
         }
         Ok(())
     };
-    let r = compact_with(
+    let r = compact_hooked(
         &Root::from(root),
-        &opts(2),
+        2,
         DateScope::Day(MIDNIGHT / DAY_MS),
-        now(),
-        &mut all_committed(),
         &mut hook,
     )
     .unwrap();
@@ -804,14 +813,7 @@ fn on_an_object_store_a_crash_between_put_and_deletes_is_safe_to_rerun() {
                 Ok(())
             }
         };
-        let r = compact_with(
-            &root,
-            &opts(4),
-            DateScope::Settled,
-            now(),
-            &mut all_committed(),
-            &mut hook,
-        );
+        let r = compact_hooked(&root, 4, DateScope::Settled, &mut hook);
         assert!(r.is_err(), "{crash_at:?}");
         assert_eq!(
             dump_object(o, true),
@@ -911,15 +913,7 @@ fn on_an_object_store_outputs_never_replace_and_changed_inputs_void_the_output()
         }
         Ok(())
     };
-    let r = compact_with(
-        &root,
-        &opts(2),
-        DateScope::Day(MIDNIGHT / DAY_MS),
-        now(),
-        &mut all_committed(),
-        &mut hook,
-    )
-    .unwrap();
+    let r = compact_hooked(&root, 2, DateScope::Day(MIDNIGHT / DAY_MS), &mut hook).unwrap();
     assert!(r.conflicts >= 1, "{r:?}");
     assert_eq!(&o.get(&theirs).unwrap().unwrap()[..], b"someone else's");
     assert!(o
@@ -941,15 +935,7 @@ fn on_an_object_store_outputs_never_replace_and_changed_inputs_void_the_output()
         }
         Ok(())
     };
-    let r = compact_with(
-        &root,
-        &opts(2),
-        DateScope::Day(MIDNIGHT / DAY_MS),
-        now(),
-        &mut all_committed(),
-        &mut hook,
-    )
-    .unwrap();
+    let r = compact_hooked(&root, 2, DateScope::Day(MIDNIGHT / DAY_MS), &mut hook).unwrap();
     assert!(r.conflicts >= 1, "{r:?}");
     assert!(
         o.get(&theirs).unwrap().is_none(),

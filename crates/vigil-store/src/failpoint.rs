@@ -1,10 +1,15 @@
 //! Failpoints: named places in the commit protocol where a test can make
-//! the process die, to check what a restart finds there.
+//! the process die, or freeze, to check what a restart (or a resumed
+//! zombie) does there.
 //!
 //! Debug builds read `VIGIL_FAILPOINTS` once, a comma-separated list of
-//! `name=abort` (die at the first hit) or `name=abort@N` (die at the N-th
-//! hit, N ≥ 1). Dying is `std::process::abort()`: no destructor runs,
-//! no buffer is flushed, no offset is committed, as with SIGKILL.
+//! `name=action` (at the first hit) or `name=action@N` (at the N-th hit,
+//! N ≥ 1), where the action is
+//! - `abort`: `std::process::abort()`: no destructor runs, no buffer is
+//!   flushed, no offset is committed, as with SIGKILL;
+//! - `stop`: the process sends itself SIGSTOP (every thread freezes, as
+//!   in a VM pause) and goes on where it stopped once it gets SIGCONT.
+//!
 //! Release builds compile [`hit`] to nothing, whatever the environment.
 //!
 //! Why not the `fail` crate: it switches failpoints on with a cargo
@@ -13,6 +18,9 @@
 //! the tests already run and in no release build.
 //!
 //! The names (documented where they are hit):
+//! - `flush.before_publish`: in a flush, before the first partition's
+//!   files are published (and before the worker checks it still owns its
+//!   partitions);
 //! - `flush.after_publish`: after the first file of a flush is published;
 //! - `flush.after_acks`: after every alert and dead letter of a flush is
 //!   acknowledged, before any checkpoint is written;
@@ -43,51 +51,92 @@ mod armed {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
 
-    /// Armed failpoints: the hit that aborts, and the hits so far.
-    fn table() -> &'static HashMap<String, (u64, AtomicU64)> {
-        static TABLE: OnceLock<HashMap<String, (u64, AtomicU64)>> = OnceLock::new();
+    /// What an armed failpoint does at its hit.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Action {
+        /// Dies at once.
+        Abort,
+        /// Freezes the process until SIGCONT.
+        Stop,
+    }
+
+    /// An armed failpoint: its action, the hit that triggers it, the hits
+    /// so far.
+    type Armed = (Action, u64, AtomicU64);
+
+    /// Armed failpoints by name.
+    fn table() -> &'static HashMap<String, Armed> {
+        static TABLE: OnceLock<HashMap<String, Armed>> = OnceLock::new();
         TABLE.get_or_init(|| {
             let spec = std::env::var(super::ENV).unwrap_or_default();
             parse(&spec)
                 .unwrap_or_else(|e| panic!("{}={spec:?}: {e}", super::ENV))
                 .into_iter()
-                .map(|(name, at)| (name, (at, AtomicU64::new(0))))
+                .map(|(name, action, at)| (name, (action, at, AtomicU64::new(0))))
                 .collect()
         })
     }
 
-    /// `name=abort[@N],...` as (name, N).
-    pub(super) fn parse(spec: &str) -> Result<Vec<(String, u64)>, String> {
+    /// `name=action[@N],...` as (name, action, N).
+    pub(super) fn parse(spec: &str) -> Result<Vec<(String, Action, u64)>, String> {
         spec.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|item| {
                 let (name, action) = item
                     .split_once('=')
-                    .ok_or_else(|| format!("{item:?} is not name=abort[@N]"))?;
-                let at = match action.strip_prefix("abort") {
-                    Some("") => 1,
-                    Some(n) => n
-                        .strip_prefix('@')
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| format!("{item:?}: the hit must be @N with N >= 1"))?,
-                    None => return Err(format!("{item:?}: the only action is abort")),
+                    .ok_or_else(|| format!("{item:?} is not name=action[@N]"))?;
+                let (action, at) = action.split_once('@').unwrap_or((action, "1"));
+                let action = match action {
+                    "abort" => Action::Abort,
+                    "stop" => Action::Stop,
+                    _ => return Err(format!("{item:?}: the actions are abort and stop")),
                 };
-                Ok((name.trim().to_string(), at))
+                let at = at
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("{item:?}: the hit must be @N with N >= 1"))?;
+                Ok((name.trim().to_string(), action, at))
             })
             .collect()
     }
 
     pub(super) fn hit(name: &str) {
-        let Some((at, hits)) = table().get(name) else {
+        let Some((action, at, hits)) = table().get(name) else {
             return;
         };
         let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == *at {
-            eprintln!("failpoint {name}: hit {n}, aborting the process");
-            std::process::abort();
+        if n != *at {
+            return;
         }
+        match action {
+            Action::Abort => {
+                eprintln!("failpoint {name}: hit {n}, aborting the process");
+                std::process::abort();
+            }
+            Action::Stop => {
+                eprintln!("failpoint {name}: hit {n}, stopping the process (SIGSTOP)");
+                stop_self();
+                eprintln!("failpoint {name}: continued");
+            }
+        }
+    }
+
+    /// Sends SIGSTOP to this process; returns once it is continued.
+    #[cfg(unix)]
+    fn stop_self() {
+        // SAFETY: raise(3) with a valid signal number has no memory
+        // effects; SIGSTOP cannot be caught, so no handler runs.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
+
+    /// No job control outside Unix: the stop action dies instead.
+    #[cfg(not(unix))]
+    fn stop_self() {
+        std::process::abort();
     }
 }
 
@@ -97,17 +146,21 @@ mod tests {
 
     #[test]
     fn spec_parses_and_bad_ones_are_named() {
+        use super::armed::Action::{Abort, Stop};
         assert_eq!(
-            parse(" flush.after_acks=abort , checkpoint.between_renames=abort@3").unwrap(),
+            parse(" flush.after_acks=abort , checkpoint.between_renames=abort@3, flush.before_publish=stop@2")
+                .unwrap(),
             vec![
-                ("flush.after_acks".to_string(), 1),
-                ("checkpoint.between_renames".to_string(), 3)
+                ("flush.after_acks".to_string(), Abort, 1),
+                ("checkpoint.between_renames".to_string(), Abort, 3),
+                ("flush.before_publish".to_string(), Stop, 2)
             ]
         );
         assert_eq!(parse("").unwrap(), vec![]);
-        assert!(parse("x").unwrap_err().contains("not name=abort"));
+        assert!(parse("x").unwrap_err().contains("not name=action"));
         assert!(parse("x=abort@0").unwrap_err().contains("N >= 1"));
-        assert!(parse("x=panic").unwrap_err().contains("only action"));
+        assert!(parse("x=stop@").unwrap_err().contains("N >= 1"));
+        assert!(parse("x=panic").unwrap_err().contains("abort and stop"));
         // Not armed: passing is a no-op.
         super::hit("not.armed");
     }

@@ -160,6 +160,9 @@ pub fn is_secret_property(key: &str) -> bool {
 /// `consumer_properties` sets `statistics.interval.ms`.
 pub const DEFAULT_STATS_INTERVAL_MS: i64 = 5000;
 
+/// librdkafka's default `session.timeout.ms` (45 s).
+pub const DEFAULT_SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// True when a secret property must come from `kafka.secret_env` or
 /// `kafka.secret_files` rather than the config file.
 fn must_not_be_inline(key: &str) -> bool {
@@ -367,6 +370,25 @@ impl KafkaSettings {
         }
     }
 
+    /// The consumer's group session timeout (`session.timeout.ms` of the
+    /// consumer properties or the shared ones; librdkafka's default, 45 s,
+    /// when unset), or `None` when it is not a positive integer.
+    pub fn consumer_session_timeout(&self) -> Option<std::time::Duration> {
+        match self
+            .consumer_properties
+            .get("session.timeout.ms")
+            .or_else(|| self.properties.get("session.timeout.ms"))
+        {
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(std::time::Duration::from_millis),
+            None => Some(DEFAULT_SESSION_TIMEOUT),
+        }
+    }
+
     /// The rdkafka configuration for `role`: brokers, Vigil's fixed
     /// properties, the user's properties, and the secrets (read now).
     pub fn client_config(&self, role: Role) -> Result<ClientConfig> {
@@ -496,6 +518,24 @@ mod tests {
         s.producer_properties
             .insert("message.max.bytes".into(), "lots".into());
         assert_eq!(s.producer_message_max_bytes(), None);
+    }
+
+    #[test]
+    fn session_timeout_comes_from_consumer_then_common_properties() {
+        use std::time::Duration;
+        let mut s = KafkaSettings::default();
+        assert_eq!(s.consumer_session_timeout(), Some(Duration::from_secs(45)));
+        s.properties
+            .insert("session.timeout.ms".into(), "30000".into());
+        assert_eq!(s.consumer_session_timeout(), Some(Duration::from_secs(30)));
+        s.consumer_properties
+            .insert("session.timeout.ms".into(), " 6000".into());
+        assert_eq!(s.consumer_session_timeout(), Some(Duration::from_secs(6)));
+        for bad in ["0", "-1", "soon"] {
+            s.consumer_properties
+                .insert("session.timeout.ms".into(), bad.into());
+            assert_eq!(s.consumer_session_timeout(), None, "{bad}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  poll() ──rebalance──▶ WorkerContext::rebalance
-//!                          assign: hook.assign(topic, p) → (start offset, state)
+//!                          assign: the group's committed offsets read (one request),
+//!                                  hook.assign(topic, p, committed) → (start offset, state)
 //!                                  set the offset in the assignment, assign
 //!                          revoke: unassign (incremental under cooperative-sticky),
 //!                                  lag gauge of the partition set to 0
@@ -48,11 +49,71 @@ pub trait AssignHook: Send + Sync + 'static {
     type State: Send + 'static;
 
     /// Called inside the rebalance callback for each newly assigned
-    /// partition. Returns the offset to start from (`None`: the group's
-    /// committed offset, else the earliest) and the value handed to the
-    /// processing loop. It MUST return quickly relative to
-    /// `max.poll.interval.ms` and MUST NOT call the consumer.
-    fn assign(&self, topic: &str, partition: i32) -> (Option<i64>, Self::State);
+    /// partition, with the group's committed offset of the partition
+    /// (`Committed::None`: the group has none; `Unknown`: it could not be
+    /// read within [`COMMITTED_READ_TIMEOUT`]). Returns the offset to start
+    /// from (`None`: the group's committed offset, else the earliest) and
+    /// the value handed to the processing loop. It MUST return quickly
+    /// relative to `max.poll.interval.ms` and MUST NOT call the consumer.
+    fn assign(
+        &self,
+        topic: &str,
+        partition: i32,
+        committed: Committed,
+    ) -> (Option<i64>, Self::State);
+}
+
+/// How long the rebalance callback waits for the group's committed
+/// offsets of a new assignment before it hands the hook
+/// [`Committed::Unknown`].
+pub const COMMITTED_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The group's committed offset of a partition, as read when it was
+/// assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The next offset to read, as committed.
+    Offset(i64),
+    /// The group has committed nothing for the partition.
+    None,
+    /// The coordinator did not answer in time (or refused): unknown.
+    Unknown,
+}
+
+impl Committed {
+    /// The committed offset, if known and there is one.
+    pub fn offset(self) -> Option<i64> {
+        match self {
+            Committed::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the group's committed offsets of `tpl`'s partitions (one
+/// request); every partition is [`Committed::Unknown`] when it fails.
+fn read_committed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> impl Fn(&str, i32) -> Committed {
+    let got = match consumer.committed_offsets(tpl.clone(), COMMITTED_READ_TIMEOUT) {
+        Ok(got) => Some(got),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the group's committed offsets of the new assignment");
+            None
+        }
+    };
+    move |topic, partition| match &got {
+        None => Committed::Unknown,
+        Some(got) => match got.find_partition(topic, partition) {
+            None => Committed::Unknown,
+            Some(e) if e.error().is_err() => Committed::Unknown,
+            Some(e) => match e.offset() {
+                Offset::Offset(o) => Committed::Offset(o),
+                _ => Committed::None,
+            },
+        },
+    }
 }
 
 /// A change of the consumer's assignment, in the order it happened.
@@ -432,9 +493,11 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.health.mark_joined();
+                let committed = read_committed(consumer, tpl);
                 for (topic, partition) in parts {
                     let _span = tracing::info_span!("assign", %topic, partition).entered();
-                    let (start, state) = self.hook.assign(&topic, partition);
+                    let c = committed(&topic, partition);
+                    let (start, state) = self.hook.assign(&topic, partition, c);
                     if let Some(o) = start {
                         if let Err(e) =
                             tpl.set_partition_offset(&topic, partition, Offset::Offset(o))
@@ -520,16 +583,22 @@ mod tests {
 
     use super::*;
 
-    /// Starts partition 0 at offset 5, partition 1 where the group is.
+    /// Starts partition 0 at offset 5, partition 1 where the group is;
+    /// hands on the group's committed offset it was given.
     struct FixedStart;
 
     impl AssignHook for FixedStart {
-        type State = &'static str;
-        fn assign(&self, _topic: &str, partition: i32) -> (Option<i64>, &'static str) {
+        type State = (&'static str, Committed);
+        fn assign(
+            &self,
+            _topic: &str,
+            partition: i32,
+            committed: Committed,
+        ) -> (Option<i64>, Self::State) {
             if partition == 0 {
-                (Some(5), "restored")
+                (Some(5), ("restored", committed))
             } else {
-                (None, "fresh")
+                (None, ("fresh", committed))
             }
         }
     }
@@ -545,6 +614,17 @@ mod tests {
             ..KafkaSettings::default()
         };
         crate::test_util::send_bytes(&settings, "t", 0, 10);
+        crate::test_util::send_bytes(&settings, "t", 1, 4);
+        // The group committed 3 on partition 1 before this member joined
+        // (a simple commit, outside any generation).
+        {
+            let mut c = settings.client_config(Role::Consumer).unwrap();
+            c.set("group.id", "g");
+            let plain: BaseConsumer = c.create().unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("t", 1, Offset::Offset(3)).unwrap();
+            plain.commit(&tpl, CommitMode::Sync).unwrap();
+        }
 
         let c = subscribe(&settings, FixedStart).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -569,10 +649,17 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(assigned.contains(&(0, "restored", Some(5))), "{assigned:?}");
-        // Partition 0 holds all ten records; the hook started it at 5.
-        assert_eq!(first, Some((0, 5)));
-        assert!(assigned.contains(&(1, "fresh", None)), "{assigned:?}");
+        // The hook saw the group's committed offsets.
+        assert!(
+            assigned.contains(&(0, ("restored", Committed::None), Some(5))),
+            "{assigned:?}"
+        );
+        assert!(
+            assigned.contains(&(1, ("fresh", Committed::Offset(3)), None)),
+            "{assigned:?}"
+        );
+        // The hook started partition 0 at 5; partition 1 starts at 3.
+        assert!(matches!(first, Some((0, 5)) | Some((1, 3))), "{first:?}");
         assert!(c.context().take_events().is_empty());
     }
 
@@ -590,8 +677,8 @@ mod tests {
     /// Polls until `done` holds for the events seen so far.
     fn poll_until(
         c: &BaseConsumer<WorkerContext<FixedStart>>,
-        events: &mut Vec<PartitionEvent<&'static str>>,
-        done: impl Fn(&[PartitionEvent<&'static str>]) -> bool,
+        events: &mut Vec<PartitionEvent<(&'static str, Committed)>>,
+        done: impl Fn(&[PartitionEvent<(&'static str, Committed)>]) -> bool,
     ) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !done(events) {
@@ -601,7 +688,7 @@ mod tests {
         }
     }
 
-    fn assigned(events: &[PartitionEvent<&'static str>]) -> usize {
+    fn assigned(events: &[PartitionEvent<(&'static str, Committed)>]) -> usize {
         events
             .iter()
             .filter(|e| matches!(e, PartitionEvent::Assigned { .. }))

@@ -100,6 +100,16 @@ pub const CLOCKS_PAUSED_MS: &str = "vigil_worker_clocks_paused_milliseconds_tota
 /// Checkpoint: restores from the previous generation because the newest
 /// was missing, torn, corrupt or did not decode.
 pub const CHECKPOINT_FALLBACKS: &str = "vigil_checkpoint_fallbacks_total";
+/// Counter{reason}: restores that passed over a newest checkpoint that
+/// decodes because a fenced worker wrote it late (`behind_commit`: behind
+/// the group's committed offset; `earlier_owner`: a smaller owner epoch).
+pub const CHECKPOINT_PASSED: &str = "vigil_checkpoint_generations_passed_total";
+/// Counter{reason}: times the worker found it no longer owned its
+/// partitions before publishing (`assignment_lost`, `commit_refused`) and
+/// dropped them unflushed.
+pub const FENCED: &str = "vigil_worker_fenced_total";
+/// Counter{result}: membership proofs after a stall (`member`, `fenced`).
+pub const MEMBERSHIP_PROOFS: &str = "vigil_worker_membership_proofs_total";
 /// Compaction: files merged into compacted files (and removed), label
 /// `dataset`.
 pub const COMPACT_FILES_MERGED: &str = "vigil_compact_files_merged_total";

@@ -59,6 +59,17 @@
 //! idle timeout, offline alerts) is published with the partition's next
 //! flushed range; until then it is re-derived after a restart.
 //!
+//! ## Fencing
+//! Before each partition's files are published and each checkpoint is
+//! written, [`Worker::confirm_owner`] checks that this worker still owns
+//! its partitions: librdkafka's lost-assignment flag, and after a stall
+//! longer than half the session timeout (a paused VM or process) a commit
+//! the coordinator takes only from a current member. A fenced worker drops
+//! its partitions unpublished. Each checkpoint carries its owner's epoch,
+//! and a restore prefers a generation not behind the group's committed
+//! offset, then the later owner's ([`restore_order`]): a zombie's late
+//! checkpoint is passed over. docs/kafka.md "Fencing".
+//!
 //! ## Dead letters
 //! No refused record can stop a partition. Each dead letter is bounded to
 //! the producer's `message.max.bytes` ([`vigil_store::bound`],
@@ -86,7 +97,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use vigil_kafka::consumer::{AssignHook, CommitFailure, Committer, PartitionEvent, WorkerContext};
+use vigil_kafka::consumer::{
+    AssignHook, CommitFailure, Committed, Committer, PartitionEvent, WorkerContext,
+};
 use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use vigil_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use vigil_kafka::{headers, AckedProducer, LatencyHistogram, Undelivered};
@@ -107,6 +120,50 @@ use crate::settings::Settings;
 
 /// Pause between commit attempts while the shutdown drain retries.
 const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
+
+/// How long a membership proof waits for one answer before it looks at
+/// the assignment again.
+const PROOF_WAIT: Duration = Duration::from_millis(200);
+
+/// Time a membership proof gives librdkafka past the session timeout to
+/// declare a lost assignment by itself.
+const PROOF_MARGIN: Duration = Duration::from_secs(5);
+
+/// What the coordinator's answer to a commit says of this member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Accepted, or refused for a rebalance in progress (the coordinator
+    /// checks the member and its generation first): a member.
+    Member,
+    /// The coordinator does not know this member or its generation, or
+    /// librdkafka lost the assignment: fenced.
+    Fenced,
+    /// No verdict (coordinator or network trouble).
+    Unknown,
+}
+
+/// Reads a commit's answer as a membership verdict.
+fn membership_of(o: &vigil_kafka::consumer::CommitOutcome) -> Membership {
+    use vigil_kafka::rdkafka::error::RDKafkaErrorCode as C;
+    let codes = o
+        .error
+        .into_iter()
+        .chain(o.partitions.iter().filter_map(|p| p.3.err()));
+    let mut verdict = Membership::Member;
+    for code in codes {
+        match code {
+            C::UnknownMemberId
+            | C::IllegalGeneration
+            | C::FencedInstanceId
+            | C::AssignmentLost
+            | C::StaleMemberEpoch
+            | C::FencedMemberEpoch => return Membership::Fenced,
+            C::RebalanceInProgress => {}
+            _ => verdict = Membership::Unknown,
+        }
+    }
+    verdict
+}
 
 /// Version of the checkpoint file layout. 2: compact per-series state
 /// (series slots with detector handles, detector arenas). 3: no series
@@ -142,17 +199,28 @@ struct CheckpointOut<'a> {
     topic: &'a str,
     partition: i32,
     next_offset: i64,
+    /// The writer's owner epoch (see [`CheckpointHeader::epoch`]).
+    epoch: u64,
     written_at_ms: i64,
     pipeline: &'a Pipeline,
 }
 
 /// The fields of a checkpoint that say what it is, read before the state
-/// so that a checkpoint of another format gets a clear error.
+/// so that a checkpoint of another format gets a clear error, and so that
+/// the generation to restore is chosen before either is decoded.
 #[derive(Deserialize)]
 struct CheckpointHeader {
     format: u32,
     topic: String,
     partition: i32,
+    next_offset: i64,
+    /// The owner epoch of the worker that wrote it: one more than the
+    /// greatest epoch among the checkpoints it restored from (0: written
+    /// before epochs existed). Of two checkpoints, the one with the
+    /// greater epoch comes from the later owner, whichever was written
+    /// last: a fenced zombie's late write has the smaller one.
+    #[serde(default)]
+    epoch: u64,
 }
 
 /// The offset a restart of the partition could continue from, read from
@@ -238,6 +306,68 @@ pub struct Restored {
     pipeline: Pipeline,
 }
 
+/// What a newly assigned partition starts with: its restored state (if it
+/// had a checkpoint) and the owner epoch its checkpoints will carry.
+pub struct Assignment {
+    restored: Option<Restored>,
+    epoch: u64,
+}
+
+/// Why a checkpoint generation that decodes was not the one restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    /// Its offset is behind the group's committed offset: written after
+    /// the commit of a later state, by a worker that no longer owned the
+    /// partition.
+    BehindCommit,
+    /// The other generation comes from a later owner (greater epoch).
+    EarlierOwner,
+}
+
+impl Passed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Passed::BehindCommit => "behind_commit",
+            Passed::EarlierOwner => "earlier_owner",
+        }
+    }
+}
+
+/// The order in which a partition's checkpoint generations (as `(is
+/// newest, next offset, epoch)`) are tried: first those consistent with
+/// the group's committed offset `committed` (a checkpoint is written
+/// before its offset is committed, so the owner's latest one is never
+/// behind the commit), then the later owner's (greater epoch), then the
+/// newest file. Returns indices into `found`.
+fn restore_order(found: &[(bool, i64, u64)], committed: Option<i64>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    order.sort_by_key(|&i| {
+        let (newest, next, epoch) = found[i];
+        let consistent = committed.is_none_or(|c| next >= c);
+        std::cmp::Reverse((consistent, epoch, newest))
+    });
+    order
+}
+
+/// Why `found[chosen]` was preferred to the newest generation `found[0]`
+/// (when it was and both decode), for the log and the counter.
+fn passed_over(
+    found: &[(bool, i64, u64)],
+    chosen: usize,
+    committed: Option<i64>,
+) -> Option<Passed> {
+    let newest = found.iter().position(|f| f.0)?;
+    if newest == chosen {
+        return None;
+    }
+    let behind = committed.is_some_and(|c| found[newest].1 < c);
+    Some(if behind {
+        Passed::BehindCommit
+    } else {
+        Passed::EarlierOwner
+    })
+}
+
 /// Loads checkpoints inside the rebalance callback.
 struct CheckpointHook {
     store: CheckpointStore,
@@ -246,13 +376,18 @@ struct CheckpointHook {
 }
 
 impl CheckpointHook {
-    /// Restores the partition from its newest checkpoint, or from the
-    /// previous one when the newest is missing, torn, corrupt or does not
-    /// decode (counted in `vigil_worker_checkpoint_fallbacks_total`).
-    /// A checkpoint of another format, of another partition or that
-    /// cannot continue under this configuration is an error whichever
-    /// generation it is: an older one would not be better.
-    fn load(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
+    /// Restores the partition from one of its two checkpoint generations:
+    /// the newest, unless it is missing, torn, corrupt or does not decode
+    /// (a fallback, counted in `vigil_checkpoint_fallbacks_total`), or a
+    /// fenced worker wrote it late: behind the group's committed offset
+    /// `committed`, or with a smaller owner epoch than the previous one
+    /// (counted in `vigil_checkpoint_generations_passed_total{reason}`);
+    /// see [`restore_order`]. A checkpoint of another format, of another
+    /// partition or that cannot continue under this configuration is an
+    /// error whichever generation it is: an older one would not be
+    /// better. The partition's new owner epoch is one more than the
+    /// greatest found.
+    fn load(&self, topic: &str, partition: i32, committed: Committed) -> Result<Assignment> {
         let orphans = self.store.remove_orphans(topic, partition)?;
         if orphans > 0 {
             tracing::info!(
@@ -261,61 +396,105 @@ impl CheckpointHook {
                 "removed checkpoint files a crashed writer left half written"
             );
         }
-        let mut newest_failed: Option<anyhow::Error> = None;
+        let mut damage: Option<anyhow::Error> = None;
+        let mut found: Vec<(Generation, Opened, CheckpointHeader)> = Vec::new();
         for g in Generation::BOTH {
             let opened = match self.store.open(topic, partition, g) {
                 Ok(Some(o)) => o,
                 Ok(None) => continue,
                 Err(e @ vigil_store::StoreError::Corrupt { .. }) => {
-                    newest_failed.get_or_insert(e.into());
+                    damage.get_or_insert(e.into());
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
-            match self.decode(topic, partition, &opened) {
-                Ok(Decoded::State(c)) => {
-                    if g == Generation::Previous {
-                        let why = newest_failed.as_ref().map_or_else(
-                            || "the newest is missing (a crash while it was replaced)".to_string(),
-                            |e| format!("{e:#}"),
-                        );
-                        tracing::warn!(
-                            previous = %opened.path.display(),
-                            reason = %why,
-                            "falling back to the previous checkpoint: the records after it are read again"
-                        );
-                        metrics::counter!(obs::CHECKPOINT_FALLBACKS).increment(1);
-                    }
-                    return self.resume(*c, &opened).map(Some);
+            match self.header(topic, partition, &opened)? {
+                Ok(h) => found.push((g, opened, h)),
+                Err(torn) => {
+                    damage.get_or_insert(torn);
                 }
-                Ok(Decoded::Torn(e)) => {
-                    newest_failed.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
             }
         }
-        match newest_failed {
+        let epoch = found.iter().map(|f| f.2.epoch).max().unwrap_or(0) + 1;
+        let facts: Vec<(bool, i64, u64)> = found
+            .iter()
+            .map(|(g, _, h)| (*g == Generation::Newest, h.next_offset, h.epoch))
+            .collect();
+        let committed_at = committed.offset();
+        for i in restore_order(&facts, committed_at) {
+            let (g, opened, h) = &found[i];
+            let c = match self.state(opened) {
+                Ok(c) => c,
+                Err(torn) => {
+                    damage.get_or_insert(torn);
+                    continue;
+                }
+            };
+            if let Some(why) = passed_over(&facts, i, committed_at) {
+                tracing::warn!(
+                    restored = %opened.path.display(),
+                    restored_offset = h.next_offset,
+                    restored_epoch = h.epoch,
+                    newest_offset = facts.iter().find(|f| f.0).map(|f| f.1),
+                    newest_epoch = facts.iter().find(|f| f.0).map(|f| f.2),
+                    committed = ?committed_at,
+                    reason = why.as_str(),
+                    "the newest checkpoint was written late by a worker that no longer owned the \
+                     partition; restoring the previous one"
+                );
+                metrics::counter!(obs::CHECKPOINT_PASSED, "reason" => why.as_str()).increment(1);
+            } else if *g == Generation::Previous {
+                let why = damage.as_ref().map_or_else(
+                    || "the newest is missing (a crash while it was replaced)".to_string(),
+                    |e| format!("{e:#}"),
+                );
+                tracing::warn!(
+                    previous = %opened.path.display(),
+                    reason = %why,
+                    "falling back to the previous checkpoint: the records after it are read again"
+                );
+                metrics::counter!(obs::CHECKPOINT_FALLBACKS).increment(1);
+            }
+            if let Some(at) = committed_at.filter(|&at| h.next_offset < at) {
+                tracing::warn!(
+                    next_offset = h.next_offset,
+                    committed = at,
+                    "no checkpoint of the partition reaches the group's committed offset: the \
+                     records from the checkpoint on are read again"
+                );
+            }
+            return self.resume(c, opened, epoch).map(|r| Assignment {
+                restored: Some(r),
+                epoch,
+            });
+        }
+        match damage {
             Some(e) => Err(e.context(format!(
                 "no checkpoint of {topic}/{partition} can be restored (newest and previous); \
                  delete them to restart the partition from the group's committed offset with \
                  empty state"
             ))),
-            None => Ok(None),
+            None => Ok(Assignment {
+                restored: None,
+                epoch,
+            }),
         }
     }
 
-    /// Decodes one checkpoint: its header first (format, topic and
-    /// partition: errors), then the state (a decoding failure is a torn
-    /// or corrupt file, [`Decoded::Torn`], and the caller may fall back).
-    fn decode(&self, topic: &str, partition: i32, o: &Opened) -> Result<Decoded> {
-        // Decoded from the file twice (header, then state) rather than from
-        // its bytes in memory: a large partition's checkpoint is never
-        // held whole next to the state it decodes into.
+    /// Reads one checkpoint's header: an error for another format, topic
+    /// or partition (no generation would be better), `Ok(Err)` when it
+    /// does not decode (torn or corrupt: the caller may fall back).
+    fn header(
+        &self,
+        topic: &str,
+        partition: i32,
+        o: &Opened,
+    ) -> Result<std::result::Result<CheckpointHeader, anyhow::Error>> {
         let path = &o.path;
         let h: CheckpointHeader = match serde_json::from_reader(o.reader()?) {
             Ok(h) => h,
             Err(e) => {
-                return Ok(Decoded::Torn(anyhow!(e).context(format!(
+                return Ok(Err(anyhow!(e).context(format!(
                     "checkpoint {} does not decode",
                     path.display()
                 ))))
@@ -341,17 +520,22 @@ impl CheckpointHook {
                 h.partition
             );
         }
-        Ok(match serde_json::from_reader(o.reader()?) {
-            Ok(c) => Decoded::State(Box::new(c)),
-            Err(e) => Decoded::Torn(
-                anyhow!(e).context(format!("checkpoint {} does not decode", path.display())),
-            ),
-        })
+        Ok(Ok(h))
+    }
+
+    /// Decodes one checkpoint's state (its header was read by
+    /// [`CheckpointHook::header`]); an error when it does not decode.
+    /// Decoded from the file again rather than from its bytes in memory:
+    /// a large partition's checkpoint is never held whole next to the
+    /// state it decodes into.
+    fn state(&self, o: &Opened) -> Result<CheckpointIn> {
+        serde_json::from_reader(o.reader()?)
+            .with_context(|| format!("checkpoint {} does not decode", o.path.display()))
     }
 
     /// The partition's state from a decoded checkpoint, resumed under
     /// this configuration.
-    fn resume(&self, c: CheckpointIn, o: &Opened) -> Result<Restored> {
+    fn resume(&self, c: CheckpointIn, o: &Opened, epoch: u64) -> Result<Restored> {
         let mut pipeline = c
             .pipeline
             .resume(self.cfg.clone(), self.rules.clone())
@@ -374,6 +558,7 @@ impl CheckpointHook {
             gap_ms = gap,
             generation = o.generation.as_str(),
             verified = o.verified,
+            epoch,
             "restored the partition's checkpoint"
         );
         Ok(Restored {
@@ -383,26 +568,26 @@ impl CheckpointHook {
     }
 }
 
-/// A checkpoint's state, or why it could not be decoded.
-enum Decoded {
-    /// The state (boxed: a pipeline is large).
-    State(Box<CheckpointIn>),
-    /// It does not decode: torn or corrupt.
-    Torn(anyhow::Error),
-}
-
 impl AssignHook for CheckpointHook {
-    type State = Result<Option<Restored>>;
+    type State = Result<Assignment>;
 
-    fn assign(&self, topic: &str, partition: i32) -> (Option<i64>, Self::State) {
+    fn assign(
+        &self,
+        topic: &str,
+        partition: i32,
+        committed: Committed,
+    ) -> (Option<i64>, Self::State) {
         let started = Instant::now();
-        let r = self.load(topic, partition);
+        let r = self.load(topic, partition, committed);
         metrics::histogram!(obs::CHECKPOINT_RESTORE_SECONDS)
             .record(started.elapsed().as_secs_f64());
-        match r {
-            Ok(Some(r)) => (Some(r.next_offset), Ok(Some(r))),
-            other => (None, other),
-        }
+        let start = match &r {
+            Ok(Assignment {
+                restored: Some(r), ..
+            }) => Some(r.next_offset),
+            _ => None,
+        };
+        (start, r)
     }
 }
 
@@ -644,6 +829,11 @@ struct PartitionTask {
     /// (its leader unknown or down), since it stopped being fetchable:
     /// `Some` while its idle and offline clocks are paused.
     paused_ms: Option<i64>,
+    /// This owner's epoch, written into its checkpoints.
+    epoch: u64,
+    /// The offset of the last checkpoint (restored or written): the
+    /// offset a membership proof commits (see [`Worker::confirm_owner`]).
+    durable: Option<i64>,
 }
 
 /// What a worker run did.
@@ -745,6 +935,13 @@ pub struct Worker {
     commit_in_flight: bool,
     /// When the last commit was sent.
     commit_sent_at: Option<Instant>,
+    /// The consumer (for the fencing checks of a flush).
+    consumer: Arc<BaseConsumer<WorkerContext<CheckpointHook>>>,
+    /// When this worker last ran (its loop, a publish, a checkpoint) or
+    /// proved its membership; see [`Worker::confirm_owner`].
+    beat: Instant,
+    /// Half the group session timeout: a longer stall asks for a proof.
+    stall_limit: Duration,
 }
 
 fn wall_ms() -> i64 {
@@ -826,6 +1023,9 @@ impl Worker {
             vigil_kafka::consumer::subscribe(kafka, hook).context("joining the consumer group")?,
         );
         let committer = Committer::start(consumer.clone())?;
+        let session_timeout = kafka
+            .consumer_session_timeout()
+            .context("kafka session.timeout.ms is not a positive integer")?;
         progress
             .health
             .attach_consumer(consumer.context().health().clone());
@@ -877,6 +1077,9 @@ impl Worker {
             committer,
             commit_in_flight: false,
             commit_sent_at: None,
+            consumer: consumer.clone(),
+            beat: Instant::now(),
+            stall_limit: session_timeout / 2,
         };
         let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
         w.progress.health.set_stopping();
@@ -974,6 +1177,7 @@ impl Worker {
         let mut last_tick = Instant::now();
         while !shutdown.load(Ordering::Relaxed) {
             self.progress.health.beat(wall_ms());
+            self.beat = Instant::now();
             let mut handled = 0usize;
             let mut timeout = Duration::from_millis(100);
             let span = tracing::debug_span!("poll_batch");
@@ -1054,13 +1258,14 @@ impl Worker {
                 PartitionEvent::Assigned {
                     partition, state, ..
                 } => {
-                    let restored =
+                    let Assignment { restored, epoch } =
                         state.with_context(|| format!("restoring partition {partition}"))?;
                     if let Some(r) = &restored {
                         // Committed at the next flush even if nothing new
                         // arrives: the group may be behind the checkpoint.
                         self.uncommitted.insert(partition, r.next_offset);
                     }
+                    let durable = restored.as_ref().map(|r| r.next_offset);
                     let (pipeline, next) = match restored {
                         Some(r) => (r.pipeline, Some(r.next_offset)),
                         None => (
@@ -1089,6 +1294,8 @@ impl Worker {
                         )?,
                         range_start: None,
                         paused_ms: None,
+                        epoch,
+                        durable,
                         next_offset: next,
                         swept: false,
                         warned_skip: false,
@@ -1100,7 +1307,7 @@ impl Worker {
                 PartitionEvent::Revoked {
                     partition, lost, ..
                 } => {
-                    if let Some(t) = self.tasks.remove(&partition) {
+                    if let Some(t) = self.release(partition) {
                         let dropped = t.pending_records();
                         tracing::info!(
                             partition,
@@ -1109,29 +1316,176 @@ impl Worker {
                             "partition revoked; unflushed work dropped"
                         );
                     }
-                    if let Some(offset) = self.uncommitted.remove(&partition) {
-                        tracing::info!(
-                            partition,
-                            offset,
-                            "pending offset commit dropped with the partition; its next owner restores from the checkpoint"
-                        );
-                        metrics::counter!(obs::COMMITS_DROPPED).increment(1);
-                    }
                     metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
-                    obs::publish_state(partition, None);
-                    metrics::gauge!(obs::PARTITION_CLOCKS_PAUSED, "partition" => partition.to_string())
-                        .set(0.0);
                 }
             }
         }
-        metrics::gauge!(obs::PARTITIONS_OWNED).set(self.tasks.len() as f64);
-        self.progress
-            .partitions
-            .store(self.tasks.len() as u64, Ordering::Relaxed);
+        self.count_owned();
         for o in self.committer.take() {
             self.apply_commit(o)?;
         }
         Ok(())
+    }
+
+    /// Stops owning `partition`: its task (returned) and its pending
+    /// commit are dropped; its next owner restores from the checkpoint.
+    fn release(&mut self, partition: i32) -> Option<PartitionTask> {
+        let t = self.tasks.remove(&partition);
+        if let Some(offset) = self.uncommitted.remove(&partition) {
+            tracing::info!(
+                partition,
+                offset,
+                "pending offset commit dropped with the partition; its next owner restores from the checkpoint"
+            );
+            metrics::counter!(obs::COMMITS_DROPPED).increment(1);
+        }
+        obs::publish_state(partition, None);
+        metrics::gauge!(obs::PARTITION_CLOCKS_PAUSED, "partition" => partition.to_string())
+            .set(0.0);
+        t
+    }
+
+    /// Updates the owned-partitions gauge and progress counter.
+    fn count_owned(&self) {
+        metrics::gauge!(obs::PARTITIONS_OWNED).set(self.tasks.len() as f64);
+        self.progress
+            .partitions
+            .store(self.tasks.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether this worker still owns its partitions, asked before each
+    /// partition's files are published and before each checkpoint is
+    /// written (module docs, "Fencing"). Cheap unless librdkafka says the
+    /// assignment is lost or the worker did not run for more than half the
+    /// session timeout (a paused VM or process, a long stall): then a
+    /// membership proof decides ([`Worker::prove_membership`]). When it is
+    /// not the owner, every partition is dropped unflushed
+    /// ([`Worker::fence`]) and `false` returned: nothing more of this
+    /// flush may be published or checkpointed.
+    fn confirm_owner(&mut self) -> Result<bool> {
+        let verdict = if self.consumer.assignment_lost() {
+            Some("assignment_lost")
+        } else if self.beat.elapsed() > self.stall_limit {
+            self.prove_membership()?
+        } else {
+            return Ok(true);
+        };
+        match verdict {
+            None => {
+                self.beat = Instant::now();
+                Ok(true)
+            }
+            Some(reason) => {
+                self.fence(reason);
+                Ok(false)
+            }
+        }
+    }
+
+    /// After a stall: commits the owned partitions' checkpointed offsets
+    /// (the coordinator takes a commit only from a member of its current
+    /// generation) and reads the answer, again while the coordinator
+    /// cannot be reached, until the membership is proven (`None`),
+    /// refused (`Some(reason)`), or librdkafka declares the assignment
+    /// lost, which it does by itself once a session timeout passes without
+    /// the coordinator. An error if none of these happens within the
+    /// session timeout and a margin.
+    fn prove_membership(&mut self) -> Result<Option<&'static str>> {
+        let stalled = self.beat.elapsed();
+        tracing::warn!(
+            stalled_ms = stalled.as_millis() as u64,
+            limit_ms = self.stall_limit.as_millis() as u64,
+            "the worker did not run for more than half the group session timeout (a paused \
+             VM or process?): confirming it still owns its partitions before publishing"
+        );
+        let deadline = Instant::now() + self.stall_limit * 2 + PROOF_MARGIN;
+        let verdict = loop {
+            if self.consumer.assignment_lost() {
+                break Some("assignment_lost");
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "could not confirm within {:?} that this worker is still a member of the \
+                     consumer group (no answer from the coordinator, no lost assignment from \
+                     librdkafka)",
+                    self.stall_limit * 2 + PROOF_MARGIN
+                );
+            }
+            if !self.commit_in_flight {
+                let tpl = self.proof_offsets()?;
+                if tpl.count() == 0 {
+                    // No owned partition has an offset: nothing of this
+                    // flush can be published.
+                    break None;
+                }
+                self.commit_sent_at = Some(Instant::now());
+                if !self.committer.commit(tpl) {
+                    bail!("the offset commit thread stopped");
+                }
+                self.commit_in_flight = true;
+            }
+            // The answer to this commit, or to one sent before the stall
+            // (whose refusal is as good a proof).
+            let Some(o) = self.committer.wait(PROOF_WAIT) else {
+                continue;
+            };
+            let v = membership_of(&o);
+            self.apply_commit(o)?;
+            match v {
+                Membership::Member => break None,
+                Membership::Fenced => break Some("commit_refused"),
+                Membership::Unknown => std::thread::sleep(PROOF_WAIT),
+            }
+        };
+        let result = if verdict.is_none() {
+            "member"
+        } else {
+            "fenced"
+        };
+        metrics::counter!(obs::MEMBERSHIP_PROOFS, "result" => result).increment(1);
+        Ok(verdict)
+    }
+
+    /// The offsets a membership proof commits: per owned partition, its
+    /// pending checkpointed offset, else its last checkpoint's, else the
+    /// first offset it processed (where the group's offset already is).
+    fn proof_offsets(&self) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for t in self.tasks.values() {
+            let at = self
+                .uncommitted
+                .get(&t.partition)
+                .copied()
+                .or(t.durable)
+                .or(t.range_start);
+            if let Some(at) = at {
+                tpl.add_partition_offset(&self.sinks.source_topic, t.partition, Offset::Offset(at))
+                    .context("building the membership proof commit")?;
+            }
+        }
+        Ok(tpl)
+    }
+
+    /// This worker is not the owner of its partitions any more (their
+    /// group session ended while it did not run): every partition is
+    /// dropped with its unflushed work, without publishing or
+    /// checkpointing; librdkafka revokes them and rejoins the group, and
+    /// whoever owns them next restores from the checkpoints.
+    fn fence(&mut self, reason: &'static str) {
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        let dropped: u64 = self.tasks.values().map(|t| t.pending_records()).sum();
+        tracing::warn!(
+            reason,
+            ?partitions,
+            dropped,
+            "fenced: this worker no longer owns its partitions; their unflushed work is dropped \
+             unpublished, and nothing more is checkpointed or committed for them"
+        );
+        metrics::counter!(obs::FENCED, "reason" => reason).increment(1);
+        for p in partitions {
+            self.release(p);
+        }
+        self.count_owned();
     }
 
     /// Reads the answer to an earlier commit: acknowledged offsets stop
@@ -1303,9 +1657,14 @@ impl Worker {
         let _g = span.enter();
         let started = Instant::now();
         let topic = self.sinks.source_topic.clone();
+        failpoint::hit("flush.before_publish");
         for p in dirty {
+            if !self.confirm_owner()? {
+                return Ok(());
+            }
             if let Some(t) = self.tasks.get_mut(p) {
                 t.publish(&topic)?;
+                self.beat = Instant::now();
                 failpoint::hit("flush.after_publish");
             }
         }
@@ -1323,6 +1682,9 @@ impl Worker {
         failpoint::hit("flush.after_acks");
         let ck = Instant::now();
         for p in dirty {
+            if !self.confirm_owner()? {
+                return Ok(());
+            }
             let Some(t) = self.tasks.get_mut(p) else {
                 continue;
             };
@@ -1332,6 +1694,7 @@ impl Worker {
                 topic: &topic,
                 partition: *p,
                 next_offset: next,
+                epoch: t.epoch,
                 written_at_ms: wall_ms(),
                 pipeline: &t.pipeline,
             };
@@ -1345,6 +1708,8 @@ impl Worker {
                 .with_context(|| format!("writing the checkpoint of partition {p}"))?;
             metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
             t.range_start = None;
+            t.durable = Some(next);
+            self.beat = Instant::now();
             self.uncommitted.insert(*p, next);
             failpoint::hit("flush.after_checkpoint");
         }
@@ -1465,10 +1830,14 @@ mod tests {
     fn checkpoint_of_another_format_or_partition_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
         let h = hook(d.path());
-        assert!(h.load("t", 0).unwrap().is_none());
+        assert!(h
+            .load("t", 0, Committed::Unknown)
+            .unwrap()
+            .restored
+            .is_none());
         let old = br#"{"format":2,"topic":"t","partition":0,"next_offset":5,"written_at_ms":0,"pipeline":{"old":"layout"}}"#;
         h.store.save("t", 0, old).unwrap();
-        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        let e = format!("{:#}", h.load("t", 0, Committed::Unknown).err().unwrap());
         assert!(
             e.contains("format 2")
                 && e.contains(&format!("reads formats 4 to {CHECKPOINT_FORMAT}")),
@@ -1481,18 +1850,23 @@ mod tests {
             topic: "t",
             partition: 1,
             next_offset: 7,
+            epoch: 1,
             written_at_ms: 0,
             pipeline: &p,
         };
         h.store
             .save("t", 0, &serde_json::to_vec(&out).unwrap())
             .unwrap();
-        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        let e = format!("{:#}", h.load("t", 0, Committed::Unknown).err().unwrap());
         assert!(e.contains("is for t/1, expected t/0"), "{e}");
         h.store
             .save("t", 1, &serde_json::to_vec(&out).unwrap())
             .unwrap();
-        let r = h.load("t", 1).unwrap().unwrap();
+        let r = h
+            .load("t", 1, Committed::Unknown)
+            .unwrap()
+            .restored
+            .unwrap();
         assert_eq!(r.next_offset, 7);
         // The previous format restores too (its added fields default).
         let mut v = serde_json::to_value(&out).unwrap();
@@ -1500,7 +1874,14 @@ mod tests {
         h.store
             .save("t", 1, &serde_json::to_vec(&v).unwrap())
             .unwrap();
-        assert_eq!(h.load("t", 1).unwrap().unwrap().next_offset, 7);
+        assert_eq!(
+            h.load("t", 1, Committed::Unknown)
+                .unwrap()
+                .restored
+                .unwrap()
+                .next_offset,
+            7
+        );
     }
 
     /// A checkpoint of format 5 (written before the detector-family
@@ -1516,7 +1897,11 @@ mod tests {
             r#"{{"format":5,"topic":"t","partition":0,"next_offset":9,"written_at_ms":0,"pipeline":{pipeline}}}"#
         );
         h.store.save("t", 0, text.as_bytes()).unwrap();
-        let r = h.load("t", 0).unwrap().unwrap();
+        let r = h
+            .load("t", 0, Committed::Unknown)
+            .unwrap()
+            .restored
+            .unwrap();
         assert_eq!(r.next_offset, 9);
         assert_eq!(r.pipeline.agents_held(), 4);
     }
@@ -1536,6 +1921,7 @@ mod tests {
             topic,
             partition: 3,
             next_offset: 1234,
+            epoch: 1,
             written_at_ms: 0,
             pipeline: &p,
         };
@@ -1557,15 +1943,134 @@ mod tests {
     }
 
     fn ckpt_at(p: &Pipeline, partition: i32, next_offset: i64) -> Vec<u8> {
+        ckpt_by(p, partition, next_offset, 1)
+    }
+
+    /// A checkpoint written by an owner of `epoch`.
+    fn ckpt_by(p: &Pipeline, partition: i32, next_offset: i64, epoch: u64) -> Vec<u8> {
         serde_json::to_vec(&CheckpointOut {
             format: CHECKPOINT_FORMAT,
             topic: "t",
             partition,
             next_offset,
+            epoch,
             written_at_ms: 0,
             pipeline: p,
         })
         .unwrap()
+    }
+
+    /// A fenced worker's late checkpoint (written after the new owner's,
+    /// so the new owner's is the previous generation) is passed over when
+    /// it is behind the group's committed offset or comes from an earlier
+    /// owner (smaller epoch); the restoring owner's epoch is one more than
+    /// the greatest found.
+    #[test]
+    fn a_fenced_workers_late_checkpoint_is_passed_over() {
+        let d = tempfile::tempdir().unwrap();
+        let h = hook(d.path());
+        let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
+        let prev = h.store.path_of("t", 0, Generation::Previous);
+        let write = |first: (i64, u64), second: (i64, u64)| {
+            let _ = std::fs::remove_file(&prev);
+            h.store
+                .save("t", 0, &ckpt_by(&p, 0, first.0, first.1))
+                .unwrap();
+            h.store
+                .save("t", 0, &ckpt_by(&p, 0, second.0, second.1))
+                .unwrap();
+        };
+        let restored = |c: Committed| {
+            let a = h.load("t", 0, c).unwrap();
+            (a.restored.unwrap().next_offset, a.epoch)
+        };
+        // The owner of epoch 3 checkpointed 200, then the zombie of epoch 2
+        // wrote 150 over it.
+        write((200, 3), (150, 2));
+        for c in [
+            Committed::Offset(200),
+            Committed::Offset(150),
+            Committed::Offset(100),
+            Committed::None,
+            Committed::Unknown,
+        ] {
+            assert_eq!(restored(c), (200, 4), "{c:?}");
+        }
+        // Checkpoints from before epochs: the commit alone decides.
+        write((200, 0), (150, 0));
+        assert_eq!(restored(Committed::Offset(200)), (200, 1));
+        assert_eq!(
+            restored(Committed::Offset(201)),
+            (150, 1),
+            "none reaches it: newest"
+        );
+        assert_eq!(restored(Committed::Offset(150)), (150, 1));
+        assert_eq!(restored(Committed::Unknown), (150, 1));
+        // The usual order (the newest is the later one) is kept.
+        write((150, 3), (200, 3));
+        assert_eq!(restored(Committed::Offset(150)), (200, 4));
+        write((150, 2), (200, 3));
+        assert_eq!(restored(Committed::Offset(200)), (200, 4));
+        // A damaged preferred generation falls back to the other.
+        write((200, 3), (150, 2));
+        std::fs::write(&prev, b"torn").unwrap();
+        assert_eq!(restored(Committed::Offset(200)), (150, 3));
+        // A partition without checkpoints starts at epoch 1.
+        let a = h.load("t", 5, Committed::None).unwrap();
+        assert!(a.restored.is_none());
+        assert_eq!(a.epoch, 1);
+    }
+
+    /// A commit's answer as a membership verdict: refusals that name this
+    /// member or its generation fence it; a rebalance in progress does not
+    /// (the coordinator checked both first); coordinator and network
+    /// trouble say nothing.
+    #[test]
+    fn commit_answers_read_as_membership() {
+        use vigil_kafka::consumer::CommitOutcome;
+        use vigil_kafka::rdkafka::error::RDKafkaErrorCode as C;
+        let answer = |error: Option<C>, part: Result<(), C>| CommitOutcome {
+            partitions: vec![("t".into(), 0, Some(5), part)],
+            error,
+        };
+        assert_eq!(membership_of(&answer(None, Ok(()))), Membership::Member);
+        for c in [
+            C::UnknownMemberId,
+            C::IllegalGeneration,
+            C::FencedInstanceId,
+            C::AssignmentLost,
+        ] {
+            assert_eq!(
+                membership_of(&answer(Some(c), Ok(()))),
+                Membership::Fenced,
+                "{c:?}"
+            );
+            assert_eq!(
+                membership_of(&answer(None, Err(c))),
+                Membership::Fenced,
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            membership_of(&answer(Some(C::RebalanceInProgress), Ok(()))),
+            Membership::Member
+        );
+        for c in [
+            C::CoordinatorNotAvailable,
+            C::RequestTimedOut,
+            C::NotCoordinator,
+        ] {
+            assert_eq!(
+                membership_of(&answer(Some(c), Ok(()))),
+                Membership::Unknown,
+                "{c:?}"
+            );
+        }
+        // A fencing code wins over an unknown one.
+        assert_eq!(
+            membership_of(&answer(Some(C::RequestTimedOut), Err(C::IllegalGeneration))),
+            Membership::Fenced
+        );
     }
 
     /// A newest checkpoint that is corrupt (checksum), torn (no trailer,
@@ -1586,7 +2091,14 @@ mod tests {
             h.store.save("t", 0, &ckpt_at(&p, 0, 200)).unwrap();
         };
         fresh(&h);
-        assert_eq!(h.load("t", 0).unwrap().unwrap().next_offset, 200);
+        assert_eq!(
+            h.load("t", 0, Committed::Unknown)
+                .unwrap()
+                .restored
+                .unwrap()
+                .next_offset,
+            200
+        );
         assert_eq!(checkpoint_next_offset(&h.store, "t", 0).unwrap(), Some(100));
         let good = std::fs::read(&newest).unwrap();
         let damaged: [(&str, Vec<u8>); 4] = [
@@ -1605,8 +2117,10 @@ mod tests {
         for (what, bytes) in &damaged {
             fresh(&h);
             std::fs::write(&newest, bytes).unwrap();
-            let r = h.load("t", 0).unwrap_or_else(|e| panic!("{what}: {e:#}"));
-            assert_eq!(r.unwrap().next_offset, 100, "{what}");
+            let r = h
+                .load("t", 0, Committed::Unknown)
+                .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(r.restored.unwrap().next_offset, 100, "{what}");
             assert_eq!(
                 checkpoint_next_offset(&h.store, "t", 0).unwrap(),
                 Some(100),
@@ -1615,12 +2129,20 @@ mod tests {
         }
         fresh(&h);
         std::fs::remove_file(&newest).unwrap();
-        assert_eq!(h.load("t", 0).unwrap().unwrap().next_offset, 100, "missing");
+        assert_eq!(
+            h.load("t", 0, Committed::Unknown)
+                .unwrap()
+                .restored
+                .unwrap()
+                .next_offset,
+            100,
+            "missing"
+        );
         // Both damaged: an error, naming what is wrong.
         fresh(&h);
         std::fs::write(&newest, &damaged[0].1).unwrap();
         std::fs::write(&prev, &damaged[1].1).unwrap();
-        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        let e = format!("{:#}", h.load("t", 0, Committed::Unknown).err().unwrap());
         assert!(
             e.contains("no checkpoint of t/0 can be restored") && e.contains("corrupt"),
             "{e}"
@@ -1633,7 +2155,7 @@ mod tests {
         h.store
             .save("t", 0, &serde_json::to_vec(&v).unwrap())
             .unwrap();
-        let e = format!("{:#}", h.load("t", 0).err().unwrap());
+        let e = format!("{:#}", h.load("t", 0, Committed::Unknown).err().unwrap());
         assert!(e.contains("format 99"), "{e}");
     }
 

@@ -22,7 +22,9 @@ use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
 
 use crate::common::{alert_schema, free_port, sql, vigil_bin};
 
+mod chaos;
 mod crash;
+mod fence;
 mod otlp;
 mod outage;
 
@@ -56,6 +58,8 @@ struct Env {
     dlq: String,
     group: String,
     dir: tempfile::TempDir,
+    /// Partitions of each topic.
+    partitions: i32,
 }
 
 /// A `vigil run` child process.
@@ -171,6 +175,11 @@ impl Env {
 
     /// [`Env::new`] on the broker at `brokers`.
     fn on(name: &str, brokers: String) -> Env {
+        Env::with_partitions(name, brokers, PARTITIONS)
+    }
+
+    /// [`Env::on`] with `partitions` partitions per topic.
+    fn with_partitions(name: &str, brokers: String, partitions: i32) -> Env {
         let unique = crate::common::unique_name(name);
         let env = Env {
             brokers,
@@ -179,14 +188,15 @@ impl Env {
             dlq: format!("dlq-{unique}"),
             group: format!("vigil-{unique}"),
             dir: tempfile::tempdir().unwrap(),
+            partitions,
         };
         let s = env.kafka_settings();
         vigil_kafka::admin::create_topics(
             &s,
             &[
-                (&env.topic, PARTITIONS),
-                (&env.alerts, PARTITIONS),
-                (&env.dlq, PARTITIONS),
+                (&env.topic, partitions),
+                (&env.alerts, partitions),
+                (&env.dlq, partitions),
             ],
             Duration::from_secs(30),
         )
@@ -290,7 +300,7 @@ impl Env {
     /// High watermark of each partition of `topic`.
     fn ends(&self, topic: &str) -> Vec<i64> {
         let c: BaseConsumer = self.client().create().unwrap();
-        (0..PARTITIONS)
+        (0..self.partitions)
             .map(|p| {
                 c.fetch_watermarks(topic, p, Duration::from_secs(10))
                     .unwrap()
@@ -313,11 +323,11 @@ impl Env {
     /// start-up per call, for polling).
     fn committed_by(&self, c: &BaseConsumer) -> Vec<i64> {
         let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..self.partitions {
             tpl.add_partition(&self.topic, p);
         }
         let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        (0..PARTITIONS)
+        (0..self.partitions)
             .map(
                 |p| match got.find_partition(&self.topic, p).unwrap().offset() {
                     Offset::Offset(o) => o,
@@ -357,13 +367,13 @@ impl Env {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..self.partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning)
                 .unwrap();
         }
         c.assign(&tpl).unwrap();
         let mut out = Vec::new();
-        let mut seen = vec![0i64; PARTITIONS as usize];
+        let mut seen = vec![0i64; self.partitions as usize];
         let deadline = Instant::now() + Duration::from_secs(60);
         while seen.iter().zip(&ends).any(|(s, e)| s < e) {
             assert!(Instant::now() < deadline, "could not read back {topic}");

@@ -16,8 +16,9 @@ use std::net::TcpStream;
 
 use super::*;
 
-/// A nisshi broker of this test, on its own port and sqlite file.
-struct Broker {
+/// A nisshi broker of this test, on its own port and sqlite file (the
+/// chaos test's too).
+pub(super) struct Broker {
     bin: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
@@ -27,7 +28,7 @@ struct Broker {
 impl Broker {
     /// The nisshi binary scripts/test.sh uses (`VIGIL_TEST_NISSHI`), or
     /// `None` (the test is skipped) outside it.
-    fn start() -> Option<Broker> {
+    pub(super) fn start() -> Option<Broker> {
         let bin = match std::env::var("VIGIL_TEST_NISSHI") {
             Ok(b) if !b.is_empty() => PathBuf::from(b),
             _ => {
@@ -49,13 +50,13 @@ impl Broker {
         Some(b)
     }
 
-    fn addr(&self) -> String {
+    pub(super) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// Starts the broker on its port and sqlite file; waits until it
     /// listens.
-    fn up(&mut self) {
+    pub(super) fn up(&mut self) {
         let url = format!("tcp://{}", self.addr());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -80,7 +81,7 @@ impl Broker {
     }
 
     /// SIGKILL: the broker is gone at once.
-    fn kill(&mut self) {
+    pub(super) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();

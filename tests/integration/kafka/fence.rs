@@ -1,0 +1,154 @@
+//! Fencing a zombie, against the real broker: a worker freezes in the
+//! middle of a flush (the `flush.before_publish=stop` failpoint sends it
+//! SIGSTOP, as a VM pause would) with processed records not yet
+//! published. Its group session expires, a second worker takes its
+//! partitions, restores its checkpoints and commits the whole stream.
+//! Then the frozen worker gets SIGCONT and goes on exactly where it
+//! stopped, about to publish files of ranges the new owner has published
+//! and to write checkpoints older than the new owner's. It must find out
+//! it is fenced first (docs/kafka.md "Fencing"): nothing of its stale
+//! flush is published or checkpointed, and after it rejoins and the two
+//! share the rest of the stream, the aggregates equal the oracle row for
+//! row and the alert incidents are the designed ones.
+
+use super::*;
+
+/// `kill -<sig> <pid>`.
+fn signal(w: &WorkerProc, sig: &str) {
+    let pid = w.child.as_ref().unwrap().id().to_string();
+    let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// The process state letter of `/proc/<pid>/stat` (`T`: stopped).
+fn proc_state(w: &WorkerProc) -> Option<char> {
+    let pid = w.child.as_ref()?.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Waits (at most `within`) until `done` holds, else fails showing `logs`.
+fn wait_for(what: &str, within: Duration, logs: &[&WorkerProc], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            let l: Vec<String> = logs.iter().map(|w| w.log()).collect();
+            panic!("{what}: timed out; worker logs:\n{}", l.join("\n----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() {
+    let Some(env) = Env::new("fence") else {
+        return;
+    };
+    let parts = [
+        fleet(AGENTS, 0..40),
+        fleet(AGENTS, 40..80),
+        fleet(AGENTS, 80..MINUTES),
+    ];
+    env.produce(&parts[0]);
+    // The zombie-to-be: its second flush with records freezes it before
+    // anything of that flush is published.
+    let zombie = env.worker(
+        "zombie",
+        &[
+            ("VIGIL_FAILPOINTS", "flush.before_publish=stop@2"),
+            ("VIGIL_WORKER__FLUSH_INTERVAL", "1s"),
+        ],
+    );
+    let watch = env.group_client();
+    wait_for(
+        "the first commit",
+        Duration::from_secs(60),
+        &[&zombie],
+        || env.committed_by(&watch).iter().any(|&c| c >= 0),
+    );
+    env.produce(&parts[1]);
+    wait_for("the freeze", Duration::from_secs(60), &[&zombie], || {
+        proc_state(&zombie) == Some('T')
+    });
+    assert!(
+        zombie
+            .log()
+            .contains("failpoint flush.before_publish: hit 2, stopping"),
+        "{}",
+        zombie.log()
+    );
+    // What the frozen worker has published so far: nothing may be added
+    // by its stale flush.
+    let frozen_files = aggregate_files(&env);
+    // The zombie's session expires (6 s); the new owner takes every
+    // partition, restores the zombie's checkpoints and commits the lot.
+    let owner = env.worker("owner", &[]);
+    env.wait_committed(&[&owner, &zombie]);
+    let committed = env.committed();
+    let owner_files = aggregate_files(&env);
+    signal(&zombie, "-CONT");
+    wait_for(
+        "the zombie to fence itself",
+        Duration::from_secs(60),
+        &[&zombie],
+        || {
+            zombie
+                .log()
+                .contains("fenced: this worker no longer owns its partitions")
+        },
+    );
+    let log = zombie.log();
+    assert!(
+        log.contains("failpoint flush.before_publish: continued"),
+        "{log}"
+    );
+    // Nothing of the stale flush: no file, and the group's offsets and
+    // the newest checkpoints are still the owner's.
+    let after = aggregate_files(&env);
+    let new: Vec<&String> = after.difference(&owner_files).collect();
+    assert!(new.is_empty(), "the fenced worker published {new:?}\n{log}");
+    assert!(frozen_files.is_subset(&after));
+    assert_eq!(env.committed(), committed);
+    // The zombie rejoins; the two share the rest of the stream.
+    env.produce(&parts[2]);
+    env.wait_committed(&[&owner, &zombie]);
+    let zombie_metrics = zombie.metrics();
+    let (lz, lo) = (zombie.stop(), owner.stop());
+    assert!(
+        zombie_metrics
+            .lines()
+            .any(|l| l.starts_with("vigil_worker_fenced_total{") && !l.ends_with(" 0")),
+        "{zombie_metrics}"
+    );
+    for l in lz.lines().chain(lo.lines()).filter(|l| {
+        l.contains("fenced")
+            || l.contains("confirming it still owns")
+            || l.contains("restored the partition")
+            || l.contains("removed output")
+    }) {
+        eprintln!("{l}");
+    }
+    let all: Vec<_> = parts.iter().flatten().cloned().collect();
+    assert_windows(&env, &all);
+    assert_incidents(&env, true);
+}
+
+/// The names of the published aggregates files.
+fn aggregate_files(env: &Env) -> BTreeSet<String> {
+    fn walk(dir: &std::path::Path, out: &mut BTreeSet<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.insert(p.display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&env.data().join("aggregates"), &mut out);
+    out
+}

@@ -34,6 +34,9 @@ use crate::rules::RuleSet;
 use crate::window::{AgentWindows, WindowSpec};
 
 mod agents;
+mod reports;
+
+pub use reports::{SECURITY_DLQ_METRIC, STATUS_DLQ_METRIC};
 
 use agents::agent_hash;
 
@@ -116,6 +119,14 @@ pub struct PipelineStats {
     /// Open incidents resolved as `stale` by evictions.
     #[serde(default)]
     pub incidents_expired: u64,
+    /// Status reports taken (in accepted batches, not refused as
+    /// `future`).
+    #[serde(default)]
+    pub status_reports: u64,
+    /// Security events taken (in accepted batches, not refused as
+    /// `future`).
+    #[serde(default)]
+    pub security_events: u64,
 }
 
 /// Serde form of a per-reason counter array: a list, which may be shorter
@@ -922,6 +933,7 @@ impl Pipeline {
             .advance(&st.key, &mut out.windows, ai as u32, closed);
         self.stats.windows_closed += n as u64;
         self.detect(windows_before, out);
+        self.accept_reports(ai, pos, batch, now, out);
         let verdict = match bad_point {
             _ if accepted > 0 => Some(InputVerdict::Good),
             // Nothing to judge here; for OTLP, a resource whose points the
@@ -1261,6 +1273,8 @@ mod tests {
 
     fn batch(agent: &str, seq: u64, pts: &[(i64, f64)]) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "t1".into(),
             agent_id: agent.into(),
             seq,
@@ -1507,6 +1521,8 @@ mod tests {
     /// each of the series `cpu_pct{core=<n>}` for `n` in `cores`.
     fn multi(tenant: &str, agent: &str, seq: u64, cores: std::ops::Range<u32>) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: tenant.into(),
             agent_id: agent.into(),
             seq,
@@ -1752,6 +1768,8 @@ mod tests {
     /// One batch of agent `agent` with one series `metric` holding `pts`.
     fn metric_batch(agent: &str, seq: u64, metric: &str, pts: &[(i64, f64)]) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "t1".into(),
             agent_id: agent.into(),
             seq,
@@ -2141,6 +2159,8 @@ mod review_tests {
 
     fn rec(tenant: &str, agent: &str, seq: u64, sent_at_ms: i64, pts: &[(i64, f64)]) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: tenant.into(),
             agent_id: agent.into(),
             seq,

@@ -667,7 +667,7 @@ mod tests {
             ),
             (
                 |r| {
-                    let m = r.missing_patches[0].clone();
+                    let m = r.missing_patches[0];
                     r.missing_patches.push(m)
                 },
                 "missing_patches[1]: severity PATCH_SEVERITY_CRITICAL repeats",

@@ -540,6 +540,12 @@ pub enum DetectorKind {
     Offline,
     /// Agent sends only input that is refused (alive, but broken).
     InvalidInput,
+    /// A status report shows a breach (patch SLA, antivirus, backup,
+    /// agent version).
+    Status,
+    /// Security events show a threat (brute force, a remote session
+    /// outside business hours).
+    Security,
 }
 
 impl DetectorKind {
@@ -551,6 +557,8 @@ impl DetectorKind {
             DetectorKind::Anomaly => "anomaly",
             DetectorKind::Offline => "offline",
             DetectorKind::InvalidInput => "invalid_input",
+            DetectorKind::Status => "status",
+            DetectorKind::Security => "security",
         }
     }
 }

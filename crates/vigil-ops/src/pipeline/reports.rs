@@ -8,8 +8,6 @@
 //! the clock skew: a report or event stamped more than `max_clock_skew`
 //! ahead of processing time is refused alone, as `future` (the structural
 //! checks, done at decode, refuse the whole batch).
-//!
-//! No detector reads them yet: they are validated and counted.
 
 use vigil_proto::v1::{SecurityEventKind, TelemetryBatch};
 
@@ -28,7 +26,7 @@ impl Pipeline {
     /// of agent `ai` at processing time `now`.
     pub(super) fn accept_reports(
         &mut self,
-        _ai: usize,
+        ai: usize,
         pos: Position,
         batch: &TelemetryBatch,
         now: i64,
@@ -64,6 +62,9 @@ impl Pipeline {
                 continue;
             }
             self.stats.status_reports += 1;
+            let st = &self.agents[ai];
+            self.detectors
+                .on_status(&st.key.tenant, &st.key.agent, now, r, &mut out.alerts);
         }
         for e in &batch.security_events {
             if e.timestamp_ms > future_after {
@@ -80,6 +81,9 @@ impl Pipeline {
                 continue;
             }
             self.stats.security_events += 1;
+            let st = &self.agents[ai];
+            self.detectors
+                .on_security(&st.key.tenant, &st.key.agent, now, e, &mut out.alerts);
         }
         self.finish_alerts(before, out);
     }

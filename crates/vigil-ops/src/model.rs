@@ -720,3 +720,30 @@ mod tests {
         assert_eq!(incident_id(&f, 1).len(), 32);
     }
 }
+
+/// One status report as the `status/` dataset stores it: the report as
+/// the agent sent it (validated, not in the future) and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Agent id.
+    pub agent: String,
+    /// The agent's hostname, when known.
+    pub hostname: Option<String>,
+    /// The report.
+    pub report: vigil_proto::v1::StatusReport,
+}
+
+/// One security event as the `security_events/` dataset stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityEventRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Agent id.
+    pub agent: String,
+    /// The agent's hostname, when known.
+    pub hostname: Option<String>,
+    /// The event.
+    pub event: vigil_proto::v1::SecurityEvent,
+}

@@ -27,7 +27,8 @@ use crate::detect::Liveness;
 use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
 use crate::model::{
-    canonical_labels, AgentKey, AlertEvent, AlertStatus, SeriesMeta, WindowAggregate,
+    canonical_labels, AgentKey, AlertEvent, AlertStatus, SecurityEventRow, SeriesMeta, StatusRow,
+    WindowAggregate,
 };
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;
@@ -50,6 +51,10 @@ pub struct Outputs {
     pub alerts: Vec<AlertEvent>,
     /// Refused records and points.
     pub rejected: Vec<Rejected>,
+    /// Status reports taken by this call (for the `status/` dataset).
+    pub status: Vec<StatusRow>,
+    /// Security events taken by this call (for `security_events/`).
+    pub security: Vec<SecurityEventRow>,
 }
 
 impl Outputs {
@@ -58,11 +63,17 @@ impl Outputs {
         self.windows.clear();
         self.alerts.clear();
         self.rejected.clear();
+        self.status.clear();
+        self.security.clear();
     }
 
     /// True when nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.alerts.is_empty() && self.rejected.is_empty()
+        self.windows.is_empty()
+            && self.alerts.is_empty()
+            && self.rejected.is_empty()
+            && self.status.is_empty()
+            && self.security.is_empty()
     }
 }
 

@@ -17,12 +17,13 @@
 //! beyond that replaces the user whose newest failure is oldest and who
 //! has no open incident; when every tracked user has an open incident,
 //! the new user's failure is not tracked. Users without an open incident
-//! whose failures all left the window are dropped at each tick.
+//! whose failures left the window `resolve_grace` ago are dropped at each
+//! tick.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vigil_proto::v1::{SecurityEvent, SecurityEventKind};
+use vigil_proto::v1::{SecurityEvent, SecurityEventKind, StatusReport};
 
 use super::condition::ms;
 use super::lifecycle::Subject;
@@ -40,6 +41,8 @@ pub const DEFAULT_WITHIN: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_USERS: u32 = 64;
 /// Largest `failures` (the per-user buffer).
 pub const MAX_FAILURES: u32 = 1000;
+/// Default `resolve_grace`.
+pub const DEFAULT_RESOLVE_GRACE: Duration = Duration::from_secs(3600);
 
 /// A brute-force rule (`[[brute_force]]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +57,10 @@ pub struct BruteForceRule {
     pub within: Duration,
     /// Users tracked per agent.
     pub max_users: u32,
+    /// Processing time past a burst's quiet moment after which it is
+    /// resolved when the agent reported nothing later.
+    #[serde(with = "humantime_serde")]
+    pub resolve_grace: Duration,
     /// Severity of the alert.
     pub severity: Severity,
 }
@@ -67,6 +74,7 @@ impl FamilyRule for BruteForceRule {
         self.failures == other.failures
             && self.within == other.within
             && self.max_users == other.max_users
+            && self.resolve_grace == other.resolve_grace
     }
 }
 
@@ -108,7 +116,14 @@ impl ReportFamily for BruteForce {
     type State = BruteForceState;
 
     fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<BruteForceRule> {
-        const KEYS: &[&str] = &["name", "failures", "within", "max_users", "severity"];
+        const KEYS: &[&str] = &[
+            "name",
+            "failures",
+            "within",
+            "max_users",
+            "resolve_grace",
+            "severity",
+        ];
         let t = cx.fields(path, val, KEYS)?;
         let span = val.span();
         let name = cx.name(t, &span, path);
@@ -136,12 +151,18 @@ impl ReportFamily for BruteForce {
         } else {
             Some(DEFAULT_MAX_USERS)
         };
+        let resolve_grace = if t.contains_key("resolve_grace") {
+            cx.duration(t, path, "resolve_grace")
+        } else {
+            Some(DEFAULT_RESOLVE_GRACE)
+        };
         let severity = cx.severity(t, &span, path);
         Some(BruteForceRule {
             name: name?,
             failures: failures?,
             within: within?,
             max_users: max_users?,
+            resolve_grace: resolve_grace?,
             severity: severity?,
         })
     }
@@ -154,6 +175,8 @@ impl ReportFamily for BruteForce {
         st: &mut BruteForceState,
         out: &mut Vec<AlertEvent>,
     ) {
+        // The agent's event time moved: bursts quiet since then are over.
+        resolve_quiet(rule, rules, a, st, e.timestamp_ms, out);
         if e.kind != SecurityEventKind::LoginFailure as i32 {
             return;
         }
@@ -237,6 +260,18 @@ impl ReportFamily for BruteForce {
         out.push(ev);
     }
 
+    /// A status report is the agent's event time too.
+    fn on_status(
+        rule: &BruteForceRule,
+        rules: &RuleSet,
+        a: &ReportCx<'_>,
+        r: &StatusReport,
+        st: &mut BruteForceState,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        resolve_quiet(rule, rules, a, st, r.observed_at_ms, out);
+    }
+
     fn on_tick(
         rule: &BruteForceRule,
         rules: &RuleSet,
@@ -244,44 +279,17 @@ impl ReportFamily for BruteForce {
         st: &mut BruteForceState,
         out: &mut Vec<AlertEvent>,
     ) {
+        let grace = ms(rule.resolve_grace);
+        resolve_quiet(rule, rules, a, st, a.now_ms.saturating_sub(grace), out);
+        // Users without an open incident whose failures left the window
+        // `resolve_grace` ago are forgotten (their last incident's end
+        // goes with them: a new burst starts after it anyway).
         let within = ms(rule.within);
-        for u in &mut st.users {
-            let Some(&newest) = u.fails.last() else {
-                continue;
-            };
-            let quiet_at = newest.saturating_add(within);
-            if a.now_ms <= quiet_at {
-                continue;
-            }
-            if let Some(started) = u.open_since.get() {
-                let at = quiet_at.max(started);
-                u.open_since = OptMs::NONE;
-                u.closed_at = at.into();
-                let labels = user_labels(&u.user);
-                let mut ev = subject(rule, a, &labels).event(
-                    rules,
-                    AlertStatus::Resolved,
-                    started,
-                    at,
-                    format!(
-                        "no failed login for user {} on agent {} for {}",
-                        u.user,
-                        a.agent,
-                        humantime::format_duration(rule.within)
-                    ),
-                );
-                ev.threshold = Some(f64::from(rule.failures));
-                out.push(ev);
-            }
-        }
-        // Users whose failures all left the window and who have no open
-        // incident are forgotten (their last incident's end goes with
-        // them: a new burst starts after it anyway).
         st.users.retain(|u| {
             u.open_since.is_some()
                 || u.fails
                     .last()
-                    .is_some_and(|&f| a.now_ms <= f.saturating_add(within))
+                    .is_some_and(|&f| a.now_ms <= f.saturating_add(within).saturating_add(grace))
         });
         if st.users.is_empty() {
             st.untracked = 0;
@@ -308,6 +316,47 @@ impl ReportFamily for BruteForce {
                 ));
             }
         }
+    }
+}
+
+/// Resolves the open incidents whose quiet moment (newest failure plus
+/// `within`) is before `now_ms` (an event time of the agent, or
+/// processing time minus the grace), at that moment.
+fn resolve_quiet(
+    rule: &BruteForceRule,
+    rules: &RuleSet,
+    a: &ReportCx<'_>,
+    st: &mut BruteForceState,
+    now_ms: i64,
+    out: &mut Vec<AlertEvent>,
+) {
+    let within = ms(rule.within);
+    for u in &mut st.users {
+        let (Some(started), Some(&newest)) = (u.open_since.get(), u.fails.last()) else {
+            continue;
+        };
+        let quiet_at = newest.saturating_add(within);
+        if now_ms <= quiet_at {
+            continue;
+        }
+        let at = quiet_at.max(started);
+        u.open_since = OptMs::NONE;
+        u.closed_at = at.into();
+        let labels = user_labels(&u.user);
+        let mut ev = subject(rule, a, &labels).event(
+            rules,
+            AlertStatus::Resolved,
+            started,
+            at,
+            format!(
+                "no failed login for user {} on agent {} for {}",
+                u.user,
+                a.agent,
+                humantime::format_duration(rule.within)
+            ),
+        );
+        ev.threshold = Some(f64::from(rule.failures));
+        out.push(ev);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Status reports and security events of an accepted batch (wire fields
-//! 10 and 11): the per-event `future` check, their counters, and their
-//! hand-over to the detector families that read them (see
+//! 10 and 11): the per-event `future` check, their counters, their rows
+//! for the `status/` and `security_events/` datasets ([`Outputs`]), and
+//! their hand-over to the detector families that read them (see
 //! [`crate::detect::registry::ReportFamily`]).
 //!
 //! Reports and events are not windowed: each is judged alone, at its own
@@ -13,6 +14,7 @@ use vigil_proto::v1::{SecurityEventKind, TelemetryBatch};
 
 use super::{Outputs, Pipeline};
 use crate::decode::kind_name;
+use crate::model::{SecurityEventRow, StatusRow};
 use crate::reject::{Position, RejectReason, Rejected};
 
 /// The pseudo metric name of a refused status report in the dead letters.
@@ -23,7 +25,9 @@ pub const SECURITY_DLQ_METRIC: &str = "vigil.security_event";
 
 impl Pipeline {
     /// Takes the status reports and security events of the accepted batch
-    /// of agent `ai` at processing time `now`.
+    /// of agent `ai` at processing time `now`: the events first, then the
+    /// reports (a report stamped at the end of the batch's period must not
+    /// close a burst before the batch's own failures are seen).
     pub(super) fn accept_reports(
         &mut self,
         ai: usize,
@@ -55,17 +59,6 @@ impl Pipeline {
                 raw: None,
             });
         };
-        for r in &batch.status {
-            if r.observed_at_ms > future_after {
-                self.stats.rejected_points[RejectReason::Future.index()] += 1;
-                refuse(out, r.observed_at_ms, STATUS_DLQ_METRIC, String::new());
-                continue;
-            }
-            self.stats.status_reports += 1;
-            let st = &self.agents[ai];
-            self.detectors
-                .on_status(&st.key.tenant, &st.key.agent, now, r, &mut out.alerts);
-        }
         for e in &batch.security_events {
             if e.timestamp_ms > future_after {
                 self.stats.rejected_points[RejectReason::Future.index()] += 1;
@@ -82,8 +75,31 @@ impl Pipeline {
             }
             self.stats.security_events += 1;
             let st = &self.agents[ai];
+            out.security.push(SecurityEventRow {
+                tenant: batch.tenant_id.clone(),
+                agent: batch.agent_id.clone(),
+                hostname: st.hostname.as_deref().map(str::to_string),
+                event: e.clone(),
+            });
             self.detectors
                 .on_security(&st.key.tenant, &st.key.agent, now, e, &mut out.alerts);
+        }
+        for r in &batch.status {
+            if r.observed_at_ms > future_after {
+                self.stats.rejected_points[RejectReason::Future.index()] += 1;
+                refuse(out, r.observed_at_ms, STATUS_DLQ_METRIC, String::new());
+                continue;
+            }
+            self.stats.status_reports += 1;
+            let st = &self.agents[ai];
+            out.status.push(StatusRow {
+                tenant: batch.tenant_id.clone(),
+                agent: batch.agent_id.clone(),
+                hostname: st.hostname.as_deref().map(str::to_string),
+                report: r.clone(),
+            });
+            self.detectors
+                .on_status(&st.key.tenant, &st.key.agent, now, r, &mut out.alerts);
         }
         self.finish_alerts(before, out);
     }
@@ -166,15 +182,20 @@ mod tests {
         assert_eq!(
             refused,
             vec![
-                (RejectReason::Future, Some(STATUS_DLQ_METRIC), Some(""), 1),
                 (
                     RejectReason::Future,
                     Some(SECURITY_DLQ_METRIC),
                     Some("kind=login_failure"),
                     1
                 ),
+                (RejectReason::Future, Some(STATUS_DLQ_METRIC), Some(""), 1),
             ]
         );
+        // The taken ones are rows for the datasets.
+        assert_eq!(out.status.len(), 1);
+        assert_eq!(out.status[0].report.observed_at_ms, NOW + skew);
+        assert_eq!(out.security.len(), 2);
+        assert_eq!(out.security[1].event.timestamp_ms, NOW - 1);
         let s = p.stats();
         assert_eq!(s.batches_accepted, 1);
         assert_eq!(s.status_reports, 1);

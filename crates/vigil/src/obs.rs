@@ -149,6 +149,9 @@ pub const OTLP_DROPPED_ATTRIBUTES: &str = "vigil_otlp_dropped_attributes_total";
 pub fn published(p: &vigil_sink::Published) {
     metrics::counter!(PARQUET_ROWS, "dataset" => "aggregates").increment(p.aggregates.rows as u64);
     metrics::counter!(PARQUET_ROWS, "dataset" => "alerts").increment(p.alerts.rows as u64);
+    metrics::counter!(PARQUET_ROWS, "dataset" => "status").increment(p.status.rows as u64);
+    metrics::counter!(PARQUET_ROWS, "dataset" => "security_events")
+        .increment(p.security_events.rows as u64);
 }
 
 /// Adds the difference between two stats snapshots to the metric

@@ -471,6 +471,8 @@ fn fleet_batch(i: usize, m: i64) -> (String, Vec<u8>) {
         .collect();
     let disk: Vec<(i64, f64)> = ts.iter().map(|&t| (t, 40.0 + i as f64)).collect();
     let b = TelemetryBatch {
+        status: Vec::new(),
+        security_events: Vec::new(),
         tenant_id: if i.is_multiple_of(2) {
             "acme"
         } else {
@@ -1147,6 +1149,8 @@ fn kafka_malformed_records_land_in_the_dlq_topic_with_reason_and_source() {
     };
     let ok = |agent: &str, seq: u64, ts: &[(i64, f64)]| -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "acme".into(),
             agent_id: agent.into(),
             seq,
@@ -1290,6 +1294,8 @@ fn padded_to(mut b: TelemetryBatch, target: usize) -> Vec<u8> {
 /// have: refused as `too_many_series`), padded to `target` bytes.
 fn many_series(agent: &str, seq: u64, n: usize, target: usize) -> Vec<u8> {
     let b = TelemetryBatch {
+        status: Vec::new(),
+        security_events: Vec::new(),
         tenant_id: "acme".into(),
         agent_id: agent.into(),
         seq,
@@ -1327,6 +1333,8 @@ fn kafka_poison_records_at_every_size_boundary_leave_the_partition_consuming() {
     let budget = vigil_kafka::headers::dead_letter_value_budget(message_max);
     let batch = |seq: u64, pts: &[(i64, f64)]| -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "acme".into(),
             agent_id: "z".into(),
             seq,

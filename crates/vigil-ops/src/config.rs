@@ -50,6 +50,11 @@ pub struct Limits {
     /// Most tenants in a partition's state; batches of agents of further
     /// new tenants are refused as `agent_limit`.
     pub max_tenants: usize,
+    /// Most status reports and security events in one batch (together);
+    /// a batch with more is refused as `too_many_events`. Their string
+    /// fields (user, address, technician, ...) are bounded by
+    /// `max_label_bytes`.
+    pub max_events_per_batch: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +71,7 @@ impl Default for Limits {
             max_series_per_tenant: 500_000,
             max_agents: 250_000,
             max_tenants: 10_000,
+            max_events_per_batch: 10_000,
         }
     }
 }
@@ -281,6 +287,7 @@ impl PipelineConfig {
             ("limits.max_series_per_tenant", l.max_series_per_tenant),
             ("limits.max_agents", l.max_agents),
             ("limits.max_tenants", l.max_tenants),
+            ("limits.max_events_per_batch", l.max_events_per_batch),
         ] {
             if v == 0 {
                 bad(field, "must be positive");

@@ -3,10 +3,22 @@
 //! A record that does not decode, or breaks a [`Limits`] rule, is refused
 //! whole with one [`RejectReason`]. Point-level checks (non-finite values,
 //! future and late timestamps) happen later, in the pipeline, because they
-//! need the agent's state.
+//! need the agent's state; so does the `future` check of status reports
+//! and security events (one refused report or event, not the batch).
+//!
+//! Status reports and security events (fields 10 and 11, see
+//! docs/wire-format.md) are checked here against the wire contract: a
+//! malformed one refuses the whole batch as `invalid_status` or
+//! `invalid_security_event` (as a malformed series refuses it as
+//! `invalid_metric`), so the agent's bug shows in the dead letters with
+//! the raw record instead of half a batch being taken.
 
 use prost::Message;
-use vigil_proto::v1::TelemetryBatch;
+use vigil_proto::v1::{
+    BackupResult, PatchSeverity, SecurityEvent, SecurityEventKind, StatusReport, TelemetryBatch,
+};
+
+use crate::pipeline::VALID_TS;
 
 use crate::config::Limits;
 use crate::reject::RejectReason;
@@ -171,17 +183,201 @@ pub(crate) fn validate(batch: &mut TelemetryBatch, limits: &Limits) -> Result<()
             format!("{points} points, limit {}", limits.max_points_per_batch),
         ));
     }
+    let events = batch.status.len() + batch.security_events.len();
+    if events > limits.max_events_per_batch {
+        return Err(BatchError::new(
+            RejectReason::TooManyEvents,
+            format!(
+                "{} status reports and {} security events, limit {} together",
+                batch.status.len(),
+                batch.security_events.len(),
+                limits.max_events_per_batch
+            ),
+        ));
+    }
+    for (i, r) in batch.status.iter().enumerate() {
+        validate_status(r, limits).map_err(|m| {
+            BatchError::new(RejectReason::InvalidStatus, format!("status[{i}]: {m}"))
+        })?;
+    }
+    for (i, e) in batch.security_events.iter().enumerate() {
+        validate_security_event(e, limits).map_err(|m| {
+            BatchError::new(
+                RejectReason::InvalidSecurityEvent,
+                format!("security_events[{i}]: {m}"),
+            )
+        })?;
+    }
     Ok(())
+}
+
+/// A required timestamp: inside [`VALID_TS`] and not 0 (0 is "not set").
+fn required_ts(what: &str, ms: i64) -> Result<(), String> {
+    if ms == 0 {
+        Err(format!("{what} is not set"))
+    } else {
+        optional_ts(what, ms)
+    }
+}
+
+/// An optional timestamp (0: not set): otherwise inside [`VALID_TS`].
+fn optional_ts(what: &str, ms: i64) -> Result<(), String> {
+    if ms != 0 && !VALID_TS.contains(&ms) {
+        Err(format!(
+            "{what} {ms} is outside 1970-01-01 ..= 9999-12-31 (ms since epoch)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A string field: at most `limits.max_label_bytes`, no control characters.
+fn text(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
+    if s.len() > limits.max_label_bytes {
+        Err(format!(
+            "{what} is {} bytes, limit {}",
+            s.len(),
+            limits.max_label_bytes
+        ))
+    } else if s.chars().any(char::is_control) {
+        Err(format!(
+            "{what} {:?} contains control characters",
+            truncate(s)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The wire contract of one status report (see the proto file).
+pub fn validate_status(r: &StatusReport, limits: &Limits) -> Result<(), String> {
+    required_ts("observed_at_ms", r.observed_at_ms)?;
+    optional_ts("last_patch_install_ok_ms", r.last_patch_install_ok_ms)?;
+    optional_ts(
+        "last_patch_install_failed_ms",
+        r.last_patch_install_failed_ms,
+    )?;
+    optional_ts("last_boot_ms", r.last_boot_ms)?;
+    let mut seen = 0u32;
+    for (j, m) in r.missing_patches.iter().enumerate() {
+        let sev = match PatchSeverity::try_from(m.severity) {
+            Ok(PatchSeverity::Unspecified) | Err(_) => {
+                return Err(format!(
+                    "missing_patches[{j}]: severity {} is not a known patch severity",
+                    m.severity
+                ))
+            }
+            Ok(s) => s,
+        };
+        let bit = 1u32 << (sev as i32);
+        if seen & bit != 0 {
+            return Err(format!(
+                "missing_patches[{j}]: severity {} repeats",
+                sev.as_str_name()
+            ));
+        }
+        seen |= bit;
+        if m.count == 0 {
+            return Err(format!(
+                "missing_patches[{j}]: count is 0 (leave the severity out instead)"
+            ));
+        }
+        required_ts(
+            &format!("missing_patches[{j}].oldest_missing_since_ms"),
+            m.oldest_missing_since_ms,
+        )?;
+    }
+    if !r.missing_patches.is_empty() && !r.patches_reported {
+        return Err("missing_patches is set but patches_reported is false".into());
+    }
+    if let Some(av) = &r.antivirus {
+        text("antivirus.product", &av.product, limits)?;
+        optional_ts(
+            "antivirus.definitions_updated_ms",
+            av.definitions_updated_ms,
+        )?;
+        optional_ts("antivirus.last_scan_ms", av.last_scan_ms)?;
+    }
+    if let Some(b) = &r.backup {
+        if BackupResult::try_from(b.last_result).is_err() {
+            return Err(format!(
+                "backup.last_result {} is not a known backup result",
+                b.last_result
+            ));
+        }
+        optional_ts("backup.last_run_ms", b.last_run_ms)?;
+        optional_ts("backup.last_success_ms", b.last_success_ms)?;
+    }
+    text("agent_version", &r.agent_version, limits)?;
+    Ok(())
+}
+
+/// The wire contract of one security event (see the proto file): a known
+/// kind, a timestamp, and the fields its kind requires.
+pub fn validate_security_event(e: &SecurityEvent, limits: &Limits) -> Result<(), String> {
+    required_ts("timestamp_ms", e.timestamp_ms)?;
+    let kind = match SecurityEventKind::try_from(e.kind) {
+        Ok(SecurityEventKind::Unspecified) | Err(_) => {
+            return Err(format!(
+                "kind {} is not a known security event kind",
+                e.kind
+            ))
+        }
+        Ok(k) => k,
+    };
+    for (what, v) in [
+        ("user", &e.user),
+        ("source_address", &e.source_address),
+        ("technician", &e.technician),
+        ("session_id", &e.session_id),
+        ("privilege", &e.privilege),
+        ("actor", &e.actor),
+    ] {
+        text(what, v, limits)?;
+    }
+    let required: &[(&str, &String)] = match kind {
+        SecurityEventKind::LoginSuccess | SecurityEventKind::LoginFailure => &[("user", &e.user)],
+        SecurityEventKind::RemoteSessionStart | SecurityEventKind::RemoteSessionEnd => {
+            &[("technician", &e.technician), ("session_id", &e.session_id)]
+        }
+        SecurityEventKind::PrivilegeChange => &[("user", &e.user), ("privilege", &e.privilege)],
+        SecurityEventKind::Unspecified => &[],
+    };
+    for (what, v) in required {
+        if v.is_empty() {
+            return Err(format!(
+                "{what} is empty (required for {})",
+                kind_name(kind)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The snake_case name of a security event kind (`login_failure`, ...),
+/// as in the `security_events/` dataset and alert summaries.
+pub fn kind_name(k: SecurityEventKind) -> &'static str {
+    match k {
+        SecurityEventKind::Unspecified => "unspecified",
+        SecurityEventKind::LoginSuccess => "login_success",
+        SecurityEventKind::LoginFailure => "login_failure",
+        SecurityEventKind::RemoteSessionStart => "remote_session_start",
+        SecurityEventKind::RemoteSessionEnd => "remote_session_end",
+        SecurityEventKind::PrivilegeChange => "privilege_change",
+    }
 }
 
 /// Field number of `TelemetryBatch.series`.
 const SERIES_FIELD: u64 = 6;
+/// Field numbers of `TelemetryBatch.status` and `.security_events`.
+const EVENT_FIELDS: [u64; 2] = [10, 11];
 
 /// Content hash of an encoded batch, for telling a resend from a restarted
 /// agent's new batch under the same number (see [`crate::dedup`]): xxh3
-/// over the encoded bytes of its `series` fields, in order, and nothing
-/// else, so the optional `AgentInfo` (sent now and then) does not change
-/// it. (Dedup also compares `sent_at_ms`, separately.) A record whose top-level fields cannot be walked
+/// over the encoded bytes of its `series`, `status` and `security_events`
+/// fields, in order, and nothing else, so the optional `AgentInfo` (sent
+/// now and then) does not change it (a batch without reports or events
+/// hashes as before they existed). (Dedup also compares `sent_at_ms`, separately.) A record whose top-level fields cannot be walked
 /// (it decoded, so this does not happen in practice) is hashed whole.
 /// Cost: one pass over a handful of field headers plus xxh3 of the series
 /// bytes (tens of nanoseconds for a typical batch).
@@ -215,7 +411,8 @@ pub fn content_hash(payload: &[u8]) -> u64 {
                 _ => return None,
             };
             let end = i.checked_add(len).filter(|&e| e <= payload.len())?;
-            if key >> 3 == SERIES_FIELD && key & 7 == 2 {
+            let field = key >> 3;
+            if (field == SERIES_FIELD || EVENT_FIELDS.contains(&field)) && key & 7 == 2 {
                 h = xxh3_64_with_seed(&payload[i..end], h);
             }
             i = end;
@@ -281,6 +478,8 @@ mod tests {
 
     fn batch() -> TelemetryBatch {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "t".into(),
             agent_id: "a".into(),
             seq: 1,
@@ -362,6 +561,217 @@ mod tests {
         b.series[0].timestamps_ms = vec![0; 100_001];
         b.series[0].values = vec![0.0; 100_001];
         assert_eq!(check(&b), Err(RejectReason::TooManyPoints));
+    }
+
+    fn report() -> StatusReport {
+        use vigil_proto::v1::{AntivirusStatus, BackupStatus, MissingPatches};
+        StatusReport {
+            observed_at_ms: 1_700_000_000_000,
+            missing_patches: vec![MissingPatches {
+                severity: PatchSeverity::Critical as i32,
+                count: 2,
+                oldest_missing_since_ms: 1_690_000_000_000,
+            }],
+            patches_reported: true,
+            last_patch_install_ok_ms: 1_699_000_000_000,
+            last_patch_install_failed_ms: 0,
+            antivirus: Some(AntivirusStatus {
+                product: "Defender".into(),
+                enabled: true,
+                definitions_updated_ms: 1_699_900_000_000,
+                last_scan_ms: 0,
+            }),
+            backup: Some(BackupStatus {
+                last_result: BackupResult::Success as i32,
+                last_run_ms: 1_699_950_000_000,
+                last_success_ms: 1_699_950_000_000,
+            }),
+            agent_version: "5.12.3".into(),
+            last_boot_ms: 1_699_000_000_000,
+        }
+    }
+
+    fn login_failure() -> SecurityEvent {
+        SecurityEvent {
+            timestamp_ms: 1_700_000_000_000,
+            kind: SecurityEventKind::LoginFailure as i32,
+            user: "admin".into(),
+            source_address: "203.0.113.9".into(),
+            ..SecurityEvent::default()
+        }
+    }
+
+    fn detail(b: &TelemetryBatch) -> (RejectReason, String) {
+        let mut out = TelemetryBatch::default();
+        let e = decode_into(&b.encode_to_vec(), &Limits::default(), &mut out).unwrap_err();
+        (e.reason, e.detail)
+    }
+
+    #[test]
+    fn reports_and_events_round_trip_and_validate() {
+        let mut b = batch();
+        b.status = vec![report()];
+        b.security_events = vec![
+            login_failure(),
+            SecurityEvent {
+                timestamp_ms: 1_700_000_001_000,
+                kind: SecurityEventKind::RemoteSessionStart as i32,
+                technician: "tech1".into(),
+                session_id: "s-1".into(),
+                ..SecurityEvent::default()
+            },
+            SecurityEvent {
+                timestamp_ms: 1_700_000_002_000,
+                kind: SecurityEventKind::PrivilegeChange as i32,
+                user: "bob".into(),
+                privilege: "Administrators".into(),
+                granted: true,
+                actor: "alice".into(),
+                ..SecurityEvent::default()
+            },
+        ];
+        let got = check(&b).unwrap();
+        assert_eq!(got.status, b.status);
+        assert_eq!(got.security_events, b.security_events);
+        // Fully patched: no entries, but reported.
+        let mut r = report();
+        r.missing_patches.clear();
+        assert_eq!(validate_status(&r, &Limits::default()), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_report_is_refused_with_its_reason_and_item() {
+        type Case = (fn(&mut StatusReport), &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                |r| r.observed_at_ms = 0,
+                "status[0]: observed_at_ms is not set",
+            ),
+            (
+                |r| r.observed_at_ms = -5,
+                "status[0]: observed_at_ms -5 is outside",
+            ),
+            (|r| r.last_boot_ms = i64::MAX, "status[0]: last_boot_ms"),
+            (
+                |r| r.missing_patches[0].severity = 0,
+                "not a known patch severity",
+            ),
+            (
+                |r| r.missing_patches[0].severity = 9,
+                "not a known patch severity",
+            ),
+            (|r| r.missing_patches[0].count = 0, "count is 0"),
+            (
+                |r| r.missing_patches[0].oldest_missing_since_ms = 0,
+                "missing_patches[0].oldest_missing_since_ms is not set",
+            ),
+            (
+                |r| {
+                    let m = r.missing_patches[0];
+                    r.missing_patches.push(m)
+                },
+                "missing_patches[1]: severity PATCH_SEVERITY_CRITICAL repeats",
+            ),
+            (|r| r.patches_reported = false, "patches_reported is false"),
+            (
+                |r| {
+                    if let Some(b) = r.backup.as_mut() {
+                        b.last_result = 7
+                    }
+                },
+                "not a known backup result",
+            ),
+            (|r| r.agent_version = "5\n1".into(), "control characters"),
+            (
+                |r| {
+                    if let Some(av) = r.antivirus.as_mut() {
+                        av.product = "x".repeat(1025)
+                    }
+                },
+                "antivirus.product is 1025 bytes, limit 1024",
+            ),
+        ];
+        for (i, (break_it, want)) in cases.into_iter().enumerate() {
+            let mut b = batch();
+            let mut r = report();
+            break_it(&mut r);
+            b.status = vec![r];
+            let (reason, d) = detail(&b);
+            assert_eq!(reason, RejectReason::InvalidStatus, "case {i}: {d}");
+            assert!(d.contains(want), "case {i}: {d:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn each_bad_security_event_is_refused_with_its_reason_and_item() {
+        type Case = (fn(&mut SecurityEvent), &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                |e| e.timestamp_ms = 0,
+                "security_events[1]: timestamp_ms is not set",
+            ),
+            (|e| e.kind = 0, "kind 0 is not a known"),
+            (|e| e.kind = 42, "kind 42 is not a known"),
+            (
+                |e| e.user.clear(),
+                "user is empty (required for login_failure)",
+            ),
+            (
+                |e| {
+                    e.kind = SecurityEventKind::RemoteSessionEnd as i32;
+                    e.technician = "t".into();
+                },
+                "session_id is empty (required for remote_session_end)",
+            ),
+            (
+                |e| e.kind = SecurityEventKind::PrivilegeChange as i32,
+                "privilege is empty (required for privilege_change)",
+            ),
+            (|e| e.source_address = "a\u{7}".into(), "control characters"),
+        ];
+        for (i, (break_it, want)) in cases.into_iter().enumerate() {
+            let mut b = batch();
+            let mut e = login_failure();
+            break_it(&mut e);
+            b.security_events = vec![login_failure(), e];
+            let (reason, d) = detail(&b);
+            assert_eq!(reason, RejectReason::InvalidSecurityEvent, "case {i}: {d}");
+            assert!(d.contains(want), "case {i}: {d:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn event_count_limit_is_exact() {
+        let limits = Limits {
+            max_events_per_batch: 3,
+            ..Limits::default()
+        };
+        let mut b = batch();
+        b.status = vec![report()];
+        b.security_events = vec![login_failure(), login_failure()];
+        let mut out = TelemetryBatch::default();
+        assert!(decode_into(&b.encode_to_vec(), &limits, &mut out).is_ok());
+        b.security_events.push(login_failure());
+        let e = decode_into(&b.encode_to_vec(), &limits, &mut out).unwrap_err();
+        assert_eq!(e.reason, RejectReason::TooManyEvents);
+        assert_eq!(
+            e.detail,
+            "1 status reports and 3 security events, limit 3 together"
+        );
+    }
+
+    #[test]
+    fn content_hash_covers_reports_and_events() {
+        let mut b = batch();
+        let plain = content_hash(&b.encode_to_vec());
+        b.security_events = vec![login_failure()];
+        let with_event = content_hash(&b.encode_to_vec());
+        assert_ne!(with_event, plain);
+        b.security_events[0].user = "root".into();
+        assert_ne!(content_hash(&b.encode_to_vec()), with_event);
+        let mut s = batch();
+        s.status = vec![report()];
+        assert_ne!(content_hash(&s.encode_to_vec()), plain);
     }
 
     #[test]

@@ -540,6 +540,12 @@ pub enum DetectorKind {
     Offline,
     /// Agent sends only input that is refused (alive, but broken).
     InvalidInput,
+    /// A status report shows a breach (patch SLA, antivirus, backup,
+    /// agent version).
+    Status,
+    /// Security events show a threat (brute force, a remote session
+    /// outside business hours).
+    Security,
 }
 
 impl DetectorKind {
@@ -551,6 +557,8 @@ impl DetectorKind {
             DetectorKind::Anomaly => "anomaly",
             DetectorKind::Offline => "offline",
             DetectorKind::InvalidInput => "invalid_input",
+            DetectorKind::Status => "status",
+            DetectorKind::Security => "security",
         }
     }
 }
@@ -711,4 +719,31 @@ mod tests {
         assert_eq!(incident_id(&f, 1), incident_id(&f, 1));
         assert_eq!(incident_id(&f, 1).len(), 32);
     }
+}
+
+/// One status report as the `status/` dataset stores it: the report as
+/// the agent sent it (validated, not in the future) and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Agent id.
+    pub agent: String,
+    /// The agent's hostname, when known.
+    pub hostname: Option<String>,
+    /// The report.
+    pub report: vigil_proto::v1::StatusReport,
+}
+
+/// One security event as the `security_events/` dataset stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityEventRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Agent id.
+    pub agent: String,
+    /// The agent's hostname, when known.
+    pub hostname: Option<String>,
+    /// The event.
+    pub event: vigil_proto::v1::SecurityEvent,
 }

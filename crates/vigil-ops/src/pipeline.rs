@@ -27,13 +27,17 @@ use crate::detect::Liveness;
 use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
 use crate::model::{
-    canonical_labels, AgentKey, AlertEvent, AlertStatus, SeriesMeta, WindowAggregate,
+    canonical_labels, AgentKey, AlertEvent, AlertStatus, SecurityEventRow, SeriesMeta, StatusRow,
+    WindowAggregate,
 };
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;
 use crate::window::{AgentWindows, WindowSpec};
 
 mod agents;
+mod reports;
+
+pub use reports::{SECURITY_DLQ_METRIC, STATUS_DLQ_METRIC};
 
 use agents::agent_hash;
 
@@ -47,6 +51,10 @@ pub struct Outputs {
     pub alerts: Vec<AlertEvent>,
     /// Refused records and points.
     pub rejected: Vec<Rejected>,
+    /// Status reports taken by this call (for the `status/` dataset).
+    pub status: Vec<StatusRow>,
+    /// Security events taken by this call (for `security_events/`).
+    pub security: Vec<SecurityEventRow>,
 }
 
 impl Outputs {
@@ -55,11 +63,17 @@ impl Outputs {
         self.windows.clear();
         self.alerts.clear();
         self.rejected.clear();
+        self.status.clear();
+        self.security.clear();
     }
 
     /// True when nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.alerts.is_empty() && self.rejected.is_empty()
+        self.windows.is_empty()
+            && self.alerts.is_empty()
+            && self.rejected.is_empty()
+            && self.status.is_empty()
+            && self.security.is_empty()
     }
 }
 
@@ -116,6 +130,14 @@ pub struct PipelineStats {
     /// Open incidents resolved as `stale` by evictions.
     #[serde(default)]
     pub incidents_expired: u64,
+    /// Status reports taken (in accepted batches, not refused as
+    /// `future`).
+    #[serde(default)]
+    pub status_reports: u64,
+    /// Security events taken (in accepted batches, not refused as
+    /// `future`).
+    #[serde(default)]
+    pub security_events: u64,
 }
 
 /// Serde form of a per-reason counter array: a list, which may be shorter
@@ -922,6 +944,7 @@ impl Pipeline {
             .advance(&st.key, &mut out.windows, ai as u32, closed);
         self.stats.windows_closed += n as u64;
         self.detect(windows_before, out);
+        self.accept_reports(ai, pos, batch, now, out);
         let verdict = match bad_point {
             _ if accepted > 0 => Some(InputVerdict::Good),
             // Nothing to judge here; for OTLP, a resource whose points the
@@ -1261,6 +1284,8 @@ mod tests {
 
     fn batch(agent: &str, seq: u64, pts: &[(i64, f64)]) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "t1".into(),
             agent_id: agent.into(),
             seq,
@@ -1507,6 +1532,8 @@ mod tests {
     /// each of the series `cpu_pct{core=<n>}` for `n` in `cores`.
     fn multi(tenant: &str, agent: &str, seq: u64, cores: std::ops::Range<u32>) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: tenant.into(),
             agent_id: agent.into(),
             seq,
@@ -1752,6 +1779,8 @@ mod tests {
     /// One batch of agent `agent` with one series `metric` holding `pts`.
     fn metric_batch(agent: &str, seq: u64, metric: &str, pts: &[(i64, f64)]) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "t1".into(),
             agent_id: agent.into(),
             seq,
@@ -2141,6 +2170,8 @@ mod review_tests {
 
     fn rec(tenant: &str, agent: &str, seq: u64, sent_at_ms: i64, pts: &[(i64, f64)]) -> Vec<u8> {
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: tenant.into(),
             agent_id: agent.into(),
             seq,

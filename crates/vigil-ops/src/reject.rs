@@ -51,11 +51,22 @@ pub enum RejectReason {
     /// `limits.max_agents` agents, or of an agent of a new tenant when it
     /// holds `limits.max_tenants` tenants (the agent-table guard).
     AgentLimit,
+    /// More status reports and security events than
+    /// `limits.max_events_per_batch`.
+    TooManyEvents,
+    /// A status report that breaks the wire contract (no or invalid
+    /// `observed_at_ms`, an unknown or repeated patch severity, a
+    /// timestamp out of range, a string over `limits.max_label_bytes`).
+    InvalidStatus,
+    /// A security event that breaks the wire contract (no or invalid
+    /// timestamp, unknown kind, a field its kind requires is empty, a
+    /// string over `limits.max_label_bytes` or with control characters).
+    InvalidSecurityEvent,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order (for metrics pre-registration and docs).
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::Decode,
         RejectReason::TooLarge,
         RejectReason::TooManySeries,
@@ -74,6 +85,9 @@ impl RejectReason {
         RejectReason::UnsupportedType,
         RejectReason::DedupOverflow,
         RejectReason::AgentLimit,
+        RejectReason::TooManyEvents,
+        RejectReason::InvalidStatus,
+        RejectReason::InvalidSecurityEvent,
     ];
 
     /// The stable name: DLQ reason, metric label value, log field.
@@ -97,6 +111,9 @@ impl RejectReason {
             RejectReason::UnsupportedType => "unsupported_type",
             RejectReason::DedupOverflow => "dedup_overflow",
             RejectReason::AgentLimit => "agent_limit",
+            RejectReason::TooManyEvents => "too_many_events",
+            RejectReason::InvalidStatus => "invalid_status",
+            RejectReason::InvalidSecurityEvent => "invalid_security_event",
         }
     }
 

@@ -133,6 +133,8 @@ impl Model {
 
 fn record(agent: &str, seq: u64, now: i64, points: &[i64]) -> Vec<u8> {
     TelemetryBatch {
+        status: Vec::new(),
+        security_events: Vec::new(),
         tenant_id: "t".into(),
         agent_id: agent.into(),
         seq,

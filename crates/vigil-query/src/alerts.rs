@@ -271,6 +271,8 @@ fn kind_of(s: &str) -> Result<DetectorKind> {
         DetectorKind::Anomaly,
         DetectorKind::Offline,
         DetectorKind::InvalidInput,
+        DetectorKind::Status,
+        DetectorKind::Security,
     ]
     .into_iter()
     .find(|k| k.as_str() == s)

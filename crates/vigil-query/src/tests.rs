@@ -422,7 +422,7 @@ fn sql_is_read_only() {
         .iter()
         .map(|s| s.unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["aggregates", "alerts"]);
+    assert_eq!(names, ["aggregates", "alerts", "security_events", "status"]);
 }
 
 /// Alerts on both sides of midnight, in two tenants, for the export reader.

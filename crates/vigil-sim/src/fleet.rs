@@ -904,6 +904,8 @@ impl Fleet {
             }
             a.kinds = kinds;
             a.batch = TelemetryBatch {
+                status: Vec::new(),
+                security_events: Vec::new(),
                 tenant_id: tenants[a.tenant].name.clone(),
                 agent_id: a.id.clone(),
                 seq: 0,
@@ -1144,6 +1146,8 @@ impl Fleet {
         let mut chunks: Vec<(Vec<u8>, u64, u64)> = Vec::new();
         for (c, part) in a.batch.series.chunks(a.max_series).enumerate() {
             let b = TelemetryBatch {
+                status: Vec::new(),
+                security_events: Vec::new(),
                 tenant_id: a.batch.tenant_id.clone(),
                 agent_id: a.batch.agent_id.clone(),
                 seq: a.next_seq,

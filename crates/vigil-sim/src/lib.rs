@@ -68,6 +68,7 @@ mod fleet;
 mod malformed;
 mod model;
 pub mod otlp;
+pub mod posture;
 mod truth;
 
 pub use config::{

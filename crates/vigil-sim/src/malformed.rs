@@ -118,6 +118,8 @@ pub(crate) fn mutate(why: &'static str, batch: &mut TelemetryBatch, rng: &mut Si
 
 fn header(tenant: &str, agent: &str, seq: u64, sent_at_ms: i64) -> TelemetryBatch {
     TelemetryBatch {
+        status: Vec::new(),
+        security_events: Vec::new(),
         tenant_id: tenant.to_string(),
         agent_id: agent.to_string(),
         seq,

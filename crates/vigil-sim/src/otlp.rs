@@ -325,6 +325,8 @@ mod tests {
             values: vec![v, v + 1.0],
         };
         TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: "t1".into(),
             agent_id: "a1".into(),
             seq,

@@ -4,6 +4,8 @@
 //!
 //! ```text
 //!  Outputs ─route─▶ windows  ─▶ AggregatesWriter ┐
+//!                   status   ─▶ StatusWriter     │
+//!                   security ─▶ SecurityEventsWriter
 //!                   alerts   ─▶ AlertsWriter     ├─ publish(SourceRange) ─▶ Parquet + dlq/ files
 //!                            └▶ AlertRouter ─▶ Destinations::send_alert (encoded per route)
 //!                   refused  ─▶ Destinations::send_dead_letter (the DLQ topic), else DlqWriter ┘
@@ -20,8 +22,8 @@ use std::time::Instant;
 use vigil_ops::pipeline::Outputs;
 use vigil_ops::Rejected;
 use vigil_store::{
-    AggregatesWriter, AlertsWriter, DlqFlushReport, DlqWriter, FlushReport, SourceRange,
-    WriterConfig,
+    AggregatesWriter, AlertsWriter, DlqFlushReport, DlqWriter, FlushReport, SecurityEventsWriter,
+    SourceRange, StatusWriter, WriterConfig,
 };
 
 use crate::error::{DestinationError, Result, SinkError};
@@ -54,6 +56,10 @@ pub struct Published {
     pub aggregates: FlushReport,
     /// The alerts dataset.
     pub alerts: FlushReport,
+    /// The status dataset.
+    pub status: FlushReport,
+    /// The security events dataset.
+    pub security_events: FlushReport,
     /// The dead-letter file, when the stage writes dead letters to files.
     pub dlq: Option<DlqFlushReport>,
 }
@@ -62,7 +68,11 @@ impl Published {
     /// Files published (Parquet and dead letters).
     pub fn files(&self) -> u64 {
         let dlq = self.dlq.as_ref().is_some_and(|d| d.path.is_some());
-        (self.aggregates.files.len() + self.alerts.files.len()) as u64 + u64::from(dlq)
+        (self.aggregates.files.len()
+            + self.alerts.files.len()
+            + self.status.files.len()
+            + self.security_events.files.len()) as u64
+            + u64::from(dlq)
     }
 }
 
@@ -72,6 +82,8 @@ impl Published {
 pub struct OutputStage {
     aggs: AggregatesWriter,
     alerts: AlertsWriter,
+    status: StatusWriter,
+    security: SecurityEventsWriter,
     dlq_files: Option<DlqWriter>,
     buf: Vec<u8>,
 }
@@ -98,7 +110,10 @@ impl OutputStage {
         let store = |what| move |source| SinkError::Store { what, source };
         Ok(OutputStage {
             aggs: AggregatesWriter::at(root, config.clone()).map_err(store("aggregates writer"))?,
-            alerts: AlertsWriter::at(root, config).map_err(store("alerts writer"))?,
+            alerts: AlertsWriter::at(root, config.clone()).map_err(store("alerts writer"))?,
+            status: StatusWriter::at(root, config.clone()).map_err(store("status writer"))?,
+            security: SecurityEventsWriter::at(root, config)
+                .map_err(store("security events writer"))?,
             dlq_files,
             buf: Vec::new(),
         })
@@ -132,6 +147,12 @@ impl OutputStage {
         let emitted = Instant::now();
         for w in &out.windows {
             self.aggs.push(w);
+        }
+        for r in &out.status {
+            self.status.push(r);
+        }
+        for e in &out.security {
+            self.security.push(e);
         }
         for a in &out.alerts {
             self.alerts.push(a);
@@ -178,6 +199,11 @@ impl OutputStage {
             .flush(range)
             .map_err(store("writing aggregates"))?;
         let alerts = self.alerts.flush(range).map_err(store("writing alerts"))?;
+        let status = self.status.flush(range).map_err(store("writing status"))?;
+        let security_events = self
+            .security
+            .flush(range)
+            .map_err(store("writing security events"))?;
         let dlq = match &mut self.dlq_files {
             Some(d) => Some(d.flush(range).map_err(store("writing dead letters"))?),
             None => None,
@@ -185,7 +211,92 @@ impl OutputStage {
         Ok(Published {
             aggregates,
             alerts,
+            status,
+            security_events,
             dlq,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_ops::{SecurityEventRow, StatusRow};
+    use vigil_proto::v1::{SecurityEvent, SecurityEventKind, StatusReport};
+
+    /// No alert routes, no dead-letter destination.
+    struct Nowhere;
+
+    impl Destinations for Nowhere {
+        fn send_alert(
+            &mut self,
+            _: &Route,
+            _: &[u8],
+            _: &[u8],
+            _: Instant,
+        ) -> Result<(), DestinationError> {
+            Ok(())
+        }
+
+        fn send_dead_letter(&mut self, _: &Rejected, _: u32) -> Result<bool, DestinationError> {
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn status_and_security_rows_are_published_to_their_datasets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stage = OutputStage::new(dir.path(), WriterConfig::default(), None).unwrap();
+        let t = 1_793_664_000_000; // 2026-11-03T00:00:00Z
+        let mut out = Outputs::default();
+        out.status.push(StatusRow {
+            tenant: "t".into(),
+            agent: "a".into(),
+            hostname: None,
+            report: StatusReport {
+                observed_at_ms: t + 5,
+                agent_version: "5.1".into(),
+                ..StatusReport::default()
+            },
+        });
+        out.security.push(SecurityEventRow {
+            tenant: "t".into(),
+            agent: "a".into(),
+            hostname: Some("h".into()),
+            event: SecurityEvent {
+                timestamp_ms: t + 7,
+                kind: SecurityEventKind::LoginFailure as i32,
+                user: "root".into(),
+                ..SecurityEvent::default()
+            },
+        });
+        stage
+            .route(&mut out, &AlertRouter::none(), &mut Nowhere)
+            .unwrap();
+        assert!(out.is_empty());
+        let p = stage
+            .publish(SourceRange {
+                source: "rmm.telemetry.v1",
+                partition: 0,
+                first_offset: 10,
+                last_offset: 12,
+            })
+            .unwrap();
+        assert_eq!((p.status.rows, p.security_events.rows), (1, 1));
+        assert_eq!(p.files(), 2);
+        for f in p.status.files.iter().chain(&p.security_events.files) {
+            let rel = f
+                .path
+                .strip_prefix(dir.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let name = "/date=2026-11-03/part-rmm.telemetry.v1-p00000-\
+                        00000000000000000010-00000000000000000012.parquet";
+            assert!(
+                rel == format!("status{name}") || rel == format!("security_events{name}"),
+                "{rel}"
+            );
+        }
     }
 }

@@ -39,6 +39,7 @@ pub mod failpoint;
 pub mod location;
 pub mod naming;
 pub mod replace;
+pub mod report_rows;
 pub mod retention;
 pub mod schema;
 pub mod writer;
@@ -57,7 +58,11 @@ pub use replace::{
     remove_partition_files_at, remove_partition_files_from, remove_source_files, write_file_atomic,
     ROUTES_DIR, ROUTE_FILE_EXTENSIONS, ROUTE_FILE_PREFIX,
 };
-pub use schema::{aggregates_schema, alerts_schema, Dataset, PARTITION_COLUMN};
+pub use report_rows::{SecurityEventRows, SecurityEventsWriter, StatusRows, StatusWriter};
+pub use schema::{
+    aggregates_schema, alerts_schema, security_events_schema, status_schema, Dataset,
+    PARTITION_COLUMN,
+};
 pub use writer::{
     AggregateRows, AggregatesWriter, AlertRows, AlertsWriter, DatasetWriter, FlushReport,
     RowBuffer, WriterConfig, WrittenFile,

@@ -81,6 +81,9 @@ impl RetentionLimits {
         match dataset {
             Dataset::Aggregates => self.aggregates,
             Dataset::Alerts => self.alerts,
+            // Compliance evidence (issue 24): kept until the datasets get
+            // limits of their own in `[retention]`.
+            Dataset::Status | Dataset::SecurityEvents => None,
         }
     }
 }

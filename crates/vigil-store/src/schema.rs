@@ -30,17 +30,28 @@ pub enum Dataset {
     Aggregates,
     /// Alert events, one row per `firing` or `resolved` event.
     Alerts,
+    /// Status reports, one row per report (wire field 10).
+    Status,
+    /// Security events, one row per event (wire field 11).
+    SecurityEvents,
 }
 
 impl Dataset {
     /// Every dataset, in a stable order.
-    pub const ALL: [Dataset; 2] = [Dataset::Aggregates, Dataset::Alerts];
+    pub const ALL: [Dataset; 4] = [
+        Dataset::Aggregates,
+        Dataset::Alerts,
+        Dataset::Status,
+        Dataset::SecurityEvents,
+    ];
 
     /// Directory name under the root, also the SQL table name.
     pub fn name(self) -> &'static str {
         match self {
             Dataset::Aggregates => "aggregates",
             Dataset::Alerts => "alerts",
+            Dataset::Status => "status",
+            Dataset::SecurityEvents => "security_events",
         }
     }
 
@@ -49,6 +60,8 @@ impl Dataset {
         match self {
             Dataset::Aggregates => aggregates_schema(),
             Dataset::Alerts => alerts_schema(),
+            Dataset::Status => status_schema(),
+            Dataset::SecurityEvents => security_events_schema(),
         }
     }
 
@@ -58,6 +71,8 @@ impl Dataset {
         match self {
             Dataset::Aggregates => &["tenant", "agent", "metric", "labels", "window_start"],
             Dataset::Alerts => &["tenant", "agent", "rule", "event_time", "status"],
+            Dataset::Status => &["tenant", "agent", "observed_at"],
+            Dataset::SecurityEvents => &["tenant", "agent", "event_time", "kind"],
         }
     }
 
@@ -66,6 +81,8 @@ impl Dataset {
         match self {
             Dataset::Aggregates => "window_start",
             Dataset::Alerts => "event_time",
+            Dataset::Status => "observed_at",
+            Dataset::SecurityEvents => "event_time",
         }
     }
 }
@@ -144,6 +161,67 @@ pub fn alerts_schema() -> SchemaRef {
                 // lack them and read as null.
                 utf8("resolve_reason", true),
                 Field::new("flaps", DataType::UInt32, true),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of `status/`: one status report of an agent (docs/wire-format.md),
+/// flattened: missing patches per severity (count, and since when the
+/// oldest is missing), antivirus, backup, agent version and boot. Columns
+/// of a section the report did not carry are null.
+pub fn status_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let mut fields = vec![
+                utf8("tenant", false),
+                utf8("agent", false),
+                utf8("hostname", true),
+                ts("observed_at", false),
+                Field::new("patches_reported", DataType::Boolean, false),
+            ];
+            for sev in ["critical", "important", "moderate", "low"] {
+                fields.push(Field::new(format!("missing_{sev}"), DataType::UInt32, true));
+                fields.push(ts(&format!("oldest_{sev}_missing_since"), true));
+            }
+            fields.extend([
+                ts("last_patch_install_ok", true),
+                ts("last_patch_install_failed", true),
+                utf8("av_product", true),
+                Field::new("av_enabled", DataType::Boolean, true),
+                ts("av_definitions_updated", true),
+                ts("av_last_scan", true),
+                utf8("backup_result", true),
+                ts("backup_last_run", true),
+                ts("backup_last_success", true),
+                utf8("agent_version", true),
+                ts("last_boot", true),
+            ]);
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+/// Schema of `security_events/`: one security event of an agent
+/// (docs/wire-format.md); fields the kind does not use are null.
+pub fn security_events_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                utf8("tenant", false),
+                utf8("agent", false),
+                utf8("hostname", true),
+                ts("event_time", false),
+                utf8("kind", false),
+                utf8("user", true),
+                utf8("source_address", true),
+                utf8("technician", true),
+                utf8("session_id", true),
+                utf8("privilege", true),
+                Field::new("granted", DataType::Boolean, true),
+                utf8("actor", true),
             ]))
         })
         .clone()

@@ -859,3 +859,124 @@ mod object_root {
         assert_eq!(&o.get("x").unwrap().unwrap()[..], b"first");
     }
 }
+
+#[test]
+fn status_and_security_events_round_trip_split_by_day_and_sorted() {
+    use arrow::datatypes::UInt32Type;
+    use vigil_ops::{SecurityEventRow, StatusRow};
+    use vigil_proto::v1::{
+        AntivirusStatus, BackupResult, BackupStatus, MissingPatches, PatchSeverity, SecurityEvent,
+        SecurityEventKind, StatusReport,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let status = |agent: &str, t: i64, patches: bool| StatusRow {
+        tenant: "t".into(),
+        agent: agent.into(),
+        hostname: (agent == "a1").then(|| "host-1".into()),
+        report: StatusReport {
+            observed_at_ms: t,
+            patches_reported: patches,
+            missing_patches: if patches {
+                vec![MissingPatches {
+                    severity: PatchSeverity::Critical as i32,
+                    count: 2,
+                    oldest_missing_since_ms: t - 40 * 86_400_000,
+                }]
+            } else {
+                vec![]
+            },
+            antivirus: Some(AntivirusStatus {
+                product: "Defender".into(),
+                enabled: false,
+                definitions_updated_ms: t - 1000,
+                last_scan_ms: 0,
+            }),
+            backup: Some(BackupStatus {
+                last_result: BackupResult::Failed as i32,
+                last_run_ms: t - 5000,
+                last_success_ms: 0,
+            }),
+            agent_version: "5.9.1".into(),
+            ..StatusReport::default()
+        },
+    };
+    let mut w = StatusWriter::new(dir.path(), cfg()).unwrap();
+    w.push(&status("a2", MIDNIGHT + 10, true));
+    w.push(&status("a1", MIDNIGHT + 20, false));
+    w.push(&status("a1", MIDNIGHT - 10, true));
+    let report = w.flush(range(1, 3)).unwrap();
+    assert_eq!(report.files.len(), 2, "one file per UTC day");
+    let b = read(&report.files[1].path);
+    assert_eq!(b.schema().fields(), status_schema().fields());
+    assert_eq!(
+        strings(&b, "agent"),
+        ["a1", "a2"],
+        "sorted by tenant, agent, observed_at"
+    );
+    assert_eq!(millis(&b, "observed_at"), [MIDNIGHT + 20, MIDNIGHT + 10]);
+    let crit = b
+        .column_by_name("missing_critical")
+        .unwrap()
+        .as_primitive::<UInt32Type>();
+    assert!(crit.is_null(0), "patches not reported: null, not 0");
+    assert_eq!(crit.value(1), 2);
+    let imp = b
+        .column_by_name("missing_important")
+        .unwrap()
+        .as_primitive::<UInt32Type>();
+    assert!(imp.is_null(0) && imp.value(1) == 0);
+    assert_eq!(strings(&b, "backup_result"), ["failed", "failed"]);
+    assert_eq!(
+        b.column_by_name("backup_last_success")
+            .unwrap()
+            .null_count(),
+        2
+    );
+    assert!(!b
+        .column_by_name("av_enabled")
+        .unwrap()
+        .as_boolean()
+        .value(0));
+    let host = b.column_by_name("hostname").unwrap();
+    assert!(host.is_valid(0) && host.is_null(1));
+    assert!(tree(dir.path())
+        .iter()
+        .all(|f| f.starts_with("status/date=2026-11-0")));
+
+    let ev = |agent: &str, t: i64, kind: SecurityEventKind| SecurityEventRow {
+        tenant: "t".into(),
+        agent: agent.into(),
+        hostname: None,
+        event: SecurityEvent {
+            timestamp_ms: t,
+            kind: kind as i32,
+            user: "admin".into(),
+            source_address: "203.0.113.5".into(),
+            ..SecurityEvent::default()
+        },
+    };
+    let mut w = SecurityEventsWriter::new(dir.path(), cfg()).unwrap();
+    w.push(&ev("a1", MIDNIGHT + 5, SecurityEventKind::LoginSuccess));
+    w.push(&ev("a1", MIDNIGHT + 5, SecurityEventKind::LoginFailure));
+    w.push(&ev("a0", MIDNIGHT + 9, SecurityEventKind::PrivilegeChange));
+    let report = w.flush(range(4, 4)).unwrap();
+    assert_eq!(report.files.len(), 1);
+    let b = read(&report.files[0].path);
+    assert_eq!(b.schema().fields(), security_events_schema().fields());
+    assert_eq!(strings(&b, "agent"), ["a0", "a1", "a1"]);
+    assert_eq!(
+        strings(&b, "kind"),
+        ["privilege_change", "login_failure", "login_success"]
+    );
+    let granted = b.column_by_name("granted").unwrap();
+    assert!(
+        granted.is_valid(0) && granted.is_null(1),
+        "granted only for privilege changes"
+    );
+    assert_eq!(b.column_by_name("technician").unwrap().null_count(), 3);
+    assert!(report.files[0]
+        .path
+        .to_string_lossy()
+        .contains("security_events/date=2026-11-03/"));
+}

@@ -36,6 +36,10 @@ pub const ALERT_EVENTS: &str = "vigil_alert_events_total";
 pub const EVICTED: &str = "vigil_pipeline_evicted_total";
 /// Open incidents resolved as `stale` by evictions.
 pub const INCIDENTS_EXPIRED: &str = "vigil_pipeline_incidents_expired_total";
+/// Status reports and security events taken from accepted batches, label
+/// `kind` (`status`, `security`); refused ones are in the rejected
+/// counters (docs/wire-format.md).
+pub const REPORTS_IN: &str = "vigil_pipeline_reports_total";
 /// Agents held in a partition's state, label `partition`.
 pub const AGENTS_HELD: &str = "vigil_pipeline_agents";
 /// Series held in a partition's state, label `partition`.
@@ -155,6 +159,9 @@ pub const OTLP_DROPPED_ATTRIBUTES: &str = "vigil_otlp_dropped_attributes_total";
 pub fn published(p: &vigil_sink::Published) {
     metrics::counter!(PARQUET_ROWS, "dataset" => "aggregates").increment(p.aggregates.rows as u64);
     metrics::counter!(PARQUET_ROWS, "dataset" => "alerts").increment(p.alerts.rows as u64);
+    metrics::counter!(PARQUET_ROWS, "dataset" => "status").increment(p.status.rows as u64);
+    metrics::counter!(PARQUET_ROWS, "dataset" => "security_events")
+        .increment(p.security_events.rows as u64);
 }
 
 /// Adds the difference between two stats snapshots to the metric
@@ -193,6 +200,10 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
         .increment(d(prev.series_evicted, now.series_evicted));
     metrics::counter!(INCIDENTS_EXPIRED)
         .increment(d(prev.incidents_expired, now.incidents_expired));
+    metrics::counter!(REPORTS_IN, "kind" => "status")
+        .increment(d(prev.status_reports, now.status_reports));
+    metrics::counter!(REPORTS_IN, "kind" => "security")
+        .increment(d(prev.security_events, now.security_events));
 }
 
 /// Adds the difference between two OTLP conversion stats snapshots to the

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::invalid_input::InputHealth;
 use super::offline::OfflineAgent;
-use super::registry::{AgentStates, Bound, SeriesStores, WatchSet};
+use super::registry::{AgentStates, Bound, ReportStores, SeriesStores, WatchSet};
 use super::threshold::{ThresholdState, ThresholdStore};
 use super::trend::{TrendState, TrendStore};
 use super::{sorted_map, AgentTable, DetHandle, DetectorEngine, Liveness};
@@ -78,6 +78,9 @@ pub struct EngineRepr {
     series: Option<SeriesStores>,
     #[serde(default, alias = "offline")]
     agents: AgentTable,
+    /// Absent before report families, and when they hold nothing.
+    #[serde(default)]
+    reports: ReportStores,
     #[serde(with = "sorted_map")]
     standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
     /// Format 5: the threshold family's state.
@@ -113,6 +116,7 @@ impl TryFrom<EngineRepr> for DetectorEngine {
             r.sets,
             series,
             r.agents,
+            r.reports,
             r.standalone,
         )
     }

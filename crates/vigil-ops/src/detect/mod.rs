@@ -56,10 +56,17 @@
 //! [`lifecycle`] (event construction shared by all) and [`legacy`]
 //! (reading older checkpoints).
 
+pub mod agent_version;
+pub mod antivirus;
+pub mod backup;
+pub mod brute_force;
+pub mod condition;
 pub mod invalid_input;
 pub mod legacy;
 pub mod lifecycle;
+pub mod off_hours_session;
 pub mod offline;
+pub mod patch_sla;
 pub mod registry;
 pub mod threshold;
 pub mod trend;
@@ -74,8 +81,11 @@ use crate::model::{AlertEvent, OptMs, SeriesId, SeriesMeta, WindowAggregate};
 use crate::rules::RuleSet;
 
 use invalid_input::InputVerdict;
-use registry::{AgentCx, Bound, CarryMaps, Registry, SeriesCx, SeriesStores, WatchSet};
+use registry::{
+    AgentCx, Bound, CarryMaps, Registry, ReportCx, ReportStores, SeriesCx, SeriesStores, WatchSet,
+};
 pub use registry::{AgentStates, DetHandle};
+use vigil_proto::v1::{SecurityEvent, StatusReport};
 
 impl Default for DetHandle {
     fn default() -> Self {
@@ -230,6 +240,10 @@ pub struct DetectorEngine {
     /// Agents fed through [`DetectorEngine::on_agent_seen`]; a pipeline
     /// keeps its agents' liveness itself and leaves this empty.
     agents: AgentTable,
+    /// Every report family's state (left out of the checkpoint when
+    /// empty, so checkpoints without it read as before).
+    #[serde(default, skip_serializing_if = "ReportStores::is_empty")]
+    reports: ReportStores,
     /// Series fed through [`DetectorEngine::on_window`]: identity and
     /// handle, by series id (which is also their uid). A pipeline keeps
     /// its handles itself and leaves this empty.
@@ -261,6 +275,7 @@ impl DetectorEngine {
             set_index: HashMap::new(),
             series: SeriesStores::default(),
             agents: AgentTable::default(),
+            reports: ReportStores::default(),
             standalone: HashMap::new(),
         };
         // Empty state: nothing to carry over, nothing to resolve.
@@ -270,6 +285,7 @@ impl DetectorEngine {
 
     /// The engine restored from its serde form (see [`legacy`]); refuses
     /// state of a family this build does not know, or in a newer form.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn restored(
         bound: Bound,
         latest_ms: OptMs,
@@ -277,6 +293,7 @@ impl DetectorEngine {
         sets: Vec<WatchSet>,
         series: SeriesStores,
         agents: AgentTable,
+        reports: ReportStores,
         standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
     ) -> Result<Self, String> {
         let known = Registry::versions();
@@ -306,6 +323,7 @@ impl DetectorEngine {
             set_index: HashMap::new(),
             series,
             agents,
+            reports,
             standalone,
         })
     }
@@ -356,6 +374,8 @@ impl DetectorEngine {
         self.rules = rules;
         let mut retired = Vec::new();
         self.retire_agent_rules(&old, held, &mut retired);
+        let at = self.latest_ms.get().unwrap_or(i64::MIN);
+        Registry::rebind_reports(&mut self.reports, &old, &self.rules, at, &mut retired);
         if let Some(maps) = Registry::carry_maps(&old, &self.rules) {
             let mut next = Rebind {
                 old: &old,
@@ -481,7 +501,57 @@ impl DetectorEngine {
         let before = out.len();
         let a = live.cx(tenant, agent, now_ms);
         Registry::expire_agent(&self.rules, &a, &mut live.families, out);
+        let r = ReportCx {
+            tenant,
+            agent,
+            now_ms,
+        };
+        Registry::expire_reports(&mut self.reports, &self.rules, &r, out);
         out.len() - before
+    }
+
+    /// One status report of an agent (validated, not in the future), to
+    /// the report families (see [`registry::ReportFamily`]), at
+    /// processing time `now_ms`.
+    pub fn on_status(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        report: &StatusReport,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.note_time(now_ms);
+        let a = ReportCx {
+            tenant,
+            agent,
+            now_ms,
+        };
+        Registry::on_status(&mut self.reports, &self.rules, &a, report, out);
+    }
+
+    /// One security event of an agent (validated, not in the future), to
+    /// the report families, at processing time `now_ms`.
+    pub fn on_security(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        event: &SecurityEvent,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        self.note_time(now_ms);
+        let a = ReportCx {
+            tenant,
+            agent,
+            now_ms,
+        };
+        Registry::on_security(&mut self.reports, &self.rules, &a, event, out);
+    }
+
+    /// (agent, rule) states held by the report families, for metrics.
+    pub fn report_states(&self) -> usize {
+        Registry::report_states(&self.reports)
     }
 
     /// Trend slots held for reuse (freed by evicted series), for metrics
@@ -640,6 +710,7 @@ impl DetectorEngine {
         self.note_time(now_ms);
         let agents = self.agents.iter_mut();
         tick_agents(&self.rules, now_ms, agents, out);
+        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out);
     }
 
     /// Processing-time housekeeping for agents whose liveness the caller
@@ -653,6 +724,7 @@ impl DetectorEngine {
     ) {
         self.note_time(now_ms);
         tick_agents(&self.rules, now_ms, agents, out);
+        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out);
     }
 }
 
@@ -741,6 +813,8 @@ pub(crate) mod sorted_map {
     }
 }
 
+#[cfg(test)]
+mod report_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

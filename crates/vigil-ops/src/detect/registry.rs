@@ -20,7 +20,14 @@
 //!     keeps a small [`AgentFamily::State`] inside every agent's
 //!     [`super::Liveness`], and is called on every **batch** of the agent
 //!     (arrival, and the verdict on its input), on every **tick**, on
-//!     eviction and on a rule change.
+//!     eviction and on a rule change;
+//!   - a [`ReportFamily`] reads what agents report besides metrics
+//!     (`[[key]]`, an array of rules): it is called on every **status
+//!     report** and **security event** of an accepted batch, on every
+//!     **tick**, on the agent's eviction and on a rule change, and keeps a
+//!     [`ReportFamily::State`] per (agent, rule) in a partition-wide
+//!     [`ReportStore`] that holds only agents it has something to say
+//!     about (dropped again when the state is back to `Default`).
 //!
 //! The registry generates, from the list, everything that used to be
 //! edited by hand for each family: the [`RuleSet`] fields, the rules-file
@@ -63,8 +70,16 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use vigil_proto::v1::{SecurityEvent, StatusReport};
+
+use super::agent_version::AgentVersion;
+use super::antivirus::Antivirus;
+use super::backup::Backup;
+use super::brute_force::BruteForce;
 use super::invalid_input::{InputVerdict, InvalidInput};
+use super::off_hours_session::OffHoursSession;
 use super::offline::Offline;
+use super::patch_sla::PatchSla;
 use super::threshold::Threshold;
 use super::trend::Trend;
 use crate::model::{AlertEvent, ResolveReason, SeriesMeta, WindowAggregate};
@@ -266,6 +281,244 @@ pub trait AgentFamily {
     }
 }
 
+/// What a report family's hooks know of the agent a report or event
+/// came from.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportCx<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Agent id.
+    pub agent: &'a str,
+    /// Processing time now.
+    pub now_ms: i64,
+}
+
+/// A detector family whose rules read status reports and security events
+/// (wire fields 10 and 11, docs/wire-format.md). `rule` is one rule of
+/// the family, `rules` the whole set; `st` the family's state of (agent,
+/// rule), `Default` when the store holds none. State back at `Default`
+/// after a hook is dropped from the store.
+pub trait ReportFamily {
+    /// Version of the family's checkpoint form (its `State`).
+    const STATE_VERSION: u32 = 1;
+    /// The rule type of its `[[key]]` section.
+    type Rule: FamilyRule;
+    /// The family's state of one (agent, rule); `Default` = nothing to
+    /// say (no open incident, nothing remembered). MUST be bounded.
+    type State: Debug + Clone + Default + PartialEq + Serialize + DeserializeOwned;
+
+    /// Reads one rule of the section (`path` is e.g. `patch_sla[0]`),
+    /// reporting every problem into `cx`.
+    fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<Self::Rule>;
+
+    /// One status report of the agent (validated, not in the future).
+    fn on_status(
+        _rule: &Self::Rule,
+        _rules: &RuleSet,
+        _a: &ReportCx<'_>,
+        _report: &StatusReport,
+        _st: &mut Self::State,
+        _out: &mut Vec<AlertEvent>,
+    ) {
+    }
+
+    /// One security event of the agent (validated, not in the future).
+    fn on_security(
+        _rule: &Self::Rule,
+        _rules: &RuleSet,
+        _a: &ReportCx<'_>,
+        _event: &SecurityEvent,
+        _st: &mut Self::State,
+        _out: &mut Vec<AlertEvent>,
+    ) {
+    }
+
+    /// Processing-time housekeeping, for every (agent, rule) the store
+    /// holds state of.
+    fn on_tick(
+        _rule: &Self::Rule,
+        _rules: &RuleSet,
+        _a: &ReportCx<'_>,
+        _st: &mut Self::State,
+        _out: &mut Vec<AlertEvent>,
+    ) {
+    }
+
+    /// Closes every open incident of `st` for `reason` (`stale`,
+    /// `rule_changed`, `rule_removed`) at `a.now_ms` (never before an
+    /// incident's start), appending the `resolved` events to `out`.
+    fn close(
+        rule: &Self::Rule,
+        rules: &RuleSet,
+        a: &ReportCx<'_>,
+        reason: ResolveReason,
+        st: Self::State,
+        out: &mut Vec<AlertEvent>,
+    );
+}
+
+/// A report family's state of a partition: per tenant, per agent, the
+/// (rule index, state) pairs that are not `Default`, in rule order. Its
+/// serde form is plain sorted maps and lists (deterministic checkpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(serialize = "S: Serialize", deserialize = "S: DeserializeOwned"))]
+pub struct ReportStore<S> {
+    /// tenant → agent → (rule index, state), sorted by rule index.
+    agents: BTreeMap<String, BTreeMap<String, Vec<(u16, S)>>>,
+}
+
+impl<S> Default for ReportStore<S> {
+    fn default() -> Self {
+        ReportStore {
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
+impl<S: Default + PartialEq> ReportStore<S> {
+    /// Runs `f` on the state of (`tenant`, `agent`, `rule`) (`Default`
+    /// when absent), keeping it only when it is not `Default` afterwards.
+    fn with<R>(&mut self, tenant: &str, agent: &str, rule: u16, f: impl FnOnce(&mut S) -> R) -> R {
+        let existing = self
+            .agents
+            .get_mut(tenant)
+            .and_then(|m| m.get_mut(agent))
+            .and_then(|v| v.iter_mut().find(|(i, _)| *i == rule))
+            .map(|(_, s)| s);
+        if let Some(st) = existing {
+            let r = f(st);
+            if *st == S::default() {
+                self.remove(tenant, agent, rule);
+            }
+            return r;
+        }
+        let mut st = S::default();
+        let r = f(&mut st);
+        if st != S::default() {
+            let v = self
+                .agents
+                .entry(tenant.to_string())
+                .or_default()
+                .entry(agent.to_string())
+                .or_default();
+            let at = v.partition_point(|(i, _)| *i < rule);
+            v.insert(at, (rule, st));
+        }
+        r
+    }
+
+    fn remove(&mut self, tenant: &str, agent: &str, rule: u16) {
+        let Some(m) = self.agents.get_mut(tenant) else {
+            return;
+        };
+        if let Some(v) = m.get_mut(agent) {
+            v.retain(|(i, _)| *i != rule);
+            if v.is_empty() {
+                m.remove(agent);
+            }
+        }
+        if m.is_empty() {
+            self.agents.remove(tenant);
+        }
+    }
+
+    /// Takes every state of an agent.
+    fn take_agent(&mut self, tenant: &str, agent: &str) -> Vec<(u16, S)> {
+        let Some(m) = self.agents.get_mut(tenant) else {
+            return Vec::new();
+        };
+        let v = m.remove(agent).unwrap_or_default();
+        if m.is_empty() {
+            self.agents.remove(tenant);
+        }
+        v
+    }
+
+    /// Runs `f` on every state, in (tenant, agent, rule) order, dropping
+    /// those that end `Default`.
+    fn each(&mut self, mut f: impl FnMut(&str, &str, u16, &mut S)) {
+        self.agents.retain(|t, m| {
+            m.retain(|a, v| {
+                for (i, st) in v.iter_mut() {
+                    f(t, a, *i, st);
+                }
+                v.retain(|(_, st)| *st != S::default());
+                !v.is_empty()
+            });
+            !m.is_empty()
+        });
+    }
+
+    /// Number of (agent, rule) states held.
+    pub fn len(&self) -> usize {
+        self.agents
+            .values()
+            .flat_map(|m| m.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Whether no state is held.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// Every state as (tenant, agent, rule index, state), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str, u16, &S)> {
+        self.agents.iter().flat_map(|(t, m)| {
+            m.iter().flat_map(move |(a, v)| {
+                v.iter()
+                    .map(move |(i, st)| (t.as_str(), a.as_str(), *i, st))
+            })
+        })
+    }
+}
+
+/// Moves a report family's store to the rules `fam` (from `old_rules`,
+/// carried by `map`), closing at `at_ms` the incidents of rules edited or
+/// removed.
+fn rebind_reports<F: ReportFamily>(
+    store: &mut ReportStore<F::State>,
+    map: &[Option<u16>],
+    old_rules: &[F::Rule],
+    fam: &[F::Rule],
+    rules: &RuleSet,
+    at_ms: i64,
+    retired: &mut Vec<AlertEvent>,
+) {
+    if is_identity(map, fam.len()) {
+        return;
+    }
+    let old = std::mem::take(store);
+    for (tenant, agents) in old.agents {
+        for (agent, states) in agents {
+            for (i, st) in states {
+                match map.get(i as usize).copied().flatten() {
+                    Some(n) => {
+                        let mut moved = Some(st);
+                        store.with(&tenant, &agent, n, |s| {
+                            if let Some(m) = moved.take() {
+                                *s = m;
+                            }
+                        });
+                    }
+                    None => {
+                        if let Some(o) = old_rules.get(i as usize) {
+                            let a = ReportCx {
+                                tenant: &tenant,
+                                agent: &agent,
+                                now_ms: at_ms,
+                            };
+                            let reason = retire_reason(o.name(), fam.iter().map(|n| n.name()));
+                            F::close(o, rules, &a, reason, st, retired);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Why an incident of the old rule `name` ends on a rule change: its name
 /// is still in the family (`rule_changed`) or not (`rule_removed`).
 pub fn retire_reason<'a>(
@@ -334,6 +587,10 @@ macro_rules! registry {
             $(#[$adoc:meta])*
             $akey:ident: $AF:ty;
         )*]
+        report: [$(
+            $(#[$rdoc:meta])*
+            $rkey:ident: $RF:ty;
+        )*]
     ) => {
         /// A validated set of detector rules: one field per detector
         /// family (in registry order; series families hold a list of
@@ -352,13 +609,18 @@ macro_rules! registry {
                 #[serde(default)]
                 pub $akey: Option<<$AF as AgentFamily>::Rule>,
             )*
+            $(
+                $(#[$rdoc])*
+                #[serde(default, skip_serializing_if = "Vec::is_empty")]
+                pub $rkey: Vec<<$RF as ReportFamily>::Rule>,
+            )*
             /// Maintenance windows.
             #[serde(default)]
             pub maintenance: Vec<MaintenanceWindow>,
         }
 
         /// The rules-file section key of every family, in registry order.
-        pub const FAMILY_KEYS: &[&str] = &[$(stringify!($skey),)* $(stringify!($akey),)*];
+        pub const FAMILY_KEYS: &[&str] = &[$(stringify!($skey),)* $(stringify!($akey),)* $(stringify!($rkey),)*];
 
         impl RuleSet {
             /// Reads the section `key` of a rules file into the family
@@ -378,6 +640,14 @@ macro_rules! registry {
                             self.$akey = <$AF as AgentFamily>::parse(cx, key, item);
                         }
                     })*
+                    $(stringify!($rkey) => {
+                        for (i, item) in cx.tables_array(key, val).into_iter().enumerate() {
+                            let path = format!("{key}[{i}]");
+                            if let Some(r) = <$RF as ReportFamily>::parse(cx, &path, item) {
+                                self.$rkey.push(r);
+                            }
+                        }
+                    })*
                     _ => return false,
                 }
                 true
@@ -390,6 +660,10 @@ macro_rules! registry {
         pub(crate) struct Bound {
             $(#[serde(default)] pub(crate) $skey: Vec<<$SF as SeriesFamily>::Rule>,)*
             $(#[serde(default)] pub(crate) $akey: Option<<$AF as AgentFamily>::Rule>,)*
+            $(
+                #[serde(default, skip_serializing_if = "Vec::is_empty")]
+                pub(crate) $rkey: Vec<<$RF as ReportFamily>::Rule>,
+            )*
         }
 
         impl Bound {
@@ -397,7 +671,25 @@ macro_rules! registry {
                 Bound {
                     $($skey: r.$skey.clone(),)*
                     $($akey: r.$akey.clone(),)*
+                    $($rkey: r.$rkey.clone(),)*
                 }
+            }
+        }
+
+        /// Every report family's state of a partition.
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        pub(crate) struct ReportStores {
+            $(
+                #[serde(default, skip_serializing_if = "ReportStore::is_empty")]
+                pub(crate) $rkey: ReportStore<<$RF as ReportFamily>::State>,
+            )*
+        }
+
+        impl ReportStores {
+            /// Whether no report family holds state (then the engine's
+            /// checkpoint leaves the section out).
+            pub(crate) fn is_empty(&self) -> bool {
+                true $(&& self.$rkey.is_empty())*
             }
         }
 
@@ -472,7 +764,99 @@ macro_rules! registry {
                 let mut v = BTreeMap::new();
                 $(v.insert(stringify!($skey).to_string(), <$SF as SeriesFamily>::STATE_VERSION);)*
                 $(v.insert(stringify!($akey).to_string(), <$AF as AgentFamily>::STATE_VERSION);)*
+                $(v.insert(stringify!($rkey).to_string(), <$RF as ReportFamily>::STATE_VERSION);)*
                 v
+            }
+
+            /// One status report of an agent, to every rule of every
+            /// report family, in registry then rule order.
+            pub(crate) fn on_status(
+                stores: &mut ReportStores,
+                rules: &RuleSet,
+                a: &ReportCx<'_>,
+                report: &StatusReport,
+                out: &mut Vec<AlertEvent>,
+            ) {
+                $(for (i, rule) in rules.$rkey.iter().enumerate() {
+                    stores.$rkey.with(a.tenant, a.agent, i as u16, |st| {
+                        <$RF as ReportFamily>::on_status(rule, rules, a, report, st, out)
+                    });
+                })*
+            }
+
+            /// One security event of an agent, to every rule of every
+            /// report family, in registry then rule order.
+            pub(crate) fn on_security(
+                stores: &mut ReportStores,
+                rules: &RuleSet,
+                a: &ReportCx<'_>,
+                event: &SecurityEvent,
+                out: &mut Vec<AlertEvent>,
+            ) {
+                $(for (i, rule) in rules.$rkey.iter().enumerate() {
+                    stores.$rkey.with(a.tenant, a.agent, i as u16, |st| {
+                        <$RF as ReportFamily>::on_security(rule, rules, a, event, st, out)
+                    });
+                })*
+            }
+
+            /// A tick, to every (agent, rule) state of every report
+            /// family; the events are put in (tenant, agent) order.
+            pub(crate) fn tick_reports(
+                stores: &mut ReportStores,
+                rules: &RuleSet,
+                now_ms: i64,
+                out: &mut Vec<AlertEvent>,
+            ) {
+                let from = out.len();
+                $(stores.$rkey.each(|tenant, agent, i, st| {
+                    if let Some(rule) = rules.$rkey.get(i as usize) {
+                        let a = ReportCx { tenant, agent, now_ms };
+                        <$RF as ReportFamily>::on_tick(rule, rules, &a, st, out);
+                    }
+                });)*
+                out[from..].sort_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
+            }
+
+            /// Closes (`stale`) and drops every report family's state of
+            /// an evicted agent.
+            pub(crate) fn expire_reports(
+                stores: &mut ReportStores,
+                rules: &RuleSet,
+                a: &ReportCx<'_>,
+                out: &mut Vec<AlertEvent>,
+            ) {
+                $(for (i, st) in stores.$rkey.take_agent(a.tenant, a.agent) {
+                    if let Some(rule) = rules.$rkey.get(i as usize) {
+                        <$RF as ReportFamily>::close(rule, rules, a, ResolveReason::Stale, st, out);
+                    }
+                })*
+            }
+
+            /// Moves every report family's state to `rules` (from the
+            /// rules `old`), closing at `at_ms` the incidents of rules
+            /// edited or removed.
+            pub(crate) fn rebind_reports(
+                stores: &mut ReportStores,
+                old: &Bound,
+                rules: &RuleSet,
+                at_ms: i64,
+                retired: &mut Vec<AlertEvent>,
+            ) {
+                $(rebind_reports::<$RF>(
+                    &mut stores.$rkey,
+                    &carry_map(&old.$rkey, &rules.$rkey),
+                    &old.$rkey,
+                    &rules.$rkey,
+                    rules,
+                    at_ms,
+                    retired,
+                );)*
+            }
+
+            /// (agent, rule) states held by report families, for metrics.
+            pub(crate) fn report_states(stores: &ReportStores) -> usize {
+                0 $(+ stores.$rkey.len())*
             }
 
             /// Creates the state of a new series watched by `set`.
@@ -666,5 +1050,21 @@ registry! {
         /// Invalid-input detection (`[invalid_input]`); disabled when
         /// absent.
         invalid_input: InvalidInput;
+    ]
+    report: [
+        /// Patch SLA rules (`[[patch_sla]]`), in file order.
+        patch_sla: PatchSla;
+        /// Antivirus rules (`[[antivirus]]`), in file order.
+        antivirus: Antivirus;
+        /// Backup rules (`[[backup]]`), in file order.
+        backup: Backup;
+        /// Minimum agent version rules (`[[agent_version]]`), in file
+        /// order.
+        agent_version: AgentVersion;
+        /// Brute-force login rules (`[[brute_force]]`), in file order.
+        brute_force: BruteForce;
+        /// Remote sessions outside business hours
+        /// (`[[off_hours_session]]`), in file order.
+        off_hours_session: OffHoursSession;
     ]
 }

@@ -564,6 +564,8 @@ impl OtlpState {
         }
 
         let mut batch = TelemetryBatch {
+            status: Vec::new(),
+            security_events: Vec::new(),
             tenant_id: tenant.clone(),
             agent_id: agent.clone(),
             seq: 0,

@@ -14,6 +14,8 @@ pub(super) fn batch_of(
     pts: &[(&str, i64, f64)],
 ) -> Vec<u8> {
     TelemetryBatch {
+        status: Vec::new(),
+        security_events: Vec::new(),
         tenant_id: tenant.into(),
         agent_id: agent.into(),
         seq,

@@ -191,7 +191,7 @@ impl Scope {
                 rule: None,
             }
             .expr(),
-            Dataset::Aggregates => {
+            Dataset::Aggregates | Dataset::Status | Dataset::SecurityEvents => {
                 let mut parts =
                     time_range(dataset.partition_time_column(), self.from_ms, self.to_ms);
                 if let Some(t) = &self.tenant {

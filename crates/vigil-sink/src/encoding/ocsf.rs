@@ -90,7 +90,11 @@ pub fn severity(s: Severity) -> (u32, &'static str) {
 /// `finding_info.analytic.type_id` and its caption for a detector family.
 pub fn analytic_type(k: DetectorKind) -> (u32, &'static str) {
     match k {
-        DetectorKind::Threshold | DetectorKind::Offline | DetectorKind::InvalidInput => (1, "Rule"),
+        DetectorKind::Threshold
+        | DetectorKind::Offline
+        | DetectorKind::InvalidInput
+        | DetectorKind::Status
+        | DetectorKind::Security => (1, "Rule"),
         DetectorKind::Anomaly => (2, "Behavioral"),
         DetectorKind::Trend => (3, "Statistical"),
     }

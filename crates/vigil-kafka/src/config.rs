@@ -637,7 +637,7 @@ mod tests {
 
     impl crate::consumer::AssignHook for NoHook {
         type State = ();
-        fn assign(&self, _: &str, _: i32) -> (Option<i64>, ()) {
+        fn assign(&self, _: &str, _: i32, _: crate::consumer::Committed) -> (Option<i64>, ()) {
             (None, ())
         }
     }

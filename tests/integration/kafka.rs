@@ -847,9 +847,12 @@ fn kafka_worker_exports_every_metric_the_deploy_files_query() {
             .collect()
     };
     // Lag gauges come with librdkafka's statistics (every 5 s), the ack
-    // latency with the alerts' acknowledgements: poll until all are there.
-    let (_, body) = w.get_until("/metrics", Duration::from_secs(30), |_, b| {
-        missing(b).is_empty()
+    // latency with the alerts' acknowledgements, readiness with the lag
+    // read from them: poll until all are there (a loaded runner takes a
+    // while).
+    let ready = |b: &str| b.lines().any(|l| l.trim() == "vigil_worker_ready 1");
+    let (_, body) = w.get_until("/metrics", Duration::from_secs(60), |_, b| {
+        missing(b).is_empty() && ready(b)
     });
     let log = w.stop();
     assert!(
@@ -858,10 +861,7 @@ fn kafka_worker_exports_every_metric_the_deploy_files_query() {
         missing(&body)
     );
     // The readiness series says ready, as /readyz does.
-    assert!(
-        body.lines().any(|l| l.trim() == "vigil_worker_ready 1"),
-        "{body}"
-    );
+    assert!(ready(&body), "{body}");
 }
 
 /// `/healthz` answers while the worker runs; `/readyz` turns ready once

@@ -70,6 +70,7 @@ fn bench(c: &mut Criterion) {
                 partition: 0,
                 first_offset: 0,
                 last_offset: 0,
+                tick: 0,
             };
             black_box(w.flush(range).expect("flush").rows)
         })

@@ -97,6 +97,7 @@ fn store(dir: &Path, evs: &[AlertEvent]) {
         partition: 0,
         first_offset: 0,
         last_offset: evs.len() as i64,
+        tick: 0,
     })
     .unwrap();
 }

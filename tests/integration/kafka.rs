@@ -510,6 +510,14 @@ type Windows = BTreeMap<(String, String, String, String, i64), (u64, f64, f64, f
 /// The oracle: the windows every agent's watermark (its greatest timestamp
 /// minus 30 s) has closed, aggregated from the input records directly.
 fn expected_windows(records: &[(String, Vec<u8>)]) -> Windows {
+    let (mut w, max_ts) = every_window(records);
+    w.retain(|k, _| k.4 + MIN <= max_ts[&k.1] - 30_000);
+    w
+}
+
+/// Every window of `records`, closed or not (what a worker publishes once
+/// every agent went idle), and each agent's greatest timestamp.
+fn every_window(records: &[(String, Vec<u8>)]) -> (Windows, BTreeMap<String, i64>) {
     let mut max_ts: BTreeMap<String, i64> = BTreeMap::new();
     let mut w = Windows::new();
     for (_, bytes) in records {
@@ -540,8 +548,7 @@ fn expected_windows(records: &[(String, Vec<u8>)]) -> Windows {
             }
         }
     }
-    w.retain(|k, _| k.4 + MIN <= max_ts[&k.1] - 30_000);
-    w
+    (w, max_ts)
 }
 
 /// The `aggregates` dataset as the same rows.
@@ -588,11 +595,15 @@ fn windows_in(dir: &std::path::Path) -> (Windows, usize) {
 
 /// Parquet equals the oracle row by row, with no duplicate rows.
 fn assert_windows(env: &Env, records: &[(String, Vec<u8>)]) {
-    let want = expected_windows(records);
+    assert_windows_are(env, &expected_windows(records));
+}
+
+/// The `aggregates` dataset equals `want` row for row, each row once.
+fn assert_windows_are(env: &Env, want: &Windows) {
     let (got, rows) = actual_windows(env);
     assert_eq!(rows, got.len(), "duplicate window rows in Parquet");
     assert_eq!(got.len(), want.len(), "number of windows differs");
-    for ((k, g), (wk, w)) in got.iter().zip(&want) {
+    for ((k, g), (wk, w)) in got.iter().zip(want) {
         assert_eq!(k, wk);
         assert_eq!((g.0, g.2, g.3, g.4), (w.0, w.2, w.3, w.4), "{k:?}");
         assert!(

@@ -37,6 +37,7 @@ pub(crate) fn range(first: i64) -> SourceRange<'static> {
         partition: 0,
         first_offset: first,
         last_offset: first + 9,
+        tick: 0,
     }
 }
 
@@ -820,6 +821,7 @@ fn queries_survive_files_that_come_and_go() {
                     partition: 0,
                     first_offset: k * 10,
                     last_offset: k * 10 + 9,
+                    tick: 0,
                 };
                 w.flush(r).unwrap();
                 let day = root.join("aggregates").join("date=2026-11-03");
@@ -955,6 +957,7 @@ fn a_file_removed_between_listing_and_reading_replans() {
         partition: 0,
         first_offset: 0,
         last_offset: 0,
+        tick: 0,
     })
     .unwrap();
     let s = QuerySession::open(dir.path()).unwrap();

@@ -124,6 +124,18 @@ impl OutputStage {
         self.aggs.len()
     }
 
+    /// Whether any row of any dataset or dead letter is buffered: output
+    /// a flush has to publish. A worker publishes a silent partition's
+    /// buffered output (what processing time alone produced) as a tick
+    /// file when this is true.
+    pub fn has_buffered(&self) -> bool {
+        !(self.aggs.is_empty()
+            && self.alerts.is_empty()
+            && self.status.is_empty()
+            && self.security.is_empty()
+            && self.dlq_files.as_ref().is_none_or(DlqWriter::is_empty))
+    }
+
     /// Bytes of dead letters buffered for the `dlq/` files.
     pub fn dlq_buffered_bytes(&self) -> usize {
         self.dlq_files.as_ref().map_or(0, DlqWriter::buffered_bytes)
@@ -280,6 +292,7 @@ mod tests {
                 partition: 0,
                 first_offset: 10,
                 last_offset: 12,
+                tick: 0,
             })
             .unwrap();
         assert_eq!((p.status.rows, p.security_events.rows), (1, 1));

@@ -124,6 +124,7 @@ mod tests {
             partition: 0,
             first_offset: 0,
             last_offset: 9,
+            tick: 0,
         };
         let paths = f.publish(range).unwrap();
         assert_eq!(paths.len(), 2);

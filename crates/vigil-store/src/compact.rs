@@ -48,6 +48,14 @@
 //! an explicit date, only dates whose day ended at least `settle` ago are
 //! looked at. Files at least [`CompactOptions::target_file_bytes`] large
 //! are left as they are and break runs.
+//!
+//! Tick files (a worker's output of processing time alone, named after
+//! the record they follow: `naming` module docs) are not dataset files to
+//! [`PartName::parse`]: compaction neither merges nor removes them, and the
+//! reader rule never skips them, so a compacted range that spans the
+//! record a tick file follows leaves that file to be read beside it (their
+//! rows are disjoint). They are few: one per flush of a partition that
+//! went silent.
 
 mod tree;
 
@@ -756,6 +764,7 @@ impl DirCtx<'_> {
             partition: out.partition,
             first_offset: out.first,
             last_offset: out.last,
+            tick: 0,
         };
         let metadata = file_metadata(
             self.dataset,

@@ -22,6 +22,9 @@
 //!   files are published (and before the worker checks it still owns its
 //!   partitions);
 //! - `flush.after_publish`: after the first file of a flush is published;
+//! - `flush.after_tick_publish`: after a tick file (output of processing
+//!   time on a partition that received no record) is published, before
+//!   its checkpoint;
 //! - `flush.after_acks`: after every alert and dead letter of a flush is
 //!   acknowledged, before any checkpoint is written;
 //! - `flush.after_checkpoint`: after the first partition's checkpoint of

@@ -4,6 +4,17 @@
 //! A file's name depends only on (source, partition, first offset, last
 //! offset), so replaying the same input range after a crash rewrites the
 //! same file instead of adding a duplicate.
+//!
+//! Output that processing time alone produced while a partition received
+//! no record (windows closed by the idle timeout, `agent_offline` events)
+//! has no record range of its own. A worker publishes it as a **tick
+//! file**, named after the last record it follows and its number among
+//! the tick files after that record:
+//! `<prefix>-<source>-p<partition:05>-<last:020>-t<n:019>.<ext>`
+//! ([`SourceRange::tick`]). Ordered by (offset, tick number), with a record
+//! range starting at (first, 0), a partition's files form one sequence;
+//! its checkpoint records how far into it the state reaches, and a restart
+//! sweeps exactly the files after that point (`replace`).
 
 use crate::error::{Result, StoreError};
 
@@ -47,6 +58,11 @@ pub struct SourceRange<'a> {
     pub first_offset: i64,
     /// Last offset of the range (inclusive). Must be ≥ `first_offset`.
     pub last_offset: i64,
+    /// 0 for a range of records. n ≥ 1 for the n-th tick file after the
+    /// record `last_offset` (= `first_offset`): output that processing
+    /// time produced after that record, before the next one (module
+    /// docs).
+    pub tick: u32,
 }
 
 impl SourceRange<'_> {
@@ -61,6 +77,8 @@ impl SourceRange<'_> {
             Some("first_offset is negative")
         } else if self.first_offset > self.last_offset {
             Some("first_offset is greater than last_offset")
+        } else if self.tick > 0 && self.first_offset != self.last_offset {
+            Some("a tick file follows one record: first_offset must equal last_offset")
         } else {
             None
         };
@@ -76,11 +94,43 @@ impl SourceRange<'_> {
         }
     }
 
+    /// A range of records `first..=last` of `partition`.
+    pub fn records(source: &str, partition: i32, first: i64, last: i64) -> SourceRange<'_> {
+        SourceRange {
+            source,
+            partition,
+            first_offset: first,
+            last_offset: last,
+            tick: 0,
+        }
+    }
+
+    /// The `n`-th tick file (n ≥ 1) after record `after` of `partition`.
+    pub fn ticks(source: &str, partition: i32, after: i64, n: u32) -> SourceRange<'_> {
+        SourceRange {
+            source,
+            partition,
+            first_offset: after,
+            last_offset: after,
+            tick: n,
+        }
+    }
+
     /// The deterministic file name of this range:
     /// `<prefix>-<source>-p<partition:05>-<first:020>-<last:020>.<ext>`
-    /// with the source sanitized by [`sanitize_source`].
+    /// with the source sanitized by [`sanitize_source`], or for a tick
+    /// file `<prefix>-<source>-p<partition:05>-<last:020>-t<n:019>.<ext>`.
     pub fn file_name(&self, prefix: &str, ext: &str) -> Result<String> {
         self.validate()?;
+        if self.tick > 0 {
+            return Ok(format!(
+                "{prefix}-{}-p{:05}-{:020}-t{:019}.{ext}",
+                sanitize_source(self.source),
+                self.partition,
+                self.last_offset,
+                self.tick
+            ));
+        }
         Ok(format!(
             "{prefix}-{}-p{:05}-{:020}-{:020}.{ext}",
             sanitize_source(self.source),
@@ -195,6 +245,7 @@ mod tests {
             partition: 3,
             first_offset: 10,
             last_offset: 99,
+            tick: 0,
         }
     }
 
@@ -257,6 +308,33 @@ mod tests {
         }
         .validate()
         .is_ok());
+        assert!(SourceRange::ticks("t", 0, 5, 1).validate().is_ok());
+        assert!(SourceRange {
+            tick: 1,
+            ..range("t")
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn tick_files_are_named_after_the_record_they_follow() {
+        assert_eq!(
+            SourceRange::ticks("rmm.t", 2, 41, 3)
+                .file_name("part", "parquet")
+                .unwrap(),
+            "part-rmm.t-p00002-00000000000000000041-t0000000000000000003.parquet"
+        );
+        assert_eq!(
+            SourceRange::records("rmm.t", 2, 41, 41),
+            SourceRange {
+                source: "rmm.t",
+                partition: 2,
+                first_offset: 41,
+                last_offset: 41,
+                tick: 0
+            }
+        );
     }
 
     #[test]

@@ -17,35 +17,61 @@ use crate::location::Root;
 use crate::naming::sanitize_source;
 use crate::schema::Dataset;
 
-/// Is `name` a file that [`crate::SourceRange::file_name`] makes for
-/// `prefix`, the sanitized `source` and `ext`, for any partition and range?
-pub fn is_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> bool {
-    let head = format!("{prefix}-{}-p", sanitize_source(source));
-    let Some(rest) = name.strip_prefix(&head) else {
-        return false;
-    };
-    let Some(rest) = rest.strip_suffix(&format!(".{ext}")) else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('-').collect();
-    parts.len() == 3
-        && parts[0].len() >= 5
-        && parts[1].len() == 20
-        && parts[2].len() == 20
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+/// Where a dataset, dead-letter or route file of a source sits in its
+/// partition's output sequence (`naming` module docs): a range of records
+/// starting at `first` sits at (`first`, 0), the n-th tick file after
+/// record `last` at (`last`, n).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceFile {
+    /// The source partition.
+    pub partition: i32,
+    /// The first offset of a record range, or the record a tick file
+    /// follows.
+    pub offset: i64,
+    /// 0 for a record range, n ≥ 1 for a tick file.
+    pub tick: u32,
 }
 
-/// The (partition, first offset) of a file name that
-/// [`crate::SourceRange::file_name`] makes for `prefix`, `source` and `ext`.
-pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> Option<(i32, i64)> {
-    if !is_source_file(name, prefix, source, ext) {
+impl SourceFile {
+    /// Whether the file lies after the point a checkpoint reaches: its
+    /// partition continues at record `next_offset`, and the state holds
+    /// the first `ticks` tick files after record `next_offset - 1`. A
+    /// restart removes exactly these files.
+    pub fn after(&self, next_offset: i64, ticks: u32) -> bool {
+        (self.offset, self.tick) > (next_offset - 1, ticks)
+    }
+}
+
+/// Is `name` a file that [`crate::SourceRange::file_name`] makes for
+/// `prefix`, the sanitized `source` and `ext`, for any partition and range
+/// (tick files included)?
+pub fn is_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> bool {
+    parse_source_file(name, prefix, source, ext).is_some()
+}
+
+/// Where a file that [`crate::SourceRange::file_name`] makes for `prefix`,
+/// `source` and `ext` sits; `None` for any other name.
+pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> Option<SourceFile> {
+    let head = format!("{prefix}-{}-p", sanitize_source(source));
+    let rest = name.strip_prefix(&head)?.strip_suffix(&format!(".{ext}"))?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let [partition, first, last] = parts.as_slice() else {
+        return None;
+    };
+    if partition.len() < 5 || !digits(partition) || first.len() != 20 || !digits(first) {
         return None;
     }
-    let head = format!("{prefix}-{}-p", sanitize_source(source));
-    let mut parts = name[head.len()..].split('-');
-    let partition = parts.next()?.parse().ok()?;
-    let first = parts.next()?.parse().ok()?;
-    Some((partition, first))
+    let tick = match last.strip_prefix('t') {
+        Some(n) if n.len() == 19 && digits(n) => n.parse().ok().filter(|&n: &u32| n > 0)?,
+        None if last.len() == 20 && digits(last) => 0,
+        _ => return None,
+    };
+    Some(SourceFile {
+        partition: partition.parse().ok()?,
+        offset: first.parse().ok()?,
+        tick,
+    })
 }
 
 /// Removes every Parquet, dead-letter and per-route alert file of
@@ -53,7 +79,7 @@ pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> O
 /// full copies of its
 /// truncated dead letters (`dlq/full/`). Returns how many were removed.
 pub fn remove_source_files(root: &Path, source: &str) -> Result<usize> {
-    let n = remove_matching(root, source, |_, _| true)?;
+    let n = remove_matching(root, source, |_| true)?;
     Ok(n + remove_full_copies(root, source)?)
 }
 
@@ -90,18 +116,20 @@ fn remove_full_copies(root: &Path, source: &str) -> Result<usize> {
 }
 
 /// Removes the Parquet and dead-letter files of one partition of `source`
-/// whose range starts at or after `first_offset`: output published for
-/// records after the partition's last checkpoint, which processing them
-/// again will publish again (possibly over other ranges). Returns how many
-/// were removed.
+/// that lie after the point its checkpoint reaches (record `next_offset`
+/// next, `ticks` tick files after the record before it; see
+/// [`SourceFile::after`]): output published after the partition's last
+/// checkpoint, which processing the records and ticks again will publish
+/// again (possibly over other ranges). Returns how many were removed.
 pub fn remove_partition_files_from(
     root: &Path,
     source: &str,
     partition: i32,
-    first_offset: i64,
+    next_offset: i64,
+    ticks: u32,
 ) -> Result<usize> {
-    remove_matching(root, source, |p, first| {
-        p == partition && first >= first_offset
+    remove_matching(root, source, |f| {
+        f.partition == partition && f.after(next_offset, ticks)
     })
 }
 
@@ -114,11 +142,12 @@ pub fn remove_partition_files_at(
     root: &Root,
     source: &str,
     partition: i32,
-    first_offset: i64,
+    next_offset: i64,
+    ticks: u32,
 ) -> Result<usize> {
     let Some(obj) = root.as_object() else {
         let dir = root.display_path("");
-        return remove_partition_files_from(&dir, source, partition, first_offset);
+        return remove_partition_files_from(&dir, source, partition, next_offset, ticks);
     };
     let matches = |key: &str| -> bool {
         let parts: Vec<&str> = key.split('/').collect();
@@ -132,7 +161,7 @@ pub fn remove_partition_files_at(
                 .find_map(|ext| parse_source_file(name, ROUTE_FILE_PREFIX, source, ext)),
             _ => None,
         };
-        parsed.is_some_and(|(p, first)| p == partition && first >= first_offset)
+        parsed.is_some_and(|f| f.partition == partition && f.after(next_offset, ticks))
     };
     let mut removed = 0;
     let prefixes = Dataset::ALL
@@ -154,7 +183,7 @@ pub fn remove_partition_files_at(
 fn remove_matching(
     root: &Path,
     source: &str,
-    keep_out: impl Fn(i32, i64) -> bool,
+    keep_out: impl Fn(&SourceFile) -> bool,
 ) -> Result<usize> {
     let mut removed = 0;
     let mut sweep = |dir: &Path, prefix: &str, ext: &str| -> Result<()> {
@@ -171,7 +200,7 @@ fn remove_matching(
             // writer that died before its rename: nothing else writes the
             // partition's files while it is swept.
             let target = crate::naming::tmp_target(&name).unwrap_or(&name);
-            if parse_source_file(target, prefix, source, ext).is_some_and(|(p, f)| keep_out(p, f)) {
+            if parse_source_file(target, prefix, source, ext).is_some_and(|f| keep_out(&f)) {
                 let p = entry.path();
                 fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
                 removed += 1;
@@ -266,7 +295,7 @@ mod tests {
             fs::write(x, "x").unwrap();
         }
         assert_eq!(
-            remove_partition_files_from(root.path(), "rmm.t", 1, 10).unwrap(),
+            remove_partition_files_from(root.path(), "rmm.t", 1, 10, 0).unwrap(),
             1
         );
         assert!(old.exists() && !new.exists() && other.exists());
@@ -277,7 +306,11 @@ mod tests {
                 "rmm.t",
                 "parquet"
             ),
-            Some((2, 10))
+            Some(SourceFile {
+                partition: 2,
+                offset: 10,
+                tick: 0
+            })
         );
     }
 
@@ -301,7 +334,7 @@ mod tests {
         }
         // A worker's partition sweep leaves full copies alone.
         assert_eq!(
-            remove_partition_files_from(root.path(), "demo", 0, 0).unwrap(),
+            remove_partition_files_from(root.path(), "demo", 0, 0, 0).unwrap(),
             2
         );
         assert!(my_copy.exists());

@@ -45,6 +45,7 @@ fn range(first: i64, last: i64) -> SourceRange<'static> {
         partition: 2,
         first_offset: first,
         last_offset: last,
+        tick: 0,
     }
 }
 
@@ -809,7 +810,7 @@ mod object_root {
             fs::write(p, b"x").unwrap();
         }
         assert_eq!(
-            remove_partition_files_from(d.path(), "rmm.t", 1, 10).unwrap(),
+            remove_partition_files_from(d.path(), "rmm.t", 1, 10, 0).unwrap(),
             1
         );
         assert!(!orphan.exists(), "the dead writer's file of this partition");
@@ -837,10 +838,100 @@ mod object_root {
             o.put(k, b"x".to_vec(), object_store::PutMode::Overwrite)
                 .unwrap();
         }
-        assert_eq!(remove_partition_files_at(&obj, "rmm.t", 1, 10).unwrap(), 3);
+        assert_eq!(
+            remove_partition_files_at(&obj, "rmm.t", 1, 10, 0).unwrap(),
+            3
+        );
         let mut want: Vec<String> = kept.to_vec();
         want.sort();
         assert_eq!(keys(&obj), want);
+    }
+
+    /// Tick files (output of processing time after a record, before the
+    /// next) are swept by their place in the partition's sequence: with a
+    /// checkpoint at record 10 holding 2 tick files after record 9, the
+    /// ticks 1 and 2 after record 9 stay, tick 3 after it and every file
+    /// from record 10 on go, on a directory and on an object store alike.
+    #[test]
+    fn the_sweep_keeps_the_tick_files_the_checkpoint_holds() {
+        let name = |r: crate::SourceRange<'_>| r.file_name("part", "parquet").unwrap();
+        let ticks = |after: i64, n: u32| name(crate::SourceRange::ticks("rmm.t", 1, after, n));
+        let records = |a: i64, b: i64| name(crate::SourceRange::records("rmm.t", 1, a, b));
+        let kept = [records(0, 9), ticks(8, 7), ticks(9, 1), ticks(9, 2)];
+        let gone = [ticks(9, 3), records(10, 10), ticks(10, 1), records(11, 20)];
+        let (_dir, local, obj) = roots();
+        for root in [&local, &obj] {
+            let at = |n: &str| format!("aggregates/date=2026-11-02/{n}");
+            for n in kept.iter().chain(&gone) {
+                match root.as_object() {
+                    Some(o) => {
+                        o.put(&at(n), b"x".to_vec(), object_store::PutMode::Overwrite)
+                            .unwrap();
+                    }
+                    None => {
+                        let p = root.display_path(&at(n));
+                        fs::create_dir_all(p.parent().unwrap()).unwrap();
+                        fs::write(p, b"x").unwrap();
+                    }
+                }
+            }
+            assert_eq!(
+                remove_partition_files_at(root, "rmm.t", 1, 10, 2).unwrap(),
+                gone.len()
+            );
+            for n in &kept {
+                let left = match root.as_object() {
+                    Some(o) => o.get(&at(n)).unwrap().is_some(),
+                    None => root.display_path(&at(n)).exists(),
+                };
+                assert!(left, "{n} is held by the checkpoint");
+            }
+            for n in &gone {
+                let left = match root.as_object() {
+                    Some(o) => o.get(&at(n)).unwrap().is_some(),
+                    None => root.display_path(&at(n)).exists(),
+                };
+                assert!(!left, "{n} lies after the checkpoint");
+            }
+        }
+    }
+
+    #[test]
+    fn source_file_names_parse_to_their_place() {
+        use crate::replace::{parse_source_file, SourceFile};
+        let parse = |n: &str| parse_source_file(n, "part", "rmm.t", "parquet");
+        assert_eq!(
+            parse("part-rmm.t-p00001-00000000000000000010-00000000000000000019.parquet"),
+            Some(SourceFile {
+                partition: 1,
+                offset: 10,
+                tick: 0
+            })
+        );
+        assert_eq!(
+            parse("part-rmm.t-p00001-00000000000000000009-t0000000000000000004.parquet"),
+            Some(SourceFile {
+                partition: 1,
+                offset: 9,
+                tick: 4
+            })
+        );
+        for not in [
+            "part-rmm.t-p00001-00000000000000000009-t0000000000000000000.parquet",
+            "part-rmm.t-p00001-00000000000000000009-t000000000000000004.parquet",
+            "part-rmm.t-p00001-00000000000000000009-x0000000000000000004.parquet",
+            "part-rmm.t-p00001-t0000000000000000009-00000000000000000009.parquet",
+            "part-rmm.t-p00001-00000000000000000009.parquet",
+            "part-rmm.t2-p00001-00000000000000000010-00000000000000000019.parquet",
+        ] {
+            assert_eq!(parse(not), None, "{not}");
+        }
+        let f = SourceFile {
+            partition: 0,
+            offset: 9,
+            tick: 2,
+        };
+        assert!(!f.after(10, 2) && f.after(10, 1) && !f.after(11, 0) && f.after(9, 5));
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_
 pub const PARTITION_CLOCKS_PAUSED: &str = "vigil_worker_partition_clocks_paused";
 /// Milliseconds of processing time skipped by partitions' paused clocks.
 pub const CLOCKS_PAUSED_MS: &str = "vigil_worker_clocks_paused_milliseconds_total";
+/// Flushes of a silent partition that published what processing time
+/// alone produced (idle-closed windows, offline alerts) as a tick file.
+pub const TICK_FLUSHES: &str = "vigil_worker_tick_flushes_total";
 /// Checkpoint: restores from the previous generation because the newest
 /// was missing, torn, corrupt or did not decode.
 pub const CHECKPOINT_FALLBACKS: &str = "vigil_checkpoint_fallbacks_total";

@@ -261,6 +261,7 @@ impl Replay {
             partition: 0,
             first_offset: self.range_start,
             last_offset: self.next_offset - 1,
+            tick: 0,
         };
         let p = self.stage.publish(range)?;
         let routed = self.route_files.publish(range)?;

@@ -56,8 +56,13 @@
 //! content (alert ids are deterministic), i.e. at least once.
 //!
 //! Output produced by processing-time ticks alone (windows closed by the
-//! idle timeout, offline alerts) is published with the partition's next
-//! flushed range; until then it is re-derived after a restart.
+//! idle timeout, offline alerts) on a partition that receives no record is
+//! published on the flush cadence as a tick file, named after the last
+//! record and its number among the tick files after it
+//! ([`vigil_store::SourceRange::ticks`]), and checkpointed with that
+//! number: a restart neither loses it nor fires it again. The restart's
+//! sweep removes the tick files past the checkpoint's number like the
+//! ranges past its offset.
 //!
 //! ## Fencing
 //! Before each partition's files are published and each checkpoint is
@@ -199,6 +204,9 @@ struct CheckpointOut<'a> {
     topic: &'a str,
     partition: i32,
     next_offset: i64,
+    /// Tick files published after record `next_offset - 1` whose output
+    /// the state holds (see [`PartitionTask::ticks`]).
+    ticks: u32,
     /// The writer's owner epoch (see [`CheckpointHeader::epoch`]).
     epoch: u64,
     written_at_ms: i64,
@@ -296,6 +304,9 @@ pub fn checkpoint_next_offset(
 #[derive(Deserialize)]
 struct CheckpointIn {
     next_offset: i64,
+    /// 0 in checkpoints written before tick files existed.
+    #[serde(default)]
+    ticks: u32,
     written_at_ms: i64,
     pipeline: Pipeline,
 }
@@ -303,6 +314,7 @@ struct CheckpointIn {
 /// Restored state of a newly assigned partition.
 pub struct Restored {
     next_offset: i64,
+    ticks: u32,
     pipeline: Pipeline,
 }
 
@@ -555,6 +567,7 @@ impl CheckpointHook {
         pipeline.skip_processing_time(gap);
         tracing::info!(
             next_offset = c.next_offset,
+            ticks = c.ticks,
             gap_ms = gap,
             generation = o.generation.as_str(),
             verified = o.verified,
@@ -563,6 +576,7 @@ impl CheckpointHook {
         );
         Ok(Restored {
             next_offset: c.next_offset,
+            ticks: c.ticks,
             pipeline,
         })
     }
@@ -818,6 +832,11 @@ struct PartitionTask {
     /// Offset of the next record to process (from the checkpoint, then
     /// the last processed record + 1).
     next_offset: Option<i64>,
+    /// Tick files published (and checkpointed) after record
+    /// `next_offset - 1`: from the checkpoint, one more at each flush of
+    /// output that processing time alone produced while no record came,
+    /// 0 again at each flush of records.
+    ticks: u32,
     /// Whether stale output after the checkpoint was removed.
     swept: bool,
     /// Whether skipping records below the checkpoint was logged.
@@ -1266,6 +1285,7 @@ impl Worker {
                         self.uncommitted.insert(partition, r.next_offset);
                     }
                     let durable = restored.as_ref().map(|r| r.next_offset);
+                    let ticks = restored.as_ref().map_or(0, |r| r.ticks);
                     let (pipeline, next) = match restored {
                         Some(r) => (r.pipeline, Some(r.next_offset)),
                         None => (
@@ -1297,6 +1317,7 @@ impl Worker {
                         epoch,
                         durable,
                         next_offset: next,
+                        ticks,
                         swept: false,
                         warned_skip: false,
                     };
@@ -1592,27 +1613,7 @@ impl Worker {
         // A record is proof the partition can be fetched: a pause the
         // statistics have not caught up with ends here.
         t.clocks_run(true, 0);
-        if !t.swept {
-            let from = t.next_offset.unwrap_or(offset).min(offset);
-            let removed = vigil_store::remove_partition_files_at(
-                &self.data_dir,
-                &self.sinks.source_topic,
-                partition,
-                from,
-            )
-            .with_context(|| {
-                format!("removing output of partition {partition} published after its checkpoint")
-            })?;
-            if removed > 0 {
-                tracing::info!(
-                    partition,
-                    from,
-                    removed,
-                    "removed output published after the last checkpoint"
-                );
-            }
-            t.swept = true;
-        }
+        t.sweep(&self.data_dir, &self.sinks.source_topic, offset)?;
         t.range_start.get_or_insert(offset);
         t.next_offset = Some(offset + 1);
         let points_before = t.pipeline.stats().points_in;
@@ -1641,7 +1642,7 @@ impl Worker {
         let dirty: Vec<i32> = self
             .tasks
             .values()
-            .filter(|t| t.range_start.is_some())
+            .filter(|t| t.range_start.is_some() || t.tick_output())
             .map(|t| t.partition)
             .collect();
         if !dirty.is_empty() {
@@ -1663,9 +1664,20 @@ impl Worker {
                 return Ok(());
             }
             if let Some(t) = self.tasks.get_mut(p) {
+                let tick = t.range_start.is_none();
+                if tick {
+                    // The files after the checkpoint go before a tick
+                    // file takes its place in the sequence.
+                    let from = t.next_offset.unwrap_or(0);
+                    t.sweep(&self.data_dir, &topic, from)?;
+                }
                 t.publish(&topic)?;
                 self.beat = Instant::now();
                 failpoint::hit("flush.after_publish");
+                if tick {
+                    metrics::counter!(obs::TICK_FLUSHES).increment(1);
+                    failpoint::hit("flush.after_tick_publish");
+                }
             }
         }
         let acked = Instant::now();
@@ -1689,11 +1701,14 @@ impl Worker {
                 continue;
             };
             let Some(next) = t.next_offset else { continue };
+            let tick = t.range_start.is_none();
+            let ticks = if tick { t.ticks + 1 } else { 0 };
             let ckpt = CheckpointOut {
                 format: CHECKPOINT_FORMAT,
                 topic: &topic,
                 partition: *p,
                 next_offset: next,
+                ticks,
                 epoch: t.epoch,
                 written_at_ms: wall_ms(),
                 pipeline: &t.pipeline,
@@ -1708,9 +1723,13 @@ impl Worker {
                 .with_context(|| format!("writing the checkpoint of partition {p}"))?;
             metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
             t.range_start = None;
+            t.ticks = ticks;
             t.durable = Some(next);
             self.beat = Instant::now();
-            self.uncommitted.insert(*p, next);
+            if !tick {
+                // A tick file does not move the offset.
+                self.uncommitted.insert(*p, next);
+            }
             failpoint::hit("flush.after_checkpoint");
         }
         failpoint::hit("flush.before_commit");
@@ -1765,6 +1784,47 @@ impl PartitionTask {
         }
     }
 
+    /// Whether the partition has output of processing time alone to
+    /// publish as a tick file: nothing received since its last flush,
+    /// rows buffered, and a record it follows (always true once it has
+    /// state: the state came from records).
+    fn tick_output(&self) -> bool {
+        self.range_start.is_none()
+            && self.next_offset.is_some_and(|n| n >= 1)
+            && self.stage.has_buffered()
+    }
+
+    /// Before the partition publishes anything for the first time, removes
+    /// the output published after its checkpoint (or from `first`, the
+    /// first offset it processes, when it has none): files of records from
+    /// the checkpoint's offset on and tick files past its count (see
+    /// [`vigil_store::replace::SourceFile::after`]).
+    fn sweep(&mut self, root: &Root, topic: &str, first: i64) -> Result<()> {
+        if self.swept {
+            return Ok(());
+        }
+        let partition = self.partition;
+        let from = self.next_offset.unwrap_or(first).min(first);
+        let removed =
+            vigil_store::remove_partition_files_at(root, topic, partition, from, self.ticks)
+                .with_context(|| {
+                    format!(
+                        "removing output of partition {partition} published after its checkpoint"
+                    )
+                })?;
+        if removed > 0 {
+            tracing::info!(
+                partition,
+                from,
+                ticks = self.ticks,
+                removed,
+                "removed output published after the last checkpoint"
+            );
+        }
+        self.swept = true;
+        Ok(())
+    }
+
     fn pending_records(&self) -> u64 {
         match (self.range_start, self.next_offset) {
             (Some(a), Some(n)) => (n - a) as u64,
@@ -1774,14 +1834,19 @@ impl PartitionTask {
 
     /// Step 1: publishes the Parquet and dead-letter files of the range.
     fn publish(&mut self, topic: &str) -> Result<()> {
-        let (Some(first), Some(next)) = (self.range_start, self.next_offset) else {
+        let Some(next) = self.next_offset else {
             return Ok(());
         };
-        let range = SourceRange {
-            source: topic,
-            partition: self.partition,
-            first_offset: first,
-            last_offset: next - 1,
+        let (range, first) = match self.range_start {
+            Some(first) => (
+                SourceRange::records(topic, self.partition, first, next - 1),
+                first,
+            ),
+            None if next >= 1 => (
+                SourceRange::ticks(topic, self.partition, next - 1, self.ticks + 1),
+                next,
+            ),
+            None => return Ok(()),
         };
         let p = self.stage.publish(range)?;
         obs::published(&p);
@@ -1797,6 +1862,7 @@ impl PartitionTask {
             partition = self.partition,
             first,
             last = next - 1,
+            tick = range.tick,
             aggregates = a.rows,
             alerts = b.rows,
             "published"
@@ -1846,6 +1912,7 @@ mod tests {
 
         let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
         let out = CheckpointOut {
+            ticks: 0,
             format: CHECKPOINT_FORMAT,
             topic: "t",
             partition: 1,
@@ -1917,6 +1984,7 @@ mod tests {
         assert_eq!(checkpoint_next_offset(&h.store, &source, 3).unwrap(), None);
         let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
         let out = CheckpointOut {
+            ticks: 0,
             format: CHECKPOINT_FORMAT,
             topic,
             partition: 3,
@@ -1949,6 +2017,7 @@ mod tests {
     /// A checkpoint written by an owner of `epoch`.
     fn ckpt_by(p: &Pipeline, partition: i32, next_offset: i64, epoch: u64) -> Vec<u8> {
         serde_json::to_vec(&CheckpointOut {
+            ticks: 0,
             format: CHECKPOINT_FORMAT,
             topic: "t",
             partition,
@@ -2298,6 +2367,109 @@ mod tests {
             assert!(w.progress.commits() >= 1);
             assert!(w.progress.records() >= RECORDS as u64);
             w.stop().unwrap();
+        }
+
+        /// The aggregate rows under the data directory: (row count,
+        /// distinct (agent, metric, labels, window) keys).
+        fn aggregate_rows(dir: &std::path::Path) -> (usize, usize) {
+            let dir = dir.join("data");
+            if !dir.join("aggregates").exists() {
+                return (0, 0);
+            }
+            let session = vigil_query::QuerySession::open(&dir).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let q =
+                "SELECT COUNT(*) AS n, COUNT(DISTINCT (agent, metric, labels, window_start)) AS k \
+                     FROM aggregates";
+            let b = rt.block_on(session.sql(q)).unwrap();
+            use datafusion::arrow::array::AsArray;
+            use datafusion::arrow::datatypes::Int64Type;
+            let col = |c: usize| b[0].column(c).as_primitive::<Int64Type>().value(0) as usize;
+            (col(0), col(1))
+        }
+
+        /// The tick files (see [`SourceRange::ticks`]) of `aggregates/`.
+        fn tick_files(dir: &std::path::Path) -> Vec<String> {
+            let dir = dir.join("data").join("aggregates");
+            let mut out = Vec::new();
+            for day in std::fs::read_dir(dir).into_iter().flatten() {
+                for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+                    let name = f.unwrap().file_name().into_string().unwrap();
+                    let parsed = vigil_store::replace::parse_source_file(
+                        &name,
+                        "part",
+                        "telemetry",
+                        "parquet",
+                    );
+                    if parsed.is_some_and(|f| f.tick > 0) {
+                        out.push(name);
+                    }
+                }
+            }
+            // One file per day of its rows, all with one name.
+            out.sort();
+            out.dedup();
+            out
+        }
+
+        /// The `ticks` field of the partition's newest checkpoint.
+        fn checkpointed_ticks(dir: &std::path::Path) -> Option<u64> {
+            let store = CheckpointStore::new(dir.join("state"));
+            let o = store.open("telemetry", 0, Generation::Newest).unwrap()?;
+            let v: serde_json::Value = serde_json::from_reader(o.reader().unwrap()).unwrap();
+            v["ticks"].as_u64()
+        }
+
+        /// Regression (issue 19 item 6): windows closed by the idle timeout
+        /// on a partition that receives no more records stayed buffered
+        /// until its next record: never published, and after a restart
+        /// closed again. Now they are published on the flush cadence as a
+        /// tick file and checkpointed with its number: a second worker
+        /// restored from that checkpoint publishes nothing again, and its
+        /// sweep keeps the tick file.
+        #[test]
+        fn a_silent_partitions_idle_windows_are_published_once() {
+            let cluster = cluster_with_records();
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = settings(&cluster, dir.path());
+            s.pipeline.idle_timeout = Duration::from_secs(1);
+            s.pipeline.tick_interval = Duration::from_millis(100);
+            let first = start(s.clone());
+            wait_until("a tick file and its checkpoint", &first, || {
+                first.progress.records() >= RECORDS as u64
+                    && !tick_files(dir.path()).is_empty()
+                    && checkpointed_ticks(dir.path()) == Some(1)
+            });
+            // Every window is closed: the records' windows all went idle.
+            let (rows, keys) = aggregate_rows(dir.path());
+            assert!(rows > 0);
+            assert_eq!(rows, keys, "a window published twice");
+            first.stop().unwrap();
+            let ticks = tick_files(dir.path());
+            assert_eq!(ticks.len(), 1, "{ticks:?}");
+            assert_eq!(aggregate_rows(dir.path()), (rows, keys));
+
+            let second = start(s.clone());
+            // Past the idle timeout, with flushes: had the state not held
+            // the closes, they would be published again now.
+            wait_until("the restored offset's commit", &second, || {
+                second.progress.commits() >= 1
+            });
+            std::thread::sleep(s.pipeline.idle_timeout * 3);
+            assert!(!second.handle.is_finished());
+            assert_eq!(second.progress.records(), 0);
+            assert_eq!(second.progress.flushes(), 0, "nothing to publish again");
+            second.stop().unwrap();
+            assert_eq!(
+                tick_files(dir.path()),
+                ticks,
+                "the checkpointed tick file was kept"
+            );
+            assert_eq!(aggregate_rows(dir.path()), (rows, keys));
+            assert_eq!(checkpointed_ticks(dir.path()), Some(1));
         }
 
         /// A worker restored from a checkpoint that is ahead of the group's

@@ -105,6 +105,7 @@ impl Env {
                 let name = f.unwrap().file_name().into_string().unwrap();
                 if let Some((p, first)) =
                     vigil_store::replace::parse_source_file(&name, "part", &self.topic, "parquet")
+                        .map(|f| (f.partition, f.offset))
                 {
                     let l: &mut Option<i64> = &mut last_file[p as usize];
                     *l = Some(l.map_or(first, |x| x.max(first)));
@@ -285,4 +286,122 @@ fn kafka_damaged_newest_checkpoints_fall_back_and_lose_nothing() {
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
     assert_windows(&env, &all);
     assert_incidents(&env, true);
+}
+
+/// Windows close 2 s after an agent's last record (processing time): once
+/// the stream ends, every window is closed by a tick and published as a
+/// tick file.
+const IDLE: [(&str, &str); 2] = [
+    ("VIGIL_PIPELINE__IDLE_TIMEOUT", "2s"),
+    ("VIGIL_PIPELINE__TICK_INTERVAL", "200ms"),
+];
+
+impl Env {
+    /// The tick files (output of processing time alone) of `aggregates/`.
+    fn tick_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for day in std::fs::read_dir(self.data().join("aggregates"))
+            .into_iter()
+            .flatten()
+        {
+            for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                let parsed =
+                    vigil_store::replace::parse_source_file(&name, "part", &self.topic, "parquet");
+                if parsed.is_some_and(|f| f.tick > 0) {
+                    out.push(name);
+                }
+            }
+        }
+        // One file per day of its rows, all with one name.
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Waits (60 s at most) until the `aggregates` dataset holds `n`
+    /// rows.
+    fn wait_rows(&self, n: usize, w: &WorkerProc) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while actual_windows(self).1 < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} windows published:\n{}",
+                actual_windows(self).1,
+                w.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Issue 19 item 6: output of processing time alone is durable. The
+/// stream ends; its last windows close by the idle timeout on partitions
+/// that receive nothing more, and are published as tick files. A crash
+/// right after the first tick file is published (before its checkpoint)
+/// leaves a file the next owner's sweep removes and publishes again;
+/// that owner's own tick files are checkpointed with their number, and a
+/// third owner keeps them and publishes nothing again. Every window of
+/// the stream is then in Parquet once.
+#[test]
+fn kafka_crash_after_a_tick_file_is_published_leaves_one_copy_of_every_window() {
+    let Some(env) = Env::new("crash-tick") else {
+        return;
+    };
+    let records = fleet(AGENTS, 0..30);
+    let (want, _) = every_window(&records);
+    env.produce(&records);
+    let mut extra = IDLE.to_vec();
+    extra.push(("VIGIL_FAILPOINTS", "flush.after_tick_publish=abort"));
+    let mut w1 = env.worker("w1", &extra);
+    let status = w1.wait_exit(Duration::from_secs(120));
+    let log1 = w1.log();
+    assert_eq!(status.signal(), Some(6), "{status}\n{log1}");
+    assert!(
+        log1.contains("failpoint flush.after_tick_publish: hit 1, aborting"),
+        "{log1}"
+    );
+    let orphan = env.tick_files();
+    assert_eq!(orphan.len(), 1, "the tick file published before the crash");
+
+    let w2 = env.worker("w2", &IDLE);
+    env.wait_rows(want.len(), &w2);
+    // Flushes of every partition's ticks before the stop.
+    std::thread::sleep(Duration::from_secs(1));
+    let log2 = w2.stop();
+    assert!(
+        log2.contains("removed output published after the last checkpoint"),
+        "{log2}"
+    );
+    assert_windows_are(&env, &want);
+    let ticks = env.tick_files();
+    assert!(!ticks.is_empty());
+
+    let w3 = env.worker("w3", &IDLE);
+    env.wait_committed(&[&w3]);
+    // Three idle timeouts: had the restored state not held the closes,
+    // they would be published again by now.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_windows_are(&env, &want);
+    // The stream goes on: the first record's sweep keeps the tick files
+    // the checkpoints hold, and the new windows close and publish. (It
+    // resumes at minute 31: minute 29's batch reaches into window 30, which
+    // the idle timeout closed, so minute 30's points for it would be late.)
+    let more = fleet(AGENTS, 31..40);
+    env.produce(&more);
+    let all: Vec<_> = records.iter().chain(&more).cloned().collect();
+    let (want, _) = every_window(&all);
+    env.wait_rows(want.len(), &w3);
+    std::thread::sleep(Duration::from_secs(1));
+    let log3 = w3.stop();
+    assert!(
+        !log3.contains("removed output published after the last checkpoint"),
+        "{log3}"
+    );
+    let now = env.tick_files();
+    assert!(
+        ticks.iter().all(|t| now.contains(t)),
+        "checkpointed tick files are kept: {ticks:?} {now:?}"
+    );
+    assert_windows_are(&env, &want);
 }

@@ -136,6 +136,25 @@ impl OutputStage {
             && self.dlq_files.as_ref().is_none_or(DlqWriter::is_empty))
     }
 
+    /// The days each dataset's next publish writes to (its `date=`
+    /// directories), for the partition's intent record.
+    pub fn days(&self) -> vigil_store::intent::DatasetDays {
+        use vigil_store::Dataset;
+        let mut out = vigil_store::intent::DatasetDays::new();
+        let all = [
+            (Dataset::Aggregates, self.aggs.days()),
+            (Dataset::Alerts, self.alerts.days()),
+            (Dataset::Status, self.status.days()),
+            (Dataset::SecurityEvents, self.security.days()),
+        ];
+        for (d, days) in all {
+            for day in days {
+                out.insert(d, day);
+            }
+        }
+        out
+    }
+
     /// Bytes of dead letters buffered for the `dlq/` files.
     pub fn dlq_buffered_bytes(&self) -> usize {
         self.dlq_files.as_ref().map_or(0, DlqWriter::buffered_bytes)

@@ -193,6 +193,11 @@ impl CheckpointStore {
         }
     }
 
+    /// The store's root.
+    pub(crate) fn root(&self) -> &Root {
+        &self.root
+    }
+
     /// The store's root directory (for an object store, its URL).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -21,6 +21,8 @@
 //! - `flush.before_publish`: in a flush, before the first partition's
 //!   files are published (and before the worker checks it still owns its
 //!   partitions);
+//! - `flush.after_intent`: after the first partition's intent record of
+//!   a flush is written, before its files are published;
 //! - `flush.after_publish`: after the first file of a flush is published;
 //! - `flush.after_tick_publish`: after a tick file (output of processing
 //!   time on a partition that received no record) is published, before

@@ -36,6 +36,7 @@ pub mod compact;
 pub mod dlq;
 pub mod error;
 pub mod failpoint;
+pub mod intent;
 pub mod location;
 pub mod naming;
 pub mod replace;

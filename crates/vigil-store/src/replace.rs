@@ -13,8 +13,9 @@ use crate::atomic::write_atomic;
 use crate::bound::FULL_DIR;
 use crate::dlq::DLQ_DIR;
 use crate::error::{Result, StoreError};
+use crate::intent::DatasetDays;
 use crate::location::Root;
-use crate::naming::sanitize_source;
+use crate::naming::{partition_dir, sanitize_source};
 use crate::schema::Dataset;
 
 /// Where a dataset, dead-letter or route file of a source sits in its
@@ -79,7 +80,7 @@ pub fn parse_source_file(name: &str, prefix: &str, source: &str, ext: &str) -> O
 /// full copies of its
 /// truncated dead letters (`dlq/full/`). Returns how many were removed.
 pub fn remove_source_files(root: &Path, source: &str) -> Result<usize> {
-    let n = remove_matching(root, source, |_| true)?;
+    let n = remove_matching(root, source, None, |_| true)?;
     Ok(n + remove_full_copies(root, source)?)
 }
 
@@ -127,14 +128,18 @@ pub fn remove_partition_files_from(
     partition: i32,
     next_offset: i64,
     ticks: u32,
+    only: Option<&DatasetDays>,
 ) -> Result<usize> {
-    remove_matching(root, source, |f| {
+    remove_matching(root, source, only, |f| {
         f.partition == partition && f.after(next_offset, ticks)
     })
 }
 
 /// [`remove_partition_files_from`] under `root`, a local directory or an
-/// object store. On an object store the dataset, `dlq/` and `routes/`
+/// object store. With `only` (from the partition's intent record,
+/// [`crate::intent`]) just those days' directories of each dataset are
+/// listed, with `dlq/` and `routes/`; without it, every day of every
+/// dataset. On an object store the dataset, `dlq/` and `routes/`
 /// prefixes are listed and each matching object deleted (one request
 /// each); a listing shows every object whose PUT completed, so the sweep
 /// sees all output published after the checkpoint.
@@ -144,10 +149,11 @@ pub fn remove_partition_files_at(
     partition: i32,
     next_offset: i64,
     ticks: u32,
+    only: Option<&DatasetDays>,
 ) -> Result<usize> {
     let Some(obj) = root.as_object() else {
         let dir = root.display_path("");
-        return remove_partition_files_from(&dir, source, partition, next_offset, ticks);
+        return remove_partition_files_from(&dir, source, partition, next_offset, ticks, only);
     };
     let matches = |key: &str| -> bool {
         let parts: Vec<&str> = key.split('/').collect();
@@ -164,12 +170,20 @@ pub fn remove_partition_files_at(
         parsed.is_some_and(|f| f.partition == partition && f.after(next_offset, ticks))
     };
     let mut removed = 0;
-    let prefixes = Dataset::ALL
-        .iter()
-        .map(|d| d.name())
-        .chain([DLQ_DIR, ROUTES_DIR]);
-    for prefix in prefixes {
-        for o in obj.list(&format!("{prefix}/"))? {
+    let mut prefixes: Vec<String> = Vec::new();
+    for d in Dataset::ALL {
+        match only {
+            None => prefixes.push(format!("{}/", d.name())),
+            Some(days) => {
+                for day in days.days(d) {
+                    prefixes.push(format!("{}/{}/", d.name(), partition_dir(day)?));
+                }
+            }
+        }
+    }
+    prefixes.extend([DLQ_DIR, ROUTES_DIR].map(|p| format!("{p}/")));
+    for prefix in &prefixes {
+        for o in obj.list(prefix)? {
             let key = o.location.as_ref();
             if matches(key) {
                 obj.delete(key)?;
@@ -183,6 +197,7 @@ pub fn remove_partition_files_at(
 fn remove_matching(
     root: &Path,
     source: &str,
+    only: Option<&DatasetDays>,
     keep_out: impl Fn(&SourceFile) -> bool,
 ) -> Result<usize> {
     let mut removed = 0;
@@ -210,6 +225,12 @@ fn remove_matching(
     };
     for ds in Dataset::ALL {
         let dir = root.join(ds.name());
+        if let Some(days) = only {
+            for day in days.days(ds) {
+                sweep(&dir.join(partition_dir(day)?), "part", "parquet")?;
+            }
+            continue;
+        }
         let dates = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -295,7 +316,7 @@ mod tests {
             fs::write(x, "x").unwrap();
         }
         assert_eq!(
-            remove_partition_files_from(root.path(), "rmm.t", 1, 10, 0).unwrap(),
+            remove_partition_files_from(root.path(), "rmm.t", 1, 10, 0, None).unwrap(),
             1
         );
         assert!(old.exists() && !new.exists() && other.exists());
@@ -334,7 +355,7 @@ mod tests {
         }
         // A worker's partition sweep leaves full copies alone.
         assert_eq!(
-            remove_partition_files_from(root.path(), "demo", 0, 0, 0).unwrap(),
+            remove_partition_files_from(root.path(), "demo", 0, 0, 0, None).unwrap(),
             2
         );
         assert!(my_copy.exists());

@@ -24,7 +24,7 @@ pub fn timestamp_type() -> DataType {
 }
 
 /// A dataset under the storage root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dataset {
     /// Closed window aggregates, one row per (series, window).
     Aggregates,

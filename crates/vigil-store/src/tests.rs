@@ -810,7 +810,7 @@ mod object_root {
             fs::write(p, b"x").unwrap();
         }
         assert_eq!(
-            remove_partition_files_from(d.path(), "rmm.t", 1, 10, 0).unwrap(),
+            remove_partition_files_from(d.path(), "rmm.t", 1, 10, 0, None).unwrap(),
             1
         );
         assert!(!orphan.exists(), "the dead writer's file of this partition");
@@ -839,7 +839,7 @@ mod object_root {
                 .unwrap();
         }
         assert_eq!(
-            remove_partition_files_at(&obj, "rmm.t", 1, 10, 0).unwrap(),
+            remove_partition_files_at(&obj, "rmm.t", 1, 10, 0, None).unwrap(),
             3
         );
         let mut want: Vec<String> = kept.to_vec();
@@ -876,7 +876,7 @@ mod object_root {
                 }
             }
             assert_eq!(
-                remove_partition_files_at(root, "rmm.t", 1, 10, 2).unwrap(),
+                remove_partition_files_at(root, "rmm.t", 1, 10, 2, None).unwrap(),
                 gone.len()
             );
             for n in &kept {
@@ -893,6 +893,60 @@ mod object_root {
                 };
                 assert!(!left, "{n} lies after the checkpoint");
             }
+        }
+    }
+
+    /// With the days of an intent record, the sweep lists only those
+    /// days' directories (and `dlq/`): a matching file on another day is
+    /// not looked at, on a directory and on an object store alike.
+    #[test]
+    fn the_sweep_with_an_intent_lists_only_its_days() {
+        let f = |p: i32, a: i64, b: i64| format!("part-rmm.t-p{p:05}-{a:020}-{b:020}.parquet");
+        let outside = format!("aggregates/date=2026-11-02/{}", f(1, 10, 19));
+        let gone = [
+            format!("aggregates/date=2026-11-03/{}", f(1, 10, 19)),
+            format!("alerts/date=2026-11-04/{}", f(1, 10, 19)),
+            "dlq/dlq-rmm.t-p00001-00000000000000000010-00000000000000000019.jsonl".to_string(),
+        ];
+        let day = |d: &str| {
+            crate::naming::day_of(
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap()
+                    .and_utc()
+                    .timestamp_millis(),
+            )
+        };
+        let mut only = crate::intent::DatasetDays::new();
+        only.insert(crate::Dataset::Aggregates, day("2026-11-03"));
+        only.insert(crate::Dataset::Alerts, day("2026-11-04"));
+        only.insert(crate::Dataset::Status, day("2026-11-05"));
+        let (_dir, local, obj) = roots();
+        for root in [&local, &obj] {
+            for k in gone.iter().chain([&outside]) {
+                match root.as_object() {
+                    Some(o) => {
+                        o.put(k, b"x".to_vec(), object_store::PutMode::Overwrite)
+                            .unwrap();
+                    }
+                    None => {
+                        let p = root.display_path(k);
+                        fs::create_dir_all(p.parent().unwrap()).unwrap();
+                        fs::write(p, b"x").unwrap();
+                    }
+                }
+            }
+            assert_eq!(
+                remove_partition_files_at(root, "rmm.t", 1, 10, 0, Some(&only)).unwrap(),
+                gone.len()
+            );
+            let exists = |k: &str| match root.as_object() {
+                Some(o) => o.get(k).unwrap().is_some(),
+                None => root.display_path(k).exists(),
+            };
+            assert!(exists(&outside), "a day the intent does not name");
+            assert!(gone.iter().all(|k| !exists(k)));
         }
     }
 

@@ -414,6 +414,12 @@ impl<B: RowBuffer> DatasetWriter<B> {
         self.len() == 0
     }
 
+    /// The UTC days ([`crate::naming::day_of`]) of the buffered rows'
+    /// partition column: the `date=` directories the next flush writes.
+    pub fn days(&self) -> std::collections::BTreeSet<i64> {
+        (0..self.rows.len()).map(|i| self.rows.day(i)).collect()
+    }
+
     /// Drops every buffered row (for example when a partition is revoked
     /// and will be replayed by its next owner).
     pub fn discard(&mut self) {

@@ -104,6 +104,10 @@ pub const CLOCKS_PAUSED_MS: &str = "vigil_worker_clocks_paused_milliseconds_tota
 /// Flushes of a silent partition that published what processing time
 /// alone produced (idle-closed windows, offline alerts) as a tick file.
 pub const TICK_FLUSHES: &str = "vigil_worker_tick_flushes_total";
+/// Restart sweeps of a partition's output after its checkpoint, label
+/// `scope`: `intent` (only the days its intent record names) or `full`
+/// (every day of every dataset: no intent record).
+pub const SWEEPS: &str = "vigil_worker_sweeps_total";
 /// Checkpoint: restores from the previous generation because the newest
 /// was missing, torn, corrupt or did not decode.
 pub const CHECKPOINT_FALLBACKS: &str = "vigil_checkpoint_fallbacks_total";

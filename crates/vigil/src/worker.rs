@@ -49,7 +49,11 @@
 //! range starts at or after that offset are removed: they were published
 //! after the checkpoint by a worker that then died, and processing the
 //! records again publishes them again (possibly cut into other ranges);
-//! so are half-written (`.tmp-`) files of the partition.
+//! so are half-written (`.tmp-`) files of the partition. The sweep lists
+//! only the `date=` directories named by the partition's intent record
+//! ([`vigil_store::intent`]), which each flush writes before its first
+//! file: the days of that flush and of the one before it. Without one
+//! (first start after an upgrade, a damaged record) it lists every day.
 //! A revoked partition's unflushed work is dropped; the next owner resumes
 //! from the checkpoint. Parquet rows are therefore exactly-once; alerts and
 //! dead letters sent after the last checkpoint are sent again with the same
@@ -115,6 +119,7 @@ use vigil_ops::rules::RuleSet;
 use vigil_ops::{Position, RejectReason, Rejected};
 use vigil_sink::{AlertRouter, DestinationError, Destinations, OutputStage, Route};
 use vigil_store::checkpoint::{Generation, Opened};
+use vigil_store::intent::{DatasetDays, Intent};
 use vigil_store::{
     failpoint, CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root, SourceRange,
 };
@@ -316,6 +321,9 @@ pub struct Restored {
     next_offset: i64,
     ticks: u32,
     pipeline: Pipeline,
+    /// The partition's intent record (`None`: missing or unreadable, a
+    /// full sweep).
+    intent: Option<Intent>,
 }
 
 /// What a newly assigned partition starts with: its restored state (if it
@@ -475,9 +483,12 @@ impl CheckpointHook {
                      records from the checkpoint on are read again"
                 );
             }
-            return self.resume(c, opened, epoch).map(|r| Assignment {
-                restored: Some(r),
-                epoch,
+            return self.resume(c, opened, epoch).map(|mut r| {
+                r.intent = self.intent(topic, partition);
+                Assignment {
+                    restored: Some(r),
+                    epoch,
+                }
             });
         }
         match damage {
@@ -545,6 +556,23 @@ impl CheckpointHook {
             .with_context(|| format!("checkpoint {} does not decode", o.path.display()))
     }
 
+    /// The partition's intent record, `None` (a full sweep, logged) when
+    /// it is missing or cannot be read.
+    fn intent(&self, topic: &str, partition: i32) -> Option<Intent> {
+        match self.store.load_intent(topic, partition) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(
+                    partition,
+                    error = %e,
+                    "the partition's intent record cannot be read: its restart sweep lists every \
+                     day of every dataset"
+                );
+                None
+            }
+        }
+    }
+
     /// The partition's state from a decoded checkpoint, resumed under
     /// this configuration.
     fn resume(&self, c: CheckpointIn, o: &Opened, epoch: u64) -> Result<Restored> {
@@ -578,6 +606,7 @@ impl CheckpointHook {
             next_offset: c.next_offset,
             ticks: c.ticks,
             pipeline,
+            intent: None,
         })
     }
 }
@@ -839,6 +868,13 @@ struct PartitionTask {
     ticks: u32,
     /// Whether stale output after the checkpoint was removed.
     swept: bool,
+    /// The days the restart sweep lists: those of the restored intent
+    /// record (`None`: every day, see [`vigil_store::intent`]).
+    sweep_days: Option<DatasetDays>,
+    /// The days the partition's last flush wrote (`None`: unknown, for an
+    /// owner restored without an intent record): the next intent record
+    /// names them with its own.
+    last_days: Option<DatasetDays>,
     /// Whether skipping records below the checkpoint was logged.
     warned_skip: bool,
     published: PipelineStats,
@@ -1286,6 +1322,16 @@ impl Worker {
                     }
                     let durable = restored.as_ref().map(|r| r.next_offset);
                     let ticks = restored.as_ref().map_or(0, |r| r.ticks);
+                    // Without a checkpoint the sweep lists everything
+                    // (output may be left from a state directory that is
+                    // gone), but nothing was flushed before this owner.
+                    let (sweep_days, last_days) = match &restored {
+                        None => (None, Some(DatasetDays::new())),
+                        Some(Restored {
+                            intent: Some(i), ..
+                        }) if !i.full => (Some(i.days.clone()), Some(i.days.clone())),
+                        Some(_) => (None, None),
+                    };
                     let (pipeline, next) = match restored {
                         Some(r) => (r.pipeline, Some(r.next_offset)),
                         None => (
@@ -1319,6 +1365,8 @@ impl Worker {
                         next_offset: next,
                         ticks,
                         swept: false,
+                        sweep_days,
+                        last_days,
                         warned_skip: false,
                     };
                     self.summary.assignments += 1;
@@ -1671,7 +1719,23 @@ impl Worker {
                     let from = t.next_offset.unwrap_or(0);
                     t.sweep(&self.data_dir, &topic, from)?;
                 }
+                // Where this flush and the one before it write, durable
+                // before the first file: a restart sweeps only there.
+                let days = t.stage.days();
+                let mut named = days.clone();
+                if let Some(last) = &t.last_days {
+                    named.extend(last);
+                }
+                let intent = Intent {
+                    days: named,
+                    full: t.last_days.is_none(),
+                };
+                self.store
+                    .save_intent(&topic, *p, &intent)
+                    .with_context(|| format!("writing the intent record of partition {p}"))?;
+                failpoint::hit("flush.after_intent");
                 t.publish(&topic)?;
+                t.last_days = Some(days);
                 self.beat = Instant::now();
                 failpoint::hit("flush.after_publish");
                 if tick {
@@ -1805,19 +1869,33 @@ impl PartitionTask {
         }
         let partition = self.partition;
         let from = self.next_offset.unwrap_or(first).min(first);
-        let removed =
-            vigil_store::remove_partition_files_at(root, topic, partition, from, self.ticks)
-                .with_context(|| {
-                    format!(
-                        "removing output of partition {partition} published after its checkpoint"
-                    )
-                })?;
+        let days = self.sweep_days.take();
+        let scope = if days.is_some() { "intent" } else { "full" };
+        let removed = vigil_store::remove_partition_files_at(
+            root,
+            topic,
+            partition,
+            from,
+            self.ticks,
+            days.as_ref(),
+        )
+        .with_context(|| {
+            format!("removing output of partition {partition} published after its checkpoint")
+        })?;
+        metrics::counter!(obs::SWEEPS, "scope" => scope).increment(1);
+        tracing::debug!(
+            partition,
+            scope,
+            directories = days.as_ref().map(DatasetDays::directories),
+            "swept the output after the checkpoint"
+        );
         if removed > 0 {
             tracing::info!(
                 partition,
                 from,
                 ticks = self.ticks,
                 removed,
+                scope,
                 "removed output published after the last checkpoint"
             );
         }

@@ -172,12 +172,21 @@ fn checkpoint_ahead_of_commit(l: &Left) -> bool {
 
 /// A crash at `failpoint` (its 3rd pass) whose aftermath `left` must
 /// show, and what the next worker's log must then say.
-fn crash_case(name: &str, failpoint: &str, left: fn(&Left) -> bool, then: &str) {
+fn crash_case(name: &str, failpoint: &str, left: fn(&Left) -> bool, then: &[&str]) {
     let Some(log) = crash_at(name, failpoint, 3, |l| assert!(left(l), "{l:?}")) else {
         return;
     };
-    assert!(log.contains(then), "{log}");
+    for t in then {
+        assert!(log.contains(t), "{t}: {log}");
+    }
 }
+
+/// The next worker's sweep removed what the crashed flush published,
+/// listing only the days its intent record named.
+const SWEPT_BY_INTENT: [&str; 2] = [
+    "removed output published after the last checkpoint",
+    "\"intent\"",
+];
 
 #[test]
 fn kafka_crash_after_a_file_is_published_leaves_one_copy_of_every_row() {
@@ -185,7 +194,19 @@ fn kafka_crash_after_a_file_is_published_leaves_one_copy_of_every_row() {
         "crash-publish",
         "flush.after_publish",
         output_past_a_checkpoint,
-        "removed output published after the last checkpoint",
+        &SWEPT_BY_INTENT,
+    );
+}
+
+/// A crash after a flush's intent record, before its first file: nothing
+/// of that flush is out, and the next worker reads its records again.
+#[test]
+fn kafka_crash_after_the_intent_record_publishes_every_row_once() {
+    crash_case(
+        "crash-intent",
+        "flush.after_intent",
+        |l| !output_past_a_checkpoint(l),
+        &["restored the partition's checkpoint"],
     );
 }
 
@@ -195,7 +216,7 @@ fn kafka_crash_after_the_acks_leaves_one_copy_of_every_row() {
         "crash-acks",
         "flush.after_acks",
         output_past_a_checkpoint,
-        "removed output published after the last checkpoint",
+        &SWEPT_BY_INTENT,
     );
 }
 
@@ -205,7 +226,7 @@ fn kafka_crash_after_a_checkpoint_resumes_from_it() {
         "crash-ckpt",
         "flush.after_checkpoint",
         checkpoint_ahead_of_commit,
-        "restored the partition's checkpoint",
+        &["restored the partition's checkpoint"],
     );
 }
 
@@ -215,7 +236,7 @@ fn kafka_crash_before_the_commit_resumes_from_the_checkpoints() {
         "crash-commit",
         "flush.before_commit",
         checkpoint_ahead_of_commit,
-        "restored the partition's checkpoint",
+        &["restored the partition's checkpoint"],
     );
 }
 

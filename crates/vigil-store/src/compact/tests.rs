@@ -484,7 +484,8 @@ fn a_crashed_workers_sweep_and_replay_after_compaction_leave_one_copy() {
             assert_eq!(r.not_yet, 2 * 4);
         }
         // The worker restarts: sweep, then the replay in other ranges.
-        let swept = crate::remove_partition_files_from(root, SOURCE, P, checkpoint, 0).unwrap();
+        let swept =
+            crate::remove_partition_files_from(root, SOURCE, P, checkpoint, 0, None).unwrap();
         assert_eq!(swept, 2 * 4);
         let mut aggs = AggregatesWriter::new(root, wcfg()).unwrap();
         let mut alerts = AlertsWriter::new(root, wcfg()).unwrap();

@@ -71,6 +71,13 @@ struct WorkerProc {
 
 impl WorkerProc {
     /// SIGTERM, then waits for a clean exit; returns the log.
+    /// Sends the process signal `sig` (`kill` syntax: `-STOP`, `-CONT`).
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     fn stop(mut self) -> String {
         let mut child = self.child.take().unwrap();
         let st = Command::new("kill")
@@ -339,20 +346,27 @@ impl Env {
 
     /// Waits until the group committed everything produced so far.
     fn wait_committed(&self, worker: &[&WorkerProc]) {
+        self.wait_committed_within(Duration::from_secs(120), || {
+            let logs: Vec<String> = worker.iter().map(|w| w.log()).collect();
+            logs.join("\n----\n")
+        });
+    }
+
+    /// Waits (at most `within`) until the group committed every record of
+    /// the topic; on timeout panics with what `logs` returns.
+    fn wait_committed_within(&self, within: Duration, logs: impl Fn() -> String) {
         let ends = self.ends(&self.topic);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + within;
         loop {
             let c = self.committed();
             if c.iter().zip(&ends).all(|(c, e)| *e == 0 || *c == *e) {
                 return;
             }
-            if Instant::now() > deadline {
-                let logs: Vec<String> = worker.iter().map(|w| w.log()).collect();
-                panic!(
-                    "committed {c:?}, want {ends:?}; worker logs:\n{}",
-                    logs.join("\n----\n")
-                );
-            }
+            assert!(
+                Instant::now() < deadline,
+                "committed {c:?}, want {ends:?}; worker logs:\n{}",
+                logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

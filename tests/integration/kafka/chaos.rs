@@ -119,20 +119,8 @@ impl Group<'_> {
 
     /// Waits until the group committed everything produced.
     fn wait_committed(&self) {
-        let ends = self.env.ends(&self.env.topic);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let c = self.env.committed();
-            if c.iter().zip(&ends).all(|(c, e)| *e == 0 || c == e) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "committed {c:?}, want {ends:?}:\n{}",
-                self.all_logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.env
+            .wait_committed_within(Duration::from_secs(180), || self.all_logs());
     }
 }
 
@@ -185,25 +173,11 @@ fn kafka_chaos_kills_pause_outage_and_scaling_lose_and_duplicate_nothing() {
     // was in a flush, docs/kafka.md "Fencing").
     let live = g.live();
     let frozen = live[moments.pick(live.len())];
-    let pid = g.slots[frozen]
-        .as_ref()
-        .unwrap()
-        .child
-        .as_ref()
-        .unwrap()
-        .id();
-    let sig = |s: &str| {
-        assert!(Command::new("kill")
-            .args([s, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success());
-    };
     std::thread::sleep(moments.millis(1000));
-    sig("-STOP");
+    g.slots[frozen].as_ref().unwrap().signal("-STOP");
     env.produce(&slice(40, 50));
     std::thread::sleep(SESSION + Duration::from_secs(3));
-    sig("-CONT");
+    g.slots[frozen].as_ref().unwrap().signal("-CONT");
     // The broker stopped for 20 s and started again with its data.
     std::thread::sleep(moments.millis(2000));
     broker.kill();

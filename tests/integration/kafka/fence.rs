@@ -13,13 +13,6 @@
 
 use super::*;
 
-/// `kill -<sig> <pid>`.
-fn signal(w: &WorkerProc, sig: &str) {
-    let pid = w.child.as_ref().unwrap().id().to_string();
-    let st = Command::new("kill").args([sig, &pid]).status().unwrap();
-    assert!(st.success(), "kill {sig} {pid}");
-}
-
 /// The process state letter of `/proc/<pid>/stat` (`T`: stopped).
 fn proc_state(w: &WorkerProc) -> Option<char> {
     let pid = w.child.as_ref()?.id();
@@ -86,7 +79,7 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
     env.wait_committed(&[&owner, &zombie]);
     let committed = env.committed();
     let owner_files = aggregate_files(&env);
-    signal(&zombie, "-CONT");
+    zombie.signal("-CONT");
     wait_for(
         "the zombie to fence itself",
         Duration::from_secs(60),

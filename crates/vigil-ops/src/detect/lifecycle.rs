@@ -230,6 +230,7 @@ mod tests {
                 start_ms: 0,
                 end_ms: 100,
                 reason: None,
+                every: None,
             }],
             ..RuleSet::default()
         };

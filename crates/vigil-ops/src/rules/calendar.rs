@@ -1,6 +1,53 @@
 //! Calendar helpers: proleptic Gregorian dates to and from day counts,
-//! and the UTC minute format of alert summaries. No time zone data: the
-//! pipeline works in UTC.
+//! the UTC minute format of alert summaries, and the local-time pieces of
+//! rules files (weekday names, `HH:MM`, IANA time zones through
+//! `chrono-tz`) for schedules that follow a tenant's clock.
+
+use chrono::{NaiveDateTime, TimeZone, Weekday};
+use chrono_tz::Tz;
+
+/// The weekday names rules files use, Monday first.
+pub const WEEKDAYS: [(&str, Weekday); 7] = [
+    ("mon", Weekday::Mon),
+    ("tue", Weekday::Tue),
+    ("wed", Weekday::Wed),
+    ("thu", Weekday::Thu),
+    ("fri", Weekday::Fri),
+    ("sat", Weekday::Sat),
+    ("sun", Weekday::Sun),
+];
+
+/// The weekday named `name` (`mon` .. `sun`).
+pub fn weekday_named(name: &str) -> Option<Weekday> {
+    WEEKDAYS.iter().find(|(n, _)| *n == name).map(|(_, w)| *w)
+}
+
+/// Minutes after midnight of a local time `HH:MM` (00:00 to 24:00).
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+}
+
+/// The instant (ms since the epoch) of local time `local` in `tz`. A time
+/// that occurs twice (clocks going back) is the first; one that does not
+/// occur (clocks going forward) is the instant the gap ends, as a
+/// scheduler that fires "at 02:30" on that night would.
+pub fn local_instant_ms(tz: Tz, local: NaiveDateTime) -> Option<i64> {
+    if let Some(t) = tz.from_local_datetime(&local).earliest() {
+        return Some(t.timestamp_millis());
+    }
+    // In a gap: the first local minute after it that exists.
+    (1..=24 * 60).find_map(|m| {
+        let later = local + chrono::Duration::minutes(m);
+        tz.from_local_datetime(&later)
+            .earliest()
+            .map(|t| t.timestamp_millis())
+    })
+}
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's
 /// `days_from_civil`).

@@ -53,7 +53,9 @@ pub const DEFAULT_RULES_TOML: &str = include_str!("../../../../config/rules.toml
 
 /// A maintenance window (`[[maintenance]]`): alerts whose event time falls
 /// in `[start_ms, end_ms)` for the tenant (and agent, if given) are emitted
-/// with `suppressed = true`.
+/// with `suppressed = true`. A recurring window ([`Recurrence`], e.g. a
+/// weekly patch night in the tenant's time zone) covers only its
+/// occurrences, between `start_ms` and `end_ms` when given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceWindow {
@@ -69,6 +71,62 @@ pub struct MaintenanceWindow {
     /// Free text, e.g. a change ticket.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The occurrences of a recurring window (`None`: one window,
+    /// `[start_ms, end_ms)`).
+    #[serde(default)]
+    pub every: Option<Recurrence>,
+}
+
+/// The occurrences of a recurring maintenance window: at a local time on
+/// some weekdays, for a duration, in an IANA time zone (daylight saving
+/// time included: 22:00 stays 22:00 local all year).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recurrence {
+    /// IANA time zone name of `at` (`UTC` by default).
+    pub time_zone: String,
+    /// Weekdays an occurrence starts on (`mon` .. `sun`); every day when
+    /// empty.
+    pub days: Vec<String>,
+    /// Local start time, minutes after midnight (0 ..= 1439).
+    pub at_min: u32,
+    /// Length of each occurrence in ms (at most 7 days).
+    pub duration_ms: i64,
+}
+
+/// The longest occurrence of a recurring window.
+pub const MAX_OCCURRENCE_MS: i64 = 7 * 86_400_000;
+
+impl Recurrence {
+    /// Whether an occurrence covers `t_ms`: one that starts on a listed
+    /// day at `at` local time, at most `duration` before `t_ms`.
+    pub fn covers(&self, t_ms: i64) -> bool {
+        use chrono::{Datelike as _, TimeZone as _};
+        let tz: chrono_tz::Tz = self.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC);
+        let Some(t) = chrono::Utc.timestamp_millis_opt(t_ms).single() else {
+            return false;
+        };
+        let today = t.with_timezone(&tz).date_naive();
+        let back = (self.duration_ms.clamp(0, MAX_OCCURRENCE_MS) + 86_399_999) / 86_400_000;
+        // One more day back: a UTC offset change can move a start across
+        // local midnight relative to `t`.
+        (0..=back + 1).any(|k| {
+            let Some(day) = today.checked_sub_days(chrono::Days::new(k as u64)) else {
+                return false;
+            };
+            let listed = self.days.is_empty()
+                || self
+                    .days
+                    .iter()
+                    .any(|d| calendar::weekday_named(d) == Some(day.weekday()));
+            let Some(local) = day.and_hms_opt(self.at_min / 60, self.at_min % 60, 0) else {
+                return false;
+            };
+            listed
+                && calendar::local_instant_ms(tz, local)
+                    .is_some_and(|s| s <= t_ms && t_ms < s.saturating_add(self.duration_ms))
+        })
+    }
 }
 
 impl MaintenanceWindow {
@@ -78,6 +136,7 @@ impl MaintenanceWindow {
             && self.agent.as_deref().is_none_or(|a| a == agent)
             && self.start_ms <= t_ms
             && t_ms < self.end_ms
+            && self.every.as_ref().is_none_or(|r| r.covers(t_ms))
     }
 }
 

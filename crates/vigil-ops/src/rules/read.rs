@@ -15,8 +15,8 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::calendar::days_from_civil;
-use super::{MaintenanceWindow, RuleProblem, RuleSet, RulesError};
+use super::calendar::{days_from_civil, parse_hhmm, weekday_named};
+use super::{MaintenanceWindow, Recurrence, RuleProblem, RuleSet, RulesError, MAX_OCCURRENCE_MS};
 use crate::detect::registry::FAMILY_KEYS;
 use crate::model::Severity;
 
@@ -524,30 +524,178 @@ impl<'a> Cx<'a> {
     }
 
     fn maintenance(&mut self, path: &str, val: &Val<'_>) -> Option<MaintenanceWindow> {
-        const KEYS: &[&str] = &["tenant", "agent", "start", "end", "reason"];
+        const KEYS: &[&str] = &[
+            "tenant",
+            "agent",
+            "start",
+            "end",
+            "reason",
+            "at",
+            "days",
+            "duration",
+            "time_zone",
+        ];
         let t = self.fields(path, val, KEYS)?;
         let span = val.span();
         let tenant = self.string(t, &span, path, "tenant", true);
         let agent_ok = !t.contains_key("agent");
         let agent = self.string(t, &span, path, "agent", false);
         let reason = self.string(t, &span, path, "reason", false);
-        let start = self.instant(t, &span, path, "start");
-        let end = self.instant(t, &span, path, "end");
-        if let (Some((s, _)), Some((e, espan))) = (start.clone(), end.clone()) {
+        let recurring = t.contains_key("at");
+        let mut stray = false;
+        let (start, end) = if recurring {
+            // Optional bounds of the recurrence.
+            let start = match t.contains_key("start") {
+                true => self.instant(t, &span, path, "start").map(Some),
+                false => Some(None),
+            };
+            let end = match t.contains_key("end") {
+                true => self.instant(t, &span, path, "end").map(Some),
+                false => Some(None),
+            };
+            (start, end)
+        } else {
+            for key in ["days", "duration", "time_zone"] {
+                if let Some(v) = t.get(key) {
+                    self.problem(
+                        v.span(),
+                        format!("{path}.{key}"),
+                        "only for a recurring window (one with `at`)",
+                    );
+                    stray = true;
+                }
+            }
+            (
+                self.instant(t, &span, path, "start").map(Some),
+                self.instant(t, &span, path, "end").map(Some),
+            )
+        };
+        if let (Some(Some((s, _))), Some(Some((e, espan)))) = (start.clone(), end.clone()) {
             if e <= s {
                 self.problem(espan, format!("{path}.end"), "must be after start");
                 return None;
             }
         }
+        let every = if recurring {
+            Some(self.recurrence(t, &span, path))
+        } else {
+            None
+        };
         if agent.is_none() && !agent_ok {
+            return None;
+        }
+        let every = match every {
+            Some(r) => Some(r?),
+            None => None,
+        };
+        if stray {
             return None;
         }
         Some(MaintenanceWindow {
             tenant: tenant?,
             agent,
-            start_ms: start?.0,
-            end_ms: end?.0,
+            start_ms: start?.map_or(i64::MIN, |s| s.0),
+            end_ms: end?.map_or(i64::MAX, |e| e.0),
             reason,
+            every,
+        })
+    }
+
+    /// The occurrences of a recurring maintenance window: `at`
+    /// (required, local `HH:MM`), `duration` (required, at most 7 days),
+    /// `days` and `time_zone` (optional).
+    fn recurrence(
+        &mut self,
+        t: &DeTable<'_>,
+        span: &Range<usize>,
+        path: &str,
+    ) -> Option<Recurrence> {
+        let mut ok = true;
+        let at = t.get("at").and_then(|v| {
+            let m = v
+                .get_ref()
+                .as_str()
+                .and_then(parse_hhmm)
+                .filter(|&m| m < 24 * 60);
+            if m.is_none() {
+                self.problem(
+                    v.span(),
+                    format!("{path}.at"),
+                    "expected a local time \"HH:MM\" (00:00 to 23:59)",
+                );
+            }
+            m
+        });
+        if !t.contains_key("duration") {
+            self.missing(span.clone(), path, "duration");
+        }
+        let duration = self.duration(t, path, "duration").and_then(|d| {
+            let ms = d.as_millis() as i64;
+            if ms > MAX_OCCURRENCE_MS {
+                let sp = t.get("duration").map_or(span.clone(), |v| v.span());
+                self.problem(sp, format!("{path}.duration"), "must be at most 7 days");
+                None
+            } else {
+                Some(ms)
+            }
+        });
+        let mut time_zone = "UTC".to_string();
+        if let Some(v) = t.get("time_zone") {
+            match self.string(t, span, path, "time_zone", false) {
+                Some(z) if z.parse::<chrono_tz::Tz>().is_ok() => time_zone = z,
+                Some(z) => {
+                    self.problem(
+                        v.span(),
+                        format!("{path}.time_zone"),
+                        format!(
+                            "unknown time zone {z:?} (use an IANA name such as \"Europe/Berlin\")"
+                        ),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        let mut days = Vec::new();
+        if let Some(v) = t.get("days") {
+            match v.get_ref() {
+                DeValue::Array(items) if !items.is_empty() => {
+                    for (i, it) in items.iter().enumerate() {
+                        match it.get_ref().as_str().filter(|d| weekday_named(d).is_some()) {
+                            Some(d) => days.push(d.to_string()),
+                            None => {
+                                self.problem(
+                                    it.span(),
+                                    format!("{path}.days[{i}]"),
+                                    "expected one of: \"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"",
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                other => {
+                    self.problem(
+                        v.span(),
+                        format!("{path}.days"),
+                        format!(
+                            "expected a non-empty array of day names, found {}",
+                            match other {
+                                DeValue::Array(_) => "an empty array",
+                                o => o.type_str(),
+                            }
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let (at_min, duration_ms) = (at?, duration?);
+        ok.then_some(Recurrence {
+            time_zone,
+            days,
+            at_min,
+            duration_ms,
         })
     }
 

@@ -307,6 +307,98 @@ fn syntax_errors_have_positions() {
     assert_eq!(e.problems[0].line, 2, "{e}");
 }
 
+/// ms of a UTC date-time.
+fn utc(y: i64, mo: u32, d: u32, h: i64, mi: i64) -> i64 {
+    days_from_civil(y, mo, d) * 86_400_000 + h * 3_600_000 + mi * 60_000
+}
+
+/// A weekly patch night, Saturday 22:00 to Sunday 02:00 in Berlin, follows
+/// the local clock across daylight saving time: 21:00Z in summer (UTC+2 →
+/// 20:00Z) and winter (UTC+1 → 21:00Z), exact at both edges.
+#[test]
+fn recurring_maintenance_windows_follow_the_tenants_clock() {
+    let r = RuleSet::from_toml(
+        r#"
+[[maintenance]]
+tenant = "acme"
+at = "22:00"
+days = ["sat"]
+duration = "4h"
+time_zone = "Europe/Berlin"
+reason = "patch night"
+start = 2026-01-01T00:00:00Z
+"#,
+        "m",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let covered = |t: i64| r.in_maintenance("acme", "a1", t);
+    // Saturday 2026-07-04, CEST (UTC+2): 20:00Z .. 00:00Z.
+    let summer = utc(2026, 7, 4, 20, 0);
+    assert!(!covered(summer - 1));
+    assert!(covered(summer));
+    assert!(covered(summer + 4 * 3_600_000 - 1));
+    assert!(!covered(summer + 4 * 3_600_000));
+    // Saturday 2026-11-07, CET (UTC+1): 21:00Z .. 01:00Z (Sunday).
+    let winter = utc(2026, 11, 7, 21, 0);
+    assert!(!covered(winter - 1));
+    assert!(covered(winter));
+    assert!(covered(winter + 4 * 3_600_000 - 1));
+    assert!(!covered(winter + 4 * 3_600_000));
+    // Not on other days, nor before the bound, nor for other tenants.
+    assert!(!covered(utc(2026, 11, 6, 21, 30)));
+    assert!(!covered(utc(2025, 11, 8, 21, 30)));
+    assert!(!r.in_maintenance("globex", "a1", winter));
+    // The night clocks go forward (2026-03-29 02:00 → 03:00 local) and
+    // back (2026-10-25): a daily 02:30 window of 1 h.
+    let r = RuleSet::from_toml(
+        "[[maintenance]]\ntenant = \"t\"\nat = \"02:30\"\nduration = \"1h\"\ntime_zone = \"Europe/Berlin\"\n",
+        "m",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // 02:30 does not exist on 2026-03-29: the occurrence starts when the
+    // gap ends, 03:00 CEST = 01:00Z.
+    assert!(!r.in_maintenance("t", "a", utc(2026, 3, 29, 0, 59)));
+    assert!(r.in_maintenance("t", "a", utc(2026, 3, 29, 1, 0)));
+    assert!(!r.in_maintenance("t", "a", utc(2026, 3, 29, 2, 0)));
+    // 02:30 occurs twice on 2026-10-25: the first, 02:30 CEST = 00:30Z.
+    assert!(r.in_maintenance("t", "a", utc(2026, 10, 25, 0, 30)));
+    assert!(!r.in_maintenance("t", "a", utc(2026, 10, 25, 0, 29)));
+    // An ordinary day: 02:30 CET = 01:30Z.
+    assert!(r.in_maintenance("t", "a", utc(2026, 11, 2, 1, 30)));
+    assert!(!r.in_maintenance("t", "a", utc(2026, 11, 2, 2, 30)));
+}
+
+#[test]
+fn recurring_maintenance_windows_are_validated() {
+    for (toml, want) in [
+        ("at = \"25:00\"\nduration = \"1h\"", "m[0].at"),
+        ("at = \"22:00\"", "m[0].duration: missing required field"),
+        ("at = \"22:00\"\nduration = \"8d\"", "at most 7 days"),
+        (
+            "at = \"22:00\"\nduration = \"1h\"\ndays = [\"sab\"]",
+            "m[0].days[0]",
+        ),
+        (
+            "at = \"22:00\"\nduration = \"1h\"\ndays = []",
+            "non-empty array",
+        ),
+        (
+            "at = \"22:00\"\nduration = \"1h\"\ntime_zone = \"Mars/Olympus\"",
+            "unknown time zone",
+        ),
+        (
+            "start = 0\nend = 5\ndays = [\"sat\"]",
+            "only for a recurring window",
+        ),
+    ] {
+        let text =
+            format!("[[maintenance]]\ntenant = \"t\"\n{toml}\n").replace("m[0]", "maintenance[0]");
+        let e = err(&text).to_string();
+        let want = want.replace("m[0]", "maintenance[0]");
+        assert!(e.contains(&want), "{toml}: {e}");
+    }
+}
+
 #[test]
 fn maintenance_windows() {
     let r = RuleSet::from_toml(
@@ -351,4 +443,39 @@ fn civil_round_trip() {
     }
     assert_eq!(format_utc_minute(0), "1970-01-01T00:00Z");
     assert_eq!(format_utc_minute(1_772_402_700_000), "2026-03-01T22:05Z");
+}
+
+proptest::proptest! {
+    /// In UTC a daily window is plain arithmetic: `t` is covered exactly
+    /// when its time of day lies in `[at, at + duration)`, wrapping past
+    /// midnight; weekday lists pick the occurrences by their start day.
+    #[test]
+    fn recurring_windows_in_utc_match_arithmetic(
+        t in 0i64..4_000_000_000_000,
+        at_min in 0u32..1440,
+        duration_ms in 1i64..(3 * 86_400_000),
+        weekly in proptest::bool::ANY,
+    ) {
+        let r = crate::rules::Recurrence {
+            time_zone: "UTC".into(),
+            days: if weekly { vec!["wed".into()] } else { Vec::new() },
+            at_min,
+            duration_ms,
+        };
+        const DAY: i64 = 86_400_000;
+        let at = i64::from(at_min) * 60_000;
+        // The latest start at or before t, and the ones before it.
+        let mut start = t.div_euclid(DAY) * DAY + at;
+        if start > t {
+            start -= DAY;
+        }
+        let want = (0..=3).any(|k| {
+            let s = start - k * DAY;
+            // 1970-01-01 was a Thursday: with Monday as 0, day d of the
+            // epoch is weekday (d + 3) mod 7, and Wednesday is 2.
+            let wed = (s.div_euclid(DAY) + 3).rem_euclid(7) == 2;
+            (!weekly || wed) && s <= t && t < s + duration_ms
+        });
+        proptest::prop_assert_eq!(r.covers(t), want);
+    }
 }

@@ -12,6 +12,11 @@
 //! the protobuf envelope; mutated real records reach validation, dedup,
 //! windows and detectors. The run is deterministic for a seed.
 //!
+//! The same mutated records also go to the buffer-reusing decoder
+//! ([`vigil_ops::decode::BatchDecoder`], one value reused over the whole
+//! run) and to prost: both must refuse the same records and decode the
+//! others to equal values.
+//!
 //! `VIGIL_FUZZ_EXECS` sets the number of executions (default 20,000 per
 //! format, the short run of the test suite); `VIGIL_FUZZ_SEED` the seed.
 //! The long run (10 M executions) is in BENCHMARKS.md "Fuzzing".
@@ -181,6 +186,49 @@ fn mutated_vigil_records_never_panic_and_each_gets_one_verdict() {
     // decoder would be exercised.
     assert!(accepted * 10 >= execs, "{accepted} of {execs}");
     assert!(accepted * 10 <= execs * 9, "{accepted} of {execs}");
+}
+
+/// Differential run of the two decoders over mutated records; returns
+/// how many both decoded.
+fn differential(execs: u64, seed: u64) -> u64 {
+    use prost::Message;
+    use vigil_proto::v1::TelemetryBatch;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let inputs = seeds();
+    let mut dec = vigil_ops::decode::BatchDecoder::default();
+    let mut reused = TelemetryBatch::default();
+    let mut decoded = 0;
+    for i in 0..execs {
+        let mut b = inputs[rng.random_range(0..inputs.len())].clone();
+        let other = &inputs[rng.random_range(0..inputs.len())];
+        for _ in 0..rng.random_range(0..5) {
+            mutate(&mut rng, &mut b, other);
+        }
+        let ours = dec.decode(&b, &mut reused);
+        match TelemetryBatch::decode(b.as_slice()) {
+            Ok(theirs) => {
+                assert_eq!(ours, Ok(()), "input {i}: prost decodes {b:?}");
+                // Compared as encodings: values bit for bit (NaN too).
+                assert_eq!(
+                    reused.encode_to_vec(),
+                    theirs.encode_to_vec(),
+                    "input {i}: {b:?}"
+                );
+                decoded += 1;
+            }
+            Err(e) => assert!(ours.is_err(), "input {i}: prost refuses ({e}) {b:?}"),
+        }
+    }
+    decoded
+}
+
+#[test]
+fn buffer_reusing_decoder_agrees_with_prost() {
+    let execs = env_u64("VIGIL_FUZZ_EXECS", 20_000);
+    let decoded = differential(execs, env_u64("VIGIL_FUZZ_SEED", 3));
+    eprintln!("decoders: {execs} executions, {decoded} decoded by both");
+    assert!(decoded * 10 >= execs, "{decoded} of {execs}");
+    assert!(decoded * 10 <= execs * 9, "{decoded} of {execs}");
 }
 
 #[test]

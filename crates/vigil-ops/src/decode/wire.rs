@@ -133,9 +133,18 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// Reads a string field into `dst`. A value equal to what `dst` holds
+    /// (a reused series' metric and labels, mostly) is neither validated
+    /// again nor copied.
     #[inline]
-    fn str(&mut self) -> Result<&'a str, WireError> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| WireError::Utf8)
+    fn str_into(&mut self, dst: &mut String) -> Result<(), WireError> {
+        let b = self.bytes()?;
+        if dst.as_bytes() != b {
+            let s = std::str::from_utf8(b).map_err(|_| WireError::Utf8)?;
+            dst.clear();
+            dst.push_str(s);
+        }
+        Ok(())
     }
 
     #[inline]
@@ -188,12 +197,6 @@ fn expect(wt: u8, want: u8) -> Result<(), WireError> {
     }
 }
 
-#[inline]
-fn set_str(dst: &mut String, s: &str) {
-    dst.clear();
-    dst.push_str(s);
-}
-
 /// Decodes `TelemetryBatch` records into one reused value. See the module
 /// docs.
 #[derive(Debug, Default, Clone)]
@@ -212,8 +215,6 @@ impl BatchDecoder {
     /// `clear` then `merge` would). On error `batch` holds what was decoded
     /// before the error.
     pub fn decode(&mut self, bytes: &[u8], batch: &mut TelemetryBatch) -> Result<(), WireError> {
-        batch.tenant_id.clear();
-        batch.agent_id.clear();
         batch.seq = 0;
         batch.sent_at_ms = 0;
         batch.agent = None;
@@ -237,16 +238,21 @@ impl BatchDecoder {
         n: &mut usize,
     ) -> Result<(), WireError> {
         let mut r = Reader { b: bytes, i: 0 };
+        // Strings keep the previous batch's value until read (so an equal
+        // one is not copied); those absent from this batch are emptied.
+        let (mut tenant, mut agent) = (false, false);
         while !r.done() {
             let (tag, wt) = r.key()?;
             match tag {
                 1 => {
                     expect(wt, LEN)?;
-                    set_str(&mut batch.tenant_id, r.str()?);
+                    r.str_into(&mut batch.tenant_id)?;
+                    tenant = true;
                 }
                 2 => {
                     expect(wt, LEN)?;
-                    set_str(&mut batch.agent_id, r.str()?);
+                    r.str_into(&mut batch.agent_id)?;
+                    agent = true;
                 }
                 3 => {
                     expect(wt, VARINT)?;
@@ -269,7 +275,6 @@ impl BatchDecoder {
                     }
                     let s = &mut batch.series[*n];
                     *n += 1;
-                    s.metric.clear();
                     s.timestamps_ms.clear();
                     s.values.clear();
                     series(b, s)?;
@@ -280,6 +285,12 @@ impl BatchDecoder {
                 }
                 _ => r.skip(tag, wt, RECURSION_LIMIT)?,
             }
+        }
+        if !tenant {
+            batch.tenant_id.clear();
+        }
+        if !agent {
+            batch.agent_id.clear();
         }
         Ok(())
     }
@@ -300,23 +311,25 @@ fn agent_info(b: &[u8], info: &mut AgentInfo) -> Result<(), WireError> {
             }
         };
         expect(wt, LEN)?;
-        set_str(dst, r.str()?);
+        r.str_into(dst)?;
     }
     Ok(())
 }
 
-/// Decodes a `Series` message into `s`, whose metric and point vectors
-/// are empty and whose labels are those of an earlier series (reused).
+/// Decodes a `Series` message into `s`, whose point vectors are empty and
+/// whose metric and labels are those of an earlier series (reused).
 fn series(b: &[u8], s: &mut Series) -> Result<(), WireError> {
     let mut r = Reader { b, i: 0 };
     let mut labels = 0usize;
+    let mut metric = false;
     let res = (|| {
         while !r.done() {
             let (tag, wt) = r.key()?;
             match tag {
                 1 => {
                     expect(wt, LEN)?;
-                    set_str(&mut s.metric, r.str()?);
+                    r.str_into(&mut s.metric)?;
+                    metric = true;
                 }
                 2 => {
                     expect(wt, LEN)?;
@@ -326,8 +339,6 @@ fn series(b: &[u8], s: &mut Series) -> Result<(), WireError> {
                     }
                     let l = &mut s.labels[labels];
                     labels += 1;
-                    l.key.clear();
-                    l.value.clear();
                     label(lb, l)?;
                 }
                 3 => match wt {
@@ -363,24 +374,41 @@ fn series(b: &[u8], s: &mut Series) -> Result<(), WireError> {
         Ok(())
     })();
     s.labels.truncate(labels);
+    if !metric {
+        s.metric.clear();
+    }
     res
 }
 
-/// Decodes a `Label` message into `l` (whose strings are empty).
+/// Decodes a `Label` message into `l` (whose strings are an earlier
+/// label's).
 fn label(b: &[u8], l: &mut Label) -> Result<(), WireError> {
     let mut r = Reader { b, i: 0 };
+    let (mut key, mut value) = (false, false);
     while !r.done() {
         let (tag, wt) = r.key()?;
         let dst = match tag {
-            1 => &mut l.key,
-            2 => &mut l.value,
+            1 => {
+                key = true;
+                &mut l.key
+            }
+            2 => {
+                value = true;
+                &mut l.value
+            }
             _ => {
                 r.skip(tag, wt, RECURSION_LIMIT - 2)?;
                 continue;
             }
         };
         expect(wt, LEN)?;
-        set_str(dst, r.str()?);
+        r.str_into(dst)?;
+    }
+    if !key {
+        l.key.clear();
+    }
+    if !value {
+        l.value.clear();
     }
     Ok(())
 }

@@ -28,8 +28,7 @@ use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
 use crate::model::{
     canonical_labels, is_canonical_of, AgentKey, AlertEvent, AlertStatus, SecurityEventRow,
-    SeriesMeta, StatusRow,
-    WindowAggregate,
+    SeriesMeta, StatusRow, WindowAggregate,
 };
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;

@@ -16,8 +16,17 @@
 //! scalar or string field wins, strings must be UTF-8, varints at most 10
 //! bytes without overflow, and unknown groups nest at most as deep as
 //! prost's recursion limit allows.
+//!
+//! Status reports and security events (fields 10 and 11) are decoded here
+//! too, into the reports and events of the previous batch (cleared, their
+//! strings and vectors kept), by the same rules. A batch without them
+//! touches neither list beyond emptying it, so the metric path stays as
+//! it was.
 
-use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
+use vigil_proto::v1::{
+    AgentInfo, AntivirusStatus, BackupStatus, Label, MissingPatches, SecurityEvent, Series,
+    StatusReport, TelemetryBatch,
+};
 
 /// Why a record is not a `TelemetryBatch` (the detail of a `decode`
 /// refusal).
@@ -219,15 +228,20 @@ impl BatchDecoder {
         batch.sent_at_ms = 0;
         batch.agent = None;
         batch.boot_id = 0;
-        let mut n = 0usize;
+        let mut n = Counts::default();
         let r = self.batch(bytes, batch, &mut n);
         // Series beyond this batch's count keep their buffers for later.
-        if batch.series.len() > n {
+        if batch.series.len() > n.series {
             let room = SPARE_KEEP.saturating_sub(self.spare.len());
-            let keep = (batch.series.len() - n).min(room);
-            self.spare.extend(batch.series.drain(n..n + keep));
-            batch.series.truncate(n);
+            let keep = (batch.series.len() - n.series).min(room);
+            let from = n.series;
+            self.spare.extend(batch.series.drain(from..from + keep));
+            batch.series.truncate(n.series);
         }
+        // Reports and events are rare (a status cycle is hours): those
+        // beyond this batch's count are dropped, not kept aside.
+        batch.status.truncate(n.status);
+        batch.security_events.truncate(n.events);
         r
     }
 
@@ -235,7 +249,7 @@ impl BatchDecoder {
         &mut self,
         bytes: &[u8],
         batch: &mut TelemetryBatch,
-        n: &mut usize,
+        n: &mut Counts,
     ) -> Result<(), WireError> {
         let mut r = Reader { b: bytes, i: 0 };
         // Strings keep the previous batch's value until read (so an equal
@@ -270,11 +284,11 @@ impl BatchDecoder {
                 6 => {
                     expect(wt, LEN)?;
                     let b = r.bytes()?;
-                    if *n == batch.series.len() {
+                    if n.series == batch.series.len() {
                         batch.series.push(self.spare.pop().unwrap_or_default());
                     }
-                    let s = &mut batch.series[*n];
-                    *n += 1;
+                    let s = &mut batch.series[n.series];
+                    n.series += 1;
                     s.timestamps_ms.clear();
                     s.values.clear();
                     series(b, s)?;
@@ -282,6 +296,18 @@ impl BatchDecoder {
                 9 => {
                     expect(wt, VARINT)?;
                     batch.boot_id = r.varint()?;
+                }
+                10 => {
+                    expect(wt, LEN)?;
+                    let b = r.bytes()?;
+                    let s = reused(&mut batch.status, &mut n.status);
+                    status_report(b, s)?;
+                }
+                11 => {
+                    expect(wt, LEN)?;
+                    let b = r.bytes()?;
+                    let e = reused(&mut batch.security_events, &mut n.events);
+                    security_event(b, e)?;
                 }
                 _ => r.skip(tag, wt, RECURSION_LIMIT)?,
             }
@@ -294,6 +320,235 @@ impl BatchDecoder {
         }
         Ok(())
     }
+}
+
+/// How many series, status reports and security events the batch being
+/// decoded has so far (the entries of its lists in use).
+#[derive(Debug, Default)]
+struct Counts {
+    series: usize,
+    status: usize,
+    events: usize,
+}
+
+/// The next entry of `list` (`*n` of them in use): an earlier batch's,
+/// reset to the default value with its buffers kept, or a new one.
+fn reused<'a, T: Reset>(list: &'a mut Vec<T>, n: &mut usize) -> &'a mut T {
+    if *n == list.len() {
+        list.push(T::default());
+    } else {
+        list[*n].reset();
+    }
+    *n += 1;
+    &mut list[*n - 1]
+}
+
+/// A message reset to its default value, keeping its allocations.
+trait Reset: Default {
+    fn reset(&mut self);
+}
+
+impl Reset for StatusReport {
+    fn reset(&mut self) {
+        let StatusReport {
+            observed_at_ms,
+            missing_patches,
+            patches_reported,
+            last_patch_install_ok_ms,
+            last_patch_install_failed_ms,
+            antivirus,
+            backup,
+            agent_version,
+            last_boot_ms,
+        } = self;
+        *observed_at_ms = 0;
+        missing_patches.clear();
+        *patches_reported = false;
+        *last_patch_install_ok_ms = 0;
+        *last_patch_install_failed_ms = 0;
+        *antivirus = None;
+        *backup = None;
+        agent_version.clear();
+        *last_boot_ms = 0;
+    }
+}
+
+impl Reset for SecurityEvent {
+    fn reset(&mut self) {
+        let SecurityEvent {
+            timestamp_ms,
+            kind,
+            user,
+            source_address,
+            technician,
+            session_id,
+            privilege,
+            granted,
+            actor,
+        } = self;
+        *timestamp_ms = 0;
+        *kind = 0;
+        for s in [
+            user,
+            source_address,
+            technician,
+            session_id,
+            privilege,
+            actor,
+        ] {
+            s.clear();
+        }
+        *granted = false;
+    }
+}
+
+/// Reads a `bool` field as prost does (any non-zero varint is true).
+#[inline]
+fn bool_field(r: &mut Reader<'_>, wt: u8) -> Result<bool, WireError> {
+    expect(wt, VARINT)?;
+    Ok(r.varint()? != 0)
+}
+
+/// Reads an `int64` field (two's complement varint).
+#[inline]
+fn i64_field(r: &mut Reader<'_>, wt: u8) -> Result<i64, WireError> {
+    expect(wt, VARINT)?;
+    Ok(r.varint()? as i64)
+}
+
+/// Reads an `int32` or enum field: the varint's low 32 bits, as prost
+/// keeps them.
+#[inline]
+fn i32_field(r: &mut Reader<'_>, wt: u8) -> Result<i32, WireError> {
+    expect(wt, VARINT)?;
+    Ok(r.varint()? as i32)
+}
+
+/// Merges a `StatusReport` message (field 10, one nesting level) into
+/// `s`, which holds the default value.
+fn status_report(b: &[u8], s: &mut StatusReport) -> Result<(), WireError> {
+    let mut r = Reader { b, i: 0 };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => s.observed_at_ms = i64_field(&mut r, wt)?,
+            2 => {
+                expect(wt, LEN)?;
+                let mb = r.bytes()?;
+                let mut m = MissingPatches::default();
+                missing_patches(mb, &mut m)?;
+                s.missing_patches.push(m);
+            }
+            3 => s.patches_reported = bool_field(&mut r, wt)?,
+            4 => s.last_patch_install_ok_ms = i64_field(&mut r, wt)?,
+            5 => s.last_patch_install_failed_ms = i64_field(&mut r, wt)?,
+            6 => {
+                expect(wt, LEN)?;
+                let ab = r.bytes()?;
+                antivirus(ab, s.antivirus.get_or_insert_with(AntivirusStatus::default))?;
+            }
+            7 => {
+                expect(wt, LEN)?;
+                let bb = r.bytes()?;
+                backup(bb, s.backup.get_or_insert_with(BackupStatus::default))?;
+            }
+            8 => {
+                expect(wt, LEN)?;
+                r.str_into(&mut s.agent_version)?;
+            }
+            9 => s.last_boot_ms = i64_field(&mut r, wt)?,
+            _ => r.skip(tag, wt, RECURSION_LIMIT - 1)?,
+        }
+    }
+    Ok(())
+}
+
+/// Merges a `MissingPatches` message (two nesting levels) into `m`.
+fn missing_patches(b: &[u8], m: &mut MissingPatches) -> Result<(), WireError> {
+    let mut r = Reader { b, i: 0 };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => m.severity = i32_field(&mut r, wt)?,
+            2 => {
+                expect(wt, VARINT)?;
+                m.count = r.varint()? as u32;
+            }
+            3 => m.oldest_missing_since_ms = i64_field(&mut r, wt)?,
+            _ => r.skip(tag, wt, RECURSION_LIMIT - 2)?,
+        }
+    }
+    Ok(())
+}
+
+/// Merges an `AntivirusStatus` message (two nesting levels) into `a`.
+fn antivirus(b: &[u8], a: &mut AntivirusStatus) -> Result<(), WireError> {
+    let mut r = Reader { b, i: 0 };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => {
+                expect(wt, LEN)?;
+                r.str_into(&mut a.product)?;
+            }
+            2 => a.enabled = bool_field(&mut r, wt)?,
+            3 => a.definitions_updated_ms = i64_field(&mut r, wt)?,
+            4 => a.last_scan_ms = i64_field(&mut r, wt)?,
+            _ => r.skip(tag, wt, RECURSION_LIMIT - 2)?,
+        }
+    }
+    Ok(())
+}
+
+/// Merges a `BackupStatus` message (two nesting levels) into `k`.
+fn backup(b: &[u8], k: &mut BackupStatus) -> Result<(), WireError> {
+    let mut r = Reader { b, i: 0 };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => k.last_result = i32_field(&mut r, wt)?,
+            2 => k.last_run_ms = i64_field(&mut r, wt)?,
+            3 => k.last_success_ms = i64_field(&mut r, wt)?,
+            _ => r.skip(tag, wt, RECURSION_LIMIT - 2)?,
+        }
+    }
+    Ok(())
+}
+
+/// Merges a `SecurityEvent` message (field 11, one nesting level) into
+/// `e`, which holds the default value.
+fn security_event(b: &[u8], e: &mut SecurityEvent) -> Result<(), WireError> {
+    let mut r = Reader { b, i: 0 };
+    while !r.done() {
+        let (tag, wt) = r.key()?;
+        let dst = match tag {
+            1 => {
+                e.timestamp_ms = i64_field(&mut r, wt)?;
+                continue;
+            }
+            2 => {
+                e.kind = i32_field(&mut r, wt)?;
+                continue;
+            }
+            8 => {
+                e.granted = bool_field(&mut r, wt)?;
+                continue;
+            }
+            3 => &mut e.user,
+            4 => &mut e.source_address,
+            5 => &mut e.technician,
+            6 => &mut e.session_id,
+            7 => &mut e.privilege,
+            9 => &mut e.actor,
+            _ => {
+                r.skip(tag, wt, RECURSION_LIMIT - 1)?;
+                continue;
+            }
+        };
+        expect(wt, LEN)?;
+        r.str_into(dst)?;
+    }
+    Ok(())
 }
 
 /// Merges an `AgentInfo` message into `info`.
@@ -458,9 +713,21 @@ mod tests {
             proptest::option::of("[a-z]{0,3}"),
             proptest::collection::vec(series, 0..4),
             any::<u64>(),
+            proptest::collection::vec(any_report(), 0..3),
+            proptest::collection::vec(any_event(), 0..4),
         )
             .prop_map(
-                |(tenant_id, agent_id, seq, sent_at_ms, host, series, boot_id)| TelemetryBatch {
+                |(
+                    tenant_id,
+                    agent_id,
+                    seq,
+                    sent_at_ms,
+                    host,
+                    series,
+                    boot_id,
+                    status,
+                    security_events,
+                )| TelemetryBatch {
                     tenant_id,
                     agent_id,
                     seq,
@@ -471,10 +738,82 @@ mod tests {
                     }),
                     series,
                     boot_id,
-                    status: Vec::new(),
-                    security_events: Vec::new(),
+                    status,
+                    security_events,
                 },
             )
+    }
+
+    /// Any status report (scalars over their whole range, enums included
+    /// out of range, sub-messages present or not).
+    fn any_report() -> impl Strategy<Value = StatusReport> {
+        let missing = (any::<i32>(), any::<u32>(), any::<i64>()).prop_map(
+            |(severity, count, oldest_missing_since_ms)| MissingPatches {
+                severity,
+                count,
+                oldest_missing_since_ms,
+            },
+        );
+        let av = ("[A-Za-z é]{0,5}", any::<bool>(), any::<i64>(), any::<i64>()).prop_map(
+            |(product, enabled, definitions_updated_ms, last_scan_ms)| AntivirusStatus {
+                product,
+                enabled,
+                definitions_updated_ms,
+                last_scan_ms,
+            },
+        );
+        let backup = (any::<i32>(), any::<i64>(), any::<i64>()).prop_map(
+            |(last_result, last_run_ms, last_success_ms)| BackupStatus {
+                last_result,
+                last_run_ms,
+                last_success_ms,
+            },
+        );
+        (
+            any::<i64>(),
+            proptest::collection::vec(missing, 0..3),
+            any::<bool>(),
+            (any::<i64>(), any::<i64>(), any::<i64>()),
+            proptest::option::of(av),
+            proptest::option::of(backup),
+            "[0-9.]{0,6}",
+        )
+            .prop_map(
+                |(observed_at_ms, missing_patches, patches_reported, ts, antivirus, backup, v)| {
+                    StatusReport {
+                        observed_at_ms,
+                        missing_patches,
+                        patches_reported,
+                        last_patch_install_ok_ms: ts.0,
+                        last_patch_install_failed_ms: ts.1,
+                        antivirus,
+                        backup,
+                        agent_version: v,
+                        last_boot_ms: ts.2,
+                    }
+                },
+            )
+    }
+
+    /// Any security event.
+    fn any_event() -> impl Strategy<Value = SecurityEvent> {
+        (
+            any::<i64>(),
+            any::<i32>(),
+            proptest::collection::vec("[a-z0-9.é]{0,4}", 6),
+            any::<bool>(),
+        )
+            .prop_map(|(timestamp_ms, kind, s, granted)| SecurityEvent {
+                timestamp_ms,
+                kind,
+                user: s[0].clone(),
+                source_address: s[1].clone(),
+                technician: s[2].clone(),
+                session_id: s[3].clone(),
+                privilege: s[4].clone(),
+                granted,
+                actor: s[5].clone(),
+            })
     }
 
     /// Hand-made records prost and this decoder must agree on.
@@ -492,7 +831,7 @@ mod tests {
             &[0x32, 0x09, 0x22, 0x07, 0, 0, 0, 0, 0, 0, 0],
             // unknown varint, fixed32, fixed64 and length fields, a group
             &[
-                0x38, 0x01, 0x45, 0, 0, 0, 0, 0x51, 0, 0, 0, 0, 0, 0, 0, 0, 0x5a, 0x01, 0x00, 0x63,
+                0x38, 0x01, 0x45, 0, 0, 0, 0, 0x61, 0, 0, 0, 0, 0, 0, 0, 0, 0x6a, 0x01, 0x00, 0x63,
                 0x08, 0x01, 0x64,
             ],
             // a group closed with another field number, an end group alone
@@ -521,6 +860,46 @@ mod tests {
             &[0x2a, 0x03, 0x0a, 0x01, b'h', 0x2a, 0x03, 0x12, 0x01, b'l'],
             // a label field inside the series running past the series
             &[0x32, 0x03, 0x12, 0x05, 0x0a],
+            // status and security events with the wrong wire type
+            &[0x50, 0x01],
+            &[0x5d, 0, 0, 0, 0],
+            // a status report's known fields with the wrong wire type
+            &[0x52, 0x02, 0x0a, 0x00],
+            &[0x52, 0x02, 0x10, 0x01],
+            &[0x52, 0x02, 0x32, 0x00, 0x52, 0x03, 0x32, 0x01, 0x08],
+            &[0x5a, 0x02, 0x1d, 0x00],
+            // empty report and event, an empty antivirus and backup
+            &[0x52, 0x00, 0x5a, 0x00],
+            &[0x52, 0x04, 0x32, 0x00, 0x3a, 0x00],
+            // a report and an event between series, unknown fields in each
+            &[
+                0x32, 0x02, 0x0a, 0x00, 0x52, 0x04, 0x08, 0x07, 0x78, 0x01, 0x5a, 0x04, 0x10, 0x02,
+                0x60, 0x00, 0x32, 0x00,
+            ],
+            &[
+                0x52, 0x04, 0x78, 0x01, 0x08, 0x07, 0x5a, 0x04, 0x68, 0x00, 0x10, 0x02,
+            ],
+            // enum, uint32 and bool values over their type: truncated, or
+            // any non-zero as true
+            &[
+                0x5a, 0x0d, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x40,
+                0x02,
+            ],
+            &[
+                0x52, 0x0a, 0x12, 0x08, 0x08, 0x80, 0x80, 0x80, 0x80, 0x10, 0x10, 0x03,
+            ],
+            &[0x52, 0x08, 0x12, 0x06, 0x10, 0x80, 0x80, 0x80, 0x80, 0x10],
+            // antivirus, backup and a report field twice: merged, last wins
+            &[
+                0x52, 0x11, 0x32, 0x03, 0x0a, 0x01, b'a', 0x32, 0x02, 0x10, 0x01, 0x3a, 0x02, 0x08,
+                0x02, 0x08, 0x05, 0x08, 0x06,
+            ],
+            // strings that are not UTF-8 inside a report and an event
+            &[0x52, 0x04, 0x42, 0x02, 0xc3, 0x28],
+            &[0x52, 0x06, 0x32, 0x04, 0x0a, 0x02, 0xc3, 0x28],
+            &[0x5a, 0x04, 0x4a, 0x02, 0xc3, 0x28],
+            // a missing-patches entry running past its report
+            &[0x52, 0x03, 0x12, 0x05, 0x08],
         ];
         for c in cases {
             same_as_prost(&mut dec, &mut b, c);
@@ -536,6 +915,90 @@ mod tests {
             prost::encoding::encode_varint(s.len() as u64, &mut rec);
             rec.extend(s);
             same_as_prost(&mut dec, &mut b, &rec);
+            // The same inside a status report, a security event, and a
+            // report's antivirus and missing-patches entry (one level
+            // deeper).
+            let mut g = vec![0x63u8; depth];
+            g.extend(std::iter::repeat_n(0x64u8, depth));
+            let nested = |outer: u8, body: &[u8]| {
+                let mut v = vec![outer];
+                prost::encoding::encode_varint(body.len() as u64, &mut v);
+                v.extend_from_slice(body);
+                v
+            };
+            same_as_prost(&mut dec, &mut b, &nested(0x52, &g));
+            same_as_prost(&mut dec, &mut b, &nested(0x5a, &g));
+            same_as_prost(&mut dec, &mut b, &nested(0x52, &nested(0x32, &g)));
+            same_as_prost(&mut dec, &mut b, &nested(0x52, &nested(0x12, &g)));
+            same_as_prost(&mut dec, &mut b, &nested(0x52, &nested(0x3a, &g)));
+        }
+    }
+
+    /// Reports and events of an earlier batch do not leak into the next:
+    /// fewer, none, or ones with fields left out.
+    #[test]
+    fn reused_reports_and_events_are_reset() {
+        let full = TelemetryBatch {
+            status: vec![
+                StatusReport {
+                    observed_at_ms: 5,
+                    missing_patches: vec![MissingPatches {
+                        severity: 4,
+                        count: 2,
+                        oldest_missing_since_ms: 3,
+                    }],
+                    patches_reported: true,
+                    last_patch_install_ok_ms: 1,
+                    last_patch_install_failed_ms: 2,
+                    antivirus: Some(AntivirusStatus {
+                        product: "Defender".into(),
+                        enabled: true,
+                        definitions_updated_ms: 4,
+                        last_scan_ms: 6,
+                    }),
+                    backup: Some(BackupStatus {
+                        last_result: 2,
+                        last_run_ms: 7,
+                        last_success_ms: 8,
+                    }),
+                    agent_version: "5.1".into(),
+                    last_boot_ms: 9,
+                };
+                2
+            ],
+            security_events: vec![
+                SecurityEvent {
+                    timestamp_ms: 1,
+                    kind: 5,
+                    user: "bob".into(),
+                    source_address: "h".into(),
+                    technician: "t".into(),
+                    session_id: "s".into(),
+                    privilege: "Administrators".into(),
+                    granted: true,
+                    actor: "alice".into(),
+                };
+                3
+            ],
+            ..TelemetryBatch::default()
+        };
+        let sparse = TelemetryBatch {
+            status: vec![StatusReport {
+                observed_at_ms: 10,
+                ..StatusReport::default()
+            }],
+            security_events: vec![SecurityEvent {
+                kind: 2,
+                user: "root".into(),
+                ..SecurityEvent::default()
+            }],
+            ..TelemetryBatch::default()
+        };
+        let mut dec = BatchDecoder::default();
+        let mut reused = TelemetryBatch::default();
+        for b in [&full, &sparse, &full, &TelemetryBatch::default(), &full] {
+            dec.decode(&b.encode_to_vec(), &mut reused).unwrap();
+            assert_eq!(&reused, b);
         }
     }
 

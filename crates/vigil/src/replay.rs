@@ -530,6 +530,23 @@ mod tests {
     /// batches, alerts) replayed into `dir` with small flush ranges, on
     /// one thread or two.
     fn replay(dir: &Path, threaded: bool, input_kept: bool) -> ReplaySummary {
+        let fleet = Fleet::new(FleetConfig {
+            agents: 40,
+            duration_ms: 3 * HOUR_MS,
+            seed: 11,
+            ..FleetConfig::default()
+        });
+        replay_records(dir, threaded, input_kept, fleet.map(|r| r.payload))
+    }
+
+    /// `records` replayed into `dir` with small flush ranges, on one
+    /// thread or two.
+    fn replay_records(
+        dir: &Path,
+        threaded: bool,
+        input_kept: bool,
+        records: impl Iterator<Item = Vec<u8>>,
+    ) -> ReplaySummary {
         let mut settings = Settings::load(None).unwrap();
         settings.storage.flush_records = 1_000;
         settings.storage.parquet.sync = false;
@@ -542,16 +559,20 @@ mod tests {
         if threaded {
             r = r.threaded(&settings, dir).unwrap();
         }
-        let fleet = Fleet::new(FleetConfig {
-            agents: 40,
-            duration_ms: 3 * HOUR_MS,
-            seed: 11,
-            ..FleetConfig::default()
-        });
-        for rec in fleet {
-            r.push(&rec.payload).unwrap();
+        for rec in records {
+            r.push(&rec).unwrap();
         }
         r.finish().unwrap()
+    }
+
+    /// Every file of two output directories is the same, byte for byte.
+    fn assert_same_files(one: &Path, two: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let (fa, fb) = (files(one), files(two));
+        assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+        for (p, bytes) in &fa {
+            assert!(fb[p] == *bytes, "{} differs", p.display());
+        }
+        fa
     }
 
     #[test]
@@ -565,13 +586,35 @@ mod tests {
                 a.aggregate_rows > 0 && a.alert_rows > 0 && a.dlq_records > 0,
                 "{a:?}"
             );
-            let (fa, fb) = (files(one.path()), files(two.path()));
+            let fa = assert_same_files(one.path(), two.path());
             assert!(fa.len() > 20, "{} files", fa.len());
             assert!(fa.keys().any(|p| p.starts_with("routes")));
-            assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
-            for (p, bytes) in &fa {
-                assert!(fb[p] == *bytes, "{} differs", p.display());
-            }
+        }
+    }
+
+    /// The same with status reports and security events (a posture lab):
+    /// the status/ and security_events/ datasets and their alerts.
+    #[test]
+    fn threaded_reports_and_events_are_byte_identical_to_one_thread() {
+        use vigil_sim::posture::{generate, PostureConfig};
+        let lab = generate(&PostureConfig {
+            agents: 26,
+            days: 5,
+            ..PostureConfig::default()
+        });
+        let records = || lab.records.iter().map(|r| r.payload.clone());
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = replay_records(one.path(), false, false, records());
+        let b = replay_records(two.path(), true, false, records());
+        assert_eq!(a, b);
+        assert!(
+            a.stats.status_reports > 0 && a.stats.security_events > 0 && a.alert_rows > 0,
+            "{a:?}"
+        );
+        let fa = assert_same_files(one.path(), two.path());
+        for dataset in ["status", "security_events"] {
+            let n = fa.keys().filter(|p| p.starts_with(dataset)).count();
+            assert!(n > 1, "{n} {dataset} files");
         }
     }
 }

@@ -3,6 +3,11 @@
 //! `cargo bench -p vigil-ops --bench pipeline`. Both benches report points per
 //! second over the same simulated records, so their ratio (pipeline rate /
 //! decode rate) is the figure to compare across machines.
+//!
+//! Two fleets: the simulator's default batches (~48 points each), and
+//! ticks (one point per series per batch, what RMM agents send), where
+//! raw decode is also measured with the chain's own buffer-reusing
+//! decoder ([`vigil_ops::decode::BatchDecoder`]) next to prost.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,13 +21,7 @@ use vigil_ops::Position;
 use vigil_proto::v1::TelemetryBatch;
 use vigil_sim::{Fleet, FleetConfig};
 
-fn records() -> (Vec<Vec<u8>>, u64) {
-    let cfg = FleetConfig {
-        agents: 100,
-        duration_ms: 3_600_000,
-        seed: 1,
-        ..FleetConfig::default()
-    };
+fn records(cfg: FleetConfig) -> (Vec<Vec<u8>>, u64) {
     let recs: Vec<Vec<u8>> = Fleet::new(cfg).map(|r| r.payload).collect();
     let points = recs
         .iter()
@@ -38,9 +37,30 @@ fn records() -> (Vec<Vec<u8>>, u64) {
 }
 
 fn bench(c: &mut Criterion) {
-    let (recs, points) = records();
+    let batches = FleetConfig {
+        agents: 100,
+        duration_ms: 3_600_000,
+        seed: 1,
+        ..FleetConfig::default()
+    };
+    // One point per series per batch, a batch every 10 s.
+    let ticks = FleetConfig {
+        agents: 1_000,
+        duration_ms: 3_600_000,
+        seed: 1,
+        point_interval_ms: 10_000,
+        batch_interval_ms: 10_000,
+        aligned_batches: true,
+        ..FleetConfig::default()
+    };
+    group(c, "fleet_100_agents_1h", batches, false);
+    group(c, "ticks_1000_agents_1h", ticks, true);
+}
+
+fn group(c: &mut Criterion, name: &str, cfg: FleetConfig, reusing_decoder: bool) {
+    let (recs, points) = records(cfg);
     let rules = Arc::new(RuleSet::default_rules());
-    let mut g = c.benchmark_group("fleet_100_agents_1h");
+    let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(points));
     g.sample_size(10);
     g.bench_function("raw_decode", |b| {
@@ -52,6 +72,17 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    if reusing_decoder {
+        g.bench_function("raw_decode_reusing", |b| {
+            let mut dec = vigil_ops::decode::BatchDecoder::default();
+            let mut batch = TelemetryBatch::default();
+            b.iter(|| {
+                for p in &recs {
+                    let _ = black_box(dec.decode(p, &mut batch));
+                }
+            })
+        });
+    }
     g.bench_function("operator_chain", |b| {
         b.iter(|| {
             let cfg = PipelineConfig {

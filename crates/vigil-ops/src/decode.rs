@@ -13,7 +13,6 @@
 //! `invalid_metric`), so the agent's bug shows in the dead letters with
 //! the raw record instead of half a batch being taken.
 
-use prost::Message;
 use vigil_proto::v1::{
     BackupResult, PatchSeverity, SecurityEvent, SecurityEventKind, StatusReport, TelemetryBatch,
 };
@@ -22,6 +21,10 @@ use crate::pipeline::VALID_TS;
 
 use crate::config::Limits;
 use crate::reject::RejectReason;
+
+mod wire;
+
+pub use wire::{BatchDecoder, WireError};
 
 /// Why a batch was refused, with a human-readable detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +44,13 @@ impl BatchError {
     }
 }
 
-/// Decodes `bytes` into `batch` (reusing its allocations where prost can)
-/// and validates it against `limits`. On success labels of every series
-/// are sorted by key.
+/// Decodes `bytes` into `batch` with `dec` (reusing the strings and
+/// vectors of earlier batches, see [`BatchDecoder`]) and validates it
+/// against `limits`. On success labels of every series are sorted by key.
 pub fn decode_into(
     bytes: &[u8],
     limits: &Limits,
+    dec: &mut BatchDecoder,
     batch: &mut TelemetryBatch,
 ) -> Result<(), BatchError> {
     if bytes.len() > limits.max_batch_bytes {
@@ -59,8 +63,7 @@ pub fn decode_into(
             ),
         ));
     }
-    batch.clear();
-    batch.merge(bytes).map_err(|e| {
+    dec.decode(bytes, batch).map_err(|e| {
         BatchError::new(
             RejectReason::Decode,
             format!("not a vigil.v1.TelemetryBatch: {e}"),
@@ -433,11 +436,11 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use vigil_proto::v1::{Label, Series};
 
     #[test]
     fn content_hash_covers_series_only() {
-        use prost::Message;
         use vigil_proto::v1::AgentInfo;
         let b = batch();
         let h = content_hash(&b.encode_to_vec());
@@ -506,9 +509,14 @@ mod tests {
 
     fn check(b: &TelemetryBatch) -> Result<TelemetryBatch, RejectReason> {
         let mut out = TelemetryBatch::default();
-        decode_into(&b.encode_to_vec(), &Limits::default(), &mut out)
-            .map(|_| out)
-            .map_err(|e| e.reason)
+        decode_into(
+            &b.encode_to_vec(),
+            &Limits::default(),
+            &mut BatchDecoder::default(),
+            &mut out,
+        )
+        .map(|_| out)
+        .map_err(|e| e.reason)
     }
 
     #[test]
@@ -520,15 +528,16 @@ mod tests {
     #[test]
     fn each_malformation_has_its_reason() {
         let mut out = TelemetryBatch::default();
+        let mut dec = BatchDecoder::default();
         let l = Limits::default();
         assert_eq!(
-            decode_into(&[0xff, 0xff, 0xff], &l, &mut out)
+            decode_into(&[0xff, 0xff, 0xff], &l, &mut dec, &mut out)
                 .unwrap_err()
                 .reason,
             RejectReason::Decode
         );
         assert_eq!(
-            decode_into(&vec![0; (1 << 20) + 1], &l, &mut out)
+            decode_into(&vec![0; (1 << 20) + 1], &l, &mut dec, &mut out)
                 .unwrap_err()
                 .reason,
             RejectReason::TooLarge
@@ -603,7 +612,13 @@ mod tests {
 
     fn detail(b: &TelemetryBatch) -> (RejectReason, String) {
         let mut out = TelemetryBatch::default();
-        let e = decode_into(&b.encode_to_vec(), &Limits::default(), &mut out).unwrap_err();
+        let e = decode_into(
+            &b.encode_to_vec(),
+            &Limits::default(),
+            &mut BatchDecoder::default(),
+            &mut out,
+        )
+        .unwrap_err();
         (e.reason, e.detail)
     }
 
@@ -750,9 +765,10 @@ mod tests {
         b.status = vec![report()];
         b.security_events = vec![login_failure(), login_failure()];
         let mut out = TelemetryBatch::default();
-        assert!(decode_into(&b.encode_to_vec(), &limits, &mut out).is_ok());
+        let mut dec = BatchDecoder::default();
+        assert!(decode_into(&b.encode_to_vec(), &limits, &mut dec, &mut out).is_ok());
         b.security_events.push(login_failure());
-        let e = decode_into(&b.encode_to_vec(), &limits, &mut out).unwrap_err();
+        let e = decode_into(&b.encode_to_vec(), &limits, &mut dec, &mut out).unwrap_err();
         assert_eq!(e.reason, RejectReason::TooManyEvents);
         assert_eq!(
             e.detail,

@@ -213,6 +213,47 @@ pub fn canonical_labels<'a>(
     }
 }
 
+/// Whether `canon` is the [`canonical_labels`] string of `labels`,
+/// without building it (the lookup of an agent's known series).
+pub fn is_canonical_of<'a>(
+    canon: &str,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    let mut rest = canon.as_bytes();
+    // Takes `b` off the front of `rest`.
+    fn eat(rest: &mut &[u8], b: u8) -> bool {
+        match rest.split_first() {
+            Some((&x, r)) if x == b => {
+                *rest = r;
+                true
+            }
+            _ => false,
+        }
+    }
+    for (i, (k, v)) in labels.into_iter().enumerate() {
+        if i > 0 && !eat(&mut rest, b',') {
+            return false;
+        }
+        match rest.strip_prefix(k.as_bytes()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+        if !eat(&mut rest, b'=') {
+            return false;
+        }
+        // The escaped characters are ASCII, so bytes compare as chars do.
+        for &c in v.as_bytes() {
+            if matches!(c, b'\\' | b',' | b'=') && !eat(&mut rest, b'\\') {
+                return false;
+            }
+            if !eat(&mut rest, c) {
+                return false;
+            }
+        }
+    }
+    rest.is_empty()
+}
+
 /// Parses a canonical label string back into (key, value) pairs.
 pub fn parse_canonical_labels(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -697,6 +738,25 @@ mod tests {
         canonical_labels(std::iter::empty(), &mut s);
         assert_eq!(s, "");
         assert!(parse_canonical_labels("").is_empty());
+    }
+
+    proptest::proptest! {
+        /// `is_canonical_of` says yes exactly when the canonical strings
+        /// are equal.
+        #[test]
+        fn is_canonical_of_equals_building_the_string(
+            a in proptest::collection::vec(("[a-c=,\\\\]{0,3}", "[a-c=,\\\\é]{0,3}"), 0..3),
+            b in proptest::collection::vec(("[a-c=,\\\\]{0,3}", "[a-c=,\\\\é]{0,3}"), 0..3),
+        ) {
+            let (mut ca, mut cb) = (String::new(), String::new());
+            canonical_labels(a.iter().map(|(k, v)| (k.as_str(), v.as_str())), &mut ca);
+            canonical_labels(b.iter().map(|(k, v)| (k.as_str(), v.as_str())), &mut cb);
+            proptest::prop_assert!(is_canonical_of(&ca, a.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+            proptest::prop_assert_eq!(
+                is_canonical_of(&ca, b.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                ca == cb
+            );
+        }
     }
 
     #[test]

@@ -27,8 +27,8 @@ use crate::detect::Liveness;
 use crate::detect::{DetHandle, DetectorEngine, Holdings};
 use crate::intern::KeyInterner;
 use crate::model::{
-    canonical_labels, AgentKey, AlertEvent, AlertStatus, SecurityEventRow, SeriesMeta, StatusRow,
-    WindowAggregate,
+    canonical_labels, is_canonical_of, AgentKey, AlertEvent, AlertStatus, SecurityEventRow,
+    SeriesMeta, StatusRow, WindowAggregate,
 };
 use crate::reject::{Position, RejectReason, Rejected};
 use crate::rules::RuleSet;
@@ -201,6 +201,8 @@ struct AgentState {
 #[derive(Debug, Default, Clone)]
 struct Scratch {
     batch: TelemetryBatch,
+    /// Decodes records into `batch`, keeping the buffers of earlier ones.
+    decoder: crate::decode::BatchDecoder,
     /// (agent, slot) of the series of each window being closed, in step
     /// with them.
     closed: Vec<(u32, u32)>,
@@ -243,8 +245,9 @@ const POINT_REASONS: [RejectReason; 5] = [
 
 /// The point check that refuses a point, as an index into
 /// [`POINT_REASONS`] (`non_finite`, `out_of_range`, `future`, `late`), or
-/// `None` when the point may be merged (the series limit is checked only
-/// for points of a new series, by the caller).
+/// the start of the point's window when the point may be merged (the
+/// series limit is checked only for points of a new series, by the
+/// caller). The window start is computed once per point, here.
 #[inline]
 fn point_refusal(
     ts: i64,
@@ -252,17 +255,21 @@ fn point_refusal(
     future_after: i64,
     windows: &AgentWindows,
     extra_lateness_ms: i64,
-) -> Option<usize> {
+) -> Result<i64, usize> {
     if !v.is_finite() {
-        Some(0)
-    } else if !VALID_TS.contains(&ts) {
-        Some(1)
-    } else if ts > future_after {
-        Some(2)
-    } else if windows.is_late_for(ts, extra_lateness_ms) {
-        Some(3)
+        return Err(0);
+    }
+    if !VALID_TS.contains(&ts) {
+        return Err(1);
+    }
+    if ts > future_after {
+        return Err(2);
+    }
+    let start = windows.spec().start_of(ts);
+    if windows.is_late_at(start, extra_lateness_ms) {
+        Err(3)
     } else {
-        None
+        Ok(start)
     }
 }
 
@@ -552,16 +559,23 @@ impl Pipeline {
         self.stats.records += 1;
         self.stats.bytes += payload.len() as u64;
         let mut batch = std::mem::take(&mut self.scratch.batch);
-        match decode_into(payload, &self.cfg.limits, &mut batch) {
+        match decode_into(
+            payload,
+            &self.cfg.limits,
+            &mut self.scratch.decoder,
+            &mut batch,
+        ) {
             Ok(()) => {
+                // The agent's ids are hashed once per batch.
+                let hash = agent_hash(&batch.tenant_id, &batch.agent_id);
                 let now = match self.cfg.clock {
                     ClockMode::Wall => Some(wall_now_ms),
-                    ClockMode::Replay => self.replay_vote(&batch),
+                    ClockMode::Replay => self.replay_vote(&batch, hash),
                 };
                 // No time at all (replay: no valid send time or point yet):
                 // the batch has no valid point to judge, and `i64::MIN`
                 // is "never seen" to the liveness tracking.
-                self.accept(pos, payload, &batch, now.unwrap_or(i64::MIN), out);
+                self.accept(pos, payload, &batch, hash, now.unwrap_or(i64::MIN), out);
                 if let Some(now) = now {
                     self.maybe_tick(now, out);
                 }
@@ -633,10 +647,11 @@ impl Pipeline {
         }
         for c in converted.iter_mut() {
             let mut batch = std::mem::take(&mut c.batch);
+            let hash = agent_hash(&batch.tenant_id, &batch.agent_id);
             let now = match self.cfg.clock {
                 ClockMode::Wall => Some(wall_now_ms),
                 // One vote per resource (agent), as for Vigil batches.
-                ClockMode::Replay => self.replay_vote(&batch),
+                ClockMode::Replay => self.replay_vote(&batch, hash),
             };
             let tick_at = now;
             // No time at all: as in `process`, `i64::MIN` is "never seen".
@@ -663,7 +678,7 @@ impl Pipeline {
                     None
                 };
                 self.scratch.otlp_input = true;
-                self.accept(pos, payload, &batch, now, out);
+                self.accept(pos, payload, &batch, hash, now, out);
                 self.scratch.otlp_input = false;
                 self.scratch.otlp_refused = None;
             }
@@ -689,9 +704,9 @@ impl Pipeline {
     /// its newest valid point when the send time is not trusted, counted),
     /// and the processing time that results (`None` while nothing valid was
     /// seen).
-    fn replay_vote(&mut self, batch: &TelemetryBatch) -> Option<i64> {
+    /// `agent` is [`agent_hash`] of the batch's ids.
+    fn replay_vote(&mut self, batch: &TelemetryBatch, agent: u64) -> Option<i64> {
         let before = self.clock.invalid();
-        let agent = agent_hash(&batch.tenant_id, &batch.agent_id);
         let newest = || {
             batch
                 .series
@@ -747,10 +762,11 @@ impl Pipeline {
         pos: Position,
         payload: &[u8],
         batch: &TelemetryBatch,
+        hash: u64,
         now: i64,
         out: &mut Outputs,
     ) {
-        let ai = match self.agent_slot(&batch.tenant_id, &batch.agent_id) {
+        let ai = match self.agent_slot_hashed(&batch.tenant_id, &batch.agent_id, hash) {
             Ok(ai) => ai,
             Err(e) => {
                 self.refuse_batch(pos, payload, batch, e, out);
@@ -837,47 +853,65 @@ impl Pipeline {
         // First point refusal that is not `late` (late points alone say
         // nothing about the agent's health: e.g. a backlog after an outage).
         let mut bad_point: Option<RejectReason> = None;
-        for s in &batch.series {
+        for (j, s) in batch.series.iter().enumerate() {
             let mut slot = None;
             let mut any_refused = false;
             // Slow collectors' metrics are allowed more lateness.
             let extra = cfg.extra_lateness_ms(&s.metric);
             for (&ts, &v) in s.timestamps_ms.iter().zip(&s.values) {
-                let r = if let Some(r) = point_refusal(ts, v, future_after, &st.windows, extra) {
-                    r
-                } else {
-                    let admitted = *slot.get_or_insert_with(|| {
-                        canonical_labels(
-                            s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
-                            labels,
-                        );
-                        if let Some(i) = keys
-                            .find(&s.metric, labels)
-                            .and_then(|k| st.windows.find_key(k))
-                        {
-                            return Some(i);
+                let r = match point_refusal(ts, v, future_after, &st.windows, extra) {
+                    Err(r) => r,
+                    Ok(start) => {
+                        // The series is looked up once per batch, at its first
+                        // point that may be merged.
+                        let admitted = *slot.get_or_insert_with(|| {
+                            // An agent sends its series in the same order in
+                            // every batch: the series at this position in its
+                            // first batch holds slot `j`. Compared in place,
+                            // without building the key or hashing it.
+                            if let Some(k) = st.windows.key_at(j) {
+                                if *k.metric == *s.metric
+                                    && is_canonical_of(
+                                        &k.labels,
+                                        s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
+                                    )
+                                {
+                                    return Some(j);
+                                }
+                            }
+                            canonical_labels(
+                                s.labels.iter().map(|l| (l.key.as_str(), l.value.as_str())),
+                                labels,
+                            );
+                            if let Some(i) = keys
+                                .find(&s.metric, labels)
+                                .and_then(|k| st.windows.find_key(k))
+                            {
+                                return Some(i);
+                            }
+                            // A new series: the cardinality guard decides.
+                            let per_tenant =
+                                tenant_series.get(&*st.key.tenant).copied().unwrap_or(0);
+                            if st.windows.series_count() >= limits.max_series_per_agent
+                                || per_tenant as usize >= limits.max_series_per_tenant
+                            {
+                                return None;
+                            }
+                            *tenant_series.entry(st.key.tenant.clone()).or_insert(0) += 1;
+                            new_series += 1;
+                            let i = st.windows.add(keys.get_with(&s.metric, labels, extra));
+                            let h = detectors.register(&st.windows.meta(&st.key, i));
+                            st.windows.set_handle(i, h);
+                            Some(i)
+                        });
+                        match admitted {
+                            Some(i) => {
+                                st.windows.push_at(i, start, ts, v);
+                                accepted += 1;
+                                continue;
+                            }
+                            None => 4,
                         }
-                        // A new series: the cardinality guard decides.
-                        let per_tenant = tenant_series.get(&*st.key.tenant).copied().unwrap_or(0);
-                        if st.windows.series_count() >= limits.max_series_per_agent
-                            || per_tenant as usize >= limits.max_series_per_tenant
-                        {
-                            return None;
-                        }
-                        *tenant_series.entry(st.key.tenant.clone()).or_insert(0) += 1;
-                        new_series += 1;
-                        let i = st.windows.add(keys.get_with(&s.metric, labels, extra));
-                        let h = detectors.register(&st.windows.meta(&st.key, i));
-                        st.windows.set_handle(i, h);
-                        Some(i)
-                    });
-                    match admitted {
-                        Some(i) => {
-                            st.windows.push_with(i, ts, v, extra);
-                            accepted += 1;
-                            continue;
-                        }
-                        None => 4,
                     }
                 };
                 refused[r].push((ts, v));

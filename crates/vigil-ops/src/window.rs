@@ -382,6 +382,22 @@ impl AgentWindows {
         }
     }
 
+    /// The key of the series in `slot`, unless the slot is vacant or
+    /// beyond the agent's slots.
+    #[inline]
+    pub fn key_at(&self, slot: usize) -> Option<&Arc<SeriesKey>> {
+        self.series
+            .get(slot)
+            .map(|s| &s.key)
+            .filter(|k| !is_vacant(k))
+    }
+
+    /// Window size and lateness.
+    #[inline]
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
     /// Index of the series (metric, canonical labels), creating it on first
     /// use with its key shared through `keys`. Looking up a known series
     /// allocates nothing.
@@ -556,10 +572,28 @@ impl AgentWindows {
     #[inline]
     pub fn push_with(&mut self, slot: usize, ts: i64, value: f64, extra_ms: i64) -> bool {
         debug_assert_eq!(extra_ms, self.series[slot].key.extra_lateness_ms());
-        if self.is_late_for(ts, extra_ms) {
+        let start = self.spec.start_of(ts);
+        if self.is_late_at(start, extra_ms) {
             return false;
         }
-        let start = self.spec.start_of(ts);
+        self.push_at(slot, start, ts, value);
+        true
+    }
+
+    /// Would a point in the window starting at `start` (`spec.start_of`
+    /// of its timestamp) of a series allowed `extra_ms` more lateness be
+    /// late now? [`AgentWindows::is_late_for`] with the window start
+    /// computed once by the caller.
+    #[inline]
+    pub fn is_late_at(&self, start: i64, extra_ms: i64) -> bool {
+        start.saturating_add(self.spec.size_ms) <= self.frontier_for(extra_ms)
+    }
+
+    /// Merges a point the caller found not late ([`AgentWindows::is_late_at`])
+    /// into its window, which starts at `start` (`spec.start_of(ts)`).
+    #[inline]
+    pub fn push_at(&mut self, slot: usize, start: i64, ts: i64, value: f64) {
+        debug_assert_eq!(start, self.spec.start_of(ts));
         let open = &mut self.series[slot].open;
         // Fast paths: the newest inline window, then the older one.
         let fits = if open[1].is_open() && open[1].start == start {
@@ -575,7 +609,6 @@ impl AgentWindows {
         if self.max_ts.get().is_none_or(|m| ts > m) {
             self.max_ts = ts.into();
         }
-        true
     }
 
     /// A point outside both inline windows: opens a window, or merges into

@@ -12,6 +12,12 @@
 //! the protobuf envelope; mutated real records reach validation, dedup,
 //! windows and detectors. The run is deterministic for a seed.
 //!
+//! The same mutated records, and mutated posture-lab records carrying
+//! status reports and security events, also go to the buffer-reusing
+//! decoder ([`vigil_ops::decode::BatchDecoder`], one value reused over the
+//! whole run) and to prost: both must refuse the same records and decode
+//! the others to equal values.
+//!
 //! `VIGIL_FUZZ_EXECS` sets the number of executions (default 20,000 per
 //! format, the short run of the test suite); `VIGIL_FUZZ_SEED` the seed.
 //! The long run (10 M executions) is in BENCHMARKS.md "Fuzzing".
@@ -181,6 +187,87 @@ fn mutated_vigil_records_never_panic_and_each_gets_one_verdict() {
     // decoder would be exercised.
     assert!(accepted * 10 >= execs, "{accepted} of {execs}");
     assert!(accepted * 10 <= execs * 9, "{accepted} of {execs}");
+}
+
+/// Records carrying status reports or security events (fields 10 and
+/// 11): the batches of a small posture lab that hold any.
+fn report_seeds() -> Vec<Vec<u8>> {
+    use prost::Message;
+    use vigil_proto::v1::TelemetryBatch;
+    use vigil_sim::posture::{generate, PostureConfig};
+    generate(&PostureConfig {
+        agents: 30,
+        days: 5,
+        ..PostureConfig::default()
+    })
+    .records
+    .into_iter()
+    .map(|r| r.payload)
+    .filter(|p| {
+        let b = TelemetryBatch::decode(p.as_slice()).expect("lab records decode");
+        !b.status.is_empty() || !b.security_events.is_empty()
+    })
+    .collect()
+}
+
+/// Differential run of the two decoders over mutated records (metric
+/// batches of a fleet and posture-lab batches with status reports and
+/// security events, half each); returns how many both decoded, and how
+/// many of those carried reports or events.
+fn differential(execs: u64, seed: u64) -> (u64, u64) {
+    use prost::Message;
+    use vigil_proto::v1::TelemetryBatch;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let metrics = seeds();
+    let reports = report_seeds();
+    assert!(!reports.is_empty(), "the lab sends reports and events");
+    let mut dec = vigil_ops::decode::BatchDecoder::default();
+    let mut reused = TelemetryBatch::default();
+    let (mut decoded, mut with_reports) = (0, 0);
+    for i in 0..execs {
+        let pick = |rng: &mut ChaCha8Rng| {
+            let inputs = if rng.random() { &metrics } else { &reports };
+            &inputs[rng.random_range(0..inputs.len())]
+        };
+        let mut b = pick(&mut rng).clone();
+        let other = pick(&mut rng);
+        for _ in 0..rng.random_range(0..5) {
+            mutate(&mut rng, &mut b, other);
+        }
+        let ours = dec.decode(&b, &mut reused);
+        match TelemetryBatch::decode(b.as_slice()) {
+            Ok(theirs) => {
+                assert_eq!(ours, Ok(()), "input {i}: prost decodes {b:?}");
+                // Compared as encodings: values bit for bit (NaN too).
+                assert_eq!(
+                    reused.encode_to_vec(),
+                    theirs.encode_to_vec(),
+                    "input {i}: {b:?}"
+                );
+                decoded += 1;
+                if !theirs.status.is_empty() || !theirs.security_events.is_empty() {
+                    with_reports += 1;
+                }
+            }
+            Err(e) => assert!(ours.is_err(), "input {i}: prost refuses ({e}) {b:?}"),
+        }
+    }
+    (decoded, with_reports)
+}
+
+#[test]
+fn buffer_reusing_decoder_agrees_with_prost() {
+    let execs = env_u64("VIGIL_FUZZ_EXECS", 20_000);
+    let (decoded, with_reports) = differential(execs, env_u64("VIGIL_FUZZ_SEED", 3));
+    eprintln!(
+        "decoders: {execs} executions, {decoded} decoded by both, \
+         {with_reports} of them with status reports or security events"
+    );
+    assert!(decoded * 10 >= execs, "{decoded} of {execs}");
+    assert!(decoded * 10 <= execs * 9, "{decoded} of {execs}");
+    // Reports and events must be decoded (not only refused) often enough
+    // for the comparison to cover their fields.
+    assert!(with_reports * 10 >= decoded, "{with_reports} of {decoded}");
 }
 
 #[test]

@@ -24,8 +24,13 @@ pub(super) fn agent_hash(tenant: &str, agent: &str) -> u64 {
 impl Pipeline {
     /// Index of an existing agent (allocates nothing).
     pub(super) fn find_agent(&self, tenant: &str, agent: &str) -> Option<usize> {
+        self.find_agent_hashed(tenant, agent, agent_hash(tenant, agent))
+    }
+
+    /// [`Pipeline::find_agent`] with the ids' [`agent_hash`] known.
+    fn find_agent_hashed(&self, tenant: &str, agent: &str, hash: u64) -> Option<usize> {
         self.agent_index
-            .find(agent_hash(tenant, agent), |&i| {
+            .find(hash, |&i| {
                 let k = &self.agents[i as usize].key;
                 *k.tenant == *tenant && *k.agent == *agent
             })
@@ -36,7 +41,18 @@ impl Pipeline {
     /// the partition holds `limits.max_agents` agents, or a new tenant's
     /// agent when it holds `limits.max_tenants` tenants.
     pub(super) fn agent_slot(&mut self, tenant: &str, agent: &str) -> Result<usize, BatchError> {
-        if let Some(i) = self.find_agent(tenant, agent) {
+        self.agent_slot_hashed(tenant, agent, agent_hash(tenant, agent))
+    }
+
+    /// [`Pipeline::agent_slot`] with the ids' [`agent_hash`] known (the
+    /// ids of an accepted batch are hashed once).
+    pub(super) fn agent_slot_hashed(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        hash: u64,
+    ) -> Result<usize, BatchError> {
+        if let Some(i) = self.find_agent_hashed(tenant, agent, hash) {
             return Ok(i);
         }
         let limits = &self.cfg.limits;

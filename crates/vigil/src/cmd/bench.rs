@@ -13,6 +13,9 @@
 //!    alerts, one thread, no I/O;
 //! 3. end to end: the chain plus Arrow building, Parquet encoding and
 //!    atomic publication (a replay into a temporary directory).
+//! 4. end to end on two threads: the same replay with publishing (Arrow,
+//!    Parquet, files) on a second thread ([`Replay::threaded`], what
+//!    `vigil ingest` and `vigil demo` do).
 //!
 //! "vs raw decode" is the raw decode's time over the stage's time for the
 //! same records: in OTLP one source point is not one Vigil point (a
@@ -166,7 +169,7 @@ struct ShapeRun {
     points: u64,
     /// (stage, points per second, seconds of the best run). Raw decode
     /// counts the format's own data points, the other stages Vigil points.
-    stages: [(&'static str, f64, f64); 3],
+    stages: [(&'static str, f64, f64); 4],
     /// Operator state after the chain (bytes), series and agents.
     state_bytes: usize,
     series: u64,
@@ -248,6 +251,21 @@ fn bench_shape(
         r.finish()
     })?;
 
+    // 4. The same on two threads.
+    let (t_e2e2, summary2) = best(runs, || {
+        let mut r = Replay::new(settings, dir.path(), "bench", rules.clone())?
+            .with_input_format(format)
+            .threaded(settings, dir.path())?;
+        for rec in &records {
+            r.push(rec)?;
+        }
+        r.finish()
+    })?;
+    anyhow::ensure!(
+        summary2 == summary,
+        "the threaded replay wrote other output than the single-threaded one"
+    );
+
     let rate = |n: u64, t: f64| n as f64 / t;
     Ok(ShapeRun {
         name,
@@ -266,6 +284,11 @@ fn bench_shape(
                 "end to end (Parquet)",
                 rate(summary.stats.points_in, t_e2e),
                 t_e2e,
+            ),
+            (
+                "end to end, 2 threads",
+                rate(summary2.stats.points_in, t_e2e2),
+                t_e2e2,
             ),
         ],
         state_bytes,
@@ -297,7 +320,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     };
     let first = &shapes[0].1;
     println!(
-        "vigil bench: {} agents, {:.1} h, seed {}, a point every {}, {} records; best of {} runs per stage; one thread",
+        "vigil bench: {} agents, {:.1} h, seed {}, a point every {}, {} records; best of {} runs per stage; one thread but for the last stage",
         first.agents,
         first.duration_ms as f64 / 3.6e6,
         first.seed,

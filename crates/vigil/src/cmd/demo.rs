@@ -37,6 +37,12 @@ pub struct Args {
     /// Collector's hostmetrics would export it; docs/otlp.md).
     #[arg(long, default_value = "vigil")]
     pub format: InputFormat,
+    /// Threads: 2 publishes each range's Parquet files (sorting,
+    /// encoding, writing) on a second thread while the first decodes and
+    /// runs the operator chain; 1 does everything on one thread. The
+    /// files are the same, byte for byte, either way.
+    #[arg(long, env = "VIGIL_REPLAY_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub threads: u8,
     /// Fleet shape.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -98,6 +104,9 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let started = Instant::now();
     let mut replay =
         Replay::new(&settings, &a.data_dir, "demo", rules)?.with_input_format(a.format);
+    if a.threads > 1 {
+        replay = replay.threaded(&settings, &a.data_dir)?;
+    }
     let mut otlp = (a.format == InputFormat::Otlp).then(OtlpEncoder::new);
     for (i, rec) in fleet.by_ref().enumerate() {
         match otlp.as_mut() {

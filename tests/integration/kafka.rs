@@ -1030,16 +1030,27 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     assert_ne!(left, ends, "the SIGKILL must land mid-stream");
     // Output a dead worker published past its checkpoint, for certain:
     // a copy of one of partition 0's files under a range after any
-    // checkpoint. Unless the restarted worker's sweep (a listing of the
-    // store) removes it, its rows count twice.
+    // checkpoint, on a day partition 0's intent record names (a dead
+    // worker writes its intent before its files). Unless the restarted
+    // worker's sweep (a listing of those days in the store) removes it,
+    // its rows count twice.
     let data_root = s3.root("data");
     let store = data_root.as_object().unwrap();
+    let intent = vigil_store::CheckpointStore::at(&s3.root("state"))
+        .load_intent(&env.topic, 0)
+        .unwrap()
+        .expect("partition 0's intent record");
+    let named: Vec<String> = intent
+        .days
+        .days(vigil_store::Dataset::Aggregates)
+        .map(|d| vigil_store::naming::partition_dir(d).unwrap())
+        .collect();
     let part0 = store
         .list("aggregates/")
         .unwrap()
         .into_iter()
         .map(|o| o.location.to_string())
-        .find(|k| k.contains("-p00000-"))
+        .find(|k| k.contains("-p00000-") && named.iter().any(|d| k.contains(d.as_str())))
         .unwrap();
     let stale = format!(
         "{}/part-{}-p00000-{:020}-{:020}.parquet",
@@ -1091,10 +1102,15 @@ fn kafka_worker_on_s3_restores_its_checkpoint_from_the_store() {
     assert!(!env.data().exists());
     let copy = env.dir.path().join("from-s3");
     let state = s3.download("state", &copy.join("state"));
-    // Each partition's newest checkpoint and the one before it.
-    assert_eq!(state.len(), 2 * PARTITIONS as usize, "{state:?}");
+    // Each partition's newest checkpoint, the one before it, and its
+    // intent record.
+    assert_eq!(state.len(), 3 * PARTITIONS as usize, "{state:?}");
     for p in 0..PARTITIONS {
-        for name in [format!("p{p:05}.ckpt"), format!("p{p:05}.ckpt.prev")] {
+        for name in [
+            format!("p{p:05}.ckpt"),
+            format!("p{p:05}.ckpt.prev"),
+            format!("p{p:05}.intent"),
+        ] {
             assert!(
                 state.iter().any(|k| k.ends_with(&name)),
                 "{name}: {state:?}"

@@ -14,10 +14,9 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 use vigil_proto::v1::StatusReport;
 
-use super::condition::{Breach, ConditionState, Verdict};
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{AlertEvent, DetectorKind, ResolveReason, Severity};
+use super::condition::{Breach, ConditionFamily, Verdict};
+use super::registry::{FamilyRule, ReportRule};
+use crate::model::Severity;
 use crate::rules::read::{Cx, Val};
 
 /// A minimum agent version rule (`[[agent_version]]`).
@@ -39,6 +38,12 @@ impl FamilyRule for AgentVersionRule {
 
     fn same_definition(&self, other: &Self) -> bool {
         parse_version(&self.minimum) == parse_version(&other.minimum)
+    }
+}
+
+impl ReportRule for AgentVersionRule {
+    fn severity(&self) -> Severity {
+        self.severity
     }
 }
 
@@ -83,9 +88,8 @@ pub fn compare(a: &[u64], b: &[u64]) -> Ordering {
 /// The agent version family (see the module docs).
 pub struct AgentVersion;
 
-impl ReportFamily for AgentVersion {
+impl ConditionFamily for AgentVersion {
     type Rule = AgentVersionRule;
-    type State = ConditionState;
 
     fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<AgentVersionRule> {
         const KEYS: &[&str] = &["name", "minimum", "severity"];
@@ -113,69 +117,26 @@ impl ReportFamily for AgentVersion {
         })
     }
 
-    fn on_status(
-        rule: &AgentVersionRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        r: &StatusReport,
-        st: &mut ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let verdict = judge(rule, r, a.agent);
-        st.judge(
-            &subject(rule, a),
-            rules,
-            r.observed_at_ms,
-            verdict,
-            None,
-            out,
-        );
-    }
-
-    fn close(
-        rule: &AgentVersionRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        reason: ResolveReason,
-        mut st: ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        st.close(&subject(rule, a), rules, a.now_ms, reason, None, out);
-    }
-}
-
-/// What report `r` says under `rule`.
-pub fn judge(rule: &AgentVersionRule, r: &StatusReport, agent: &str) -> Verdict {
-    let (Some(have), Some(min)) = (
-        parse_version(&r.agent_version),
-        parse_version(&rule.minimum),
-    ) else {
-        return Verdict::Unknown;
-    };
-    if compare(&have, &min).is_lt() {
-        Verdict::Breach(Breach {
-            since_ms: r.observed_at_ms,
-            value: None,
-            threshold: None,
-            summary: format!(
-                "agent {agent} runs version {} (minimum {})",
-                r.agent_version, rule.minimum
-            ),
-        })
-    } else {
-        Verdict::Fine
-    }
-}
-
-fn subject<'a>(rule: &'a AgentVersionRule, a: &ReportCx<'a>) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Status,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels: "",
+    fn judge(rule: &AgentVersionRule, r: &StatusReport, agent: &str) -> Verdict {
+        let (Some(have), Some(min)) = (
+            parse_version(&r.agent_version),
+            parse_version(&rule.minimum),
+        ) else {
+            return Verdict::Unknown;
+        };
+        if compare(&have, &min).is_lt() {
+            Verdict::Breach(Breach {
+                since_ms: r.observed_at_ms,
+                value: None,
+                threshold: None,
+                summary: format!(
+                    "agent {agent} runs version {} (minimum {})",
+                    r.agent_version, rule.minimum
+                ),
+            })
+        } else {
+            Verdict::Fine
+        }
     }
 }
 

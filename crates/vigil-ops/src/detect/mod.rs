@@ -52,9 +52,12 @@
 //! table.
 //!
 //! Submodules: [`registry`] (the family list and contracts), one per
-//! family ([`threshold`], [`trend`], [`offline`], [`invalid_input`]),
-//! [`lifecycle`] (event construction shared by all) and [`legacy`]
-//! (reading older checkpoints).
+//! family ([`threshold`], [`trend`], [`offline`], [`invalid_input`],
+//! [`patch_sla`], [`antivirus`], [`backup`], [`agent_version`],
+//! [`brute_force`], [`off_hours_session`]), [`condition`] (the lifecycle
+//! of the status families: one condition per report), [`lifecycle`]
+//! (event construction shared by all) and [`legacy`] (reading older
+//! checkpoints).
 
 pub mod agent_version;
 pub mod antivirus;
@@ -521,12 +524,7 @@ impl DetectorEngine {
         report: &StatusReport,
         out: &mut Vec<AlertEvent>,
     ) {
-        self.note_time(now_ms);
-        let a = ReportCx {
-            tenant,
-            agent,
-            now_ms,
-        };
+        let a = self.report_cx(tenant, agent, now_ms);
         Registry::on_status(&mut self.reports, &self.rules, &a, report, out);
     }
 
@@ -540,13 +538,19 @@ impl DetectorEngine {
         event: &SecurityEvent,
         out: &mut Vec<AlertEvent>,
     ) {
+        let a = self.report_cx(tenant, agent, now_ms);
+        Registry::on_security(&mut self.reports, &self.rules, &a, event, out);
+    }
+
+    /// Notes processing time `now_ms` and returns the report families'
+    /// view of the agent.
+    fn report_cx<'a>(&mut self, tenant: &'a str, agent: &'a str, now_ms: i64) -> ReportCx<'a> {
         self.note_time(now_ms);
-        let a = ReportCx {
+        ReportCx {
             tenant,
             agent,
             now_ms,
-        };
-        Registry::on_security(&mut self.reports, &self.rules, &a, event, out);
+        }
     }
 
     /// (agent, rule) states held by the report families, for metrics.

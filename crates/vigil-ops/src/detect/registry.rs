@@ -27,7 +27,10 @@
 //!     **tick**, on the agent's eviction and on a rule change, and keeps a
 //!     [`ReportFamily::State`] per (agent, rule) in a partition-wide
 //!     [`ReportStore`] that holds only agents it has something to say
-//!     about (dropped again when the state is back to `Default`).
+//!     about (dropped again when the state is back to `Default`). A
+//!     status check that is one condition per report implements
+//!     [`super::condition::ConditionFamily`] instead and gets its
+//!     `ReportFamily` from it.
 //!
 //! The registry generates, from the list, everything that used to be
 //! edited by hand for each family: the [`RuleSet`] fields, the rules-file
@@ -77,12 +80,15 @@ use super::antivirus::Antivirus;
 use super::backup::Backup;
 use super::brute_force::BruteForce;
 use super::invalid_input::{InputVerdict, InvalidInput};
+use super::lifecycle::Subject;
 use super::off_hours_session::OffHoursSession;
 use super::offline::Offline;
 use super::patch_sla::PatchSla;
 use super::threshold::Threshold;
 use super::trend::Trend;
-use crate::model::{AlertEvent, ResolveReason, SeriesMeta, WindowAggregate};
+use crate::model::{
+    AlertEvent, DetectorKind, ResolveReason, SeriesMeta, Severity, WindowAggregate,
+};
 use crate::rules::read::{Cx, Val};
 use crate::rules::MaintenanceWindow;
 
@@ -291,6 +297,37 @@ pub struct ReportCx<'a> {
     pub agent: &'a str,
     /// Processing time now.
     pub now_ms: i64,
+}
+
+impl<'a> ReportCx<'a> {
+    /// The alert subject of `rule` on this agent: no metric, the
+    /// incident's canonical `labels` (empty for one incident per agent).
+    pub fn subject<'s, R: ReportRule>(
+        &self,
+        rule: &'s R,
+        kind: DetectorKind,
+        labels: &'s str,
+    ) -> Subject<'s>
+    where
+        'a: 's,
+    {
+        Subject {
+            rule: rule.name(),
+            kind,
+            severity: rule.severity(),
+            tenant: self.tenant,
+            agent: self.agent,
+            metric: None,
+            labels,
+        }
+    }
+}
+
+/// A rule of a report family, as the shared report helpers
+/// ([`ReportCx::subject`], [`super::condition`]) read it.
+pub trait ReportRule: FamilyRule {
+    /// Severity of the rule's alerts.
+    fn severity(&self) -> Severity;
 }
 
 /// A detector family whose rules read status reports and security events

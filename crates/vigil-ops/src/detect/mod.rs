@@ -55,9 +55,9 @@
 //! family ([`threshold`], [`trend`], [`offline`], [`invalid_input`],
 //! [`patch_sla`], [`antivirus`], [`backup`], [`agent_version`],
 //! [`brute_force`], [`off_hours_session`]), [`condition`] (the lifecycle
-//! of the status families: one condition per report), [`lifecycle`]
-//! (event construction shared by all) and [`legacy`] (reading older
-//! checkpoints).
+//! of the status families: one condition per report), [`security`]
+//! (what the security families share), [`lifecycle`] (event construction
+//! shared by all) and [`legacy`] (reading older checkpoints).
 
 pub mod agent_version;
 pub mod antivirus;
@@ -71,6 +71,7 @@ pub mod off_hours_session;
 pub mod offline;
 pub mod patch_sla;
 pub mod registry;
+pub mod security;
 pub mod threshold;
 pub mod trend;
 

@@ -30,7 +30,8 @@
 //!     about (dropped again when the state is back to `Default`). A
 //!     status check that is one condition per report implements
 //!     [`super::condition::ConditionFamily`] instead and gets its
-//!     `ReportFamily` from it.
+//!     `ReportFamily` from it; the security families share
+//!     [`super::security`].
 //!
 //! The registry generates, from the list, everything that used to be
 //! edited by hand for each family: the [`RuleSet`] fields, the rules-file
@@ -324,7 +325,8 @@ impl<'a> ReportCx<'a> {
 }
 
 /// A rule of a report family, as the shared report helpers
-/// ([`ReportCx::subject`], [`super::condition`]) read it.
+/// ([`ReportCx::subject`], [`super::condition`], [`super::security`])
+/// read it.
 pub trait ReportRule: FamilyRule {
     /// Severity of the rule's alerts.
     fn severity(&self) -> Severity;

@@ -8,11 +8,22 @@
 //! `agent_version` is empty or does not start with a number says nothing.
 //! Exactly `minimum` is fine. The incident starts at the first report
 //! below the minimum and resolves at the first report at or above it.
+//!
+//! The version also comes from the agent's `AgentInfo` (wire field 5,
+//! sent on an agent's first batch and periodically): a batch whose
+//! status reports carry no `agent_version` (none, or all empty) but
+//! whose `AgentInfo` does is judged as a report observed at the batch's
+//! send time (`sent_at_ms`; not when that is more than `max_clock_skew`
+//! ahead of processing time, as a report would be refused `future`).
+//! Where both come, the status report wins (it says when it was
+//! observed). So an agent that sends no status reports at all is still
+//! checked, and its incident follows the same event-time rules: an
+//! `AgentInfo` sent before the newest report judged changes nothing.
 
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
-use vigil_proto::v1::StatusReport;
+use vigil_proto::v1::{AgentInfo, StatusReport};
 
 use super::condition::{Breach, ConditionFamily, Verdict};
 use super::registry::{FamilyRule, ReportRule};
@@ -118,25 +129,31 @@ impl ConditionFamily for AgentVersion {
     }
 
     fn judge(rule: &AgentVersionRule, r: &StatusReport, agent: &str) -> Verdict {
-        let (Some(have), Some(min)) = (
-            parse_version(&r.agent_version),
-            parse_version(&rule.minimum),
-        ) else {
-            return Verdict::Unknown;
-        };
-        if compare(&have, &min).is_lt() {
-            Verdict::Breach(Breach {
-                since_ms: r.observed_at_ms,
-                value: None,
-                threshold: None,
-                summary: format!(
-                    "agent {agent} runs version {} (minimum {})",
-                    r.agent_version, rule.minimum
-                ),
-            })
-        } else {
-            Verdict::Fine
-        }
+        judge_version(rule, &r.agent_version, r.observed_at_ms, agent)
+    }
+
+    fn judge_info(rule: &AgentVersionRule, info: &AgentInfo, at_ms: i64, agent: &str) -> Verdict {
+        judge_version(rule, &info.agent_version, at_ms, agent)
+    }
+}
+
+/// What version `version`, reported at `at_ms`, says under `rule`.
+fn judge_version(rule: &AgentVersionRule, version: &str, at_ms: i64, agent: &str) -> Verdict {
+    let (Some(have), Some(min)) = (parse_version(version), parse_version(&rule.minimum)) else {
+        return Verdict::Unknown;
+    };
+    if compare(&have, &min).is_lt() {
+        Verdict::Breach(Breach {
+            since_ms: at_ms,
+            value: None,
+            threshold: None,
+            summary: format!(
+                "agent {agent} runs version {version} (minimum {})",
+                rule.minimum
+            ),
+        })
+    } else {
+        Verdict::Fine
     }
 }
 

@@ -26,7 +26,7 @@
 //!   `resolved` event's; suppression is judged at that time.
 
 use serde::{Deserialize, Serialize};
-use vigil_proto::v1::StatusReport;
+use vigil_proto::v1::{AgentInfo, StatusReport};
 
 use super::lifecycle::Subject;
 use super::registry::{ReportCx, ReportFamily, ReportRule, RuleSet};
@@ -58,6 +58,13 @@ pub trait ConditionFamily {
     fn limit(_rule: &Self::Rule) -> Option<f64> {
         None
     }
+
+    /// What the agent's `AgentInfo`, sent at `at_ms`, says under `rule`
+    /// (judged as a report observed at `at_ms`); `Unknown` by default: a
+    /// family that reads nothing of it.
+    fn judge_info(_rule: &Self::Rule, _info: &AgentInfo, _at_ms: i64, _agent: &str) -> Verdict {
+        Verdict::Unknown
+    }
 }
 
 /// The alert subject of a condition rule on the agent of `a`.
@@ -87,6 +94,26 @@ impl<F: ConditionFamily> ReportFamily for F {
             &subject(rule, a),
             rules,
             r.observed_at_ms,
+            verdict,
+            F::limit(rule),
+            out,
+        );
+    }
+
+    fn on_agent_info(
+        rule: &F::Rule,
+        rules: &RuleSet,
+        a: &ReportCx<'_>,
+        info: &AgentInfo,
+        at_ms: i64,
+        st: &mut ConditionState,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let verdict = F::judge_info(rule, info, at_ms, a.agent);
+        st.judge(
+            &subject(rule, a),
+            rules,
+            at_ms,
             verdict,
             F::limit(rule),
             out,

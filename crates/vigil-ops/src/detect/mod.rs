@@ -89,7 +89,7 @@ use registry::{
     AgentCx, Bound, CarryMaps, Registry, ReportCx, ReportStores, SeriesCx, SeriesStores, WatchSet,
 };
 pub use registry::{AgentStates, DetHandle};
-use vigil_proto::v1::{SecurityEvent, StatusReport};
+use vigil_proto::v1::{AgentInfo, SecurityEvent, StatusReport};
 
 impl Default for DetHandle {
     fn default() -> Self {
@@ -541,6 +541,23 @@ impl DetectorEngine {
     ) {
         let a = self.report_cx(tenant, agent, now_ms);
         Registry::on_security(&mut self.reports, &self.rules, &a, event, out);
+    }
+
+    /// The `AgentInfo` of an accepted batch of an agent whose status
+    /// reports carry no agent version, as of the batch's send time `at_ms`
+    /// (not in the future), to the report families, at processing time
+    /// `now_ms`.
+    pub fn on_agent_info(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        info: &AgentInfo,
+        at_ms: i64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let a = self.report_cx(tenant, agent, now_ms);
+        Registry::on_agent_info(&mut self.reports, &self.rules, &a, info, at_ms, out);
     }
 
     /// Notes processing time `now_ms` and returns the report families'

@@ -23,7 +23,8 @@
 //!     eviction and on a rule change;
 //!   - a [`ReportFamily`] reads what agents report besides metrics
 //!     (`[[key]]`, an array of rules): it is called on every **status
-//!     report** and **security event** of an accepted batch, on every
+//!     report** and **security event** of an accepted batch, on the
+//!     batch's **agent info** when its reports carry no version, on every
 //!     **tick**, on the agent's eviction and on a rule change, and keeps a
 //!     [`ReportFamily::State`] per (agent, rule) in a partition-wide
 //!     [`ReportStore`] that holds only agents it has something to say
@@ -74,7 +75,7 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use vigil_proto::v1::{SecurityEvent, StatusReport};
+use vigil_proto::v1::{AgentInfo, SecurityEvent, StatusReport};
 
 use super::agent_version::AgentVersion;
 use super::antivirus::Antivirus;
@@ -367,6 +368,22 @@ pub trait ReportFamily {
         _rules: &RuleSet,
         _a: &ReportCx<'_>,
         _event: &SecurityEvent,
+        _st: &mut Self::State,
+        _out: &mut Vec<AlertEvent>,
+    ) {
+    }
+
+    /// The `AgentInfo` (wire field 5) of an accepted batch of the agent
+    /// whose status reports carry no `agent_version`, as of the batch's
+    /// send time `at_ms` (not in the future): the facts it states hold
+    /// then. Called after the batch's reports and events.
+    #[allow(clippy::too_many_arguments)]
+    fn on_agent_info(
+        _rule: &Self::Rule,
+        _rules: &RuleSet,
+        _a: &ReportCx<'_>,
+        _info: &AgentInfo,
+        _at_ms: i64,
         _st: &mut Self::State,
         _out: &mut Vec<AlertEvent>,
     ) {
@@ -835,6 +852,23 @@ macro_rules! registry {
                 $(for (i, rule) in rules.$rkey.iter().enumerate() {
                     stores.$rkey.with(a.tenant, a.agent, i as u16, |st| {
                         <$RF as ReportFamily>::on_security(rule, rules, a, event, st, out)
+                    });
+                })*
+            }
+
+            /// The `AgentInfo` of an agent's batch, to every rule of every
+            /// report family, in registry then rule order.
+            pub(crate) fn on_agent_info(
+                stores: &mut ReportStores,
+                rules: &RuleSet,
+                a: &ReportCx<'_>,
+                info: &AgentInfo,
+                at_ms: i64,
+                out: &mut Vec<AlertEvent>,
+            ) {
+                $(for (i, rule) in rules.$rkey.iter().enumerate() {
+                    stores.$rkey.with(a.tenant, a.agent, i as u16, |st| {
+                        <$RF as ReportFamily>::on_agent_info(rule, rules, a, info, at_ms, st, out)
                     });
                 })*
             }

@@ -292,6 +292,137 @@ severity = "info"
     assert_eq!(out[0].status, AlertStatus::Resolved);
 }
 
+/// Agent versions from `AgentInfo` (wire field 5) when the batch's
+/// status reports carry none, through a pipeline (wall clock: processing
+/// time is the `now` given).
+#[test]
+fn agent_version_reads_agent_info_when_no_status_report_carries_one() {
+    use vigil_proto::v1::AgentInfo;
+    let toml = r#"
+[[agent_version]]
+name = "agent_old"
+minimum = "5.10.0"
+severity = "info"
+"#;
+    let cfg = PipelineConfig {
+        clock: ClockMode::Wall,
+        ..PipelineConfig::default()
+    };
+    let skew = cfg.max_clock_skew.as_millis() as i64;
+    let mut p = Pipeline::new(cfg, rules(toml)).unwrap();
+    let mut seq = 0;
+    let mut send = |p: &mut Pipeline,
+                    agent: &str,
+                    sent: i64,
+                    now: i64,
+                    info: Option<&str>,
+                    st: Vec<StatusReport>| {
+        seq += 1;
+        let b = TelemetryBatch {
+            tenant_id: "t".into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms: sent,
+            agent: info.map(|v| AgentInfo {
+                hostname: format!("{agent}.example"),
+                agent_version: v.into(),
+                ..AgentInfo::default()
+            }),
+            status: st,
+            ..TelemetryBatch::default()
+        };
+        let mut out = Outputs::default();
+        p.process(POS0, &b.encode_to_vec(), now, &mut out);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        brief(&out.alerts)
+    };
+    let v = |t: i64, s: &str| StatusReport {
+        agent_version: s.into(),
+        ..status(t)
+    };
+    let fire = |t: i64| {
+        vec![(
+            "agent_old".to_string(),
+            AlertStatus::Firing,
+            t,
+            t,
+            String::new(),
+        )]
+    };
+    // An agent that sends no status reports: its AgentInfo is judged at
+    // the batch's send time; exactly the minimum is fine.
+    assert_eq!(
+        send(&mut p, "a", MON, MON + 50, Some("5.9.4"), vec![]),
+        fire(MON)
+    );
+    assert!(send(&mut p, "m", MON, MON, Some("5.10"), vec![]).is_empty());
+    // Still old: nothing new; an upgrade resolves at its send time.
+    assert!(send(&mut p, "a", MON + HOUR, MON + HOUR, Some("5.9.4"), vec![]).is_empty());
+    let out = send(
+        &mut p,
+        "a",
+        MON + 2 * HOUR,
+        MON + 2 * HOUR,
+        Some("5.12.1"),
+        vec![],
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].1, out[0].2, out[0].3),
+        (AlertStatus::Resolved, MON, MON + 2 * HOUR)
+    );
+    // A status report with a version wins over the batch's AgentInfo.
+    assert!(send(
+        &mut p,
+        "b",
+        MON,
+        MON,
+        Some("5.9.4"),
+        vec![v(MON - 5, "5.12.1")]
+    )
+    .is_empty());
+    // A status report without one leaves the AgentInfo to be judged.
+    assert_eq!(
+        send(&mut p, "c", MON, MON, Some("5.9.4"), vec![v(MON - 5, "")]),
+        fire(MON)
+    );
+    // Event time: an AgentInfo sent before the newest report judged
+    // (a retried batch) changes nothing.
+    assert!(send(&mut p, "c", MON - 10, MON + 1, Some("5.12.1"), vec![]).is_empty());
+    assert_eq!(p.stats().agent_infos, 6);
+    // Ignored and counted: a send time past the skew (a wrong clock), a
+    // version with control characters; an empty version is no version.
+    for (sent, ver) in [
+        (MON + 2 * HOUR + skew + 1, "5.9.4"),
+        (MON + 2 * HOUR, "5.9\n"),
+    ] {
+        assert!(send(&mut p, "d", sent, MON + 2 * HOUR, Some(ver), vec![]).is_empty());
+    }
+    assert!(send(
+        &mut p,
+        "d",
+        MON + 2 * HOUR,
+        MON + 2 * HOUR,
+        Some(""),
+        vec![]
+    )
+    .is_empty());
+    assert_eq!(p.stats().agent_infos, 6);
+    assert_eq!(p.stats().agent_infos_ignored, 2);
+    // Exactly at the skew is taken.
+    assert_eq!(
+        send(
+            &mut p,
+            "d",
+            MON + 3 * HOUR + skew,
+            MON + 3 * HOUR,
+            Some("5.9.4"),
+            vec![]
+        ),
+        fire(MON + 3 * HOUR + skew)
+    );
+}
+
 #[test]
 fn status_rules_report_every_problem_with_its_position() {
     let bad = r#"

@@ -1,15 +1,19 @@
 //! # vigil-query: SQL over Vigil's Parquet datasets
 //!
-//! Owns reading: a DataFusion session with the `aggregates` and `alerts`
-//! datasets written by `vigil-store` registered as tables (Hive `date`
-//! partition, statistics and page-index pruning), result rendering for the
-//! CLI, and the `vigil report` reports (health, alerts, capacity) with
-//! their HTML rendering.
+//! Owns reading: a DataFusion session with the `aggregates`, `alerts`,
+//! `status` and `security_events` datasets written by `vigil-store`
+//! registered as tables (Hive `date` partition, statistics and page-index
+//! pruning), result rendering for the CLI, the `vigil report` reports
+//! (health, alerts, capacity, compliance, security) with their HTML
+//! rendering, and alert events read back for `vigil export`.
 //!
 //! ```text
-//!  <root>/aggregates/date=…/*.parquet ─┐
-//!  <root>/alerts/date=…/*.parquet     ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json | html
-//!                                                 └─ report::run(health | alerts | capacity) ─▶ Report ─render_report()─▶ … | one HTML file
+//!  <root>/aggregates/date=…/*.parquet      ─┐
+//!  <root>/alerts/date=…/*.parquet          ─┤
+//!  <root>/status/date=…/*.parquet          ─┤
+//!  <root>/security_events/date=…/*.parquet ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json | html
+//!                                                 ├─ report::run(health | alerts | capacity | compliance | security) ─▶ Report ─render_report()─▶ … | one HTML file
+//!                                                 └─ alert_events() ─▶ vigil export
 //! ```
 //!
 //! The root is a local directory or an S3-compatible object store

@@ -281,7 +281,9 @@ fn endpoint(address: &str) -> Value {
 /// | `remote_session_end`   | 3002  | 2 Logoff (type 10)     | 1 Success    | technician |
 /// | `privilege_change`     | 3005  | 1 Assign / 2 Revoke    | 1 Success    | user       |
 ///
-/// The agent is `device`; a login's source address is `src_endpoint`; a
+/// The agent is `device`, and for Authentication also `dst_endpoint`
+/// (the class requires a `service` or a `dst_endpoint`: the endpoint
+/// logged on to); a login's source address is `src_endpoint`; a
 /// session is `session.uid` with `is_remote`; a privilege change has
 /// `privileges` and, when known, `actor.user`. `severity_id` follows
 /// [`sec::severity`] through [`severity`].
@@ -337,6 +339,17 @@ pub fn security_event(e: &SecurityEventRow) -> Value {
     f.insert("message".into(), text(&sec::summary(e)));
     f.insert("metadata".into(), Value::Object(metadata));
     f.insert("device".into(), device(&e.agent, e.hostname.as_deref()));
+    if class_uid == AUTHENTICATION_UID {
+        let mut dst = Map::new();
+        dst.insert("uid".into(), text(&e.agent));
+        if let Some(h) = &e.hostname {
+            dst.insert("name".into(), text(h));
+            if is_hostname(h) {
+                dst.insert("hostname".into(), text(h));
+            }
+        }
+        f.insert("dst_endpoint".into(), Value::Object(dst));
+    }
     let mut vigil = Map::new();
     vigil.insert("kind".into(), json!(sec::kind_str(e)));
     vigil.insert("tenant".into(), text(&e.tenant));
@@ -573,6 +586,12 @@ mod tests {
             assert!(!x.to_string().contains("null"), "{x}");
         }
         assert_eq!(v[0]["src_endpoint"]["ip"], "203.0.113.50");
+        // Authentication needs a service or a dst_endpoint: the agent.
+        for x in &v[..4] {
+            assert_eq!(x["dst_endpoint"]["uid"], "agent-7");
+            assert_eq!(x["dst_endpoint"]["hostname"], "db-1.acme.example");
+        }
+        assert!(v[4].get("dst_endpoint").is_none());
         assert_eq!(v[1]["src_endpoint"]["hostname"], "laptop-3.acme.example");
         assert_eq!(v[2]["session"]["uid"], "s-42");
         assert_eq!(v[2]["logon_type_id"], 10);

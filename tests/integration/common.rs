@@ -112,15 +112,85 @@ pub fn vigil_bin() -> &'static str {
 
 /// A validator of Vigil's alert JSON (schemas/alert.v1.schema.json).
 pub fn alert_schema() -> jsonschema::Validator {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../schemas/alert.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    schema_validator("alert.v1.schema.json")
+}
+
+/// A validator of Vigil's security-event JSON
+/// (schemas/security_event.v1.schema.json).
+pub fn security_event_schema() -> jsonschema::Validator {
+    schema_validator("security_event.v1.schema.json")
+}
+
+fn schema_validator(file: &str) -> jsonschema::Validator {
+    let path = format!("{}/../../schemas/{file}", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).unwrap()
+}
+
+/// The posture lab of the integration tests: `vigil_sim::posture` (seed
+/// 3, 120 agents, 10 days) through a pipeline as the worker runs it
+/// (processing time = arrival) with the lab's rules, written to the
+/// `status/`, `security_events/` and `alerts/` datasets under `dir`.
+pub struct PostureData {
+    /// The datasets' root.
+    pub dir: tempfile::TempDir,
+    /// The lab: its records and its truth.
+    pub lab: vigil_sim::posture::PostureLab,
+    /// The security events the pipeline took, in the order it took them.
+    pub security: Vec<vigil_ops::SecurityEventRow>,
+}
+
+/// The posture lab's datasets, made once per test binary.
+pub fn posture_data() -> &'static PostureData {
+    use vigil_ops::config::ClockMode;
+    use vigil_ops::pipeline::{Outputs, Pipeline};
+    use vigil_sim::posture::{generate, PostureConfig, RULES_TOML};
+    use vigil_store::{AlertsWriter, SecurityEventsWriter, SourceRange, StatusWriter};
+
+    static DATA: std::sync::OnceLock<PostureData> = std::sync::OnceLock::new();
+    DATA.get_or_init(|| {
+        let lab = generate(&PostureConfig {
+            seed: 3,
+            agents: 120,
+            days: 10,
+            ..PostureConfig::default()
+        });
+        let mut cfg = settings().pipeline;
+        cfg.clock = ClockMode::Wall;
+        let rules = Arc::new(RuleSet::from_toml(RULES_TOML, "posture.toml").unwrap());
+        let mut p = Pipeline::new(cfg, rules).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let wcfg = settings().storage.parquet;
+        let mut status = StatusWriter::new(dir.path(), wcfg.clone()).unwrap();
+        let mut sec = SecurityEventsWriter::new(dir.path(), wcfg.clone()).unwrap();
+        let mut alerts = AlertsWriter::new(dir.path(), wcfg).unwrap();
+        let mut security = Vec::new();
+        let mut out = Outputs::default();
+        for (i, r) in lab.records.iter().enumerate() {
+            let pos = vigil_ops::Position {
+                partition: 0,
+                offset: i as i64,
+            };
+            p.process(pos, &r.payload, r.arrival_ms, &mut out);
+            assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+            out.status.iter().for_each(|x| status.push(x));
+            out.security.iter().for_each(|x| sec.push(x));
+            out.alerts.iter().for_each(|x| alerts.push(x));
+            security.append(&mut out.security);
+            out.clear();
+        }
+        let range = SourceRange {
+            source: "posture",
+            partition: 0,
+            first_offset: 0,
+            last_offset: lab.records.len() as i64 - 1,
+        };
+        status.flush(range).unwrap();
+        sec.flush(range).unwrap();
+        alerts.flush(range).unwrap();
+        PostureData { dir, lab, security }
+    })
 }
 
 /// A TCP port free on 127.0.0.1 right now (for a test's own server).

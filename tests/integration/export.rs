@@ -1,5 +1,7 @@
 //! `vigil export` end to end: alert events written to the `alerts`
-//! dataset, exported by the binary, and read back by real receivers:
+//! dataset (and security events written to `security_events`, with
+//! `--dataset security_events`), exported by the binary, and read back
+//! by real receivers:
 //! rsyslog (Debian's package, extracted by `scripts/test.sh`, which sets
 //! `VIGIL_RSYSLOG_ROOT`) over TCP and TLS, which parses each RFC 5424
 //! message and writes its fields as JSON; files and stdout; and the test
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use vigil_ops::model::{AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity};
 use vigil_store::{AlertsWriter, SourceRange, WriterConfig};
 
-use crate::common::{free_port, vigil_bin};
+use crate::common::{free_port, posture_data, security_event_schema, vigil_bin};
 
 /// 2026-11-03T00:00:00Z.
 const MIDNIGHT: i64 = 1_793_664_000_000;
@@ -841,4 +843,235 @@ fn export_to_kafka_with_headers_keys_and_order() {
         );
     }
     let _ = std::io::stderr().flush();
+}
+
+// -------------------------------------------------------- security events
+
+/// The export order of security events: event time, tenant, agent, kind,
+/// then the other fields, nulls (empty strings) first.
+fn export_order(rows: &mut [vigil_ops::SecurityEventRow]) {
+    use vigil_proto::v1::SecurityEventKind;
+    rows.sort_by_key(|r| {
+        let e = &r.event;
+        let kind = SecurityEventKind::try_from(e.kind).map(vigil_ops::decode::kind_name);
+        let granted = (e.kind == SecurityEventKind::PrivilegeChange as i32).then_some(e.granted);
+        (
+            e.timestamp_ms,
+            r.tenant.clone(),
+            r.agent.clone(),
+            kind.unwrap_or(""),
+            e.user.clone(),
+            e.technician.clone(),
+            e.session_id.clone(),
+            e.source_address.clone(),
+            e.privilege.clone(),
+            e.actor.clone(),
+            granted,
+        )
+    });
+}
+
+fn encode_security(format: &str, e: &vigil_ops::SecurityEventRow) -> String {
+    let mut out = Vec::new();
+    vigil_sink::encoding(format)
+        .unwrap()
+        .encode_security_event(e, &mut out);
+    String::from_utf8(out).unwrap()
+}
+
+/// The posture lab's security events (`common::posture_data`), exported
+/// whole and filtered, in every encoding, to stdout and files.
+#[test]
+fn export_security_events_whole_and_filtered() {
+    use vigil_proto::v1::SecurityEventKind;
+    let data = posture_data();
+    let root = data.dir.path();
+    let mut all = data.security.clone();
+    export_order(&mut all);
+    assert!(all.len() > 1000, "{} events", all.len());
+
+    // stdout, every event, JSON: one line each, in export order, each
+    // valid against the security-event JSON Schema.
+    let o = export(root, &["--dataset", "security_events"]);
+    let err = ok(&o);
+    assert!(
+        err.contains(&format!("exported {} security events", all.len())),
+        "{err}"
+    );
+    let text = String::from_utf8(o.stdout).unwrap();
+    let want: Vec<String> = all.iter().map(|e| encode_security("json", e)).collect();
+    assert_eq!(text.lines().collect::<Vec<_>>(), want);
+    let validator = security_event_schema();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}: {line}");
+    }
+
+    // One tenant's failed logins of one day, [from, to) exact, in each
+    // other encoding, to a file.
+    let day = all[all.len() / 2].event.timestamp_ms / 86_400_000 * 86_400_000;
+    let from = chrono::DateTime::from_timestamp_millis(day)
+        .unwrap()
+        .to_rfc3339();
+    let to = chrono::DateTime::from_timestamp_millis(day + 86_400_000)
+        .unwrap()
+        .to_rfc3339();
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["ocsf", "cef", "ecs"] {
+        let path = dir.path().join(format!("failed.{format}"));
+        let file = format!("file:{}", path.display());
+        ok(&export(
+            root,
+            &[
+                "--dataset",
+                "security_events",
+                "--format",
+                format,
+                "--tenant",
+                "eu",
+                "--kind",
+                "login_failure",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--to",
+                &file,
+            ],
+        ));
+        let want: Vec<String> = all
+            .iter()
+            .filter(|e| {
+                e.tenant == "eu"
+                    && e.event.kind == SecurityEventKind::LoginFailure as i32
+                    && (day..day + 86_400_000).contains(&e.event.timestamp_ms)
+            })
+            .map(|e| encode_security(format, e))
+            .collect();
+        assert!(want.len() >= 10, "{format}: {}", want.len());
+        let got = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(got.lines().collect::<Vec<_>>(), want, "{format}");
+    }
+
+    // Flags of the other dataset are refused, with the reason.
+    for (args, needle) in [
+        (vec!["--kind", "login_failure"], "--dataset security_events"),
+        (
+            vec!["--dataset", "security_events", "--rule", "r"],
+            "security events have no rule",
+        ),
+        (
+            vec!["--dataset", "security_events", "--kind", "logon"],
+            "unknown --kind",
+        ),
+        (vec!["--dataset", "events"], "invalid value"),
+    ] {
+        let o = export(root, &args);
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// Security events with every character the syslog header, the
+/// structured data and CEF escape, to rsyslog over TCP: one RFC 5424
+/// message each, in order, header and structured data from the event.
+#[test]
+fn export_security_events_to_rsyslog() {
+    use vigil_proto::v1::{SecurityEvent, SecurityEventKind as K};
+    if rsyslog().is_none() {
+        return;
+    }
+    let kinds = [
+        K::LoginFailure,
+        K::LoginSuccess,
+        K::RemoteSessionStart,
+        K::RemoteSessionEnd,
+        K::PrivilegeChange,
+    ];
+    let mut evs: Vec<vigil_ops::SecurityEventRow> = (0..150i64)
+        .map(|i| {
+            let kind = kinds[i as usize % kinds.len()];
+            let session = matches!(kind, K::RemoteSessionStart | K::RemoteSessionEnd);
+            let text = |yes: bool, s: String| if yes { s } else { String::new() };
+            vigil_ops::SecurityEventRow {
+                tenant: if i % 2 == 0 { "acme" } else { "globex" }.into(),
+                agent: format!("agent-{}", i % 7),
+                hostname: (i % 4 != 0).then(|| format!("host {i} ünï")),
+                event: SecurityEvent {
+                    timestamp_ms: MIDNIGHT + i * SEC,
+                    kind: kind as i32,
+                    user: text(!session, format!("u\"{i}]|=\\")),
+                    source_address: text(kind == K::LoginFailure, "203.0.113.9".into()),
+                    technician: text(session, "tech \"ana\"".into()),
+                    session_id: text(session, format!("s{}", i / 5)),
+                    privilege: text(kind == K::PrivilegeChange, "Admins|x=y".into()),
+                    granted: i % 10 == 4,
+                    actor: String::new(),
+                },
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut w = vigil_store::SecurityEventsWriter::new(
+        &data,
+        WriterConfig {
+            sync: false,
+            ..WriterConfig::default()
+        },
+    )
+    .unwrap();
+    evs.iter().for_each(|e| w.push(e));
+    w.flush(SourceRange {
+        source: "export-test",
+        partition: 0,
+        first_offset: 0,
+        last_offset: evs.len() as i64,
+    })
+    .unwrap();
+    export_order(&mut evs);
+    let r = Rsyslog::start(&dir.path().join("rsyslog"), free_port(), None);
+    let err = ok(&export(
+        &data,
+        &[
+            "--dataset",
+            "security_events",
+            "--format",
+            "cef",
+            "--to",
+            &r.url(),
+            "--batch",
+            "40",
+        ],
+    ));
+    assert!(err.contains("exported 150 security events"), "{err}");
+    let got = r.wait_for(evs.len());
+    assert_eq!(got.len(), evs.len());
+    for (m, e) in got.iter().zip(&evs) {
+        let kind = vigil_ops::decode::kind_name(K::try_from(e.event.kind).unwrap());
+        let sev = match e.event.kind {
+            k if k == K::LoginFailure as i32 || k == K::PrivilegeChange as i32 => 4,
+            _ => 6,
+        };
+        assert_eq!(m["pri"], (16 * 8 + sev).to_string(), "{m}");
+        let t = chrono::DateTime::parse_from_rfc3339(m["time"].as_str().unwrap()).unwrap();
+        assert_eq!(t.timestamp_millis(), e.event.timestamp_ms, "{m}");
+        let host: String = e
+            .hostname
+            .clone()
+            .unwrap_or(e.agent.clone())
+            .chars()
+            .map(|c| if ('!'..='~').contains(&c) { c } else { '_' })
+            .collect();
+        assert_eq!(m["host"], host.as_str(), "{m}");
+        assert_eq!(m["msgid"], kind, "{m}");
+        let sd = m["sd"].as_str().unwrap();
+        assert!(sd.starts_with("[vigil@32473 "), "{sd}");
+        for (k, v) in [("kind", kind), ("tenant", &e.tenant), ("agent", &e.agent)] {
+            assert!(sd.contains(&format!("{k}=\"{v}\"")), "{k} in {sd}");
+        }
+        assert_eq!(m["msg"].as_str().unwrap(), encode_security("cef", e), "{m}");
+    }
 }

@@ -1,5 +1,6 @@
-//! `vigil report` as a user runs it over a `vigil demo` dataset, and the
-//! HTML report opened in a real headless Chromium.
+//! `vigil report` as a user runs it over a `vigil demo` dataset (and the
+//! compliance and security reports over the posture lab: `posture`), and
+//! the HTML report opened in a real headless Chromium.
 //!
 //! The browser test needs Debian's `chromium-headless-shell` (or
 //! `chromium`): on `PATH`, or named by `VIGIL_BROWSER`. It is skipped
@@ -25,6 +26,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::vigil_bin;
+
+mod posture;
 
 fn vigil(args: &[&str]) -> Output {
     Command::new(vigil_bin())
@@ -291,9 +294,21 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 fn html_reports_render_in_headless_chromium() {
     let Some(browser) = browser() else { return };
     let d = data();
+    let p = crate::common::posture_data()
+        .dir
+        .path()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-artefacts");
     std::fs::create_dir_all(&artefacts).unwrap();
-    for kind in ["health", "alerts", "capacity"] {
+    for (kind, d) in [
+        ("health", &d),
+        ("alerts", &d),
+        ("capacity", &d),
+        ("compliance", &p),
+        ("security", &p),
+    ] {
         let page = artefacts.join(format!("{kind}.html"));
         let png = artefacts.join(format!("{kind}.png"));
         let _ = std::fs::remove_file(&png);
@@ -301,7 +316,7 @@ fn html_reports_render_in_headless_chromium() {
             "report",
             kind,
             "--data-dir",
-            &d,
+            d,
             "--format",
             "html",
             "--out",
@@ -357,22 +372,23 @@ fn html_reports_render_in_headless_chromium() {
     }
 }
 
-#[test]
-fn report_sql_gives_the_same_answer_in_duckdb() {
-    use vigil_query::report::{self, ReportKind, Scope};
+/// Every section of `kinds` over the datasets under `root`, as
+/// check_report_sql.py takes them (name, SQL, columns, rows), and the
+/// rows in all.
+fn sections_for_duckdb(
+    root: &Path,
+    kinds: &[vigil_query::report::ReportKind],
+) -> (Vec<serde_json::Value>, usize) {
+    use vigil_query::report::{self, Scope};
     use vigil_query::{render, Format, QuerySession};
-    let Some(python) = crate::common::interop_python("duckdb") else {
-        return;
-    };
-    let root = demo().join("demo");
-    let session = QuerySession::open(&root).unwrap();
+    let session = QuerySession::open(root).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let mut sections = Vec::new();
     let mut rows_total = 0;
-    for kind in ReportKind::ALL {
+    for &kind in kinds {
         let r = rt
             .block_on(report::run(&session, kind, &Scope::default()))
             .unwrap();
@@ -397,26 +413,49 @@ fn report_sql_gives_the_same_answer_in_duckdb() {
             }));
         }
     }
-    assert!(
-        rows_total > 50,
-        "the demo gives the sections rows to compare"
-    );
-    let spec = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(spec.path(), serde_json::to_vec(&sections).unwrap()).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/interop/check_report_sql.py"
-    );
-    let o = Command::new(python)
-        .arg(script)
-        .arg(&root)
-        .arg(spec.path())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "check_report_sql.py failed:\n{}\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    (sections, rows_total)
+}
+
+#[test]
+fn report_sql_gives_the_same_answer_in_duckdb() {
+    use vigil_query::report::ReportKind;
+    let Some(python) = crate::common::interop_python("duckdb") else {
+        return;
+    };
+    let demo_root = demo().join("demo");
+    let posture_root = crate::common::posture_data().dir.path().to_path_buf();
+    for (root, kinds) in [
+        (
+            demo_root,
+            &[ReportKind::Health, ReportKind::Alerts, ReportKind::Capacity][..],
+        ),
+        (
+            posture_root,
+            &[ReportKind::Compliance, ReportKind::Security][..],
+        ),
+    ] {
+        let (sections, rows_total) = sections_for_duckdb(&root, kinds);
+        assert!(
+            rows_total > 50,
+            "the dataset gives the sections rows to compare"
+        );
+        let spec = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(spec.path(), serde_json::to_vec(&sections).unwrap()).unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/interop/check_report_sql.py"
+        );
+        let o = Command::new(&python)
+            .arg(script)
+            .arg(&root)
+            .arg(spec.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "check_report_sql.py failed:\n{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
 }

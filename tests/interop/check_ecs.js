@@ -3,7 +3,11 @@
 // name, type and allowed values), not against Vigil's own code. Run by
 // tests/integration/siem.rs.
 //
-//   node check_ecs.js ECS_MODULE_DIR events.ecs
+//   node check_ecs.js ECS_MODULE_DIR events.ecs [alerts|security]
+//
+// `security` checks security events (`vigil export --dataset
+// security_events`): event.kind `event` and the authentication fields
+// instead of an alert's rule.
 //
 // Every leaf of every document must be an ECS field of a compatible type
 // (or under `labels.*`, or the custom `vigil.*` field set); fields with
@@ -61,7 +65,12 @@ function typeOk(type, v) {
   }
 }
 
-const required = ["@timestamp", "event.kind", "event.category", "event.type", "ecs.version", "rule.name", "host.name", "organization.id", "message"];
+const mode = process.argv[4] || "alerts";
+const common = ["@timestamp", "event.kind", "event.category", "event.type", "ecs.version", "host.name", "organization.id", "message"];
+const required = mode === "security"
+  ? common.concat(["event.action", "event.outcome", "event.dataset"])
+  : common.concat(["rule.name"]);
+const kind = mode === "security" ? "event" : "alert";
 
 lines.forEach((line, i) => {
   const doc = JSON.parse(line);
@@ -90,6 +99,6 @@ lines.forEach((line, i) => {
       }
     }
   }
-  if (doc.event.kind !== "alert") fail(i, "event.kind is not alert");
+  if (doc.event.kind !== kind) fail(i, `event.kind is not ${kind}`);
 });
-console.log(`ecs: ${lines.length} documents use only ECS ${EcsVersion} fields (plus labels.* and vigil.*)`);
+console.log(`ecs (${mode}): ${lines.length} documents use only ECS ${EcsVersion} fields (plus labels.* and vigil.*)`);

@@ -235,7 +235,7 @@ fn optional_ts(what: &str, ms: i64) -> Result<(), String> {
 }
 
 /// A string field: at most `limits.max_label_bytes`, no control characters.
-fn text(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
+pub(crate) fn text(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
     if s.len() > limits.max_label_bytes {
         Err(format!(
             "{what} is {} bytes, limit {}",

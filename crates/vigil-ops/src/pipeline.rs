@@ -138,6 +138,17 @@ pub struct PipelineStats {
     /// `future`).
     #[serde(default)]
     pub security_events: u64,
+    /// `AgentInfo` agent versions judged by the report families (batches
+    /// whose status reports carry no version; see
+    /// [`crate::detect::agent_version`]).
+    #[serde(default)]
+    pub agent_infos: u64,
+    /// `AgentInfo` agent versions not judged: the batch's send time was
+    /// more than `max_clock_skew` ahead of processing time, or the version
+    /// breaks the text limits of a report's (`max_label_bytes`, control
+    /// characters).
+    #[serde(default)]
+    pub agent_infos_ignored: u64,
 }
 
 /// Serde form of a per-reason counter array: a list, which may be shorter

@@ -157,7 +157,7 @@ impl QuerySession {
 }
 
 /// A row that does not decode into an [`AlertEvent`].
-fn bad_row(what: String) -> QueryError {
+pub(crate) fn bad_row(what: String) -> QueryError {
     QueryError::Sql {
         query: "decoding alert events".into(),
         source: Box::new(datafusion::error::DataFusionError::Execution(what)),

@@ -1,15 +1,19 @@
 //! # vigil-query: SQL over Vigil's Parquet datasets
 //!
-//! Owns reading: a DataFusion session with the `aggregates` and `alerts`
-//! datasets written by `vigil-store` registered as tables (Hive `date`
-//! partition, statistics and page-index pruning), result rendering for the
-//! CLI, and the `vigil report` reports (health, alerts, capacity) with
-//! their HTML rendering.
+//! Owns reading: a DataFusion session with the `aggregates`, `alerts`,
+//! `status` and `security_events` datasets written by `vigil-store`
+//! registered as tables (Hive `date` partition, statistics and page-index
+//! pruning), result rendering for the CLI, the `vigil report` reports
+//! (health, alerts, capacity, compliance, security) with their HTML
+//! rendering, and alert and security events read back for `vigil export`.
 //!
 //! ```text
-//!  <root>/aggregates/date=…/*.parquet ─┐
-//!  <root>/alerts/date=…/*.parquet     ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json | html
-//!                                                 └─ report::run(health | alerts | capacity) ─▶ Report ─render_report()─▶ … | one HTML file
+//!  <root>/aggregates/date=…/*.parquet      ─┐
+//!  <root>/alerts/date=…/*.parquet          ─┤
+//!  <root>/status/date=…/*.parquet          ─┤
+//!  <root>/security_events/date=…/*.parquet ─┴▶ QuerySession (DataFusion) ─sql()─▶ Vec<RecordBatch> ─render()─▶ table | csv | json | html
+//!                                                 ├─ report::run(health | alerts | capacity | compliance | security) ─▶ Report ─render_report()─▶ … | one HTML file
+//!                                                 └─ alert_events() | security_events() ─▶ vigil export
 //! ```
 //!
 //! The root is a local directory or an S3-compatible object store
@@ -22,7 +26,8 @@
 //!
 //! Modules: [`session`] (the tables), [`listing`] (the reader rule that
 //! hides files a compacted file covers), [`alerts`] (alert events back as
-//! `AlertEvent`s, for `vigil export`), [`render`] (output formats),
+//! `AlertEvent`s, for `vigil export`), [`security_events`] (security
+//! events back as `SecurityEventRow`s, likewise), [`render`] (output formats),
 //! [`report`] (the reports' SQL, HTML and SVG charts), [`error`] (the
 //! typed error).
 
@@ -31,12 +36,14 @@ pub mod error;
 pub mod listing;
 pub mod render;
 pub mod report;
+pub mod security_events;
 pub mod session;
 
 pub use alerts::{AlertEvents, AlertFilter};
 pub use datafusion::arrow::array::RecordBatch;
 pub use error::{QueryError, Result};
 pub use render::{render, Format, UnknownFormat};
+pub use security_events::{SecurityEvents, SecurityFilter};
 pub use session::{table_schema, QuerySession, PARTITION_TYPE};
 
 /// Runs a future to completion on a new multi-threaded tokio runtime (one

@@ -4,8 +4,8 @@
 //! each, one registry line: [`encoding`]), the routing of alert events to
 //! destinations ([`route`]), and the output stage that hands a pipeline's
 //! output to the Parquet writers, the dead-letter sinks and the routed
-//! destinations ([`output`]), and exports of stored alert events to
-//! stdout, files and syslog receivers ([`export`]). The Kafka worker, replays (`vigil ingest`,
+//! destinations ([`output`]), and exports of stored alert events and
+//! security events to stdout, files and syslog receivers ([`export`]). The Kafka worker, replays (`vigil ingest`,
 //! `vigil demo`: [`RouteFiles`]) and exports use this one path; `vigil-ops` stays pure (no
 //! I/O, no output formats).
 //!
@@ -27,7 +27,8 @@ pub mod time;
 pub use encoding::{encoding, encoding_names, Encoding, ENCODINGS};
 pub use error::{DestinationError, Result, SinkError};
 pub use export::{
-    ExportError, ExportOptions, ExportReport, ExportSink, Exporter, SendError, Target,
+    Envelope, ExportError, ExportOptions, ExportReport, ExportSink, Exportable, Exporter,
+    SendError, Target,
 };
 pub use output::{Destinations, OutputStage, Published};
 pub use route::{AlertRouter, AlertSettings, Route, DEFAULT_ROUTE, ROUTE_EVENTS};

@@ -47,11 +47,11 @@ pub enum Command {
     Demo(cmd::demo::Args),
     /// Run SQL over the `aggregates` and `alerts` tables.
     Sql(cmd::sql::SqlArgs),
-    /// Reports over the datasets: health (default), alerts or capacity, as a table, CSV,
+    /// Reports over the datasets: health (default), alerts, capacity, compliance or security, as a table, CSV,
     /// JSON or one self-contained HTML file with charts.
     Report(cmd::sql::ReportArgs),
-    /// Export alert events from Parquet (json, ocsf, cef, ecs) to stdout, a file, a syslog
-    /// receiver (RFC 5424 over TCP or TLS) or a Kafka topic.
+    /// Export alert events or security events from Parquet (json, ocsf, cef, ecs) to stdout, a
+    /// file, a syslog receiver (RFC 5424 over TCP or TLS) or a Kafka topic.
     Export(cmd::export::Args),
     /// Measure the pipeline: in process (decode, operator chain, end to end, as ratios), or
     /// with --brokers through a Kafka broker (worker rate, lag, alert ack latency).

@@ -36,10 +36,14 @@ pub const ALERT_EVENTS: &str = "vigil_alert_events_total";
 pub const EVICTED: &str = "vigil_pipeline_evicted_total";
 /// Open incidents resolved as `stale` by evictions.
 pub const INCIDENTS_EXPIRED: &str = "vigil_pipeline_incidents_expired_total";
-/// Status reports and security events taken from accepted batches, label
-/// `kind` (`status`, `security`); refused ones are in the rejected
+/// Status reports and security events taken from accepted batches, and
+/// `AgentInfo` agent versions judged in place of a report's, label `kind`
+/// (`status`, `security`, `agent_info`); refused ones are in the rejected
 /// counters (docs/wire-format.md).
 pub const REPORTS_IN: &str = "vigil_pipeline_reports_total";
+/// `AgentInfo` agent versions not judged (send time past the clock skew,
+/// or text over the limits; docs/wire-format.md).
+pub const AGENT_INFO_IGNORED: &str = "vigil_pipeline_agent_info_ignored_total";
 /// Agents held in a partition's state, label `partition`.
 pub const AGENTS_HELD: &str = "vigil_pipeline_agents";
 /// Series held in a partition's state, label `partition`.
@@ -211,6 +215,10 @@ pub fn publish(prev: &PipelineStats, now: &PipelineStats) {
         .increment(d(prev.status_reports, now.status_reports));
     metrics::counter!(REPORTS_IN, "kind" => "security")
         .increment(d(prev.security_events, now.security_events));
+    metrics::counter!(REPORTS_IN, "kind" => "agent_info")
+        .increment(d(prev.agent_infos, now.agent_infos));
+    metrics::counter!(AGENT_INFO_IGNORED)
+        .increment(d(prev.agent_infos_ignored, now.agent_infos_ignored));
 }
 
 /// Adds the difference between two OTLP conversion stats snapshots to the

@@ -8,16 +8,26 @@
 //! `agent_version` is empty or does not start with a number says nothing.
 //! Exactly `minimum` is fine. The incident starts at the first report
 //! below the minimum and resolves at the first report at or above it.
+//!
+//! The version also comes from the agent's `AgentInfo` (wire field 5,
+//! sent on an agent's first batch and periodically): a batch whose
+//! status reports carry no `agent_version` (none, or all empty) but
+//! whose `AgentInfo` does is judged as a report observed at the batch's
+//! send time (`sent_at_ms`; not when that is more than `max_clock_skew`
+//! ahead of processing time, as a report would be refused `future`).
+//! Where both come, the status report wins (it says when it was
+//! observed). So an agent that sends no status reports at all is still
+//! checked, and its incident follows the same event-time rules: an
+//! `AgentInfo` sent before the newest report judged changes nothing.
 
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
-use vigil_proto::v1::StatusReport;
+use vigil_proto::v1::{AgentInfo, StatusReport};
 
-use super::condition::{Breach, ConditionState, Verdict};
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{AlertEvent, DetectorKind, ResolveReason, Severity};
+use super::condition::{Breach, ConditionFamily, Verdict};
+use super::registry::{FamilyRule, ReportRule};
+use crate::model::Severity;
 use crate::rules::read::{Cx, Val};
 
 /// A minimum agent version rule (`[[agent_version]]`).
@@ -39,6 +49,12 @@ impl FamilyRule for AgentVersionRule {
 
     fn same_definition(&self, other: &Self) -> bool {
         parse_version(&self.minimum) == parse_version(&other.minimum)
+    }
+}
+
+impl ReportRule for AgentVersionRule {
+    fn severity(&self) -> Severity {
+        self.severity
     }
 }
 
@@ -83,9 +99,8 @@ pub fn compare(a: &[u64], b: &[u64]) -> Ordering {
 /// The agent version family (see the module docs).
 pub struct AgentVersion;
 
-impl ReportFamily for AgentVersion {
+impl ConditionFamily for AgentVersion {
     type Rule = AgentVersionRule;
-    type State = ConditionState;
 
     fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<AgentVersionRule> {
         const KEYS: &[&str] = &["name", "minimum", "severity"];
@@ -113,69 +128,32 @@ impl ReportFamily for AgentVersion {
         })
     }
 
-    fn on_status(
-        rule: &AgentVersionRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        r: &StatusReport,
-        st: &mut ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let verdict = judge(rule, r, a.agent);
-        st.judge(
-            &subject(rule, a),
-            rules,
-            r.observed_at_ms,
-            verdict,
-            None,
-            out,
-        );
+    fn judge(rule: &AgentVersionRule, r: &StatusReport, agent: &str) -> Verdict {
+        judge_version(rule, &r.agent_version, r.observed_at_ms, agent)
     }
 
-    fn close(
-        rule: &AgentVersionRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        reason: ResolveReason,
-        mut st: ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        st.close(&subject(rule, a), rules, a.now_ms, reason, None, out);
+    fn judge_info(rule: &AgentVersionRule, info: &AgentInfo, at_ms: i64, agent: &str) -> Verdict {
+        judge_version(rule, &info.agent_version, at_ms, agent)
     }
 }
 
-/// What report `r` says under `rule`.
-pub fn judge(rule: &AgentVersionRule, r: &StatusReport, agent: &str) -> Verdict {
-    let (Some(have), Some(min)) = (
-        parse_version(&r.agent_version),
-        parse_version(&rule.minimum),
-    ) else {
+/// What version `version`, reported at `at_ms`, says under `rule`.
+fn judge_version(rule: &AgentVersionRule, version: &str, at_ms: i64, agent: &str) -> Verdict {
+    let (Some(have), Some(min)) = (parse_version(version), parse_version(&rule.minimum)) else {
         return Verdict::Unknown;
     };
     if compare(&have, &min).is_lt() {
         Verdict::Breach(Breach {
-            since_ms: r.observed_at_ms,
+            since_ms: at_ms,
             value: None,
             threshold: None,
             summary: format!(
-                "agent {agent} runs version {} (minimum {})",
-                r.agent_version, rule.minimum
+                "agent {agent} runs version {version} (minimum {})",
+                rule.minimum
             ),
         })
     } else {
         Verdict::Fine
-    }
-}
-
-fn subject<'a>(rule: &'a AgentVersionRule, a: &ReportCx<'a>) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Status,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels: "",
     }
 }
 

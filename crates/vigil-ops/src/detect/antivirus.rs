@@ -15,10 +15,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vigil_proto::v1::StatusReport;
 
-use super::condition::{age_text, ms, Breach, ConditionState, Verdict};
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{AlertEvent, DetectorKind, ResolveReason, Severity};
+use super::condition::{age_text, hours, ms, Breach, ConditionFamily, Verdict};
+use super::registry::{FamilyRule, ReportRule};
+use crate::model::Severity;
 use crate::rules::read::{Cx, Val};
 
 /// Default `max_definition_age`.
@@ -47,25 +46,24 @@ impl FamilyRule for AntivirusRule {
     }
 }
 
+impl ReportRule for AntivirusRule {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+}
+
 /// The antivirus family (see the module docs).
 pub struct Antivirus;
 
-const HOUR_MS: f64 = 3_600_000.0;
-
-impl ReportFamily for Antivirus {
+impl ConditionFamily for Antivirus {
     type Rule = AntivirusRule;
-    type State = ConditionState;
 
     fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<AntivirusRule> {
         const KEYS: &[&str] = &["name", "max_definition_age", "severity"];
         let t = cx.fields(path, val, KEYS)?;
         let span = val.span();
         let name = cx.name(t, &span, path);
-        let age = if t.contains_key("max_definition_age") {
-            cx.duration(t, path, "max_definition_age")
-        } else {
-            Some(DEFAULT_MAX_DEFINITION_AGE)
-        };
+        let age = cx.duration_or(t, path, "max_definition_age", DEFAULT_MAX_DEFINITION_AGE);
         let severity = cx.severity(t, &span, path);
         Some(AntivirusRule {
             name: name?,
@@ -74,85 +72,42 @@ impl ReportFamily for Antivirus {
         })
     }
 
-    fn on_status(
-        rule: &AntivirusRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        r: &StatusReport,
-        st: &mut ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let verdict = judge(rule, r, a.agent);
-        st.judge(
-            &subject(rule, a),
-            rules,
-            r.observed_at_ms,
-            verdict,
-            limit(rule),
-            out,
-        );
+    fn limit(rule: &AntivirusRule) -> Option<f64> {
+        Some(hours(ms(rule.max_definition_age)))
     }
 
-    fn close(
-        rule: &AntivirusRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        reason: ResolveReason,
-        mut st: ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        st.close(&subject(rule, a), rules, a.now_ms, reason, limit(rule), out);
-    }
-}
-
-fn limit(rule: &AntivirusRule) -> Option<f64> {
-    Some(ms(rule.max_definition_age) as f64 / HOUR_MS)
-}
-
-/// What report `r` says under `rule`.
-pub fn judge(rule: &AntivirusRule, r: &StatusReport, agent: &str) -> Verdict {
-    let Some(av) = &r.antivirus else {
-        return Verdict::Unknown;
-    };
-    let max = ms(rule.max_definition_age);
-    let age = (av.definitions_updated_ms != 0)
-        .then(|| r.observed_at_ms.saturating_sub(av.definitions_updated_ms));
-    let product = if av.product.is_empty() {
-        "antivirus"
-    } else {
-        av.product.as_str()
-    };
-    if !av.enabled {
-        return Verdict::Breach(Breach {
-            since_ms: r.observed_at_ms,
-            value: age.map(|a| a as f64 / HOUR_MS),
-            threshold: limit(rule),
-            summary: format!("{product} real-time protection is disabled on agent {agent}"),
-        });
-    }
-    match age {
-        Some(age) if age > max => Verdict::Breach(Breach {
-            since_ms: av.definitions_updated_ms.saturating_add(max),
-            value: Some(age as f64 / HOUR_MS),
-            threshold: limit(rule),
-            summary: format!(
-                "{product} definitions on agent {agent} are {} old (limit {})",
-                age_text(age),
-                humantime::format_duration(rule.max_definition_age)
-            ),
-        }),
-        _ => Verdict::Fine,
-    }
-}
-
-fn subject<'a>(rule: &'a AntivirusRule, a: &ReportCx<'a>) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Status,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels: "",
+    fn judge(rule: &AntivirusRule, r: &StatusReport, agent: &str) -> Verdict {
+        let Some(av) = &r.antivirus else {
+            return Verdict::Unknown;
+        };
+        let max = ms(rule.max_definition_age);
+        let age = (av.definitions_updated_ms != 0)
+            .then(|| r.observed_at_ms.saturating_sub(av.definitions_updated_ms));
+        let product = if av.product.is_empty() {
+            "antivirus"
+        } else {
+            av.product.as_str()
+        };
+        if !av.enabled {
+            return Verdict::Breach(Breach {
+                since_ms: r.observed_at_ms,
+                value: age.map(hours),
+                threshold: Self::limit(rule),
+                summary: format!("{product} real-time protection is disabled on agent {agent}"),
+            });
+        }
+        match age {
+            Some(age) if age > max => Verdict::Breach(Breach {
+                since_ms: av.definitions_updated_ms.saturating_add(max),
+                value: Some(hours(age)),
+                threshold: Self::limit(rule),
+                summary: format!(
+                    "{product} definitions on agent {agent} are {} old (limit {})",
+                    age_text(age),
+                    humantime::format_duration(rule.max_definition_age)
+                ),
+            }),
+            _ => Verdict::Fine,
+        }
     }
 }

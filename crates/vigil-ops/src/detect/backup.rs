@@ -17,10 +17,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vigil_proto::v1::{BackupResult, StatusReport};
 
-use super::condition::{age_text, ms, Breach, ConditionState, Verdict};
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{AlertEvent, DetectorKind, ResolveReason, Severity};
+use super::condition::{age_text, hours, ms, Breach, ConditionFamily, Verdict};
+use super::registry::{FamilyRule, ReportRule};
+use crate::model::Severity;
 use crate::rules::read::{Cx, Val};
 
 /// Default `max_age`.
@@ -49,25 +48,24 @@ impl FamilyRule for BackupRule {
     }
 }
 
+impl ReportRule for BackupRule {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+}
+
 /// The backup family (see the module docs).
 pub struct Backup;
 
-const HOUR_MS: f64 = 3_600_000.0;
-
-impl ReportFamily for Backup {
+impl ConditionFamily for Backup {
     type Rule = BackupRule;
-    type State = ConditionState;
 
     fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<BackupRule> {
         const KEYS: &[&str] = &["name", "max_age", "severity"];
         let t = cx.fields(path, val, KEYS)?;
         let span = val.span();
         let name = cx.name(t, &span, path);
-        let max_age = if t.contains_key("max_age") {
-            cx.duration(t, path, "max_age")
-        } else {
-            Some(DEFAULT_BACKUP_MAX_AGE)
-        };
+        let max_age = cx.duration_or(t, path, "max_age", DEFAULT_BACKUP_MAX_AGE);
         let severity = cx.severity(t, &span, path);
         Some(BackupRule {
             name: name?,
@@ -76,90 +74,48 @@ impl ReportFamily for Backup {
         })
     }
 
-    fn on_status(
-        rule: &BackupRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        r: &StatusReport,
-        st: &mut ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let verdict = judge(rule, r, a.agent);
-        st.judge(
-            &subject(rule, a),
-            rules,
-            r.observed_at_ms,
-            verdict,
-            limit(rule),
-            out,
-        );
+    fn limit(rule: &BackupRule) -> Option<f64> {
+        Some(hours(ms(rule.max_age)))
     }
 
-    fn close(
-        rule: &BackupRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        reason: ResolveReason,
-        mut st: ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        st.close(&subject(rule, a), rules, a.now_ms, reason, limit(rule), out);
-    }
-}
-
-fn limit(rule: &BackupRule) -> Option<f64> {
-    Some(ms(rule.max_age) as f64 / HOUR_MS)
-}
-
-/// What report `r` says under `rule`.
-pub fn judge(rule: &BackupRule, r: &StatusReport, agent: &str) -> Verdict {
-    let Some(b) = &r.backup else {
-        return Verdict::Unknown;
-    };
-    let max = ms(rule.max_age);
-    let age = (b.last_success_ms != 0).then(|| r.observed_at_ms.saturating_sub(b.last_success_ms));
-    if b.last_result == BackupResult::Failed as i32 {
-        let since = if b.last_run_ms != 0 {
-            b.last_run_ms
-        } else {
-            r.observed_at_ms
+    fn judge(rule: &BackupRule, r: &StatusReport, agent: &str) -> Verdict {
+        let Some(b) = &r.backup else {
+            return Verdict::Unknown;
         };
-        return Verdict::Breach(Breach {
-            since_ms: since,
-            value: age.map(|a| a as f64 / HOUR_MS),
-            threshold: limit(rule),
-            summary: format!("the last backup job on agent {agent} failed"),
-        });
-    }
-    match age {
-        None => Verdict::Breach(Breach {
-            since_ms: r.observed_at_ms,
-            value: None,
-            threshold: limit(rule),
-            summary: format!("agent {agent} has no successful backup"),
-        }),
-        Some(age) if age > max => Verdict::Breach(Breach {
-            since_ms: b.last_success_ms.saturating_add(max),
-            value: Some(age as f64 / HOUR_MS),
-            threshold: limit(rule),
-            summary: format!(
-                "the last successful backup on agent {agent} is {} old (limit {})",
-                age_text(age),
-                humantime::format_duration(rule.max_age)
-            ),
-        }),
-        Some(_) => Verdict::Fine,
-    }
-}
-
-fn subject<'a>(rule: &'a BackupRule, a: &ReportCx<'a>) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Status,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels: "",
+        let max = ms(rule.max_age);
+        let age =
+            (b.last_success_ms != 0).then(|| r.observed_at_ms.saturating_sub(b.last_success_ms));
+        if b.last_result == BackupResult::Failed as i32 {
+            let since = if b.last_run_ms != 0 {
+                b.last_run_ms
+            } else {
+                r.observed_at_ms
+            };
+            return Verdict::Breach(Breach {
+                since_ms: since,
+                value: age.map(hours),
+                threshold: Self::limit(rule),
+                summary: format!("the last backup job on agent {agent} failed"),
+            });
+        }
+        match age {
+            None => Verdict::Breach(Breach {
+                since_ms: r.observed_at_ms,
+                value: None,
+                threshold: Self::limit(rule),
+                summary: format!("agent {agent} has no successful backup"),
+            }),
+            Some(age) if age > max => Verdict::Breach(Breach {
+                since_ms: b.last_success_ms.saturating_add(max),
+                value: Some(hours(age)),
+                threshold: Self::limit(rule),
+                summary: format!(
+                    "the last successful backup on agent {agent} is {} old (limit {})",
+                    age_text(age),
+                    humantime::format_duration(rule.max_age)
+                ),
+            }),
+            Some(_) => Verdict::Fine,
+        }
     }
 }

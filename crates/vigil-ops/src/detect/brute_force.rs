@@ -26,11 +26,9 @@ use serde::{Deserialize, Serialize};
 use vigil_proto::v1::{SecurityEvent, SecurityEventKind, StatusReport};
 
 use super::condition::ms;
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{
-    canonical_labels, AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason, Severity,
-};
+use super::registry::{FamilyRule, ReportCx, ReportFamily, ReportRule, RuleSet};
+use super::security::{self, Tracked};
+use crate::model::{AlertEvent, AlertStatus, OptMs, ResolveReason, Severity};
 use crate::rules::read::{Cx, Val};
 
 /// Default `failures`.
@@ -78,6 +76,12 @@ impl FamilyRule for BruteForceRule {
     }
 }
 
+impl ReportRule for BruteForceRule {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+}
+
 /// Recent failures of one user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserFailures {
@@ -94,6 +98,16 @@ pub struct UserFailures {
     /// End of the user's last incident (a new one starts after it).
     #[serde(default)]
     pub closed_at: OptMs,
+}
+
+impl Tracked for UserFailures {
+    fn labels(&self) -> String {
+        security::labels([("user", self.user.as_str())])
+    }
+
+    fn open_since(&self) -> Option<i64> {
+        self.open_since.get()
+    }
 }
 
 /// State of one (agent, rule): the users with recent failures, sorted by
@@ -141,21 +155,9 @@ impl ReportFamily for BruteForce {
                 n => n,
             },
         };
-        let within = if t.contains_key("within") {
-            cx.duration(t, path, "within")
-        } else {
-            Some(DEFAULT_WITHIN)
-        };
-        let max_users = if t.contains_key("max_users") {
-            cx.integer(t, path, "max_users", 1)
-        } else {
-            Some(DEFAULT_MAX_USERS)
-        };
-        let resolve_grace = if t.contains_key("resolve_grace") {
-            cx.duration(t, path, "resolve_grace")
-        } else {
-            Some(DEFAULT_RESOLVE_GRACE)
-        };
+        let within = cx.duration_or(t, path, "within", DEFAULT_WITHIN);
+        let max_users = cx.integer_or(t, path, "max_users", 1, DEFAULT_MAX_USERS);
+        let resolve_grace = cx.duration_or(t, path, "resolve_grace", DEFAULT_RESOLVE_GRACE);
         let severity = cx.severity(t, &span, path);
         Some(BruteForceRule {
             name: name?,
@@ -235,14 +237,16 @@ impl ReportFamily for BruteForce {
         let floor = u.closed_at.get().map_or(i64::MIN, |c| c.saturating_add(1));
         let started = last.max(floor);
         u.open_since = started.into();
-        let labels = user_labels(&u.user);
         let from = if u.last_source.is_empty() {
             String::new()
         } else {
             format!(", latest from {}", u.last_source)
         };
-        let mut ev = subject(rule, a, &labels).event(
+        let mut ev = security::event(
+            u,
+            rule,
             rules,
+            a,
             AlertStatus::Firing,
             started,
             started,
@@ -304,18 +308,8 @@ impl ReportFamily for BruteForce {
         st: BruteForceState,
         out: &mut Vec<AlertEvent>,
     ) {
-        for u in st.users {
-            if let Some(started) = u.open_since.get() {
-                let labels = user_labels(&u.user);
-                out.push(subject(rule, a, &labels).retired(
-                    rules,
-                    started,
-                    a.now_ms,
-                    reason,
-                    Some(f64::from(rule.failures)),
-                ));
-            }
-        }
+        let threshold = Some(f64::from(rule.failures));
+        security::close_all(&st.users, rule, rules, a, reason, threshold, out);
     }
 }
 
@@ -342,9 +336,11 @@ fn resolve_quiet(
         let at = quiet_at.max(started);
         u.open_since = OptMs::NONE;
         u.closed_at = at.into();
-        let labels = user_labels(&u.user);
-        let mut ev = subject(rule, a, &labels).event(
+        let mut ev = security::event(
+            u,
+            rule,
             rules,
+            a,
             AlertStatus::Resolved,
             started,
             at,
@@ -357,24 +353,5 @@ fn resolve_quiet(
         );
         ev.threshold = Some(f64::from(rule.failures));
         out.push(ev);
-    }
-}
-
-/// The canonical labels of a user's incident: `user=<name>`.
-fn user_labels(user: &str) -> String {
-    let mut s = String::new();
-    canonical_labels([("user", user)], &mut s);
-    s
-}
-
-fn subject<'a>(rule: &'a BruteForceRule, a: &ReportCx<'a>, labels: &'a str) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Security,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels,
     }
 }

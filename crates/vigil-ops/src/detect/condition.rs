@@ -3,6 +3,13 @@
 //! [`super::agent_version`]): it fires when a report shows the breach,
 //! and resolves on the first later report that shows it gone.
 //!
+//! Such a family implements [`ConditionFamily`] (its rule type, its
+//! rules-file section, what a report says under a rule, the limit put on
+//! its events) and gets its [`ReportFamily`] from the blanket
+//! implementation here: one [`ConditionState`] per (agent, rule), the
+//! report hook and the close hook. The family's module keeps only what
+//! differs.
+//!
 //! Contracts:
 //!
 //! * Reports are judged in event time (`observed_at_ms`). A report older
@@ -19,10 +26,118 @@
 //!   `resolved` event's; suppression is judged at that time.
 
 use serde::{Deserialize, Serialize};
+use vigil_proto::v1::{AgentInfo, StatusReport};
 
 use super::lifecycle::Subject;
-use super::registry::RuleSet;
-use crate::model::{AlertEvent, AlertStatus, OptMs, ResolveReason};
+use super::registry::{ReportCx, ReportFamily, ReportRule, RuleSet};
+use crate::model::{AlertEvent, AlertStatus, DetectorKind, OptMs, ResolveReason};
+use crate::rules::read::{Cx, Val};
+
+/// A status family that is one condition judged on each status report
+/// of an agent, with one incident per (agent, rule) (see the module
+/// docs). Implementing it makes the type a [`ReportFamily`] whose state
+/// is a [`ConditionState`] and whose alerts are of kind
+/// [`DetectorKind::Status`], with no labels.
+pub trait ConditionFamily {
+    /// Version of the family's checkpoint form ([`ConditionState`] unless
+    /// the lifecycle changes).
+    const STATE_VERSION: u32 = 1;
+    /// The rule type of its `[[key]]` section.
+    type Rule: ReportRule;
+
+    /// Reads one rule of the section (`path` is e.g. `backup[0]`),
+    /// reporting every problem into `cx`.
+    fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<Self::Rule>;
+
+    /// What report `r` of `agent` says under `rule`. MUST be pure and
+    /// depend only on its arguments.
+    fn judge(rule: &Self::Rule, r: &StatusReport, agent: &str) -> Verdict;
+
+    /// The rule's limit, put on `resolved` events (those of a cleared
+    /// condition and those closed for another reason); `None`: none.
+    fn limit(_rule: &Self::Rule) -> Option<f64> {
+        None
+    }
+
+    /// What the agent's `AgentInfo`, sent at `at_ms`, says under `rule`
+    /// (judged as a report observed at `at_ms`); `Unknown` by default: a
+    /// family that reads nothing of it.
+    fn judge_info(_rule: &Self::Rule, _info: &AgentInfo, _at_ms: i64, _agent: &str) -> Verdict {
+        Verdict::Unknown
+    }
+}
+
+/// The alert subject of a condition rule on the agent of `a`.
+fn subject<'a, R: ReportRule>(rule: &'a R, a: &ReportCx<'a>) -> Subject<'a> {
+    a.subject(rule, DetectorKind::Status, "")
+}
+
+impl<F: ConditionFamily> ReportFamily for F {
+    const STATE_VERSION: u32 = F::STATE_VERSION;
+    type Rule = F::Rule;
+    type State = ConditionState;
+
+    fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<F::Rule> {
+        <F as ConditionFamily>::parse(cx, path, val)
+    }
+
+    fn on_status(
+        rule: &F::Rule,
+        rules: &RuleSet,
+        a: &ReportCx<'_>,
+        r: &StatusReport,
+        st: &mut ConditionState,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let verdict = F::judge(rule, r, a.agent);
+        st.judge(
+            &subject(rule, a),
+            rules,
+            r.observed_at_ms,
+            verdict,
+            F::limit(rule),
+            out,
+        );
+    }
+
+    fn on_agent_info(
+        rule: &F::Rule,
+        rules: &RuleSet,
+        a: &ReportCx<'_>,
+        info: &AgentInfo,
+        at_ms: i64,
+        st: &mut ConditionState,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let verdict = F::judge_info(rule, info, at_ms, a.agent);
+        st.judge(
+            &subject(rule, a),
+            rules,
+            at_ms,
+            verdict,
+            F::limit(rule),
+            out,
+        );
+    }
+
+    fn close(
+        rule: &F::Rule,
+        rules: &RuleSet,
+        a: &ReportCx<'_>,
+        reason: ResolveReason,
+        mut st: ConditionState,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        st.close(
+            &subject(rule, a),
+            rules,
+            a.now_ms,
+            reason,
+            F::limit(rule),
+            out,
+        );
+    }
+}
 
 /// What one report says about a family's condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +265,11 @@ pub fn ms(d: std::time::Duration) -> i64 {
 
 /// Milliseconds per day.
 pub const DAY_MS: i64 = 86_400_000;
+
+/// A duration in ms as hours (the unit of the status families' values).
+pub fn hours(ms: i64) -> f64 {
+    ms as f64 / 3_600_000.0
+}
 
 /// A duration in ms as a short human text (`3d 4h`).
 pub fn age_text(ms: i64) -> String {

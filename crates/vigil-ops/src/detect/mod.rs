@@ -52,9 +52,12 @@
 //! table.
 //!
 //! Submodules: [`registry`] (the family list and contracts), one per
-//! family ([`threshold`], [`trend`], [`offline`], [`invalid_input`]),
-//! [`lifecycle`] (event construction shared by all) and [`legacy`]
-//! (reading older checkpoints).
+//! family ([`threshold`], [`trend`], [`offline`], [`invalid_input`],
+//! [`patch_sla`], [`antivirus`], [`backup`], [`agent_version`],
+//! [`brute_force`], [`off_hours_session`]), [`condition`] (the lifecycle
+//! of the status families: one condition per report), [`security`]
+//! (what the security families share), [`lifecycle`] (event construction
+//! shared by all) and [`legacy`] (reading older checkpoints).
 
 pub mod agent_version;
 pub mod antivirus;
@@ -68,6 +71,7 @@ pub mod off_hours_session;
 pub mod offline;
 pub mod patch_sla;
 pub mod registry;
+pub mod security;
 pub mod threshold;
 pub mod trend;
 
@@ -85,7 +89,7 @@ use registry::{
     AgentCx, Bound, CarryMaps, Registry, ReportCx, ReportStores, SeriesCx, SeriesStores, WatchSet,
 };
 pub use registry::{AgentStates, DetHandle};
-use vigil_proto::v1::{SecurityEvent, StatusReport};
+use vigil_proto::v1::{AgentInfo, SecurityEvent, StatusReport};
 
 impl Default for DetHandle {
     fn default() -> Self {
@@ -521,12 +525,7 @@ impl DetectorEngine {
         report: &StatusReport,
         out: &mut Vec<AlertEvent>,
     ) {
-        self.note_time(now_ms);
-        let a = ReportCx {
-            tenant,
-            agent,
-            now_ms,
-        };
+        let a = self.report_cx(tenant, agent, now_ms);
         Registry::on_status(&mut self.reports, &self.rules, &a, report, out);
     }
 
@@ -540,13 +539,36 @@ impl DetectorEngine {
         event: &SecurityEvent,
         out: &mut Vec<AlertEvent>,
     ) {
+        let a = self.report_cx(tenant, agent, now_ms);
+        Registry::on_security(&mut self.reports, &self.rules, &a, event, out);
+    }
+
+    /// The `AgentInfo` of an accepted batch of an agent whose status
+    /// reports carry no agent version, as of the batch's send time `at_ms`
+    /// (not in the future), to the report families, at processing time
+    /// `now_ms`.
+    pub fn on_agent_info(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        now_ms: i64,
+        info: &AgentInfo,
+        at_ms: i64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let a = self.report_cx(tenant, agent, now_ms);
+        Registry::on_agent_info(&mut self.reports, &self.rules, &a, info, at_ms, out);
+    }
+
+    /// Notes processing time `now_ms` and returns the report families'
+    /// view of the agent.
+    fn report_cx<'a>(&mut self, tenant: &'a str, agent: &'a str, now_ms: i64) -> ReportCx<'a> {
         self.note_time(now_ms);
-        let a = ReportCx {
+        ReportCx {
             tenant,
             agent,
             now_ms,
-        };
-        Registry::on_security(&mut self.reports, &self.rules, &a, event, out);
+        }
     }
 
     /// (agent, rule) states held by the report families, for metrics.

@@ -19,11 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use vigil_proto::v1::{SecurityEvent, SecurityEventKind};
 
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{
-    canonical_labels, AlertEvent, AlertStatus, DetectorKind, ResolveReason, Severity,
-};
+use super::registry::{FamilyRule, ReportCx, ReportFamily, ReportRule, RuleSet};
+use super::security::{self, Tracked};
+use crate::model::{AlertEvent, AlertStatus, ResolveReason, Severity};
 use crate::rules::read::{Cx, Val};
 use toml::de::{DeTable, DeValue};
 
@@ -122,6 +120,12 @@ impl FamilyRule for OffHoursRule {
     }
 }
 
+impl ReportRule for OffHoursRule {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+}
+
 /// An open off-hours session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenSession {
@@ -131,6 +135,20 @@ pub struct OpenSession {
     pub technician: String,
     /// Start (the incident's start).
     pub started_ms: i64,
+}
+
+impl Tracked for OpenSession {
+    fn labels(&self) -> String {
+        security::labels([
+            ("session", self.session_id.as_str()),
+            ("technician", self.technician.as_str()),
+        ])
+    }
+
+    /// A session is kept only while its incident is open.
+    fn open_since(&self) -> Option<i64> {
+        Some(self.started_ms)
+    }
 }
 
 /// State of one (agent, rule): its open off-hours sessions, oldest first.
@@ -274,11 +292,7 @@ impl ReportFamily for OffHoursSession {
                 }
             }
         }
-        let max_open = if t.contains_key("max_open") {
-            cx.integer(t, path, "max_open", 1)
-        } else {
-            Some(DEFAULT_MAX_OPEN)
-        };
+        let max_open = cx.integer_or(t, path, "max_open", 1, DEFAULT_MAX_OPEN);
         let severity = cx.severity(t, &span, path);
         Some(OffHoursRule {
             name: name?,
@@ -307,12 +321,12 @@ impl ReportFamily for OffHoursSession {
             }
             if st.open.len() >= rule.max_open as usize {
                 let old = st.open.remove(0);
-                let labels = session_labels(&old);
-                let end = e.timestamp_ms.max(old.started_ms);
-                out.push(subject(rule, a, &labels).retired(
+                out.extend(security::retired(
+                    &old,
+                    rule,
                     rules,
-                    old.started_ms,
-                    end,
+                    a,
+                    e.timestamp_ms,
                     ResolveReason::Stale,
                     None,
                 ));
@@ -322,9 +336,11 @@ impl ReportFamily for OffHoursSession {
                 technician: e.technician.clone(),
                 started_ms: e.timestamp_ms,
             };
-            let labels = session_labels(&s);
-            out.push(subject(rule, a, &labels).event(
+            out.push(security::event(
+                &s,
+                rule,
                 rules,
+                a,
                 AlertStatus::Firing,
                 s.started_ms,
                 s.started_ms,
@@ -339,9 +355,11 @@ impl ReportFamily for OffHoursSession {
                 return;
             };
             let s = st.open.remove(i);
-            let labels = session_labels(&s);
-            out.push(subject(rule, a, &labels).event(
+            out.push(security::event(
+                &s,
+                rule,
                 rules,
+                a,
                 AlertStatus::Resolved,
                 s.started_ms,
                 e.timestamp_ms.max(s.started_ms),
@@ -361,40 +379,6 @@ impl ReportFamily for OffHoursSession {
         st: OffHoursState,
         out: &mut Vec<AlertEvent>,
     ) {
-        for s in st.open {
-            let labels = session_labels(&s);
-            out.push(subject(rule, a, &labels).retired(
-                rules,
-                s.started_ms,
-                a.now_ms,
-                reason,
-                None,
-            ));
-        }
-    }
-}
-
-/// The canonical labels of a session's incident.
-fn session_labels(s: &OpenSession) -> String {
-    let mut out = String::new();
-    canonical_labels(
-        [
-            ("session", s.session_id.as_str()),
-            ("technician", s.technician.as_str()),
-        ],
-        &mut out,
-    );
-    out
-}
-
-fn subject<'a>(rule: &'a OffHoursRule, a: &ReportCx<'a>, labels: &'a str) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Security,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels,
+        security::close_all(&st.open, rule, rules, a, reason, None, out);
     }
 }

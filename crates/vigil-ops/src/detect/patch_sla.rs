@@ -15,10 +15,9 @@
 use serde::{Deserialize, Serialize};
 use vigil_proto::v1::{PatchSeverity, StatusReport};
 
-use super::condition::{age_text, Breach, ConditionState, Verdict, DAY_MS};
-use super::lifecycle::Subject;
-use super::registry::{FamilyRule, ReportCx, ReportFamily, RuleSet};
-use crate::model::{AlertEvent, DetectorKind, ResolveReason, Severity};
+use super::condition::{age_text, Breach, ConditionFamily, Verdict, DAY_MS};
+use super::registry::{FamilyRule, ReportRule};
+use crate::model::Severity;
 use crate::rules::read::{Cx, Val};
 
 /// Default `max_days`.
@@ -49,6 +48,12 @@ impl FamilyRule for PatchSlaRule {
     }
 }
 
+impl ReportRule for PatchSlaRule {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+}
+
 /// The patch severity of a rules-file name.
 fn patch_severity(name: &str) -> Option<PatchSeverity> {
     match name {
@@ -63,20 +68,15 @@ fn patch_severity(name: &str) -> Option<PatchSeverity> {
 /// The patch SLA family (see the module docs).
 pub struct PatchSla;
 
-impl ReportFamily for PatchSla {
+impl ConditionFamily for PatchSla {
     type Rule = PatchSlaRule;
-    type State = ConditionState;
 
     fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<PatchSlaRule> {
         const KEYS: &[&str] = &["name", "max_days", "min_severity", "severity"];
         let t = cx.fields(path, val, KEYS)?;
         let span = val.span();
         let name = cx.name(t, &span, path);
-        let max_days = if t.contains_key("max_days") {
-            cx.integer(t, path, "max_days", 1)
-        } else {
-            Some(DEFAULT_MAX_DAYS)
-        };
+        let max_days = cx.integer_or(t, path, "max_days", 1, DEFAULT_MAX_DAYS);
         let min_severity = match cx.string(t, &span, path, "min_severity", false) {
             None if t.contains_key("min_severity") => None,
             None => Some("critical".to_string()),
@@ -100,86 +100,45 @@ impl ReportFamily for PatchSla {
         })
     }
 
-    fn on_status(
-        rule: &PatchSlaRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        r: &StatusReport,
-        st: &mut ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let verdict = judge(rule, r, a.agent);
-        let limit = Some(f64::from(rule.max_days));
-        st.judge(
-            &subject(rule, a),
-            rules,
-            r.observed_at_ms,
-            verdict,
-            limit,
-            out,
-        );
+    fn limit(rule: &PatchSlaRule) -> Option<f64> {
+        Some(f64::from(rule.max_days))
     }
 
-    fn close(
-        rule: &PatchSlaRule,
-        rules: &RuleSet,
-        a: &ReportCx<'_>,
-        reason: ResolveReason,
-        mut st: ConditionState,
-        out: &mut Vec<AlertEvent>,
-    ) {
-        let limit = Some(f64::from(rule.max_days));
-        st.close(&subject(rule, a), rules, a.now_ms, reason, limit, out);
-    }
-}
-
-/// What report `r` says under `rule`.
-pub fn judge(rule: &PatchSlaRule, r: &StatusReport, agent: &str) -> Verdict {
-    if !r.patches_reported {
-        return Verdict::Unknown;
-    }
-    let min = patch_severity(&rule.min_severity).unwrap_or(PatchSeverity::Critical) as i32;
-    let limit_ms = i64::from(rule.max_days) * DAY_MS;
-    let oldest = r
-        .missing_patches
-        .iter()
-        .filter(|m| m.severity >= min && m.count > 0)
-        .map(|m| (m.oldest_missing_since_ms, m.count))
-        .min();
-    let Some((since, _)) = oldest else {
-        return Verdict::Fine;
-    };
-    let age = r.observed_at_ms.saturating_sub(since);
-    if age <= limit_ms {
-        return Verdict::Fine;
-    }
-    let count: u32 = r
-        .missing_patches
-        .iter()
-        .filter(|m| m.severity >= min)
-        .map(|m| m.count)
-        .sum();
-    Verdict::Breach(Breach {
-        since_ms: since.saturating_add(limit_ms),
-        value: Some(age as f64 / DAY_MS as f64),
-        threshold: Some(f64::from(rule.max_days)),
-        summary: format!(
-            "agent {agent} misses {count} {}-or-higher patch(es), the oldest for {} (SLA {} days)",
-            rule.min_severity,
-            age_text(age),
-            rule.max_days
-        ),
-    })
-}
-
-fn subject<'a>(rule: &'a PatchSlaRule, a: &ReportCx<'a>) -> Subject<'a> {
-    Subject {
-        rule: &rule.name,
-        kind: DetectorKind::Status,
-        severity: rule.severity,
-        tenant: a.tenant,
-        agent: a.agent,
-        metric: None,
-        labels: "",
+    fn judge(rule: &PatchSlaRule, r: &StatusReport, agent: &str) -> Verdict {
+        if !r.patches_reported {
+            return Verdict::Unknown;
+        }
+        let min = patch_severity(&rule.min_severity).unwrap_or(PatchSeverity::Critical) as i32;
+        let limit_ms = i64::from(rule.max_days) * DAY_MS;
+        let oldest = r
+            .missing_patches
+            .iter()
+            .filter(|m| m.severity >= min && m.count > 0)
+            .map(|m| (m.oldest_missing_since_ms, m.count))
+            .min();
+        let Some((since, _)) = oldest else {
+            return Verdict::Fine;
+        };
+        let age = r.observed_at_ms.saturating_sub(since);
+        if age <= limit_ms {
+            return Verdict::Fine;
+        }
+        let count: u32 = r
+            .missing_patches
+            .iter()
+            .filter(|m| m.severity >= min)
+            .map(|m| m.count)
+            .sum();
+        Verdict::Breach(Breach {
+            since_ms: since.saturating_add(limit_ms),
+            value: Some(age as f64 / DAY_MS as f64),
+            threshold: Self::limit(rule),
+            summary: format!(
+                "agent {agent} misses {count} {}-or-higher patch(es), the oldest for {} (SLA {} days)",
+                rule.min_severity,
+                age_text(age),
+                rule.max_days
+            ),
+        })
     }
 }

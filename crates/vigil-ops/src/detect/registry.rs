@@ -23,11 +23,16 @@
 //!     eviction and on a rule change;
 //!   - a [`ReportFamily`] reads what agents report besides metrics
 //!     (`[[key]]`, an array of rules): it is called on every **status
-//!     report** and **security event** of an accepted batch, on every
+//!     report** and **security event** of an accepted batch, on the
+//!     batch's **agent info** when its reports carry no version, on every
 //!     **tick**, on the agent's eviction and on a rule change, and keeps a
 //!     [`ReportFamily::State`] per (agent, rule) in a partition-wide
 //!     [`ReportStore`] that holds only agents it has something to say
-//!     about (dropped again when the state is back to `Default`).
+//!     about (dropped again when the state is back to `Default`). A
+//!     status check that is one condition per report implements
+//!     [`super::condition::ConditionFamily`] instead and gets its
+//!     `ReportFamily` from it; the security families share
+//!     [`super::security`].
 //!
 //! The registry generates, from the list, everything that used to be
 //! edited by hand for each family: the [`RuleSet`] fields, the rules-file
@@ -70,19 +75,22 @@ use std::fmt::Debug;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use vigil_proto::v1::{SecurityEvent, StatusReport};
+use vigil_proto::v1::{AgentInfo, SecurityEvent, StatusReport};
 
 use super::agent_version::AgentVersion;
 use super::antivirus::Antivirus;
 use super::backup::Backup;
 use super::brute_force::BruteForce;
 use super::invalid_input::{InputVerdict, InvalidInput};
+use super::lifecycle::Subject;
 use super::off_hours_session::OffHoursSession;
 use super::offline::Offline;
 use super::patch_sla::PatchSla;
 use super::threshold::Threshold;
 use super::trend::Trend;
-use crate::model::{AlertEvent, ResolveReason, SeriesMeta, WindowAggregate};
+use crate::model::{
+    AlertEvent, DetectorKind, ResolveReason, SeriesMeta, Severity, WindowAggregate,
+};
 use crate::rules::read::{Cx, Val};
 use crate::rules::MaintenanceWindow;
 
@@ -293,6 +301,38 @@ pub struct ReportCx<'a> {
     pub now_ms: i64,
 }
 
+impl<'a> ReportCx<'a> {
+    /// The alert subject of `rule` on this agent: no metric, the
+    /// incident's canonical `labels` (empty for one incident per agent).
+    pub fn subject<'s, R: ReportRule>(
+        &self,
+        rule: &'s R,
+        kind: DetectorKind,
+        labels: &'s str,
+    ) -> Subject<'s>
+    where
+        'a: 's,
+    {
+        Subject {
+            rule: rule.name(),
+            kind,
+            severity: rule.severity(),
+            tenant: self.tenant,
+            agent: self.agent,
+            metric: None,
+            labels,
+        }
+    }
+}
+
+/// A rule of a report family, as the shared report helpers
+/// ([`ReportCx::subject`], [`super::condition`], [`super::security`])
+/// read it.
+pub trait ReportRule: FamilyRule {
+    /// Severity of the rule's alerts.
+    fn severity(&self) -> Severity;
+}
+
 /// A detector family whose rules read status reports and security events
 /// (wire fields 10 and 11, docs/wire-format.md). `rule` is one rule of
 /// the family, `rules` the whole set; `st` the family's state of (agent,
@@ -328,6 +368,22 @@ pub trait ReportFamily {
         _rules: &RuleSet,
         _a: &ReportCx<'_>,
         _event: &SecurityEvent,
+        _st: &mut Self::State,
+        _out: &mut Vec<AlertEvent>,
+    ) {
+    }
+
+    /// The `AgentInfo` (wire field 5) of an accepted batch of the agent
+    /// whose status reports carry no `agent_version`, as of the batch's
+    /// send time `at_ms` (not in the future): the facts it states hold
+    /// then. Called after the batch's reports and events.
+    #[allow(clippy::too_many_arguments)]
+    fn on_agent_info(
+        _rule: &Self::Rule,
+        _rules: &RuleSet,
+        _a: &ReportCx<'_>,
+        _info: &AgentInfo,
+        _at_ms: i64,
         _st: &mut Self::State,
         _out: &mut Vec<AlertEvent>,
     ) {
@@ -796,6 +852,23 @@ macro_rules! registry {
                 $(for (i, rule) in rules.$rkey.iter().enumerate() {
                     stores.$rkey.with(a.tenant, a.agent, i as u16, |st| {
                         <$RF as ReportFamily>::on_security(rule, rules, a, event, st, out)
+                    });
+                })*
+            }
+
+            /// The `AgentInfo` of an agent's batch, to every rule of every
+            /// report family, in registry then rule order.
+            pub(crate) fn on_agent_info(
+                stores: &mut ReportStores,
+                rules: &RuleSet,
+                a: &ReportCx<'_>,
+                info: &AgentInfo,
+                at_ms: i64,
+                out: &mut Vec<AlertEvent>,
+            ) {
+                $(for (i, rule) in rules.$rkey.iter().enumerate() {
+                    stores.$rkey.with(a.tenant, a.agent, i as u16, |st| {
+                        <$RF as ReportFamily>::on_agent_info(rule, rules, a, info, at_ms, st, out)
                     });
                 })*
             }

@@ -292,6 +292,137 @@ severity = "info"
     assert_eq!(out[0].status, AlertStatus::Resolved);
 }
 
+/// Agent versions from `AgentInfo` (wire field 5) when the batch's
+/// status reports carry none, through a pipeline (wall clock: processing
+/// time is the `now` given).
+#[test]
+fn agent_version_reads_agent_info_when_no_status_report_carries_one() {
+    use vigil_proto::v1::AgentInfo;
+    let toml = r#"
+[[agent_version]]
+name = "agent_old"
+minimum = "5.10.0"
+severity = "info"
+"#;
+    let cfg = PipelineConfig {
+        clock: ClockMode::Wall,
+        ..PipelineConfig::default()
+    };
+    let skew = cfg.max_clock_skew.as_millis() as i64;
+    let mut p = Pipeline::new(cfg, rules(toml)).unwrap();
+    let mut seq = 0;
+    let mut send = |p: &mut Pipeline,
+                    agent: &str,
+                    sent: i64,
+                    now: i64,
+                    info: Option<&str>,
+                    st: Vec<StatusReport>| {
+        seq += 1;
+        let b = TelemetryBatch {
+            tenant_id: "t".into(),
+            agent_id: agent.into(),
+            seq,
+            sent_at_ms: sent,
+            agent: info.map(|v| AgentInfo {
+                hostname: format!("{agent}.example"),
+                agent_version: v.into(),
+                ..AgentInfo::default()
+            }),
+            status: st,
+            ..TelemetryBatch::default()
+        };
+        let mut out = Outputs::default();
+        p.process(POS0, &b.encode_to_vec(), now, &mut out);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        brief(&out.alerts)
+    };
+    let v = |t: i64, s: &str| StatusReport {
+        agent_version: s.into(),
+        ..status(t)
+    };
+    let fire = |t: i64| {
+        vec![(
+            "agent_old".to_string(),
+            AlertStatus::Firing,
+            t,
+            t,
+            String::new(),
+        )]
+    };
+    // An agent that sends no status reports: its AgentInfo is judged at
+    // the batch's send time; exactly the minimum is fine.
+    assert_eq!(
+        send(&mut p, "a", MON, MON + 50, Some("5.9.4"), vec![]),
+        fire(MON)
+    );
+    assert!(send(&mut p, "m", MON, MON, Some("5.10"), vec![]).is_empty());
+    // Still old: nothing new; an upgrade resolves at its send time.
+    assert!(send(&mut p, "a", MON + HOUR, MON + HOUR, Some("5.9.4"), vec![]).is_empty());
+    let out = send(
+        &mut p,
+        "a",
+        MON + 2 * HOUR,
+        MON + 2 * HOUR,
+        Some("5.12.1"),
+        vec![],
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].1, out[0].2, out[0].3),
+        (AlertStatus::Resolved, MON, MON + 2 * HOUR)
+    );
+    // A status report with a version wins over the batch's AgentInfo.
+    assert!(send(
+        &mut p,
+        "b",
+        MON,
+        MON,
+        Some("5.9.4"),
+        vec![v(MON - 5, "5.12.1")]
+    )
+    .is_empty());
+    // A status report without one leaves the AgentInfo to be judged.
+    assert_eq!(
+        send(&mut p, "c", MON, MON, Some("5.9.4"), vec![v(MON - 5, "")]),
+        fire(MON)
+    );
+    // Event time: an AgentInfo sent before the newest report judged
+    // (a retried batch) changes nothing.
+    assert!(send(&mut p, "c", MON - 10, MON + 1, Some("5.12.1"), vec![]).is_empty());
+    assert_eq!(p.stats().agent_infos, 6);
+    // Ignored and counted: a send time past the skew (a wrong clock), a
+    // version with control characters; an empty version is no version.
+    for (sent, ver) in [
+        (MON + 2 * HOUR + skew + 1, "5.9.4"),
+        (MON + 2 * HOUR, "5.9\n"),
+    ] {
+        assert!(send(&mut p, "d", sent, MON + 2 * HOUR, Some(ver), vec![]).is_empty());
+    }
+    assert!(send(
+        &mut p,
+        "d",
+        MON + 2 * HOUR,
+        MON + 2 * HOUR,
+        Some(""),
+        vec![]
+    )
+    .is_empty());
+    assert_eq!(p.stats().agent_infos, 6);
+    assert_eq!(p.stats().agent_infos_ignored, 2);
+    // Exactly at the skew is taken.
+    assert_eq!(
+        send(
+            &mut p,
+            "d",
+            MON + 3 * HOUR + skew,
+            MON + 3 * HOUR,
+            Some("5.9.4"),
+            vec![]
+        ),
+        fire(MON + 3 * HOUR + skew)
+    );
+}
+
 #[test]
 fn status_rules_report_every_problem_with_its_position() {
     let bad = r#"
@@ -667,8 +798,11 @@ fn batch(
     .encode_to_vec()
 }
 
-#[test]
-fn report_incidents_are_identical_across_a_checkpoint_and_restore() {
+/// The mixed scenario of the checkpoint tests: three agents, a minute
+/// apart for two hours, with patch, AV and backup reports every 30
+/// minutes, a burst of failed logins and an off-hours session. Returns
+/// the rules, the config and the records.
+fn mixed_scenario() -> (String, PipelineConfig, Vec<Vec<u8>>) {
     let all = format!("{BF}\n{PATCH}\n{AV}\n{BACKUP}\n{OFF}");
     let cfg = PipelineConfig {
         clock: ClockMode::Replay,
@@ -700,6 +834,12 @@ fn report_incidents_are_identical_across_a_checkpoint_and_restore() {
             recs.push(batch(agent, k as u64 + 1, t + 200, st, ev));
         }
     }
+    (all, cfg, recs)
+}
+
+#[test]
+fn report_incidents_are_identical_across_a_checkpoint_and_restore() {
+    let (all, cfg, recs) = mixed_scenario();
     let pos = Position {
         partition: 0,
         offset: 0,
@@ -736,6 +876,98 @@ fn report_incidents_are_identical_across_a_checkpoint_and_restore() {
     for at in [1, 37, 150, 200, 359] {
         assert_eq!(run(Some(at)), want, "restore at {at}");
     }
+}
+
+/// Where the pinned report-family states are (see
+/// [`report_family_states_keep_their_checkpoint_form`]).
+fn report_states_golden() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/detect/testdata/report_states_v1.json")
+}
+
+/// Records of the mixed scenario fed before the pinned checkpoint: every
+/// report family holds state there (open patch, AV and backup incidents,
+/// c's burst, a's open off-hours session).
+const PINNED_AT: usize = 120;
+
+const POS0: Position = Position {
+    partition: 0,
+    offset: 0,
+};
+
+/// The report families' section of a pipeline's checkpoint.
+fn report_section(p: &Pipeline) -> serde_json::Value {
+    let v = serde_json::to_value(p).unwrap();
+    v["detectors"]["reports"].clone()
+}
+
+/// Writes the pinned states (run by hand when a family's form version is
+/// bumped, keeping the older file for the restore test).
+#[test]
+#[ignore = "writes testdata; run by hand with VIGIL_WRITE_GOLDEN=1"]
+fn write_report_states_golden() {
+    if std::env::var_os("VIGIL_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    let (all, cfg, recs) = mixed_scenario();
+    let mut p = Pipeline::new(cfg, rules(&all)).unwrap();
+    let mut out = Outputs::default();
+    for r in &recs[..PINNED_AT] {
+        p.process(POS0, r, 0, &mut out);
+    }
+    let json = serde_json::to_string_pretty(&report_section(&p)).unwrap();
+    std::fs::create_dir_all(report_states_golden().parent().unwrap()).unwrap();
+    std::fs::write(report_states_golden(), json + "\n").unwrap();
+}
+
+/// The checkpoint form of the report families' state (version 1 of each,
+/// `testdata/report_states_v1.json`, written before the status families
+/// shared [`super::condition::ConditionFamily`] and the security
+/// families [`super::security`]) is still what they write, and a
+/// checkpoint holding it restores and continues with the output of an
+/// uninterrupted run.
+#[test]
+fn report_family_states_keep_their_checkpoint_form() {
+    let (all, cfg, recs) = mixed_scenario();
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("testdata/report_states_v1.json")).unwrap();
+    for family in [
+        "patch_sla",
+        "antivirus",
+        "backup",
+        "brute_force",
+        "off_hours_session",
+    ] {
+        assert!(golden.get(family).is_some(), "{family} holds no state");
+    }
+    let versions = super::registry::Registry::versions();
+    for family in golden.as_object().unwrap().keys() {
+        assert_eq!(versions[family], 1, "{family}: bumped; keep reading v1");
+    }
+    let feed = |p: &mut Pipeline, recs: &[Vec<u8>]| {
+        let mut out = Outputs::default();
+        for r in recs {
+            p.process(POS0, r, 0, &mut out);
+        }
+        brief(&out.alerts)
+            .into_iter()
+            .zip(out.alerts.iter().map(|a| a.id.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut straight = Pipeline::new(cfg.clone(), rules(&all)).unwrap();
+    feed(&mut straight, &recs[..PINNED_AT]);
+    assert_eq!(report_section(&straight), golden, "the form changed");
+    // The checkpoint with the pinned section in place restores.
+    let mut snap = serde_json::to_value(&straight).unwrap();
+    snap["detectors"]["reports"] = golden;
+    let mut restored: Pipeline = serde_json::from_value(snap).unwrap();
+    restored.attach_rules(rules(&all));
+    let want = feed(&mut straight, &recs[PINNED_AT..]);
+    assert!(
+        want.iter().any(|(b, _)| b.1 == AlertStatus::Resolved),
+        "{want:?}"
+    );
+    assert_eq!(feed(&mut restored, &recs[PINNED_AT..]), want);
 }
 
 /// The posture lab of `vigil_sim::posture` through a whole pipeline

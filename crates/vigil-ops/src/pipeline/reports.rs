@@ -2,7 +2,9 @@
 //! 10 and 11): the per-event `future` check, their counters, their rows
 //! for the `status/` and `security_events/` datasets ([`Outputs`]), and
 //! their hand-over to the detector families that read them (see
-//! [`crate::detect::registry::ReportFamily`]).
+//! [`crate::detect::registry::ReportFamily`]); and the batch's
+//! `AgentInfo` (field 5) when its reports carry no agent version (judged
+//! at the batch's send time; see [`crate::detect::agent_version`]).
 //!
 //! Reports and events are not windowed: each is judged alone, at its own
 //! timestamp (event time). The one check that needs processing time is
@@ -13,7 +15,7 @@
 use vigil_proto::v1::{SecurityEventKind, TelemetryBatch};
 
 use super::{Outputs, Pipeline};
-use crate::decode::kind_name;
+use crate::decode::{kind_name, text};
 use crate::model::{SecurityEventRow, StatusRow};
 use crate::reject::{Position, RejectReason, Rejected};
 
@@ -36,7 +38,12 @@ impl Pipeline {
         now: i64,
         out: &mut Outputs,
     ) {
-        if batch.status.is_empty() && batch.security_events.is_empty() {
+        let info = batch
+            .agent
+            .as_ref()
+            .filter(|i| !i.agent_version.is_empty())
+            .filter(|_| batch.status.iter().all(|r| r.agent_version.is_empty()));
+        if batch.status.is_empty() && batch.security_events.is_empty() && info.is_none() {
             return;
         }
         let skew = self.cfg.max_clock_skew.as_millis() as i64;
@@ -100,6 +107,24 @@ impl Pipeline {
             });
             self.detectors
                 .on_status(&st.key.tenant, &st.key.agent, now, r, &mut out.alerts);
+        }
+        if let Some(info) = info {
+            if batch.sent_at_ms > future_after
+                || text("agent.agent_version", &info.agent_version, &self.cfg.limits).is_err()
+            {
+                self.stats.agent_infos_ignored += 1;
+            } else {
+                self.stats.agent_infos += 1;
+                let st = &self.agents[ai];
+                self.detectors.on_agent_info(
+                    &st.key.tenant,
+                    &st.key.agent,
+                    now,
+                    info,
+                    batch.sent_at_ms,
+                    &mut out.alerts,
+                );
+            }
         }
         self.finish_alerts(before, out);
     }

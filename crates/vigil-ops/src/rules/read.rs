@@ -364,6 +364,37 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// [`Cx::duration`] of an optional key: `default` when absent.
+    pub(crate) fn duration_or(
+        &mut self,
+        t: &DeTable<'_>,
+        path: &str,
+        key: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        if t.contains_key(key) {
+            self.duration(t, path, key)
+        } else {
+            Some(default)
+        }
+    }
+
+    /// [`Cx::integer`] of an optional key: `default` when absent.
+    pub(crate) fn integer_or(
+        &mut self,
+        t: &DeTable<'_>,
+        path: &str,
+        key: &str,
+        min: i64,
+        default: u32,
+    ) -> Option<u32> {
+        if t.contains_key(key) {
+            self.integer(t, path, key, min)
+        } else {
+            Some(default)
+        }
+    }
+
     pub(crate) fn severity(
         &mut self,
         t: &DeTable<'_>,

@@ -1,5 +1,6 @@
-//! `vigil report`: the health, alerts and capacity reports, as plain SQL
-//! over the `aggregates` and `alerts` tables.
+//! `vigil report`: the health, alerts, capacity, compliance and security
+//! reports, as plain SQL over the `aggregates`, `alerts`, `status` and
+//! `security_events` tables.
 //!
 //! ```text
 //!  QuerySession ─scoped(--from, --to, --tenant)─▶ same table names, fewer rows
@@ -10,7 +11,8 @@
 //! ```
 //!
 //! Each section's SQL is a `const` (in [`health`], [`alerts`],
-//! [`capacity`]) so the docs can show exactly what runs, and analysts can
+//! [`capacity`], [`compliance`], [`security`]) so the docs can show
+//! exactly what runs, and analysts can
 //! paste it into DuckDB over the same files (the SQL sticks to what
 //! DataFusion and DuckDB both accept). The scope of a report is not
 //! spliced into that text: [`QuerySession::scoped`] puts the filters
@@ -22,8 +24,10 @@
 
 pub mod alerts;
 pub mod capacity;
+pub mod compliance;
 pub mod health;
 pub mod html;
+pub mod security;
 mod svg;
 
 use std::fmt;
@@ -52,18 +56,33 @@ pub enum ReportKind {
     Alerts,
     /// Disk and memory use per tenant over time, with the trend.
     Capacity,
+    /// Patch compliance, antivirus and backup coverage per tenant, and the
+    /// agents out of them (from status reports).
+    Compliance,
+    /// Failed logins, and remote sessions by technician with those
+    /// outside business hours (from security events).
+    Security,
 }
 
 impl ReportKind {
     /// Every report.
-    pub const ALL: [ReportKind; 3] = [ReportKind::Health, ReportKind::Alerts, ReportKind::Capacity];
+    pub const ALL: [ReportKind; 5] = [
+        ReportKind::Health,
+        ReportKind::Alerts,
+        ReportKind::Capacity,
+        ReportKind::Compliance,
+        ReportKind::Security,
+    ];
 
-    /// Lower-case name (`health`, `alerts`, `capacity`).
+    /// Lower-case name (`health`, `alerts`, `capacity`, `compliance`,
+    /// `security`).
     pub fn as_str(self) -> &'static str {
         match self {
             ReportKind::Health => "health",
             ReportKind::Alerts => "alerts",
             ReportKind::Capacity => "capacity",
+            ReportKind::Compliance => "compliance",
+            ReportKind::Security => "security",
         }
     }
 
@@ -73,6 +92,8 @@ impl ReportKind {
             ReportKind::Health => "Fleet health report",
             ReportKind::Alerts => "Alerts report",
             ReportKind::Capacity => "Capacity report",
+            ReportKind::Compliance => "Compliance report",
+            ReportKind::Security => "Security report",
         }
     }
 
@@ -82,6 +103,8 @@ impl ReportKind {
             ReportKind::Health => health::SECTIONS,
             ReportKind::Alerts => alerts::SECTIONS,
             ReportKind::Capacity => capacity::SECTIONS,
+            ReportKind::Compliance => compliance::SECTIONS,
+            ReportKind::Security => security::SECTIONS,
         }
     }
 }
@@ -92,9 +115,10 @@ impl fmt::Display for ReportKind {
     }
 }
 
-/// A report name that is not `health`, `alerts` or `capacity`.
+/// A report name that is not `health`, `alerts`, `capacity`,
+/// `compliance` or `security`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown report {0:?} (expected health, alerts or capacity)")]
+#[error("unknown report {0:?} (expected health, alerts, capacity, compliance or security)")]
 pub struct UnknownReport(pub String);
 
 impl FromStr for ReportKind {
@@ -162,9 +186,9 @@ pub struct SectionSpec {
 }
 
 /// Which rows a report covers. Every bound is optional; `from_ms` is
-/// inclusive and `to_ms` exclusive, on `window_start` for `aggregates`
-/// and `event_time` for `alerts` (as `vigil export`, see
-/// [`AlertFilter`]).
+/// inclusive and `to_ms` exclusive, on `window_start` for `aggregates`,
+/// `event_time` for `alerts` (as `vigil export`, see [`AlertFilter`]) and
+/// `security_events`, and `observed_at` for `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
     /// Earliest time, inclusive (ms since the epoch).
@@ -324,5 +348,7 @@ pub fn render_report(report: &Report, format: Format) -> Result<String> {
     Ok(out)
 }
 
+#[cfg(test)]
+mod posture_tests;
 #[cfg(test)]
 mod tests;

@@ -641,40 +641,48 @@ fn text_formats_split_by_section() {
     assert!(table.contains("## Most flapping rules\n"), "{table}");
 }
 
-fn sections_with_chart(r: &Report) -> usize {
+pub(super) fn sections_with_chart(r: &Report) -> usize {
     r.sections
         .iter()
         .filter(|s| s.spec.chart.is_some() && s.rows() > 0)
         .count()
 }
 
+/// The HTML document of `r`: self-contained, with a section per spec
+/// and a chart per charted section with rows (at least two).
+pub(super) fn check_html(r: &mut Report) {
+    let kind = r.kind;
+    r.generated_at = Some("2026-11-04T08:00:00Z".into());
+    let html = render_report(r, Format::Html).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.ends_with("</html>\n"));
+    assert!(html.contains(&format!("<h1>{}</h1>", kind.title())));
+    assert!(html.contains("generated 2026-11-04T08:00:00Z"));
+    for sec in kind.sections() {
+        assert!(
+            html.contains(&format!("<section id=\"{}\">", sec.name)),
+            "{kind} {}",
+            sec.name
+        );
+    }
+    let charts = html.matches("<svg class=\"chart\"").count();
+    assert_eq!(charts, sections_with_chart(r), "{kind}");
+    assert!(charts >= 2, "{kind}: {charts} charts");
+    // Nothing to fetch: no URL, no external resource.
+    for needle in ["http://", "https://", "src=", "url(", "@import", "//cdn"] {
+        assert!(!html.contains(needle), "{kind}: {needle}");
+    }
+    // Every drawn value is a mark with a size.
+    assert!(html.contains("class=\"mark\""));
+}
+
+/// The reports over metrics and alerts (compliance and security:
+/// `posture_tests`).
 #[test]
 fn html_report_is_self_contained_with_a_chart_per_charted_section() {
     let (_dir, s) = fleet();
-    for kind in ReportKind::ALL {
-        let mut r = report(&s, kind, &Scope::default());
-        r.generated_at = Some("2026-11-04T08:00:00Z".into());
-        let html = render_report(&r, Format::Html).unwrap();
-        assert!(html.starts_with("<!DOCTYPE html>"));
-        assert!(html.ends_with("</html>\n"));
-        assert!(html.contains(&format!("<h1>{}</h1>", kind.title())));
-        assert!(html.contains("generated 2026-11-04T08:00:00Z"));
-        for sec in kind.sections() {
-            assert!(
-                html.contains(&format!("<section id=\"{}\">", sec.name)),
-                "{kind} {}",
-                sec.name
-            );
-        }
-        let charts = html.matches("<svg class=\"chart\"").count();
-        assert_eq!(charts, sections_with_chart(&r), "{kind}");
-        assert!(charts >= 2, "{kind}: {charts} charts");
-        // Nothing to fetch: no URL, no external resource.
-        for needle in ["http://", "https://", "src=", "url(", "@import", "//cdn"] {
-            assert!(!html.contains(needle), "{kind}: {needle}");
-        }
-        // Every drawn value is a mark with a size.
-        assert!(html.contains("class=\"mark\""));
+    for kind in [ReportKind::Health, ReportKind::Alerts, ReportKind::Capacity] {
+        check_html(&mut report(&s, kind, &Scope::default()));
     }
     // The capacity lines: one path per tenant, per chart.
     let r = report(&s, ReportKind::Capacity, &Scope::default());

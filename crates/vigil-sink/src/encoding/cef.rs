@@ -12,9 +12,17 @@
 //! there). Extension keys are fixed names from the CEF dictionary, in a
 //! fixed order; keys without a value are left out. The mapping of every
 //! key is in `docs/siem.md`.
+//!
+//! A security event (`vigil export --dataset security_events`) is a line
+//! of the same shape whose Device Event Class ID is its kind
+//! (`login_failure`, ...) and whose name is its summary; see
+//! [`security_extension`].
 
 use vigil_ops::model::{AlertEvent, Severity};
+use vigil_ops::SecurityEventRow;
+use vigil_proto::v1::SecurityEventKind;
 
+use super::security::{self as sec, opt};
 use super::{finite, Encoding, PRODUCT, PRODUCT_VERSION, VENDOR};
 
 /// The CEF encoding.
@@ -36,6 +44,10 @@ impl Encoding for Cef {
 
     fn encode(&self, a: &AlertEvent, out: &mut Vec<u8>) {
         out.extend_from_slice(line(a).as_bytes());
+    }
+
+    fn encode_security_event(&self, e: &SecurityEventRow, out: &mut Vec<u8>) {
+        out.extend_from_slice(security_line(e).as_bytes());
     }
 }
 
@@ -129,17 +141,73 @@ pub fn extension(a: &AlertEvent) -> Vec<(&'static str, String)> {
     e
 }
 
-/// The whole CEF line of `a` (no trailing newline).
-pub fn line(a: &AlertEvent) -> String {
+/// The extension of a security event, in order (values unescaped):
+/// `rt` (event time), `cat` (`security`), `act` (the kind), `outcome`
+/// (logins: `success` or `failure`), `msg` (the summary), `dhost` (the
+/// agent's hostname: the host the event happened on), `duser` (the
+/// account: logins and privilege changes), `suser` (who acted: the
+/// technician of a session, the actor of a privilege change), `src` (a
+/// login's source IP address) or `shost` (its source host name),
+/// `cs1` tenant, `cs2` agent, `cs3` session id, `cs4` privilege,
+/// `flexString1` granted (`true`/`false`).
+pub fn security_extension(e: &SecurityEventRow) -> Vec<(&'static str, String)> {
+    let ev = &e.event;
+    let mut x: Vec<(&'static str, String)> = Vec::with_capacity(24);
+    x.push(("rt", ev.timestamp_ms.to_string()));
+    x.push(("cat", "security".into()));
+    x.push(("act", sec::kind_str(e).into()));
+    if let Some(o) = sec::login_outcome(e) {
+        x.push(("outcome", o.into()));
+    }
+    x.push(("msg", sec::summary(e)));
+    if let Some(h) = &e.hostname {
+        x.push(("dhost", h.clone()));
+    }
+    let kind = sec::kind(e);
+    let session = matches!(
+        kind,
+        SecurityEventKind::RemoteSessionStart | SecurityEventKind::RemoteSessionEnd
+    );
+    if let Some(u) = opt(&ev.user) {
+        x.push(("duser", u.into()));
+    }
+    if let Some(s) = opt(if session { &ev.technician } else { &ev.actor }) {
+        x.push(("suser", s.into()));
+    }
+    if let Some(src) = opt(&ev.source_address) {
+        let key = if sec::is_ip(src) { "src" } else { "shost" };
+        x.push((key, src.into()));
+    }
+    x.push(("cs1Label", "tenant".into()));
+    x.push(("cs1", e.tenant.clone()));
+    x.push(("cs2Label", "agent".into()));
+    x.push(("cs2", e.agent.clone()));
+    if let Some(id) = opt(&ev.session_id) {
+        x.push(("cs3Label", "session".into()));
+        x.push(("cs3", id.into()));
+    }
+    if let Some(p) = opt(&ev.privilege) {
+        x.push(("cs4Label", "privilege".into()));
+        x.push(("cs4", p.into()));
+    }
+    if kind == SecurityEventKind::PrivilegeChange {
+        x.push(("flexString1Label", "granted".into()));
+        x.push(("flexString1", ev.granted.to_string()));
+    }
+    x
+}
+
+/// A CEF line from its signature id, name, severity and extension.
+fn assemble(signature: &str, name: &str, sev: Severity, ext: &[(&str, String)]) -> String {
     let mut s = String::with_capacity(512);
     s.push_str("CEF:0|");
-    for field in [VENDOR, PRODUCT, PRODUCT_VERSION, &a.rule, &a.summary] {
+    for field in [VENDOR, PRODUCT, PRODUCT_VERSION, signature, name] {
         escape_header(field, &mut s);
         s.push('|');
     }
-    s.push_str(&severity(a.severity).to_string());
+    s.push_str(&severity(sev).to_string());
     s.push('|');
-    for (i, (k, v)) in extension(a).iter().enumerate() {
+    for (i, (k, v)) in ext.iter().enumerate() {
         if i > 0 {
             s.push(' ');
         }
@@ -148,6 +216,23 @@ pub fn line(a: &AlertEvent) -> String {
         escape_value(v, &mut s);
     }
     s
+}
+
+/// The whole CEF line of `a` (no trailing newline).
+pub fn line(a: &AlertEvent) -> String {
+    assemble(&a.rule, &a.summary, a.severity, &extension(a))
+}
+
+/// The whole CEF line of a security event (no trailing newline): Device
+/// Event Class ID the kind, name the summary, severity from
+/// [`sec::severity`].
+pub fn security_line(e: &SecurityEventRow) -> String {
+    assemble(
+        sec::kind_str(e),
+        &sec::summary(e),
+        sec::severity(e),
+        &security_extension(e),
+    )
 }
 
 #[cfg(test)]
@@ -283,6 +368,40 @@ mod tests {
         let (_, e) = parse(&line(&offline()));
         assert_eq!(get(&e, "cs3"), None);
         assert_eq!(get(&e, "shost"), None);
+    }
+
+    #[test]
+    fn security_events_read_back() {
+        let rows = crate::encoding::security::testing::every_kind();
+        let lines: Vec<_> = rows.iter().map(|e| parse(&security_line(e))).collect();
+        let (h, e) = &lines[0];
+        assert_eq!(h[4], "login_failure");
+        assert_eq!(h[5], sec::summary(&rows[0]));
+        assert_eq!(h[6], "5");
+        assert_eq!(get(e, "rt"), Some("1793664001234"));
+        assert_eq!(get(e, "outcome"), Some("failure"));
+        assert_eq!(get(e, "duser"), Some("root"));
+        assert_eq!(get(e, "src"), Some("203.0.113.50"));
+        assert_eq!(get(e, "dhost"), Some("db-1.acme.example"));
+        assert_eq!(get(e, "cs1"), Some("acme"));
+        assert_eq!(get(e, "cs2"), Some("agent-7"));
+        let (h, e) = &lines[1];
+        assert_eq!((h[6].as_str(), get(e, "outcome")), ("1", Some("success")));
+        assert_eq!(get(e, "shost"), Some("laptop-3.acme.example"));
+        assert_eq!(get(e, "src"), None);
+        let (_, e) = &lines[2];
+        assert_eq!(get(e, "suser"), Some("tech.ana"));
+        assert_eq!(get(e, "cs3"), Some("s-42"));
+        assert_eq!((get(e, "duser"), get(e, "outcome")), (None, None));
+        let (_, e) = &lines[4];
+        assert_eq!(get(e, "suser"), Some("admin"));
+        assert_eq!(get(e, "cs4"), Some("Administrators"));
+        assert_eq!(get(e, "flexString1"), Some("true"));
+        let (_, e) = &lines[5];
+        assert_eq!(
+            (get(e, "suser"), get(e, "flexString1")),
+            (None, Some("false"))
+        );
     }
 
     proptest! {

@@ -1,5 +1,7 @@
 //! The project's alert JSON: the value of every record on the alert topic
-//! (`rmm.alerts.v1`), described by `schemas/alert.v1.schema.json`.
+//! (`rmm.alerts.v1`), described by `schemas/alert.v1.schema.json`; and
+//! its security-event JSON (`vigil export --dataset security_events`),
+//! described by `schemas/security_event.v1.schema.json`.
 //!
 //! The encoding is a contract of its own, separate from [`AlertEvent`]'s
 //! in-memory layout: field names are stable, times are given both as
@@ -10,12 +12,37 @@
 use serde::Serialize;
 
 use vigil_ops::model::{parse_canonical_labels, AlertEvent};
+use vigil_ops::SecurityEventRow;
+use vigil_proto::v1::SecurityEventKind;
 
+use super::security::{self as sec, opt};
 use super::{finite, Encoding};
 use crate::time::rfc3339_ms;
 
 /// Value of the `schema` field.
 pub const ALERT_SCHEMA: &str = "vigil.alert.v1";
+/// Value of the `schema` field of a security event.
+pub const SECURITY_EVENT_SCHEMA: &str = "vigil.security_event.v1";
+
+#[derive(Serialize)]
+struct SecurityEventJson<'a> {
+    schema: &'static str,
+    kind: &'static str,
+    severity: &'static str,
+    tenant: &'a str,
+    agent: &'a str,
+    hostname: Option<&'a str>,
+    event_time_ms: i64,
+    event_time: String,
+    user: Option<&'a str>,
+    source_address: Option<&'a str>,
+    technician: Option<&'a str>,
+    session_id: Option<&'a str>,
+    privilege: Option<&'a str>,
+    granted: Option<bool>,
+    actor: Option<&'a str>,
+    summary: String,
+}
 
 #[derive(Serialize)]
 struct AlertJson<'a> {
@@ -82,6 +109,39 @@ impl Encoding for Json {
     fn encode(&self, a: &AlertEvent, out: &mut Vec<u8>) {
         encode_alert(a, out)
     }
+
+    fn encode_security_event(&self, e: &SecurityEventRow, out: &mut Vec<u8>) {
+        encode_security_event(e, out)
+    }
+}
+
+/// Appends the security event's JSON encoding (one object, no trailing
+/// newline) to `out`. Fields the kind does not use are null; `granted`
+/// is set for privilege changes only.
+pub fn encode_security_event(e: &SecurityEventRow, out: &mut Vec<u8>) {
+    let ev = &e.event;
+    let j = SecurityEventJson {
+        schema: SECURITY_EVENT_SCHEMA,
+        kind: sec::kind_str(e),
+        severity: sec::severity(e).as_str(),
+        tenant: &e.tenant,
+        agent: &e.agent,
+        hostname: e.hostname.as_deref(),
+        event_time_ms: ev.timestamp_ms,
+        event_time: rfc3339_ms(ev.timestamp_ms),
+        user: opt(&ev.user),
+        source_address: opt(&ev.source_address),
+        technician: opt(&ev.technician),
+        session_id: opt(&ev.session_id),
+        privilege: opt(&ev.privilege),
+        granted: (sec::kind(e) == SecurityEventKind::PrivilegeChange).then_some(ev.granted),
+        actor: opt(&ev.actor),
+        summary: sec::summary(e),
+    };
+    // Strings, numbers, booleans and nulls only: cannot fail.
+    if serde_json::to_writer(&mut *out, &j).is_err() {
+        out.extend_from_slice(b"{}");
+    }
 }
 
 /// Appends the alert's JSON encoding (one object, no trailing newline) to
@@ -128,7 +188,36 @@ pub fn encode_alert(a: &AlertEvent, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use vigil_ops::model::{AlertStatus, DetectorKind, ResolveReason, Severity};
+
+    #[test]
+    fn security_events_have_their_kinds_fields_and_nulls() {
+        let rows = crate::encoding::security::testing::every_kind();
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|e| {
+                let mut out = Vec::new();
+                encode_security_event(e, &mut out);
+                serde_json::from_slice(&out).unwrap()
+            })
+            .collect();
+        assert_eq!(v[0]["schema"], SECURITY_EVENT_SCHEMA);
+        assert_eq!(v[0]["kind"], "login_failure");
+        assert_eq!(v[0]["severity"], "warning");
+        assert_eq!(v[0]["user"], "root");
+        assert_eq!(v[0]["source_address"], "203.0.113.50");
+        assert_eq!(v[0]["event_time"], "2026-11-03T00:00:01.234Z");
+        assert!(v[0]["technician"].is_null() && v[0]["granted"].is_null());
+        assert_eq!(v[2]["session_id"], "s-42");
+        assert!(v[2]["user"].is_null());
+        assert_eq!(
+            (&v[4]["granted"], &v[5]["granted"]),
+            (&json!(true), &json!(false))
+        );
+        assert!(v[5]["actor"].is_null());
+        assert_eq!(v[4]["summary"], sec::summary(&rows[4]));
+    }
 
     #[test]
     fn encodes_labels_as_object_and_times_twice() {

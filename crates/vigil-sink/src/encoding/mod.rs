@@ -1,5 +1,8 @@
 //! Alert encodings: how one [`AlertEvent`] becomes the bytes of one record
-//! on a destination (a Kafka message, a line of a file, a syslog message).
+//! on a destination (a Kafka message, a line of a file, a syslog message);
+//! and how one security event ([`SecurityEventRow`], exported by `vigil
+//! export --dataset security_events`) does, in the same four formats
+//! (what they share of a security event: [`security`]).
 //!
 //! Each encoding is one file implementing [`Encoding`] and one line in
 //! [`ENCODINGS`]; routes choose theirs by [`Encoding::name`]
@@ -13,15 +16,18 @@
 //! | `cef`  | ArcSight Common Event Format, one line                 |
 //! | `ecs`  | Elastic Common Schema document, JSON                   |
 //!
-//! Encoders never fail: every alert event has an encoding in each format
-//! (non-finite numbers are left out, text is escaped).
+//! Encoders never fail: every alert event and security event has an
+//! encoding in each format (non-finite numbers are left out, text is
+//! escaped).
 
 use vigil_ops::model::AlertEvent;
+use vigil_ops::SecurityEventRow;
 
 pub mod cef;
 pub mod ecs;
 pub mod json;
 pub mod ocsf;
+pub mod security;
 
 /// One alert encoding.
 pub trait Encoding: Send + Sync {
@@ -38,6 +44,10 @@ pub trait Encoding: Send + Sync {
     /// Appends the encoding of `a` to `out` (one record, no trailing
     /// newline; a newline never occurs inside it).
     fn encode(&self, a: &AlertEvent, out: &mut Vec<u8>);
+
+    /// Appends the encoding of the security event `e` to `out`, as
+    /// [`Encoding::encode`] does for an alert event.
+    fn encode_security_event(&self, e: &SecurityEventRow, out: &mut Vec<u8>);
 }
 
 /// Every encoding, by name: the registry.
@@ -151,15 +161,30 @@ mod tests {
         a.rule = "r\nx".into();
         a.tenant = "t\n".into();
         a.labels = "k=v\nw".into();
+        let mut events = security::testing::every_kind();
+        for ev in &mut events {
+            ev.tenant = "t\n".into();
+            ev.hostname = Some("h\r\nx".into());
+            ev.event.user = "u\nv".into();
+            ev.event.technician = "t\r".into();
+        }
         for e in ENCODINGS {
             let mut out = Vec::new();
             e.encode(&a, &mut out);
-            assert!(!out.is_empty(), "{}", e.name());
-            assert!(
-                !out.contains(&b'\n') && !out.contains(&b'\r'),
-                "{}",
-                e.name()
-            );
+            let mut outs = vec![out];
+            for ev in &events {
+                let mut out = Vec::new();
+                e.encode_security_event(ev, &mut out);
+                outs.push(out);
+            }
+            for out in outs {
+                assert!(!out.is_empty(), "{}", e.name());
+                assert!(
+                    !out.contains(&b'\n') && !out.contains(&b'\r'),
+                    "{}",
+                    e.name()
+                );
+            }
         }
     }
 }

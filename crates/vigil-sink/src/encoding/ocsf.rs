@@ -20,10 +20,20 @@
 //! | rule, summary         | `finding_info.title`, `finding_info.desc`, `message`   |
 //! | tenant                | `metadata.tenant_uid`                                  |
 //! | agent, hostname       | `device.uid`, `device.name`, `device.hostname`         |
+//!
+//! A security event (`vigil export --dataset security_events`) is an
+//! Identity & Access Management event (category 3) with the `host`
+//! profile: logins and remote sessions are **Authentication** (class
+//! 3002; a session is a `Remote Interactive` logon of the technician,
+//! its end a logoff), privilege changes **User Access Management** (class
+//! 3005). See [`security_event`] and `docs/siem.md`.
 
 use serde_json::{json, Map, Value};
 use vigil_ops::model::{parse_canonical_labels, AlertEvent, AlertStatus, DetectorKind, Severity};
+use vigil_ops::SecurityEventRow;
+use vigil_proto::v1::SecurityEventKind;
 
+use super::security::{self as sec, opt};
 use super::{finite, Encoding, PRODUCT, PRODUCT_VERSION, VENDOR};
 
 /// The OCSF schema version the encoding targets (`metadata.version`).
@@ -32,6 +42,12 @@ pub const OCSF_VERSION: &str = "1.3.0";
 pub const CLASS_UID: u32 = 2004;
 /// Findings.
 pub const CATEGORY_UID: u32 = 2;
+/// Authentication (logins, remote sessions).
+pub const AUTHENTICATION_UID: u32 = 3002;
+/// User Access Management (privilege changes).
+pub const USER_ACCESS_UID: u32 = 3005;
+/// Identity & Access Management.
+pub const IAM_CATEGORY_UID: u32 = 3;
 /// Longest string the OCSF schema admits (`string_t`), in characters.
 const MAX_STRING_CHARS: usize = 65_535;
 
@@ -55,6 +71,12 @@ impl Encoding for Ocsf {
     fn encode(&self, a: &AlertEvent, out: &mut Vec<u8>) {
         // Serialising a Value into a Vec cannot fail.
         if serde_json::to_writer(&mut *out, &finding(a)).is_err() {
+            out.extend_from_slice(b"{}");
+        }
+    }
+
+    fn encode_security_event(&self, e: &SecurityEventRow, out: &mut Vec<u8>) {
+        if serde_json::to_writer(&mut *out, &security_event(e)).is_err() {
             out.extend_from_slice(b"{}");
         }
     }
@@ -169,17 +191,6 @@ pub fn finding(a: &AlertEvent) -> Value {
         info.insert("modified_time".into(), json!(a.event_time_ms));
     }
 
-    let mut device = Map::new();
-    device.insert("type_id".into(), json!(0));
-    device.insert("type".into(), json!("Unknown"));
-    device.insert("uid".into(), text(&a.agent));
-    if let Some(h) = &a.hostname {
-        device.insert("name".into(), text(h));
-        if is_hostname(h) {
-            device.insert("hostname".into(), text(h));
-        }
-    }
-
     let mut f = Map::new();
     f.insert("activity_id".into(), json!(activity_id));
     f.insert("activity_name".into(), json!(activity_name));
@@ -209,7 +220,7 @@ pub fn finding(a: &AlertEvent) -> Value {
     f.insert("message".into(), text(&a.summary));
     f.insert("metadata".into(), Value::Object(metadata));
     f.insert("finding_info".into(), Value::Object(info));
-    f.insert("device".into(), Value::Object(device));
+    f.insert("device".into(), device(&a.agent, a.hostname.as_deref()));
     if let Some(metric) = &a.metric {
         let mut r = Map::new();
         r.insert("type".into(), json!("metric"));
@@ -221,6 +232,158 @@ pub fn finding(a: &AlertEvent) -> Value {
         f.insert("resources".into(), json!([r]));
     }
     f.insert("unmapped".into(), unmapped(a, &labels));
+    Value::Object(f)
+}
+
+/// The OCSF `device` object of an agent.
+fn device(agent: &str, hostname: Option<&str>) -> Value {
+    let mut device = Map::new();
+    device.insert("type_id".into(), json!(0));
+    device.insert("type".into(), json!("Unknown"));
+    device.insert("uid".into(), text(agent));
+    if let Some(h) = hostname {
+        device.insert("name".into(), text(h));
+        if is_hostname(h) {
+            device.insert("hostname".into(), text(h));
+        }
+    }
+    Value::Object(device)
+}
+
+/// `user` object named `name`.
+fn user(name: &str) -> Value {
+    json!({ "name": text(name) })
+}
+
+/// A network endpoint at `address`: `ip` for an IP address, else `name`
+/// (and `hostname` when it has the host-name syntax).
+fn endpoint(address: &str) -> Value {
+    let mut m = Map::new();
+    if sec::is_ip(address) {
+        m.insert("ip".into(), text(address));
+    } else {
+        m.insert("name".into(), text(address));
+        if is_hostname(address) {
+            m.insert("hostname".into(), text(address));
+        }
+    }
+    Value::Object(m)
+}
+
+/// A security event as an OCSF Authentication (3002) or User Access
+/// Management (3005) event:
+///
+/// | kind                   | class | `activity_id`          | `status_id`  | `user`     |
+/// |------------------------|-------|------------------------|--------------|------------|
+/// | `login_success`        | 3002  | 1 Logon                | 1 Success    | user       |
+/// | `login_failure`        | 3002  | 1 Logon                | 2 Failure    | user       |
+/// | `remote_session_start` | 3002  | 1 Logon (type 10)      | 1 Success    | technician |
+/// | `remote_session_end`   | 3002  | 2 Logoff (type 10)     | 1 Success    | technician |
+/// | `privilege_change`     | 3005  | 1 Assign / 2 Revoke    | 1 Success    | user       |
+///
+/// The agent is `device`, and for Authentication also `dst_endpoint`
+/// (the class requires a `service` or a `dst_endpoint`: the endpoint
+/// logged on to); a login's source address is `src_endpoint`; a
+/// session is `session.uid` with `is_remote`; a privilege change has
+/// `privileges` and, when known, `actor.user`. `severity_id` follows
+/// [`sec::severity`] through [`severity`].
+pub fn security_event(e: &SecurityEventRow) -> Value {
+    let ev = &e.event;
+    let kind = sec::kind(e);
+    let (class_uid, class_name) = match kind {
+        SecurityEventKind::PrivilegeChange => (USER_ACCESS_UID, "User Access Management"),
+        _ => (AUTHENTICATION_UID, "Authentication"),
+    };
+    let (activity_id, activity_name) = match kind {
+        SecurityEventKind::RemoteSessionEnd => (2, "Logoff"),
+        SecurityEventKind::PrivilegeChange if ev.granted => (1, "Assign Privileges"),
+        SecurityEventKind::PrivilegeChange => (2, "Revoke Privileges"),
+        _ => (1, "Logon"),
+    };
+    let (status_id, status_name) = match kind {
+        SecurityEventKind::LoginFailure => (2, "Failure"),
+        _ => (1, "Success"),
+    };
+    let (severity_id, severity_name) = severity(sec::severity(e));
+    let mut metadata = Map::new();
+    metadata.insert("version".into(), json!(OCSF_VERSION));
+    metadata.insert(
+        "product".into(),
+        json!({"name": PRODUCT, "vendor_name": VENDOR, "version": PRODUCT_VERSION}),
+    );
+    metadata.insert("tenant_uid".into(), text(&e.tenant));
+    metadata.insert("profiles".into(), json!(["host"]));
+    metadata.insert("event_code".into(), json!(sec::kind_str(e)));
+
+    let mut f = Map::new();
+    f.insert("activity_id".into(), json!(activity_id));
+    f.insert("activity_name".into(), json!(activity_name));
+    f.insert("category_uid".into(), json!(IAM_CATEGORY_UID));
+    f.insert(
+        "category_name".into(),
+        json!("Identity & Access Management"),
+    );
+    f.insert("class_uid".into(), json!(class_uid));
+    f.insert("class_name".into(), json!(class_name));
+    f.insert("type_uid".into(), json!(class_uid * 100 + activity_id));
+    f.insert(
+        "type_name".into(),
+        json!(format!("{class_name}: {activity_name}")),
+    );
+    f.insert("severity_id".into(), json!(severity_id));
+    f.insert("severity".into(), json!(severity_name));
+    f.insert("status_id".into(), json!(status_id));
+    f.insert("status".into(), json!(status_name));
+    f.insert("time".into(), json!(ev.timestamp_ms));
+    f.insert("timezone_offset".into(), json!(0));
+    f.insert("message".into(), text(&sec::summary(e)));
+    f.insert("metadata".into(), Value::Object(metadata));
+    f.insert("device".into(), device(&e.agent, e.hostname.as_deref()));
+    if class_uid == AUTHENTICATION_UID {
+        let mut dst = Map::new();
+        dst.insert("uid".into(), text(&e.agent));
+        if let Some(h) = &e.hostname {
+            dst.insert("name".into(), text(h));
+            if is_hostname(h) {
+                dst.insert("hostname".into(), text(h));
+            }
+        }
+        f.insert("dst_endpoint".into(), Value::Object(dst));
+    }
+    let mut vigil = Map::new();
+    vigil.insert("kind".into(), json!(sec::kind_str(e)));
+    vigil.insert("tenant".into(), text(&e.tenant));
+    vigil.insert("agent".into(), text(&e.agent));
+    match kind {
+        SecurityEventKind::RemoteSessionStart | SecurityEventKind::RemoteSessionEnd => {
+            f.insert("user".into(), user(&ev.technician));
+            f.insert("logon_type_id".into(), json!(10));
+            f.insert("logon_type".into(), json!("Remote Interactive"));
+            f.insert("is_remote".into(), json!(true));
+            f.insert(
+                "session".into(),
+                json!({ "uid": text(&ev.session_id), "is_remote": true }),
+            );
+            vigil.insert("technician".into(), text(&ev.technician));
+            vigil.insert("session_id".into(), text(&ev.session_id));
+        }
+        SecurityEventKind::PrivilegeChange => {
+            f.insert("user".into(), user(&ev.user));
+            f.insert("privileges".into(), json!([text(&ev.privilege)]));
+            if let Some(a) = opt(&ev.actor) {
+                f.insert("actor".into(), json!({ "user": user(a) }));
+            }
+            vigil.insert("granted".into(), json!(ev.granted));
+        }
+        _ => {
+            f.insert("user".into(), user(&ev.user));
+            if let Some(src) = opt(&ev.source_address) {
+                f.insert("src_endpoint".into(), endpoint(src));
+                f.insert("is_remote".into(), json!(true));
+            }
+        }
+    }
+    f.insert("unmapped".into(), json!({ "vigil": vigil }));
     Value::Object(f)
 }
 
@@ -375,6 +538,66 @@ mod tests {
         a.value = Some(f64::INFINITY);
         assert!(encode(&a)["unmapped"]["vigil"].get("value").is_none());
         assert_eq!(v["resources"][0]["labels"][0], "mount=/data");
+    }
+
+    #[test]
+    fn security_events_map_to_authentication_and_user_access() {
+        let rows = crate::encoding::security::testing::every_kind();
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|e| {
+                let mut out = Vec::new();
+                Ocsf.encode_security_event(e, &mut out);
+                serde_json::from_slice(&out).unwrap()
+            })
+            .collect();
+        let brief: Vec<(u64, u64, u64, u64, &str)> = v
+            .iter()
+            .map(|x| {
+                (
+                    x["class_uid"].as_u64().unwrap(),
+                    x["activity_id"].as_u64().unwrap(),
+                    x["status_id"].as_u64().unwrap(),
+                    x["severity_id"].as_u64().unwrap(),
+                    x["user"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            brief,
+            vec![
+                (3002, 1, 2, 3, "root"),
+                (3002, 1, 1, 1, "j.doe"),
+                (3002, 1, 1, 1, "tech.ana"),
+                (3002, 2, 1, 1, "tech.ana"),
+                (3005, 1, 1, 3, "j.doe"),
+                (3005, 2, 1, 3, "j.doe"),
+            ]
+        );
+        for x in &v {
+            assert_eq!(x["category_uid"], 3);
+            assert_eq!(
+                x["type_uid"].as_u64().unwrap(),
+                x["class_uid"].as_u64().unwrap() * 100 + x["activity_id"].as_u64().unwrap()
+            );
+            assert_eq!(x["time"], rows[0].event.timestamp_ms);
+            assert_eq!(x["device"]["uid"], "agent-7");
+            assert_eq!(x["metadata"]["tenant_uid"], "acme");
+            assert!(!x.to_string().contains("null"), "{x}");
+        }
+        assert_eq!(v[0]["src_endpoint"]["ip"], "203.0.113.50");
+        // Authentication needs a service or a dst_endpoint: the agent.
+        for x in &v[..4] {
+            assert_eq!(x["dst_endpoint"]["uid"], "agent-7");
+            assert_eq!(x["dst_endpoint"]["hostname"], "db-1.acme.example");
+        }
+        assert!(v[4].get("dst_endpoint").is_none());
+        assert_eq!(v[1]["src_endpoint"]["hostname"], "laptop-3.acme.example");
+        assert_eq!(v[2]["session"]["uid"], "s-42");
+        assert_eq!(v[2]["logon_type_id"], 10);
+        assert_eq!(v[4]["privileges"][0], "Administrators");
+        assert_eq!(v[4]["actor"]["user"]["name"], "admin");
+        assert!(v[5].get("actor").is_none());
     }
 
     #[test]

@@ -12,9 +12,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use vigil_ops::model::AlertEvent;
-
-use super::{ExportSink, SendError};
+use super::{Envelope, ExportSink, SendError};
 
 /// Events as lines on stdout (flushed at each commit).
 #[derive(Debug)]
@@ -35,7 +33,7 @@ impl ExportSink for StdoutSink {
         "stdout"
     }
 
-    fn send(&mut self, _: &AlertEvent, payload: &[u8]) -> Result<(), SendError> {
+    fn send(&mut self, _: &Envelope<'_>, payload: &[u8]) -> Result<(), SendError> {
         self.out
             .write_all(payload)
             .and_then(|()| self.out.write_all(b"\n"))
@@ -95,7 +93,7 @@ impl ExportSink for FileSink {
         "file"
     }
 
-    fn send(&mut self, _: &AlertEvent, payload: &[u8]) -> Result<(), SendError> {
+    fn send(&mut self, _: &Envelope<'_>, payload: &[u8]) -> Result<(), SendError> {
         let Some(out) = self.out.as_mut() else {
             return Err(SendError::permanent("writing after finish", "file closed"));
         };
@@ -151,7 +149,7 @@ impl Drop for FileSink {
 mod tests {
     use super::*;
     use crate::encoding::testing::{firing, resolved};
-    use crate::export::{ExportOptions, Exporter};
+    use crate::export::{ExportOptions, Exportable, Exporter};
 
     #[test]
     fn a_file_appears_whole_at_the_end_and_not_on_failure() {
@@ -179,7 +177,7 @@ mod tests {
         // An export that does not finish leaves the previous file.
         {
             let mut sink = FileSink::create(&path).unwrap();
-            sink.send(&firing(), b"x").unwrap();
+            sink.send(&firing().envelope(), b"x").unwrap();
             sink.commit().unwrap();
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);

@@ -1,9 +1,15 @@
-//! Exports: alert events read back from storage, encoded with one of the
-//! [`crate::encoding`]s and sent to one destination (`vigil export`).
+//! Exports: alert events or security events read back from storage,
+//! encoded with one of the [`crate::encoding`]s and sent to one
+//! destination (`vigil export`).
 //!
 //! ```text
-//!  AlertEvents ─▶ Exporter (encode, batch, retry) ─▶ ExportSink: stdout | file | syslog TCP/TLS | (Kafka: the binary's)
+//!  AlertEvents | SecurityEvents ─▶ Exporter (encode, batch, retry) ─▶ ExportSink: stdout | file | syslog TCP/TLS | (Kafka: the binary's)
 //! ```
+//!
+//! What the exporter and the sinks need of an event is [`Exportable`]:
+//! its encoding, and an [`Envelope`] (time, key, host, what it is,
+//! severity, identity) that the syslog header and the Kafka key are
+//! made of.
 //!
 //! The [`Exporter`] sends events in batches of [`ExportOptions::batch`].
 //! After each batch it asks the sink to [`ExportSink::commit`]: the point
@@ -30,9 +36,110 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use vigil_ops::model::AlertEvent;
+use vigil_ops::SecurityEventRow;
 
-use crate::encoding::Encoding;
+use crate::encoding::{security as sec, Encoding};
 use crate::time::rfc3339_ms;
+
+/// What a destination needs of an exported event besides its encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// Event time, ms since the epoch (the syslog TIMESTAMP).
+    pub event_time_ms: i64,
+    /// Message key (Kafka): an alert's fingerprint (ordering per
+    /// incident, as on the alert topic), a security event's agent id
+    /// (ordering per agent, as on the telemetry topic).
+    pub key: &'a str,
+    /// The host the event is about: the agent's hostname, else its id
+    /// (the syslog HOSTNAME).
+    pub host: &'a str,
+    /// What it is, in a word: an alert's rule, a security event's kind
+    /// (the syslog MSGID).
+    pub msgid: &'a str,
+    /// Syslog severity (0-7).
+    pub severity: u8,
+    /// Its identity as name/value pairs, in order (the syslog
+    /// structured data); empty values are left out.
+    pub params: Vec<(&'static str, &'a str)>,
+}
+
+/// An event `vigil export` sends: an [`AlertEvent`] or a security event
+/// ([`SecurityEventRow`]).
+pub trait Exportable {
+    /// Appends its encoding in `encoding` to `out` (one record, no
+    /// newline).
+    fn encode_with(&self, encoding: &dyn Encoding, out: &mut Vec<u8>);
+
+    /// What the destinations need of it.
+    fn envelope(&self) -> Envelope<'_>;
+
+    /// How an error message names it (`incident <id>`).
+    fn describe(&self) -> String;
+}
+
+impl Exportable for AlertEvent {
+    fn encode_with(&self, encoding: &dyn Encoding, out: &mut Vec<u8>) {
+        encoding.encode(self, out);
+    }
+
+    fn envelope(&self) -> Envelope<'_> {
+        Envelope {
+            event_time_ms: self.event_time_ms,
+            key: &self.fingerprint,
+            host: self.hostname.as_deref().unwrap_or(&self.agent),
+            msgid: &self.rule,
+            severity: syslog::severity(self),
+            params: vec![
+                ("incident", self.id.as_str()),
+                ("fingerprint", &self.fingerprint),
+                ("status", self.status.as_str()),
+                ("severity", self.severity.as_str()),
+                ("tenant", &self.tenant),
+                ("agent", &self.agent),
+            ],
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("incident {}", self.id)
+    }
+}
+
+impl Exportable for SecurityEventRow {
+    fn encode_with(&self, encoding: &dyn Encoding, out: &mut Vec<u8>) {
+        encoding.encode_security_event(self, out);
+    }
+
+    fn envelope(&self) -> Envelope<'_> {
+        let e = &self.event;
+        let params = [
+            ("kind", sec::kind_str(self)),
+            ("severity", sec::severity(self).as_str()),
+            ("tenant", &self.tenant),
+            ("agent", &self.agent),
+            ("user", &e.user),
+            ("technician", &e.technician),
+            ("session", &e.session_id),
+        ];
+        Envelope {
+            event_time_ms: e.timestamp_ms,
+            key: &self.agent,
+            host: self.hostname.as_deref().unwrap_or(&self.agent),
+            msgid: sec::kind_str(self),
+            severity: syslog::severity_of(sec::severity(self)),
+            params: params.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} event of agent {} at {}",
+            sec::kind_str(self),
+            self.agent,
+            rfc3339_ms(self.event.timestamp_ms)
+        )
+    }
+}
 
 /// Counter of events an export's destination confirmed, by destination kind.
 pub const EXPORT_EVENTS: &str = "vigil_export_events_total";
@@ -86,8 +193,9 @@ pub trait ExportSink {
     /// `syslog`, `kafka`).
     fn kind(&self) -> &'static str;
 
-    /// Sends one event; `payload` is its encoding (one record, no newline).
-    fn send(&mut self, a: &AlertEvent, payload: &[u8]) -> Result<(), SendError>;
+    /// Sends one event; `payload` is its encoding (one record, no newline),
+    /// `env` what else the destination needs of it.
+    fn send(&mut self, env: &Envelope<'_>, payload: &[u8]) -> Result<(), SendError>;
 
     /// Returns once every event sent so far is confirmed delivered, as far
     /// as the destination can tell (see the module docs).
@@ -214,14 +322,14 @@ impl<'a> Exporter<'a> {
 
     /// Sends `events` (in order) in confirmed batches; returns once all
     /// are confirmed, or fails with the count confirmed so far.
-    pub fn send(&mut self, events: &[AlertEvent]) -> Result<(), ExportError> {
+    pub fn send<T: Exportable>(&mut self, events: &[T]) -> Result<(), ExportError> {
         for chunk in events.chunks(self.opts.batch) {
             self.send_batch(chunk)?;
         }
         Ok(())
     }
 
-    fn send_batch(&mut self, chunk: &[AlertEvent]) -> Result<(), ExportError> {
+    fn send_batch<T: Exportable>(&mut self, chunk: &[T]) -> Result<(), ExportError> {
         let _span = tracing::debug_span!(
             "export_batch",
             sink = self.sink.kind(),
@@ -231,7 +339,7 @@ impl<'a> Exporter<'a> {
         self.payloads.resize_with(chunk.len(), Vec::new);
         for (a, p) in chunk.iter().zip(&mut self.payloads) {
             p.clear();
-            self.encoding.encode(a, p);
+            a.encode_with(self.encoding, p);
         }
         let mut attempt = 1u32;
         let mut wait = self.opts.backoff;
@@ -267,9 +375,9 @@ impl<'a> Exporter<'a> {
                         confirmed: self.report.events,
                         attempts: attempt,
                         resume: format!(
-                            "resume with --from {} (the first unconfirmed event, incident {})",
-                            rfc3339_ms(first.event_time_ms),
-                            first.id
+                            "resume with --from {} (the first unconfirmed event, {})",
+                            rfc3339_ms(first.envelope().event_time_ms),
+                            first.describe()
                         ),
                         source,
                     });
@@ -286,9 +394,9 @@ impl<'a> Exporter<'a> {
         Ok(())
     }
 
-    fn try_batch(&mut self, chunk: &[AlertEvent]) -> Result<(), SendError> {
+    fn try_batch<T: Exportable>(&mut self, chunk: &[T]) -> Result<(), SendError> {
         for (a, p) in chunk.iter().zip(&self.payloads) {
-            self.sink.send(a, p)?;
+            self.sink.send(&a.envelope(), p)?;
         }
         self.sink.commit()
     }
@@ -468,8 +576,8 @@ mod tests {
         fn kind(&self) -> &'static str {
             "test"
         }
-        fn send(&mut self, a: &AlertEvent, _: &[u8]) -> Result<(), SendError> {
-            self.pending.push(a.id.clone());
+        fn send(&mut self, env: &Envelope<'_>, _: &[u8]) -> Result<(), SendError> {
+            self.pending.push(env.params[0].1.to_string());
             Ok(())
         }
         fn commit(&mut self) -> Result<(), SendError> {
@@ -563,6 +671,50 @@ mod tests {
         assert!(msg.contains("2 attempts"), "{msg}");
         assert!(msg.contains("--from 2026-11-03T00:00:00.002Z"), "{msg}");
         assert!(msg.contains("incident e2"), "{msg}");
+    }
+
+    #[test]
+    fn security_events_export_with_their_envelope() {
+        let rows = crate::encoding::security::testing::every_kind();
+        let mut sink = Flaky {
+            ok_first: 0,
+            fail: 1,
+            permanent: false,
+            pending: vec![],
+            delivered: vec![],
+            resets: 0,
+        };
+        let opts = ExportOptions {
+            batch: 4,
+            retries: 1,
+            backoff: Duration::from_millis(1),
+        };
+        let mut x = Exporter::new(&mut sink, crate::encoding("ocsf").unwrap(), opts);
+        x.send(&rows).unwrap();
+        assert_eq!(x.finish().unwrap().events, 6);
+        // The first param is the kind; the first batch came twice.
+        assert_eq!(sink.delivered.len(), 10);
+        assert_eq!(sink.delivered[0], "login_failure");
+        let env = rows[2].envelope();
+        assert_eq!(
+            (env.key, env.host, env.msgid, env.severity),
+            ("agent-7", "db-1.acme.example", "remote_session_start", 6)
+        );
+        assert_eq!(
+            env.params,
+            vec![
+                ("kind", "remote_session_start"),
+                ("severity", "info"),
+                ("tenant", "acme"),
+                ("agent", "agent-7"),
+                ("technician", "tech.ana"),
+                ("session", "s-42"),
+            ]
+        );
+        assert_eq!(rows[0].envelope().severity, 4);
+        assert!(rows[0]
+            .describe()
+            .starts_with("login_failure event of agent agent-7 at "));
     }
 
     #[test]

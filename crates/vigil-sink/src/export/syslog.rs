@@ -1,4 +1,4 @@
-//! Syslog: alert events as RFC 5424 messages, octet-counting framing
+//! Syslog: alert events and security events as RFC 5424 messages, octet-counting framing
 //! (RFC 6587 section 3.4.1: `MSG-LEN SP SYSLOG-MSG`, so an event may hold
 //! any byte), over TCP or TLS (RFC 5425).
 //!
@@ -20,6 +20,12 @@
 //!   the incident id, fingerprint, status, severity, tenant and agent.
 //! - MSG: the encoded event (JSON, OCSF, CEF or ECS), without a BOM (CEF
 //!   and JSON readers do not expect one).
+//!
+//! A security event fills the same header from its
+//! [`super::Envelope`]: severity from its kind (`warning` → 4, `info` →
+//! 6), HOSTNAME its agent's, MSGID its kind (`login_failure`, ...), and
+//! the structured data its kind, severity, tenant, agent and, when set,
+//! user, technician and session.
 //!
 //! TLS uses the system OpenSSL (the `openssl` crate), the library that
 //! librdkafka already links for Kafka TLS: one TLS stack in the binary.
@@ -44,7 +50,7 @@ use std::time::Duration;
 use openssl::ssl::{HandshakeError, SslConnector, SslFiletype, SslMethod, SslStream};
 use vigil_ops::model::{AlertEvent, AlertStatus, Severity};
 
-use super::{ExportSink, SendError};
+use super::{Envelope, ExportSink, SendError};
 use crate::time::rfc3339_ms;
 
 /// SD-ID of Vigil's structured-data element.
@@ -104,12 +110,18 @@ impl FromStr for Facility {
     }
 }
 
-/// The syslog severity (0-7) of an event (see the module docs).
+/// The syslog severity (0-7) of an alert event (see the module docs).
 pub fn severity(a: &AlertEvent) -> u8 {
     if a.status == AlertStatus::Resolved {
         return 5;
     }
-    match a.severity {
+    severity_of(a.severity)
+}
+
+/// The syslog severity (0-7) of a Vigil severity: `critical` 2,
+/// `warning` 4, `info` 6.
+pub fn severity_of(s: Severity) -> u8 {
+    match s {
         Severity::Critical => 2,
         Severity::Warning => 4,
         Severity::Info => 6,
@@ -143,26 +155,19 @@ fn param_value(s: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the RFC 5424 message of `a` with `payload` as MSG (not
-/// framed).
-pub fn message(a: &AlertEvent, payload: &[u8], facility: Facility, out: &mut Vec<u8>) {
-    let pri = u16::from(facility.code()) * 8 + u16::from(severity(a));
-    out.extend_from_slice(format!("<{pri}>1 {} ", rfc3339_ms(a.event_time_ms)).as_bytes());
-    header_field(a.hostname.as_deref().unwrap_or(&a.agent), 255, out);
+/// Appends the RFC 5424 message of the event of `env` with `payload` as
+/// MSG (not framed).
+pub fn message(env: &Envelope<'_>, payload: &[u8], facility: Facility, out: &mut Vec<u8>) {
+    let pri = u16::from(facility.code()) * 8 + u16::from(env.severity);
+    out.extend_from_slice(format!("<{pri}>1 {} ", rfc3339_ms(env.event_time_ms)).as_bytes());
+    header_field(env.host, 255, out);
     out.extend_from_slice(b" ");
     out.extend_from_slice(APP_NAME.as_bytes());
     out.extend_from_slice(b" - ");
-    header_field(&a.rule, 32, out);
+    header_field(env.msgid, 32, out);
     out.extend_from_slice(b" [");
     out.extend_from_slice(SD_ID.as_bytes());
-    for (k, v) in [
-        ("incident", a.id.as_str()),
-        ("fingerprint", &a.fingerprint),
-        ("status", a.status.as_str()),
-        ("severity", a.severity.as_str()),
-        ("tenant", &a.tenant),
-        ("agent", &a.agent),
-    ] {
+    for &(k, v) in &env.params {
         out.extend_from_slice(format!(" {k}=\"").as_bytes());
         param_value(v, out);
         out.push(b'"');
@@ -386,12 +391,12 @@ impl ExportSink for SyslogSink {
         "syslog"
     }
 
-    fn send(&mut self, a: &AlertEvent, payload: &[u8]) -> Result<(), SendError> {
+    fn send(&mut self, env: &Envelope<'_>, payload: &[u8]) -> Result<(), SendError> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }
         self.msg.clear();
-        message(a, payload, self.opts.facility, &mut self.msg);
+        message(env, payload, self.opts.facility, &mut self.msg);
         self.framed.clear();
         frame(&self.msg, &mut self.framed);
         let target = self.target();
@@ -432,11 +437,32 @@ impl ExportSink for SyslogSink {
 mod tests {
     use super::*;
     use crate::encoding::testing::{firing, offline, resolved};
+    use crate::export::Exportable;
 
-    fn msg(a: &AlertEvent, payload: &str) -> String {
+    fn msg(a: &dyn Exportable, payload: &str) -> String {
         let mut out = Vec::new();
-        message(a, payload.as_bytes(), Facility::default(), &mut out);
+        message(
+            &a.envelope(),
+            payload.as_bytes(),
+            Facility::default(),
+            &mut out,
+        );
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_security_event_fills_the_same_header() {
+        let rows = crate::encoding::security::testing::every_kind();
+        assert_eq!(
+            msg(&rows[0], "body"),
+            "<132>1 2026-11-03T00:00:01.234Z db-1.acme.example vigil - login_failure \
+             [vigil@32473 kind=\"login_failure\" severity=\"warning\" tenant=\"acme\" \
+             agent=\"agent-7\" user=\"root\"] body"
+        );
+        assert!(msg(&rows[2], "b").starts_with(
+            "<134>1 2026-11-03T00:00:01.234Z db-1.acme.example vigil - remote_session_start "
+        ));
+        assert!(msg(&rows[2], "b").contains(r#"technician="tech.ana" session="s-42"]"#));
     }
 
     #[test]
@@ -518,7 +544,7 @@ mod tests {
             timeout: Duration::from_secs(1),
         })
         .unwrap();
-        let e = s.send(&firing(), b"x").unwrap_err();
+        let e = s.send(&firing().envelope(), b"x").unwrap_err();
         assert!(e.transient, "{e}");
     }
 }

@@ -1,9 +1,11 @@
-//! `vigil export`: alert events from the Parquet `alerts` dataset, in
-//! event-time order, encoded (json, ocsf, cef, ecs) and sent to stdout, a
-//! file, a syslog receiver (TCP or TLS) or a Kafka topic.
+//! `vigil export`: alert events from the Parquet `alerts` dataset, or
+//! security events from `security_events` (`--dataset security_events`),
+//! in event-time order, encoded (json, ocsf, cef, ecs) and sent to
+//! stdout, a file, a syslog receiver (TCP or TLS) or a Kafka topic.
 //!
 //! ```text
-//!  alerts/ ─vigil_query::alerts (DataFusion)─▶ AlertEvents ─▶ vigil_sink::Exporter ─▶ stdout | file | syslog | KafkaSink
+//!  alerts/          ─vigil_query::alerts (DataFusion)──────────▶ AlertEvents    ─┐
+//!  security_events/ ─vigil_query::security_events (DataFusion)─▶ SecurityEvents ─┴▶ vigil_sink::Exporter ─▶ stdout | file | syslog | KafkaSink
 //! ```
 //!
 //! Time bounds are RFC 3339 (`2026-11-02T00:00:00Z`, any offset), a date
@@ -23,11 +25,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use vigil_kafka::AckedProducer;
-use vigil_ops::model::AlertEvent;
-use vigil_query::{AlertFilter, QuerySession};
+use vigil_query::security_events::{kind_names, kind_of};
+use vigil_query::{AlertFilter, QuerySession, SecurityFilter};
 use vigil_sink::export::lines::{FileSink, StdoutSink};
 use vigil_sink::export::syslog::{Facility, SyslogOptions, SyslogSink, TlsOptions};
-use vigil_sink::{Encoding, ExportOptions, ExportSink, Exporter, SendError, Target};
+use vigil_sink::{
+    Encoding, Envelope, ExportOptions, ExportSink, Exportable, Exporter, SendError, Target,
+};
 
 use crate::settings::Settings;
 
@@ -38,6 +42,11 @@ pub struct Args {
     /// (default: `data_dir` from the config).
     #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR|s3://BUCKET/PREFIX")]
     pub data_dir: Option<String>,
+    /// Which events: alerts (alert events, the `alerts` dataset) or
+    /// security_events (what agents reported: logins, remote sessions,
+    /// privilege changes).
+    #[arg(long, value_enum, default_value = "alerts")]
+    pub dataset: ExportDataset,
     /// Encoding of each event: json, ocsf, cef or ecs.
     #[arg(long, default_value = "json")]
     pub format: String,
@@ -53,9 +62,14 @@ pub struct Args {
     /// Only this tenant.
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Only this rule.
+    /// Only this rule (alerts).
     #[arg(long)]
     pub rule: Option<String>,
+    /// Only this kind of security event (security_events):
+    /// login_failure, login_success, remote_session_start,
+    /// remote_session_end or privilege_change.
+    #[arg(long)]
+    pub kind: Option<String>,
     /// syslog+tls: CA certificates (PEM) to verify the receiver with
     /// (default: the system's trust store).
     #[arg(long)]
@@ -83,6 +97,16 @@ pub struct Args {
     /// confirmation; kafka: on the acknowledgement of a batch.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+}
+
+/// The dataset `vigil export` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportDataset {
+    /// Alert events (`alerts/`).
+    Alerts,
+    /// Security events (`security_events/`).
+    #[value(name = "security_events", alias = "security-events")]
+    SecurityEvents,
 }
 
 /// Parses a time bound (see the module docs) against `now_ms`.
@@ -128,8 +152,9 @@ fn split_to(values: &[String]) -> Result<(Target, Option<String>)> {
     Ok((target.unwrap_or(Target::Stdout), time))
 }
 
-/// Alert events to a Kafka topic through the acknowledged producer (the
-/// `[kafka]` settings), keyed by fingerprint, with the `content-type` and
+/// Events to a Kafka topic through the acknowledged producer (the
+/// `[kafka]` settings), keyed by the envelope's key (an alert's
+/// fingerprint, a security event's agent id), with the `content-type` and
 /// `vigil.encoding` headers of routed alerts. A commit waits for the
 /// broker's acknowledgement of every event of the batch.
 struct KafkaSink {
@@ -144,7 +169,7 @@ impl ExportSink for KafkaSink {
         "kafka"
     }
 
-    fn send(&mut self, a: &AlertEvent, payload: &[u8]) -> Result<(), SendError> {
+    fn send(&mut self, env: &Envelope<'_>, payload: &[u8]) -> Result<(), SendError> {
         let headers = [
             (
                 vigil_kafka::headers::CONTENT_TYPE,
@@ -156,12 +181,10 @@ impl ExportSink for KafkaSink {
             ),
         ];
         let ctx = || format!("producing to {}", self.topic);
-        match self.producer.send(
-            &self.topic,
-            Some(a.fingerprint.as_bytes()),
-            payload,
-            &headers,
-        ) {
+        match self
+            .producer
+            .send(&self.topic, Some(env.key.as_bytes()), payload, &headers)
+        {
             Ok(()) => Ok(()),
             Err(e @ vigil_kafka::Error::Kafka { .. }) => Err(SendError::transient(ctx(), e)),
             Err(e) => Err(SendError::permanent(ctx(), e)),
@@ -236,32 +259,39 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     })?;
     let (target, to) = split_to(&a.to)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let filter = AlertFilter {
-        from_ms: a
-            .from
-            .as_deref()
-            .map(|s| parse_time(s, now_ms))
+    let time = |flag: &str, v: Option<&str>| {
+        v.map(|s| parse_time(s, now_ms))
             .transpose()
-            .context("--from")?,
-        to_ms: to
-            .as_deref()
-            .map(|s| parse_time(s, now_ms))
-            .transpose()
-            .context("--to")?,
-        tenant: a.tenant.clone(),
-        rule: a.rule.clone(),
+            .with_context(|| format!("--{flag}"))
     };
-    if let (Some(f), Some(t)) = (filter.from_ms, filter.to_ms) {
+    let (from_ms, to_ms) = (time("from", a.from.as_deref())?, time("to", to.as_deref())?);
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
         if f >= t {
             bail!("--from must be before --to (the range is [from, to))");
         }
     }
+    match a.dataset {
+        ExportDataset::Alerts if a.kind.is_some() => {
+            bail!("--kind selects security events: add --dataset security_events")
+        }
+        ExportDataset::SecurityEvents if a.rule.is_some() => {
+            bail!("--rule selects alert events; security events have no rule (use --kind)")
+        }
+        _ => {}
+    }
+    let kind = a
+        .kind
+        .as_deref()
+        .map(|k| {
+            kind_of(k)
+                .ok_or_else(|| anyhow!("unknown --kind {k:?} (one of {})", kind_names().join(", ")))
+        })
+        .transpose()?;
     let dir = match crate::settings::location_arg(a.data_dir.clone())? {
         Some(d) => d,
         None => Settings::load(config)?.data_dir,
     };
-    let _span =
-        tracing::info_span!("export", format = encoding.name(), destination = ?target).entered();
+    let _span = tracing::info_span!("export", dataset = ?a.dataset, format = encoding.name(), destination = ?target).entered();
     let mut sink = sink(&target, &a, config, encoding)?;
     let opts = ExportOptions {
         batch: a.batch,
@@ -271,11 +301,66 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let rt = super::sql::runtime()?;
     let session = QuerySession::open_location(&dir)
         .with_context(|| format!("opening datasets under {dir}"))?;
-    let mut events = rt
-        .block_on(session.alert_events(&filter))
-        .context("reading alert events")?;
-    let bar = if events.total > 0 && std::io::stderr().is_terminal() {
-        let b = ProgressBar::new(events.total);
+    let started = Instant::now();
+    let mut exporter = Exporter::new(sink.as_mut(), encoding, opts);
+    let what = match a.dataset {
+        ExportDataset::Alerts => {
+            let filter = AlertFilter {
+                from_ms,
+                to_ms,
+                tenant: a.tenant.clone(),
+                rule: a.rule.clone(),
+            };
+            let mut events = rt
+                .block_on(session.alert_events(&filter))
+                .context("reading alert events")?;
+            let total = events.total;
+            pump(&mut exporter, total, || {
+                rt.block_on(events.next_batch())
+                    .context("reading alert events")
+            })?;
+            "alert events"
+        }
+        ExportDataset::SecurityEvents => {
+            let filter = SecurityFilter {
+                from_ms,
+                to_ms,
+                tenant: a.tenant.clone(),
+                kind,
+            };
+            let mut events = rt
+                .block_on(session.security_events(&filter))
+                .context("reading security events")?;
+            let total = events.total;
+            pump(&mut exporter, total, || {
+                rt.block_on(events.next_batch())
+                    .context("reading security events")
+            })?;
+            "security events"
+        }
+    };
+    let report = exporter.finish()?;
+    eprintln!(
+        "exported {} {what} ({} bytes, {}) to {} in {:.2}s; {} batch retries",
+        report.events,
+        report.bytes,
+        encoding.name(),
+        describe(&target),
+        started.elapsed().as_secs_f64(),
+        report.retries
+    );
+    Ok(())
+}
+
+/// Sends every batch `next` yields through `exporter`, with a progress
+/// bar on a terminal (`total` events).
+fn pump<T: Exportable>(
+    exporter: &mut Exporter<'_>,
+    total: u64,
+    mut next: impl FnMut() -> Result<Option<Vec<T>>>,
+) -> Result<()> {
+    let bar = if total > 0 && std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(total);
         b.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, eta {eta})",
@@ -286,12 +371,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let started = Instant::now();
-    let mut exporter = Exporter::new(sink.as_mut(), encoding, opts);
-    while let Some(batch) = rt
-        .block_on(events.next_batch())
-        .context("reading alert events")?
-    {
+    while let Some(batch) = next()? {
         let sent = exporter.send(&batch);
         bar.set_position(exporter.report().events);
         if let Err(e) = sent {
@@ -299,17 +379,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             return Err(e.into());
         }
     }
-    let report = exporter.finish()?;
     bar.finish_and_clear();
-    eprintln!(
-        "exported {} alert events ({} bytes, {}) to {} in {:.2}s; {} batch retries",
-        report.events,
-        report.bytes,
-        encoding.name(),
-        describe(&target),
-        started.elapsed().as_secs_f64(),
-        report.retries
-    );
     Ok(())
 }
 

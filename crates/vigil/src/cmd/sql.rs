@@ -1,6 +1,7 @@
 //! `vigil sql` and `vigil report`: DataFusion over the Parquet datasets.
 //!
-//! `vigil report [health|alerts|capacity]` (health when none is named)
+//! `vigil report [health|alerts|capacity|compliance|security]` (health
+//! when none is named)
 //! runs the report's SQL (`vigil_query::report`) over the rows of the
 //! scope (`--from`, `--to`, `--tenant`; times as `vigil export` parses
 //! them) and prints it, or writes it atomically to `--out`.
@@ -67,8 +68,11 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 pub struct ReportArgs {
     /// Which report: health (agents seen and offline, availability,
     /// resources in trouble, predicted disk fills), alerts (counts,
-    /// incidents, time to resolve, rules to tune, incident list) or
-    /// capacity (disk and memory use per tenant, trend).
+    /// incidents, time to resolve, rules to tune, incident list),
+    /// capacity (disk and memory use per tenant, trend), compliance
+    /// (patch compliance, agents out of SLA, antivirus and backup
+    /// coverage, agent versions) or security (failed logins, remote
+    /// sessions by technician, off-hours sessions).
     #[arg(default_value = "health")]
     pub report: ReportKind,
     /// Root of the datasets, a directory or `s3://bucket/prefix`

@@ -185,6 +185,7 @@ pub fn posture_data() -> &'static PostureData {
             partition: 0,
             first_offset: 0,
             last_offset: lab.records.len() as i64 - 1,
+            tick: 0,
         };
         status.flush(range).unwrap();
         sec.flush(range).unwrap();

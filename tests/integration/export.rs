@@ -1029,6 +1029,7 @@ fn export_security_events_to_rsyslog() {
         partition: 0,
         first_offset: 0,
         last_offset: evs.len() as i64,
+        tick: 0,
     })
     .unwrap();
     export_order(&mut evs);

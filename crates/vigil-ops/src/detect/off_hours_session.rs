@@ -13,7 +13,7 @@
 //! comes from the IANA time zone database compiled into the binary
 //! (`chrono-tz`), so daylight-saving changes are followed.
 
-use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
+use chrono::{Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,6 +22,7 @@ use vigil_proto::v1::{SecurityEvent, SecurityEventKind};
 use super::registry::{FamilyRule, ReportCx, ReportFamily, ReportRule, RuleSet};
 use super::security::{self, Tracked};
 use crate::model::{AlertEvent, AlertStatus, ResolveReason, Severity};
+use crate::rules::calendar::{parse_hhmm, weekday_named};
 use crate::rules::read::{Cx, Val};
 use toml::de::{DeTable, DeValue};
 
@@ -55,16 +56,6 @@ impl Default for Schedule {
     }
 }
 
-const DAYS: [(&str, Weekday); 7] = [
-    ("mon", Weekday::Mon),
-    ("tue", Weekday::Tue),
-    ("wed", Weekday::Wed),
-    ("thu", Weekday::Thu),
-    ("fri", Weekday::Fri),
-    ("sat", Weekday::Sat),
-    ("sun", Weekday::Sun),
-];
-
 impl Schedule {
     /// Whether `ts_ms` is inside business hours. A time zone that does not
     /// parse (validated at load, so not in practice) counts as UTC.
@@ -75,10 +66,7 @@ impl Schedule {
         };
         let local = t.with_timezone(&tz);
         let day = local.weekday();
-        let business_day = self
-            .days
-            .iter()
-            .any(|d| DAYS.iter().any(|(n, w)| n == d && *w == day));
+        let business_day = self.days.iter().any(|d| weekday_named(d) == Some(day));
         let minute = local.hour() * 60 + local.minute();
         business_day && self.start_min <= minute && minute < self.end_min
     }
@@ -161,16 +149,6 @@ pub struct OffHoursState {
 /// The off-hours session family (see the module docs).
 pub struct OffHoursSession;
 
-/// `"HH:MM"` → minutes after midnight (`24:00` allowed as an end).
-fn parse_hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
-}
-
 /// Reads a schedule's keys of `t` (absent keys from `base`).
 fn schedule(cx: &mut Cx<'_>, t: &DeTable<'_>, path: &str, base: &Schedule) -> Option<Schedule> {
     let span = 0..0;
@@ -196,7 +174,7 @@ fn schedule(cx: &mut Cx<'_>, t: &DeTable<'_>, path: &str, base: &Schedule) -> Op
                 let mut days = Vec::new();
                 for (i, it) in items.iter().enumerate() {
                     match it.get_ref().as_str() {
-                        Some(d) if DAYS.iter().any(|(n, _)| *n == d) => days.push(d.to_string()),
+                        Some(d) if weekday_named(d).is_some() => days.push(d.to_string()),
                         _ => {
                             cx.problem(
                                 it.span(),

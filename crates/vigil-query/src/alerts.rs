@@ -101,58 +101,92 @@ fn order() -> Vec<SortExpr> {
         .collect()
 }
 
-/// A stream of alert events in export order (see [`QuerySession::alert_events`]).
-pub struct AlertEvents {
+/// Rows of one dataset read back as events `T`, in export order, a batch
+/// at a time: alert events ([`AlertEvents`]) and security events
+/// ([`crate::SecurityEvents`]).
+pub struct EventStream<T> {
     stream: SendableRecordBatchStream,
     /// Rows the filter selects (counted before streaming).
     pub total: u64,
+    /// What the rows are, for errors (`alert events`).
+    what: &'static str,
+    decode: fn(&RecordBatch) -> Result<Vec<T>>,
 }
 
-impl std::fmt::Debug for AlertEvents {
+/// A stream of alert events in export order (see [`QuerySession::alert_events`]).
+pub type AlertEvents = EventStream<AlertEvent>;
+
+impl<T> std::fmt::Debug for EventStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlertEvents")
+        f.debug_struct("EventStream")
+            .field("what", &self.what)
             .field("total", &self.total)
             .finish_non_exhaustive()
     }
 }
 
-impl AlertEvents {
+impl<T> EventStream<T> {
     /// The next events, in order; `None` at the end. Batches are
     /// DataFusion's (a few thousand rows at most).
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<AlertEvent>>> {
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<T>>> {
         match self.stream.next().await {
             None => Ok(None),
             Some(Err(source)) => Err(QueryError::Sql {
-                query: "reading alert events".into(),
+                query: format!("reading {}", self.what),
                 source: Box::new(source),
             }),
-            Some(Ok(batch)) => events_of(&batch).map(Some),
+            Some(Ok(batch)) => (self.decode)(&batch).map(Some),
         }
     }
 }
 
 impl QuerySession {
+    /// The rows of `dataset` that `filter` selects (`None`: all), sorted
+    /// by `order`, as a stream of events decoded by `decode`. The filter
+    /// is pushed down to the Parquet scan (partition and row-group
+    /// pruning); `what` and `described` name them in errors.
+    pub(crate) async fn event_stream<T>(
+        &self,
+        dataset: Dataset,
+        filter: Option<Expr>,
+        order: Vec<SortExpr>,
+        what: &'static str,
+        described: String,
+        decode: fn(&RecordBatch) -> Result<Vec<T>>,
+    ) -> Result<EventStream<T>> {
+        let err = |source| QueryError::Sql {
+            query: format!("{what} where {described}"),
+            source: Box::new(source),
+        };
+        let mut df = self.context().table(dataset.name()).await.map_err(err)?;
+        if let Some(e) = filter {
+            df = df.filter(e).map_err(err)?;
+        }
+        let total = df.clone().count().await.map_err(err)? as u64;
+        let df = df.sort(order).map_err(err)?;
+        let stream = df.execute_stream().await.map_err(err)?;
+        Ok(EventStream {
+            stream,
+            total,
+            what,
+            decode,
+        })
+    }
+
     /// The alert events `filter` selects, ordered by event time (then id
     /// and status). The filter is applied as DataFusion expressions with
     /// literal values, and pushed down to the Parquet scan (partition and
     /// row-group pruning).
     pub async fn alert_events(&self, filter: &AlertFilter) -> Result<AlertEvents> {
-        let err = |source| QueryError::Sql {
-            query: format!("alert events where {filter:?}"),
-            source: Box::new(source),
-        };
-        let mut df = self
-            .context()
-            .table(Dataset::Alerts.name())
-            .await
-            .map_err(err)?;
-        if let Some(e) = filter.expr() {
-            df = df.filter(e).map_err(err)?;
-        }
-        let total = df.clone().count().await.map_err(err)? as u64;
-        let df = df.sort(order()).map_err(err)?;
-        let stream = df.execute_stream().await.map_err(err)?;
-        Ok(AlertEvents { stream, total })
+        self.event_stream(
+            Dataset::Alerts,
+            filter.expr(),
+            order(),
+            "alert events",
+            format!("{filter:?}"),
+            events_of,
+        )
+        .await
     }
 }
 

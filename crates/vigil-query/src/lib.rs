@@ -39,7 +39,7 @@ pub mod report;
 pub mod security_events;
 pub mod session;
 
-pub use alerts::{AlertEvents, AlertFilter};
+pub use alerts::{AlertEvents, AlertFilter, EventStream};
 pub use datafusion::arrow::array::RecordBatch;
 pub use error::{QueryError, Result};
 pub use render::{render, Format, UnknownFormat};

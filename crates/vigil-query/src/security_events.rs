@@ -16,15 +16,13 @@
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::logical_expr::{col, lit, Expr, SortExpr};
-use datafusion::physical_plan::SendableRecordBatchStream;
-use futures_util::StreamExt;
 use vigil_ops::decode::kind_name;
 use vigil_ops::SecurityEventRow;
 use vigil_proto::v1::{SecurityEvent, SecurityEventKind};
 use vigil_store::Dataset;
 
-use crate::alerts::{bad_row, time_range};
-use crate::error::{QueryError, Result};
+use crate::alerts::{bad_row, time_range, EventStream};
+use crate::error::Result;
 use crate::session::QuerySession;
 
 /// The kinds a stored event can have, for parsing their names back.
@@ -102,55 +100,22 @@ fn order() -> Vec<SortExpr> {
 
 /// A stream of security events in export order (see
 /// [`QuerySession::security_events`]).
-pub struct SecurityEvents {
-    stream: SendableRecordBatchStream,
-    /// Rows the filter selects (counted before streaming).
-    pub total: u64,
-}
-
-impl std::fmt::Debug for SecurityEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecurityEvents")
-            .field("total", &self.total)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SecurityEvents {
-    /// The next events, in order; `None` at the end.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<SecurityEventRow>>> {
-        match self.stream.next().await {
-            None => Ok(None),
-            Some(Err(source)) => Err(QueryError::Sql {
-                query: "reading security events".into(),
-                source: Box::new(source),
-            }),
-            Some(Ok(batch)) => security_events_of(&batch).map(Some),
-        }
-    }
-}
+pub type SecurityEvents = EventStream<SecurityEventRow>;
 
 impl QuerySession {
     /// The security events `filter` selects, ordered by event time (then
     /// tenant, agent, kind and the other fields). The filter is pushed
     /// down to the Parquet scan as expressions with literal values.
     pub async fn security_events(&self, filter: &SecurityFilter) -> Result<SecurityEvents> {
-        let err = |source| QueryError::Sql {
-            query: format!("security events where {filter:?}"),
-            source: Box::new(source),
-        };
-        let mut df = self
-            .context()
-            .table(Dataset::SecurityEvents.name())
-            .await
-            .map_err(err)?;
-        if let Some(e) = filter.expr() {
-            df = df.filter(e).map_err(err)?;
-        }
-        let total = df.clone().count().await.map_err(err)? as u64;
-        let df = df.sort(order()).map_err(err)?;
-        let stream = df.execute_stream().await.map_err(err)?;
-        Ok(SecurityEvents { stream, total })
+        self.event_stream(
+            Dataset::SecurityEvents,
+            filter.expr(),
+            order(),
+            "security events",
+            format!("{filter:?}"),
+            security_events_of,
+        )
+        .await
     }
 }
 

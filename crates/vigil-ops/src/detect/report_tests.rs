@@ -53,6 +53,14 @@ fn patches(observed: i64, sev: PatchSeverity, since: i64) -> StatusReport {
     }
 }
 
+/// A status report of agent version `v` only.
+fn versioned(observed: i64, v: &str) -> StatusReport {
+    StatusReport {
+        agent_version: v.into(),
+        ..status(observed)
+    }
+}
+
 fn brief(out: &[AlertEvent]) -> Vec<(String, AlertStatus, i64, i64, String)> {
     out.iter()
         .map(|a| {
@@ -269,19 +277,17 @@ fn backup_fires_on_failure_on_age_past_the_limit_and_without_success() {
     assert!(out[0].summary.contains("no successful backup"));
 }
 
-#[test]
-fn agent_version_below_minimum_fires_and_an_upgrade_resolves() {
-    let toml = r#"
+const AGENT_OLD: &str = r#"
 [[agent_version]]
 name = "agent_old"
 minimum = "5.10.0"
 severity = "info"
 "#;
-    let v = |t: i64, s: &str| StatusReport {
-        agent_version: s.into(),
-        ..status(t)
-    };
-    let mut e = engine(toml);
+
+#[test]
+fn agent_version_below_minimum_fires_and_an_upgrade_resolves() {
+    let v = versioned;
+    let mut e = engine(AGENT_OLD);
     assert!(feed(&mut e, "a", &v(MON, "5.10")).is_empty());
     assert!(feed(&mut e, "b", &v(MON, "5.10.1")).is_empty());
     let out = feed(&mut e, "c", &v(MON, "5.9.99"));
@@ -298,18 +304,12 @@ severity = "info"
 #[test]
 fn agent_version_reads_agent_info_when_no_status_report_carries_one() {
     use vigil_proto::v1::AgentInfo;
-    let toml = r#"
-[[agent_version]]
-name = "agent_old"
-minimum = "5.10.0"
-severity = "info"
-"#;
     let cfg = PipelineConfig {
         clock: ClockMode::Wall,
         ..PipelineConfig::default()
     };
     let skew = cfg.max_clock_skew.as_millis() as i64;
-    let mut p = Pipeline::new(cfg, rules(toml)).unwrap();
+    let mut p = Pipeline::new(cfg, rules(AGENT_OLD)).unwrap();
     let mut seq = 0;
     let mut send = |p: &mut Pipeline,
                     agent: &str,
@@ -336,10 +336,7 @@ severity = "info"
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
         brief(&out.alerts)
     };
-    let v = |t: i64, s: &str| StatusReport {
-        agent_version: s.into(),
-        ..status(t)
-    };
+    let v = versioned;
     let fire = |t: i64| {
         vec![(
             "agent_old".to_string(),

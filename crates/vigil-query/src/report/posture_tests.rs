@@ -33,7 +33,7 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use vigil_ops::{AlertEvent, AlertStatus, DetectorKind, SecurityEventRow, StatusRow};
 use vigil_proto::v1::{
     AntivirusStatus, BackupResult, BackupStatus, MissingPatches, PatchSeverity, SecurityEvent,
@@ -41,6 +41,7 @@ use vigil_proto::v1::{
 };
 use vigil_store::{AlertsWriter, SecurityEventsWriter, StatusWriter, WriterConfig};
 
+use super::tests::{pick, rows};
 use super::*;
 use crate::tests::{alert, range, HOUR, MIDNIGHT as T};
 use crate::{block_on, QuerySession};
@@ -360,26 +361,6 @@ fn report(kind: ReportKind, scope: &Scope) -> Report {
     write_posture(dir.path());
     let s = QuerySession::open(dir.path()).unwrap();
     block_on(run(&s, kind, scope)).unwrap().unwrap()
-}
-
-/// A section's rows as JSON objects.
-fn rows(r: &Report, name: &str) -> Vec<Value> {
-    let s = r
-        .sections
-        .iter()
-        .find(|s| s.spec.name == name)
-        .unwrap_or_else(|| panic!("no section {name}"));
-    render(&s.batches, Format::Json)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn pick(rows: &[Value], keys: &[&str]) -> Vec<Value> {
-    rows.iter()
-        .map(|r| Value::Array(keys.iter().map(|k| r[*k].clone()).collect()))
-        .collect()
 }
 
 #[test]

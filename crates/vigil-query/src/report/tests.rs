@@ -215,7 +215,7 @@ fn report(s: &QuerySession, kind: ReportKind, scope: &Scope) -> Report {
 }
 
 /// A section's rows as JSON objects.
-fn rows(r: &Report, name: &str) -> Vec<Value> {
+pub(super) fn rows(r: &Report, name: &str) -> Vec<Value> {
     let s = r
         .sections
         .iter()
@@ -228,7 +228,7 @@ fn rows(r: &Report, name: &str) -> Vec<Value> {
         .collect()
 }
 
-fn pick(rows: &[Value], keys: &[&str]) -> Vec<Value> {
+pub(super) fn pick(rows: &[Value], keys: &[&str]) -> Vec<Value> {
     rows.iter()
         .map(|r| Value::Array(keys.iter().map(|k| r[*k].clone()).collect()))
         .collect()

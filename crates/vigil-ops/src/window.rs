@@ -680,7 +680,14 @@ impl AgentWindows {
         let wm = max_ts.saturating_sub(self.spec.lateness_ms);
         let frontier = self.spec.start_of(wm);
         if frontier <= self.frontier {
-            if self.slow == 0 || self.adv_max == self.max_ts {
+            if self.adv_max == self.max_ts {
+                return 0;
+            }
+            // The slower classes' frontiers follow the greatest timestamp
+            // as of this advance, also while the agent has no slow series
+            // yet: the first point of one is judged by them.
+            self.adv_max = self.max_ts;
+            if self.slow == 0 {
                 return 0;
             }
         } else {
@@ -1129,6 +1136,36 @@ mod tests {
             agent: "a".into(),
         });
         (AgentWindows::new(spec), key, KeyInterner::default())
+    }
+
+    /// A slow series' first point is judged by the frontier of its class
+    /// as of the last advance, also when the agent's own frontier did not
+    /// move at that advance and the agent had no slow series yet (found
+    /// by `slow_series_close_by_their_own_lateness`).
+    #[test]
+    fn a_first_slow_point_is_judged_by_the_last_advance() {
+        let spec = WindowSpec {
+            size_ms: 4_000,
+            lateness_ms: 8_000,
+        };
+        let (mut w, a, mut keys) = agent_with(spec);
+        let fast = w.slot("m0", "", &mut keys);
+        let mut out = Vec::new();
+        assert!(w.push(fast, 56_000, 0.0));
+        w.advance(&a, &mut out, 0, &mut Vec::new());
+        // 58 s - 8 s lateness lies in the window the frontier already
+        // passed (48 s): the agent's frontier stays where it is.
+        assert!(w.push(fast, 58_000, 0.0));
+        w.advance(&a, &mut out, 0, &mut Vec::new());
+        assert_eq!(w.frontier(), 48_000);
+        // A series allowed 10 s more: 58 - 18 = 40 s, so [36 s, 40 s) is
+        // closed for it, and [40 s, 44 s) is not.
+        assert_eq!(w.frontier_for(10_000), 40_000);
+        assert!(w.is_late_for(36_000, 10_000));
+        assert!(!w.is_late_for(40_000, 10_000));
+        let slow = w.add(keys.get_with("m3", "", 10_000));
+        assert!(!w.push_with(slow, 39_999, 0.0, 10_000));
+        assert!(w.push_with(slow, 40_000, 0.0, 10_000));
     }
 
     #[test]

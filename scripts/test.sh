@@ -26,6 +26,9 @@ for arg in "$@"; do
 done
 
 log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+# A cold run needs about 10 GB (the test build and the broker's); a full
+# disk shows up as a linker error, so say how much there is.
+log "free disk space: $(df -h --output=avail "$root" | tail -1 | tr -d ' ')"
 
 # Python with pyarrow + duckdb: the Parquet files must read outside Vigil;
 # with ocsf-json-schema + jsonschema (the OCSF schema as JSON Schema) and
@@ -132,16 +135,33 @@ cleanup() {
   if [ -n "$install_pid" ]; then kill "$install_pid" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
+# The storage engines the tests use and no more: dynostore (memory://, the
+# shared broker) and libsql (sqlite://, the outage and chaos tests' brokers,
+# which must keep their data across a kill); not postgres. Built in its own target
+# directory on the project's disk (not CARGO_TARGET_DIR, not /tmp), so a
+# retry after a failure reuses what was compiled; removed once installed.
+nisshi_build="$root/.ci/.cache/nisshi-build"
+install_log="$root/.ci/.cache/nisshi-install.log"
+# --ignore-rust-version: one dependency declares a newer rustc than the
+# toolchain here; it builds and works without error.
+install_nisshi() {
+  CARGO_TARGET_DIR="$nisshi_build" cargo install nisshi --version "$NISSHI_VERSION" \
+    --locked --ignore-rust-version --no-default-features --features dynostore,libsql \
+    --root "$nisshi_root" >"$install_log" 2>&1
+}
+# why_failed: the lines of the install log that say why (the linker's
+# command line alone runs to pages), and the free disk space.
+why_failed() {
+  grep -E 'error|warning: .*(space|memory)|ld:|collect2|No space|Killed|signal' "$install_log" \
+    | cut -c1-400 | tail -20 >&2 || true
+  df -h "$root" "${TMPDIR:-/tmp}" >&2 || true
+}
 if [ ! -x "$nisshi" ]; then
   # In the background, while the tests build: the two builds have serial
   # phases that leave a core idle, so together they take less than apart.
-  log "installing nisshi $NISSHI_VERSION into $nisshi_root in the background (about 20 minutes on 2 cores, once)"
-  install_log="$root/.ci/.cache/nisshi-install.log"
+  log "installing nisshi $NISSHI_VERSION into $nisshi_root in the background (about 15 minutes on 2 cores, once)"
   mkdir -p "$root/.ci/.cache"
-  # --ignore-rust-version: one dependency declares a newer rustc than the
-  # toolchain here; it builds and works without error.
-  cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
-    --root "$nisshi_root" >"$install_log" 2>&1 &
+  install_nisshi &
   install_pid=$!
 fi
 
@@ -157,11 +177,16 @@ if [ -n "$install_pid" ]; then
   log "waiting for the nisshi install"
   if ! wait "$install_pid"; then
     install_pid=""
-    echo "installing nisshi failed:" >&2
-    tail -50 "$install_log" >&2
-    exit 1
+    echo "installing nisshi failed; retrying once, alone:" >&2
+    why_failed
+    if ! install_nisshi; then
+      echo "installing nisshi failed again:" >&2
+      why_failed
+      exit 1
+    fi
   fi
   install_pid=""
+  rm -rf "$nisshi_build"
 fi
 
 # wait_listening NAME PID PORT LOG: waits up to 10 s for PORT on 127.0.0.1

@@ -57,6 +57,13 @@ pub struct FleetConfig {
     pub seed: u64,
     /// Fractions and rates of every scenario and fault.
     pub scenarios: ScenarioMix,
+    /// Agents also send status reports (hourly, on their first batch of
+    /// each hour) and security events (on the first batch after they
+    /// happen), with a share of them in breach of the default rules: see
+    /// [`crate::fleet_posture`]. Drawn from streams of their own, so the
+    /// series are the same either way. Default false (`vigil demo` and
+    /// `vigil simulate` turn it on).
+    pub posture: bool,
 }
 
 impl Default for FleetConfig {
@@ -72,6 +79,7 @@ impl Default for FleetConfig {
             series_per_batch: None,
             seed: 42,
             scenarios: ScenarioMix::default(),
+            posture: false,
         }
     }
 }

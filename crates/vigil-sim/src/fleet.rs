@@ -19,6 +19,7 @@ use rand_distr::{Distribution, Geometric, Poisson};
 use vigil_proto::v1::{AgentInfo, Label, Series, TelemetryBatch};
 
 use crate::config::{FleetConfig, DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::fleet_posture::AgentPostureGen;
 use crate::malformed;
 use crate::model::{uniform, uniform_i, Cpu, Disk, Leak, Mem, Model, Net, SeriesKind, SimRng};
 use crate::truth::{
@@ -162,6 +163,8 @@ struct Agent {
     max_series: usize,
     /// A collector on a slow cycle, if the agent has one.
     slow: Option<SlowCollector>,
+    /// Status reports and security events ([`FleetConfig::posture`]).
+    posture: Option<AgentPostureGen>,
 }
 
 /// Cycle of the slow collector's reads.
@@ -171,6 +174,8 @@ const SLOW_CYCLE_MS: i64 = 5 * MINUTE_MS;
 const SLOW_STALE_MS: i64 = 5 * MINUTE_MS;
 /// Salt of the draw that gives an agent a slow collector.
 const SLOW_SALT: u64 = 0x534C_4F57;
+/// Salt of an agent's posture stream ([`FleetConfig::posture`]).
+const POSTURE_SALT: u64 = 0x0050_4F53_5455_5245;
 
 /// A SMART attribute read on a slow cycle (see
 /// [`crate::ScenarioMix::slow_collector_agents`]): reads start every
@@ -775,6 +780,7 @@ impl Fleet {
                     }
                 }),
                 max_series: cfg.series_per_batch.unwrap_or(usize::MAX),
+                posture: None,
             });
         }
 
@@ -790,6 +796,18 @@ impl Fleet {
                 next_disk += 1;
                 let d = make_disk(sc, &mut a.rng, t0e, a.model.tz, dur);
                 a.model.disks.push(d);
+            }
+        }
+
+        if cfg.posture {
+            for (i, a) in agents.iter_mut().enumerate() {
+                a.posture = Some(AgentPostureGen::new(
+                    mix(cfg.seed ^ POSTURE_SALT ^ mix(i as u64 + 1)),
+                    &tenants[a.tenant].name,
+                    &a.id,
+                    t0 + a.skew,
+                    dur,
+                ));
             }
         }
 
@@ -1106,8 +1124,12 @@ impl Fleet {
         if a.info_due || a.batches_sent.is_multiple_of(AGENT_INFO_EVERY) {
             a.batch.agent = Some(a.info.clone());
         }
+        if let Some(p) = a.posture.as_mut() {
+            p.attach(&mut a.batch, send + a.skew);
+        }
         let payload = a.batch.encode_to_vec();
         a.batch.agent = None;
+        AgentPostureGen::clear(&mut a.batch);
         a.batches_sent += 1;
         a.info_due = false;
         let expect = a.delivered(points, (lo, hi), seq);
@@ -1145,7 +1167,7 @@ impl Fleet {
         let with_info = a.info_due || a.batches_sent.is_multiple_of(AGENT_INFO_EVERY);
         let mut chunks: Vec<(Vec<u8>, u64, u64)> = Vec::new();
         for (c, part) in a.batch.series.chunks(a.max_series).enumerate() {
-            let b = TelemetryBatch {
+            let mut b = TelemetryBatch {
                 status: Vec::new(),
                 security_events: Vec::new(),
                 tenant_id: a.batch.tenant_id.clone(),
@@ -1156,6 +1178,11 @@ impl Fleet {
                 boot_id: a.batch.boot_id,
                 series: part.to_vec(),
             };
+            if c == 0 {
+                if let Some(p) = a.posture.as_mut() {
+                    p.attach(&mut b, send + a.skew);
+                }
+            }
             a.next_seq += 1;
             let pts: u64 = part.iter().map(|s| s.timestamps_ms.len() as u64).sum();
             let nf = part
@@ -1535,6 +1562,9 @@ fn build_truth(agents: &[Agent], tenants: &[Tenant], t0: i64) -> FleetTruth {
                 start_ms,
                 end_ms,
             });
+        }
+        if let Some(p) = &a.posture {
+            t.posture.push(p.truth());
         }
         if a.skew != 0 {
             t.skewed.push(SkewedAgent {

@@ -25,6 +25,10 @@
 //!   Iterator<Item = SimRecord> (non-decreasing arrival_ms) + FleetTruth
 //! ```
 //!
+//! With [`FleetConfig::posture`] the same agents also send hourly status
+//! reports and their security events, a share of them in breach of the
+//! default rules, labelled in [`FleetTruth::posture`] ([`fleet_posture`]).
+//!
 //! Besides the record-level fleet, [`disklab`] generates plain labelled
 //! `disk_used_pct` series (1,000 disks × 14 days of 1-minute points: fills
 //! of five shapes and every trap a predictive rule falls into) that a
@@ -65,6 +69,7 @@ mod delimited;
 pub mod disklab;
 pub mod diskscore;
 mod fleet;
+pub mod fleet_posture;
 mod malformed;
 mod model;
 pub mod otlp;

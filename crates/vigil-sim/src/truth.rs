@@ -366,6 +366,10 @@ pub struct FleetTruth {
     /// order; like `counts`, complete once the iterator is exhausted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reboots: Vec<Reboot>,
+    /// Every agent's status and security posture, when the fleet sends
+    /// them ([`crate::FleetConfig::posture`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub posture: Vec<crate::fleet_posture::PostureTruth>,
 }
 
 /// An agent restart: its numbering starts again from `first_seq`.

@@ -842,3 +842,52 @@ fn batch_shape_config_is_validated() {
     assert!(e.problems[0].contains("series_per_batch"), "{e}");
     assert_eq!(c.normalized().series_per_batch, Some(1));
 }
+
+/// Status reports and security events (`FleetConfig::posture`) ride on
+/// the same records: arrival, key, expectation and every field but the
+/// two they add are the same as without them, also with batches split by
+/// `series_per_batch` and with every fault raised.
+#[test]
+fn posture_changes_nothing_else() {
+    let mut events = 0;
+    for base in [
+        small(60, 3, 5),
+        noisy(60, 3, 6),
+        FleetConfig {
+            series_per_batch: Some(4),
+            ..small(30, 2, 7)
+        },
+    ] {
+        let plain: Vec<SimRecord> = Fleet::new(base.clone()).collect();
+        let mut with = Fleet::new(FleetConfig {
+            posture: true,
+            ..base
+        });
+        let posture: Vec<SimRecord> = with.by_ref().collect();
+        assert_eq!(plain.len(), posture.len());
+        let mut reports = 0;
+        for (a, b) in plain.iter().zip(&posture) {
+            assert_eq!(
+                (a.arrival_ms, &a.key, a.expect),
+                (b.arrival_ms, &b.key, b.expect)
+            );
+            if matches!(b.expect, Expect::Reject(_)) {
+                // Refused whole; some malformed records are made from the
+                // agent's previous batch, status report included.
+                continue;
+            }
+            let mut pb = TelemetryBatch::decode(b.payload.as_slice()).unwrap();
+            reports += pb.status.len();
+            events += pb.security_events.len();
+            pb.status.clear();
+            pb.security_events.clear();
+            // Bytes, not structs: NaN values never compare equal.
+            assert_eq!(pb.encode_to_vec(), a.payload);
+        }
+        let truth = with.into_truth();
+        assert_eq!(truth.posture.len(), truth.agents.len());
+        // At least one report per agent and hour (resends carry copies).
+        assert!(reports >= truth.agents.len(), "{reports} reports");
+    }
+    assert!(events > 0);
+}

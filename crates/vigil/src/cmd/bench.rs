@@ -310,7 +310,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let rules = settings.load_rules(None)?;
     // Without an explicit shape: the agent tick (one point per series per
     // batch) and the default larger batches, one after the other.
-    let shapes: Vec<(&'static str, vigil_sim::FleetConfig)> = if a.fleet.shape_given() {
+    let mut shapes: Vec<(&'static str, vigil_sim::FleetConfig)> = if a.fleet.shape_given() {
         vec![("given", a.fleet.fleet_config()?)]
     } else {
         vec![
@@ -318,6 +318,10 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             ("batch", a.fleet.fleet_config_shaped(None)?),
         ]
     };
+    // Metric batches only, unless asked (`--posture true`).
+    for (_, c) in &mut shapes {
+        c.posture = a.fleet.posture.unwrap_or(false);
+    }
     let first = &shapes[0].1;
     println!(
         "vigil bench: {} agents, {:.1} h, seed {}, a point every {}, {} records; best of {} runs per stage; one thread but for the last stage",

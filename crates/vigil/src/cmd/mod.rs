@@ -130,5 +130,19 @@ pub fn truth_summary(t: &FleetTruth) -> String {
         t.offline.len(),
         t.skewed.len()
     ));
+    if !t.posture.is_empty() {
+        let mut by: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for p in &t.posture {
+            if let Some(rule) = p.scenario.rule() {
+                *by.entry(rule).or_default() += 1;
+            }
+        }
+        let breaches: Vec<String> = by.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        lines.push(format!(
+            "posture: {} agents in breach of a status or security rule ({})",
+            by.values().sum::<usize>(),
+            breaches.join(", ")
+        ));
+    }
     lines.join("\n")
 }

@@ -50,6 +50,14 @@ pub struct FleetArgs {
     /// series in one batch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "VIGIL_SIM_SERIES_PER_BATCH")]
     pub series_per_batch: Option<u32>,
+    /// Agents also send status reports (hourly: patches, antivirus,
+    /// backups) and security events (logins), about 15 % of them in breach
+    /// of a default rule, so `vigil report compliance` and `security` have
+    /// data (the series are the same either way). Default true for `vigil
+    /// demo` and `vigil simulate`, false for `vigil bench` (its figures are
+    /// of metric batches).
+    #[arg(long, env = "VIGIL_SIM_POSTURE", action = clap::ArgAction::Set)]
+    pub posture: Option<bool>,
 }
 
 /// Parses a `--point-interval` (humantime syntax, at least 1 ms, whole ms).
@@ -106,6 +114,7 @@ impl FleetArgs {
             );
         }
         c.series_per_batch = self.series_per_batch.map(|n| n as usize);
+        c.posture = self.posture.unwrap_or(true);
         c.validate()
             .map_err(|e| anyhow::anyhow!("invalid fleet: {e}"))?;
         Ok(c)

@@ -213,6 +213,8 @@ pub(super) fn run(config: Option<&Path>, a: &Args) -> Result<()> {
 
     // The fleet, in memory, long enough for a rate run.
     let mut fleet_cfg = a.fleet.fleet_config()?;
+    // Metric batches only, unless asked (`--posture true`).
+    fleet_cfg.posture = a.fleet.posture.unwrap_or(false);
     let started = Instant::now();
     let (mut records, mut points) = generate(&fleet_cfg);
     if let Some((r, d)) = rate {

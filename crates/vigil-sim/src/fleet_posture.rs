@@ -28,6 +28,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+use crate::posture::login;
 use vigil_proto::v1::{
     AntivirusStatus, BackupResult, BackupStatus, MissingPatches, PatchSeverity, SecurityEvent,
     SecurityEventKind, StatusReport, TelemetryBatch,
@@ -132,16 +134,6 @@ pub(crate) struct AgentPostureGen {
 }
 
 const USERS: [&str; 5] = ["admin", "root", "svc_backup", "j.doe", "m.lee"];
-
-fn login(kind: SecurityEventKind, ts: i64, user: &str, src: &str) -> SecurityEvent {
-    SecurityEvent {
-        timestamp_ms: ts,
-        kind: kind as i32,
-        user: user.into(),
-        source_address: src.into(),
-        ..SecurityEvent::default()
-    }
-}
 
 /// The last occurrence at or before `t` of a daily event at `tod` ms
 /// after midnight UTC.

@@ -258,7 +258,8 @@ struct Plan {
     events: Vec<SecurityEvent>,
 }
 
-fn login(kind: SecurityEventKind, ts: i64, user: &str, src: &str) -> SecurityEvent {
+/// A login event (success or failure) of `user` from `src` at `ts`.
+pub(crate) fn login(kind: SecurityEventKind, ts: i64, user: &str, src: &str) -> SecurityEvent {
     SecurityEvent {
         timestamp_ms: ts,
         kind: kind as i32,

@@ -60,6 +60,7 @@
 //! shared by all) and [`legacy`] (reading older checkpoints).
 
 pub mod agent_version;
+pub mod anomaly;
 pub mod antivirus;
 pub mod backup;
 pub mod brute_force;

@@ -78,6 +78,7 @@ use serde::{Deserialize, Serialize};
 use vigil_proto::v1::{AgentInfo, SecurityEvent, StatusReport};
 
 use super::agent_version::AgentVersion;
+use super::anomaly::Anomaly;
 use super::antivirus::Antivirus;
 use super::backup::Backup;
 use super::brute_force::BruteForce;
@@ -1116,6 +1117,8 @@ registry! {
         threshold: Threshold, legacy("thr", "thr_active");
         /// Trend rules (`[[trend]]`), in file order.
         trend: Trend;
+        /// Anomaly rules (`[[anomaly]]`), in file order.
+        anomaly: Anomaly;
     ]
     agent: [
         /// Offline detection (`[offline]`); disabled when absent.

@@ -227,10 +227,10 @@ fn unknown_family_state_is_refused() {
         .to_string();
     assert!(e.contains("\"trend\" in form version 99"), "{e}");
     v["detectors"]["versions"]["trend"] = 1.into();
-    v["detectors"]["versions"]["anomaly"] = 1.into();
+    v["detectors"]["versions"]["forecast"] = 1.into();
     let e = serde_json::from_value::<Pipeline>(v)
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("family \"anomaly\""), "{e}");
+    assert!(e.contains("family \"forecast\""), "{e}");
 }

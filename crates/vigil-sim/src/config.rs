@@ -108,6 +108,12 @@ pub struct ScenarioMix {
     pub disk_burst: f64,
     /// Share of disks that fill then level off below 100 % (trap). Default 0.03.
     pub disk_plateau: f64,
+    /// Fraction of agents that are busy hosts: their normal CPU load swings
+    /// every day from 35–50 % at night to a 91–97 % afternoon peak (points
+    /// clipped at 92 %), so a fixed 90 % threshold fires on their ordinary
+    /// daily peak; labelled in [`crate::AgentTruth::busy_cpu`]. Drawn from
+    /// the seed alone, so fleets without them are unchanged. Default 0.
+    pub busy_cpu_agents: f64,
     /// CPU saturation episodes (> 95 % for 10–40 min) per agent-day. Default 0.4.
     pub cpu_saturation_per_day: f64,
     /// Memory leak episodes (climb to > 90 %, then restart) per agent-day. Default 0.15.
@@ -179,6 +185,7 @@ impl Default for ScenarioMix {
             disk_nightly: 0.05,
             disk_burst: 0.04,
             disk_plateau: 0.03,
+            busy_cpu_agents: 0.0,
             cpu_saturation_per_day: 0.4,
             memory_leak_per_day: 0.15,
             service_down_per_day: 0.3,
@@ -212,7 +219,7 @@ pub struct ConfigError {
 }
 
 impl ScenarioMix {
-    fn fractions(&self) -> [(&'static str, f64); 12] {
+    fn fractions(&self) -> [(&'static str, f64); 13] {
         [
             ("data_mount", self.data_mount),
             ("disk_fill", self.disk_fill),
@@ -226,6 +233,7 @@ impl ScenarioMix {
             ("reboot_agents", self.reboot_agents),
             ("boot_id_agents", self.boot_id_agents),
             ("slow_collector_agents", self.slow_collector_agents),
+            ("busy_cpu_agents", self.busy_cpu_agents),
         ]
     }
 
@@ -421,6 +429,7 @@ impl FleetConfig {
             &mut s.reboot_rate,
             &mut s.boot_id_agents,
             &mut s.slow_collector_agents,
+            &mut s.busy_cpu_agents,
         ] {
             *v = clamp01(*v);
         }

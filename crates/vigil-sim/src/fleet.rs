@@ -176,6 +176,8 @@ const SLOW_STALE_MS: i64 = 5 * MINUTE_MS;
 const SLOW_SALT: u64 = 0x534C_4F57;
 /// Salt of an agent's posture stream ([`FleetConfig::posture`]).
 const POSTURE_SALT: u64 = 0x0050_4F53_5455_5245;
+/// Salt of the busy-host draws (`ScenarioMix::busy_cpu_agents`).
+const BUSY_SALT: u64 = 0x4255_5359;
 
 /// A SMART attribute read on a slow cycle (see
 /// [`crate::ScenarioMix::slow_collector_agents`]): reads start every
@@ -637,7 +639,8 @@ impl Fleet {
             let t0e = t0 + sk;
             let end_e = end + sk;
             let inner = (t0e + 5 * MINUTE_MS, end_e - 5 * MINUTE_MS);
-            let cpu = Cpu {
+            let mut cpu = Cpu {
+                busy: false,
                 base: if server {
                     uniform(&mut rng, 10.0, 45.0)
                 } else {
@@ -660,6 +663,13 @@ impl Fleet {
                     )
                 },
             };
+            if agent_draw(cfg.seed, i, BUSY_SALT) < s.busy_cpu_agents {
+                // A busy host: same RNG draws as any agent (the fleet is
+                // otherwise unchanged), its load curve from the seed alone.
+                cpu.busy = true;
+                cpu.base = 35.0 + 15.0 * agent_draw(cfg.seed, i, BUSY_SALT + 1);
+                cpu.amp = 91.0 + 6.0 * agent_draw(cfg.seed, i, BUSY_SALT + 2) - cpu.base;
+            }
             let mut mem = Mem {
                 base: uniform(&mut rng, 25.0, 70.0),
                 wander: uniform(&mut rng, 2.0, 8.0),
@@ -1519,6 +1529,7 @@ fn build_truth(agents: &[Agent], tenants: &[Tenant], t0: i64) -> FleetTruth {
             clock_skew_ms: a.skew,
             mounts: a.mounts.clone(),
             services: a.services.clone(),
+            busy_cpu: a.model.cpu.busy,
         });
         for (m, d) in a.mounts.iter().zip(&a.model.disks) {
             t.disks.push(DiskTruth {

@@ -72,6 +72,8 @@ pub(crate) enum SeriesKind {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Cpu {
+    /// A busy host (see `ScenarioMix::busy_cpu_agents`).
+    pub busy: bool,
     pub base: f64,
     pub amp: f64,
     pub sigma: f64,

@@ -342,6 +342,10 @@ pub struct AgentTruth {
     pub mounts: Vec<String>,
     /// Services of its `service_up` series.
     pub services: Vec<String>,
+    /// A busy host: its daily CPU peak reaches 91–97 % as normal load
+    /// (not an incident; see `ScenarioMix::busy_cpu_agents`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub busy_cpu: bool,
 }
 
 /// Everything the simulator knows about the fleet it generates.

@@ -194,6 +194,11 @@ fn anomaly_catches_the_saturations_thresholds_catch_with_fewer_alerts() {
             .iter()
             .any(|a| a.busy_cpu && a.agent == e.agent && a.tenant == e.tenant)
     };
+    println!(
+        "anomaly recall of the saturations the thresholds catch: {}/{}",
+        t_caught.iter().filter(|k| a_caught.contains(k)).count(),
+        t_caught.len()
+    );
     let missed: Vec<&vigil_sim::Episode> = t_caught
         .iter()
         .filter(|k| !a_caught.contains(k))
@@ -214,13 +219,44 @@ fn anomaly_catches_the_saturations_thresholds_catch_with_fewer_alerts() {
                 .collect::<Vec<_>>()
         );
     }
-    // Where a fixed threshold fits the machine, the anomaly rule catches
-    // every saturation the thresholds catch.
-    let missed_where_thresholds_fit: Vec<&&vigil_sim::Episode> =
-        missed.iter().filter(|e| !is_busy(e)).collect();
+    // Every saturation the thresholds catch, the anomaly rule catches,
+    // but for two known causes (docs/detectors.md, "anomaly"), each
+    // checked here, so any other miss fails the test:
+    // - a busy host whose thresholds incident had opened on its daily
+    //   peak before the saturation began (it overlaps the saturation, but
+    //   did not detect it; the saturation hardly exceeds the peak);
+    // - a saturation of the same agent in the same hour of the day during
+    //   the anomaly rule's first season, learnt into that hour's profile
+    //   (first-season learning is not robust, see the module docs).
+    const HOUR_MS: i64 = 3_600_000;
+    let hours = |a: i64, b: i64| -> Vec<i64> {
+        (a / HOUR_MS..=(b - 1) / HOUR_MS)
+            .map(|h| h.rem_euclid(24))
+            .collect()
+    };
+    let first_season_end = start + DAY_MS + HOUR_MS;
+    let mut unexplained = Vec::new();
+    for e in &missed {
+        let peak_before = is_busy(e)
+            && thr
+                .iter()
+                .filter(|i| overlaps(i, e))
+                .all(|i| i.2 < e.start_ms);
+        let hs = hours(e.start_ms, e.end_ms);
+        let learnt = eps.iter().any(|o| {
+            o.agent == e.agent
+                && o.tenant == e.tenant
+                && o.start_ms < first_season_end
+                && hours(o.start_ms, o.end_ms).iter().any(|h| hs.contains(h))
+        });
+        println!("  cause: peak incident before it: {peak_before}, same hour learnt in the first season: {learnt}");
+        if !(peak_before || learnt) {
+            unexplained.push(e);
+        }
+    }
     assert!(
-        missed_where_thresholds_fit.is_empty(),
-        "saturations the thresholds catch and the anomaly rule misses: {missed_where_thresholds_fit:#?}"
+        unexplained.is_empty(),
+        "saturations the thresholds catch and the anomaly rule misses: {unexplained:#?}"
     );
     assert!(t.caught > 0, "the thresholds catch saturations: {t:?}");
     // Fewer alerts, fewer false ones.

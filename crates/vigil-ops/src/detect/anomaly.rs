@@ -732,6 +732,19 @@ pub struct AnomalyStore {
 }
 
 impl AnomalyStore {
+    /// Bytes the store holds: its map's buckets (key, state and control
+    /// byte per bucket of its capacity) and every state's slots, without
+    /// the allocator's own overhead.
+    pub fn heap_bytes(&self) -> usize {
+        let bucket = std::mem::size_of::<((u64, u16), AnomalyState)>() + 1;
+        self.states.capacity() * bucket
+            + self
+                .states
+                .values()
+                .map(|s| s.season.len() * std::mem::size_of::<f32>())
+                .sum::<usize>()
+    }
+
     /// The state of rule `rule` on series `uid`, if any.
     pub fn get(&self, uid: u64, rule: u16) -> Option<&AnomalyState> {
         self.states.get(&(uid, rule))
@@ -1118,6 +1131,35 @@ summary = "{series} at {value}, expected {expected} (sigma {sigma}, {deviation})
             e.on_window(&win(&cpu(), i, 50.0), &mut out);
         }
         assert_eq!(e.series_states(), 1);
+    }
+
+    #[test]
+    fn bytes_per_watched_series() {
+        // 10,000 cpu series a day old under the default 24 slots.
+        let r = rules(RULE);
+        let fam = &r.anomaly;
+        let mut store = AnomalyStore::default();
+        let mut out = Vec::new();
+        for uid in 0..10_000u64 {
+            let s = SeriesMeta::new("t1", &format!("a{uid}"), "cpu_pct", "");
+            for i in 0..DAY {
+                <Anomaly as SeriesFamily>::on_window(
+                    &mut store,
+                    &mut (),
+                    &[0],
+                    fam,
+                    &r,
+                    uid,
+                    &win(&s, i, diurnal(i, 20.0, 30.0, 0.1) + noise(uid, i)),
+                    &mut out,
+                );
+            }
+        }
+        assert!(out.is_empty());
+        let per = store.heap_bytes() as f64 / 10_000.0;
+        println!("anomaly state: {per:.0} bytes per watched series (24 slots)");
+        // 48 + 16 key, padded to 64, and 2 × 24 f32: 256 at a full map.
+        assert!((256.0..=400.0).contains(&per), "{per}");
     }
 
     #[test]

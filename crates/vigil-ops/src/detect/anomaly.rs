@@ -1167,6 +1167,9 @@ summary = "{series} at {value}, expected {expected} (sigma {sigma}, {deviation})
         // The fixed part; the offsets are `slots` × 4 bytes on the heap.
         assert_eq!(std::mem::size_of::<AnomalyState>(), 48);
         assert_eq!(std::mem::size_of::<crate::detect::DetHandle>(), 8);
+        // A series' handle in a checkpoint carries no anomaly field.
+        let h = serde_json::to_string(&crate::detect::DetHandle::NONE).unwrap_or_default();
+        assert!(!h.contains("anomaly"), "{h}");
     }
 
     #[test]

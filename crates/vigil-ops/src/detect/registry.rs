@@ -781,7 +781,7 @@ macro_rules! registry {
             /// Index of the series' watch set (`u16::MAX`: not registered).
             pub(crate) set: u16,
             $(
-                #[serde(default $(, alias = $lh)?)]
+                #[serde(default, skip_serializing_if = "zero_sized" $(, alias = $lh)?)]
                 pub(crate) $skey: <$SF as SeriesFamily>::Slot,
             )*
         }
@@ -1098,6 +1098,12 @@ macro_rules! registry {
             }
         }
     };
+}
+
+/// Whether a slot type holds nothing (`()`): such a slot is left out of
+/// a series' handle in checkpoints (it reads back as its default).
+fn zero_sized<T>(_: &T) -> bool {
+    std::mem::size_of::<T>() == 0
 }
 
 /// A slot type's "no state" value as a constant (for

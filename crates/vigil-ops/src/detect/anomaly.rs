@@ -1066,7 +1066,7 @@ summary = "{series} at {value}, expected {expected} (sigma {sigma}, {deviation})
         let load = |i: i64| diurnal(i, 45.0, 46.0, 2.0 / 24.0) + 3.0 * noise(7, i);
         let mut v: Vec<(i64, f64)> = (0..5 * DAY).map(|i| (i, load(i))).collect();
         assert!(run(RULE, &v).is_empty(), "{:?}", statuses(&run(RULE, &v)));
-        // A fixed threshold at 90 on the same series fires every day.
+        // A fixed threshold at 85 on the same series fires every day.
         let thr = "[[threshold]]\nname = \"t\"\nmetric = \"cpu_pct\"\naggregate = \"mean\"\nop = \">\"\nvalue = 85\nfor = 5\nclear = 80\nseverity = \"warning\"\n";
         let daily = run(thr, &v)
             .iter()

@@ -709,6 +709,16 @@ macro_rules! registry {
                 }
                 true
             }
+
+            /// Rules per family, in registry order (an agent family has 0
+            /// or 1), for summaries such as `vigil rules check`.
+            pub fn rule_counts(&self) -> Vec<(&'static str, usize)> {
+                vec![
+                    $((stringify!($skey), self.$skey.len()),)*
+                    $((stringify!($akey), usize::from(self.$akey.is_some())),)*
+                    $((stringify!($rkey), self.$rkey.len()),)*
+                ]
+            }
         }
 
         /// The rule definitions a checkpointed state was built under: the

@@ -31,13 +31,15 @@ pub fn run(a: Args) -> Result<()> {
     match a.action {
         Action::Check { file } => {
             let rules = load_rules_file(&file)?;
+            let families: Vec<String> = rules
+                .rule_counts()
+                .into_iter()
+                .map(|(family, n)| format!("{n} {family}"))
+                .collect();
             println!(
-                "{}: ok ({} threshold, {} trend, {} offline, {} invalid_input, {} maintenance windows)",
+                "{}: ok ({}, {} maintenance windows)",
                 file.display(),
-                rules.threshold.len(),
-                rules.trend.len(),
-                usize::from(rules.offline.is_some()),
-                usize::from(rules.invalid_input.is_some()),
+                families.join(", "),
                 rules.maintenance.len()
             );
         }

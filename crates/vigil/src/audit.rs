@@ -87,3 +87,61 @@ pub fn record_rules_start(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use vigil_ops::rules::{RuleSet, RulesMeta};
+
+    use super::*;
+
+    fn loaded(value: &str) -> LoadedRules {
+        let text = format!(
+            "[[threshold]]\nname = \"cpu_high\"\nmetric = \"cpu_pct\"\naggregate = \"mean\"\n\
+             op = \">\"\nvalue = {value}\nseverity = \"warning\"\n"
+        );
+        LoadedRules {
+            rules: Arc::new(RuleSet::from_toml(&text, "rules.toml").unwrap()),
+            meta: RulesMeta::default(),
+            origin: None,
+        }
+    }
+
+    /// Each start counts in `vigil_rules_loaded_total{changed}` and its
+    /// changes in `vigil_rules_changes_total{kind}`.
+    #[test]
+    fn starts_and_changes_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::local(dir.path());
+        let mut settings = Settings::load(None).unwrap();
+        settings.worker.id = "w-test".into();
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let reports = metrics::with_local_recorder(&recorder, || {
+            ["90", "90", "85"]
+                .map(|v| record_rules_start(&root, &settings, &loaded(v), "ingest").unwrap())
+        });
+        assert_eq!(
+            reports[1].previous_digest.as_ref(),
+            Some(&reports[0].digest)
+        );
+        assert_eq!(reports[2].changes.len(), 1);
+        let text = handle.render();
+        for want in [
+            "vigil_rules_loaded_total{changed=\"unknown\"} 1",
+            "vigil_rules_loaded_total{changed=\"false\"} 1",
+            "vigil_rules_loaded_total{changed=\"true\"} 1",
+            "vigil_rules_changes_total{kind=\"rule_changed\"} 1",
+            "vigil_rules_changes_total{kind=\"rule_added\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        let files = std::fs::read_dir(dir.path().join("audit"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .count();
+        assert_eq!(files, 2, "one date directory and the rules snapshot");
+    }
+}

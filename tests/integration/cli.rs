@@ -835,3 +835,110 @@ fn simulate_batch_shape_options() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// The rules audit trail through the binary: `vigil ingest` twice with
+/// the same rules (reformatted the second time), then with an edited
+/// rules file carrying `[meta]`; `vigil sql` over `audit` shows one
+/// `rules_loaded` row per start, the same digest for the unchanged
+/// restart, and one row per change with who and when.
+#[test]
+fn ingest_records_rule_changes_in_the_audit_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let o = vigil(&[
+        "simulate",
+        "--agents",
+        "2",
+        "--hours",
+        "0.2",
+        "--out",
+        &d("f.bin"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rules = "[[threshold]]\nname = \"cpu_high\"\nmetric = \"cpu_pct\"\naggregate = \"mean\"\n\
+                 op = \">\"\nvalue = 90\nfor = 5\nclear = 80\nseverity = \"warning\"\n\n\
+                 [offline]\nafter = \"10m\"\nseverity = \"critical\"\n";
+    let reordered = "# same rules, other order and spelling\n[offline]\nseverity = \"critical\"\n\
+                     after = \"600s\"\n\n[[threshold]]\nseverity = \"warning\"\nclear = 80.0\n\
+                     for = 5\nvalue = 90.0\nop = \">\"\naggregate = \"mean\"\nmetric = \"cpu_pct\"\n\
+                     name = \"cpu_high\"\n";
+    let edited = format!(
+        "[meta]\nchanged_by = \"ops@example.com\"\nchange_ref = \"CHG-1234\"\n\
+         changed_at = 2026-12-01T10:00:00Z\n\n{}\n[[maintenance]]\ntenant = \"t0\"\n\
+         start = 2026-12-05T22:00:00Z\nend = 2026-12-06T02:00:00Z\n",
+        rules.replace("value = 90", "value = 85")
+    );
+    let ingest = |text: &str| {
+        std::fs::write(d("rules.toml"), text).unwrap();
+        let o = vigil(&[
+            "ingest",
+            "--input",
+            &d("f.bin"),
+            "--data-dir",
+            &d("data"),
+            "--rules",
+            &d("rules.toml"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    ingest(rules);
+    ingest(reordered);
+    ingest(&edited);
+    let o = vigil(&[
+        "sql",
+        "--data-dir",
+        &d("data"),
+        "--format",
+        "json",
+        "SELECT event, rules_digest, previous_digest, rules, maintenance_windows, changes, family, \
+         rule, fields, changed_by, change_ref, CAST(changed_at AS VARCHAR) AS changed_at, command \
+         FROM audit ORDER BY event_time, seq",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let col = |k: &str| {
+        rows.iter()
+            .map(|r| r[k].as_str().unwrap_or("-").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        col("event"),
+        [
+            "rules_loaded",
+            "rules_loaded",
+            "rules_loaded",
+            "rule_changed",
+            "maintenance_added"
+        ],
+        "{rows:#?}"
+    );
+    let digest = col("rules_digest");
+    let previous = col("previous_digest");
+    assert_eq!(previous[0], "-", "first start: nothing recorded before");
+    assert_eq!(digest[1], digest[0], "reformatted rules, same digest");
+    assert_eq!(previous[1], digest[0]);
+    assert_ne!(digest[2], digest[1], "edited rules, new digest");
+    assert_eq!(previous[2], digest[1]);
+    assert_eq!(col("rule")[3..], ["cpu_high", "t0"]);
+    assert_eq!(col("family")[3..], ["threshold", "maintenance"]);
+    assert_eq!(col("fields")[3], "value");
+    assert_eq!(col("changed_by")[2..], ["ops@example.com"; 3]);
+    assert_eq!(col("change_ref")[2..], ["CHG-1234"; 3]);
+    assert!(
+        col("changed_at")[2].starts_with("2026-12-01T10:00:00"),
+        "{rows:#?}"
+    );
+    assert_eq!(col("command"), ["ingest"; 5]);
+    let n = |k: &str| {
+        rows.iter()
+            .map(|r| r[k].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(n("rules"), [2, 2, 2, 2, 2]);
+    assert_eq!(n("maintenance_windows"), [0, 0, 1, 1, 1]);
+    assert_eq!(n("changes"), [0, 0, 2, 2, 2]);
+}

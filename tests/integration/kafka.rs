@@ -1708,3 +1708,81 @@ fn kafka_bench_reports_worker_rate_lag_and_alert_ack_latency() {
     assert!(figure(&out, "alert ack ", "alerts,") > 0.0, "{out}");
     assert!(out.contains("(committed lag 0)"), "{out}");
 }
+
+/// The rules audit trail of `vigil run` (docs/storage.md, "`audit`"):
+/// two workers of one group that start at once each record their start
+/// under their own worker id (no file name collides), both under the
+/// same digest; a restart under an edited rules file with `[meta]`
+/// records the change with who made it, and counts it in
+/// `vigil_rules_changes_total`.
+#[test]
+fn kafka_workers_record_their_rules_in_the_audit_trail() {
+    use datafusion::arrow::array::AsArray;
+
+    let Some(env) = Env::new("audit") else {
+        return;
+    };
+    env.produce(&fleet(AGENTS, 0..10));
+    let rules = env.dir.path().join("rules.toml");
+    std::fs::write(&rules, vigil_ops::rules::DEFAULT_RULES_TOML).unwrap();
+    let r = rules.to_str().unwrap().to_owned();
+    let a = env.worker("a", &[("VIGIL_WORKER__ID", "pod-a"), ("VIGIL_RULES", &r)]);
+    let b = env.worker("b", &[("VIGIL_WORKER__ID", "pod-b"), ("VIGIL_RULES", &r)]);
+    env.wait_committed(&[&a, &b]);
+    let (log_a, log_b) = (a.stop(), b.stop());
+    for log in [&log_a, &log_b] {
+        assert!(log.contains("rules recorded in the audit trail"), "{log}");
+    }
+    let edited = format!(
+        "[meta]\nchanged_by = \"ops@example.com\"\nchange_ref = \"CHG-9\"\n\n{}",
+        vigil_ops::rules::DEFAULT_RULES_TOML.replacen("value = 90", "value = 85", 1)
+    );
+    std::fs::write(&rules, edited).unwrap();
+    let c = env.worker("c", &[("VIGIL_WORKER__ID", "pod-a"), ("VIGIL_RULES", &r)]);
+    let (_, metrics) = c.get_until("/metrics", Duration::from_secs(30), |_, body| {
+        body.contains("vigil_rules_changes_total{kind=\"rule_changed\"} 1")
+    });
+    let log_c = c.stop();
+    assert!(
+        metrics.contains("vigil_rules_changes_total{kind=\"rule_changed\"} 1"),
+        "{metrics}\n{log_c}"
+    );
+    let rows = sql(
+        &env.data(),
+        "SELECT worker, event, command, rules_digest, coalesce(previous_digest, '-') AS p, \
+         coalesce(rule, '-') AS rule, coalesce(changed_by, '-') AS who \
+         FROM audit ORDER BY event_time, seq",
+    );
+    let mut got: Vec<[String; 7]> = Vec::new();
+    for b in &rows {
+        for i in 0..b.num_rows() {
+            got.push(std::array::from_fn(|c| {
+                b.column(c).as_string::<i32>().value(i).to_owned()
+            }));
+        }
+    }
+    assert_eq!(got.len(), 4, "{got:?}");
+    let firsts: BTreeSet<&str> = got[..2].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(firsts, BTreeSet::from(["pod-a", "pod-b"]), "{got:?}");
+    assert!(got.iter().all(|r| r[2] == "run"), "{got:?}");
+    assert_eq!(got[0][3], got[1][3], "the same rules, the same digest");
+    assert_eq!(
+        [
+            got[2][0].as_str(),
+            got[2][1].as_str(),
+            got[3][1].as_str(),
+            got[3][5].as_str()
+        ],
+        ["pod-a", "rules_loaded", "rule_changed", "cpu_high"],
+        "{got:?}"
+    );
+    assert_eq!(
+        got[2][4], got[0][3],
+        "the edit is diffed against the recorded rules"
+    );
+    assert_ne!(got[2][3], got[0][3]);
+    assert_eq!(
+        [got[2][6].as_str(), got[3][6].as_str()],
+        ["ops@example.com"; 2]
+    );
+}

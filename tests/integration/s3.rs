@@ -545,6 +545,9 @@ fn s3_compaction_keeps_every_query_result_and_an_interrupted_run_is_safe_to_reru
     };
     let dir = tempfile::tempdir().unwrap();
     let data = small_files(dir.path());
+    // The ingest's start record (one file of today, which is not settled
+    // and never merged) is not what this test counts.
+    std::fs::remove_dir_all(data.join("audit")).unwrap();
     let pristine = dir.path().join("pristine");
     std::fs::create_dir_all(&pristine).unwrap();
     for f in files(&data) {

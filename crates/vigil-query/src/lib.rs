@@ -1,7 +1,7 @@
 //! # vigil-query: SQL over Vigil's Parquet datasets
 //!
 //! Owns reading: a DataFusion session with the `aggregates`, `alerts`,
-//! `status` and `security_events` datasets written by `vigil-store`
+//! `status`, `security_events` and `audit` datasets written by `vigil-store`
 //! registered as tables (Hive `date` partition, statistics and page-index
 //! pruning), result rendering for the CLI, the `vigil report` reports
 //! (health, alerts, capacity, compliance, security) with their HTML

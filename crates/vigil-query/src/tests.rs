@@ -423,7 +423,10 @@ fn sql_is_read_only() {
         .iter()
         .map(|s| s.unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["aggregates", "alerts", "security_events", "status"]);
+    assert_eq!(
+        names,
+        ["aggregates", "alerts", "audit", "security_events", "status"]
+    );
 }
 
 /// Alerts on both sides of midnight, in two tenants, for the export reader.
@@ -1010,4 +1013,75 @@ fn a_session_sees_files_published_and_removed_after_it_opened() {
         }
     }
     assert_eq!(rows(), 24, "and gone once removed");
+}
+
+/// The `audit` table reads the audit files two starts wrote (the rules
+/// snapshot beside them is not a table file), and a tenant scope keeps
+/// its rows (they belong to workers, not tenants).
+#[test]
+fn audit_table_reads_the_recorded_starts() {
+    use vigil_ops::rules::{RuleSet, RulesMeta};
+    use vigil_store::{record_start, AuditStart, Root};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = Root::local(dir.path());
+    let rules = |v: &str| {
+        RuleSet::from_toml(
+            &format!(
+                "[[threshold]]\nname = \"cpu_high\"\nmetric = \"cpu_pct\"\naggregate = \"mean\"\n\
+                 op = \">\"\nvalue = {v}\nseverity = \"warning\"\n"
+            ),
+            "rules.toml",
+        )
+        .unwrap()
+    };
+    let meta = RulesMeta::default();
+    for (at, v) in [(MIDNIGHT + HOUR, "90"), (MIDNIGHT + 2 * HOUR, "80")] {
+        let start = AuditStart {
+            at_ms: at,
+            worker: "pod-a",
+            pid: 1,
+            command: "run",
+            vigil_version: "0.1.0",
+            rules_origin: None,
+            meta: &meta,
+        };
+        record_start(&root, &WriterConfig::default(), &start, &rules(v)).unwrap();
+    }
+    let s = QuerySession::open(dir.path()).unwrap();
+    let b = one(
+        &s,
+        "SELECT event, rule, fields, CAST(date AS VARCHAR) AS d FROM audit ORDER BY event_time, seq",
+    );
+    let col = |i: usize| -> Vec<Option<String>> {
+        let c = datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).unwrap();
+        c.as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_owned))
+            .collect()
+    };
+    let some = |v: &[&str]| v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        col(0),
+        some(&["rules_loaded", "rules_loaded", "rule_changed"])
+    );
+    assert_eq!(col(1), vec![None, None, Some("cpu_high".into())]);
+    assert_eq!(col(2), vec![None, None, Some("clear,value".into())]);
+    assert_eq!(col(3), some(&["2026-11-03"; 3]));
+    let scoped = block_on(s.scoped(|d| {
+        report::Scope {
+            tenant: Some("t1".into()),
+            ..report::Scope::default()
+        }
+        .expr(d)
+    }))
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        one(&scoped, "SELECT count(*) FROM audit")
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        3
+    );
 }

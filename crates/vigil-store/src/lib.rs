@@ -1,7 +1,8 @@
 //! # vigil-store: Parquet datasets and dead-letter files
 //!
 //! Owns how Vigil's output lands in storage: the Arrow schemas of the
-//! `aggregates/` and `alerts/` datasets, their Hive-style `date=` layout,
+//! `aggregates/`, `alerts/`, `status/`, `security_events/` and `audit/`
+//! datasets, their Hive-style `date=` layout,
 //! deterministic file names, and atomic publication (tmp + fsync + rename
 //! in a local directory, one PUT of the final name in an S3-compatible
 //! object store), plus the JSON Lines dead-letter sink and the checkpoint
@@ -24,12 +25,14 @@
 //! `s3://bucket/prefix`, and the [`Root`] every writer reaches it
 //! through), [`schema`] (columns and sort keys), [`naming`] (source ranges,
 //! file and partition names), [`writer`] (the Parquet writer), [`dlq`] (the
-//! dead-letter sink), [`bound`] (the dead-letter size policy shared by
+//! dead-letter sink), [`audit`] (the `audit/` trail of rule changes
+//! recorded at every start), [`bound`] (the dead-letter size policy shared by
 //! every dead-letter sink), [`retention`] (removing output older than a
 //! limit), [`compact`] (merging small files, and the reader rule that
 //! makes it invisible to queries), [`error`] (the typed error).
 
 mod atomic;
+pub mod audit;
 pub mod bound;
 pub mod checkpoint;
 pub mod compact;
@@ -45,6 +48,7 @@ pub mod retention;
 pub mod schema;
 pub mod writer;
 
+pub use audit::{record_start, AuditReport, AuditRow, AuditRows, AuditStart, AuditWriter};
 pub use bound::{
     bound_letter, digest, encode_unread, format_digest, write_full_copy, write_undelivered,
     Bounded, FullCopy, LetterBudget, LetterForm, UndeliveredLetter, Unread,
@@ -61,7 +65,7 @@ pub use replace::{
 };
 pub use report_rows::{SecurityEventRows, SecurityEventsWriter, StatusRows, StatusWriter};
 pub use schema::{
-    aggregates_schema, alerts_schema, security_events_schema, status_schema, Dataset,
+    aggregates_schema, alerts_schema, audit_schema, security_events_schema, status_schema, Dataset,
     PARTITION_COLUMN,
 };
 pub use writer::{

@@ -3,7 +3,7 @@
 //!
 //! What it removes, and nothing else:
 //!
-//! - `aggregates/` and `alerts/`: whole `date=YYYY-MM-DD` directories whose
+//! - `aggregates/`, `alerts/` and `audit/`: whole `date=YYYY-MM-DD` directories whose
 //!   last instant is at least the dataset's limit old. A day `D` ends at
 //!   `D+1 00:00 UTC`, so `date=D` goes when `D+1 00:00 <= now - limit`:
 //!   every row it can hold is then older than the limit. A directory is
@@ -54,16 +54,19 @@ pub struct RetentionLimits {
     pub alerts: Option<Duration>,
     /// Limit of `dlq/` (by file modification time).
     pub dlq: Option<Duration>,
+    /// Limit of `audit/` (whole `date=` partitions).
+    pub audit: Option<Duration>,
 }
 
 impl RetentionLimits {
     /// Checks every limit; returns one problem per bad limit, named by its
-    /// key (`aggregates`, `alerts`, `dlq`).
+    /// key (`aggregates`, `alerts`, `dlq`, `audit`).
     pub fn validate(&self) -> Vec<String> {
         [
             ("aggregates", self.aggregates),
             ("alerts", self.alerts),
             ("dlq", self.dlq),
+            ("audit", self.audit),
         ]
         .into_iter()
         .filter_map(|(key, limit)| match limit {
@@ -84,6 +87,7 @@ impl RetentionLimits {
             // Compliance evidence (issue 24): kept until the datasets get
             // limits of their own in `[retention]`.
             Dataset::Status | Dataset::SecurityEvents => None,
+            Dataset::Audit => self.audit,
         }
     }
 }
@@ -91,7 +95,7 @@ impl RetentionLimits {
 /// What one removal was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removal {
-    /// `aggregates`, `alerts` or `dlq`.
+    /// `aggregates`, `alerts`, `audit` or `dlq`.
     pub dataset: &'static str,
     /// The removed directory or file (its name before any rename).
     pub path: PathBuf,
@@ -569,16 +573,19 @@ mod tests {
             aggregates: Some(DAY),
             alerts: None,
             dlq: Some(400 * DAY),
+            audit: Some(400 * DAY),
         };
         assert!(ok.validate().is_empty());
         let bad = RetentionLimits {
             aggregates: Some(DAY - Duration::from_secs(1)),
             alerts: Some(Duration::ZERO),
             dlq: None,
+            audit: Some(DAY / 2),
         };
         let p = bad.validate();
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p.len(), 3, "{p:?}");
         assert!(p[0].starts_with("aggregates:") && p[1].starts_with("alerts:"));
+        assert!(p[2].starts_with("audit:"));
     }
 
     /// At 2026-11-10T12:00Z with a 2-day limit on aggregates, `date=2026-11-07`
@@ -648,6 +655,7 @@ mod tests {
             aggregates: Some(DAY),
             alerts: Some(DAY),
             dlq: Some(DAY),
+            audit: None,
         };
         let r = apply(root, &limits, NOW, true).unwrap();
         assert!(r.dry_run);
@@ -739,8 +747,42 @@ mod tests {
             aggregates: Some(DAY),
             alerts: Some(DAY),
             dlq: Some(DAY),
+            audit: Some(DAY),
         };
         let r = apply(&dir.path().join("absent"), &limits, NOW, false).unwrap();
         assert_eq!(r, RetentionReport::default());
+    }
+
+    /// The audit trail goes by its own limit, whole days at a time; the
+    /// rules snapshot beside its date directories is never touched.
+    #[test]
+    fn audit_partitions_go_by_the_audit_limit_and_the_snapshot_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        layout(root);
+        for d in ["2026-11-07", "2026-11-09"] {
+            touch(
+                &root.join(format!("audit/date={d}/part-audit.w-p00001-1-1.parquet")),
+                5,
+            );
+        }
+        touch(&root.join(crate::audit::SNAPSHOT_PATH), 9);
+        let limits = RetentionLimits {
+            audit: Some(2 * DAY),
+            ..RetentionLimits::default()
+        };
+        let r = apply(root, &limits, NOW, false).unwrap();
+        let gone: Vec<_> = r
+            .removed
+            .iter()
+            .map(|x| (x.dataset, x.date.clone()))
+            .collect();
+        assert_eq!(gone, [("audit", Some("2026-11-07".to_owned()))]);
+        assert!(root.join("audit/date=2026-11-09").is_dir());
+        assert!(root.join(crate::audit::SNAPSHOT_PATH).is_file());
+        assert!(
+            root.join("aggregates/date=2026-11-07").is_dir(),
+            "other limits unset"
+        );
     }
 }

@@ -34,15 +34,20 @@ pub enum Dataset {
     Status,
     /// Security events, one row per event (wire field 11).
     SecurityEvents,
+    /// The audit trail of rule changes: one row per start of a worker or
+    /// replay, plus one per rule or maintenance window that changed since
+    /// the rules recorded last.
+    Audit,
 }
 
 impl Dataset {
     /// Every dataset, in a stable order.
-    pub const ALL: [Dataset; 4] = [
+    pub const ALL: [Dataset; 5] = [
         Dataset::Aggregates,
         Dataset::Alerts,
         Dataset::Status,
         Dataset::SecurityEvents,
+        Dataset::Audit,
     ];
 
     /// Directory name under the root, also the SQL table name.
@@ -52,6 +57,7 @@ impl Dataset {
             Dataset::Alerts => "alerts",
             Dataset::Status => "status",
             Dataset::SecurityEvents => "security_events",
+            Dataset::Audit => "audit",
         }
     }
 
@@ -62,6 +68,7 @@ impl Dataset {
             Dataset::Alerts => alerts_schema(),
             Dataset::Status => status_schema(),
             Dataset::SecurityEvents => security_events_schema(),
+            Dataset::Audit => audit_schema(),
         }
     }
 
@@ -73,6 +80,7 @@ impl Dataset {
             Dataset::Alerts => &["tenant", "agent", "rule", "event_time", "status"],
             Dataset::Status => &["tenant", "agent", "observed_at"],
             Dataset::SecurityEvents => &["tenant", "agent", "event_time", "kind"],
+            Dataset::Audit => &["worker", "event_time", "pid", "seq"],
         }
     }
 
@@ -83,6 +91,7 @@ impl Dataset {
             Dataset::Alerts => "event_time",
             Dataset::Status => "observed_at",
             Dataset::SecurityEvents => "event_time",
+            Dataset::Audit => "event_time",
         }
     }
 }
@@ -222,6 +231,45 @@ pub fn security_events_schema() -> SchemaRef {
                 utf8("privilege", true),
                 Field::new("granted", DataType::Boolean, true),
                 utf8("actor", true),
+            ]))
+        })
+        .clone()
+}
+
+/// Schema of `audit/`: one row per start of a worker or replay
+/// (`event = 'rules_loaded'`, with the digest of the rules in force and
+/// the digest recorded before) and one per change since the rules
+/// recorded last (`rule_added`, `rule_removed`, `rule_changed`,
+/// `maintenance_added`, `maintenance_removed`, `maintenance_changed`),
+/// with who and when from the rules file's `[meta]` table.
+pub fn audit_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let u32_field = |name: &str, nullable| Field::new(name, DataType::UInt32, nullable);
+            Arc::new(Schema::new(vec![
+                ts("event_time", false),
+                utf8("worker", false),
+                u32_field("pid", false),
+                u32_field("seq", false),
+                utf8("event", false),
+                utf8("command", false),
+                utf8("vigil_version", false),
+                utf8("rules_digest", false),
+                utf8("previous_digest", true),
+                utf8("rules_origin", true),
+                u32_field("rules", false),
+                u32_field("maintenance_windows", false),
+                u32_field("changes", false),
+                utf8("family", true),
+                utf8("rule", true),
+                utf8("fields", true),
+                utf8("before", true),
+                utf8("after", true),
+                utf8("changed_by", true),
+                utf8("change_ref", true),
+                ts("changed_at", true),
+                utf8("note", true),
             ]))
         })
         .clone()

@@ -1125,3 +1125,207 @@ fn status_and_security_events_round_trip_split_by_day_and_sorted() {
         .to_string_lossy()
         .contains("security_events/date=2026-11-03/"));
 }
+
+/// The audit trail (`audit/`): three starts on a directory and on an
+/// object store (the in-memory one the other object store tests use),
+/// the same names and rows on both; an unchanged restart writes one row
+/// with the previous digest, an edit writes its changes, a corrupt
+/// snapshot is read as none.
+#[test]
+fn audit_trail_records_starts_and_changes_on_a_directory_and_an_object_store() {
+    use std::sync::Arc;
+
+    use arrow::datatypes::UInt32Type;
+    use object_store::memory::InMemory;
+    use vigil_ops::rules::{RuleSet, RulesMeta};
+
+    use crate::audit::{read_previous, Previous, SNAPSHOT_PATH};
+
+    const RULES: &str = "[[threshold]]\nname = \"cpu_high\"\nmetric = \"cpu_pct\"\n\
+        aggregate = \"mean\"\nop = \">\"\nvalue = 90\nseverity = \"warning\"\n";
+    let edited = format!(
+        "{}\n[[threshold]]\nname = \"mem_high\"\nmetric = \"mem_pct\"\naggregate = \"mean\"\n\
+         op = \">\"\nvalue = 95\nseverity = \"warning\"\n",
+        RULES.replace("value = 90", "value = 85")
+    );
+    let rules = |t: &str| RuleSet::from_toml(t, "rules.toml").unwrap();
+    let meta = RulesMeta {
+        changed_by: Some("ops@example.com".into()),
+        change_ref: Some("CHG-42".into()),
+        changed_at_ms: Some(MIDNIGHT - 3_600_000),
+        note: None,
+    };
+    let none = RulesMeta::default();
+    let start = |at_ms, worker, meta| AuditStart {
+        at_ms,
+        worker,
+        pid: 42,
+        command: "run",
+        vigil_version: "0.1.0",
+        rules_origin: Some("/etc/vigil/rules.toml"),
+        meta,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let local = Root::local(dir.path());
+    let obj = Root::s3_with_store("bucket", "some/prefix", Arc::new(InMemory::new()));
+    let mut names = Vec::new();
+    for root in [&local, &obj] {
+        let bytes_of = |rel: &str| -> bytes::Bytes {
+            match root.as_object() {
+                Some(o) => o.get(rel).unwrap().unwrap(),
+                None => fs::read(dir.path().join(rel)).unwrap().into(),
+            }
+        };
+        let read_back = |report: &AuditReport| -> RecordBatch {
+            let f = report.file.as_ref().unwrap();
+            let rel = format!(
+                "audit/date={}/{}",
+                f.date,
+                f.path.file_name().unwrap().to_string_lossy()
+            );
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes_of(&rel))
+                .unwrap()
+                .build()
+                .unwrap();
+            let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+            arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+        };
+        assert_eq!(read_previous(root).unwrap(), Previous::None);
+
+        // First start: nothing to compare with.
+        let first = record_start(
+            root,
+            &cfg(),
+            &start(MIDNIGHT - 1, "w-1", &none),
+            &rules(RULES),
+        )
+        .unwrap();
+        assert_eq!(
+            (first.previous_digest.as_deref(), first.changes.len()),
+            (None, 0)
+        );
+        let b = read_back(&first);
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(strings(&b, "event"), ["rules_loaded"]);
+        assert!(b.column_by_name("previous_digest").unwrap().is_null(0));
+        assert!(strings(&b, "after")[0].contains("\"cpu_high\""));
+        assert_eq!(first.file.as_ref().unwrap().date, "2026-11-02");
+
+        // Unchanged restart of another worker: one row, same digest.
+        let again = record_start(
+            root,
+            &cfg(),
+            &start(MIDNIGHT + 5, "w-2", &none),
+            &rules(RULES),
+        )
+        .unwrap();
+        assert_eq!(
+            again.previous_digest.as_deref(),
+            Some(first.digest.as_str())
+        );
+        assert_eq!(
+            (again.digest.as_str(), again.changes.len()),
+            (first.digest.as_str(), 0)
+        );
+        let b = read_back(&again);
+        assert_eq!(b.num_rows(), 1);
+        assert_eq!(strings(&b, "rules_digest"), strings(&b, "previous_digest"));
+
+        // An edit: rules_loaded, then one row per change, with who/when.
+        let third = record_start(
+            root,
+            &cfg(),
+            &start(MIDNIGHT + 9, "w-1", &meta),
+            &rules(&edited),
+        )
+        .unwrap();
+        assert_ne!(third.digest, first.digest);
+        let b = read_back(&third);
+        assert_eq!(
+            strings(&b, "event"),
+            ["rules_loaded", "rule_changed", "rule_added"]
+        );
+        assert_eq!(strings(&b, "rule")[1..], ["cpu_high", "mem_high"]);
+        assert_eq!(strings(&b, "family")[1..], ["threshold", "threshold"]);
+        assert_eq!(strings(&b, "fields")[1], "clear,value");
+        assert!(b.column_by_name("fields").unwrap().is_null(2));
+        assert!(strings(&b, "before")[1].contains("\"value\":90.0"));
+        assert!(strings(&b, "after")[1].contains("\"value\":85.0"));
+        assert!(b.column_by_name("before").unwrap().is_null(2));
+        assert_eq!(strings(&b, "changed_by"), ["ops@example.com"; 3]);
+        assert_eq!(strings(&b, "change_ref"), ["CHG-42"; 3]);
+        assert_eq!(millis(&b, "changed_at"), [MIDNIGHT - 3_600_000; 3]);
+        assert_eq!(
+            strings(&b, "previous_digest"),
+            vec![first.digest.clone(); 3]
+        );
+        let seq = b
+            .column_by_name("seq")
+            .unwrap()
+            .as_primitive::<UInt32Type>();
+        assert_eq!(seq.values().to_vec(), [0, 1, 2]);
+        let n = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_primitive::<UInt32Type>()
+                .value(0)
+        };
+        assert_eq!(
+            (n("rules"), n("maintenance_windows"), n("changes"), n("pid")),
+            (2, 0, 2, 42)
+        );
+        let name = third
+            .file
+            .as_ref()
+            .unwrap()
+            .path
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.ends_with(&format!(
+                "audit/date=2026-11-03/part-audit.w-1-p00042-{:020}-{:020}.parquet",
+                MIDNIGHT + 9,
+                MIDNIGHT + 9
+            )),
+            "{name}"
+        );
+
+        // A snapshot nobody can read is reported, and the start recorded
+        // without a previous digest.
+        root.write_file(SNAPSHOT_PATH, b"{not json", false).unwrap();
+        assert!(matches!(
+            read_previous(root).unwrap(),
+            Previous::Unreadable(_)
+        ));
+        let after_corrupt = record_start(
+            root,
+            &cfg(),
+            &start(MIDNIGHT + 20, "w-3", &none),
+            &rules(&edited),
+        )
+        .unwrap();
+        assert!(after_corrupt.previous_unreadable.is_some());
+        assert_eq!(
+            (after_corrupt.previous_digest, after_corrupt.changes.len()),
+            (None, 0)
+        );
+        assert!(
+            matches!(read_previous(root).unwrap(), Previous::Found(p) if p.digest == third.digest)
+        );
+        names.push(match root.as_object() {
+            Some(o) => {
+                let mut k: Vec<String> = o
+                    .list("audit")
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.location.to_string())
+                    .collect();
+                k.sort();
+                k
+            }
+            None => tree(dir.path()),
+        });
+    }
+    assert_eq!(names[0], names[1], "the same layout on both");
+    assert_eq!(names[0].len(), 5, "{:?}", names[0]);
+}

@@ -4,6 +4,7 @@
 //! (`settings`), replays of batch files and the in-process demo
 //! (`replay`), the Kafka worker (`worker`), Parquet and dead-letter output (`vigil-store`), SQL
 //! (`vigil-query`), the simulator (`vigil-sim`), logs and metrics (`obs`),
+//! the audit trail of the rules each start runs under (`audit`),
 //! the worker's HTTP listener and probes (`http`, `health`), and the
 //! command line (`cli`, `cmd`).
 //!
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod alloc;
+pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod health;

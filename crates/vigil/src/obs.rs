@@ -53,6 +53,14 @@ pub const TENANTS_HELD: &str = "vigil_pipeline_tenants";
 /// Alert events sent on a route, label `route` (defined next to the
 /// routes, in `vigil-sink`).
 pub use vigil_sink::ROUTE_EVENTS as ALERT_ROUTE_EVENTS;
+/// Rule and maintenance window changes recorded in `audit/` at start,
+/// label `kind` (`rule_added`, `rule_removed`, `rule_changed`,
+/// `maintenance_added`, `maintenance_removed`, `maintenance_changed`).
+pub const RULES_CHANGES: &str = "vigil_rules_changes_total";
+/// Starts recorded in `audit/` (one `rules_loaded` row each), label
+/// `changed` (`true` when the digest differs from the one recorded
+/// before, `false` when equal, `unknown` when none was).
+pub const RULES_LOADED: &str = "vigil_rules_loaded_total";
 /// Parquet rows written, label `dataset`.
 pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
 /// Parquet flush duration in seconds.

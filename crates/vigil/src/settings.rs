@@ -12,7 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use vigil_kafka::KafkaSettings;
 use vigil_ops::config::PipelineConfig;
-use vigil_ops::rules::RuleSet;
+use vigil_ops::rules::{RuleSet, RulesMeta};
 use vigil_sink::route::AlertSettings;
 use vigil_store::{Location, WriterConfig};
 
@@ -56,6 +56,27 @@ pub struct WorkerSettings {
     /// `/readyz` fails while an owned partition is more records behind than
     /// this (0: lag does not affect readiness).
     pub ready_max_lag: u64,
+    /// This worker's id in the `audit/` dataset (and its file names);
+    /// empty for the host name (`HOSTNAME`, the pod name on Kubernetes).
+    #[serde(default)]
+    pub id: String,
+}
+
+impl WorkerSettings {
+    /// The worker id the audit trail records: `id`, else the host name,
+    /// else `unknown`.
+    pub fn worker_id(&self) -> String {
+        let id = self.id.trim();
+        if !id.is_empty() {
+            return id.to_owned();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
 }
 
 /// The embedded defaults.
@@ -192,6 +213,14 @@ pub struct RetentionSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub dlq: Option<std::time::Duration>,
+    /// Limit of `audit/` (whole `date=` partitions); 400 days in the
+    /// embedded defaults.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub audit: Option<std::time::Duration>,
 }
 
 impl RetentionSettings {
@@ -201,6 +230,7 @@ impl RetentionSettings {
             aggregates: self.aggregates,
             alerts: self.alerts,
             dlq: self.dlq,
+            audit: self.audit,
         }
     }
 }
@@ -441,12 +471,29 @@ impl Settings {
     /// Loads the rules: the file named by `override_path` or `self.rules`,
     /// or the built-in rules when neither is set.
     pub fn load_rules(&self, override_path: Option<&Path>) -> Result<Arc<RuleSet>> {
+        self.load_rules_with_meta(override_path).map(|l| l.rules)
+    }
+
+    /// [`Settings::load_rules`], with the file's `[meta]` table and its
+    /// path (for the audit trail).
+    pub fn load_rules_with_meta(&self, override_path: Option<&Path>) -> Result<LoadedRules> {
         let path = override_path
             .map(Path::to_path_buf)
             .or_else(|| (!self.rules.is_empty()).then(|| PathBuf::from(&self.rules)));
         match path {
-            None => Ok(Arc::new(RuleSet::default_rules())),
-            Some(p) => load_rules_file(&p).map(Arc::new),
+            None => Ok(LoadedRules {
+                rules: Arc::new(RuleSet::default_rules()),
+                meta: RulesMeta::default(),
+                origin: None,
+            }),
+            Some(p) => {
+                let (rules, meta) = load_rules_file_with_meta(&p)?;
+                Ok(LoadedRules {
+                    rules: Arc::new(rules),
+                    meta,
+                    origin: Some(p),
+                })
+            }
         }
     }
 }
@@ -483,9 +530,27 @@ pub fn invalid_pipeline(problems: Vec<vigil_ops::config::ConfigProblem>) -> anyh
 
 /// Reads and validates a rules file.
 pub fn load_rules_file(p: &Path) -> Result<RuleSet> {
+    load_rules_file_with_meta(p).map(|(rules, _)| rules)
+}
+
+/// Reads and validates a rules file, with its `[meta]` table.
+pub fn load_rules_file_with_meta(p: &Path) -> Result<(RuleSet, RulesMeta)> {
     let text = std::fs::read_to_string(p)
         .with_context(|| format!("reading rules file {}", p.display()))?;
-    RuleSet::from_toml(&text, &p.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))
+    RuleSet::from_toml_with_meta(&text, &p.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Rules as loaded at start: the rules, the file's `[meta]` table, and
+/// the file (`None`: the built-in rules).
+#[derive(Debug, Clone)]
+pub struct LoadedRules {
+    /// The validated rules.
+    pub rules: Arc<RuleSet>,
+    /// The file's `[meta]` table (empty without one).
+    pub meta: RulesMeta,
+    /// The rules file, `None` for the built-in rules.
+    pub origin: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -613,7 +678,14 @@ mod tests {
     #[test]
     fn retention_limits_are_optional_and_validated() {
         let s = Settings::load(None).unwrap();
-        assert_eq!(s.retention, RetentionSettings::default());
+        // Only the audit trail has a default limit.
+        assert_eq!(
+            s.retention,
+            RetentionSettings {
+                audit: Some(std::time::Duration::from_secs(400 * 86_400)),
+                ..RetentionSettings::default()
+            }
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("v.toml");
         std::fs::write(&f, "[retention]\naggregates = \"400d\"\ndlq = \"30days\"\n").unwrap();

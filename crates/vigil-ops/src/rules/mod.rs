@@ -31,8 +31,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 pub mod calendar;
 pub mod read;
+
+pub use audit::{ChangeKind, RuleChange, RulesMeta, RulesSnapshot};
 
 pub use crate::detect::invalid_input::{
     InvalidInputRule, DEFAULT_INVALID_BATCHES, DEFAULT_INVALID_INPUT_NAME,
@@ -182,8 +185,21 @@ impl fmt::Display for RulesError {
 
 impl RuleSet {
     /// Parses and validates a rules file. `origin` names it in errors.
-    /// Every problem is reported at once.
+    /// Every problem is reported at once. The file's `[meta]` table is
+    /// validated and dropped (see [`RuleSet::from_toml_with_meta`]).
     pub fn from_toml(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        read::Cx::read(text, origin).map(|(set, _)| set)
+    }
+
+    /// [`RuleSet::from_toml`], also returning the file's `[meta]` table
+    /// (who changed the rules, when, why: recorded in the `audit/`
+    /// dataset at start; empty when the file has none). The metadata is
+    /// not part of the rules: it changes neither detection nor
+    /// [`RulesSnapshot::digest`].
+    pub fn from_toml_with_meta(
+        text: &str,
+        origin: &str,
+    ) -> Result<(RuleSet, RulesMeta), RulesError> {
         read::Cx::read(text, origin)
     }
 

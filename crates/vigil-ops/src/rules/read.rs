@@ -15,6 +15,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::audit::{RulesMeta, MAX_META_CHARS};
 use super::calendar::{days_from_civil, parse_hhmm, weekday_named};
 use super::{MaintenanceWindow, Recurrence, RuleProblem, RuleSet, RulesError, MAX_OCCURRENCE_MS};
 use crate::detect::registry::FAMILY_KEYS;
@@ -30,6 +31,8 @@ pub struct Cx<'a> {
     text: &'a str,
     problems: Vec<(usize, RuleProblem)>,
     names: BTreeMap<String, NameSite>,
+    /// The file's `[meta]` table (who changed the rules, when, why).
+    meta: RulesMeta,
 }
 
 /// Where a rule name was defined, for duplicate detection.
@@ -39,11 +42,12 @@ struct NameSite {
 
 impl<'a> Cx<'a> {
     /// Parses `text` and validates it; `origin` names it in errors.
-    pub(crate) fn read(text: &'a str, origin: &str) -> Result<RuleSet, RulesError> {
+    pub(crate) fn read(text: &'a str, origin: &str) -> Result<(RuleSet, RulesMeta), RulesError> {
         let mut cx = Cx {
             text,
             problems: Vec::new(),
             names: BTreeMap::new(),
+            meta: RulesMeta::default(),
         };
         let (root, syntax) = DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
@@ -61,7 +65,7 @@ impl<'a> Cx<'a> {
         }
         let set = cx.rule_set(root.get_ref());
         if cx.problems.is_empty() {
-            Ok(set)
+            Ok((set, cx.meta))
         } else {
             Err(cx.into_error(origin))
         }
@@ -98,7 +102,8 @@ impl<'a> Cx<'a> {
     }
 
     /// Reads the whole document: every section a detector family owns
-    /// (see [`crate::detect::registry`]) and the maintenance windows.
+    /// (see [`crate::detect::registry`]), the maintenance windows and the
+    /// `[meta]` table.
     fn rule_set(&mut self, root: &DeTable<'_>) -> RuleSet {
         let mut set = RuleSet::default();
         for (key, val) in root.iter() {
@@ -110,12 +115,16 @@ impl<'a> Cx<'a> {
                         set.maintenance.push(m);
                     }
                 }
+            } else if k == "meta" {
+                if let Some(m) = self.meta(val) {
+                    self.meta = m;
+                }
             } else if !set.read_section(self, k, val) {
                 self.problem(
                     key.span(),
                     k.to_string(),
                     format!(
-                        "unknown key (expected one of: {}, maintenance)",
+                        "unknown key (expected one of: {}, maintenance, meta)",
                         FAMILY_KEYS.join(", ")
                     ),
                 );
@@ -552,6 +561,44 @@ impl<'a> Cx<'a> {
         let (line, _) = self.line_col(span.start);
         self.names.insert(n.clone(), NameSite { line });
         Some(n)
+    }
+
+    /// The `[meta]` table: who changed the rules (`changed_by`), under
+    /// which change ticket (`change_ref`), when (`changed_at`, an instant
+    /// like a maintenance window's `start`) and why (`note`); every field
+    /// optional, strings non-empty and at most [`MAX_META_CHARS`]
+    /// characters.
+    fn meta(&mut self, val: &Val<'_>) -> Option<RulesMeta> {
+        const KEYS: &[&str] = &["changed_by", "change_ref", "changed_at", "note"];
+        let val = self.table("meta", val)?;
+        let t = self.fields("meta", val, KEYS)?;
+        let span = val.span();
+        let text = |cx: &mut Self, key: &str| {
+            let s = cx.string(t, &span, "meta", key, false)?;
+            if s.chars().count() > MAX_META_CHARS {
+                let sp = t.get(key).map_or(span.clone(), |v| v.span());
+                cx.problem(
+                    sp,
+                    format!("meta.{key}"),
+                    format!("must be at most {MAX_META_CHARS} characters"),
+                );
+                return None;
+            }
+            Some(s)
+        };
+        let changed_by = text(self, "changed_by");
+        let change_ref = text(self, "change_ref");
+        let note = text(self, "note");
+        let changed_at_ms = match t.contains_key("changed_at") {
+            true => Some(self.instant(t, &span, "meta", "changed_at")?.0),
+            false => None,
+        };
+        Some(RulesMeta {
+            changed_by,
+            change_ref,
+            changed_at_ms,
+            note,
+        })
     }
 
     fn maintenance(&mut self, path: &str, val: &Val<'_>) -> Option<MaintenanceWindow> {

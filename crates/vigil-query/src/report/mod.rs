@@ -223,6 +223,10 @@ impl Scope {
                 }
                 parts.into_iter().reduce(Expr::and)
             }
+            // Rows of workers, not of tenants: only the time range.
+            Dataset::Audit => time_range(dataset.partition_time_column(), self.from_ms, self.to_ms)
+                .into_iter()
+                .reduce(Expr::and),
         }
     }
 

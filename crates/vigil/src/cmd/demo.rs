@@ -75,9 +75,17 @@ fn prepare(dir: &Path) -> Result<()> {
 /// Runs `vigil demo`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
-    let rules = settings.load_rules(a.rules.as_deref())?;
+    let loaded = settings.load_rules_with_meta(a.rules.as_deref())?;
     let fleet_cfg = a.fleet.fleet_config()?;
     prepare(&a.data_dir)?;
+    // A fresh directory: the trail holds this run's rules, nothing to diff.
+    crate::audit::record_rules_start(
+        &vigil_store::Root::local(&a.data_dir),
+        &settings,
+        &loaded,
+        "demo",
+    )?;
+    let rules = loaded.rules;
     println!(
         "vigil demo: {} agents of {} tenants, {:.1} h of telemetry, seed {}, {} records, writing to {}",
         fleet_cfg.agents,

@@ -46,11 +46,18 @@ pub struct Args {
 /// Runs `vigil ingest`.
 pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     let settings = Settings::load(config)?;
-    let rules = settings.load_rules(a.rules.as_deref())?;
+    let loaded = settings.load_rules_with_meta(a.rules.as_deref())?;
     let data_dir = crate::settings::location_arg(a.data_dir.clone())?
         .unwrap_or_else(|| settings.data_dir.clone())
         .local_dir("vigil ingest")?
         .to_path_buf();
+    crate::audit::record_rules_start(
+        &vigil_store::Root::local(&data_dir),
+        &settings,
+        &loaded,
+        "ingest",
+    )?;
+    let rules = loaded.rules;
     let (reader, source): (Box<dyn std::io::Read>, String) = if a.input.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), "stdin".into())
     } else {

@@ -1,5 +1,5 @@
 //! `vigil retention`: removes output older than the `[retention]` limits
-//! (whole `date=` partitions of `aggregates/` and `alerts/`, dead-letter
+//! (whole `date=` partitions of `aggregates/`, `alerts/` and `audit/`, dead-letter
 //! files by age). Runs once and exits, so it fits a Kubernetes CronJob; safe
 //! while workers write (see `vigil_store::retention`).
 
@@ -67,7 +67,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     };
     println!(
         "retention: {verb} {} entries ({} files, {} bytes), kept {}; limits: aggregates {}, \
-         alerts {}, dlq {}",
+         alerts {}, dlq {}, audit {}",
         report.removed.len(),
         report.files(),
         report.bytes(),
@@ -75,6 +75,7 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         limit(limits.aggregates),
         limit(limits.alerts),
         limit(limits.dlq),
+        limit(limits.audit),
     );
     tracing::info!(
         removed = report.removed.len(),

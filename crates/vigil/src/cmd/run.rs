@@ -1,5 +1,6 @@
-//! `vigil run`: the Kafka worker. Joins the consumer group, processes its
-//! partitions until SIGTERM or SIGINT, then flushes, commits and leaves.
+//! `vigil run`: the Kafka worker. Records its rules in the `audit/`
+//! dataset, joins the consumer group, processes its partitions until
+//! SIGTERM or SIGINT, then flushes, commits and leaves.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +30,13 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     if let Some(d) = crate::settings::location_arg(a.data_dir)? {
         settings.data_dir = d;
     }
-    let rules = settings.load_rules(a.rules.as_deref())?;
+    let loaded = settings.load_rules_with_meta(a.rules.as_deref())?;
+    let root = settings
+        .data_dir
+        .open_with(&settings.storage.object_store.options())
+        .with_context(|| format!("opening {}", settings.data_dir))?;
+    crate::audit::record_rules_start(&root, &settings, &loaded, "run")?;
+    let rules = loaded.rules;
     let progress = Arc::new(WorkerProgress::default());
     if !settings.worker.metrics_listen.is_empty() {
         let addr: std::net::SocketAddr = settings

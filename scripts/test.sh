@@ -39,7 +39,7 @@ venv="${VIGIL_VENV:-$root/.ci/.cache/venv}"
 if ! "$venv/bin/python" -c 'import pyarrow, duckdb, ocsf_json_schema, jsonschema, cefp, kubernetes_validate, yaml' >/dev/null 2>&1; then
   log "installing pyarrow, duckdb, ocsf-json-schema, jsonschema, cefp, kubernetes-validate and pyyaml into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow duckdb \
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pyarrow duckdb \
     ocsf-json-schema==1.2.0 jsonschema cefp==0.0.2 kubernetes-validate pyyaml
 fi
 export VIGIL_PYTHON="$venv/bin/python"
@@ -238,12 +238,14 @@ moto_venv="${VIGIL_MOTO_VENV:-$root/.ci/.cache/moto}"
 if ! "$moto_venv/bin/python" -c "import moto, flask, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
   log "installing moto[server] $MOTO_VERSION into $moto_venv"
   python3 -m venv "$moto_venv"
-  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  "$moto_venv/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 s3_dir=$(mktemp -d)
 s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log "starting moto (S3) on 127.0.0.1:$s3_port"
-(cd "$s3_dir" && exec "$moto_venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$s3_dir/moto.log" 2>&1) &
+# Through the interpreter, not the moto_server script: a venv that was
+# copied or moved keeps a script whose #! names its old place.
+(cd "$s3_dir" && exec "$moto_venv/bin/python" -m moto.server -H 127.0.0.1 -p "$s3_port" >"$s3_dir/moto.log" 2>&1) &
 s3_pid=$!
 stop_services() {
   kill -TERM "$s3_pid" 2>/dev/null || true

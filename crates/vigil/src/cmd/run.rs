@@ -35,8 +35,6 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
         .data_dir
         .open_with(&settings.storage.object_store.options())
         .with_context(|| format!("opening {}", settings.data_dir))?;
-    crate::audit::record_rules_start(&root, &settings, &loaded, "run")?;
-    let rules = loaded.rules;
     let progress = Arc::new(WorkerProgress::default());
     if !settings.worker.metrics_listen.is_empty() {
         let addr: std::net::SocketAddr = settings
@@ -53,6 +51,10 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
             .with_context(|| format!("serving /metrics, /healthz and /readyz on {addr}"))?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
+    // After the metrics recorder is installed (by the listener above), so
+    // the start's counters reach /metrics.
+    crate::audit::record_rules_start(&root, &settings, &loaded, "run")?;
+    let rules = loaded.rules;
     let shutdown = shutdown_flag()?;
     let summary = Worker::run_with_progress(settings, rules, shutdown, progress)?;
     eprintln!(

@@ -56,9 +56,11 @@ fn sent(lab: &PostureLab) -> Sent {
 }
 
 /// The report's sections as JSON rows, by section name.
-fn report(kind: &str) -> BTreeMap<String, Vec<Value>> {
+fn report(kind: &str, extra: &[&str]) -> BTreeMap<String, Vec<Value>> {
     let dir = posture_data().dir.path().to_str().unwrap().to_owned();
-    let o = vigil(&["report", kind, "--data-dir", &dir, "--format", "json"]);
+    let mut args = vec!["report", kind, "--data-dir", &dir, "--format", "json"];
+    args.extend_from_slice(extra);
+    let o = vigil(&args);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut section = String::new();
@@ -118,14 +120,33 @@ struct Coverage {
     backup_ok: usize,
 }
 
-#[test]
-fn compliance_report_matches_the_posture_lab() {
-    let data = posture_data();
-    let lab = &data.lab;
-    let sent = sent(lab);
-    let r = report("compliance");
+/// The limits the compliance report judges by, in ms (patches in days).
+#[derive(Clone, Copy)]
+struct Limits {
+    patch_days: i64,
+    av_ms: i64,
+    backup_ms: i64,
+}
 
-    // The oracle: each agent by its latest report carrying the section.
+/// The detectors' defaults.
+const DEFAULT_LIMITS: Limits = Limits {
+    patch_days: 30,
+    av_ms: 3 * DAY,
+    backup_ms: 26 * HOUR,
+};
+
+/// The compliance figures computed from the records, independently of
+/// the SQL: each agent by its latest report carrying the section.
+#[derive(Default)]
+struct ComplianceOracle {
+    per_tenant: BTreeMap<String, Coverage>,
+    out_of_sla: BTreeMap<String, f64>,
+    av_gaps: BTreeSet<String>,
+    backup_gaps: BTreeMap<String, f64>,
+    versions: BTreeMap<(String, String), u64>,
+}
+
+fn compliance_oracle(sent: &Sent, l: Limits) -> ComplianceOracle {
     let latest = |reports: &[StatusReport], has: &dyn Fn(&StatusReport) -> bool| {
         reports
             .iter()
@@ -133,13 +154,9 @@ fn compliance_report_matches_the_posture_lab() {
             .max_by_key(|r| r.observed_at_ms)
             .cloned()
     };
-    let mut per_tenant: BTreeMap<String, Coverage> = BTreeMap::new();
-    let mut out_of_sla: BTreeMap<String, f64> = BTreeMap::new();
-    let mut av_gaps = BTreeSet::new();
-    let mut backup_gaps: BTreeMap<String, f64> = BTreeMap::new();
-    let mut versions: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut o = ComplianceOracle::default();
     for ((tenant, agent), reports) in &sent.status {
-        let c = per_tenant.entry(tenant.clone()).or_default();
+        let c = o.per_tenant.entry(tenant.clone()).or_default();
         c.agents += 1;
         if let Some(p) = latest(reports, &|r| r.patches_reported) {
             c.patch_reported += 1;
@@ -148,11 +165,11 @@ fn compliance_report_matches_the_posture_lab() {
                 .iter()
                 .filter(|m| m.severity == PatchSeverity::Critical as i32)
                 .map(|m| p.observed_at_ms - m.oldest_missing_since_ms)
-                .find(|age| *age > 30 * DAY);
+                .find(|age| *age > l.patch_days * DAY);
             match late {
                 None => c.patch_ok += 1,
                 Some(age) => {
-                    out_of_sla.insert(agent.clone(), age as f64 / DAY as f64);
+                    o.out_of_sla.insert(agent.clone(), age as f64 / DAY as f64);
                 }
             }
         }
@@ -160,11 +177,11 @@ fn compliance_report_matches_the_posture_lab() {
             c.av_reported += 1;
             let av = a.antivirus.unwrap();
             let stale = av.definitions_updated_ms != 0
-                && a.observed_at_ms - av.definitions_updated_ms > 3 * DAY;
+                && a.observed_at_ms - av.definitions_updated_ms > l.av_ms;
             if av.enabled && !stale {
                 c.av_ok += 1;
             } else {
-                av_gaps.insert(agent.clone());
+                o.av_gaps.insert(agent.clone());
             }
         }
         if let Some(b) = latest(reports, &|r| r.backup.is_some()) {
@@ -173,24 +190,29 @@ fn compliance_report_matches_the_posture_lab() {
             let age = b.observed_at_ms - bk.last_success_ms;
             if bk.last_result != BackupResult::Failed as i32
                 && bk.last_success_ms != 0
-                && age <= 26 * HOUR
+                && age <= l.backup_ms
             {
                 c.backup_ok += 1;
             } else {
-                backup_gaps.insert(agent.clone(), age as f64 / HOUR as f64);
+                o.backup_gaps
+                    .insert(agent.clone(), age as f64 / HOUR as f64);
             }
         }
         if let Some(v) = latest(reports, &|r| !r.agent_version.is_empty()) {
-            *versions
+            *o.versions
                 .entry((tenant.clone(), v.agent_version))
                 .or_default() += 1;
         }
     }
+    o
+}
 
+/// Every figure of the compliance report `r` equals the oracle's.
+fn check_compliance(r: &BTreeMap<String, Vec<Value>>, o: &ComplianceOracle, l: Limits) {
     let summary = &r["compliance_summary"];
-    assert_eq!(summary.len(), per_tenant.len());
+    assert_eq!(summary.len(), o.per_tenant.len());
     for row in summary {
-        let c = &per_tenant[row["tenant"].as_str().unwrap()];
+        let c = &o.per_tenant[row["tenant"].as_str().unwrap()];
         let got = Coverage {
             agents: row["agents"].as_u64().unwrap() as usize,
             patch_reported: row["patch_reported"].as_u64().unwrap() as usize,
@@ -220,29 +242,21 @@ fn compliance_report_matches_the_posture_lab() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
 
-    // The gaps: the oracle's, and the scenarios'.
     let sla = &r["agents_out_of_patch_sla"];
-    assert_eq!(agents_of(sla), out_of_sla.keys().cloned().collect());
-    assert_eq!(agents_of(sla), with(lab, PostureScenario::PatchBacklog));
+    assert_eq!(agents_of(sla), o.out_of_sla.keys().cloned().collect());
     for row in sla {
-        let want = out_of_sla[row["agent"].as_str().unwrap()];
+        let want = o.out_of_sla[row["agent"].as_str().unwrap()];
         close(&row["days_missing"], want, "days_missing");
-        assert!(want > 30.0);
+        assert!(want > l.patch_days as f64);
     }
-    let av = &r["antivirus_gaps"];
-    assert_eq!(agents_of(av), av_gaps);
-    assert_eq!(agents_of(av), with(lab, PostureScenario::StaleAv));
-    assert!(av.iter().all(|r| r["problem"] == "stale"));
+    assert_eq!(agents_of(&r["antivirus_gaps"]), o.av_gaps);
     let bk = &r["backup_gaps"];
-    assert_eq!(agents_of(bk), backup_gaps.keys().cloned().collect());
-    assert_eq!(agents_of(bk), with(lab, PostureScenario::OldBackup));
+    assert_eq!(agents_of(bk), o.backup_gaps.keys().cloned().collect());
     for row in bk {
-        assert_eq!(row["problem"], "too_old");
-        close(
-            &row["hours_since_success"],
-            backup_gaps[row["agent"].as_str().unwrap()],
-            "hours",
-        );
+        let hours = o.backup_gaps[row["agent"].as_str().unwrap()];
+        if row["problem"] == "too_old" {
+            close(&row["hours_since_success"], hours, "hours");
+        }
     }
     let got: BTreeMap<(String, String), u64> = r["agent_versions"]
         .iter()
@@ -256,9 +270,32 @@ fn compliance_report_matches_the_posture_lab() {
             )
         })
         .collect();
-    assert_eq!(got, versions);
+    assert_eq!(got, o.versions);
+}
+
+#[test]
+fn compliance_report_matches_the_posture_lab() {
+    let data = posture_data();
+    let lab = &data.lab;
+    let sent = sent(lab);
+    let r = report("compliance", &[]);
+    let o = compliance_oracle(&sent, DEFAULT_LIMITS);
+    check_compliance(&r, &o, DEFAULT_LIMITS);
+
+    // The gaps are also the scenarios'.
+    let (sla, av, bk) = (
+        &r["agents_out_of_patch_sla"],
+        &r["antivirus_gaps"],
+        &r["backup_gaps"],
+    );
+    assert_eq!(agents_of(sla), with(lab, PostureScenario::PatchBacklog));
+    assert_eq!(agents_of(av), with(lab, PostureScenario::StaleAv));
+    assert!(av.iter().all(|r| r["problem"] == "stale"));
+    assert_eq!(agents_of(bk), with(lab, PostureScenario::OldBackup));
+    assert!(bk.iter().all(|r| r["problem"] == "too_old"));
     let old = with(lab, PostureScenario::OldAgent).len() as u64;
-    let on_old: u64 = versions
+    let on_old: u64 = o
+        .versions
         .iter()
         .filter(|((_, v), _)| v == "5.9.4")
         .map(|(_, n)| n)
@@ -269,11 +306,102 @@ fn compliance_report_matches_the_posture_lab() {
     }
     eprintln!(
         "compliance: {} tenants, {} out of patch SLA, {} AV gaps, {} backup gaps",
-        summary.len(),
+        r["compliance_summary"].len(),
         sla.len(),
         av.len(),
         bk.len()
     );
+}
+
+/// Under a rules file with stricter limits the report judges by those
+/// (the same as the detectors of that file would), says so in its
+/// heading, and finds the near-limit agents the defaults let pass.
+#[test]
+fn compliance_report_judges_by_the_rules_limits() {
+    let data = posture_data();
+    let sent = sent(&data.lab);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        r#"
+[[patch_sla]]
+name = "critical_patches_10d"
+max_days = 10
+severity = "warning"
+
+[[patch_sla]]
+name = "important_patches_60d"
+max_days = 60
+min_severity = "important"
+severity = "info"
+
+[[antivirus]]
+name = "av_1d"
+max_definition_age = "1d"
+severity = "warning"
+
+[[antivirus]]
+name = "av_2d"
+max_definition_age = "2d"
+severity = "info"
+
+[[backup]]
+name = "backup_12h"
+max_age = "12h"
+severity = "warning"
+"#,
+    )
+    .unwrap();
+    let strict = Limits {
+        patch_days: 10,
+        av_ms: DAY,
+        backup_ms: 12 * HOUR,
+    };
+    let rules = rules.to_str().unwrap();
+    let r = report("compliance", &["--rules", rules]);
+    let o = compliance_oracle(&sent, strict);
+    check_compliance(&r, &o, strict);
+    let d = compliance_oracle(&sent, DEFAULT_LIMITS);
+    // Stricter limits: everyone out under the defaults is out, and more.
+    for (what, strict, default) in [
+        ("patch", o.out_of_sla.len(), d.out_of_sla.len()),
+        ("antivirus", o.av_gaps.len(), d.av_gaps.len()),
+        ("backup", o.backup_gaps.len(), d.backup_gaps.len()),
+    ] {
+        assert!(strict > default, "{what}: {strict} vs {default} agents out");
+    }
+    // The heading names the limits.
+    let dir_arg = posture_data().dir.path().to_str().unwrap().to_owned();
+    let t = vigil(&[
+        "report",
+        "compliance",
+        "--data-dir",
+        &dir_arg,
+        "--rules",
+        rules,
+    ]);
+    assert!(t.status.success(), "{}", text(&t.stderr));
+    let head = text(&t.stdout).lines().next().unwrap_or_default().to_owned();
+    assert!(
+        head.contains(
+            "critical patches within 10 days, antivirus definitions within 1 day, backups within 12 hours"
+        ),
+        "{head}"
+    );
+    // A rules file that does not parse is an error, not the defaults.
+    std::fs::write(dir.path().join("bad.toml"), "[[backup]]\nmax_age = 3\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let e = vigil(&[
+        "report",
+        "compliance",
+        "--data-dir",
+        &dir_arg,
+        "--rules",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!e.status.success());
+    assert!(text(&e.stderr).contains("bad.toml"), "{}", text(&e.stderr));
 }
 
 /// The lab's expected incidents of `rule` as (tenant, agent, labels).
@@ -313,7 +441,7 @@ fn security_report_matches_the_posture_lab() {
     let data = posture_data();
     let lab = &data.lab;
     let sent = sent(lab);
-    let r = report("security");
+    let r = report("security", &[]);
     let is = |e: &SecurityEvent, k: K| e.kind == k as i32;
 
     // Per tenant.

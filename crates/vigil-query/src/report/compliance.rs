@@ -15,8 +15,147 @@
 //! count every agent with a report in scope, so an agent that does not
 //! report a section counts as not covered (the `*_reported` columns show
 //! how many did).
+//!
+//! The SQL constants hold the default limits, so they read as what runs
+//! with the built-in rules; `vigil report compliance` judges by the rules
+//! the workers run ([`ComplianceLimits::from_rules`]): each limit literal
+//! (`INTERVAL '30 days'`, ...) and the sentence that names it is replaced
+//! by the configured one before the query runs
+//! ([`ComplianceLimits::apply`]).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use vigil_ops::detect::{antivirus, backup, patch_sla};
+use vigil_ops::rules::RuleSet;
 
 use super::{Chart, ChartKind, SectionSpec};
+
+/// The limits the compliance report judges by: the status detectors'
+/// rules (docs/rules.md), so the report and the alerts agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComplianceLimits {
+    /// A critical patch missing for more than this many days is out of
+    /// SLA (`[[patch_sla]] max_days`).
+    pub patch_max_days: u32,
+    /// Antivirus definitions older than this are stale
+    /// (`[[antivirus]] max_definition_age`).
+    pub av_max_definition_age: Duration,
+    /// A last successful backup older than this is too old
+    /// (`[[backup]] max_age`).
+    pub backup_max_age: Duration,
+}
+
+impl Default for ComplianceLimits {
+    /// The detectors' defaults: 30 days, 3 days, 26 hours.
+    fn default() -> Self {
+        ComplianceLimits {
+            patch_max_days: patch_sla::DEFAULT_MAX_DAYS,
+            av_max_definition_age: antivirus::DEFAULT_MAX_DEFINITION_AGE,
+            backup_max_age: backup::DEFAULT_BACKUP_MAX_AGE,
+        }
+    }
+}
+
+impl ComplianceLimits {
+    /// The limits of `rules`. The `status` table records critical
+    /// patches only, so the patch limit is that of the `[[patch_sla]]`
+    /// rules that count critical patches; where several rules of a family
+    /// apply, the strictest (smallest) limit; a family without such a
+    /// rule keeps its default.
+    pub fn from_rules(rules: &RuleSet) -> Self {
+        let d = ComplianceLimits::default();
+        ComplianceLimits {
+            patch_max_days: rules
+                .patch_sla
+                .iter()
+                .filter(|r| r.min_severity == "critical")
+                .map(|r| r.max_days)
+                .min()
+                .unwrap_or(d.patch_max_days),
+            av_max_definition_age: rules
+                .antivirus
+                .iter()
+                .map(|r| r.max_definition_age)
+                .min()
+                .unwrap_or(d.av_max_definition_age),
+            backup_max_age: rules
+                .backup
+                .iter()
+                .map(|r| r.max_age)
+                .min()
+                .unwrap_or(d.backup_max_age),
+        }
+    }
+
+    /// The limits in words: `critical patches within 30 days, antivirus
+    /// definitions within 3 days, backups within 26 hours`.
+    pub fn describe(&self) -> String {
+        format!(
+            "critical patches within {}, antivirus definitions within {}, backups within {}",
+            span(Duration::from_secs(u64::from(self.patch_max_days) * 86_400)),
+            span(self.av_max_definition_age),
+            span(self.backup_max_age)
+        )
+    }
+
+    /// `text` (a section's SQL or its sentence) with each default limit
+    /// replaced by this one: the SQL interval literals and the phrases
+    /// of the sections' sentences that name them. Borrowed unchanged
+    /// under the default limits.
+    pub fn apply(&self, text: &'static str) -> Cow<'static, str> {
+        let d = ComplianceLimits::default();
+        if *self == d {
+            return Cow::Borrowed(text);
+        }
+        let patch = |n: u32| span(Duration::from_secs(u64::from(n) * 86_400));
+        let limits = [
+            (patch(d.patch_max_days), patch(self.patch_max_days)),
+            (
+                span(d.av_max_definition_age),
+                span(self.av_max_definition_age),
+            ),
+            (span(d.backup_max_age), span(self.backup_max_age)),
+        ];
+        // Two passes through markers, so a new limit that spells another
+        // default (a patch limit of 3 days) is not replaced again.
+        let mut out = text.to_string();
+        for (i, (from, _)) in limits.iter().enumerate() {
+            for ctx in ["INTERVAL '", "over ", "than "] {
+                out = out.replace(&format!("{ctx}{from}"), &format!("{ctx}\u{1}{i}\u{1}"));
+            }
+        }
+        for (i, (_, to)) in limits.iter().enumerate() {
+            out = out.replace(&format!("\u{1}{i}\u{1}"), to);
+        }
+        Cow::Owned(out)
+    }
+}
+
+/// A limit as an SQL interval's text and as the sentences say it: whole
+/// days, else whole hours, minutes or seconds (`3 days`, `26 hours`,
+/// `1 day`, `90 minutes`); with a part of a second, milliseconds.
+/// DataFusion and DuckDB read each of these the same way.
+fn span(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = d.as_secs();
+    let (n, unit) = if ms % 1000 != 0 {
+        (ms, "millisecond")
+    } else if s % 86_400 == 0 && s > 0 {
+        (u128::from(s / 86_400), "day")
+    } else if s % 3600 == 0 && s > 0 {
+        (u128::from(s / 3600), "hour")
+    } else if s % 60 == 0 && s > 0 {
+        (u128::from(s / 60), "minute")
+    } else {
+        (u128::from(s), "second")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
 
 /// The newest patch section of each agent (`newest = 1`).
 macro_rules! latest_patches {
@@ -244,3 +383,87 @@ pub const SECTIONS: &[SectionSpec] = &[
         chart: None,
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_leave_the_sql_as_written() {
+        let d = ComplianceLimits::default();
+        for s in SECTIONS {
+            assert!(matches!(d.apply(s.sql), Cow::Borrowed(_)));
+            assert_eq!(d.apply(s.about), s.about);
+        }
+        assert_eq!(
+            d.describe(),
+            "critical patches within 30 days, antivirus definitions within 3 days, backups within 26 hours"
+        );
+        assert_eq!(ComplianceLimits::from_rules(&RuleSet::default_rules()), d);
+        assert_eq!(ComplianceLimits::from_rules(&RuleSet::default()), d);
+    }
+
+    #[test]
+    fn every_limit_is_replaced_once_in_sql_and_sentences() {
+        // A patch limit that spells the antivirus default and an
+        // antivirus limit that spells the patch default: each replaced
+        // once, not again by the other.
+        let l = ComplianceLimits {
+            patch_max_days: 3,
+            av_max_definition_age: Duration::from_secs(30 * 86_400),
+            backup_max_age: Duration::from_secs(90 * 60),
+        };
+        let summary = l.apply(COMPLIANCE_SUMMARY);
+        assert_eq!(summary.matches("INTERVAL '3 days'").count(), 1);
+        assert_eq!(summary.matches("INTERVAL '30 days'").count(), 1);
+        assert_eq!(summary.matches("INTERVAL '90 minutes'").count(), 1);
+        assert!(!summary.contains("26 hours"));
+        assert!(l.apply(PATCH_SLA_BREACHES).contains("observed_at - INTERVAL '3 days'"));
+        assert!(l.apply(ANTIVIRUS_GAPS).contains("observed_at - INTERVAL '30 days'"));
+        assert!(l.apply(BACKUP_GAPS).contains("observed_at - INTERVAL '90 minutes'"));
+        let about: Vec<String> = SECTIONS.iter().map(|s| l.apply(s.about).into()).collect();
+        assert!(about[0].contains("missing over 3 days"), "{}", about[0]);
+        assert!(about[1].contains("more than 3 days"), "{}", about[1]);
+        assert!(about[2].contains("older than 30 days"), "{}", about[2]);
+        assert!(about[3].contains("older than 90 minutes"), "{}", about[3]);
+        assert_eq!(span(Duration::from_millis(1500)), "1500 milliseconds");
+        assert_eq!(span(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(span(Duration::from_secs(61)), "61 seconds");
+    }
+
+    #[test]
+    fn limits_come_from_the_strictest_rule_that_counts() {
+        let rules = RuleSet::from_toml(
+            r#"
+[[patch_sla]]
+name = "critical"
+max_days = 14
+severity = "warning"
+
+[[patch_sla]]
+name = "important"
+max_days = 7
+min_severity = "important"
+severity = "info"
+
+[[antivirus]]
+name = "a"
+max_definition_age = "2d"
+severity = "warning"
+
+[[antivirus]]
+name = "b"
+max_definition_age = "36h"
+severity = "info"
+"#,
+            "rules.toml",
+        )
+        .unwrap();
+        let l = ComplianceLimits::from_rules(&rules);
+        // The `important` rule counts more than critical patches: the
+        // status table's critical ones are judged by the critical rule.
+        assert_eq!(l.patch_max_days, 14);
+        assert_eq!(l.av_max_definition_age, Duration::from_secs(36 * 3600));
+        assert_eq!(l.backup_max_age, backup::DEFAULT_BACKUP_MAX_AGE);
+    }
+}

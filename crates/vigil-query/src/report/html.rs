@@ -197,7 +197,7 @@ fn section_html(out: &mut String, s: &Section) -> Result<()> {
         "<section id=\"{}\">\n<h2>{}</h2>\n<p class=\"about\">{}</p>",
         escape(spec.name),
         escape(spec.title),
-        escape(spec.about)
+        escape(&s.about)
     );
     let rows = s.rows();
     if rows == 0 {
@@ -240,7 +240,7 @@ pub fn document(report: &Report) -> Result<String> {
         escape(title),
         escape(title)
     );
-    let mut meta = format!("Scope: {}", escape(&report.scope.describe()));
+    let mut meta = format!("Scope: {}", escape(&report.describe()));
     if let Some(g) = &report.generated_at {
         let _ = write!(meta, " · generated {}", escape(g));
     }

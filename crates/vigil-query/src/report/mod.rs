@@ -30,6 +30,7 @@ pub mod html;
 pub mod security;
 mod svg;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -43,6 +44,7 @@ use crate::alerts::{time_range, AlertFilter};
 use crate::error::Result;
 use crate::render::{render, Format};
 use crate::session::QuerySession;
+pub use compliance::ComplianceLimits;
 
 /// Which report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -264,6 +266,11 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 pub struct Section {
     /// Which query produced it.
     pub spec: &'static SectionSpec,
+    /// The SQL that ran: the spec's, with the report's limits in it
+    /// ([`compliance::ComplianceLimits::apply`]).
+    pub sql: Cow<'static, str>,
+    /// The section's sentence, with the same limits.
+    pub about: Cow<'static, str>,
     /// Its rows (at least one batch, possibly empty).
     pub batches: Vec<RecordBatch>,
 }
@@ -287,10 +294,37 @@ pub struct Report {
     pub generated_at: Option<String>,
     /// The sections, in display order.
     pub sections: Vec<Section>,
+    /// The limits a compliance report judged by (`None` for the other
+    /// reports); shown in the report's heading.
+    pub limits: Option<ComplianceLimits>,
 }
 
-/// Runs every section of `kind` over the rows of `scope`.
+impl Report {
+    /// What the report covers, for its heading: the scope and, for a
+    /// compliance report, the limits it judged by.
+    pub fn describe(&self) -> String {
+        let mut d = self.scope.describe();
+        if let Some(l) = &self.limits {
+            d.push_str(&format!("; {}", l.describe()));
+        }
+        d
+    }
+}
+
+/// Runs every section of `kind` over the rows of `scope`, judging
+/// compliance by the detectors' default limits.
 pub async fn run(session: &QuerySession, kind: ReportKind, scope: &Scope) -> Result<Report> {
+    run_with(session, kind, scope, &ComplianceLimits::default()).await
+}
+
+/// [`run`], judging compliance by `limits` (those of the rules the
+/// workers run: [`ComplianceLimits::from_rules`]).
+pub async fn run_with(
+    session: &QuerySession,
+    kind: ReportKind,
+    scope: &Scope,
+    limits: &ComplianceLimits,
+) -> Result<Report> {
     let scoped;
     let session = if scope.is_all() {
         session
@@ -301,14 +335,24 @@ pub async fn run(session: &QuerySession, kind: ReportKind, scope: &Scope) -> Res
     let specs = kind.sections();
     let mut sections = Vec::with_capacity(specs.len());
     for spec in specs {
-        let batches = session.sql(spec.sql).await?;
-        sections.push(Section { spec, batches });
+        let (sql, about) = match kind {
+            ReportKind::Compliance => (limits.apply(spec.sql), limits.apply(spec.about)),
+            _ => (Cow::Borrowed(spec.sql), Cow::Borrowed(spec.about)),
+        };
+        let batches = session.sql(&sql).await?;
+        sections.push(Section {
+            spec,
+            sql,
+            about,
+            batches,
+        });
     }
     Ok(Report {
         kind,
         scope: scope.clone(),
         generated_at: None,
         sections,
+        limits: (kind == ReportKind::Compliance).then_some(*limits),
     })
 }
 
@@ -326,7 +370,7 @@ pub fn render_report(report: &Report, format: Format) -> Result<String> {
         out.push_str(&format!(
             "# {} ({})\n\n",
             report.kind.title(),
-            report.scope.describe()
+            report.describe()
         ));
     }
     for (i, s) in report.sections.iter().enumerate() {

@@ -477,6 +477,54 @@ fn compliance_report_numbers() {
 }
 
 #[test]
+fn compliance_report_judges_by_the_limits_given() {
+    // Patches within 40 days: a2's 30 days and 1 ms pass. Definitions
+    // within 1 day: a1's (exactly 3 days at 5h) are stale too. Backups
+    // within 2 days: b2's 26 h 1 ms pass.
+    let limits = ComplianceLimits {
+        patch_max_days: 40,
+        av_max_definition_age: std::time::Duration::from_secs(86_400),
+        backup_max_age: std::time::Duration::from_secs(2 * 86_400),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_posture(dir.path());
+    let s = QuerySession::open(dir.path()).unwrap();
+    let r = block_on(run_with(&s, ReportKind::Compliance, &Scope::default(), &limits))
+        .unwrap()
+        .unwrap();
+    assert!(rows(&r, "agents_out_of_patch_sla").is_empty());
+    assert_eq!(
+        pick(&rows(&r, "antivirus_gaps"), &["agent", "problem"]),
+        [
+            json!(["a2", "disabled"]),
+            json!(["a1", "stale"]),
+            json!(["b1", "stale"]),
+        ]
+    );
+    assert_eq!(
+        pick(&rows(&r, "backup_gaps"), &["agent", "problem"]),
+        [json!(["a2", "failed"]), json!(["b1", "never"])]
+    );
+    assert_eq!(
+        pick(
+            &rows(&r, "compliance_summary"),
+            &["tenant", "patch_compliant", "av_protected", "backup_ok"]
+        ),
+        [json!(["beta", 1, 1, 1]), json!(["acme", 3, 1, 1])]
+    );
+    assert!(r.describe().ends_with(
+        "critical patches within 40 days, antivirus definitions within 1 day, backups within 2 days"
+    ));
+    assert!(r.sections[0].about.contains("over 40 days"));
+    // The other reports carry no limits.
+    let h = block_on(run_with(&s, ReportKind::Security, &Scope::default(), &limits))
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.limits, None);
+    assert_eq!(h.describe(), "all data");
+}
+
+#[test]
 fn compliance_report_judges_the_latest_report_in_scope() {
     // Before 04:00 a1's latest patch report is the 01:00 one (a critical
     // patch 40 days and 1 hour old) and a2 has none.

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use vigil_query::report::{ReportKind, Scope};
+use vigil_query::report::{ComplianceLimits, ReportKind, Scope};
 use vigil_query::{render, Format, QuerySession};
 use vigil_store::Location;
 
@@ -97,6 +97,12 @@ pub struct ReportArgs {
     /// same directory, then a rename) instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Rules file whose limits the compliance report judges by (patch
+    /// SLA days, antivirus definition age, backup age; default: `rules`
+    /// from the config, else the built-in rules), so the report agrees
+    /// with the alerts.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 fn data_dir(config: Option<&Path>, flag: Option<String>) -> Result<Location> {
@@ -148,7 +154,13 @@ pub fn run_report(config: Option<&Path>, a: ReportArgs) -> Result<()> {
             bail!("--from must be before --to");
         }
     }
-    let text = make_report(&dir, a.report, &scope, a.format)?;
+    let limits = if a.report == ReportKind::Compliance {
+        let rules = Settings::load(config)?.load_rules(a.rules.as_deref())?;
+        ComplianceLimits::from_rules(&rules)
+    } else {
+        ComplianceLimits::default()
+    };
+    let text = make_report(&dir, a.report, &scope, &limits, a.format)?;
     match a.out {
         None => print!("{text}"),
         Some(path) => write_out(&path, text.as_bytes())?,
@@ -161,13 +173,14 @@ pub fn make_report(
     dir: &Location,
     kind: ReportKind,
     scope: &Scope,
+    limits: &ComplianceLimits,
     format: Format,
 ) -> Result<String> {
     let rt = runtime()?;
     let session = QuerySession::open_location(dir)
         .with_context(|| format!("opening datasets under {dir}"))?;
     let mut report = rt
-        .block_on(vigil_query::report::run(&session, kind, scope))
+        .block_on(vigil_query::report::run_with(&session, kind, scope, limits))
         .with_context(|| format!("{kind} report queries failed"))?;
     report.generated_at = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
     Ok(vigil_query::report::render_report(&report, format)?)
@@ -198,6 +211,7 @@ pub fn print_report(dir: &Path, format: Format) -> Result<()> {
             &Location::from(dir),
             ReportKind::Health,
             &Scope::default(),
+            &ComplianceLimits::default(),
             format
         )?
     );

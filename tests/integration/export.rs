@@ -760,44 +760,53 @@ fn export_to_stdout_and_file_with_exact_time_bounds_and_rule() {
 
 // ------------------------------------------------------------------ kafka
 
-#[test]
-fn export_to_kafka_with_headers_keys_and_order() {
-    use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-    use vigil_kafka::rdkafka::message::Headers;
-    use vigil_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-
-    let brokers = match std::env::var("VIGIL_TEST_BROKERS") {
-        Ok(b) if !b.is_empty() => b,
+/// The test broker from scripts/test.sh; `None` (the test skips) only
+/// when no broker is required.
+fn test_brokers() -> Option<String> {
+    match std::env::var("VIGIL_TEST_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
         _ => {
             assert!(
                 std::env::var("VIGIL_REQUIRE_BROKER").as_deref() != Ok("1"),
                 "VIGIL_REQUIRE_BROKER=1 but VIGIL_TEST_BROKERS is not set"
             );
             eprintln!("skipped: no test broker; scripts/test.sh starts one");
-            return;
+            None
         }
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let evs = events(250, MIDNIGHT);
-    store(&data, &evs);
+    }
+}
+
+/// One record read back from a topic: key, payload, and the
+/// `vigil.encoding` and `content-type` headers.
+type ReadBack = (Option<String>, String, Option<String>, Option<String>);
+
+/// Runs `vigil export --to kafka://<new topic>` with `args` over the
+/// datasets under `data`, then reads the topic's `n` records back from
+/// its start (one partition, so in the order sent).
+fn export_to_kafka_and_read(brokers: &str, data: &Path, args: &[&str], n: usize) -> Vec<ReadBack> {
+    use vigil_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use vigil_kafka::rdkafka::message::Headers;
+    use vigil_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
     let topic = crate::common::unique_name("export");
     let settings = vigil_kafka::KafkaSettings {
-        brokers: brokers.clone(),
+        brokers: brokers.to_owned(),
         ..vigil_kafka::KafkaSettings::default()
     };
     vigil_kafka::admin::create_topics(&settings, &[(&topic, 1)], Duration::from_secs(30)).unwrap();
     let o = Command::new(vigil_bin())
-        .args(["export", "--format", "ecs", "--batch", "100", "--to"])
+        .arg("export")
+        .args(args)
+        .arg("--to")
         .arg(format!("kafka://{topic}"))
         .arg("--data-dir")
-        .arg(&data)
-        .env("VIGIL_KAFKA__BROKERS", &brokers)
+        .arg(data)
+        .env("VIGIL_KAFKA__BROKERS", brokers)
         .output()
         .unwrap();
     ok(&o);
     let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
         .create()
@@ -808,12 +817,11 @@ fn export_to_kafka_with_headers_keys_and_order() {
     c.assign(&tpl).unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < evs.len() {
+    while got.len() < n {
         assert!(
             Instant::now() < deadline,
-            "{} of {} read back",
+            "{} of {n} read back",
             got.len(),
-            evs.len()
         );
         let Some(m) = c.poll(Duration::from_millis(200)) else {
             continue;
@@ -832,6 +840,32 @@ fn export_to_kafka_with_headers_keys_and_order() {
             header("content-type"),
         ));
     }
+    // Nothing more than the events: a short poll finds no extra record.
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            panic!("record {} past the {n} exported", m.unwrap().offset());
+        }
+    }
+    let _ = std::io::stderr().flush();
+    got
+}
+
+#[test]
+fn export_to_kafka_with_headers_keys_and_order() {
+    let Some(brokers) = test_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let evs = events(250, MIDNIGHT);
+    store(&data, &evs);
+    let got = export_to_kafka_and_read(
+        &brokers,
+        &data,
+        &["--format", "ecs", "--batch", "100"],
+        evs.len(),
+    );
     for (g, a) in got.iter().zip(&evs) {
         assert_eq!(g.0.as_deref(), Some(a.fingerprint.as_str()));
         assert_eq!(g.1, encode("ecs", a));
@@ -842,7 +876,36 @@ fn export_to_kafka_with_headers_keys_and_order() {
             "{g:?}"
         );
     }
-    let _ = std::io::stderr().flush();
+}
+
+/// The posture lab's security events to Kafka through the broker, in
+/// OCSF: every event once, in export order, keyed by its agent (the
+/// order per agent the telemetry topic has), with the encoding headers.
+#[test]
+fn export_security_events_to_kafka() {
+    let Some(brokers) = test_brokers() else {
+        return;
+    };
+    let data = posture_data();
+    let mut all = data.security.clone();
+    export_order(&mut all);
+    assert!(all.len() > 1000, "{} events", all.len());
+    let got = export_to_kafka_and_read(
+        &brokers,
+        data.dir.path(),
+        &["--dataset", "security_events", "--format", "ocsf"],
+        all.len(),
+    );
+    for (g, e) in got.iter().zip(&all) {
+        assert_eq!(g.0.as_deref(), Some(e.agent.as_str()));
+        assert_eq!(g.1, encode_security("ocsf", e));
+        assert_eq!(g.2.as_deref(), Some("ocsf"));
+        assert!(
+            g.3.as_deref()
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{g:?}"
+        );
+    }
 }
 
 // -------------------------------------------------------- security events

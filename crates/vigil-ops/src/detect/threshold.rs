@@ -397,31 +397,7 @@ pub(crate) fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<Thresh
     let name = cx.name(t, &span, path);
     let metric = cx.string(t, &span, path, "metric", true);
     let labels = cx.labels(t, path);
-    let aggregate = match t.get("aggregate") {
-        None => {
-            cx.missing(span.clone(), path, "aggregate");
-            None
-        }
-        Some(v) => {
-            let a = match v.get_ref().as_str() {
-                Some("count") => Some(AggregateKind::Count),
-                Some("sum") => Some(AggregateKind::Sum),
-                Some("min") => Some(AggregateKind::Min),
-                Some("max") => Some(AggregateKind::Max),
-                Some("mean") => Some(AggregateKind::Mean),
-                Some("last") => Some(AggregateKind::Last),
-                _ => None,
-            };
-            if a.is_none() {
-                cx.problem(
-                    v.span(),
-                    format!("{path}.aggregate"),
-                    "expected one of: \"count\", \"sum\", \"min\", \"max\", \"mean\", \"last\"",
-                );
-            }
-            a
-        }
-    };
+    let aggregate = cx.aggregate(t, &span, path, None);
     let op = match t.get("op") {
         None => {
             cx.missing(span.clone(), path, "op");

@@ -19,7 +19,7 @@ use super::audit::{RulesMeta, MAX_META_CHARS};
 use super::calendar::{days_from_civil, parse_hhmm, weekday_named};
 use super::{MaintenanceWindow, Recurrence, RuleProblem, RuleSet, RulesError, MAX_OCCURRENCE_MS};
 use crate::detect::registry::FAMILY_KEYS;
-use crate::model::Severity;
+use crate::model::{AggregateKind, Severity};
 
 /// A value of the spanned TOML document tree.
 pub type Val<'i> = Spanned<DeValue<'i>>;
@@ -214,6 +214,40 @@ impl<'a> Cx<'a> {
             format!("{path}.{key}"),
             "missing required field",
         );
+    }
+
+    /// The window aggregate `key = "aggregate"` of `t` names; when absent,
+    /// `default`, or a missing-field problem when there is none.
+    pub(crate) fn aggregate(
+        &mut self,
+        t: &DeTable<'_>,
+        span: &Range<usize>,
+        path: &str,
+        default: Option<AggregateKind>,
+    ) -> Option<AggregateKind> {
+        let Some(v) = t.get("aggregate") else {
+            if default.is_none() {
+                self.missing(span.clone(), path, "aggregate");
+            }
+            return default;
+        };
+        let a = match v.get_ref().as_str() {
+            Some("count") => Some(AggregateKind::Count),
+            Some("sum") => Some(AggregateKind::Sum),
+            Some("min") => Some(AggregateKind::Min),
+            Some("max") => Some(AggregateKind::Max),
+            Some("mean") => Some(AggregateKind::Mean),
+            Some("last") => Some(AggregateKind::Last),
+            _ => None,
+        };
+        if a.is_none() {
+            self.problem(
+                v.span(),
+                format!("{path}.aggregate"),
+                "expected one of: \"count\", \"sum\", \"min\", \"max\", \"mean\", \"last\"",
+            );
+        }
+        a
     }
 
     pub(crate) fn string(

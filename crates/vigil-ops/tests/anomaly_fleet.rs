@@ -219,22 +219,14 @@ fn anomaly_catches_the_saturations_thresholds_catch_with_fewer_alerts() {
                 .collect::<Vec<_>>()
         );
     }
-    // Every saturation the thresholds catch, the anomaly rule catches,
-    // but for two known causes (docs/detectors.md, "anomaly"), each
-    // checked here, so any other miss fails the test:
-    // - a busy host whose thresholds incident had opened on its daily
-    //   peak before the saturation began (it overlaps the saturation, but
-    //   did not detect it; the saturation hardly exceeds the peak);
-    // - a saturation of the same agent in the same hour of the day during
-    //   the anomaly rule's first season, learnt into that hour's profile
-    //   (first-season learning is not robust, see the module docs).
-    const HOUR_MS: i64 = 3_600_000;
-    let hours = |a: i64, b: i64| -> Vec<i64> {
-        (a / HOUR_MS..=(b - 1) / HOUR_MS)
-            .map(|h| h.rem_euclid(24))
-            .collect()
-    };
-    let first_season_end = start + DAY_MS + HOUR_MS;
+    // Every saturation the thresholds detect, the anomaly rule catches.
+    // A miss is allowed for one cause only (docs/detectors.md,
+    // "anomaly"), checked here, so any other miss fails the test: a busy
+    // host whose thresholds incident had opened on its daily peak before
+    // the saturation began (it overlaps the saturation, so it counts as
+    // caught, but did not detect it; the saturation hardly exceeds the
+    // peak). A saturation learnt in the first season no longer hides the
+    // same hour's later ones (module docs, "Warm-up").
     let mut unexplained = Vec::new();
     for e in &missed {
         let peak_before = is_busy(e)
@@ -242,15 +234,8 @@ fn anomaly_catches_the_saturations_thresholds_catch_with_fewer_alerts() {
                 .iter()
                 .filter(|i| overlaps(i, e))
                 .all(|i| i.2 < e.start_ms);
-        let hs = hours(e.start_ms, e.end_ms);
-        let learnt = eps.iter().any(|o| {
-            o.agent == e.agent
-                && o.tenant == e.tenant
-                && o.start_ms < first_season_end
-                && hours(o.start_ms, o.end_ms).iter().any(|h| hs.contains(h))
-        });
-        println!("  cause: peak incident before it: {peak_before}, same hour learnt in the first season: {learnt}");
-        if !(peak_before || learnt) {
+        println!("  cause: thresholds incident opened on the daily peak before it: {peak_before}");
+        if !peak_before {
             unexplained.push(e);
         }
     }
@@ -259,6 +244,7 @@ fn anomaly_catches_the_saturations_thresholds_catch_with_fewer_alerts() {
         "saturations the thresholds catch and the anomaly rule misses: {unexplained:#?}"
     );
     assert!(t.caught > 0, "the thresholds catch saturations: {t:?}");
+    assert!(missed.len() <= 1, "{} missed", missed.len());
     // Fewer alerts, fewer false ones.
     assert!(
         a.incidents < t.incidents,

@@ -40,12 +40,26 @@
 //! visit's windows and of their squared residuals (not biased towards the
 //! first value or 0); then both continue as EWMAs. A slot never visited
 //! takes its first window's value and does not judge it. Everything seen
-//! in the first season is learnt, incidents included: a saturation in the
-//! first day widens that hour's band for the next days (the variance
-//! half-life). Rejecting outliers in the first season was tried and
-//! dropped: with a handful of windows of a slot the estimate has no scale
-//! yet, and a smooth low-noise curve (a noise-free diurnal peak) was then
-//! rejected as an outlier forever and fired every day.
+//! in the first season is learnt, incidents included. Rejecting outliers
+//! in the first season was tried and dropped: with a handful of windows
+//! of a slot the estimate has no scale yet, and a smooth low-noise curve
+//! (a noise-free diurnal peak) was then rejected as an outlier forever
+//! and fired every day.
+//!
+//! What the first season learnt is therefore **provisional**, and the
+//! slot's next visit checks it. That visit is judged and learnt as usual,
+//! and also summarised (its windows' mean and spread); when it ends, a
+//! visit whose mean is below the first-season estimate by more than the
+//! band of its own spread (`max(k · its sd, min_deviation)`; above it,
+//! for a `down` rule) says the estimate was most likely learnt from an
+//! incident (a saturation on the first day): the slot takes the visit's
+//! mean and variance. Any other visit confirms the estimate. Without the
+//! check a first-day saturation stayed in its hour's profile for days
+//! (the normal values after it were outliers, which do not move the
+//! profile, and it widened the band), and a saturation in the same hour
+//! on a later day was not seen. A daily peak that recurs agrees with its
+//! estimate and stays learnt. `both` rules have no side to trust and keep
+//! the first season's estimate.
 //!
 //! # Robustness
 //!
@@ -79,7 +93,7 @@
 //! watches must cost nothing: the family's [`SeriesFamily::Slot`] is `()`
 //! (no byte in any series' handle) and the states sit in a map keyed by
 //! (series uid, rule index) ([`AnomalyStore`]), created on a series' first
-//! window. One state is 48 bytes plus two `f32` per slot on the heap (192
+//! window. One state is 72 bytes plus two `f32` per slot on the heap (192
 //! bytes at 24 slots); `f32` keeps 7 significant digits, far below the
 //! noise of any metric the rule is useful on. The checkpoint form writes
 //! the floats as their bits (exact restore).
@@ -257,6 +271,19 @@ fn alpha(step_ms: f64, half_life: Duration) -> f64 {
 mod bits {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    pub mod f32x2 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[f32; 2], s: S) -> Result<S::Ok, S::Error> {
+            [v[0].to_bits(), v[1].to_bits()].serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[f32; 2], D::Error> {
+            let [a, b] = <[u32; 2]>::deserialize(d)?;
+            Ok([f32::from_bits(a), f32::from_bits(b)])
+        }
+    }
+
     pub mod f32s {
         use super::*;
 
@@ -290,9 +317,21 @@ pub struct AnomalyState {
     pub last_end_ms: OptMs,
     /// `started_at_ms` of the firing incident, if any.
     pub firing_since: OptMs,
+    /// While the first visit after the first season of a provisional
+    /// slot lasts: the visit's start (see "Warm-up" in the module docs).
+    #[serde(default)]
+    pub check_from: OptMs,
+    /// Windows of that visit so far.
+    #[serde(default)]
+    pub check_n: u32,
+    /// Their mean and sum of squared deviations from it (Welford).
+    #[serde(default, with = "bits::f32x2")]
+    pub check: [f32; 2],
     /// Per seasonal slot, its expected value and its residual variance
     /// (`[m0, v0, m1, v1, ...]`; a NaN expected value: not visited yet;
-    /// empty before the first window).
+    /// empty before the first window). The variance's sign bit marks a
+    /// slot learnt only in the first season (provisional), so its
+    /// magnitude is the variance.
     #[serde(with = "bits::f32s")]
     pub season: Box<[f32]>,
 }
@@ -351,17 +390,26 @@ impl AnomalyState {
             self.since_ms = w.start_ms.into();
         }
         let (j, slot_ms) = Self::slot_of(rule, w.start_ms);
+        let slot_start = w.start_ms - w.start_ms.rem_euclid(slot_ms);
+        // A checked visit ends when a window of another visit comes.
+        if let Some(from) = self.check_from.get() {
+            if from != slot_start {
+                self.end_check(rule, from);
+            }
+        }
         let j = j.min(self.season.len() / 2 - 1);
         let (im, iv) = (2 * j, 2 * j + 1);
         let m = f64::from(self.season[im]);
-        let v = f64::from(self.season[iv]).max(0.0);
+        let provisional = self.season[iv].is_sign_negative();
+        let v = f64::from(self.season[iv]).abs();
         let sigma = v.sqrt();
         let band = (rule.k * sigma).max(rule.min_deviation);
         self.seen = self.seen.saturating_add(1);
         if m.is_nan() {
-            // First visit of the slot: it starts at this value.
+            // First visit of the slot: it starts at this value, learnt in
+            // its first visit (provisional).
             self.season[im] = x as f32;
-            self.season[iv] = 0.0;
+            self.season[iv] = -0.0;
             return Judged {
                 value: x,
                 expected: x,
@@ -372,6 +420,21 @@ impl AnomalyState {
         }
         let r = x - m;
         let first = self.first_season(rule, w.start_ms, slot_ms);
+        // The first visit after the first season of a provisional slot is
+        // summarised, to check the slot's estimate by at its end.
+        let checking = !first && provisional && slots > 1 && rule.direction != Deviation::Both;
+        if checking {
+            if self.check_from.get().is_none() {
+                self.check_from = slot_start.into();
+            }
+            self.check_n = self.check_n.saturating_add(1);
+            let n = f64::from(self.check_n);
+            let mean = f64::from(self.check[0]);
+            let d = x - mean;
+            let mean2 = mean + d / n;
+            let m2 = f64::from(self.check[1]) + d * (x - mean2);
+            self.check = [mean2 as f32, m2 as f32];
+        }
         let warm = self.seen >= rule.warmup && (slots <= 1 || !first);
         let up = r > band;
         let down = r < -band;
@@ -391,7 +454,6 @@ impl AnomalyState {
         let running = if slots <= 1 {
             (!warm).then(|| f64::from(self.seen))
         } else if first {
-            let slot_start = w.start_ms - w.start_ms.rem_euclid(slot_ms);
             let from = self
                 .since_ms
                 .get()
@@ -408,7 +470,7 @@ impl AnomalyState {
             if c <= 1.0 {
                 // A new visit in the first season restarts the slot.
                 self.season[im] = x as f32;
-                self.season[iv] = 0.0;
+                self.season[iv] = -0.0;
                 return Judged {
                     value: x,
                     expected: m,
@@ -428,13 +490,49 @@ impl AnomalyState {
             self.season[im] = (m + g * r) as f32;
         }
         let r2 = if outlier { band * band } else { r * r };
-        self.season[iv] = (v + gv * (r2 - v)) as f32;
+        let nv = (v + gv * (r2 - v)) as f32;
+        // Learnt in the first season, or in the visit that checks it: still
+        // provisional (until [`AnomalyState::end_check`]).
+        self.season[iv] = if first || checking { -nv } else { nv };
         Judged {
             value: x,
             expected: m,
             sigma,
             band,
             deviates,
+        }
+    }
+
+    /// Ends the checked visit that started at `from`: a slot whose
+    /// first-season estimate that visit contradicts on the side that does
+    /// not alert (its mean further below the estimate than the band of its
+    /// own spread, for an `up` rule) takes the visit's mean and variance;
+    /// any other is confirmed as it is (see "Warm-up" in the module docs).
+    fn end_check(&mut self, rule: &AnomalyRule, from: i64) {
+        let (j, _) = Self::slot_of(rule, from);
+        let j = j.min(self.season.len() / 2 - 1);
+        let (im, iv) = (2 * j, 2 * j + 1);
+        let n = self.check_n;
+        let [mean, m2] = self.check;
+        self.check_from = OptMs::NONE;
+        self.check_n = 0;
+        self.check = [0.0; 2];
+        if !self.season[iv].is_sign_negative() || n == 0 {
+            return;
+        }
+        let var = (f64::from(m2) / f64::from(n)).max(0.0);
+        let band = (rule.k * var.sqrt()).max(rule.min_deviation);
+        let d = f64::from(mean) - f64::from(self.season[im]);
+        let contradicted = match rule.direction {
+            Deviation::Up => d < -band,
+            Deviation::Down => d > band,
+            Deviation::Both => false,
+        };
+        if contradicted {
+            self.season[im] = mean;
+            self.season[iv] = var as f32;
+        } else {
+            self.season[iv] = self.season[iv].abs();
         }
     }
 
@@ -503,7 +601,7 @@ impl AnomalyState {
     pub fn expect(&self, rule: &AnomalyRule, start_ms: i64) -> Option<(f64, f64)> {
         let j = Self::slot_of(rule, start_ms).0;
         let m = f64::from(*self.season.get(2 * j)?);
-        let sigma = f64::from(*self.season.get(2 * j + 1)?).max(0.0).sqrt();
+        let sigma = f64::from(*self.season.get(2 * j + 1)?).abs().sqrt();
         (!m.is_nan()).then_some((m, (rule.k * sigma).max(rule.min_deviation)))
     }
 }
@@ -615,28 +713,7 @@ pub(crate) fn parse(cx: &mut Cx<'_>, path: &str, val: &Val<'_>) -> Option<Anomal
     let name = cx.name(t, &span, path);
     let metric = cx.string(t, &span, path, "metric", true);
     let labels = cx.labels(t, path);
-    let aggregate = match t.get("aggregate") {
-        None => Some(AggregateKind::Mean),
-        Some(v) => {
-            let a = match v.get_ref().as_str() {
-                Some("count") => Some(AggregateKind::Count),
-                Some("sum") => Some(AggregateKind::Sum),
-                Some("min") => Some(AggregateKind::Min),
-                Some("max") => Some(AggregateKind::Max),
-                Some("mean") => Some(AggregateKind::Mean),
-                Some("last") => Some(AggregateKind::Last),
-                _ => None,
-            };
-            if a.is_none() {
-                cx.problem(
-                    v.span(),
-                    format!("{path}.aggregate"),
-                    "expected one of: \"count\", \"sum\", \"min\", \"max\", \"mean\", \"last\"",
-                );
-            }
-            a
-        }
-    };
+    let aggregate = cx.aggregate(t, &span, path, Some(AggregateKind::Mean));
     let direction = match t.get("direction") {
         None => Some(Deviation::Both),
         Some(v) => match v.get_ref().as_str() {
@@ -1095,6 +1172,50 @@ summary = "{series} at {value}, expected {expected} (sigma {sigma}, {deviation})
     }
 
     #[test]
+    fn a_first_day_saturation_is_re_learnt_not_kept() {
+        // A desktop at 20 % ± 2, saturated at 97 % from 06:00 to 06:40 on
+        // its first day (learnt: nothing may fire in the first season),
+        // then again at the same time on days 3 and 5.
+        let load = |i: i64| 20.0 + 2.0 * noise(3, i);
+        let sat = |d: i64, i: i64| (d * DAY + 6 * 60..d * DAY + 6 * 60 + 40).contains(&i);
+        let v: Vec<(i64, f64)> = (0..6 * DAY)
+            .map(|i| {
+                let x = if sat(0, i) || sat(2, i) || sat(4, i) {
+                    97.0 + noise(9, i)
+                } else {
+                    load(i)
+                };
+                (i, x)
+            })
+            .collect();
+        // Day 2's normal hour contradicts the learnt mix of 97 % and 20 %:
+        // the slot takes day 2's, so days 3 and 5 each fire once (before,
+        // neither did: the day-1 profile held, its band widened by the
+        // saturation, the normal values being outliers below it).
+        let ev = run(RULE, &v);
+        let (d3, d5) = (2 * DAY + 6 * 60, 4 * DAY + 6 * 60);
+        assert_eq!(
+            statuses(&ev),
+            [
+                (AlertStatus::Firing, d3 + 5),
+                (AlertStatus::Resolved, d3 + 45),
+                (AlertStatus::Firing, d5 + 5),
+                (AlertStatus::Resolved, d5 + 45),
+            ],
+            "{ev:?}"
+        );
+        // A recurring daily peak is not contradicted: it stays learnt, so
+        // the same series with the peak every day never fires.
+        let daily: Vec<(i64, f64)> = (0..6 * DAY)
+            .map(|i| {
+                let peak = (6 * 60..6 * 60 + 40).contains(&i.rem_euclid(DAY));
+                (i, if peak { 97.0 + noise(9, i) } else { load(i) })
+            })
+            .collect();
+        assert!(run(RULE, &daily).is_empty());
+    }
+
+    #[test]
     fn a_long_incident_does_not_become_the_new_normal() {
         // Three hours 30 points up: one incident, open all along.
         let mut v: Vec<(i64, f64)> = (0..600).map(|i| (i, 40.0 + noise(1, i))).collect();
@@ -1158,14 +1279,14 @@ summary = "{series} at {value}, expected {expected} (sigma {sigma}, {deviation})
         assert!(out.is_empty());
         let per = store.heap_bytes() as f64 / 10_000.0;
         println!("anomaly state: {per:.0} bytes per watched series (24 slots)");
-        // 48 + 16 key, padded to 64, and 2 × 24 f32: 256 at a full map.
+        // 72 + 16 key, and 2 × 24 f32: 280 at a full map.
         assert!((256.0..=400.0).contains(&per), "{per}");
     }
 
     #[test]
     fn state_size() {
         // The fixed part; the offsets are `slots` × 4 bytes on the heap.
-        assert_eq!(std::mem::size_of::<AnomalyState>(), 48);
+        assert_eq!(std::mem::size_of::<AnomalyState>(), 72);
         assert_eq!(std::mem::size_of::<crate::detect::DetHandle>(), 8);
         // A series' handle in a checkpoint carries no anomaly field.
         let h = serde_json::to_string(&crate::detect::DetHandle::NONE).unwrap_or_default();

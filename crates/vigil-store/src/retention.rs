@@ -3,7 +3,8 @@
 //!
 //! What it removes, and nothing else:
 //!
-//! - `aggregates/`, `alerts/` and `audit/`: whole `date=YYYY-MM-DD` directories whose
+//! - `aggregates/`, `alerts/`, `status/`, `security_events/` and `audit/`:
+//!   whole `date=YYYY-MM-DD` directories whose
 //!   last instant is at least the dataset's limit old. A day `D` ends at
 //!   `D+1 00:00 UTC`, so `date=D` goes when `D+1 00:00 <= now - limit`:
 //!   every row it can hold is then older than the limit. A directory is
@@ -56,17 +57,24 @@ pub struct RetentionLimits {
     pub dlq: Option<Duration>,
     /// Limit of `audit/` (whole `date=` partitions).
     pub audit: Option<Duration>,
+    /// Limit of `status/` (whole `date=` partitions).
+    pub status: Option<Duration>,
+    /// Limit of `security_events/` (whole `date=` partitions).
+    pub security_events: Option<Duration>,
 }
 
 impl RetentionLimits {
     /// Checks every limit; returns one problem per bad limit, named by its
-    /// key (`aggregates`, `alerts`, `dlq`, `audit`).
+    /// key (`aggregates`, `alerts`, `dlq`, `audit`, `status`,
+    /// `security_events`).
     pub fn validate(&self) -> Vec<String> {
         [
             ("aggregates", self.aggregates),
             ("alerts", self.alerts),
             ("dlq", self.dlq),
             ("audit", self.audit),
+            ("status", self.status),
+            ("security_events", self.security_events),
         ]
         .into_iter()
         .filter_map(|(key, limit)| match limit {
@@ -84,9 +92,8 @@ impl RetentionLimits {
         match dataset {
             Dataset::Aggregates => self.aggregates,
             Dataset::Alerts => self.alerts,
-            // Compliance evidence (issue 24): kept until the datasets get
-            // limits of their own in `[retention]`.
-            Dataset::Status | Dataset::SecurityEvents => None,
+            Dataset::Status => self.status,
+            Dataset::SecurityEvents => self.security_events,
             Dataset::Audit => self.audit,
         }
     }
@@ -95,7 +102,8 @@ impl RetentionLimits {
 /// What one removal was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removal {
-    /// `aggregates`, `alerts`, `audit` or `dlq`.
+    /// `aggregates`, `alerts`, `status`, `security_events`, `audit` or
+    /// `dlq`.
     pub dataset: &'static str,
     /// The removed directory or file (its name before any rename).
     pub path: PathBuf,
@@ -574,6 +582,8 @@ mod tests {
             alerts: None,
             dlq: Some(400 * DAY),
             audit: Some(400 * DAY),
+            status: Some(DAY),
+            security_events: Some(DAY),
         };
         assert!(ok.validate().is_empty());
         let bad = RetentionLimits {
@@ -581,11 +591,14 @@ mod tests {
             alerts: Some(Duration::ZERO),
             dlq: None,
             audit: Some(DAY / 2),
+            status: Some(DAY - Duration::from_millis(1)),
+            security_events: Some(Duration::from_secs(3600)),
         };
         let p = bad.validate();
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 5, "{p:?}");
         assert!(p[0].starts_with("aggregates:") && p[1].starts_with("alerts:"));
         assert!(p[2].starts_with("audit:"));
+        assert!(p[3].starts_with("status:") && p[4].starts_with("security_events:"));
     }
 
     /// At 2026-11-10T12:00Z with a 2-day limit on aggregates, `date=2026-11-07`
@@ -655,7 +668,7 @@ mod tests {
             aggregates: Some(DAY),
             alerts: Some(DAY),
             dlq: Some(DAY),
-            audit: None,
+            ..RetentionLimits::default()
         };
         let r = apply(root, &limits, NOW, true).unwrap();
         assert!(r.dry_run);
@@ -748,6 +761,8 @@ mod tests {
             alerts: Some(DAY),
             dlq: Some(DAY),
             audit: Some(DAY),
+            status: Some(DAY),
+            security_events: Some(DAY),
         };
         let r = apply(&dir.path().join("absent"), &limits, NOW, false).unwrap();
         assert_eq!(r, RetentionReport::default());
@@ -783,6 +798,57 @@ mod tests {
         assert!(
             root.join("aggregates/date=2026-11-07").is_dir(),
             "other limits unset"
+        );
+    }
+
+    /// The status reports and security events (compliance evidence, kept
+    /// for as long as an audit asks) go by limits of their own, whole
+    /// days at a time, and a limit of one dataset touches no other.
+    #[test]
+    fn status_and_security_events_go_by_their_own_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        layout(root);
+        for ds in ["status", "security_events"] {
+            for d in ["2026-11-07", "2026-11-08", "2026-11-09"] {
+                touch(
+                    &root.join(format!("{ds}/date={d}/part-t-p00000-a.parquet")),
+                    4,
+                );
+            }
+        }
+        // 2026-11-10T12:00Z: 2 days takes 11-07 (ended 2.5 days ago) and
+        // keeps 11-08 (1.5 days); 3 days keeps both.
+        let limits = RetentionLimits {
+            status: Some(2 * DAY),
+            security_events: Some(3 * DAY),
+            ..RetentionLimits::default()
+        };
+        let r = apply(root, &limits, NOW, false).unwrap();
+        let gone: Vec<_> = r
+            .removed
+            .iter()
+            .map(|x| (x.dataset, x.date.clone()))
+            .collect();
+        assert_eq!(gone, [("status", Some("2026-11-07".to_owned()))]);
+        assert!(root.join("status/date=2026-11-08").is_dir());
+        assert!(root.join("security_events/date=2026-11-07").is_dir());
+        assert!(root.join("aggregates/date=2026-11-07").is_dir());
+        let r = apply(root, &limits, NOW + 12 * DAY_MS, false).unwrap();
+        let gone: Vec<_> = r
+            .removed
+            .iter()
+            .map(|x| (x.dataset, x.date.clone()))
+            .collect();
+        assert_eq!(
+            gone,
+            [
+                ("status", Some("2026-11-08".to_owned())),
+                ("status", Some("2026-11-09".to_owned())),
+                ("security_events", Some("2026-11-07".to_owned())),
+                ("security_events", Some("2026-11-08".to_owned())),
+                ("security_events", Some("2026-11-09".to_owned())),
+            ]
         );
     }
 }

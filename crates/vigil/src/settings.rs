@@ -221,6 +221,21 @@ pub struct RetentionSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub audit: Option<std::time::Duration>,
+    /// Limit of `status/` (whole `date=` partitions): the status reports
+    /// behind the compliance report.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub status: Option<std::time::Duration>,
+    /// Limit of `security_events/` (whole `date=` partitions).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub security_events: Option<std::time::Duration>,
 }
 
 impl RetentionSettings {
@@ -231,6 +246,8 @@ impl RetentionSettings {
             alerts: self.alerts,
             dlq: self.dlq,
             audit: self.audit,
+            status: self.status,
+            security_events: self.security_events,
         }
     }
 }
@@ -707,6 +724,25 @@ mod tests {
         assert!(e.contains("aggregate"), "{e}");
         std::fs::write(&f, "[retention]\nalerts = \"soon\"\n").unwrap();
         assert!(Settings::load(Some(&f)).is_err());
+        std::fs::write(
+            &f,
+            "[retention]\nstatus = \"400d\"\nsecurity_events = \"23h\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("retention.security_events"), "{e}");
+        assert!(!e.contains("retention.status"), "{e}");
+        std::fs::write(
+            &f,
+            "[retention]\nstatus = \"400d\"\nsecurity_events = \"90d\"\n",
+        )
+        .unwrap();
+        let l = Settings::load(Some(&f)).unwrap().retention.limits();
+        assert_eq!(l.status, Some(std::time::Duration::from_secs(400 * 86_400)));
+        assert_eq!(
+            l.security_events,
+            Some(std::time::Duration::from_secs(90 * 86_400))
+        );
     }
 
     #[test]

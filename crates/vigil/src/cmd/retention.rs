@@ -1,6 +1,6 @@
 //! `vigil retention`: removes output older than the `[retention]` limits
-//! (whole `date=` partitions of `aggregates/`, `alerts/` and `audit/`, dead-letter
-//! files by age). Runs once and exits, so it fits a Kubernetes CronJob; safe
+//! (whole `date=` partitions of `aggregates/`, `alerts/`, `status/`,
+//! `security_events/` and `audit/`, dead-letter files by age). Runs once and exits, so it fits a Kubernetes CronJob; safe
 //! while workers write (see `vigil_store::retention`).
 
 use std::path::Path;
@@ -67,13 +67,15 @@ pub fn run(config: Option<&Path>, a: Args) -> Result<()> {
     };
     println!(
         "retention: {verb} {} entries ({} files, {} bytes), kept {}; limits: aggregates {}, \
-         alerts {}, dlq {}, audit {}",
+         alerts {}, status {}, security_events {}, dlq {}, audit {}",
         report.removed.len(),
         report.files(),
         report.bytes(),
         report.kept,
         limit(limits.aggregates),
         limit(limits.alerts),
+        limit(limits.status),
+        limit(limits.security_events),
         limit(limits.dlq),
         limit(limits.audit),
     );

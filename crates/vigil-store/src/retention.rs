@@ -768,6 +768,11 @@ mod tests {
         assert_eq!(r, RetentionReport::default());
     }
 
+    /// (dataset, date) of each removal, in order.
+    fn removed_dates(r: &RetentionReport) -> Vec<(&'static str, Option<String>)> {
+        r.removed.iter().map(|x| (x.dataset, x.date.clone())).collect()
+    }
+
     /// The audit trail goes by its own limit, whole days at a time; the
     /// rules snapshot beside its date directories is never touched.
     #[test]
@@ -787,11 +792,7 @@ mod tests {
             ..RetentionLimits::default()
         };
         let r = apply(root, &limits, NOW, false).unwrap();
-        let gone: Vec<_> = r
-            .removed
-            .iter()
-            .map(|x| (x.dataset, x.date.clone()))
-            .collect();
+        let gone = removed_dates(&r);
         assert_eq!(gone, [("audit", Some("2026-11-07".to_owned()))]);
         assert!(root.join("audit/date=2026-11-09").is_dir());
         assert!(root.join(crate::audit::SNAPSHOT_PATH).is_file());
@@ -825,21 +826,13 @@ mod tests {
             ..RetentionLimits::default()
         };
         let r = apply(root, &limits, NOW, false).unwrap();
-        let gone: Vec<_> = r
-            .removed
-            .iter()
-            .map(|x| (x.dataset, x.date.clone()))
-            .collect();
+        let gone = removed_dates(&r);
         assert_eq!(gone, [("status", Some("2026-11-07".to_owned()))]);
         assert!(root.join("status/date=2026-11-08").is_dir());
         assert!(root.join("security_events/date=2026-11-07").is_dir());
         assert!(root.join("aggregates/date=2026-11-07").is_dir());
         let r = apply(root, &limits, NOW + 12 * DAY_MS, false).unwrap();
-        let gone: Vec<_> = r
-            .removed
-            .iter()
-            .map(|x| (x.dataset, x.date.clone()))
-            .collect();
+        let gone = removed_dates(&r);
         assert_eq!(
             gone,
             [

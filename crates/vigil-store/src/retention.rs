@@ -770,7 +770,10 @@ mod tests {
 
     /// (dataset, date) of each removal, in order.
     fn removed_dates(r: &RetentionReport) -> Vec<(&'static str, Option<String>)> {
-        r.removed.iter().map(|x| (x.dataset, x.date.clone())).collect()
+        r.removed
+            .iter()
+            .map(|x| (x.dataset, x.date.clone()))
+            .collect()
     }
 
     /// The audit trail goes by its own limit, whole days at a time; the

@@ -382,7 +382,11 @@ severity = "warning"
         rules,
     ]);
     assert!(t.status.success(), "{}", text(&t.stderr));
-    let head = text(&t.stdout).lines().next().unwrap_or_default().to_owned();
+    let head = text(&t.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         head.contains(
             "critical patches within 10 days, antivirus definitions within 1 day, backups within 12 hours"

@@ -418,9 +418,15 @@ mod tests {
         assert_eq!(summary.matches("INTERVAL '30 days'").count(), 1);
         assert_eq!(summary.matches("INTERVAL '90 minutes'").count(), 1);
         assert!(!summary.contains("26 hours"));
-        assert!(l.apply(PATCH_SLA_BREACHES).contains("observed_at - INTERVAL '3 days'"));
-        assert!(l.apply(ANTIVIRUS_GAPS).contains("observed_at - INTERVAL '30 days'"));
-        assert!(l.apply(BACKUP_GAPS).contains("observed_at - INTERVAL '90 minutes'"));
+        assert!(l
+            .apply(PATCH_SLA_BREACHES)
+            .contains("observed_at - INTERVAL '3 days'"));
+        assert!(l
+            .apply(ANTIVIRUS_GAPS)
+            .contains("observed_at - INTERVAL '30 days'"));
+        assert!(l
+            .apply(BACKUP_GAPS)
+            .contains("observed_at - INTERVAL '90 minutes'"));
         let about: Vec<String> = SECTIONS.iter().map(|s| l.apply(s.about).into()).collect();
         assert!(about[0].contains("missing over 3 days"), "{}", about[0]);
         assert!(about[1].contains("more than 3 days"), "{}", about[1]);

@@ -489,9 +489,14 @@ fn compliance_report_judges_by_the_limits_given() {
     let dir = tempfile::tempdir().unwrap();
     write_posture(dir.path());
     let s = QuerySession::open(dir.path()).unwrap();
-    let r = block_on(run_with(&s, ReportKind::Compliance, &Scope::default(), &limits))
-        .unwrap()
-        .unwrap();
+    let r = block_on(run_with(
+        &s,
+        ReportKind::Compliance,
+        &Scope::default(),
+        &limits,
+    ))
+    .unwrap()
+    .unwrap();
     assert!(rows(&r, "agents_out_of_patch_sla").is_empty());
     assert_eq!(
         pick(&rows(&r, "antivirus_gaps"), &["agent", "problem"]),
@@ -517,9 +522,14 @@ fn compliance_report_judges_by_the_limits_given() {
     ));
     assert!(r.sections[0].about.contains("over 40 days"));
     // The other reports carry no limits.
-    let h = block_on(run_with(&s, ReportKind::Security, &Scope::default(), &limits))
-        .unwrap()
-        .unwrap();
+    let h = block_on(run_with(
+        &s,
+        ReportKind::Security,
+        &Scope::default(),
+        &limits,
+    ))
+    .unwrap()
+    .unwrap();
     assert_eq!(h.limits, None);
     assert_eq!(h.describe(), "all data");
 }

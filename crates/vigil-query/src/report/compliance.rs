@@ -139,13 +139,13 @@ impl ComplianceLimits {
 fn span(d: Duration) -> String {
     let ms = d.as_millis();
     let s = d.as_secs();
-    let (n, unit) = if ms % 1000 != 0 {
+    let (n, unit) = if !ms.is_multiple_of(1000) {
         (ms, "millisecond")
-    } else if s % 86_400 == 0 && s > 0 {
+    } else if s.is_multiple_of(86_400) && s > 0 {
         (u128::from(s / 86_400), "day")
-    } else if s % 3600 == 0 && s > 0 {
+    } else if s.is_multiple_of(3600) && s > 0 {
         (u128::from(s / 3600), "hour")
-    } else if s % 60 == 0 && s > 0 {
+    } else if s.is_multiple_of(60) && s > 0 {
         (u128::from(s / 60), "minute")
     } else {
         (u128::from(s), "second")

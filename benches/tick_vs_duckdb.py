@@ -312,7 +312,18 @@ def run_vigil(vigil: str, batches: str, data_dir: str, threads):
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"vigil ingest failed ({p.returncode}):\n{out}\n{err}")
-    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+    # The peak RSS is the one vigil prints (its own VmHWM), not the
+    # child's ru_maxrss: Linux carries the pre-exec high-water mark into
+    # ru_maxrss, and this process, forked after the DuckDB runs, is
+    # gigabytes (a child of it then "peaks" at the parent's size).
+    rss = next(
+        (float(line.split()[2]) * 1e6 for line in out.splitlines()
+         if line.startswith("peak RSS")),
+        None,
+    )
+    if rss is None:
+        sys.exit(f"vigil ingest printed no peak RSS line:\n{out}")
+    return wall, rss, usage.ru_utime + usage.ru_stime
 
 
 def vigil_windows(data_dir: str) -> dict:

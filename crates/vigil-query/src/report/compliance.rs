@@ -93,7 +93,7 @@ impl ComplianceLimits {
     pub fn describe(&self) -> String {
         format!(
             "critical patches within {}, antivirus definitions within {}, backups within {}",
-            span(Duration::from_secs(u64::from(self.patch_max_days) * 86_400)),
+            span(days(self.patch_max_days)),
             span(self.av_max_definition_age),
             span(self.backup_max_age)
         )
@@ -108,9 +108,11 @@ impl ComplianceLimits {
         if *self == d {
             return Cow::Borrowed(text);
         }
-        let patch = |n: u32| span(Duration::from_secs(u64::from(n) * 86_400));
         let limits = [
-            (patch(d.patch_max_days), patch(self.patch_max_days)),
+            (
+                span(days(d.patch_max_days)),
+                span(days(self.patch_max_days)),
+            ),
             (
                 span(d.av_max_definition_age),
                 span(self.av_max_definition_age),
@@ -130,6 +132,11 @@ impl ComplianceLimits {
         }
         Cow::Owned(out)
     }
+}
+
+/// `n` whole days.
+fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 86_400)
 }
 
 /// A limit as an SQL interval's text and as the sentences say it: whole

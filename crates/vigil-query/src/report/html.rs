@@ -223,7 +223,7 @@ fn section_html(out: &mut String, s: &Section) -> Result<()> {
     let _ = writeln!(
         out,
         "<details class=\"sql\"><summary>SQL</summary><pre><code>{}</code></pre></details>\n</section>",
-        escape(spec.sql)
+        escape(&s.sql)
     );
     Ok(())
 }

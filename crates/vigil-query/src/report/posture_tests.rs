@@ -357,10 +357,16 @@ fn write_posture(root: &Path) {
 }
 
 fn report(kind: ReportKind, scope: &Scope) -> Report {
+    report_with(kind, scope, &ComplianceLimits::default())
+}
+
+fn report_with(kind: ReportKind, scope: &Scope, limits: &ComplianceLimits) -> Report {
     let dir = tempfile::tempdir().unwrap();
     write_posture(dir.path());
     let s = QuerySession::open(dir.path()).unwrap();
-    block_on(run(&s, kind, scope)).unwrap().unwrap()
+    block_on(run_with(&s, kind, scope, limits))
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -486,17 +492,7 @@ fn compliance_report_judges_by_the_limits_given() {
         av_max_definition_age: std::time::Duration::from_secs(86_400),
         backup_max_age: std::time::Duration::from_secs(2 * 86_400),
     };
-    let dir = tempfile::tempdir().unwrap();
-    write_posture(dir.path());
-    let s = QuerySession::open(dir.path()).unwrap();
-    let r = block_on(run_with(
-        &s,
-        ReportKind::Compliance,
-        &Scope::default(),
-        &limits,
-    ))
-    .unwrap()
-    .unwrap();
+    let r = report_with(ReportKind::Compliance, &Scope::default(), &limits);
     assert!(rows(&r, "agents_out_of_patch_sla").is_empty());
     assert_eq!(
         pick(&rows(&r, "antivirus_gaps"), &["agent", "problem"]),
@@ -521,15 +517,15 @@ fn compliance_report_judges_by_the_limits_given() {
         "critical patches within 40 days, antivirus definitions within 1 day, backups within 2 days"
     ));
     assert!(r.sections[0].about.contains("over 40 days"));
+    // The HTML shows the SQL that ran, with the limits in it.
+    let html = render_report(&r, crate::Format::Html).unwrap();
+    assert!(
+        html.contains("observed_at - INTERVAL &#39;40 days&#39;"),
+        "{html}"
+    );
+    assert!(!html.contains("INTERVAL &#39;30 days&#39;"));
     // The other reports carry no limits.
-    let h = block_on(run_with(
-        &s,
-        ReportKind::Security,
-        &Scope::default(),
-        &limits,
-    ))
-    .unwrap()
-    .unwrap();
+    let h = report_with(ReportKind::Security, &Scope::default(), &limits);
     assert_eq!(h.limits, None);
     assert_eq!(h.describe(), "all data");
 }

@@ -1,7 +1,8 @@
 //! `vigil retention`: removes output older than the `[retention]` limits
 //! (whole `date=` partitions of `aggregates/`, `alerts/`, `status/`,
-//! `security_events/` and `audit/`, dead-letter files by age). Runs once and exits, so it fits a Kubernetes CronJob; safe
-//! while workers write (see `vigil_store::retention`).
+//! `security_events/` and `audit/`, dead-letter files by age). Runs once
+//! and exits, so it fits a Kubernetes CronJob; safe while workers write
+//! (see `vigil_store::retention`).
 
 use std::path::Path;
 

@@ -34,7 +34,9 @@
 //! of five shapes and every trap a predictive rule falls into) that a
 //! detector's pure code is fed directly, and [`diskscore`] scores the
 //! incidents it opens (recall, lead, false incidents per 1,000 disk-days,
-//! incidents per filling disk, predicted-time error).
+//! incidents per filling disk, predicted-time error); [`diskbaseline`]
+//! evaluates the Prometheus node-mixin disk-fill alerts on the same disks
+//! as the yardstick.
 //!
 //! ## Guarantees
 //! - **Deterministic**: the same [`FleetConfig`] (seed included) gives
@@ -66,6 +68,7 @@
 
 mod config;
 mod delimited;
+pub mod diskbaseline;
 pub mod disklab;
 pub mod diskscore;
 mod fleet;

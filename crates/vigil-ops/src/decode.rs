@@ -72,21 +72,65 @@ pub fn decode_into(
     validate(batch, limits)
 }
 
+/// Byte classes of names, one table lookup per byte (these checks run on
+/// every series of every batch): bit 0 may start a metric name, bit 1
+/// may continue one, bit 2 may start a label key, bit 3 may continue one.
+static NAME_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let alpha = b.is_ascii_alphabetic();
+        let digit = b.is_ascii_digit();
+        let mut bits = 0;
+        if alpha || b == b'_' || b == b':' {
+            bits |= 1;
+        }
+        if alpha || digit || b == b'_' || b == b'.' || b == b':' {
+            bits |= 2;
+        }
+        if alpha || b == b'_' {
+            bits |= 4;
+        }
+        if alpha || digit || b == b'_' {
+            bits |= 8;
+        }
+        t[c] = bits;
+        c += 1;
+    }
+    t
+};
+
+/// Whether `b` is non-empty, its first byte has class `first` and every
+/// byte has class `rest` ([`NAME_BYTES`]).
+#[inline]
+fn name_of(b: &[u8], first: u8, rest: u8) -> bool {
+    let Some(&c) = b.first() else {
+        return false;
+    };
+    // No early exit: the fold runs as straight-line code over short names.
+    NAME_BYTES[usize::from(c)] & first != 0
+        && b.iter()
+            .fold(true, |ok, &c| ok & (NAME_BYTES[usize::from(c)] & rest != 0))
+}
+
 /// Is `s` a valid metric name: `[A-Za-z_:][A-Za-z0-9_.:]*`.
 pub fn valid_metric(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':'))
+    name_of(s.as_bytes(), 1, 2)
 }
 
 /// Is `s` a valid label key: `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn valid_label_key(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    name_of(s.as_bytes(), 4, 8)
+}
+
+/// Whether `s` holds a control character (`char::is_control`: U+0000 to
+/// U+001F and U+007F to U+009F), looking at bytes: printable ASCII, the
+/// common case, is decided without decoding characters.
+#[inline]
+pub(crate) fn has_control(s: &str) -> bool {
+    let plain = s.bytes().fold(true, |ok, b| ok & (0x20..0x7f).contains(&b));
+    !plain && s.chars().any(char::is_control)
 }
 
 /// Batch-level checks of a decoded (or converted) batch; sorts labels.
@@ -101,7 +145,7 @@ pub(crate) fn validate(batch: &mut TelemetryBatch, limits: &Limits) -> Result<()
                 format!("{what} is empty"),
             ));
         }
-        if id.chars().any(char::is_control) {
+        if has_control(id) {
             return Err(BatchError::new(
                 RejectReason::InvalidId,
                 format!("{what} {:?} contains control characters", truncate(id)),
@@ -242,7 +286,7 @@ pub(crate) fn text(what: &str, s: &str, limits: &Limits) -> Result<(), String> {
             s.len(),
             limits.max_label_bytes
         ))
-    } else if s.chars().any(char::is_control) {
+    } else if has_control(s) {
         Err(format!(
             "{what} {:?} contains control characters",
             truncate(s)
@@ -436,8 +480,51 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use prost::Message;
     use vigil_proto::v1::{Label, Series};
+
+    /// The name rules as written in the docs, char by char.
+    fn metric_by_rule(s: &str) -> bool {
+        let mut cs = s.chars();
+        cs.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':'))
+    }
+
+    fn label_key_by_rule(s: &str) -> bool {
+        let mut cs = s.chars();
+        cs.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+
+    #[test]
+    fn name_tables_match_the_rules_for_every_char_pair() {
+        let chars: Vec<char> = (0u32..0x100)
+            .filter_map(char::from_u32)
+            .chain(['é', '\u{85}', '\u{2028}', '😀'])
+            .collect();
+        assert!(!valid_metric("") && !valid_label_key(""));
+        for &a in &chars {
+            for &b in &chars {
+                for s in [a.to_string(), format!("{a}{b}"), format!("x{a}{b}")] {
+                    assert_eq!(valid_metric(&s), metric_by_rule(&s), "{s:?}");
+                    assert_eq!(valid_label_key(&s), label_key_by_rule(&s), "{s:?}");
+                    assert_eq!(has_control(&s), s.chars().any(char::is_control), "{s:?}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn byte_checks_agree_with_char_checks(s in any::<String>()) {
+            prop_assert_eq!(valid_metric(&s), metric_by_rule(&s));
+            prop_assert_eq!(valid_label_key(&s), label_key_by_rule(&s));
+            prop_assert_eq!(has_control(&s), s.chars().any(char::is_control));
+        }
+    }
 
     #[test]
     fn content_hash_covers_series_only() {

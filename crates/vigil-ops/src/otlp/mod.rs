@@ -455,7 +455,7 @@ impl OtlpState {
             }
         };
         for (what, id) in [("tenant", &tenant), ("agent", &agent)] {
-            if id.chars().any(char::is_control) || id.len() > limits.max_id_bytes {
+            if crate::decode::has_control(id) || id.len() > limits.max_id_bytes {
                 rejected.push(refuse_resource(
                     RejectReason::InvalidId,
                     format!(

@@ -1,15 +1,56 @@
-//! A counting global allocator: the system allocator plus one relaxed
-//! atomic add per allocation, so `vigil bench` can report the bytes of
-//! operator state per series. The `vigil` binary installs it; libraries
-//! and tests that do not see [`allocated`] stay at 0 ("not measured").
+//! A counting global allocator: the system allocator plus, while counting
+//! is switched on ([`Counting::counted`]), one relaxed atomic add per
+//! allocation, so `vigil bench` can report the bytes of operator state per
+//! series. The `vigil` binary installs it; libraries and tests that do not
+//! see [`allocated`] stay at 0 ("not measured").
+//!
+//! Counting is off by default and only on around the run that measures
+//! state: the atomic adds cost prost's decode, which allocates every
+//! string of every batch, about 15 % of its rate on tick-shaped batches,
+//! and would skew every ratio to raw decode that `vigil bench` prints.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+/// Net bytes allocated while counting (signed: memory allocated before
+/// and freed or grown while counting subtracts).
+static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
 
 /// The counting allocator. See the module docs.
 pub struct Counting;
+
+impl Counting {
+    /// Runs `f` with counting on and returns its result and the bytes it
+    /// left allocated (0 when the counting allocator is not installed).
+    /// Allocations freed while counting is off are not subtracted, so this
+    /// measures only what `f` allocates and keeps, within `f`.
+    pub fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = ALLOCATED.load(Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        let r = f();
+        COUNTING.store(false, Ordering::Relaxed);
+        let after = ALLOCATED.load(Ordering::Relaxed);
+        (
+            r,
+            usize::try_from(after.saturating_sub(before)).unwrap_or(0),
+        )
+    }
+}
+
+#[inline]
+fn add(n: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATED.fetch_add(n as isize, Ordering::Relaxed);
+    }
+}
+
+#[inline]
+fn sub(n: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATED.fetch_sub(n as isize, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every call is forwarded to `System` with the same arguments;
 // the counter does not affect the memory handed out.
@@ -17,7 +58,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+            add(layout.size());
         }
         p
     }
@@ -25,30 +66,24 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+            add(layout.size());
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) };
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        sub(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-            ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+            add(new_size);
+            sub(layout.size());
         }
         p
     }
-}
-
-/// Bytes currently allocated through [`Counting`] (0 when it is not the
-/// global allocator).
-pub fn allocated() -> usize {
-    ALLOCATED.load(Ordering::Relaxed)
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if

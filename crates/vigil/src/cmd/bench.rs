@@ -213,13 +213,11 @@ fn bench_shape(
         })
     })?;
 
-    // 2. Operator chain, no I/O; state measured after the last run.
+    // 2. Operator chain, no I/O; then state measured in one more run
+    // with the allocator counting (off while timed: see `crate::alloc`).
     let mut cfg = settings.pipeline.clone();
     cfg.clock = ClockMode::Replay;
-    let mut state_bytes = 0usize;
-    let mut series = 0u64;
-    let (t_chain, stats) = best(runs, || {
-        let before = crate::alloc::allocated();
+    let chain = || -> Result<Pipeline> {
         let mut p =
             Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
         let mut out = Outputs::default();
@@ -234,11 +232,11 @@ fn bench_shape(
             }
             out.clear();
         }
-        drop(out);
-        state_bytes = crate::alloc::allocated().saturating_sub(before);
-        series = p.stats().series;
-        Ok(p.stats().clone())
-    })?;
+        Ok(p)
+    };
+    let (t_chain, stats) = best(runs, || Ok(chain()?.stats().clone()))?;
+    let (p, state_bytes) = crate::alloc::Counting::counted(chain);
+    let series = p?.stats().series;
 
     // 3. End to end into Parquet.
     let dir = tempfile_dir()?;

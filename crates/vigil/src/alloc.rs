@@ -6,8 +6,9 @@
 //!
 //! Counting is off by default and only on around the run that measures
 //! state: the atomic adds cost prost's decode, which allocates every
-//! string of every batch, about 15 % of its rate on tick-shaped batches,
+//! string of every batch, 13-15 % of its rate on tick-shaped batches,
 //! and would skew every ratio to raw decode that `vigil bench` prints.
+//! (Switched off, the wrapper still costs it 5-8 %: BENCHMARKS.md.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};

@@ -1,8 +1,9 @@
 //! A counting global allocator: the system allocator plus, while counting
 //! is switched on ([`Counting::counted`]), one relaxed atomic add per
 //! allocation, so `vigil bench` can report the bytes of operator state per
-//! series. The `vigil` binary installs it; libraries and tests that do not
-//! see [`allocated`] stay at 0 ("not measured").
+//! series. The `vigil` binary installs it; where it is not the global
+//! allocator (libraries, tests) [`Counting::counted`] measures 0 ("not
+//! measured").
 //!
 //! Counting is off by default and only on around the run that measures
 //! state: the atomic adds cost prost's decode, which allocates every
@@ -22,10 +23,11 @@ static COUNTING: AtomicBool = AtomicBool::new(false);
 pub struct Counting;
 
 impl Counting {
-    /// Runs `f` with counting on and returns its result and the bytes it
-    /// left allocated (0 when the counting allocator is not installed).
-    /// Allocations freed while counting is off are not subtracted, so this
-    /// measures only what `f` allocates and keeps, within `f`.
+    /// Runs `f` with counting on and returns its result and the net bytes
+    /// allocated while it ran (what it allocated and kept, less what it
+    /// freed of older memory; 0 when the counting allocator is not
+    /// installed). Meant for one thread: other threads' allocations at the
+    /// same time are counted too.
     pub fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
         let before = ALLOCATED.load(Ordering::Relaxed);
         COUNTING.store(true, Ordering::Relaxed);

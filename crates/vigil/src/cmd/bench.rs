@@ -170,8 +170,10 @@ struct ShapeRun {
     /// Points of the batches the chain took in (not resends, late or
     /// refused ones), Vigil points.
     points_in: u64,
-    /// (stage, points per second, seconds of the best run). Raw decode
-    /// counts the format's own data points, the other stages Vigil points.
+    /// (stage, points per second, seconds of the best run). In Vigil's
+    /// format every stage counts the input's points; in OTLP raw decode
+    /// counts OTLP data points and the other stages the Vigil points the
+    /// chain took in.
     stages: [(&'static str, f64, f64); 4],
     /// Operator state after the chain (bytes), series and agents.
     state_bytes: usize,

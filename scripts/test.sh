@@ -3,7 +3,7 @@
 # runs formatting check and every test, and cleans up after itself.
 #
 #   scripts/test.sh            # what CI runs (.ci/run)
-#   scripts/test.sh --lint     # also cargo clippy -D warnings
+#   scripts/test.sh --lint     # also cargo clippy and cargo doc, -D warnings
 #
 # Starts the nisshi test broker (a Kafka-compatible broker on crates.io;
 # see README "Test broker") and an S3-compatible server (moto, PyPI) on
@@ -168,6 +168,8 @@ fi
 if [ "$lint" = 1 ]; then
   log "cargo clippy"
   cargo clippy --workspace --all-targets -- -D warnings
+  log "cargo doc (intra-doc links)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 fi
 
 log "cargo test --no-run (building)"

@@ -130,7 +130,7 @@ impl ClientContext for TrackingContext {
 
 impl ProducerContext for TrackingContext {
     /// 0 for untimed messages, else when the message was handed over (see
-    /// [`DeliveryTracker::opaque`]).
+    /// `DeliveryTracker::opaque`).
     type DeliveryOpaque = usize;
 
     fn delivery(&self, r: &DeliveryResult<'_>, opaque: usize) {

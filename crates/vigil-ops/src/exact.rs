@@ -9,7 +9,7 @@
 //! window is that constant (`min <= mean <= max` always holds).
 //!
 //! Two exact accumulators:
-//! - [`Fixed`]: the sum as an integer count of 2^-64 (128 bits, inline in
+//! - `Fixed`: the sum as an integer count of 2^-64 (128 bits, inline in
 //!   every open window). A value goes here when it is a multiple of 2^-64
 //!   below 2^61 in magnitude and the running total does not overflow:
 //!   every value of ordinary telemetry (percentages, byte rates,
@@ -17,7 +17,7 @@
 //!   53-bit mantissa, and any shorter mantissa further down).
 //! - [`WideSum`]: a fixed-size accumulator over the whole `f64` range
 //!   (68 digits of 32 bits at a scale of 2^-1074, 552 bytes, on the heap),
-//!   for the rare value that does not fit [`Fixed`] (tiny fractions,
+//!   for the rare value that does not fit `Fixed` (tiny fractions,
 //!   subnormals, magnitudes of 2^61 and more, totals beyond 2^63). The
 //!   window keeps both; its exact sum is their sum.
 //!
@@ -325,11 +325,11 @@ impl WideSum {
     }
 }
 
-/// The exact sum of an open window as checkpointed: the [`Fixed`] part in
+/// The exact sum of an open window as checkpointed: the `Fixed` part in
 /// 2^-64 units and the [`WideSum`] part as sparse digits.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExactRepr {
-    /// [`Fixed`] part, 2^-64 units, as a decimal string (JSON numbers do
+    /// `Fixed` part, 2^-64 units, as a decimal string (JSON numbers do
     /// not carry 128 bits everywhere).
     pub fixed: String,
     /// [`WideSum`] part: (digit index, digit), empty when none.

@@ -27,7 +27,7 @@
 //! Modules: [`session`] (the tables), [`listing`] (the reader rule that
 //! hides files a compacted file covers), [`alerts`] (alert events back as
 //! `AlertEvent`s, for `vigil export`), [`security_events`] (security
-//! events back as `SecurityEventRow`s, likewise), [`render`] (output formats),
+//! events back as `SecurityEventRow`s, likewise), [`mod@render`] (output formats),
 //! [`report`] (the reports' SQL, HTML and SVG charts), [`error`] (the
 //! typed error).
 

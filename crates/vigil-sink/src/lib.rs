@@ -1,7 +1,7 @@
 //! # vigil-sink: Vigil's output side
 //!
 //! Owns what leaves the pipeline and how: the alert encodings (one file
-//! each, one registry line: [`encoding`]), the routing of alert events to
+//! each, one registry line: [`mod@encoding`]), the routing of alert events to
 //! destinations ([`route`]), and the output stage that hands a pipeline's
 //! output to the Parquet writers, the dead-letter sinks and the routed
 //! destinations ([`output`]), and exports of stored alert events and

@@ -89,7 +89,7 @@ pub const STALE_TMP_AGE: Duration = Duration::from_secs(86_400);
 const MERGE_BATCH_ROWS: usize = 1024;
 
 /// Most files merged into one at a time: bounds the open files and the
-/// merge's memory (one batch of [`MERGE_BATCH_ROWS`] per input). A worker
+/// merge's memory (one batch of `MERGE_BATCH_ROWS` per input). A worker
 /// flushing every 5 s leaves 17,280 files a day per partition; they take
 /// a few runs to reach the target size (each run merges the previous
 /// run's outputs further).

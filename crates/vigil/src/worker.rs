@@ -70,13 +70,13 @@
 //!
 //! ## Fencing
 //! Before each partition's files are published and each checkpoint is
-//! written, [`Worker::confirm_owner`] checks that this worker still owns
+//! written, `Worker::confirm_owner` checks that this worker still owns
 //! its partitions: librdkafka's lost-assignment flag, and after a stall
 //! longer than half the session timeout (a paused VM or process) a commit
 //! the coordinator takes only from a current member. A fenced worker drops
 //! its partitions unpublished. Each checkpoint carries its owner's epoch,
 //! and a restore prefers a generation not behind the group's committed
-//! offset, then the later owner's ([`restore_order`]): a zombie's late
+//! offset, then the later owner's (`restore_order`): a zombie's late
 //! checkpoint is passed over. docs/kafka.md "Fencing".
 //!
 //! ## Dead letters

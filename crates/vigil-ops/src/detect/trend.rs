@@ -360,7 +360,7 @@ pub struct TrendState {
     #[serde(default = "nan", with = "exact_f64")]
     pub crest: f64,
     /// Largest recent drop from a crest to a new low, decaying with time
-    /// constant [`CLEARED_TAU_H`]: how far this series rises and then
+    /// constant `CLEARED_TAU_H`: how far this series rises and then
     /// gets cleared (rotation, nightly jobs, cleanups, slow wander). A
     /// rise must exceed it before it is extrapolated.
     #[serde(default, with = "exact_f64")]

@@ -1,5 +1,5 @@
 //! Exports: alert events or security events read back from storage,
-//! encoded with one of the [`crate::encoding`]s and sent to one
+//! encoded with one of the [`mod@crate::encoding`]s and sent to one
 //! destination (`vigil export`).
 //!
 //! ```text

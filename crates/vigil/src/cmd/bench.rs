@@ -32,7 +32,7 @@
 //! 60 s (about 6 points per series, ~48 points per batch).
 //!
 //! With `--brokers`, the same fleet goes through a real broker and the
-//! real worker instead: see [`brokers`].
+//! real worker instead: see the `brokers` module.
 
 mod brokers;
 

@@ -1,92 +1,47 @@
-//! A counting global allocator: the system allocator plus, while counting
-//! is switched on ([`Counting::counted`]), one relaxed atomic add per
-//! allocation, so `vigil bench` can report the bytes of operator state per
-//! series. The `vigil` binary installs it; where it is not the global
-//! allocator (libraries, tests) [`Counting::counted`] measures 0 ("not
-//! measured").
+//! Memory figures of this process for `vigil bench` and `vigil ingest`:
+//! the heap a piece of work leaves allocated (operator state per series)
+//! and the peak resident set size.
 //!
-//! Counting is off by default and only on around the run that measures
-//! state: the atomic adds cost prost's decode, which allocates every
-//! string of every batch, 13-15 % of its rate on tick-shaped batches,
-//! and would skew every ratio to raw decode that `vigil bench` prints.
-//! (Switched off, the wrapper still costs it 5-8 %: BENCHMARKS.md.)
+//! The heap is read from the C allocator's own books (glibc's
+//! `mallinfo2`: bytes in use in every arena plus mmapped chunks), before
+//! and after the work. Until issue 21's last measurement a counting
+//! global allocator did this; its call and atomic adds on every
+//! allocation cost prost's raw decode, which allocates every string of
+//! every batch, 13-15 % of its rate on tick batches (5-8 % with the
+//! counter switched off), and tilted every ratio to raw decode that
+//! `vigil bench` prints. Reading the allocator's books costs nothing
+//! while a stage is timed. The figure includes malloc's chunk headers
+//! and rounding, which the counter did not (memory the process does
+//! hold).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-
-/// Net bytes allocated while counting (signed: memory allocated before
-/// and freed or grown while counting subtracts).
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-static COUNTING: AtomicBool = AtomicBool::new(false);
-
-/// The counting allocator. See the module docs.
-pub struct Counting;
-
-impl Counting {
-    /// Runs `f` with counting on and returns its result and the net bytes
-    /// allocated while it ran (what it allocated and kept, less what it
-    /// freed of older memory; 0 when the counting allocator is not
-    /// installed). Meant for one thread: other threads' allocations at the
-    /// same time are counted too.
-    pub fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
-        let before = ALLOCATED.load(Ordering::Relaxed);
-        COUNTING.store(true, Ordering::Relaxed);
-        let r = f();
-        COUNTING.store(false, Ordering::Relaxed);
-        let after = ALLOCATED.load(Ordering::Relaxed);
-        (
-            r,
-            usize::try_from(after.saturating_sub(before)).unwrap_or(0),
-        )
+/// Bytes the C allocator has handed out and not taken back, if this
+/// platform's allocator says (glibc); `None` elsewhere.
+pub fn heap_in_use() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallinfo2` only reads the allocator's statistics; it
+        // takes no arguments and returns a plain struct.
+        let m = unsafe { libc::mallinfo2() };
+        Some(m.uordblks.saturating_add(m.hblkhd))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
     }
 }
 
-#[inline]
-fn add(n: usize) {
-    if COUNTING.load(Ordering::Relaxed) {
-        ALLOCATED.fetch_add(n as isize, Ordering::Relaxed);
-    }
-}
-
-#[inline]
-fn sub(n: usize) {
-    if COUNTING.load(Ordering::Relaxed) {
-        ALLOCATED.fetch_sub(n as isize, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded to `System` with the same arguments;
-// the counter does not affect the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            add(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            add(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        sub(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            add(new_size);
-            sub(layout.size());
-        }
-        p
-    }
+/// Runs `f` and returns its result and the heap bytes it left allocated
+/// (what it allocated and kept, less what it freed of older memory), or
+/// `None` where [`heap_in_use`] is not known. Meant for one thread at a
+/// time: other threads' allocations meanwhile are counted too.
+pub fn heap_growth<T>(f: impl FnOnce() -> T) -> (T, Option<usize>) {
+    let before = heap_in_use();
+    let r = f();
+    let grown = match (before, heap_in_use()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    (r, grown)
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if
@@ -96,4 +51,24 @@ pub fn peak_rss() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_growth_sees_what_is_kept_and_not_what_is_freed() {
+        let (kept, grown) = heap_growth(|| vec![7u8; 1 << 20]);
+        let (_, freed) = heap_growth(|| drop(vec![7u8; 1 << 20]));
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            let grown = grown.unwrap_or(0);
+            assert!(grown >= 1 << 20, "{grown}");
+            assert!(grown < (1 << 20) + (1 << 16), "{grown}");
+            assert!(freed.unwrap_or(usize::MAX) < 1 << 16, "{freed:?}");
+        } else {
+            assert_eq!((grown, freed), (None, None));
+        }
+        drop(kept);
+    }
 }

@@ -218,8 +218,8 @@ fn bench_shape(
         })
     })?;
 
-    // 2. Operator chain, no I/O; then state measured in one more run
-    // with the allocator counting (off while timed: see `crate::alloc`).
+    // 2. Operator chain, no I/O; then state measured in one more,
+    // untimed run (the heap it leaves: see `crate::alloc`).
     let mut cfg = settings.pipeline.clone();
     cfg.clock = ClockMode::Replay;
     let chain = || -> Result<Pipeline> {
@@ -240,7 +240,8 @@ fn bench_shape(
         Ok(p)
     };
     let (t_chain, stats) = best(runs, || Ok(chain()?.stats().clone()))?;
-    let (p, state_bytes) = crate::alloc::Counting::counted(chain);
+    let (p, state_bytes) = crate::alloc::heap_growth(chain);
+    let state_bytes = state_bytes.unwrap_or(0);
     let series = p?.stats().series;
 
     // 3. End to end into Parquet.
@@ -422,7 +423,7 @@ fn print_report(done: &[ShapeRun]) {
             );
         } else {
             println!(
-                "{:<6} operator state not measured (the counting allocator is installed only in the vigil binary)",
+                "{:<6} operator state not measured (needs glibc's mallinfo2)",
                 s.name
             );
         }

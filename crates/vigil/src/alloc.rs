@@ -59,16 +59,24 @@ mod tests {
 
     #[test]
     fn heap_growth_sees_what_is_kept_and_not_what_is_freed() {
-        let (kept, grown) = heap_growth(|| vec![7u8; 1 << 20]);
-        let (_, freed) = heap_growth(|| drop(vec![7u8; 1 << 20]));
-        if cfg!(all(target_os = "linux", target_env = "gnu")) {
-            let grown = grown.unwrap_or(0);
-            assert!(grown >= 1 << 20, "{grown}");
-            assert!(grown < (1 << 20) + (1 << 16), "{grown}");
-            assert!(freed.unwrap_or(usize::MAX) < 1 << 16, "{freed:?}");
-        } else {
-            assert_eq!((grown, freed), (None, None));
+        const N: usize = 32 << 20;
+        const SLACK: usize = 1 << 20;
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert_eq!(heap_growth(|| ()).1, None);
+            return;
         }
-        drop(kept);
+        // Other tests allocate and free on other threads meanwhile: one
+        // of a few tries must be within a megabyte of the truth.
+        let ok = (0..5).any(|_| {
+            let (kept, grown) = heap_growth(|| vec![7u8; N]);
+            let (_, freed) = heap_growth(|| drop(vec![7u8; N]));
+            drop(kept);
+            let grown = grown.unwrap_or(0);
+            (N..N + SLACK).contains(&grown) && freed.is_some_and(|f| f < SLACK)
+        });
+        assert!(
+            ok,
+            "heap growth of a kept {N}-byte vector never measured within {SLACK} bytes"
+        );
     }
 }

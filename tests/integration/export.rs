@@ -818,7 +818,7 @@ fn export_to_kafka_and_read(brokers: &str, data: &Path, args: &[&str], n: usize)
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < n {
-        assert!(Instant::now() < deadline, "{} of {n} read back", got.len(),);
+        assert!(Instant::now() < deadline, "{} of {n} read back", got.len());
         let Some(m) = c.poll(Duration::from_millis(200)) else {
             continue;
         };

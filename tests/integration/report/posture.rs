@@ -355,15 +355,15 @@ severity = "warning"
 "#,
     )
     .unwrap();
-    let strict = Limits {
+    let limits = Limits {
         patch_days: 35,
         av_ms: DAY,
         backup_ms: 12 * HOUR,
     };
     let rules = rules.to_str().unwrap();
     let r = report("compliance", &["--rules", rules]);
-    let o = compliance_oracle(&sent, strict);
-    check_compliance(&r, &o, strict);
+    let o = compliance_oracle(&sent, limits);
+    check_compliance(&r, &o, limits);
     let d = compliance_oracle(&sent, DEFAULT_LIMITS);
     // Looser patch limit: fewer out, but some; stricter antivirus and
     // backup limits: everyone out under the defaults is out, and more.

@@ -432,24 +432,39 @@ fn lab_incidents(
 }
 
 /// Scores the default `disk_full_predicted` rule on the lab fleet of
-/// `seed`, on two threads.
+/// `seed`.
 fn lab_scores(seed: u64) -> DiskScores {
     let rules = RuleSet::default_rules();
     let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
         panic!("default rules lack disk_full_predicted");
     };
+    score_lab(seed, |start_ms, d| lab_incidents(rule, &rules, start_ms, d))
+}
+
+/// Scores one of the Prometheus node-mixin rules
+/// ([`vigil_sim::diskbaseline`]) on the lab fleet of `seed`.
+fn baseline_scores(rule: &PredictLinearRule, seed: u64) -> DiskScores {
+    score_lab(seed, |_, d| rule.incidents(&d.values))
+}
+
+/// Scores the incidents `incidents(start_ms, disk)` opens on every disk of
+/// the lab fleet of `seed`, on two threads.
+fn score_lab(
+    seed: u64,
+    incidents: impl Fn(i64, &LabDisk) -> Vec<ScoredIncident> + Sync,
+) -> DiskScores {
     let lab = DiskLab::new(DiskLabConfig::new(seed));
     let start_ms = lab.config().start_ms;
     let threads = 2;
     let parts: Vec<DiskScorer> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|k| {
-                let (lab, rules) = (&lab, &rules);
+                let (lab, incidents) = (&lab, &incidents);
                 s.spawn(move || {
                     let mut sc = DiskScorer::new();
                     for i in (k..lab.len()).step_by(threads) {
                         if let Some(d) = lab.disk(i) {
-                            sc.add(&d.truth, &lab_incidents(rule, rules, start_ms, &d));
+                            sc.add(&d.truth, &incidents(start_ms, &d));
                         }
                     }
                     sc
@@ -466,17 +481,6 @@ fn lab_scores(seed: u64) -> DiskScores {
     let mut all = DiskScorer::new();
     for p in parts {
         all.merge(p);
-    }
-    all.scores()
-}
-
-/// Scores one of the Prometheus node-mixin rules
-/// ([`vigil_sim::diskbaseline`]) on the lab fleet of `seed`.
-fn baseline_scores(rule: &PredictLinearRule, seed: u64) -> DiskScores {
-    let lab = DiskLab::new(DiskLabConfig::new(seed));
-    let mut all = DiskScorer::new();
-    for d in lab.disks() {
-        all.add(&d.truth, &rule.incidents(&d.values));
     }
     all.scores()
 }

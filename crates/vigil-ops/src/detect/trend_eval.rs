@@ -637,6 +637,51 @@ fn lab_fleet_diagnose() {
     let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
         panic!("default rules lack disk_full_predicted");
     };
+    if let Ok(spec) = std::env::var("DIAG_DISK") {
+        // `seed:index`: every 30 minutes from a day before the onset, the
+        // fast level, rise, cleared rise, slopes, hours to the limit and
+        // the gates that fail.
+        let (seed, index) = spec.split_once(':').unwrap_or(("1", "0"));
+        let (seed, index): (u64, usize) = (seed.parse().unwrap_or(1), index.parse().unwrap_or(0));
+        let lab = DiskLab::new(DiskLabConfig::new(seed));
+        let start_ms = lab.config().start_ms;
+        let Some(d) = lab.disk(index) else { return };
+        let t = d.truth;
+        eprintln!("{:?}", t);
+        let from = t.fill_onset.unwrap_or(0).saturating_sub(1440);
+        let to = t.fill_at.unwrap_or(d.values.len());
+        let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+        let mut st = TrendState::default();
+        let mut out = Vec::new();
+        for (i, v) in d.values.iter().enumerate().take(to) {
+            let Some(v) = *v else { continue };
+            let w = minute_window(&series, start_ms, i, v);
+            out.clear();
+            let a = st.on_window(rule, &rules, &w, &mut out);
+            let fired = out.iter().any(|e| e.status == AlertStatus::Firing);
+            if i >= from && (i % 30 == 0 || fired) {
+                let a = a.unwrap_or_default();
+                let fails: Vec<&str> = super::trend::GATE_NAMES
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| a.gates >> k & 1 == 0)
+                    .map(|(_, n)| *n)
+                    .collect();
+                eprintln!(
+                    "{} h {:6.1} s {:5.1} rise {:5.1} cleared {:5.1} slope {:6.3} ttl {:6.1} fails {}",
+                    if fired { "FIRE" } else { "    " },
+                    (i as f64 - t.fill_onset.unwrap_or(0) as f64) / 60.0,
+                    a.fast_level,
+                    a.fast_level - st.valley,
+                    st.cleared,
+                    a.slope,
+                    a.ttl_h.unwrap_or(f64::NAN),
+                    fails.join(","),
+                );
+            }
+        }
+        return;
+    }
     if std::env::var("DIAG_FALSE").is_ok() {
         for seed in lab_seeds() {
             let lab = DiskLab::new(DiskLabConfig::new(seed));
@@ -705,7 +750,7 @@ fn lab_fleet_diagnose() {
             let (lead, err) = match first {
                 Some(x) => (
                     (at - x.fired) as f64 / 60.0,
-                    (x.predicted - at as f64).abs() / (at - x.fired) as f64,
+                    (x.predicted - at as f64) / (at - x.fired) as f64,
                 ),
                 None => (f64::NAN, f64::NAN),
             };

@@ -1183,6 +1183,80 @@ fn kafka_two_workers_share_partitions_and_match_the_oracle() {
     assert!(events.contains_key(&("a5".into(), "mem_high".into(), "firing".into())));
 }
 
+/// `text` without its ANSI escape sequences (the worker's log is coloured).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Issue 19 item 1: one worker process runs `worker.threads` members,
+/// each a consumer of its own on a thread of its own. With two threads,
+/// both own partitions, both process records, and the output is the
+/// oracle's row for row, as with one.
+#[test]
+fn kafka_one_worker_with_two_threads_owns_partitions_on_both_and_matches_the_oracle() {
+    let Some(env) = Env::new("threads") else {
+        return;
+    };
+    let w = env.worker("w", &[("VIGIL_WORKER__THREADS", "2")]);
+    let assigned = |k: usize| {
+        plain(&w.log())
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("member{{member={k}}}")) && l.contains("partition assigned")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (assigned(0) == 0 || assigned(1) == 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        assigned(0) > 0 && assigned(1) > 0,
+        "both members hold partitions:\n{}",
+        w.log()
+    );
+    let records = fleet(AGENTS * 3, 0..MINUTES);
+    env.produce(&records);
+    env.wait_committed(&[&w]);
+    let log = plain(&w.stop());
+    // Each member reports what it processed when it stops.
+    let processed = |k: usize| -> u64 {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!("member{{member={k}}}")) && l.contains("worker stopped")
+            })
+            .find_map(|l| l.split("records=").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (n0, n1) = (processed(0), processed(1));
+    assert!(
+        n0 > 0 && n1 > 0,
+        "both members process records: {n0} and {n1}\n{log}"
+    );
+    assert!(n0 + n1 >= records.len() as u64);
+    assert!(log.contains("members=2"), "{log}");
+    assert_windows(&env, &records);
+    let events = alert_events(&env);
+    assert!(events.contains_key(&("a3".into(), "cpu_high".into(), "resolved".into())));
+    assert!(events.contains_key(&("a5".into(), "mem_high".into(), "firing".into())));
+}
+
 #[test]
 fn kafka_malformed_records_land_in_the_dlq_topic_with_reason_and_source() {
     let Some(env) = Env::new("dlq") else {
@@ -1707,6 +1781,26 @@ fn kafka_bench_reports_worker_rate_lag_and_alert_ack_latency() {
     assert!(out.contains("drained to 0 (backlog mode"), "{out}");
     assert!(figure(&out, "alert ack ", "alerts,") > 0.0, "{out}");
     assert!(out.contains("(committed lag 0)"), "{out}");
+
+    // Issue 19 item 1: capacity with 1 and 2 threads in one run, each on
+    // a topic of its own that its members join before the fleet comes;
+    // every record processed and committed in both, and the share of the
+    // members' time spent flushing.
+    let out = bench(&["--threads", "1,2", "--partitions", "4"]);
+    assert_eq!(out.matches("(committed lag 0)").count(), 2, "{out}");
+    assert!(out.contains("owns the 4 partitions after"), "{out}");
+    assert!(out.contains("(2 members)"), "{out}");
+    let flushing: Vec<f64> = out
+        .lines()
+        .filter(|l| l.starts_with("flushing "))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(flushing.len(), 2, "{out}");
+    assert!(flushing.iter().all(|f| (0.0..=100.0).contains(f)), "{out}");
+    let one = figure(&out, "capacity ", "M points/s (1.00 × 1)");
+    assert!(one > 0.0, "{out}");
+    assert!(out.contains("2 members: "), "{out}");
+    assert_eq!(out.matches("topics        deleted ").count(), 2, "{out}");
 }
 
 /// The rules audit trail of `vigil run` (docs/storage.md, "`audit`"):

@@ -13,11 +13,15 @@
 //!   that report recent, and no owned partition further behind than
 //!   `worker.ready_max_lag` records (0: lag is not checked).
 //!
+//! A worker runs `worker.threads` consumer-group members, one per thread;
+//! each publishes its own facts ([`MemberHealth`]) and the worker is
+//! alive, or ready, only when every member is ([`Probes`]).
+//!
 //! The decision is a pure function of a [`Probe`] so that it is tested at
 //! its limits without a broker or a clock.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use vigil_kafka::health::{ConsumerHealth, ConsumerSnapshot};
 
@@ -25,19 +29,59 @@ use vigil_kafka::health::{ConsumerHealth, ConsumerSnapshot};
 /// stopped reporting (or its thread is stuck): not ready.
 const STALE_STATS_INTERVALS: i64 = 3;
 
-/// Facts a running worker publishes for its probes (relaxed atomics,
-/// written by the worker thread, read by the HTTP thread).
+/// Facts a running worker publishes for its probes: one
+/// [`MemberHealth`] per consumer-group member it runs (one per thread,
+/// `worker.threads`), written by that member's thread with relaxed
+/// atomics and read by the HTTP thread.
 #[derive(Debug, Default)]
 pub struct WorkerHealth {
-    heartbeat_ms: AtomicI64,
     stopping: AtomicBool,
+    members: Mutex<Vec<Arc<MemberHealth>>>,
+}
+
+/// The facts of one member: its loop's last beat and its consumer.
+#[derive(Debug, Default)]
+pub struct MemberHealth {
+    heartbeat_ms: AtomicI64,
     consumer: OnceLock<Arc<ConsumerHealth>>,
 }
 
-impl WorkerHealth {
-    /// The worker's loop is alive at `now_ms`.
+impl MemberHealth {
+    /// The member's loop is alive at `now_ms`.
     pub fn beat(&self, now_ms: i64) {
         self.heartbeat_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Attaches the member's consumer health facts once it exists.
+    pub fn attach_consumer(&self, c: Arc<ConsumerHealth>) {
+        let _ = self.consumer.set(c);
+    }
+
+    fn probe(&self, now_ms: i64, stopping: bool, limits: ProbeLimits) -> Probe {
+        let hb = self.heartbeat_ms.load(Ordering::Relaxed);
+        Probe {
+            now_ms,
+            heartbeat_ms: (hb > 0).then_some(hb),
+            stopping,
+            consumer: self.consumer.get().map(|c| c.snapshot()),
+            limits,
+        }
+    }
+}
+
+impl WorkerHealth {
+    /// Registers the `n` members of a worker run (threads), replacing
+    /// those of an earlier run (and its stopping flag), and returns their
+    /// facts: until a member has started, the worker is not ready.
+    pub fn members(&self, n: usize) -> Vec<Arc<MemberHealth>> {
+        let fresh: Vec<Arc<MemberHealth>> =
+            (0..n).map(|_| Arc::new(MemberHealth::default())).collect();
+        self.stopping.store(false, Ordering::Relaxed);
+        *self
+            .members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+        fresh
     }
 
     /// The worker is shutting down (readiness fails from now on).
@@ -45,20 +89,61 @@ impl WorkerHealth {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// Attaches the consumer's health facts once it exists.
-    pub fn attach_consumer(&self, c: Arc<ConsumerHealth>) {
-        let _ = self.consumer.set(c);
+    /// What the probes decide on, at `now_ms`: one [`Probe`] per member
+    /// (one that has not started, before any member registered).
+    pub fn probe(&self, now_ms: i64, limits: ProbeLimits) -> Probes {
+        let stopping = self.stopping.load(Ordering::Relaxed);
+        let members = self
+            .members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut probes: Vec<Probe> = members
+            .iter()
+            .map(|m| m.probe(now_ms, stopping, limits))
+            .collect();
+        if probes.is_empty() {
+            probes.push(MemberHealth::default().probe(now_ms, stopping, limits));
+        }
+        Probes { members: probes }
+    }
+}
+
+/// The probes of every member of a worker: alive when every member is,
+/// ready when every member is (a member with no partition is ready, see
+/// the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probes {
+    /// One per member, in the order they registered.
+    pub members: Vec<Probe>,
+}
+
+impl Probes {
+    /// `Ok` when every member is alive, else why not.
+    pub fn alive(&self) -> Result<(), String> {
+        self.all(Probe::alive)
     }
 
-    /// What the probes decide on, at `now_ms`.
-    pub fn probe(&self, now_ms: i64, limits: ProbeLimits) -> Probe {
-        let hb = self.heartbeat_ms.load(Ordering::Relaxed);
-        Probe {
-            now_ms,
-            heartbeat_ms: (hb > 0).then_some(hb),
-            stopping: self.stopping.load(Ordering::Relaxed),
-            consumer: self.consumer.get().map(|c| c.snapshot()),
-            limits,
+    /// `Ok` when every member is ready, else every reason why not.
+    pub fn ready(&self) -> Result<(), String> {
+        self.all(Probe::ready)
+    }
+
+    /// The members' verdicts, named `member k` when there are several.
+    fn all(&self, f: impl Fn(&Probe) -> Result<(), String>) -> Result<(), String> {
+        let many = self.members.len() > 1;
+        let why: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| {
+                f(p).err()
+                    .map(|e| if many { format!("member {k}: {e}") } else { e })
+            })
+            .collect();
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
         }
     }
 }
@@ -288,19 +373,63 @@ mod tests {
     }
 
     #[test]
-    fn worker_health_publishes_what_the_worker_sets() {
+    fn worker_health_publishes_what_the_members_set() {
         let h = WorkerHealth::default();
+        // Before any member: alive (starting), not ready.
         let p = h.probe(NOW, limits());
-        assert_eq!(p.heartbeat_ms, None);
-        assert!(p.consumer.is_none());
-        h.beat(NOW - 5);
+        assert_eq!(p.members.len(), 1);
+        assert_eq!(p.members[0].heartbeat_ms, None);
+        assert!(p.members[0].consumer.is_none());
+        assert!(p.alive().is_ok());
+        assert!(p.ready().unwrap_err().contains("not started"));
+        let m = h.members(1).remove(0);
+        m.beat(NOW - 5);
         let c = Arc::new(ConsumerHealth::default());
         c.mark_joined();
-        h.attach_consumer(c);
+        m.attach_consumer(c);
         let p = h.probe(NOW, limits());
-        assert_eq!(p.heartbeat_ms, Some(NOW - 5));
-        assert!(p.consumer.is_some_and(|c| c.joined));
+        assert_eq!(p.members.len(), 1);
+        assert_eq!(p.members[0].heartbeat_ms, Some(NOW - 5));
+        assert!(p.members[0].consumer.is_some_and(|c| c.joined));
         h.set_stopping();
-        assert!(h.probe(NOW, limits()).stopping);
+        assert!(h.probe(NOW, limits()).members[0].stopping);
+        // A run of two: neither has started, so not ready; the first
+        // run's member is gone.
+        let two = h.members(2);
+        let p = h.probe(NOW, limits());
+        assert_eq!(p.members.len(), 2);
+        assert!(p.members.iter().all(|m| m.heartbeat_ms.is_none()));
+        two[0].beat(NOW);
+        let e = h.probe(NOW, limits()).ready().unwrap_err();
+        assert!(
+            e.contains("member 1: the worker loop has not started"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_worker_is_alive_and_ready_only_when_every_member_is() {
+        let two = |a: Probe, b: Probe| Probes {
+            members: vec![a, b],
+        };
+        assert!(two(healthy(), healthy()).ready().is_ok());
+        let stuck = Probe {
+            heartbeat_ms: Some(NOW - 120_001),
+            ..healthy()
+        };
+        let e = two(healthy(), stuck).alive().unwrap_err();
+        assert!(
+            e.starts_with("member 1: the worker loop made no progress"),
+            "{e}"
+        );
+        let e = two(with_consumer(|c| c.brokers_up = 0), healthy())
+            .ready()
+            .unwrap_err();
+        assert!(e.starts_with("member 0: no broker reachable"), "{e}");
+        // One member: the reason as it is, unnamed.
+        let one = Probes {
+            members: vec![with_consumer(|c| c.joined = false)],
+        };
+        assert!(one.ready().unwrap_err().starts_with("no assignment"));
     }
 }

@@ -60,9 +60,26 @@ pub struct WorkerSettings {
     /// empty for the host name (`HOSTNAME`, the pod name on Kubernetes).
     #[serde(default)]
     pub id: String,
+    /// Consumer-group members this process runs, one thread each, every
+    /// one owning its partitions alone (0: one per core). See
+    /// docs/kafka.md, "Threads".
+    #[serde(default)]
+    pub threads: usize,
 }
 
+/// Most member threads one worker process runs.
+pub const MAX_WORKER_THREADS: usize = 256;
+
 impl WorkerSettings {
+    /// The number of member threads: `threads`, or the number of cores
+    /// the process may use when it is 0.
+    pub fn member_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
     /// The worker id the audit trail records: `id`, else the host name,
     /// else `unknown`.
     pub fn worker_id(&self) -> String {
@@ -445,6 +462,12 @@ impl Settings {
                 humantime::format_duration(budget)
             ));
         }
+        if w.threads > MAX_WORKER_THREADS {
+            problems.push(format!(
+                "worker.threads: {} is more than {MAX_WORKER_THREADS} (0 runs one per core)",
+                w.threads
+            ));
+        }
         if self.kafka.consumer_stats_interval_ms() <= 0 {
             problems.push(
                 "kafka.consumer_properties.\"statistics.interval.ms\": must be positive \
@@ -654,6 +677,28 @@ mod tests {
         std::fs::write(&f, "[kafka.properties]\n\"linger.ms\" = 12345\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("12345"), "{e}");
+    }
+
+    /// `worker.threads`: 0 is one member per core, 256 the most; 257 is
+    /// refused with the limit in the message.
+    #[test]
+    fn worker_threads_default_to_the_cores_and_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("v.toml");
+        let load = |extra: &str| {
+            std::fs::write(&f, extra).unwrap();
+            Settings::load(Some(&f)).map_err(|e| format!("{e:#}"))
+        };
+        let s = load("").unwrap();
+        assert_eq!(s.worker.threads, 0);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(s.worker.member_threads(), cores);
+        let s = load("[worker]\nthreads = 3\n").unwrap();
+        assert_eq!(s.worker.member_threads(), 3);
+        let s = load(&format!("[worker]\nthreads = {MAX_WORKER_THREADS}\n")).unwrap();
+        assert_eq!(s.worker.member_threads(), MAX_WORKER_THREADS);
+        let e = load(&format!("[worker]\nthreads = {}\n", MAX_WORKER_THREADS + 1)).unwrap_err();
+        assert!(e.contains("worker.threads: 257 is more than 256"), "{e}");
     }
 
     /// With an object store, the liveness budget must exceed delivery

@@ -1,6 +1,15 @@
-//! The Kafka worker (`vigil run`): a consumer-group member that runs the
-//! operator chain on each assigned partition and makes its output durable
-//! before it commits.
+//! The Kafka worker (`vigil run`): consumer-group members that run the
+//! operator chain on each assigned partition and make its output durable
+//! before they commit.
+//!
+//! ## Threads
+//! A worker runs `worker.threads` members (one per core by default), each
+//! on a thread of its own with its own consumer, producer, committer and
+//! partitions ([`Worker`] is one member): nothing on the hot path is
+//! shared, and one member's flush does not stop another's partitions.
+//! What the members share is read-only or atomic ([`WorkerProgress`],
+//! the health facts). A member that fails stops the others, which drain.
+//! docs/kafka.md "Threads".
 //!
 //! ```text
 //!  poll batch ──▶ rebalance events ──▶ PartitionTask (one per partition, single owner)
@@ -954,6 +963,15 @@ pub struct WorkerSummary {
     pub assignments: u64,
 }
 
+impl WorkerSummary {
+    /// Adds another member's summary.
+    fn add(&mut self, o: &WorkerSummary) {
+        self.records += o.records;
+        self.flushes += o.flushes;
+        self.assignments += o.assignments;
+    }
+}
+
 /// Live counters of a running worker, readable from any thread while it
 /// runs (relaxed atomics written by the worker thread alone). `vigil bench
 /// --brokers` reads them to measure the worker's rate and lag; `vigil run`
@@ -962,10 +980,15 @@ pub struct WorkerSummary {
 pub struct WorkerProgress {
     records: AtomicU64,
     points: AtomicU64,
+    /// Per owned partition, the offset after the last record its owner
+    /// processed (written once per poll batch by each member).
+    reached: std::sync::Mutex<HashMap<i32, i64>>,
     partitions: AtomicU64,
     flushes: AtomicU64,
     commits: AtomicU64,
     commit_failures: AtomicU64,
+    flushing_ns: AtomicU64,
+    busy_members: AtomicU64,
     first_record: OnceLock<Instant>,
     ack_latency: Arc<LatencyHistogram>,
     health: Arc<WorkerHealth>,
@@ -1004,6 +1027,55 @@ impl WorkerProgress {
         self.commit_failures.load(Ordering::Relaxed)
     }
 
+    /// Records of the topic processed and still held by their owner:
+    /// per owned partition the offset after the last record processed,
+    /// summed (a topic whose offsets start at 0), as of each member's last
+    /// poll batch. Records read again after a partition moved (its
+    /// unflushed work is dropped, the next owner resumes from the
+    /// checkpoint) count once.
+    pub fn offsets_reached(&self) -> u64 {
+        self.reached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|&n| n.max(0) as u64)
+            .sum()
+    }
+
+    /// Where each of `tasks` (one member's partitions) is: called after
+    /// each poll batch, not per record.
+    fn reach(&self, tasks: &HashMap<i32, PartitionTask>) {
+        let mut reached = self
+            .reached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for t in tasks.values() {
+            if let Some(next) = t.next_offset {
+                reached.insert(t.partition, next);
+            }
+        }
+    }
+
+    /// `partition` is no longer owned here: what its owner processed after
+    /// the checkpoint is dropped, and its next owner reports where it is.
+    fn unreach(&self, partition: i32) {
+        self.reached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&partition);
+    }
+
+    /// Members that own at least one partition now.
+    pub fn busy_members(&self) -> u64 {
+        self.busy_members.load(Ordering::Relaxed)
+    }
+
+    /// Time the members spent in flushes, summed over them: while a
+    /// member flushes, its partitions are not consumed.
+    pub fn flushing(&self) -> Duration {
+        Duration::from_nanos(self.flushing_ns.load(Ordering::Relaxed))
+    }
+
     /// When the first record was processed.
     pub fn first_record(&self) -> Option<Instant> {
         self.first_record.get().copied()
@@ -1021,85 +1093,115 @@ impl WorkerProgress {
     }
 }
 
-/// The worker. See the module docs.
-pub struct Worker {
+/// What every member of a worker shares (read-only, or atomics).
+struct Shared {
     settings: Settings,
-    /// Root of the datasets and dead letters.
+    rules: Arc<RuleSet>,
+    /// The pipeline configuration (wall clock).
+    cfg: PipelineConfig,
     data_dir: Root,
-    tasks: HashMap<i32, PartitionTask>,
-    sinks: Sinks,
-    /// Which topics (and encodings) each alert event goes to.
-    router: AlertRouter,
     store: CheckpointStore,
-    summary: WorkerSummary,
     progress: Arc<WorkerProgress>,
-    /// Checkpointed offsets (the next offset to process) of owned
-    /// partitions that the group has not acknowledged yet.
-    uncommitted: BTreeMap<i32, i64>,
-    /// Makes the commits, off the loop's thread.
-    committer: Committer,
-    /// Whether a commit is waiting for its answer.
-    commit_in_flight: bool,
-    /// When the last commit was sent.
-    commit_sent_at: Option<Instant>,
-    /// The consumer (for the fencing checks of a flush).
-    consumer: Arc<BaseConsumer<WorkerContext<CheckpointHook>>>,
-    /// When this worker last ran (its loop, a publish, a checkpoint) or
-    /// proved its membership; see [`Worker::confirm_owner`].
-    beat: Instant,
-    /// Half the group session timeout: a longer stall asks for a proof.
-    stall_limit: Duration,
+    /// Members this worker runs.
+    members: usize,
+    /// Each member's liveness facts, registered before any starts.
+    health: Vec<Arc<crate::health::MemberHealth>>,
+    stop: Stop,
 }
 
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// When the members stop: SIGTERM (or the caller's flag), or another
+/// member failed.
+struct Stop {
+    shutdown: Arc<AtomicBool>,
+    failed: AtomicBool,
 }
 
-impl Worker {
-    /// Runs until `shutdown` is set, then flushes and leaves the group.
-    pub fn run(
-        settings: Settings,
-        rules: Arc<RuleSet>,
-        shutdown: Arc<AtomicBool>,
-    ) -> Result<WorkerSummary> {
-        Worker::run_with_progress(settings, rules, shutdown, Arc::default())
+impl Stop {
+    fn requested(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters a dashboard rates on exist from the start (at 0), not from
+/// their first event; so do those the alerts on Vigil itself rate on
+/// (deploy/base/prometheusrule.yaml): `increase()` misses the first event
+/// of a series that appears with it.
+fn register_metrics() {
+    metrics::counter!(obs::COMMITS).increment(0);
+    metrics::counter!(obs::COMMITS_DROPPED).increment(0);
+    for cause in CommitFailure::ALL {
+        metrics::counter!(obs::COMMIT_FAILURES, "reason" => cause.as_str()).increment(0);
+    }
+    metrics::counter!(obs::CONSUMER_ERRORS).increment(0);
+    metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
+    metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
+    metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
+    metrics::gauge!(obs::PARTITIONS_OWNED).set(0.0);
+}
+
+/// The Kafka settings of member `k` of `n`: its own `client.id` and, under
+/// static membership, its own `group.instance.id` (two members with one
+/// id would fence each other).
+fn member_kafka(
+    kafka: &vigil_kafka::KafkaSettings,
+    k: usize,
+    n: usize,
+) -> vigil_kafka::KafkaSettings {
+    let mut kafka = kafka.clone();
+    if n > 1 {
+        let id = |props: &BTreeMap<String, String>, key: &str| props.get(key).cloned();
+        let client = id(&kafka.consumer_properties, "client.id")
+            .or_else(|| id(&kafka.properties, "client.id"))
+            .unwrap_or_else(|| "vigil-consumer".to_owned());
+        kafka
+            .consumer_properties
+            .insert("client.id".to_owned(), format!("{client}-{k}"));
+        if let Some(instance) = id(&kafka.consumer_properties, "group.instance.id")
+            .or_else(|| id(&kafka.properties, "group.instance.id"))
+        {
+            kafka
+                .consumer_properties
+                .insert("group.instance.id".to_owned(), format!("{instance}-{k}"));
+        }
+    }
+    kafka
+}
+
+impl Shared {
+    /// Runs member `k` on this thread until the worker stops: joins the
+    /// group with a consumer of its own, owns what it is assigned, drains
+    /// and leaves. Its error also stops the other members.
+    fn run_member(&self, k: usize) -> Result<WorkerSummary> {
+        let span = tracing::info_span!("member", member = k);
+        let _g = span.enter();
+        let r = self.member(k);
+        if let Err(e) = &r {
+            if !self.stop.failed.swap(true, Ordering::Relaxed) && self.members > 1 {
+                tracing::error!(error = %format!("{e:#}"), "member failed; stopping the worker's other members");
+            }
+        }
+        r
     }
 
-    /// [`Worker::run`], updating `progress` as it goes.
-    pub fn run_with_progress(
-        settings: Settings,
-        rules: Arc<RuleSet>,
-        shutdown: Arc<AtomicBool>,
-        progress: Arc<WorkerProgress>,
-    ) -> Result<WorkerSummary> {
+    fn member(&self, k: usize) -> Result<WorkerSummary> {
+        let n = self.members;
+        let mut settings = self.settings.clone();
+        settings.kafka = member_kafka(&settings.kafka, k, n);
+        // The buffer bounds hold for the whole worker: each member gets
+        // its share.
+        let share = |v: u64| v.div_ceil(n as u64).max(1);
+        settings.storage.flush_rows = share(settings.storage.flush_rows);
+        settings.storage.dlq_flush_bytes = share(settings.storage.dlq_flush_bytes);
         let kafka = &settings.kafka;
+        let progress = self.progress.clone();
         let router = settings
             .alerts
             .router(&kafka.alert_topic)
             .map_err(|p| anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?;
-        if kafka.create_topics {
-            crate::cmd::topics::create_all(kafka, &settings.alerts, kafka.partitions)?;
-        }
-        let mut cfg = settings.pipeline.clone();
-        cfg.clock = ClockMode::Wall;
-        Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
-        // A directory or an object store each (docs/storage.md "Object
-        // stores"); an s3:// client takes its credentials from AWS_*.
-        let store_opts = settings.storage.object_store.options();
-        let data_dir = settings
-            .data_dir
-            .open_with(&store_opts)
-            .with_context(|| format!("opening data_dir {}", settings.data_dir))?;
-        let state_root = settings
-            .worker
-            .state_dir
-            .open_with(&store_opts)
-            .with_context(|| format!("opening worker.state_dir {}", settings.worker.state_dir))?;
-        let store = CheckpointStore::at(&state_root);
         let hook = CheckpointHook {
-            store: store.clone(),
-            cfg: cfg.clone(),
-            rules: rules.clone(),
+            store: self.store.clone(),
+            cfg: self.cfg.clone(),
+            rules: self.rules.clone(),
         };
         let producer = AckedProducer::with_ack_latency(
             kafka,
@@ -1107,8 +1209,6 @@ impl Worker {
             progress.ack_latency.clone(),
         )
         .context("creating the alert and dead-letter producer")?;
-        // Without this, the first alerts wait for the producer to look the
-        // topic up (about half a second on a fresh producer).
         // Route counters a dashboard rates on exist from the start.
         router.register_metrics();
         let outputs: Vec<&str> = router
@@ -1117,8 +1217,14 @@ impl Worker {
             .chain([kafka.dlq_topic.as_str()])
             .filter(|t| !t.is_empty())
             .collect();
+        // Without this, the first alerts wait for the producer to look the
+        // topic up (about half a second on a fresh producer).
         if let Err(e) = producer.prepare(&outputs, Duration::from_secs(10)) {
             tracing::warn!(error = %e, "could not read the output topics' metadata yet");
+        }
+        for topic in &outputs {
+            metrics::counter!(vigil_kafka::metric_names::PRODUCE_FAILURES, "topic" => topic.to_string())
+                .increment(0);
         }
         let message_max = kafka
             .producer_message_max_bytes()
@@ -1133,53 +1239,27 @@ impl Worker {
         let session_timeout = kafka
             .consumer_session_timeout()
             .context("kafka session.timeout.ms is not a positive integer")?;
-        progress
-            .health
-            .attach_consumer(consumer.context().health().clone());
-        // Counters a dashboard rates on exist from the start (at 0), not
-        // from their first event.
-        metrics::counter!(obs::COMMITS).increment(0);
-        metrics::counter!(obs::COMMITS_DROPPED).increment(0);
-        // So are those the alerts on Vigil itself rate on
-        // (deploy/base/prometheusrule.yaml): `increase()` misses the first
-        // event of a series that appears with it.
-        for cause in CommitFailure::ALL {
-            metrics::counter!(obs::COMMIT_FAILURES, "reason" => cause.as_str()).increment(0);
-        }
-        metrics::counter!(obs::CONSUMER_ERRORS).increment(0);
-        metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
-        metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
-        metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
-        for topic in &outputs {
-            metrics::counter!(vigil_kafka::metric_names::PRODUCE_FAILURES, "topic" => topic.to_string())
-                .increment(0);
-        }
-        tracing::info!(
-            brokers = %kafka.brokers,
-            topic = %kafka.telemetry_topic,
-            input_format = ?settings.worker.input_format,
-            group = %kafka.group_id,
-            data_dir = %settings.data_dir,
-            state_dir = %settings.worker.state_dir,
-            "worker started"
-        );
+        let health = self.health[k].clone();
+        health.attach_consumer(consumer.context().health().clone());
         let mut w = Worker {
-            data_dir: data_dir.clone(),
+            data_dir: self.data_dir.clone(),
             sinks: Sinks {
                 producer,
                 source_topic: kafka.telemetry_topic.clone(),
                 dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
                 buf: Vec::new(),
                 dlq_budget,
-                data_dir,
+                data_dir: self.data_dir.clone(),
                 sync: settings.storage.parquet.sync,
             },
             router,
             settings,
             tasks: HashMap::new(),
-            store,
+            owned: 0,
+            store: self.store.clone(),
             summary: WorkerSummary::default(),
             progress,
+            health,
             uncommitted: BTreeMap::new(),
             committer,
             commit_in_flight: false,
@@ -1188,7 +1268,7 @@ impl Worker {
             beat: Instant::now(),
             stall_limit: session_timeout / 2,
         };
-        let result = w.run_loop(&consumer, &cfg, &rules, &shutdown);
+        let result = w.run_loop(&consumer, &self.cfg, &self.rules, &self.stop);
         w.progress.health.set_stopping();
         let mut summary = WorkerSummary::default();
         let mut drain_error: Option<anyhow::Error> = None;
@@ -1231,6 +1311,8 @@ impl Worker {
         if !w.committer.stop(Duration::from_secs(1)) {
             tracing::warn!("an offset commit is still hanging; the group may only notice this member left at its session timeout");
         }
+        w.tasks.clear();
+        w.count_owned();
         drop(w);
         drop(consumer);
         tracing::info!(
@@ -1241,6 +1323,162 @@ impl Worker {
             return Err(e);
         }
         result.map(|()| summary)
+    }
+}
+
+/// One member of the worker: a consumer, its partitions and their
+/// output, on one thread. See the module docs.
+pub struct Worker {
+    settings: Settings,
+    /// Root of the datasets and dead letters.
+    data_dir: Root,
+    tasks: HashMap<i32, PartitionTask>,
+    /// Partitions counted as owned in the gauge and the progress (this
+    /// member's share of them).
+    owned: usize,
+    sinks: Sinks,
+    /// Which topics (and encodings) each alert event goes to.
+    router: AlertRouter,
+    store: CheckpointStore,
+    summary: WorkerSummary,
+    progress: Arc<WorkerProgress>,
+    /// This member's liveness facts.
+    health: Arc<crate::health::MemberHealth>,
+    /// Checkpointed offsets (the next offset to process) of owned
+    /// partitions that the group has not acknowledged yet.
+    uncommitted: BTreeMap<i32, i64>,
+    /// Makes the commits, off the loop's thread.
+    committer: Committer,
+    /// Whether a commit is waiting for its answer.
+    commit_in_flight: bool,
+    /// When the last commit was sent.
+    commit_sent_at: Option<Instant>,
+    /// The consumer (for the fencing checks of a flush).
+    consumer: Arc<BaseConsumer<WorkerContext<CheckpointHook>>>,
+    /// When this worker last ran (its loop, a publish, a checkpoint) or
+    /// proved its membership; see [`Worker::confirm_owner`].
+    beat: Instant,
+    /// Half the group session timeout: a longer stall asks for a proof.
+    stall_limit: Duration,
+}
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Worker {
+    /// Runs until `shutdown` is set, then flushes and leaves the group.
+    pub fn run(
+        settings: Settings,
+        rules: Arc<RuleSet>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<WorkerSummary> {
+        Worker::run_with_progress(settings, rules, shutdown, Arc::default())
+    }
+
+    /// [`Worker::run`], updating `progress` as it goes.
+    ///
+    /// Runs `worker.threads` consumer-group members, each on a thread of
+    /// its own with its own consumer, producer and partitions (the module
+    /// docs, "Threads"). A member that fails stops the others (each
+    /// drains as on SIGTERM) and its error is returned.
+    pub fn run_with_progress(
+        settings: Settings,
+        rules: Arc<RuleSet>,
+        shutdown: Arc<AtomicBool>,
+        progress: Arc<WorkerProgress>,
+    ) -> Result<WorkerSummary> {
+        let kafka = &settings.kafka;
+        // Checked once here; each member builds its own.
+        settings
+            .alerts
+            .router(&kafka.alert_topic)
+            .map_err(|p| anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?;
+        if kafka.create_topics {
+            crate::cmd::topics::create_all(kafka, &settings.alerts, kafka.partitions)?;
+        }
+        let mut cfg = settings.pipeline.clone();
+        cfg.clock = ClockMode::Wall;
+        Pipeline::new(cfg.clone(), rules.clone()).map_err(crate::settings::invalid_pipeline)?;
+        // A directory or an object store each (docs/storage.md "Object
+        // stores"); an s3:// client takes its credentials from AWS_*.
+        let store_opts = settings.storage.object_store.options();
+        let data_dir = settings
+            .data_dir
+            .open_with(&store_opts)
+            .with_context(|| format!("opening data_dir {}", settings.data_dir))?;
+        let state_root = settings
+            .worker
+            .state_dir
+            .open_with(&store_opts)
+            .with_context(|| format!("opening worker.state_dir {}", settings.worker.state_dir))?;
+        let store = CheckpointStore::at(&state_root);
+        register_metrics();
+        let members = settings.worker.member_threads();
+        tracing::info!(
+            brokers = %kafka.brokers,
+            topic = %kafka.telemetry_topic,
+            input_format = ?settings.worker.input_format,
+            group = %kafka.group_id,
+            data_dir = %settings.data_dir,
+            state_dir = %settings.worker.state_dir,
+            members,
+            "worker started"
+        );
+        let health = progress.health.members(members);
+        let shared = Shared {
+            health,
+            settings,
+            rules,
+            cfg,
+            data_dir,
+            store,
+            progress,
+            members,
+            stop: Stop {
+                shutdown,
+                failed: AtomicBool::new(false),
+            },
+        };
+        if members == 1 {
+            return shared.run_member(0);
+        }
+        std::thread::scope(|sc| {
+            let mut handles = Vec::with_capacity(members);
+            let mut spawn_error = None;
+            for k in 0..members {
+                let shared = &shared;
+                match std::thread::Builder::new()
+                    .name(format!("vigil-member-{k}"))
+                    .spawn_scoped(sc, move || shared.run_member(k))
+                {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        shared.stop.failed.store(true, Ordering::Relaxed);
+                        spawn_error =
+                            Some(anyhow!(e).context(format!("starting member thread {k}")));
+                        break;
+                    }
+                }
+            }
+            let mut summary = WorkerSummary::default();
+            let mut first_error = spawn_error;
+            for (k, h) in handles.into_iter().enumerate() {
+                match h.join() {
+                    Ok(Ok(s)) => summary.add(&s),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e.context(format!("member {k}")));
+                    }
+                    Err(_) => {
+                        first_error.get_or_insert(anyhow!("member {k} panicked"));
+                    }
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(summary),
+            }
+        })
     }
 
     /// The shutdown drain: a last flush, then the pending commits, all by
@@ -1275,15 +1513,15 @@ impl Worker {
         consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
         cfg: &PipelineConfig,
         rules: &Arc<RuleSet>,
-        shutdown: &AtomicBool,
+        stop: &Stop,
     ) -> Result<()> {
         let flush_every = self.settings.worker.flush_interval;
         let tick_every = cfg.tick_interval;
         let max_batch = self.settings.worker.max_poll_records;
         let mut last_flush = Instant::now();
         let mut last_tick = Instant::now();
-        while !shutdown.load(Ordering::Relaxed) {
-            self.progress.health.beat(wall_ms());
+        while !stop.requested() {
+            self.health.beat(wall_ms());
             self.beat = Instant::now();
             let mut handled = 0usize;
             let mut timeout = Duration::from_millis(100);
@@ -1307,7 +1545,8 @@ impl Worker {
                 self.process(m.partition(), m.offset(), m.payload().unwrap_or(&[]), now)?;
             }
             drop(_g);
-            if shutdown.load(Ordering::Relaxed) {
+            self.progress.reach(&self.tasks);
+            if stop.requested() {
                 // The drain flushes, within its own budget.
                 break;
             }
@@ -1452,6 +1691,7 @@ impl Worker {
     /// commit are dropped; its next owner restores from the checkpoint.
     fn release(&mut self, partition: i32) -> Option<PartitionTask> {
         let t = self.tasks.remove(&partition);
+        self.progress.unreach(partition);
         if let Some(offset) = self.uncommitted.remove(&partition) {
             tracing::info!(
                 partition,
@@ -1467,11 +1707,29 @@ impl Worker {
     }
 
     /// Updates the owned-partitions gauge and progress counter.
-    fn count_owned(&self) {
-        metrics::gauge!(obs::PARTITIONS_OWNED).set(self.tasks.len() as f64);
-        self.progress
-            .partitions
-            .store(self.tasks.len() as u64, Ordering::Relaxed);
+    /// (Both sum over the worker's members: each adds what changed in its
+    /// own count.)
+    fn count_owned(&mut self) {
+        let (was, now) = (self.owned, self.tasks.len());
+        if (was == 0) != (now == 0) {
+            if now > 0 {
+                self.progress.busy_members.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.progress.busy_members.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if now > was {
+            metrics::gauge!(obs::PARTITIONS_OWNED).increment((now - was) as f64);
+            self.progress
+                .partitions
+                .fetch_add((now - was) as u64, Ordering::Relaxed);
+        } else if now < was {
+            metrics::gauge!(obs::PARTITIONS_OWNED).decrement((was - now) as f64);
+            self.progress
+                .partitions
+                .fetch_sub((was - now) as u64, Ordering::Relaxed);
+        }
+        self.owned = now;
     }
 
     /// Whether this worker still owns its partitions, asked before each
@@ -1725,11 +1983,9 @@ impl Worker {
         self.summary.records += 1;
         let p = &self.progress;
         p.first_record.get_or_init(Instant::now);
+        let points = t.pipeline.stats().points_in.saturating_sub(points_before);
         p.records.fetch_add(1, Ordering::Relaxed);
-        p.points.fetch_add(
-            t.pipeline.stats().points_in.saturating_sub(points_before),
-            Ordering::Relaxed,
-        );
+        p.points.fetch_add(points, Ordering::Relaxed);
         t.stage.route(&mut t.out, &self.router, &mut self.sinks)?;
         Ok(())
     }
@@ -1746,7 +2002,13 @@ impl Worker {
             .map(|t| t.partition)
             .collect();
         if !dirty.is_empty() {
-            self.flush_partitions(&dirty, delivery_timeout)?;
+            let started = Instant::now();
+            let r = self.flush_partitions(&dirty, delivery_timeout);
+            let took = started.elapsed();
+            self.progress
+                .flushing_ns
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            r?;
         }
         self.commit_pending()
     }
@@ -2224,6 +2486,48 @@ mod tests {
     /// member or its generation fence it; a rebalance in progress does not
     /// (the coordinator checked both first); coordinator and network
     /// trouble say nothing.
+    /// Members of one worker join as consumers of their own: each gets a
+    /// `client.id` of its own, and under static membership a
+    /// `group.instance.id` of its own (one id for two members would fence
+    /// one of them at every join). One member keeps the settings as given.
+    #[test]
+    fn each_member_has_its_own_client_and_instance_id() {
+        let mut kafka = vigil_kafka::KafkaSettings::default();
+        let one = member_kafka(&kafka, 0, 1);
+        assert_eq!(one, kafka);
+        let m1 = member_kafka(&kafka, 1, 2);
+        assert_eq!(
+            m1.consumer_properties.get("client.id").map(String::as_str),
+            Some("vigil-consumer-1")
+        );
+        assert!(!m1.consumer_properties.contains_key("group.instance.id"));
+        kafka
+            .properties
+            .insert("group.instance.id".into(), "pod-7".into());
+        kafka
+            .consumer_properties
+            .insert("client.id".into(), "edge".into());
+        let m0 = member_kafka(&kafka, 0, 3);
+        let m2 = member_kafka(&kafka, 2, 3);
+        let get = |k: &vigil_kafka::KafkaSettings, key: &str| {
+            k.consumer_properties.get(key).cloned().unwrap_or_default()
+        };
+        assert_eq!(get(&m0, "group.instance.id"), "pod-7-0");
+        assert_eq!(get(&m2, "group.instance.id"), "pod-7-2");
+        assert_eq!(get(&m2, "client.id"), "edge-2");
+        // The members' consumer configurations really differ.
+        let id = |k: &vigil_kafka::KafkaSettings| {
+            let c = k
+                .client_config(vigil_kafka::config::Role::Consumer)
+                .unwrap();
+            (
+                c.get("client.id").map(str::to_owned),
+                c.get("group.instance.id").map(str::to_owned),
+            )
+        };
+        assert_ne!(id(&m0), id(&m2));
+    }
+
     #[test]
     fn commit_answers_read_as_membership() {
         use vigil_kafka::consumer::CommitOutcome;

@@ -19,10 +19,13 @@ const CHAOS_PARTITIONS: i32 = 6;
 /// Agents of the chaos fleet.
 const CHAOS_AGENTS: usize = 24;
 /// Small polls and frequent flushes: kills land in the middle of flushes.
-const CHAOS_WORKER: [(&str, &str); 3] = [
+/// Two members per worker (issue 19 item 1): a kill takes two members
+/// down at once, a pause freezes both.
+const CHAOS_WORKER: [(&str, &str); 4] = [
     ("VIGIL_WORKER__MAX_POLL_RECORDS", "16"),
     ("VIGIL_STORAGE__FLUSH_RECORDS", "32"),
     ("VIGIL_WORKER__FLUSH_INTERVAL", "100ms"),
+    ("VIGIL_WORKER__THREADS", "2"),
 ];
 /// Statistics every second: the workers see the outage quickly.
 const CHAOS_CONFIG: &str = "\"statistics.interval.ms\" = \"1000\"\n";

@@ -15,12 +15,18 @@ use vigil_store::{CheckpointStore, Generation};
 
 use super::*;
 
+/// One member per worker: a failpoint's N-th hit is the N-th flush step
+/// of the one flushing thread, so each crash lands where the test says
+/// (the chaos test runs several members per worker).
+const ONE: (&str, &str) = ("VIGIL_WORKER__THREADS", "1");
+
 /// Small polls and flushes: many flushes, so a failpoint's N-th hit lands
 /// mid-stream with flushes done before it.
-const SMALL: [(&str, &str); 3] = [
+const SMALL: [(&str, &str); 4] = [
     ("VIGIL_WORKER__MAX_POLL_RECORDS", "8"),
     ("VIGIL_STORAGE__FLUSH_RECORDS", "8"),
     ("VIGIL_WORKER__FLUSH_INTERVAL", "20ms"),
+    ONE,
 ];
 
 impl WorkerProc {
@@ -148,7 +154,7 @@ fn crash_at(name: &str, failpoint: &str, hit: u32, check: impl Fn(&Left)) -> Opt
     let left = env.left();
     eprintln!("{failpoint}: {left:?}");
     check(&left);
-    let w2 = env.worker("w2", &[]);
+    let w2 = env.worker("w2", &[ONE]);
     env.wait_committed(&[&w2]);
     let log = w2.stop();
     assert_windows(&env, &records);
@@ -290,7 +296,7 @@ fn kafka_damaged_newest_checkpoints_fall_back_and_lose_nothing() {
             .is_some());
     }
     env.produce(&second);
-    let w2 = env.worker("w2", &[]);
+    let w2 = env.worker("w2", &[ONE]);
     env.wait_committed(&[&w2]);
     let metrics = w2.metrics();
     let log = w2.stop();
@@ -312,9 +318,10 @@ fn kafka_damaged_newest_checkpoints_fall_back_and_lose_nothing() {
 /// Windows close 2 s after an agent's last record (processing time): once
 /// the stream ends, every window is closed by a tick and published as a
 /// tick file.
-const IDLE: [(&str, &str); 2] = [
+const IDLE: [(&str, &str); 3] = [
     ("VIGIL_PIPELINE__IDLE_TIMEOUT", "2s"),
     ("VIGIL_PIPELINE__TICK_INTERVAL", "200ms"),
+    ONE,
 ];
 
 impl Env {

@@ -50,6 +50,9 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
         &[
             ("VIGIL_FAILPOINTS", "flush.before_publish=stop@2"),
             ("VIGIL_WORKER__FLUSH_INTERVAL", "1s"),
+            // One member: the failpoint's second hit is this one's
+            // second flush (the chaos test pauses workers of several).
+            ("VIGIL_WORKER__THREADS", "1"),
         ],
     );
     let watch = env.group_client();
@@ -75,7 +78,7 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
     let frozen_files = aggregate_files(&env);
     // The zombie's session expires (6 s); the new owner takes every
     // partition, restores the zombie's checkpoints and commits the lot.
-    let owner = env.worker("owner", &[]);
+    let owner = env.worker("owner", &[("VIGIL_WORKER__THREADS", "1")]);
     env.wait_committed(&[&owner, &zombie]);
     let committed = env.committed();
     let owner_files = aggregate_files(&env);

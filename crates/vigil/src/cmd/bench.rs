@@ -98,6 +98,12 @@ pub struct Args {
     /// end; a broker that keeps every record in memory fills up).
     #[arg(long, requires = "brokers")]
     pub keep_topics: bool,
+    /// Worker threads (`worker.threads`, consumer-group members) to
+    /// measure, comma separated: `--threads 1,2` drains the same backlog
+    /// once with each, in a new group every time [default: the
+    /// configuration's]. One value with `--rate`.
+    #[arg(long, requires = "brokers", value_delimiter = ',')]
+    pub threads: Vec<usize>,
 }
 
 /// One stage's best time.

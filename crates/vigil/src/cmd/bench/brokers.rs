@@ -249,6 +249,7 @@ pub(super) fn run(config: Option<&Path>, a: &Args) -> Result<()> {
         fleet_cfg.seed,
         match rate {
             Some((r, d)) => format!("produce at {r} points/s for {d} s while the worker consumes"),
+            None if a.threads.len() > 1 => "for each --threads value: the worker joins, then the fleet is produced as fast as it goes and drained".into(),
             None => "produce everything, then let the worker drain the backlog".into(),
         },
         if settings.storage.parquet.sync { "on" } else { "off" },
@@ -270,7 +271,115 @@ pub(super) fn run(config: Option<&Path>, a: &Args) -> Result<()> {
         a.runs.max(1)
     );
 
-    // Topics: new (or empty), deleted at the end.
+    let threads = if a.threads.is_empty() {
+        vec![settings.worker.threads]
+    } else {
+        a.threads.clone()
+    };
+    ensure!(
+        rate.is_none() || threads.len() == 1,
+        "--rate measures one worker: give one --threads value"
+    );
+    // Several member counts: each drains a topic of its own, joining it
+    // before the fleet is produced, so every member owns its partitions
+    // from the first record (on a backlog, the first member to join would
+    // start alone and hand partitions over mid-run).
+    let join_first = threads.len() > 1;
+    let mut capacities = Vec::new();
+    for &n in &threads {
+        let mut kafka = kafka.clone();
+        let topic = if join_first {
+            format!("{topic}-t{n}")
+        } else {
+            topic.clone()
+        };
+        kafka.telemetry_topic = topic.clone();
+        kafka.alert_topic = format!("{topic}.alerts");
+        if !kafka.dlq_topic.is_empty() {
+            kafka.dlq_topic = format!("{topic}.dlq");
+        }
+        kafka.group_id = format!("{topic}.bench");
+        let mut ws = settings.clone();
+        ws.kafka = kafka.clone();
+        ws.worker.threads = n;
+        let members = ws.worker.member_threads();
+        if join_first {
+            println!(
+                "--- worker.threads = {n} ({members} member{}), topic {topic}: the members join, then the fleet is produced as fast as it goes ---",
+                if members == 1 { "" } else { "s" }
+            );
+        }
+        // Topics: new (or empty), deleted at the end of the run.
+        let _cleanup = bench_topics(&kafka, partitions, a.keep_topics)?;
+        let probe = OffsetProbe::new(&kafka, &topic, PROBE_TIMEOUT)
+            .with_context(|| format!("reading the offsets of {topic} on {brokers}"))?;
+        let on_topic: u64 = probe
+            .sample(PROBE_TIMEOUT)
+            .with_context(|| format!("reading the offsets of {topic}"))?
+            .iter()
+            .map(|p| p.high.max(0) as u64)
+            .sum();
+        ensure!(
+            on_topic == 0,
+            "topic {topic} already holds {on_topic} records; the bench needs a new or empty topic \
+             (leave out --topic for a new one)"
+        );
+        let new_producer = || {
+            AckedProducer::new(&kafka, Duration::from_secs(60))
+                .context("creating the telemetry producer")
+        };
+        let mut backlog_points = 0;
+        if rate.is_none() && !join_first {
+            let p = produce(
+                &mut new_producer()?,
+                &topic,
+                records.iter().zip(points.iter().copied()),
+                Pace::default(),
+            )
+            .with_context(|| format!("producing to {topic} on {brokers}"))?;
+            print_produced(&p, None);
+            backlog_points = p.weight;
+        }
+        let run = Run {
+            ws,
+            rules: rules.clone(),
+            probe: &probe,
+            records: &records,
+            points: &points,
+            topic: &topic,
+            rate,
+            join_first,
+            backlog_points,
+            sample_every,
+            decode_rate,
+            new_producer: &new_producer,
+        };
+        let rate = run
+            .measure()
+            .with_context(|| format!("measuring with {members} members on {topic}"))?;
+        capacities.push((members, rate));
+    }
+    if capacities.len() > 1 {
+        let (m1, r1) = capacities[0];
+        let line: Vec<String> = capacities
+            .iter()
+            .map(|(m, r)| {
+                format!(
+                    "{m} member{}: {:.3} M points/s ({:.2} × {m1})",
+                    if *m == 1 { "" } else { "s" },
+                    r / 1e6,
+                    r / r1.max(1e-9)
+                )
+            })
+            .collect();
+        println!("capacity      {}", line.join("; "));
+    }
+    Ok(())
+}
+
+/// Creates the bench's topics (telemetry, alerts and, if set, dead
+/// letters) with `partitions` each; the guard deletes those it created.
+fn bench_topics(kafka: &KafkaSettings, partitions: i32, keep: bool) -> Result<Cleanup> {
     let mut wanted = vec![
         (kafka.telemetry_topic.as_str(), partitions),
         (kafka.alert_topic.as_str(), partitions),
@@ -278,152 +387,165 @@ pub(super) fn run(config: Option<&Path>, a: &Args) -> Result<()> {
     if !kafka.dlq_topic.is_empty() {
         wanted.push((kafka.dlq_topic.as_str(), partitions));
     }
-    let outcome = create_topics(&kafka, &wanted, Duration::from_secs(30))
-        .with_context(|| format!("creating the bench topics on {brokers}"))?;
-    let _cleanup = Cleanup {
+    let outcome = create_topics(kafka, &wanted, Duration::from_secs(30))
+        .with_context(|| format!("creating the bench topics on {}", kafka.brokers))?;
+    Ok(Cleanup {
         kafka: kafka.clone(),
         topics: outcome
             .iter()
             .filter(|(_, o)| matches!(o, TopicOutcome::Created(_)))
             .map(|(t, _)| t.clone())
             .collect(),
-        keep: a.keep_topics,
-    };
-    let probe = OffsetProbe::new(&kafka, &topic, PROBE_TIMEOUT)
-        .with_context(|| format!("reading the offsets of {topic} on {brokers}"))?;
-    let on_topic: u64 = probe
-        .sample(PROBE_TIMEOUT)
-        .with_context(|| format!("reading the offsets of {topic}"))?
-        .iter()
-        .map(|p| p.high.max(0) as u64)
-        .sum();
-    ensure!(
-        on_topic == 0,
-        "topic {topic} already holds {on_topic} records; the bench needs a new or empty topic \
-         (leave out --topic for a new one)"
-    );
+        keep,
+    })
+}
 
-    let dir = tempfile_dir()?;
-    let mut ws = settings.clone();
-    ws.kafka = kafka.clone();
-    ws.data_dir = dir.path().join("data").into();
-    ws.worker.state_dir = dir.path().join("state").into();
-    let new_producer = || {
-        AckedProducer::new(&kafka, Duration::from_secs(60))
-            .context("creating the telemetry producer")
-    };
+/// One measured worker run over the bench topic.
+struct Run<'a, P> {
+    ws: Settings,
+    rules: Arc<vigil_ops::rules::RuleSet>,
+    probe: &'a OffsetProbe,
+    records: &'a [SimRecord],
+    points: &'a [u64],
+    topic: &'a str,
+    rate: Option<(f64, f64)>,
+    /// Produce the fleet (as fast as it goes) once the members own the
+    /// partitions, instead of before the worker starts.
+    join_first: bool,
+    /// Points produced before the worker started (backlog mode).
+    backlog_points: u64,
+    sample_every: f64,
+    decode_rate: f64,
+    new_producer: &'a P,
+}
 
-    if rate.is_none() {
-        let p = produce(
-            &mut new_producer()?,
-            &topic,
-            records.iter().zip(points.iter().copied()),
-            Pace::default(),
-        )
-        .with_context(|| format!("producing to {topic} on {brokers}"))?;
-        print_produced(&p, None);
-    }
-
-    let progress = Arc::new(WorkerProgress::default());
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let stop_producing = AtomicBool::new(false);
-    let (measured, stopped) = std::thread::scope(|sc| -> Result<(Measured, Instant)> {
-        let worker = {
-            let (ws, rules, shutdown, progress) = (
-                ws.clone(),
-                rules.clone(),
-                shutdown.clone(),
-                progress.clone(),
-            );
-            std::thread::Builder::new()
-                .name("vigil-worker".into())
-                .spawn_scoped(sc, move || {
-                    Worker::run_with_progress(ws, rules, shutdown, progress)
-                })
-                .context("starting the worker thread")?
-        };
-        let measured = (|| -> Result<Measured> {
-            // The worker owns every partition before the clock starts.
-            let joining = Instant::now();
-            let n = probe.partitions().len() as u64;
-            while progress.partitions() < n {
-                if worker.is_finished() {
-                    bail!("the worker stopped before it was assigned the partitions");
-                }
-                if joining.elapsed() > JOIN_TIMEOUT {
-                    bail!(
-                        "the worker was not assigned the {n} partitions of {topic} within {} s",
-                        JOIN_TIMEOUT.as_secs()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            println!(
-                "worker        owns the {n} partitions after {:.2} s",
-                joining.elapsed().as_secs_f64()
-            );
-            let producer_thread = match rate {
-                Some((r, d)) => {
-                    let mut producer = new_producer()?;
-                    let (records, points, stop, topic) =
-                        (&records, &points, &stop_producing, topic.as_str());
-                    Some(
-                        std::thread::Builder::new()
-                            .name("vigil-bench-producer".into())
-                            .spawn_scoped(sc, move || {
-                                let p = produce(
-                                    &mut producer,
-                                    topic,
-                                    records.iter().zip(points.iter().copied()),
-                                    Pace {
-                                        per_second: Some(r),
-                                        until: Some(Duration::from_secs_f64(d)),
-                                        stop: Some(stop),
-                                    },
-                                );
-                                (p, Instant::now())
-                            })
-                            .context("starting the producer thread")?,
-                    )
-                }
-                None => None,
+impl<P: Fn() -> Result<AckedProducer> + Sync> Run<'_, P> {
+    /// Runs the worker until it has processed everything on the topic
+    /// (producing at the rate first, in rate mode), stops it, reports, and
+    /// returns its rate in points per second.
+    fn measure(&self) -> Result<f64> {
+        let dir = tempfile_dir()?;
+        let mut ws = self.ws.clone();
+        ws.data_dir = dir.path().join("data").into();
+        ws.worker.state_dir = dir.path().join("state").into();
+        let (rate, probe, topic) = (self.rate, self.probe, self.topic);
+        let progress = Arc::new(WorkerProgress::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let stop_producing = AtomicBool::new(false);
+        let members = ws.worker.member_threads();
+        let (measured, stopped) = std::thread::scope(|sc| -> Result<(Measured, Instant)> {
+            let worker = {
+                let (ws, rules, shutdown, progress) = (
+                    ws.clone(),
+                    self.rules.clone(),
+                    shutdown.clone(),
+                    progress.clone(),
+                );
+                std::thread::Builder::new()
+                    .name("vigil-worker".into())
+                    .spawn_scoped(sc, move || {
+                        Worker::run_with_progress(ws, rules, shutdown, progress)
+                    })
+                    .context("starting the worker thread")?
             };
-            let r =
-                sample_until_processed(&probe, &progress, producer_thread, &worker, sample_every);
-            if r.is_err() {
-                stop_producing.store(true, Ordering::Relaxed);
-            }
-            r
-        })();
-        // Final flush: Parquet published, alerts acknowledged, checkpoint,
-        // commit; then the worker leaves the group.
-        shutdown.store(true, Ordering::Relaxed);
-        let summary = worker
-            .join()
-            .map_err(|_| anyhow!("the worker thread panicked"))?;
-        let stopped = Instant::now();
-        let summary = summary.context("the worker failed")?;
-        tracing::debug!(flushes = summary.flushes, "worker stopped");
-        Ok((measured?, stopped))
-    })?;
+            let measured = (|| -> Result<Measured> {
+                // The worker owns every partition before the clock starts,
+                // spread over as many members as can have one (the first
+                // member to join is given them all, then hands some over).
+                let joining = Instant::now();
+                let n = probe.partitions().len() as u64;
+                let busy = n.min(members as u64);
+                while progress.partitions() < n || progress.busy_members() < busy {
+                    if worker.is_finished() {
+                        bail!("the worker stopped before it was assigned the partitions");
+                    }
+                    if joining.elapsed() > JOIN_TIMEOUT {
+                        bail!(
+                            "the worker's {members} member(s) were not assigned the {n} partitions \
+                             of {topic} within {} s",
+                            JOIN_TIMEOUT.as_secs()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                println!(
+                    "worker        owns the {n} partitions after {:.2} s ({members} member{})",
+                    joining.elapsed().as_secs_f64(),
+                    if members == 1 { "" } else { "s" }
+                );
+                let pace = match rate {
+                    Some((r, d)) => Some((Some(r), Some(Duration::from_secs_f64(d)))),
+                    None if self.join_first => Some((None, None)),
+                    None => None,
+                };
+                let producer_thread = match pace {
+                    Some((per_second, until)) => {
+                        let mut producer = (self.new_producer)()?;
+                        let (records, points, stop) = (self.records, self.points, &stop_producing);
+                        Some(
+                            std::thread::Builder::new()
+                                .name("vigil-bench-producer".into())
+                                .spawn_scoped(sc, move || {
+                                    let p = produce(
+                                        &mut producer,
+                                        topic,
+                                        records.iter().zip(points.iter().copied()),
+                                        Pace {
+                                            per_second,
+                                            until,
+                                            stop: Some(stop),
+                                        },
+                                    );
+                                    (p, Instant::now())
+                                })
+                                .context("starting the producer thread")?,
+                        )
+                    }
+                    None => None,
+                };
+                let r = sample_until_processed(
+                    probe,
+                    &progress,
+                    producer_thread,
+                    &worker,
+                    self.sample_every,
+                );
+                if r.is_err() {
+                    stop_producing.store(true, Ordering::Relaxed);
+                }
+                r
+            })();
+            // Final flush: Parquet published, alerts acknowledged,
+            // checkpoint, commit; then the worker leaves the group.
+            shutdown.store(true, Ordering::Relaxed);
+            let summary = worker
+                .join()
+                .map_err(|_| anyhow!("the worker thread panicked"))?;
+            let stopped = Instant::now();
+            let summary = summary.context("the worker failed")?;
+            tracing::debug!(flushes = summary.flushes, "worker stopped");
+            Ok((measured?, stopped))
+        })?;
 
-    // Committed offsets after the final flush.
-    let committed_lag: u64 = probe
-        .sample(PROBE_TIMEOUT)
-        .with_context(|| format!("reading the offsets of {topic}"))?
-        .iter()
-        .map(|p| p.lag())
-        .sum();
+        // Committed offsets after the final flush.
+        let committed_lag: u64 = probe
+            .sample(PROBE_TIMEOUT)
+            .with_context(|| format!("reading the offsets of {topic}"))?
+            .iter()
+            .map(|p| p.lag())
+            .sum();
 
-    report(&Report {
-        m: &measured,
-        rate,
-        progress: &progress,
-        decode_rate,
-        stopped,
-        committed_lag,
-    });
-    Ok(())
+        Ok(report(&Report {
+            m: &measured,
+            rate,
+            progress: &progress,
+            members,
+            backlog_points: self.backlog_points,
+            decode_rate: self.decode_rate,
+            stopped,
+            committed_lag,
+        }))
+    }
 }
 
 fn print_produced(p: &Produced, target: Option<f64>) {
@@ -472,6 +594,9 @@ fn sample_until_processed<W>(
     let mut next_row = 0.0f64;
     let mut printed: Option<Sample> = None;
     let mut last_moved = (progress.records(), Instant::now());
+    // Progress is the records processed and still held by their owners
+    // (`offsets_reached`): a record read again after a partition moved
+    // counts once.
     println!(
         "lag every {sample_every} s, in records (lag: on the topic, not yet processed; committed lag: after the group's committed offsets, which advance at each flush):"
     );
@@ -513,7 +638,7 @@ fn sample_until_processed<W>(
         if now >= next_sample || (!producing && target.is_none()) {
             // The worker's count first: it can only grow while the offsets
             // are read, so the lag is never under-estimated.
-            let (processed, points) = (progress.records(), progress.points());
+            let (processed, points) = (progress.offsets_reached(), progress.points());
             let offsets = probe
                 .sample(PROBE_TIMEOUT)
                 .context("sampling the consumer lag")?;
@@ -539,7 +664,7 @@ fn sample_until_processed<W>(
                 next_sample += SAMPLE_TICK;
             }
         }
-        let processed = progress.records();
+        let processed = progress.offsets_reached();
         if let Some(t) = target {
             if processed >= t {
                 let all_processed = Instant::now();
@@ -561,8 +686,10 @@ fn sample_until_processed<W>(
                 });
             }
         }
-        if processed != last_moved.0 {
-            last_moved = (processed, Instant::now());
+        // Any record, also one read again, shows the worker is not stuck.
+        let moved = progress.records();
+        if moved != last_moved.0 {
+            last_moved = (moved, Instant::now());
         } else if last_moved.1.elapsed() > STALL_TIMEOUT
             && samples.last().is_some_and(|s| s.lag() > 0)
         {
@@ -581,17 +708,30 @@ struct Report<'a> {
     m: &'a Measured,
     rate: Option<(f64, f64)>,
     progress: &'a WorkerProgress,
+    /// Consumer-group members the worker ran.
+    members: usize,
+    /// Points produced before the worker started (backlog mode).
+    backlog_points: u64,
     decode_rate: f64,
     stopped: Instant,
     committed_lag: u64,
 }
 
-fn report(r: &Report<'_>) {
+/// Prints the run's figures; returns the worker's rate (points per
+/// second, first record to last commit).
+fn report(r: &Report<'_>) -> f64 {
     let m = r.m;
-    if let (Some((p, _)), Some((target, _))) = (&m.produced, r.rate) {
-        print_produced(p, Some(target));
+    if let Some((p, _)) = &m.produced {
+        print_produced(p, r.rate.map(|(target, _)| target));
     }
-    let (points, records) = (r.progress.points(), r.progress.records());
+    // The records on the topic, each counted once: a record read again
+    // (its partition moved between members before its flush) is work
+    // done twice, not output.
+    let records = m.target;
+    let points = match &m.produced {
+        Some((p, _)) => p.weight,
+        None => r.backlog_points,
+    };
     let first = r.progress.first_record().unwrap_or(m.all_processed);
     // Everything durable: the last commit ends the final flush.
     let span = r
@@ -617,6 +757,21 @@ fn report(r: &Report<'_>) {
             .saturating_duration_since(m.all_processed)
             .as_secs_f64(),
         r.progress.flushes()
+    );
+    let reread = r.progress.records().saturating_sub(records);
+    if reread > 0 {
+        println!(
+            "              {reread} records read twice: partitions moved between members before \
+             their flush (the first member to join starts alone, then hands some over)"
+        );
+    }
+    // While a member flushes, none of its partitions is consumed.
+    println!(
+        "flushing      {:.1} % of the members' time ({:.2} s over {} member{}): the share a partition is not consumed",
+        100.0 * r.progress.flushing().as_secs_f64() / (span * r.members.max(1) as f64),
+        r.progress.flushing().as_secs_f64(),
+        r.members,
+        if r.members == 1 { "" } else { "s" }
     );
 
     // Lag: during production in rate mode; the backlog draining otherwise.
@@ -650,6 +805,12 @@ fn report(r: &Report<'_>) {
                 m.all_processed.saturating_duration_since(*done).as_secs_f64()
             );
         }
+        (Some(_), None) => {
+            let max = m.samples.iter().map(|s| s.lag()).max().unwrap_or(0);
+            println!(
+                "lag           at most {max} records while the fleet was produced as fast as it goes, drained to 0"
+            );
+        }
         _ => {
             let max = m.samples.iter().map(|s| s.lag()).max().unwrap_or(0);
             println!(
@@ -674,6 +835,7 @@ fn report(r: &Report<'_>) {
         m.target,
         r.committed_lag
     );
+    worker_rate
 }
 
 #[cfg(test)]

@@ -1141,7 +1141,9 @@ fn register_metrics() {
 
 /// The Kafka settings of member `k` of `n`: its own `client.id` and, under
 /// static membership, its own `group.instance.id` (two members with one
-/// id would fence each other).
+/// id would fence each other); and its share of the queues that bound the
+/// worker's memory (the consumer's prefetch queue, the producer's queue),
+/// so `n` members hold no more than one would.
 fn member_kafka(
     kafka: &vigil_kafka::KafkaSettings,
     k: usize,
@@ -1149,6 +1151,49 @@ fn member_kafka(
 ) -> vigil_kafka::KafkaSettings {
     let mut kafka = kafka.clone();
     if n > 1 {
+        let message_max = kafka.producer_message_max_bytes();
+        let shares: [(&str, Option<&str>, bool); 4] = [
+            ("queued.max.messages.kbytes", None, true),
+            ("queued.min.messages", None, true),
+            (
+                "queue.buffering.max.kbytes",
+                Some(vigil_kafka::config::PRODUCER_QUEUE_KBYTES),
+                false,
+            ),
+            (
+                "queue.buffering.max.messages",
+                Some(vigil_kafka::config::PRODUCER_QUEUE_MESSAGES),
+                false,
+            ),
+        ];
+        for (key, default, consumer) in shares {
+            let own = if consumer {
+                &kafka.consumer_properties
+            } else {
+                &kafka.producer_properties
+            };
+            let Some(total) = own
+                .get(key)
+                .or_else(|| kafka.properties.get(key))
+                .map(String::as_str)
+                .or(default)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let mut share = total.div_ceil(n as u64).max(1);
+            if key == "queue.buffering.max.kbytes" {
+                // One message of the largest size must still fit.
+                let floor = message_max.map_or(1, |m| (m as u64).div_ceil(1024) + 1);
+                share = share.max(floor);
+            }
+            let props = if consumer {
+                &mut kafka.consumer_properties
+            } else {
+                &mut kafka.producer_properties
+            };
+            props.insert(key.to_owned(), share.to_string());
+        }
         let id = |props: &BTreeMap<String, String>, key: &str| props.get(key).cloned();
         let client = id(&kafka.consumer_properties, "client.id")
             .or_else(|| id(&kafka.properties, "client.id"))
@@ -2526,6 +2571,63 @@ mod tests {
             )
         };
         assert_ne!(id(&m0), id(&m2));
+    }
+
+    /// The queues that bound memory are shared out: the consumer's
+    /// prefetch queue as configured (default.toml: 16384 KB, 20000
+    /// messages) and the producer's (Vigil's defaults, 65536 KB and
+    /// 100000 messages) are split between the members, rounding up, and
+    /// the producer's queue still holds one message of the largest size.
+    #[test]
+    fn members_share_the_queues_that_bound_memory() {
+        use vigil_kafka::config::Role::{Consumer, Producer};
+        let mut kafka = vigil_kafka::KafkaSettings::default();
+        kafka
+            .consumer_properties
+            .insert("queued.max.messages.kbytes".into(), "16384".into());
+        kafka
+            .consumer_properties
+            .insert("queued.min.messages".into(), "20001".into());
+        let get = |k: &vigil_kafka::KafkaSettings, role, key: &str| {
+            k.client_config(role).unwrap().get(key).map(str::to_owned)
+        };
+        let one = member_kafka(&kafka, 0, 1);
+        assert_eq!(
+            get(&one, Consumer, "queued.max.messages.kbytes").as_deref(),
+            Some("16384")
+        );
+        assert_eq!(
+            get(&one, Producer, "queue.buffering.max.kbytes").as_deref(),
+            Some("65536")
+        );
+        let two = member_kafka(&kafka, 1, 2);
+        assert_eq!(
+            get(&two, Consumer, "queued.max.messages.kbytes").as_deref(),
+            Some("8192")
+        );
+        assert_eq!(
+            get(&two, Consumer, "queued.min.messages").as_deref(),
+            Some("10001")
+        );
+        assert_eq!(
+            get(&two, Producer, "queue.buffering.max.kbytes").as_deref(),
+            Some("32768")
+        );
+        assert_eq!(
+            get(&two, Producer, "queue.buffering.max.messages").as_deref(),
+            Some("50000")
+        );
+        // 256 members: 256 KB each, but a message of message.max.bytes
+        // (librdkafka's default, 1,000,000 bytes) must fit: 977 KB + 1.
+        let many = member_kafka(&kafka, 3, 256);
+        assert_eq!(
+            get(&many, Producer, "queue.buffering.max.kbytes").as_deref(),
+            Some("978")
+        );
+        assert_eq!(
+            get(&many, Consumer, "queued.max.messages.kbytes").as_deref(),
+            Some("64")
+        );
     }
 
     #[test]

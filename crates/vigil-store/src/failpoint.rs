@@ -8,7 +8,9 @@
 //! - `abort`: `std::process::abort()`: no destructor runs, no buffer is
 //!   flushed, no offset is committed, as with SIGKILL;
 //! - `stop`: the process sends itself SIGSTOP (every thread freezes, as
-//!   in a VM pause) and goes on where it stopped once it gets SIGCONT.
+//!   in a VM pause) and goes on where it stopped once it gets SIGCONT;
+//! - `error`: the step fails with an error, as a failed write would (only
+//!   where the code asks [`fails`]: `flush.error`).
 //!
 //! Release builds compile [`hit`] to nothing, whatever the environment.
 //!
@@ -35,7 +37,9 @@
 //!   offsets are handed to the committer;
 //! - `checkpoint.between_renames`: on a local disk, after an existing
 //!   newest checkpoint became the previous one and before the new one
-//!   takes its name (not passed for a partition's first checkpoint).
+//!   takes its name (not passed for a partition's first checkpoint);
+//! - `flush.error`: at the start of a worker member's flush; with
+//!   `error`, that flush (and so that member) fails.
 
 /// The environment variable read by debug builds.
 pub const ENV: &str = "VIGIL_FAILPOINTS";
@@ -44,10 +48,21 @@ pub const ENV: &str = "VIGIL_FAILPOINTS";
 /// arms it, counts the hit and aborts the process at the armed one.
 #[inline]
 pub fn hit(name: &str) {
+    let _ = fails(name);
+}
+
+/// Passes failpoint `name` as [`hit`] does; `true` at the armed hit of an
+/// `error` action, where the caller fails the step. Always `false` in
+/// release builds.
+#[inline]
+pub fn fails(name: &str) -> bool {
     #[cfg(debug_assertions)]
-    armed::hit(name);
+    return armed::hit(name);
     #[cfg(not(debug_assertions))]
-    let _ = name;
+    {
+        let _ = name;
+        false
+    }
 }
 
 #[cfg(debug_assertions)]
@@ -63,6 +78,8 @@ mod armed {
         Abort,
         /// Freezes the process until SIGCONT.
         Stop,
+        /// Fails the step (where the code asks [`super::fails`]).
+        Error,
     }
 
     /// An armed failpoint: its action, the hit that triggers it, the hits
@@ -95,7 +112,8 @@ mod armed {
                 let action = match action {
                     "abort" => Action::Abort,
                     "stop" => Action::Stop,
-                    _ => return Err(format!("{item:?}: the actions are abort and stop")),
+                    "error" => Action::Error,
+                    _ => return Err(format!("{item:?}: the actions are abort, stop and error")),
                 };
                 let at = at
                     .parse::<u64>()
@@ -107,15 +125,20 @@ mod armed {
             .collect()
     }
 
-    pub(super) fn hit(name: &str) {
+    /// Counts a hit of `name`; whether it is the armed hit of an `error`.
+    pub(super) fn hit(name: &str) -> bool {
         let Some((action, at, hits)) = table().get(name) else {
-            return;
+            return false;
         };
         let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
         if n != *at {
-            return;
+            return false;
         }
         match action {
+            Action::Error => {
+                eprintln!("failpoint {name}: hit {n}, failing the step");
+                return true;
+            }
             Action::Abort => {
                 eprintln!("failpoint {name}: hit {n}, aborting the process");
                 std::process::abort();
@@ -126,6 +149,7 @@ mod armed {
                 eprintln!("failpoint {name}: continued");
             }
         }
+        false
     }
 
     /// Sends SIGSTOP to this process; returns once it is continued.
@@ -151,22 +175,26 @@ mod tests {
 
     #[test]
     fn spec_parses_and_bad_ones_are_named() {
-        use super::armed::Action::{Abort, Stop};
+        use super::armed::Action::{Abort, Error, Stop};
         assert_eq!(
-            parse(" flush.after_acks=abort , checkpoint.between_renames=abort@3, flush.before_publish=stop@2")
+            parse(" flush.after_acks=abort , checkpoint.between_renames=abort@3, flush.before_publish=stop@2, flush.error=error@4")
                 .unwrap(),
             vec![
                 ("flush.after_acks".to_string(), Abort, 1),
                 ("checkpoint.between_renames".to_string(), Abort, 3),
-                ("flush.before_publish".to_string(), Stop, 2)
+                ("flush.before_publish".to_string(), Stop, 2),
+                ("flush.error".to_string(), Error, 4)
             ]
         );
         assert_eq!(parse("").unwrap(), vec![]);
         assert!(parse("x").unwrap_err().contains("not name=action"));
         assert!(parse("x=abort@0").unwrap_err().contains("N >= 1"));
         assert!(parse("x=stop@").unwrap_err().contains("N >= 1"));
-        assert!(parse("x=panic").unwrap_err().contains("abort and stop"));
+        assert!(parse("x=panic")
+            .unwrap_err()
+            .contains("abort, stop and error"));
         // Not armed: passing is a no-op.
         super::hit("not.armed");
+        assert!(!super::fails("not.armed"));
     }
 }

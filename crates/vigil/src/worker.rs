@@ -1219,13 +1219,29 @@ impl Shared {
     fn run_member(&self, k: usize) -> Result<WorkerSummary> {
         let span = tracing::info_span!("member", member = k);
         let _g = span.enter();
-        let r = self.member(k);
-        if let Err(e) = &r {
-            if !self.stop.failed.swap(true, Ordering::Relaxed) && self.members > 1 {
-                tracing::error!(error = %format!("{e:#}"), "member failed; stopping the worker's other members");
+        // A member that panics stops the others too (they would otherwise
+        // run on without its partitions' owner until SIGTERM).
+        struct StopOnPanic<'a>(&'a AtomicBool);
+        impl Drop for StopOnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Relaxed);
+                }
             }
         }
+        let _stop_on_panic = StopOnPanic(&self.stop.failed);
+        let r = self.member(k);
+        if let Err(e) = &r {
+            self.failed(e);
+        }
         r
+    }
+
+    /// Stops the other members after this one failed with `e`.
+    fn failed(&self, e: &anyhow::Error) {
+        if !self.stop.failed.swap(true, Ordering::Relaxed) && self.members > 1 {
+            tracing::error!(error = %format!("{e:#}"), "member failed; stopping the worker's other members");
+        }
     }
 
     fn member(&self, k: usize) -> Result<WorkerSummary> {
@@ -1314,6 +1330,10 @@ impl Shared {
             stall_limit: session_timeout / 2,
         };
         let result = w.run_loop(&consumer, &self.cfg, &self.rules, &self.stop);
+        if let Err(e) = &result {
+            // At once, not after this member has left the group.
+            self.failed(e);
+        }
         w.progress.health.set_stopping();
         let mut summary = WorkerSummary::default();
         let mut drain_error: Option<anyhow::Error> = None;
@@ -2065,6 +2085,9 @@ impl Worker {
         let _g = span.enter();
         let started = Instant::now();
         let topic = self.sinks.source_topic.clone();
+        if failpoint::fails("flush.error") {
+            bail!("failpoint flush.error: the flush failed");
+        }
         failpoint::hit("flush.before_publish");
         for p in dirty {
             if !self.confirm_owner()? {

@@ -433,3 +433,59 @@ fn kafka_crash_after_a_tick_file_is_published_leaves_one_copy_of_every_window() 
     );
     assert_windows_are(&env, &want);
 }
+
+/// Issue 19 item 1: a member that fails stops the worker's other
+/// members, which drain and leave the group, and the worker exits with
+/// the failed member's error: it does not run on without the failed
+/// member's partitions. The failure: one flush of one member fails
+/// (`flush.error`, at its first hit in the process); the other member's
+/// flushes go on, so without the stop the process would never exit.
+#[test]
+fn kafka_a_failing_member_stops_the_other_members_of_its_worker() {
+    let Some(env) = Env::new("member-fails") else {
+        return;
+    };
+    env.produce(&fleet(AGENTS, 0..30));
+    let mut w = env.worker(
+        "w",
+        &[
+            ("VIGIL_WORKER__THREADS", "2"),
+            ("VIGIL_WORKER__FLUSH_INTERVAL", "50ms"),
+            ("VIGIL_FAILPOINTS", "flush.error=error"),
+        ],
+    );
+    let status = w.wait_exit(Duration::from_secs(60));
+    let log = plain(&w.log());
+    assert_eq!(status.code(), Some(1), "{status}\n{log}");
+    assert!(
+        log.contains("failpoint flush.error: hit 1, failing the step"),
+        "{log}"
+    );
+    let failed = log
+        .lines()
+        .find(|l| l.contains("member failed; stopping the worker's other members"))
+        .unwrap_or_else(|| panic!("no member failed:\n{log}"));
+    assert!(failed.contains("flush.error"), "{failed}");
+    let k = failed
+        .split("member{member=")
+        .nth(1)
+        .and_then(|r| r.chars().next())
+        .unwrap_or_else(|| panic!("which member failed: {failed}"));
+    let other = if k == '0' { '1' } else { '0' };
+    // The other member stopped by itself and drained, as on SIGTERM.
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("member{{member={other}}}"))
+                && l.contains("worker stopped")
+                && l.contains("drained=true")),
+        "member {other} drained:\n{log}"
+    );
+    for m in ['0', '1'] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("member{{member={m}}}"))
+                    && l.contains("left the consumer group")),
+            "member {m} left:\n{log}"
+        );
+    }
+}

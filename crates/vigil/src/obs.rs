@@ -66,6 +66,12 @@ pub const PARQUET_ROWS: &str = "vigil_store_rows_written_total";
 /// Parquet flush duration in seconds.
 pub const FLUSH_SECONDS: &str = "vigil_store_flush_duration_seconds";
 
+/// Worker: records processed by the pipeline, counted after each poll
+/// batch. Above the records published (`vigil_pipeline_records_in_total`)
+/// by the records read again after a partition moved or a worker died
+/// before its flush (the next owner resumes from the checkpoint).
+pub const RECORDS_PROCESSED: &str = "vigil_worker_records_processed_total";
+
 /// Worker: records not processed, label `reason` (`not_assigned`: the
 /// partition was revoked; `before_checkpoint`: already in the checkpoint).
 pub const RECORDS_SKIPPED: &str = "vigil_worker_records_skipped_total";

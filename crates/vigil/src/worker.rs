@@ -1129,6 +1129,7 @@ impl Stop {
 fn register_metrics() {
     metrics::counter!(obs::COMMITS).increment(0);
     metrics::counter!(obs::COMMITS_DROPPED).increment(0);
+    metrics::counter!(obs::RECORDS_PROCESSED).increment(0);
     for cause in CommitFailure::ALL {
         metrics::counter!(obs::COMMIT_FAILURES, "reason" => cause.as_str()).increment(0);
     }
@@ -1588,6 +1589,7 @@ impl Worker {
         while !stop.requested() {
             self.health.beat(wall_ms());
             self.beat = Instant::now();
+            let processed_before = self.summary.records;
             let mut handled = 0usize;
             let mut timeout = Duration::from_millis(100);
             let span = tracing::debug_span!("poll_batch");
@@ -1610,6 +1612,8 @@ impl Worker {
                 self.process(m.partition(), m.offset(), m.payload().unwrap_or(&[]), now)?;
             }
             drop(_g);
+            metrics::counter!(obs::RECORDS_PROCESSED)
+                .increment(self.summary.records - processed_before);
             self.progress.reach(&self.tasks);
             if stop.requested() {
                 // The drain flushes, within its own budget.

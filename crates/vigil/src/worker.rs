@@ -2619,42 +2619,22 @@ mod tests {
             k.client_config(role).unwrap().get(key).map(str::to_owned)
         };
         let one = member_kafka(&kafka, 0, 1);
-        assert_eq!(
-            get(&one, Consumer, "queued.max.messages.kbytes").as_deref(),
-            Some("16384")
-        );
-        assert_eq!(
-            get(&one, Producer, "queue.buffering.max.kbytes").as_deref(),
-            Some("65536")
-        );
         let two = member_kafka(&kafka, 1, 2);
-        assert_eq!(
-            get(&two, Consumer, "queued.max.messages.kbytes").as_deref(),
-            Some("8192")
-        );
-        assert_eq!(
-            get(&two, Consumer, "queued.min.messages").as_deref(),
-            Some("10001")
-        );
-        assert_eq!(
-            get(&two, Producer, "queue.buffering.max.kbytes").as_deref(),
-            Some("32768")
-        );
-        assert_eq!(
-            get(&two, Producer, "queue.buffering.max.messages").as_deref(),
-            Some("50000")
-        );
         // 256 members: 256 KB each, but a message of message.max.bytes
         // (librdkafka's default, 1,000,000 bytes) must fit: 977 KB + 1.
         let many = member_kafka(&kafka, 3, 256);
-        assert_eq!(
-            get(&many, Producer, "queue.buffering.max.kbytes").as_deref(),
-            Some("978")
-        );
-        assert_eq!(
-            get(&many, Consumer, "queued.max.messages.kbytes").as_deref(),
-            Some("64")
-        );
+        for (k, role, key, want) in [
+            (&one, Consumer, "queued.max.messages.kbytes", "16384"),
+            (&one, Producer, "queue.buffering.max.kbytes", "65536"),
+            (&two, Consumer, "queued.max.messages.kbytes", "8192"),
+            (&two, Consumer, "queued.min.messages", "10001"),
+            (&two, Producer, "queue.buffering.max.kbytes", "32768"),
+            (&two, Producer, "queue.buffering.max.messages", "50000"),
+            (&many, Producer, "queue.buffering.max.kbytes", "978"),
+            (&many, Consumer, "queued.max.messages.kbytes", "64"),
+        ] {
+            assert_eq!(get(k, role, key).as_deref(), Some(want), "{key}");
+        }
     }
 
     #[test]

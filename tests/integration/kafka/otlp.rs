@@ -377,8 +377,8 @@ fn kafka_otlp_topic_hostmetrics_windows_equal_oracle_across_a_restart_and_rules_
     let m2 = w2.metrics();
     let log = w2.stop();
     // The log is coloured: compare it without the escape sequences.
-    let plain = strip_colours(&log);
-    assert!(plain.contains("input_format=Otlp"), "{plain}");
+    let text = plain(&log);
+    assert!(text.contains("input_format=Otlp"), "{text}");
 
     // Counters: every cumulative series' first point was in the first
     // worker's half; the second continued from the checkpointed state.
@@ -490,22 +490,4 @@ fn kafka_otlp_topic_hostmetrics_windows_equal_oracle_across_a_restart_and_rules_
         fill[0],
         high[0]
     );
-}
-
-/// `s` without ANSI colour sequences (`ESC [ ... m`).
-fn strip_colours(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

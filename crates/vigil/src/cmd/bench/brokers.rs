@@ -19,6 +19,14 @@
 //!   worker consumes it: the lag samples show whether it keeps up, and the
 //!   drain time after the producer stops is how far behind it was.
 //!
+//! `--threads 1,2` measures the worker with each number of members
+//! (`worker.threads`) in one run, each on a topic of its own that its
+//! members join before the fleet is produced as fast as it goes: with
+//! several members on a ready backlog, the first member to join would
+//! start alone and hand partitions over mid-run. Each run reports the
+//! share of the members' time spent flushing (their partitions are not
+//! consumed then).
+//!
 //! Reported: the worker's points and batches per second from its first
 //! record to its last commit (everything published, acknowledged,
 //! checkpointed and committed; also as a share of the raw protobuf decode

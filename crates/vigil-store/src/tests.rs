@@ -349,6 +349,47 @@ fn rows_are_sorted_by_series_then_window_start() {
     assert_eq!(got, expected);
 }
 
+/// The sort compares interned keys by pointer first: rows that share an
+/// agent's or a series' key and rows with equal strings in keys of their
+/// own (a restored state, another partition's) sort the same.
+#[test]
+fn rows_sort_the_same_with_shared_and_separate_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = AggregatesWriter::new(dir.path(), cfg()).unwrap();
+    let shared: Vec<SeriesMeta> = (0..6)
+        .map(|i| SeriesMeta::new("t1", &format!("a{}", i % 3), ["mem", "cpu"][i / 3], "x=1"))
+        .collect();
+    let mut expected = Vec::new();
+    for i in (0..48).map(|i| (i * 11) % 48) {
+        let s = &shared[i % 6];
+        let k = (i / 6) as i64;
+        // Odd windows: a key of its own with the same strings.
+        let series = if k % 2 == 1 {
+            SeriesMeta::new(s.tenant(), s.agent(), s.metric(), s.labels())
+        } else {
+            s.clone()
+        };
+        let mut row = agg("t1", "-", "-", "", MIDNIGHT + k * W, i as f64);
+        row.series = series;
+        w.push(&row);
+        expected.push((
+            s.agent().to_owned(),
+            s.metric().to_owned(),
+            MIDNIGHT + k * W,
+        ));
+    }
+    expected.sort();
+    let r = w.flush(range(0, 47)).unwrap();
+    let b = read(&r.files[0].path);
+    let got: Vec<_> = strings(&b, "agent")
+        .into_iter()
+        .zip(strings(&b, "metric"))
+        .zip(millis(&b, "window_start"))
+        .map(|((a, m), t)| (a, m, t))
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[test]
 fn footer_has_statistics_page_index_and_sorting_columns() {
     let dir = tempfile::tempdir().unwrap();

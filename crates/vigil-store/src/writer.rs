@@ -200,14 +200,34 @@ impl RowBuffer for AggregateRows {
         // Arrow's sort does. The key is unique (one window per series and
         // start), so an unstable sort is deterministic too, and it needs
         // no scratch copy of the rows.
+        //
+        // Rows of one agent share its interned key, and rows of one series
+        // its series key: one pointer comparison settles those strings
+        // (most comparisons of a sort are between such neighbours), and
+        // only keys in different allocations are compared byte by byte.
+        use std::cmp::Ordering::Equal;
         self.rows.sort_unstable_by(|a, b| {
             let (x, y) = (&a.series, &b.series);
             day_of(a.start_ms)
                 .cmp(&day_of(b.start_ms))
-                .then_with(|| x.tenant().cmp(y.tenant()))
-                .then_with(|| x.agent().cmp(y.agent()))
-                .then_with(|| x.metric().cmp(y.metric()))
-                .then_with(|| x.labels().cmp(y.labels()))
+                .then_with(|| {
+                    if Arc::ptr_eq(x.agent_key(), y.agent_key()) {
+                        Equal
+                    } else {
+                        x.tenant()
+                            .cmp(y.tenant())
+                            .then_with(|| x.agent().cmp(y.agent()))
+                    }
+                })
+                .then_with(|| {
+                    if Arc::ptr_eq(x.key(), y.key()) {
+                        Equal
+                    } else {
+                        x.metric()
+                            .cmp(y.metric())
+                            .then_with(|| x.labels().cmp(y.labels()))
+                    }
+                })
                 .then_with(|| a.start_ms.cmp(&b.start_ms))
         });
     }

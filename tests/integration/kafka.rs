@@ -1801,6 +1801,8 @@ fn kafka_bench_reports_worker_rate_lag_and_alert_ack_latency() {
     assert!(one > 0.0, "{out}");
     assert!(out.contains("2 members: "), "{out}");
     assert_eq!(out.matches("topics        deleted ").count(), 2, "{out}");
+    let written = figure(&out, "checkpoints ", "written");
+    assert!(written >= 4.0, "a checkpoint per partition at least:\n{out}");
 }
 
 /// The rules audit trail of `vigil run` (docs/storage.md, "`audit`"):

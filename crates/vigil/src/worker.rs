@@ -989,6 +989,8 @@ pub struct WorkerProgress {
     commit_failures: AtomicU64,
     flushing_ns: AtomicU64,
     busy_members: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_bytes: AtomicU64,
     first_record: OnceLock<Instant>,
     ack_latency: Arc<LatencyHistogram>,
     health: Arc<WorkerHealth>,
@@ -1063,6 +1065,14 @@ impl WorkerProgress {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&partition);
+    }
+
+    /// Checkpoints written (one per partition and flush) and their bytes.
+    pub fn checkpoints(&self) -> (u64, u64) {
+        (
+            self.checkpoints.load(Ordering::Relaxed),
+            self.checkpoint_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Members that own at least one partition now.
@@ -2172,6 +2182,10 @@ impl Worker {
                 })
                 .with_context(|| format!("writing the checkpoint of partition {p}"))?;
             metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
+            self.progress.checkpoints.fetch_add(1, Ordering::Relaxed);
+            self.progress
+                .checkpoint_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
             t.range_start = None;
             t.ticks = ticks;
             t.durable = Some(next);

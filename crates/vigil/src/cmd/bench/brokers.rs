@@ -773,6 +773,12 @@ fn report(r: &Report<'_>) -> f64 {
              their flush (the first member to join starts alone, then hands some over)"
         );
     }
+    let (checkpoints, bytes) = r.progress.checkpoints();
+    println!(
+        "checkpoints   {checkpoints} written ({:.1} MB each on average, {:.1} MB in all): the whole state of a partition at each of its flushes",
+        bytes as f64 / checkpoints.max(1) as f64 / 1e6,
+        bytes as f64 / 1e6
+    );
     // While a member flushes, none of its partitions is consumed.
     println!(
         "flushing      {:.1} % of the members' time ({:.2} s over {} member{}): the share a partition is not consumed",

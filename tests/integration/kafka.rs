@@ -1802,7 +1802,10 @@ fn kafka_bench_reports_worker_rate_lag_and_alert_ack_latency() {
     assert!(out.contains("2 members: "), "{out}");
     assert_eq!(out.matches("topics        deleted ").count(), 2, "{out}");
     let written = figure(&out, "checkpoints ", "written");
-    assert!(written >= 4.0, "a checkpoint per partition at least:\n{out}");
+    assert!(
+        written >= 4.0,
+        "a checkpoint per partition at least:\n{out}"
+    );
 }
 
 /// The rules audit trail of `vigil run` (docs/storage.md, "`audit`"):

@@ -30,7 +30,7 @@
 //! The store moves bytes; what they mean (format, offset, state) is the
 //! worker's business.
 
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -368,12 +368,20 @@ impl CheckpointStore {
         write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
         let body = |w: &mut dyn std::io::Write| -> std::io::Result<u64> {
-            let mut c = Counted {
-                inner: std::io::BufWriter::with_capacity(1 << 20, w),
-                bytes: 0,
-                hash: Xxh3::new(),
-            };
-            write(&mut c)?;
+            // Buffered before it is counted and hashed: a serializer's
+            // many small writes reach the hash as 1 MiB chunks.
+            let mut b = std::io::BufWriter::with_capacity(
+                1 << 20,
+                Counted {
+                    inner: w,
+                    bytes: 0,
+                    hash: Xxh3::new(),
+                },
+            );
+            write(&mut b)?;
+            let c = b
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
             let t = trailer(c.hash.digest(), c.bytes);
             c.inner.write_all(t.as_bytes())?;
             c.inner.flush()?;

@@ -59,20 +59,22 @@ mod tests {
 
     #[test]
     fn heap_growth_sees_what_is_kept_and_not_what_is_freed() {
-        const N: usize = 32 << 20;
-        const SLACK: usize = 1 << 20;
+        const N: usize = 64 << 20;
+        // The counts are the whole process's, and other tests (worker
+        // members with their own threads among them) allocate and free
+        // meanwhile: a tolerance of an eighth of the vector, both ways,
+        // and one of ten tries must be within it.
+        const SLACK: usize = N / 8;
         if !cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert_eq!(heap_growth(|| ()).1, None);
             return;
         }
-        // Other tests allocate and free on other threads meanwhile: one
-        // of a few tries must be within a megabyte of the truth.
-        let ok = (0..5).any(|_| {
+        let ok = (0..10).any(|_| {
             let (kept, grown) = heap_growth(|| vec![7u8; N]);
             let (_, freed) = heap_growth(|| drop(vec![7u8; N]));
             drop(kept);
             let grown = grown.unwrap_or(0);
-            (N..N + SLACK).contains(&grown) && freed.is_some_and(|f| f < SLACK)
+            (N - SLACK..N + SLACK).contains(&grown) && freed.is_some_and(|f| f < SLACK)
         });
         assert!(
             ok,

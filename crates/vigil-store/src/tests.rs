@@ -322,6 +322,18 @@ fn no_tmp_files_are_left_and_empty_flush_writes_nothing() {
     );
 }
 
+/// (agent, metric, window start) of each row of an aggregates file, in
+/// file order.
+fn agent_metric_start(path: &Path) -> Vec<(String, String, i64)> {
+    let b = read(path);
+    strings(&b, "agent")
+        .into_iter()
+        .zip(strings(&b, "metric"))
+        .zip(millis(&b, "window_start"))
+        .map(|((a, m), t)| (a, m, t))
+        .collect()
+}
+
 #[test]
 fn rows_are_sorted_by_series_then_window_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -339,14 +351,7 @@ fn rows_are_sorted_by_series_then_window_start() {
     }
     expected.sort();
     let r = w.flush(range(0, 23)).unwrap();
-    let b = read(&r.files[0].path);
-    let got: Vec<_> = strings(&b, "agent")
-        .into_iter()
-        .zip(strings(&b, "metric"))
-        .zip(millis(&b, "window_start"))
-        .map(|((a, m), t)| (a, m, t))
-        .collect();
-    assert_eq!(got, expected);
+    assert_eq!(agent_metric_start(&r.files[0].path), expected);
 }
 
 /// The sort compares interned keys by pointer first: rows that share an
@@ -380,14 +385,7 @@ fn rows_sort_the_same_with_shared_and_separate_keys() {
     }
     expected.sort();
     let r = w.flush(range(0, 47)).unwrap();
-    let b = read(&r.files[0].path);
-    let got: Vec<_> = strings(&b, "agent")
-        .into_iter()
-        .zip(strings(&b, "metric"))
-        .zip(millis(&b, "window_start"))
-        .map(|((a, m), t)| (a, m, t))
-        .collect();
-    assert_eq!(got, expected);
+    assert_eq!(agent_metric_start(&r.files[0].path), expected);
 }
 
 #[test]

@@ -2848,6 +2848,11 @@ mod tests {
             s.worker.shutdown_timeout = Duration::from_secs(2);
             s.worker.metrics_listen = String::new();
             s.storage.parquet.sync = false;
+            // One member: these tests choreograph one member's commits on
+            // librdkafka's mock cluster, whose group handling is not a
+            // broker's; several members are tested against the broker
+            // (tests/integration/kafka.rs, kafka/chaos.rs).
+            s.worker.threads = 1;
             s
         }
 

@@ -181,6 +181,26 @@ impl SeriesMeta {
         &self.key
     }
 
+    /// Orders series by (tenant, agent, metric, labels), bytewise. Series
+    /// that share an interned agent or series key are settled by one
+    /// pointer comparison; only keys in separate allocations are compared
+    /// byte by byte (equal strings in them still compare equal).
+    pub fn cmp_names(&self, other: &SeriesMeta) -> std::cmp::Ordering {
+        use std::cmp::Ordering::Equal;
+        let agent = if Arc::ptr_eq(&self.agent, &other.agent) {
+            Equal
+        } else {
+            (self.tenant(), self.agent()).cmp(&(other.tenant(), other.agent()))
+        };
+        agent.then_with(|| {
+            if Arc::ptr_eq(&self.key, &other.key) {
+                Equal
+            } else {
+                (self.metric(), self.labels()).cmp(&(other.metric(), other.labels()))
+            }
+        })
+    }
+
     /// Value of one label in the canonical label string, if present.
     pub fn label(&self, key: &str) -> Option<String> {
         parse_canonical_labels(self.labels())
@@ -721,6 +741,33 @@ pub fn incident_id(fingerprint: &str, started_at_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cmp_names` is the bytewise order of (tenant, agent, metric,
+    /// labels), whether the keys are shared or separate allocations.
+    #[test]
+    fn series_order_by_names_with_shared_and_separate_keys() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let a = SeriesMeta::new("t", "a1", "cpu", "x=1");
+        let same = SeriesMeta::new("t", "a1", "cpu", "x=1");
+        assert!(!Arc::ptr_eq(a.key(), same.key()));
+        assert_eq!(a.cmp_names(&a.clone()), Equal);
+        assert_eq!(a.cmp_names(&same), Equal);
+        for (other, want) in [
+            (SeriesMeta::new("s", "a9", "zz", "z"), Greater),
+            (SeriesMeta::new("t", "a2", "aa", ""), Less),
+            (SeriesMeta::new("t", "a1", "cpu", "x=2"), Less),
+            (SeriesMeta::new("t", "a1", "cpt", "x=9"), Greater),
+        ] {
+            assert_eq!(a.cmp_names(&other), want, "{other:?}");
+            assert_eq!(other.cmp_names(&a), want.reverse(), "{other:?}");
+        }
+        // A shared agent key, separate series keys: the series decide.
+        let b = SeriesMeta {
+            agent: a.agent_key().clone(),
+            key: Arc::new(SeriesKey::new("cpu", "x=0")),
+        };
+        assert_eq!(a.cmp_names(&b), Greater);
+    }
 
     #[test]
     fn canonical_labels_round_trip_with_escapes() {

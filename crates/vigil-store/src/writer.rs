@@ -201,33 +201,13 @@ impl RowBuffer for AggregateRows {
         // start), so an unstable sort is deterministic too, and it needs
         // no scratch copy of the rows.
         //
-        // Rows of one agent share its interned key, and rows of one series
-        // its series key: one pointer comparison settles those strings
-        // (most comparisons of a sort are between such neighbours), and
-        // only keys in different allocations are compared byte by byte.
-        use std::cmp::Ordering::Equal;
+        // Rows of one agent or one series share its interned key, so most
+        // comparisons are one pointer comparison
+        // ([`SeriesMeta::cmp_names`](vigil_ops::SeriesMeta::cmp_names)).
         self.rows.sort_unstable_by(|a, b| {
-            let (x, y) = (&a.series, &b.series);
             day_of(a.start_ms)
                 .cmp(&day_of(b.start_ms))
-                .then_with(|| {
-                    if Arc::ptr_eq(x.agent_key(), y.agent_key()) {
-                        Equal
-                    } else {
-                        x.tenant()
-                            .cmp(y.tenant())
-                            .then_with(|| x.agent().cmp(y.agent()))
-                    }
-                })
-                .then_with(|| {
-                    if Arc::ptr_eq(x.key(), y.key()) {
-                        Equal
-                    } else {
-                        x.metric()
-                            .cmp(y.metric())
-                            .then_with(|| x.labels().cmp(y.labels()))
-                    }
-                })
+                .then_with(|| a.series.cmp_names(&b.series))
                 .then_with(|| a.start_ms.cmp(&b.start_ms))
         });
     }

@@ -1150,6 +1150,12 @@ fn register_metrics() {
     metrics::gauge!(obs::PARTITIONS_OWNED).set(0.0);
 }
 
+/// One member's share of a bound `total` that holds for all `n` members
+/// of a worker (rounded up, at least 1).
+fn member_share(total: u64, n: usize) -> u64 {
+    total.div_ceil(n as u64).max(1)
+}
+
 /// The Kafka settings of member `k` of `n`: its own `client.id` and, under
 /// static membership, its own `group.instance.id` (two members with one
 /// id would fence each other); and its share of the queues that bound the
@@ -1192,7 +1198,7 @@ fn member_kafka(
             else {
                 continue;
             };
-            let mut share = total.div_ceil(n as u64).max(1);
+            let mut share = member_share(total, n);
             if key == "queue.buffering.max.kbytes" {
                 // One message of the largest size must still fit.
                 let floor = message_max.map_or(1, |m| (m as u64).div_ceil(1024) + 1);
@@ -1261,9 +1267,8 @@ impl Shared {
         settings.kafka = member_kafka(&settings.kafka, k, n);
         // The buffer bounds hold for the whole worker: each member gets
         // its share.
-        let share = |v: u64| v.div_ceil(n as u64).max(1);
-        settings.storage.flush_rows = share(settings.storage.flush_rows);
-        settings.storage.dlq_flush_bytes = share(settings.storage.dlq_flush_bytes);
+        settings.storage.flush_rows = member_share(settings.storage.flush_rows, n);
+        settings.storage.dlq_flush_bytes = member_share(settings.storage.dlq_flush_bytes, n);
         let kafka = &settings.kafka;
         let progress = self.progress.clone();
         let router = settings

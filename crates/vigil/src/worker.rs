@@ -909,7 +909,8 @@ fn store_undelivered(
 }
 
 /// One assigned partition: its operator chain, buffered output and the
-/// offsets of the range not yet flushed. Owned by the worker thread alone.
+/// offsets of the range not yet flushed. Owned by its member's thread
+/// alone.
 struct PartitionTask {
     partition: i32,
     pipeline: Pipeline,
@@ -973,7 +974,8 @@ impl WorkerSummary {
 }
 
 /// Live counters of a running worker, readable from any thread while it
-/// runs (relaxed atomics written by the worker thread alone). `vigil bench
+/// runs: relaxed atomics the members' threads add to, and the offsets each
+/// member has reached, written once per poll batch under a lock. `vigil bench
 /// --brokers` reads them to measure the worker's rate and lag; `vigil run`
 /// does not look at them.
 #[derive(Debug, Default)]

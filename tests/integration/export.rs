@@ -368,10 +368,13 @@ action(type="omfile" file="{out}" template="fields" flushOnTXEnd="on" asyncWriti
         }
     }
 
-    /// What it received so far, one JSON object per message.
+    /// What it received so far, one JSON object per message. rsyslog may
+    /// be writing the file while it is read: a last line without its
+    /// newline is still being written and is left for the next read.
     fn received(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()

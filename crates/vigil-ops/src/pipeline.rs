@@ -35,8 +35,10 @@ use crate::rules::RuleSet;
 use crate::window::{AgentWindows, WindowSpec};
 
 mod agents;
+mod delta;
 mod reports;
 
+pub use delta::PipelineDelta;
 pub use reports::{SECURITY_DLQ_METRIC, STATUS_DLQ_METRIC};
 
 use agents::agent_hash;
@@ -217,6 +219,8 @@ struct Scratch {
     /// (agent, slot) of the series of each window being closed, in step
     /// with them.
     closed: Vec<(u32, u32)>,
+    /// Agents' liveness before a tick's agent families ran.
+    lives: Vec<Liveness>,
     /// Next agent for [`Pipeline::finish_some`].
     finish_next: usize,
     labels: String,
@@ -331,6 +335,9 @@ pub struct Pipeline {
     /// Processing time of the last series sweep (state TTL).
     #[serde(default)]
     last_sweep_ms: Option<i64>,
+    /// Agents changed since the last checkpoint (see [`delta`]).
+    #[serde(skip)]
+    changed: delta::Changed,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -419,6 +426,7 @@ impl Pipeline {
             free_agents: Vec::new(),
             tenant_agents: HashMap::new(),
             last_sweep_ms: None,
+            changed: delta::Changed::default(),
             scratch: Scratch::default(),
         })
     }
@@ -447,6 +455,9 @@ impl Pipeline {
                 }
             }
         }
+        // The watch sets and series stores are laid out again: the next
+        // checkpoint is whole.
+        self.changed.mark_all();
         let mut retired = Vec::new();
         self.detectors
             .attach_rules_with(rules, &mut HeldAgents(&mut self.agents), &mut retired);
@@ -533,6 +544,7 @@ impl Pipeline {
         if ms <= 0 {
             return;
         }
+        self.changed.mark_all();
         for a in &mut self.agents {
             a.live.skip(ms);
         }
@@ -1110,12 +1122,23 @@ impl Pipeline {
         }
         self.detect(from, out);
         let before = out.alerts.len();
+        // The agents whose liveness the tick changes go into the next
+        // delta checkpoint.
+        let mut lives = std::mem::take(&mut self.scratch.lives);
+        lives.clear();
+        lives.extend(self.agents.iter().map(|a| a.live));
         let agents = self.agents.iter_mut().map(|a| {
             let AgentState { key, live, .. } = a;
             (&*key.tenant, &*key.agent, live)
         });
         self.detectors
             .on_tick_agents(now_ms, agents, &mut out.alerts);
+        for (ai, (a, was)) in self.agents.iter().zip(&lives).enumerate() {
+            if a.live != *was {
+                self.changed.mark(ai);
+            }
+        }
+        self.scratch.lives = lives;
         self.finish_alerts(before, out);
         self.sweep(now_ms, out);
     }
@@ -1168,6 +1191,7 @@ impl Pipeline {
     /// Evicts agent `ai` with its series (closing open windows first) and
     /// frees its slot.
     fn evict_agent(&mut self, ai: usize, now: i64, out: &mut Outputs) {
+        self.changed.mark(ai);
         if self.agents[ai].windows.open_windows() > 0 {
             let from = out.windows.len();
             self.scratch.closed.clear();
@@ -1224,6 +1248,7 @@ impl Pipeline {
     /// Evicts the series in `slot` of agent `ai` (no open window): drops
     /// its detector state and releases its count.
     fn evict_series(&mut self, ai: usize, slot: usize, out: &mut Outputs) {
+        self.changed.mark(ai);
         let st = &mut self.agents[ai];
         let (key, h) = st.windows.vacate(slot);
         let meta = SeriesMeta::from_shared(st.key.clone(), key);
@@ -1268,6 +1293,7 @@ impl Pipeline {
     /// Closes every open window of agent `ai` (idle timeout, end of
     /// input), noting each window's series for [`Pipeline::detect`].
     fn close_agent(&mut self, ai: usize, out: &mut Outputs) {
+        self.changed.mark(ai);
         let st = &mut self.agents[ai];
         self.stats.windows_closed_idle += st.windows.close_all(
             &st.key,
@@ -2631,6 +2657,8 @@ severity = "warning"
 #[cfg(test)]
 mod test_batch;
 
+#[cfg(test)]
+mod delta_tests;
 #[cfg(test)]
 mod evict_tests;
 

@@ -881,6 +881,16 @@ impl AgentWindows {
         }
     }
 
+    /// Calls `f` on the slot and detector handle of every series held
+    /// (vacant slots skipped), to update the handle in place.
+    pub fn for_each_det(&mut self, f: &mut dyn FnMut(u32, &mut DetHandle)) {
+        for (i, s) in self.series.iter_mut().enumerate() {
+            if !is_vacant(&s.key) {
+                f(i as u32, &mut s.det);
+            }
+        }
+    }
+
     /// Replaces every series key by the shared one from `keys` (after a
     /// restore, whose keys are one allocation per series), with the extra
     /// lateness `extra_of` gives its metric.

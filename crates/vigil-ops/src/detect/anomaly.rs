@@ -905,6 +905,14 @@ impl SeriesFamily for Anomaly {
         }
     }
 
+    fn copy(from: &AnomalyStore, to: &mut AnomalyStore, _slot: (), watch: &[u16], uid: u64) {
+        for &r in watch {
+            if let Some(st) = from.states.get(&(uid, r)) {
+                to.states.insert((uid, r), st.clone());
+            }
+        }
+    }
+
     fn rebind(
         old: &AnomalyStore,
         next: &mut AnomalyStore,

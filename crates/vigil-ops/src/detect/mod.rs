@@ -256,6 +256,51 @@ pub struct DetectorEngine {
     standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
 }
 
+/// The engine's part of a delta checkpoint (see
+/// [`crate::pipeline::PipelineDelta`]): the engine's own fields whole,
+/// and of the series only those of the agents that changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct EngineDelta {
+    bound: Bound,
+    latest_ms: OptMs,
+    versions: BTreeMap<String, u32>,
+    sets: Vec<WatchSet>,
+    series: SeriesStores,
+    agents: AgentTable,
+    #[serde(default, skip_serializing_if = "ReportStores::is_empty")]
+    reports: ReportStores,
+    #[serde(with = "sorted_map")]
+    standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
+}
+
+/// Whether `later`, a delta written after a state built under `bound`
+/// with watch sets `sets`, continues it: the same rule definitions, and
+/// watch sets that only grew (a rule change lays them out again, after
+/// which a whole checkpoint comes first).
+fn extends(bound: &Bound, sets: &[WatchSet], later: &EngineDelta) -> Result<(), String> {
+    let json = |b: &Bound| serde_json::to_string(b).unwrap_or_default();
+    if json(bound) != json(&later.bound) {
+        return Err("it was written under other rule definitions than the state before it".into());
+    }
+    if later.sets.len() < sets.len() || later.sets[..sets.len()] != *sets {
+        return Err("its watch sets do not extend those of the state before it".into());
+    }
+    Ok(())
+}
+
+impl EngineDelta {
+    /// Whether this delta continues `earlier` (see [`extends`]).
+    pub(crate) fn continues(&self, earlier: &EngineDelta) -> Result<(), String> {
+        extends(&earlier.bound, &earlier.sets, self)
+    }
+
+    /// Its series states, taken out (a restore holds them only while it
+    /// copies them into the engine).
+    pub(crate) fn take_series(&mut self) -> SeriesStores {
+        std::mem::take(&mut self.series)
+    }
+}
+
 /// A rebind in progress: the state being carried over to a new rule set.
 struct Rebind<'a> {
     /// The rules the current state was built under.
@@ -716,6 +761,109 @@ impl DetectorEngine {
         if self.latest_ms.get().is_none_or(|t| t < now_ms) {
             self.latest_ms = now_ms.into();
         }
+    }
+
+    /// The engine's part of a delta checkpoint: everything but the
+    /// caller's series, whose states [`DetectorEngine::copy_series`] adds
+    /// one by one (the engine's own standalone series are copied here).
+    /// Rules, watch sets and report states are small and go whole.
+    pub(crate) fn delta_head(&self) -> EngineDelta {
+        let mut series = SeriesStores::default();
+        let standalone = self
+            .standalone
+            .iter()
+            .map(|(id, (meta, h))| {
+                let nh = self.copy_series_into(&self.series, &mut series, *h, id.0);
+                (*id, (meta.clone(), nh))
+            })
+            .collect();
+        EngineDelta {
+            bound: self.bound.clone(),
+            latest_ms: self.latest_ms,
+            versions: self.versions.clone(),
+            sets: self.sets.clone(),
+            series,
+            agents: self.agents.clone(),
+            reports: self.reports.clone(),
+            standalone,
+        }
+    }
+
+    /// Copies the state of the series with handle `h` and uid `uid` into
+    /// the delta `into`; returns its handle there.
+    pub(crate) fn copy_series(&self, h: DetHandle, uid: u64, into: &mut EngineDelta) -> DetHandle {
+        self.copy_series_into(&self.series, &mut into.series, h, uid)
+    }
+
+    /// Copies one series' state from `from` to `to` under this engine's
+    /// watch sets; a series no rule watches has nothing to copy.
+    fn copy_series_into(
+        &self,
+        from: &SeriesStores,
+        to: &mut SeriesStores,
+        h: DetHandle,
+        uid: u64,
+    ) -> DetHandle {
+        match self.sets.get(h.set as usize) {
+            Some(set) => Registry::copy(from, to, set, h, uid),
+            None => h,
+        }
+    }
+
+    /// Whether `later`, a delta written after this engine's state (a
+    /// base checkpoint), continues it (see [`extends`]).
+    pub(crate) fn continued_by(&self, later: &EngineDelta) -> Result<(), String> {
+        extends(&self.bound, &self.sets, later)
+    }
+
+    /// Takes the engine state of `head`, the last delta of a chain whose
+    /// series states are `head_series` (taken out of it), and returns
+    /// this engine's series stores; the caller then copies every series
+    /// into the engine with [`DetectorEngine::restore_series`].
+    pub(crate) fn adopt_head(
+        &mut self,
+        head: EngineDelta,
+        head_series: &SeriesStores,
+    ) -> SeriesStores {
+        let EngineDelta {
+            bound,
+            latest_ms,
+            versions: _,
+            sets,
+            series: _,
+            agents,
+            reports,
+            standalone,
+        } = head;
+        self.bound = bound;
+        self.latest_ms = latest_ms;
+        self.sets = sets;
+        self.set_index.clear();
+        self.agents = agents;
+        self.reports = reports;
+        let mut fresh = SeriesStores::default();
+        let mut own = HashMap::with_capacity(standalone.len());
+        for (id, (meta, h)) in standalone {
+            let nh = self.copy_series_into(head_series, &mut fresh, h, id.0);
+            own.insert(id, (meta, nh));
+        }
+        self.standalone = own;
+        std::mem::replace(&mut self.series, fresh)
+    }
+
+    /// Copies one series of a restored chain from the store it was
+    /// checkpointed in (`from`) into the engine's store; returns its new
+    /// handle.
+    pub(crate) fn restore_series(
+        &mut self,
+        from: &SeriesStores,
+        h: DetHandle,
+        uid: u64,
+    ) -> DetHandle {
+        let mut to = std::mem::take(&mut self.series);
+        let nh = self.copy_series_into(from, &mut to, h, uid);
+        self.series = to;
+        nh
     }
 
     /// Moves every agent's last-seen time `ms` later (see

@@ -206,6 +206,23 @@ pub trait SeriesFamily {
     fn states(_store: &Self::Store) -> usize {
         0
     }
+
+    /// Copies one series' state from `from` into `to` (both under the
+    /// same rules, the series watched by `watch`) and returns its slot in
+    /// `to`: what a delta checkpoint holds of a changed series, and how a
+    /// restore lays out the series of a base and its deltas in one store.
+    /// No event: the state moves unchanged. The default returns `slot`,
+    /// right for a family whose store is keyed by the series' uid and
+    /// holds nothing for it, or whose slot is its whole state.
+    fn copy(
+        _from: &Self::Store,
+        _to: &mut Self::Store,
+        slot: Self::Slot,
+        _watch: &[u16],
+        _uid: u64,
+    ) -> Self::Slot {
+        slot
+    }
 }
 
 /// What a family's hooks know of an agent.
@@ -1027,6 +1044,25 @@ macro_rules! registry {
                     s,
                     retired,
                 );)*
+                nh
+            }
+
+            /// Copies one series' state from `from` into `to`, both under
+            /// the same rules (see [`SeriesFamily::copy`]); the handle in
+            /// `to` keeps the series' watch set.
+            pub(crate) fn copy(
+                from: &SeriesStores,
+                to: &mut SeriesStores,
+                set: &WatchSet,
+                h: DetHandle,
+                uid: u64,
+            ) -> DetHandle {
+                let mut nh = h;
+                $(if !set.$skey.is_empty() {
+                    nh.$skey = <$SF as SeriesFamily>::copy(
+                        &from.$skey, &mut to.$skey, h.$skey, &set.$skey, uid,
+                    );
+                })*
                 nh
             }
 

@@ -605,6 +605,24 @@ impl SeriesFamily for Threshold {
         }
     }
 
+    fn copy(
+        from: &ThresholdStore,
+        to: &mut ThresholdStore,
+        slot: ActiveBits,
+        watch: &[u16],
+        uid: u64,
+    ) -> ActiveBits {
+        for (k, &r) in watch.iter().enumerate() {
+            if slot.0 & active_bit(k) == 0 {
+                continue;
+            }
+            if let Some(st) = from.states.get(&(uid, r)) {
+                to.states.insert((uid, r), st.clone());
+            }
+        }
+        slot
+    }
+
     fn rebind(
         old: &ThresholdStore,
         next: &mut ThresholdStore,

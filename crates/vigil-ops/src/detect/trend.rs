@@ -1277,4 +1277,23 @@ impl SeriesFamily for Trend {
     fn states(store: &TrendStore) -> usize {
         store.slots.len() - store.free_slots()
     }
+
+    fn copy(
+        from: &TrendStore,
+        to: &mut TrendStore,
+        slot: TrendSlot,
+        watch: &[u16],
+        _uid: u64,
+    ) -> TrendSlot {
+        if watch.is_empty() {
+            return TrendSlot::DEFAULT;
+        }
+        let at = to.slots.len();
+        let old = |k: usize| from.slots.get((slot.0 as usize).checked_add(k)?);
+        for k in 0..watch.len() {
+            grow_gently(&mut to.slots);
+            to.slots.push(old(k).cloned().unwrap_or_default());
+        }
+        TrendSlot(u32::try_from(at).expect("at most 4 billion trend states"))
+    }
 }

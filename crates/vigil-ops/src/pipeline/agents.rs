@@ -52,7 +52,10 @@ impl Pipeline {
         agent: &str,
         hash: u64,
     ) -> Result<usize, BatchError> {
+        // The agent is looked up to change it: it goes into the next
+        // delta checkpoint.
         if let Some(i) = self.find_agent_hashed(tenant, agent, hash) {
+            self.changed.mark(i);
             return Ok(i);
         }
         let limits = &self.cfg.limits;
@@ -111,6 +114,7 @@ impl Pipeline {
             }
         };
         self.index_agent(i);
+        self.changed.mark(i);
         self.stats.agents += 1;
         Ok(i)
     }

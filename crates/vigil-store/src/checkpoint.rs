@@ -237,6 +237,13 @@ impl CheckpointStore {
         g: Generation,
     ) -> Result<Option<Opened>> {
         let rel = format!("{source}/{}", Self::name(partition, g));
+        self.open_rel(&rel, g)
+    }
+
+    /// The file `rel` under the root, its trailer verified (see
+    /// [`CheckpointStore::open`]), reported as generation `g`.
+    pub(crate) fn open_rel(&self, rel: &str, g: Generation) -> Result<Option<Opened>> {
+        let rel = rel.to_string();
         let path = match self.root.as_object() {
             Some(_) => self.root.display_path(&rel),
             None => self.dir.join(&rel),
@@ -296,8 +303,8 @@ impl CheckpointStore {
         }))
     }
 
-    /// Removes the in-progress files of checkpoints of `topic`/`partition`
-    /// left by a writer that died before its rename (call it when the
+    /// Removes the in-progress files of checkpoints and state files of
+    /// `topic`/`partition` left by a writer that died before its rename (call it when the
     /// partition is assigned, before anything writes its checkpoint).
     /// Returns how many were removed. An object store has none: its
     /// uploads are whole or not at all.
@@ -316,7 +323,11 @@ impl CheckpointStore {
         for entry in entries {
             let entry = entry.map_err(StoreError::io("read dir", &dir))?;
             let file = entry.file_name();
-            if crate::naming::tmp_target(&file.to_string_lossy()) == Some(name.as_str()) {
+            let target = crate::naming::tmp_target(&file.to_string_lossy()).map(str::to_string);
+            if target
+                .as_deref()
+                .is_some_and(|t| t == name || crate::state_files::is_state_file_of(t, partition))
+            {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(StoreError::io("remove", &p))?;
                 removed += 1;
@@ -367,26 +378,7 @@ impl CheckpointStore {
         partition: i32,
         write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<(PathBuf, u64)> {
-        let body = |w: &mut dyn std::io::Write| -> std::io::Result<u64> {
-            // Buffered before it is counted and hashed: a serializer's
-            // many small writes reach the hash as 1 MiB chunks.
-            let mut b = std::io::BufWriter::with_capacity(
-                1 << 20,
-                Counted {
-                    inner: w,
-                    bytes: 0,
-                    hash: Xxh3::new(),
-                },
-            );
-            write(&mut b)?;
-            let c = b
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?;
-            let t = trailer(c.hash.digest(), c.bytes);
-            c.inner.write_all(t.as_bytes())?;
-            c.inner.flush()?;
-            Ok(c.bytes)
-        };
+        let body = |w: &mut dyn std::io::Write| write_with_trailer(w, write);
         if let Some(obj) = self.root.as_object() {
             // The newest becomes the previous (a server-side copy), then
             // one PUT or a multipart upload (never more than a part in
@@ -408,6 +400,32 @@ impl CheckpointStore {
             body(&mut f).map_err(StoreError::io("write", tmp))
         })
     }
+}
+
+/// Writes what `write` streams into `w`, then the trailer of what it
+/// wrote; returns the number of body bytes.
+pub(crate) fn write_with_trailer(
+    w: &mut dyn std::io::Write,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    // Buffered before it is counted and hashed: a serializer's many
+    // small writes reach the hash as 1 MiB chunks.
+    let mut b = std::io::BufWriter::with_capacity(
+        1 << 20,
+        Counted {
+            inner: w,
+            bytes: 0,
+            hash: Xxh3::new(),
+        },
+    );
+    write(&mut b)?;
+    let c = b
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    let t = trailer(c.hash.digest(), c.bytes);
+    c.inner.write_all(t.as_bytes())?;
+    c.inner.flush()?;
+    Ok(c.bytes)
 }
 
 /// What the trailer (`tail`, the last [`TRAILER_LEN`] bytes) of a

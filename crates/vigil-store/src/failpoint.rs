@@ -35,6 +35,8 @@
 //!   a flush is written;
 //! - `flush.before_commit`: after every checkpoint of a flush, before the
 //!   offsets are handed to the committer;
+//! - `checkpoint.after_state_file`: after a partition's state file is
+//!   durable, before the checkpoint naming it is written;
 //! - `checkpoint.between_renames`: on a local disk, after an existing
 //!   newest checkpoint became the previous one and before the new one
 //!   takes its name (not passed for a partition's first checkpoint);

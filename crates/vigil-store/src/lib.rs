@@ -46,6 +46,7 @@ pub mod replace;
 pub mod report_rows;
 pub mod retention;
 pub mod schema;
+pub mod state_files;
 pub mod writer;
 
 pub use audit::{record_start, AuditReport, AuditRow, AuditRows, AuditStart, AuditWriter};
@@ -53,7 +54,7 @@ pub use bound::{
     bound_letter, digest, encode_unread, format_digest, write_full_copy, write_undelivered,
     Bounded, FullCopy, LetterBudget, LetterForm, UndeliveredLetter, Unread,
 };
-pub use checkpoint::{CheckpointStore, Generation};
+pub use checkpoint::{CheckpointStore, Generation, Opened};
 pub use dlq::{encode_dead_letter, DlqFlushReport, DlqWriter, ReasonCounts, DLQ_DIR};
 pub use error::{Result, StoreError};
 pub use location::{Location, ObjectRoot, ObjectStoreOptions, Root};
@@ -68,6 +69,7 @@ pub use schema::{
     aggregates_schema, alerts_schema, audit_schema, security_events_schema, status_schema, Dataset,
     PARTITION_COLUMN,
 };
+pub use state_files::{is_state_file_of, state_file_name};
 pub use writer::{
     AggregateRows, AggregatesWriter, AlertRows, AlertsWriter, DatasetWriter, FlushReport,
     RowBuffer, WriterConfig, WrittenFile,

@@ -110,8 +110,15 @@ pub const DLQ_STORED_LOCALLY: &str = "vigil_dlq_letters_stored_locally_total";
 pub const DLQ_REDELIVERIES: &str = "vigil_dlq_redeliveries_total";
 /// Checkpoint: seconds to write the flushed partitions' checkpoints.
 pub const CHECKPOINT_SECONDS: &str = "vigil_checkpoint_write_duration_seconds";
-/// Checkpoint: size of one partition checkpoint in bytes.
+/// Checkpoint: bytes one partition checkpoint wrote (its state file and
+/// the checkpoint naming it).
 pub const CHECKPOINT_BYTES: &str = "vigil_checkpoint_size_bytes";
+/// Counter{kind}: state files written by checkpoints (`base`: the whole
+/// partition state, starting a chain; `delta`: the agents changed since
+/// the checkpoint before), see docs/storage.md "Checkpoints".
+pub const CHECKPOINT_STATE_FILES: &str = "vigil_checkpoint_state_files_total";
+/// State files removed because no checkpoint generation names them.
+pub const CHECKPOINT_STATE_FILES_REMOVED: &str = "vigil_checkpoint_state_files_removed_total";
 /// Checkpoint: seconds to load and restore one partition's checkpoint.
 pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_seconds";
 /// Gauge per partition: 1 while it cannot be fetched and its idle and

@@ -114,6 +114,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+mod chain;
+#[cfg(test)]
+mod chain_tests;
 use serde::{Deserialize, Serialize};
 use vigil_kafka::consumer::{
     AssignHook, CommitFailure, Committed, Committer, PartitionEvent, WorkerContext,
@@ -206,7 +210,11 @@ fn membership_of(o: &vigil_kafka::consumer::CommitOutcome) -> Membership {
 /// `0..64` only (`low_tags`, three words) instead of a tag byte per slot;
 /// a format-6 window restores into it (`vigil_ops::dedup`), and a build
 /// that reads at most format 6 refuses format 7 by number.
-const CHECKPOINT_FORMAT: u32 = 7;
+/// 8: the checkpoint names its state instead of holding it: `state` lists
+/// a base state file (the whole pipeline, in the form `pipeline` had) and
+/// the delta state files written after it ([`chain`]). Formats 4 to 7,
+/// with the state inline, restore as before.
+const CHECKPOINT_FORMAT: u32 = 8;
 
 /// Checkpoint formats this Vigil restores.
 const READS_FORMATS: std::ops::RangeInclusive<u32> = 4..=CHECKPOINT_FORMAT;
@@ -224,7 +232,8 @@ struct CheckpointOut<'a> {
     /// The writer's owner epoch (see [`CheckpointHeader::epoch`]).
     epoch: u64,
     written_at_ms: i64,
-    pipeline: &'a Pipeline,
+    /// The state files holding the state (see [`chain`]).
+    state: &'a chain::ChainRef,
 }
 
 /// The fields of a checkpoint that say what it is, read before the state
@@ -374,7 +383,12 @@ struct CheckpointIn {
     #[serde(default)]
     ticks: u32,
     written_at_ms: i64,
-    pipeline: Pipeline,
+    /// The state, inline (formats 4 to 7).
+    #[serde(default)]
+    pipeline: Option<Pipeline>,
+    /// The state files holding the state (format 8).
+    #[serde(default)]
+    state: Option<chain::ChainRef>,
 }
 
 /// Restored state of a newly assigned partition.
@@ -504,7 +518,7 @@ impl CheckpointHook {
         let committed_at = committed.offset();
         for i in restore_order(&facts, committed_at) {
             let (g, opened, h) = &found[i];
-            let c = match self.state(opened) {
+            let c = match self.state(topic, partition, opened) {
                 Ok(c) => c,
                 Err(torn) => {
                     damage.get_or_insert(torn);
@@ -612,9 +626,23 @@ impl CheckpointHook {
     /// Decoded from the file again rather than from its bytes in memory:
     /// a large partition's checkpoint is never held whole next to the
     /// state it decodes into.
-    fn state(&self, o: &Opened) -> Result<CheckpointIn> {
-        serde_json::from_reader(o.reader()?)
-            .with_context(|| format!("checkpoint {} does not decode", o.path.display()))
+    /// From format 8 the checkpoint names its state files, which are read
+    /// here: a missing or damaged one is damage of this generation.
+    fn state(&self, topic: &str, partition: i32, o: &Opened) -> Result<CheckpointIn> {
+        let mut c: CheckpointIn = serde_json::from_reader(o.reader()?)
+            .with_context(|| format!("checkpoint {} does not decode", o.path.display()))?;
+        if c.pipeline.is_none() {
+            let Some(named) = &c.state else {
+                bail!(
+                    "checkpoint {} holds no state and names no state file",
+                    o.path.display()
+                );
+            };
+            let p = chain::load(&self.store, topic, partition, named)
+                .with_context(|| format!("checkpoint {}", o.path.display()))?;
+            c.pipeline = Some(p);
+        }
+        Ok(c)
     }
 
     /// The partition's intent record, `None` (a full sweep, logged) when
@@ -639,6 +667,7 @@ impl CheckpointHook {
     fn resume(&self, c: CheckpointIn, o: &Opened, epoch: u64) -> Result<Restored> {
         let mut pipeline = c
             .pipeline
+            .expect("CheckpointHook::state gives the pipeline")
             .resume(self.cfg.clone(), self.rules.clone())
             .map_err(|p| {
                 anyhow!(
@@ -948,6 +977,8 @@ struct PartitionTask {
     paused_ms: Option<i64>,
     /// This owner's epoch, written into its checkpoints.
     epoch: u64,
+    /// The state files this owner's checkpoints name.
+    chain: chain::Chain,
     /// The offset of the last checkpoint (restored or written): the
     /// offset a membership proof commits (see [`Worker::confirm_owner`]).
     durable: Option<i64>,
@@ -1738,6 +1769,7 @@ impl Worker {
                         range_start: None,
                         paused_ms: None,
                         epoch,
+                        chain: chain::Chain::new(epoch),
                         durable,
                         next_offset: next,
                         ticks,
@@ -2170,25 +2202,14 @@ impl Worker {
             let Some(next) = t.next_offset else { continue };
             let tick = t.range_start.is_none();
             let ticks = if tick { t.ticks + 1 } else { 0 };
-            let ckpt = CheckpointOut {
-                format: CHECKPOINT_FORMAT,
-                topic: &topic,
-                partition: *p,
-                next_offset: next,
-                ticks,
-                epoch: t.epoch,
-                written_at_ms: wall_ms(),
-                pipeline: &t.pipeline,
-            };
-            // Streamed into the file: a partition of a million series is
-            // never held in memory as JSON.
-            let (_, bytes) = self
-                .store
-                .save_with(&topic, *p, |w| {
-                    serde_json::to_writer(w, &ckpt).map_err(std::io::Error::other)
-                })
-                .with_context(|| format!("writing the checkpoint of partition {p}"))?;
-            metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
+            let bytes = write_checkpoint(
+                &self.store,
+                &topic,
+                *p,
+                (next, ticks, t.epoch),
+                &mut t.chain,
+                &mut t.pipeline,
+            )?;
             self.progress.checkpoints.fetch_add(1, Ordering::Relaxed);
             self.progress
                 .checkpoint_bytes
@@ -2214,6 +2235,51 @@ impl Worker {
         );
         Ok(())
     }
+}
+
+/// Writes the checkpoint of `topic`/`partition` at (next offset, ticks,
+/// owner epoch) `at`: the state goes into a state file (a delta of what
+/// changed since the last checkpoint, or a new base, see [`chain`]),
+/// streamed, so a partition of a million series is never held in memory
+/// as JSON; the checkpoint naming it is written once it is durable.
+/// Returns the bytes written.
+fn write_checkpoint(
+    store: &CheckpointStore,
+    topic: &str,
+    partition: i32,
+    at: (i64, u32, u64),
+    chain: &mut chain::Chain,
+    pipeline: &mut Pipeline,
+) -> Result<u64> {
+    let (next_offset, ticks, epoch) = at;
+    let (named, state) = chain.write(store, topic, partition, pipeline)?;
+    let ckpt = CheckpointOut {
+        format: CHECKPOINT_FORMAT,
+        topic,
+        partition,
+        next_offset,
+        ticks,
+        epoch,
+        written_at_ms: wall_ms(),
+        state: &named,
+    };
+    let (_, head) = store
+        .save_with(topic, partition, |w| {
+            serde_json::to_writer(w, &ckpt).map_err(std::io::Error::other)
+        })
+        .with_context(|| format!("writing the checkpoint of partition {partition}"))?;
+    pipeline.checkpointed();
+    chain.committed(store, topic, partition, named, &state);
+    let bytes = head + state.bytes;
+    tracing::trace!(
+        partition,
+        delta = state.delta,
+        agents = state.agents,
+        bytes,
+        "checkpoint written"
+    );
+    metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
+    Ok(bytes)
 }
 
 impl PartitionTask {
@@ -2369,6 +2435,20 @@ pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
 mod tests {
     use super::*;
 
+    /// A checkpoint with its state inline, as formats 4 to 7 were
+    /// written (they still restore).
+    #[derive(Serialize)]
+    struct CheckpointInline<'a> {
+        format: u32,
+        topic: &'a str,
+        partition: i32,
+        next_offset: i64,
+        ticks: u32,
+        epoch: u64,
+        written_at_ms: i64,
+        pipeline: &'a Pipeline,
+    }
+
     fn hook(dir: &std::path::Path) -> CheckpointHook {
         CheckpointHook {
             store: CheckpointStore::new(dir),
@@ -2396,9 +2476,9 @@ mod tests {
         );
 
         let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
-        let out = CheckpointOut {
+        let out = CheckpointInline {
             ticks: 0,
-            format: CHECKPOINT_FORMAT,
+            format: 7,
             topic: "t",
             partition: 1,
             next_offset: 7,
@@ -2468,9 +2548,9 @@ mod tests {
         let source = vigil_store::sanitize_source(topic);
         assert_eq!(checkpoint_next_offset(&h.store, &source, 3).unwrap(), None);
         let p = Pipeline::new(PipelineConfig::default(), Arc::new(RuleSet::default())).unwrap();
-        let out = CheckpointOut {
+        let out = CheckpointInline {
             ticks: 0,
-            format: CHECKPOINT_FORMAT,
+            format: 7,
             topic,
             partition: 3,
             next_offset: 1234,
@@ -2501,9 +2581,9 @@ mod tests {
 
     /// A checkpoint written by an owner of `epoch`.
     fn ckpt_by(p: &Pipeline, partition: i32, next_offset: i64, epoch: u64) -> Vec<u8> {
-        serde_json::to_vec(&CheckpointOut {
+        serde_json::to_vec(&CheckpointInline {
             ticks: 0,
-            format: CHECKPOINT_FORMAT,
+            format: 7,
             topic: "t",
             partition,
             next_offset,

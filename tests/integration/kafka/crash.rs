@@ -58,6 +58,8 @@ struct Left {
     previous: Vec<bool>,
     /// Half-written checkpoint files.
     orphans: Vec<usize>,
+    /// State files neither checkpoint generation names.
+    unnamed: Vec<usize>,
     /// The group's committed offsets (-1: none).
     committed: Vec<i64>,
     /// The greatest first offset of a published aggregates file.
@@ -102,6 +104,28 @@ impl Env {
                     .count()
             })
             .collect();
+        let unnamed = (0..PARTITIONS)
+            .map(|p| {
+                let mut named = Vec::new();
+                for g in Generation::BOTH {
+                    let Some(o) = store.open(&self.topic, p, g).unwrap() else {
+                        continue;
+                    };
+                    let v: serde_json::Value =
+                        serde_json::from_reader(o.reader().unwrap()).unwrap();
+                    named.extend(v["state"]["base"].as_str().map(str::to_string));
+                    for d in v["state"]["deltas"].as_array().into_iter().flatten() {
+                        named.push(d.as_str().unwrap().to_string());
+                    }
+                }
+                store
+                    .state_files(&self.topic, p)
+                    .unwrap()
+                    .iter()
+                    .filter(|f| !named.contains(f))
+                    .count()
+            })
+            .collect();
         let mut last_file = vec![None; PARTITIONS as usize];
         for day in std::fs::read_dir(self.data().join("aggregates"))
             .into_iter()
@@ -122,6 +146,7 @@ impl Env {
             newest,
             previous,
             orphans,
+            unnamed,
             committed: self.committed(),
             last_file,
         }
@@ -242,6 +267,19 @@ fn kafka_crash_before_the_commit_resumes_from_the_checkpoints() {
         "crash-commit",
         "flush.before_commit",
         checkpoint_ahead_of_commit,
+        &["restored the partition's checkpoint"],
+    );
+}
+
+/// A crash after a state file is written, before the checkpoint naming
+/// it: the file is named by nothing, and the next worker restores the
+/// checkpoint before it (and removes the file at its first checkpoint).
+#[test]
+fn kafka_crash_after_a_state_file_resumes_from_the_checkpoint_before() {
+    crash_case(
+        "crash-state",
+        "checkpoint.after_state_file",
+        |l| l.unnamed.iter().sum::<usize>() == 1,
         &["restored the partition's checkpoint"],
     );
 }

@@ -1,0 +1,202 @@
+//! Checkpoint chains through the worker's own write and restore paths:
+//! deltas follow what changed, a restore continues exactly, damage falls
+//! back a generation, and state files no checkpoint names go.
+
+use std::sync::Arc;
+
+use vigil_ops::config::PipelineConfig;
+use vigil_ops::model::{AlertEvent, WindowAggregate};
+use vigil_ops::pipeline::{Outputs, Pipeline};
+use vigil_ops::reject::Position;
+use vigil_ops::rules::RuleSet;
+use vigil_sim::{Fleet, FleetConfig, SimRecord, HOUR_MS};
+use vigil_store::{CheckpointStore, Generation};
+
+use super::chain::Chain;
+use super::{write_checkpoint, CheckpointHook, Committed};
+
+const POS: Position = Position {
+    partition: 0,
+    offset: 0,
+};
+
+fn records() -> Vec<SimRecord> {
+    Fleet::new(FleetConfig {
+        agents: 60,
+        tenants: 2,
+        duration_ms: 3 * HOUR_MS,
+        seed: 11,
+        ..FleetConfig::default()
+    })
+    .collect()
+}
+
+fn hook(dir: &std::path::Path) -> CheckpointHook {
+    CheckpointHook {
+        store: CheckpointStore::new(dir),
+        cfg: PipelineConfig::default(),
+        rules: Arc::new(RuleSet::default_rules()),
+    }
+}
+
+/// Windows and series alerts of processing `recs` with `p`, then
+/// finishing. (Agent alerts are left out: a restore skips the few
+/// milliseconds of wall time since the checkpoint, which moves offline
+/// incidents' times by as much.)
+fn rest(mut p: Pipeline, recs: &[SimRecord]) -> (Vec<WindowAggregate>, Vec<AlertEvent>) {
+    let mut out = Outputs::default();
+    for r in recs {
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+    }
+    p.finish(&mut out);
+    out.alerts.retain(|a| a.metric.is_some());
+    (
+        std::mem::take(&mut out.windows),
+        std::mem::take(&mut out.alerts),
+    )
+}
+
+/// A worker's checkpoints every 15 records (a quarter of the agents
+/// change between two): deltas after the first base, each much smaller
+/// than the base, a new base once the deltas add up to one, and a
+/// restore at any checkpoint that continues as if nothing stopped.
+#[test]
+fn checkpoints_are_deltas_and_the_chain_restores_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let h = hook(d.path());
+    let recs = records();
+    let mut p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
+    let mut chain = Chain::new(1);
+    let mut out = Outputs::default();
+    let mut sizes = Vec::new();
+    let check_at = [300, 1_500, 4_005];
+    for (i, r) in recs.iter().enumerate() {
+        if i > 0 && i % 15 == 0 {
+            let n =
+                write_checkpoint(&h.store, "t", 0, (i as i64, 0, 1), &mut chain, &mut p).unwrap();
+            sizes.push(n);
+            if check_at.contains(&i) {
+                let a = h.load("t", 0, Committed::Offset(i as i64)).unwrap();
+                let back = a.restored.unwrap();
+                assert_eq!(back.next_offset, i as i64);
+                assert_eq!(a.epoch, 2);
+                let (got, want) = (rest(back.pipeline, &recs[i..]), rest(p.clone(), &recs[i..]));
+                assert!(!want.0.is_empty() && !want.1.is_empty());
+                assert!(got == want, "restored at {i}");
+            }
+        }
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+        out.clear();
+    }
+    // About a quarter of the agents change between two checkpoints: a
+    // delta is about a quarter of a base, and a new base comes when the
+    // deltas add up to one (one base, then about four deltas).
+    let base = *sizes.iter().max().unwrap();
+    let deltas = sizes.iter().filter(|&&n| n * 2 < base).count();
+    assert!(
+        deltas * 10 > sizes.len() * 7,
+        "most checkpoints are deltas: {deltas} of {}",
+        sizes.len()
+    );
+    let mean = sizes.iter().sum::<u64>() / sizes.len() as u64;
+    assert!(
+        mean * 2 < base,
+        "a checkpoint writes less than half a base on average: {mean} vs {base}"
+    );
+    // State files: only what the two generations name is left.
+    let files = h.store.state_files("t", 0).unwrap();
+    let named: usize = Generation::BOTH
+        .iter()
+        .map(|&g| {
+            let o = h.store.open("t", 0, g).unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_reader(o.reader().unwrap()).unwrap();
+            assert_eq!(v["format"], 8);
+            v["state"]["deltas"].as_array().unwrap().len() + 1
+        })
+        .max()
+        .unwrap();
+    assert!(
+        files.len() <= named + 1 && files.len() >= named,
+        "{} files, the longest chain named is {named}",
+        files.len()
+    );
+}
+
+/// A damaged or missing delta of the newest checkpoint falls back to the
+/// previous generation; a damaged base, which both name, is an error
+/// that says what to do.
+#[test]
+fn a_damaged_state_file_falls_back_a_generation_or_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let h = hook(d.path());
+    let recs = records();
+    let mut p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
+    let mut chain = Chain::new(1);
+    let mut out = Outputs::default();
+    for (i, r) in recs[..100].iter().enumerate() {
+        if i == 40 || i == 70 || i == 99 {
+            write_checkpoint(&h.store, "t", 0, (i as i64, 0, 1), &mut chain, &mut p).unwrap();
+        }
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+        out.clear();
+    }
+    let files = h.store.state_files("t", 0).unwrap();
+    assert_eq!(files.len(), 3, "a base and two deltas: {files:?}");
+    let newest = h.store.state_file_path("t", files.last().unwrap());
+    let mut b = std::fs::read(&newest).unwrap();
+    b[10] ^= 1;
+    std::fs::write(&newest, &b).unwrap();
+    let a = h.load("t", 0, Committed::Offset(70)).unwrap();
+    assert_eq!(
+        a.restored.unwrap().next_offset,
+        70,
+        "the previous generation"
+    );
+    std::fs::remove_file(&newest).unwrap();
+    let a = h.load("t", 0, Committed::Offset(70)).unwrap();
+    assert_eq!(a.restored.unwrap().next_offset, 70);
+    let base = h.store.state_file_path("t", &files[0]);
+    std::fs::write(&base, b"{}").unwrap();
+    let e = format!("{:#}", h.load("t", 0, Committed::Offset(70)).err().unwrap());
+    assert!(
+        e.contains("no checkpoint of t/0 can be restored") && e.contains(&files[0]),
+        "{e}"
+    );
+}
+
+/// A crash between a state file and the checkpoint naming it leaves an
+/// unnamed file: the restore does not see it, and the next owner's first
+/// checkpoint removes it.
+#[test]
+fn a_state_file_no_checkpoint_names_is_removed_by_the_next_owner() {
+    let d = tempfile::tempdir().unwrap();
+    let h = hook(d.path());
+    let recs = records();
+    let mut p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
+    let mut chain = Chain::new(1);
+    let mut out = Outputs::default();
+    for r in &recs[..50] {
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+        out.clear();
+    }
+    write_checkpoint(&h.store, "t", 0, (50, 0, 1), &mut chain, &mut p).unwrap();
+    for r in &recs[50..80] {
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+        out.clear();
+    }
+    // The crash: a delta written, its checkpoint never.
+    let (orphan, _) = chain.write(&h.store, "t", 0, &p).unwrap();
+    assert_eq!(h.store.state_files("t", 0).unwrap().len(), 2);
+    let a = h.load("t", 0, Committed::Offset(50)).unwrap();
+    assert_eq!(a.epoch, 2);
+    let mut back = a.restored.unwrap().pipeline;
+    let mut next = Chain::new(a.epoch);
+    write_checkpoint(&h.store, "t", 0, (50, 0, 2), &mut next, &mut back).unwrap();
+    let files = h.store.state_files("t", 0).unwrap();
+    assert_eq!(
+        files.len(),
+        2,
+        "the old base (named by the previous) and the new: {files:?}"
+    );
+    assert!(!files.contains(orphan.deltas.last().unwrap()), "{files:?}");
+}

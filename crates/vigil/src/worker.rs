@@ -1024,6 +1024,9 @@ pub struct WorkerProgress {
     busy_members: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_bytes: AtomicU64,
+    /// Of the checkpoints, those that wrote a new base, and their bytes.
+    checkpoint_bases: AtomicU64,
+    checkpoint_base_bytes: AtomicU64,
     first_record: OnceLock<Instant>,
     ack_latency: Arc<LatencyHistogram>,
     health: Arc<WorkerHealth>,
@@ -1105,6 +1108,15 @@ impl WorkerProgress {
         (
             self.checkpoints.load(Ordering::Relaxed),
             self.checkpoint_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Of [`WorkerProgress::checkpoints`], those that wrote a new base
+    /// (the whole state) rather than a delta, and their bytes.
+    pub fn checkpoint_bases(&self) -> (u64, u64) {
+        (
+            self.checkpoint_bases.load(Ordering::Relaxed),
+            self.checkpoint_base_bytes.load(Ordering::Relaxed),
         )
     }
 
@@ -2202,7 +2214,7 @@ impl Worker {
             let Some(next) = t.next_offset else { continue };
             let tick = t.range_start.is_none();
             let ticks = if tick { t.ticks + 1 } else { 0 };
-            let bytes = write_checkpoint(
+            let (bytes, delta) = write_checkpoint(
                 &self.store,
                 &topic,
                 *p,
@@ -2210,10 +2222,13 @@ impl Worker {
                 &mut t.chain,
                 &mut t.pipeline,
             )?;
-            self.progress.checkpoints.fetch_add(1, Ordering::Relaxed);
-            self.progress
-                .checkpoint_bytes
-                .fetch_add(bytes, Ordering::Relaxed);
+            let pr = &self.progress;
+            pr.checkpoints.fetch_add(1, Ordering::Relaxed);
+            pr.checkpoint_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if !delta {
+                pr.checkpoint_bases.fetch_add(1, Ordering::Relaxed);
+                pr.checkpoint_base_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
             t.range_start = None;
             t.ticks = ticks;
             t.durable = Some(next);
@@ -2242,7 +2257,7 @@ impl Worker {
 /// changed since the last checkpoint, or a new base, see [`chain`]),
 /// streamed, so a partition of a million series is never held in memory
 /// as JSON; the checkpoint naming it is written once it is durable.
-/// Returns the bytes written.
+/// Returns the bytes written and whether the state file was a delta.
 fn write_checkpoint(
     store: &CheckpointStore,
     topic: &str,
@@ -2250,7 +2265,7 @@ fn write_checkpoint(
     at: (i64, u32, u64),
     chain: &mut chain::Chain,
     pipeline: &mut Pipeline,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let (next_offset, ticks, epoch) = at;
     let (named, state) = chain.write(store, topic, partition, pipeline)?;
     let ckpt = CheckpointOut {
@@ -2279,7 +2294,7 @@ fn write_checkpoint(
         "checkpoint written"
     );
     metrics::histogram!(obs::CHECKPOINT_BYTES).record(bytes as f64);
-    Ok(bytes)
+    Ok((bytes, state.delta))
 }
 
 impl PartitionTask {

@@ -277,3 +277,37 @@ fn evicted_agents_and_series_are_in_the_next_delta() {
     assert_eq!(r.series_held(), p.series_held());
     assert_eq!(r.stats().agents_evicted, 1);
 }
+
+/// In a healthy fleet (no agent idle or offline) the agents a delta
+/// holds are exactly those that sent since the last checkpoint, and its
+/// size is theirs: the share of the whole state they are, plus the few
+/// kilobytes of partition-wide fields.
+#[test]
+fn a_delta_is_the_agents_that_sent_and_their_share_of_the_state() {
+    use prost::Message;
+    let (cfg, recs) = scenario(8);
+    let mut p = Pipeline::new(cfg, rules()).unwrap();
+    let mut out = Outputs::default();
+    for r in &recs[..3_000] {
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+    }
+    p.checkpointed();
+    let mut senders = std::collections::HashSet::new();
+    for r in &recs[3_000..3_012] {
+        if let Ok(b) = vigil_proto::v1::TelemetryBatch::decode(&r.payload[..]) {
+            senders.insert(b.agent_id);
+        }
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+    }
+    assert!(senders.len() >= 10, "{senders:?}");
+    assert_eq!(p.changed_agents(), Some(senders.len()));
+    let whole = serde_json::to_vec(&p).unwrap().len() as f64;
+    let delta = serde_json::to_vec(&p.delta().unwrap()).unwrap().len() as f64;
+    let share = senders.len() as f64 / p.agents_held() as f64;
+    assert!(
+        delta < whole * share * 1.25 + 8_000.0,
+        "delta {delta} B for {} of {} agents, whole {whole} B",
+        senders.len(),
+        p.agents_held()
+    );
+}

@@ -46,6 +46,8 @@ impl ChainRef {
 /// that decide between a delta and a new base, and its writer name.
 #[derive(Debug)]
 pub(super) struct Chain {
+    /// The owner's epoch.
+    epoch: u64,
     /// Unique per owner: its epoch and a random token.
     owner: String,
     /// State files written by this owner so far.
@@ -79,6 +81,7 @@ impl Chain {
             .build_hasher()
             .finish() as u32;
         Chain {
+            epoch,
             owner: format!("e{epoch}-{token:08x}"),
             written: 0,
             current: None,
@@ -172,7 +175,7 @@ impl Chain {
         if self.sweeps_due == 0 {
             return;
         }
-        match sweep(store, topic, partition) {
+        match sweep(store, topic, partition, self.epoch, &self.owner) {
             Ok(n) => {
                 self.sweeps_due -= 1;
                 if n > 0 {
@@ -193,10 +196,36 @@ impl Chain {
     }
 }
 
+/// Whether the owner of epoch `epoch` and name `owner` may remove state
+/// file `name` of `partition` when no generation names it: its own, and
+/// those of earlier owners (smaller epoch). A later owner's file may be
+/// one it is writing and has not named yet: a fenced zombie sweeping
+/// must not remove it.
+fn removable(name: &str, partition: i32, epoch: u64, owner: &str) -> bool {
+    let Some(rest) = name.strip_prefix(&format!("p{partition:05}-")) else {
+        return false;
+    };
+    if rest.starts_with(&format!("{owner}-")) {
+        return true;
+    }
+    let writer_epoch = rest
+        .strip_prefix('e')
+        .and_then(|r| r.split('-').next())
+        .and_then(|e| e.parse::<u64>().ok());
+    writer_epoch.is_some_and(|e| e < epoch)
+}
+
 /// Removes the state files of `topic`/`partition` that neither checkpoint
-/// generation names; returns how many. A generation that cannot be read
-/// protects every file (nothing is removed).
-fn sweep(store: &CheckpointStore, topic: &str, partition: i32) -> Result<usize> {
+/// generation names and that the owner `owner` of epoch `epoch` may
+/// remove ([`removable`]); returns how many. A generation that cannot be
+/// read protects every file (nothing is removed).
+fn sweep(
+    store: &CheckpointStore,
+    topic: &str,
+    partition: i32,
+    epoch: u64,
+    owner: &str,
+) -> Result<usize> {
     let mut named = std::collections::HashSet::new();
     for g in Generation::BOTH {
         let Some(o) = store.open(topic, partition, g)? else {
@@ -210,7 +239,7 @@ fn sweep(store: &CheckpointStore, topic: &str, partition: i32) -> Result<usize> 
     }
     let mut removed = 0;
     for f in store.state_files(topic, partition)? {
-        if !named.contains(&f) {
+        if !named.contains(&f) && removable(&f, partition, epoch, owner) {
             store.remove_state_file(topic, &f)?;
             removed += 1;
         }
@@ -261,4 +290,22 @@ pub(super) fn load(
         );
     }
     Pipeline::restore_chain(base, deltas).map_err(|e| anyhow!("the checkpoint's chain: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removable;
+
+    #[test]
+    fn an_owner_removes_its_own_and_earlier_owners_files_only() {
+        let own = "e5-0000abcd";
+        assert!(removable("p00003-e5-0000abcd-000007.state", 3, 5, own));
+        assert!(removable("p00003-e4-ffff0000-000001.state", 3, 5, own));
+        // A later owner's (this one is a zombie), or another owner's of
+        // the same epoch: perhaps being written.
+        assert!(!removable("p00003-e6-0000abcd-000001.state", 3, 5, own));
+        assert!(!removable("p00003-e5-99990000-000001.state", 3, 5, own));
+        assert!(!removable("p00004-e4-ffff0000-000001.state", 3, 5, own));
+        assert!(!removable("p00003-x-000001.state", 3, 5, own));
+    }
 }

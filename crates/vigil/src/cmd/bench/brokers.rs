@@ -774,10 +774,17 @@ fn report(r: &Report<'_>) -> f64 {
         );
     }
     let (checkpoints, bytes) = r.progress.checkpoints();
+    let (bases, base_bytes) = r.progress.checkpoint_bases();
+    let deltas = checkpoints - bases;
+    let mb = |b: u64, n: u64| b as f64 / n.max(1) as f64 / 1e6;
     println!(
-        "checkpoints   {checkpoints} written ({:.1} MB each on average, {:.1} MB in all): the whole state of a partition at each of its flushes",
-        bytes as f64 / checkpoints.max(1) as f64 / 1e6,
-        bytes as f64 / 1e6
+        "checkpoints   {checkpoints} written, {:.1} MB in all, {:.2} MB each on average: {bases} new bases \
+         (the whole state of a partition) of {:.2} MB, {deltas} deltas (the agents changed since the \
+         partition's last checkpoint) of {:.2} MB",
+        bytes as f64 / 1e6,
+        mb(bytes, checkpoints),
+        mb(base_bytes, bases),
+        mb(bytes - base_bytes, deltas)
     );
     // While a member flushes, none of its partitions is consumed.
     println!(

@@ -273,11 +273,36 @@ pub(crate) struct EngineDelta {
     standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
 }
 
+/// Whether this build reads state of every family in `versions` (family
+/// → state form version): it knows the family, in that form or a newer.
+fn readable(versions: &BTreeMap<String, u32>) -> Result<(), String> {
+    let known = Registry::versions();
+    for (family, v) in versions {
+        match known.get(family) {
+            None => {
+                return Err(format!(
+                    "the checkpoint holds state of detector family {family:?}, \
+                     which this Vigil does not know"
+                ))
+            }
+            Some(k) if v > k => {
+                return Err(format!(
+                    "the checkpoint holds state of detector family {family:?} in form \
+                     version {v}, this Vigil reads up to version {k}"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether `later`, a delta written after a state built under `bound`
 /// with watch sets `sets`, continues it: the same rule definitions, and
 /// watch sets that only grew (a rule change lays them out again, after
 /// which a whole checkpoint comes first).
 fn extends(bound: &Bound, sets: &[WatchSet], later: &EngineDelta) -> Result<(), String> {
+    readable(&later.versions)?;
     let json = |b: &Bound| serde_json::to_string(b).unwrap_or_default();
     if json(bound) != json(&later.bound) {
         return Err("it was written under other rule definitions than the state before it".into());
@@ -346,24 +371,8 @@ impl DetectorEngine {
         reports: ReportStores,
         standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
     ) -> Result<Self, String> {
+        readable(versions)?;
         let known = Registry::versions();
-        for (family, v) in versions {
-            match known.get(family) {
-                None => {
-                    return Err(format!(
-                        "the checkpoint holds state of detector family {family:?}, \
-                         which this Vigil does not know"
-                    ))
-                }
-                Some(k) if v > k => {
-                    return Err(format!(
-                        "the checkpoint holds state of detector family {family:?} in form \
-                         version {v}, this Vigil reads up to version {k}"
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
         Ok(DetectorEngine {
             rules: Arc::default(),
             bound,

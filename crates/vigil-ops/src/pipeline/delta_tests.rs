@@ -215,6 +215,12 @@ fn a_delta_that_does_not_continue_its_base_is_refused() {
     let other: Pipeline = serde_json::from_slice(&serde_json::to_vec(&other).unwrap()).unwrap();
     let e = Pipeline::restore_chain(other, vec![serde_json::from_slice(&d).unwrap()]).unwrap_err();
     assert!(e.contains("delta 1 of the chain"), "{e}");
+    // Written by a newer Vigil (a family's state in a newer form): refused.
+    let mut newer: serde_json::Value = serde_json::from_slice(&d).unwrap();
+    newer["detectors"]["versions"]["threshold"] = 999.into();
+    let b: Pipeline = serde_json::from_slice(&base).unwrap();
+    let e = Pipeline::restore_chain(b, vec![serde_json::from_value(newer).unwrap()]).unwrap_err();
+    assert!(e.contains("form version 999"), "{e}");
     // On its own base: accepted.
     let b: Pipeline = serde_json::from_slice(&base).unwrap();
     assert!(Pipeline::restore_chain(b, vec![serde_json::from_slice(&d).unwrap()]).is_ok());

@@ -72,9 +72,9 @@ fn checkpoints_are_deltas_and_the_chain_restores_exactly() {
     let check_at = [300, 1_500, 4_005];
     for (i, r) in recs.iter().enumerate() {
         if i > 0 && i % 15 == 0 {
-            let n =
+            let w =
                 write_checkpoint(&h.store, "t", 0, (i as i64, 0, 1), &mut chain, &mut p).unwrap();
-            sizes.push(n);
+            sizes.push(w);
             if check_at.contains(&i) {
                 let a = h.load("t", 0, Committed::Offset(i as i64)).unwrap();
                 let back = a.restored.unwrap();
@@ -91,14 +91,19 @@ fn checkpoints_are_deltas_and_the_chain_restores_exactly() {
     // About a quarter of the agents change between two checkpoints: a
     // delta is about a quarter of a base, and a new base comes when the
     // deltas add up to one (one base, then about four deltas).
-    let base = *sizes.iter().max().unwrap();
-    let deltas = sizes.iter().filter(|&&n| n * 2 < base).count();
+    let base = sizes.iter().filter(|w| !w.1).map(|w| w.0).max().unwrap();
+    let deltas: Vec<u64> = sizes.iter().filter(|w| w.1).map(|w| w.0).collect();
     assert!(
-        deltas * 10 > sizes.len() * 7,
-        "most checkpoints are deltas: {deltas} of {}",
+        deltas.len() * 10 > sizes.len() * 7,
+        "most checkpoints are deltas: {} of {}",
+        deltas.len(),
         sizes.len()
     );
-    let mean = sizes.iter().sum::<u64>() / sizes.len() as u64;
+    assert!(
+        deltas.iter().all(|&n| n * 2 < base),
+        "every delta is under half the largest base ({base} B)"
+    );
+    let mean = sizes.iter().map(|w| w.0).sum::<u64>() / sizes.len() as u64;
     assert!(
         mean * 2 < base,
         "a checkpoint writes less than half a base on average: {mean} vs {base}"

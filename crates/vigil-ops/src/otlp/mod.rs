@@ -280,6 +280,24 @@ pub struct OtlpState {
     /// Newest valid source timestamp of the resource being converted.
     #[serde(skip)]
     resource_newest: i64,
+    /// Series changed since the last checkpoint (see
+    /// [`OtlpState::delta`]); `None`: every series (a new or restored
+    /// state, or a sweep removed some).
+    #[serde(skip)]
+    changed: Option<hashbrown::HashSet<u64>>,
+}
+
+/// What changed in an [`OtlpState`] since its last checkpoint: the
+/// series whose memory changed (or all of them), and the counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OtlpDelta {
+    /// `series` is every series the state holds (it replaces them), not
+    /// only the changed ones.
+    whole: bool,
+    series: Vec<(u64, Memo)>,
+    newest_ms: i64,
+    swept_ms: i64,
+    stats: OtlpStats,
 }
 
 /// The value kind of an OTLP metric, as far as Vigil is concerned.
@@ -342,6 +360,56 @@ impl OtlpState {
     /// OTLP source series remembered.
     pub fn series(&self) -> usize {
         self.series.len()
+    }
+
+    /// What changed since [`OtlpState::checkpointed`] was last called
+    /// (every series before the first call).
+    pub fn delta(&self) -> OtlpDelta {
+        let series = match &self.changed {
+            Some(keys) => {
+                let mut v: Vec<(u64, Memo)> = keys
+                    .iter()
+                    .filter_map(|k| self.series.get(k).map(|m| (*k, m.clone())))
+                    .collect();
+                v.sort_unstable_by_key(|e| e.0);
+                v
+            }
+            None => {
+                let mut v: Vec<(u64, Memo)> =
+                    self.series.iter().map(|(k, m)| (*k, m.clone())).collect();
+                v.sort_unstable_by_key(|e| e.0);
+                v
+            }
+        };
+        OtlpDelta {
+            whole: self.changed.is_none(),
+            series,
+            newest_ms: self.newest_ms,
+            swept_ms: self.swept_ms,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// The state is durable as of now: the next delta holds what changes
+    /// from here.
+    pub fn checkpointed(&mut self) {
+        match &mut self.changed {
+            Some(c) => c.clear(),
+            None => self.changed = Some(hashbrown::HashSet::new()),
+        }
+    }
+
+    /// Applies a delta written after this state (restoring a chain of
+    /// checkpoints).
+    pub fn apply(&mut self, d: OtlpDelta) {
+        if d.whole {
+            self.series.clear();
+        }
+        self.series.extend(d.series);
+        self.newest_ms = d.newest_ms;
+        self.swept_ms = d.swept_ms;
+        self.stats = d.stats;
+        self.changed = None;
     }
 
     /// Converts one record. Appends one [`Converted`] per resource that has
@@ -752,6 +820,9 @@ impl OtlpState {
                 self.swept_ms = self.newest_ms;
                 let cutoff = self.newest_ms.saturating_sub(ttl);
                 self.series.retain(|_, m| m.newest >= cutoff);
+                // Removals are not noted one by one: the next delta
+                // holds every series.
+                self.changed = None;
             }
             if self.series.len() >= max_series {
                 refuse(
@@ -761,6 +832,9 @@ impl OtlpState {
                 );
                 return;
             }
+        }
+        if let Some(c) = &mut self.changed {
+            c.insert(key);
         }
         let memo = match self.series.entry(key) {
             hashbrown::hash_map::Entry::Vacant(e) => e.insert(Memo::new(ts)),

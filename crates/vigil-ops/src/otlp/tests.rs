@@ -1004,3 +1004,83 @@ fn resources_refused_whole_by_the_converter_count_as_invalid_input() {
         crate::model::AlertStatus::Resolved
     );
 }
+
+/// The OTLP converter's memory goes into delta checkpoints by series: a
+/// delta holds the series that sent since the last checkpoint, and a
+/// pipeline restored from a base and its deltas drops the same resends
+/// and derives the same rates as one that never stopped.
+#[test]
+fn otlp_memory_goes_into_deltas_by_series_and_restores_exactly() {
+    let hosts = ["h1", "h2", "h3", "h4"];
+    let at = |k: i64, h: &str| {
+        let t = T0 + k * 10_000;
+        request(
+            h,
+            vec![
+                mem_util(t, 0.1 * k as f64),
+                net_io(t, BOOT_NS, 100.0 * k as f64, 10.0 * k as f64),
+            ],
+        )
+    };
+    // Every host every step; after step 6 only h1, with resends of each
+    // of its requests.
+    let mut recs = Vec::new();
+    for k in 0..6 {
+        for h in hosts {
+            recs.push(at(k, h));
+        }
+    }
+    let before = recs.len();
+    for k in 6..12 {
+        recs.push(at(k, "h1"));
+        recs.push(at(k, "h1"));
+    }
+    let run = |cut: Option<usize>| {
+        let mut p = Pipeline::new(cfg(), Arc::new(RuleSet::default())).unwrap();
+        let mut out = Outputs::default();
+        let mut base = Vec::new();
+        let now = T0 + 200_000;
+        for (i, r) in recs.iter().enumerate() {
+            if i == before {
+                base = serde_json::to_vec(&p).unwrap();
+                p.checkpointed();
+            }
+            if Some(i) == cut {
+                let d = p.delta().unwrap();
+                let json = serde_json::to_value(&d).unwrap();
+                // h1's source series only, a quarter of the four hosts'.
+                let series = json["otlp"]["series"].as_array().unwrap().len();
+                let all: serde_json::Value = serde_json::from_slice(&base).unwrap();
+                let all = all["otlp"]["series"].as_object().unwrap().len();
+                assert_eq!(json["otlp"]["whole"], false);
+                assert!(series > 0 && series * 4 == all, "{series} of {all}");
+                let b: Pipeline = serde_json::from_slice(&base).unwrap();
+                p = Pipeline::restore_chain(b, vec![serde_json::from_value(json).unwrap()])
+                    .unwrap()
+                    .resume(cfg(), Arc::new(RuleSet::default()))
+                    .unwrap();
+            }
+            p.process_otlp(POS, r, now, &mut out);
+        }
+        p.finish(&mut out);
+        let mut w: Vec<_> = out
+            .windows
+            .iter()
+            .map(|w| {
+                (
+                    w.series.metric().to_string(),
+                    w.start_ms,
+                    w.agg.count,
+                    w.agg.sum,
+                )
+            })
+            .collect();
+        w.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (w, p.otlp_stats().duplicate_points, p.stats().duplicates)
+    };
+    let want = run(None);
+    assert!(want.2 >= 5, "resends dropped: {want:?}");
+    for cut in [before + 3, before + 8] {
+        assert_eq!(run(Some(cut)), want, "restored at {cut}");
+    }
+}

@@ -6,7 +6,8 @@
 //! at a tick). [`Pipeline::delta`] holds those agents whole (open
 //! windows, dedup, liveness, and the detector state of their series) and
 //! the partition-wide fields that are small (counters, clock, rules,
-//! watch sets, report families' and OTLP state). A restore reads a base
+//! watch sets, report families' state), and of the OTLP converter's
+//! memory the series that changed. A restore reads a base
 //! (a whole [`Pipeline`]) and the deltas written after it, in order
 //! ([`Pipeline::restore_chain`]): each agent comes from the last of them
 //! that holds it.
@@ -26,7 +27,7 @@ use crate::config::PipelineConfig;
 use crate::dedup::AgentDedup;
 use crate::detect::{EngineDelta, Liveness};
 use crate::model::AlertEvent;
-use crate::otlp::OtlpState;
+use crate::otlp::OtlpDelta;
 use crate::window::{AgentWindows, WindowSpec};
 
 /// The agents changed since the last checkpoint: a bit per agent slot
@@ -102,7 +103,8 @@ pub struct PipelineDelta {
     last_tick_ms: Option<i64>,
     stats: PipelineStats,
     pending_alerts: Vec<AlertEvent>,
-    otlp: OtlpState,
+    /// The OTLP series whose memory changed.
+    otlp: OtlpDelta,
     free_agents: Vec<u32>,
     last_sweep_ms: Option<i64>,
 }
@@ -161,7 +163,7 @@ impl Pipeline {
             last_tick_ms: self.last_tick_ms,
             stats: self.stats.clone(),
             pending_alerts: self.pending_alerts.clone(),
-            otlp: self.otlp.clone(),
+            otlp: self.otlp.delta(),
             free_agents: self.free_agents.clone(),
             last_sweep_ms: self.last_sweep_ms,
         })
@@ -171,6 +173,7 @@ impl Pipeline {
     /// delta, was written): the next delta holds what changes from here.
     pub fn checkpointed(&mut self) {
         self.changed.clear();
+        self.otlp.checkpointed();
     }
 
     /// The pipeline a base checkpoint (`base`, as restored) and the
@@ -222,6 +225,7 @@ impl Pipeline {
         let mut from = vec![0u32; n];
         let mut stores = Vec::with_capacity(deltas.len() + 1);
         for (k, d) in deltas.iter_mut().enumerate() {
+            p.otlp.apply(std::mem::take(&mut d.otlp));
             stores.push(d.detectors.take_series());
             for (ai, st) in std::mem::take(&mut d.agents) {
                 p.agents[ai as usize] = st;
@@ -246,7 +250,6 @@ impl Pipeline {
         p.last_tick_ms = last.last_tick_ms;
         p.stats = last.stats;
         p.pending_alerts = last.pending_alerts;
-        p.otlp = last.otlp;
         p.free_agents = last.free_agents;
         p.last_sweep_ms = last.last_sweep_ms;
         p.agent_index.clear();

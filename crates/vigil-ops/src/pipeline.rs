@@ -1131,14 +1131,22 @@ impl Pipeline {
             let AgentState { key, live, .. } = a;
             (&*key.tenant, &*key.agent, live)
         });
+        let mut reported = Vec::new();
         self.detectors
-            .on_tick_agents(now_ms, agents, &mut out.alerts);
+            .on_tick_agents(now_ms, agents, &mut out.alerts, &mut |t, a| {
+                reported.push((t.to_string(), a.to_string()))
+            });
         for (ai, (a, was)) in self.agents.iter().zip(&lives).enumerate() {
             if a.live != *was {
                 self.changed.mark(ai);
             }
         }
         self.scratch.lives = lives;
+        for (t, a) in reported {
+            if let Some(ai) = self.find_agent(&t, &a) {
+                self.changed.mark(ai);
+            }
+        }
         self.finish_alerts(before, out);
         self.sweep(now_ms, out);
     }
@@ -1213,6 +1221,7 @@ impl Pipeline {
             &mut out.alerts,
         );
         self.stats.incidents_expired += n as u64;
+        self.changed.gone(&self.agents[ai].key);
         let old = std::mem::replace(
             &mut self.agents[ai],
             AgentState {

@@ -267,8 +267,14 @@ pub(crate) struct EngineDelta {
     sets: Vec<WatchSet>,
     series: SeriesStores,
     agents: AgentTable,
+    /// The report families' states of the agents `report_agents`.
     #[serde(default, skip_serializing_if = "ReportStores::is_empty")]
     reports: ReportStores,
+    /// The agents (tenant, agent) whose report families' states the delta
+    /// replaces: those that changed, evicted ones included (they have
+    /// none any more).
+    #[serde(default)]
+    report_agents: Vec<(String, String)>,
     #[serde(with = "sorted_map")]
     standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
 }
@@ -776,7 +782,7 @@ impl DetectorEngine {
     /// caller's series, whose states [`DetectorEngine::copy_series`] adds
     /// one by one (the engine's own standalone series are copied here).
     /// Rules, watch sets and report states are small and go whole.
-    pub(crate) fn delta_head(&self) -> EngineDelta {
+    pub(crate) fn delta_head(&self, report_agents: Vec<(String, String)>) -> EngineDelta {
         let mut series = SeriesStores::default();
         let standalone = self
             .standalone
@@ -793,7 +799,8 @@ impl DetectorEngine {
             sets: self.sets.clone(),
             series,
             agents: self.agents.clone(),
-            reports: self.reports.clone(),
+            reports: self.reports.subset(&report_agents),
+            report_agents,
             standalone,
         }
     }
@@ -825,6 +832,16 @@ impl DetectorEngine {
         extends(&self.bound, &self.sets, later)
     }
 
+    /// Applies the report families' states of a delta written after this
+    /// engine's state (each delta of a chain in order, before
+    /// [`DetectorEngine::adopt_head`]).
+    pub(crate) fn apply_reports(&mut self, d: &mut EngineDelta) {
+        for (t, a) in &d.report_agents {
+            self.reports.forget(t, a);
+        }
+        self.reports.merge(std::mem::take(&mut d.reports));
+    }
+
     /// Takes the engine state of `head`, the last delta of a chain whose
     /// series states are `head_series` (taken out of it), and returns
     /// this engine's series stores; the caller then copies every series
@@ -841,7 +858,8 @@ impl DetectorEngine {
             sets,
             series: _,
             agents,
-            reports,
+            reports: _,
+            report_agents: _,
             standalone,
         } = head;
         self.bound = bound;
@@ -849,7 +867,6 @@ impl DetectorEngine {
         self.sets = sets;
         self.set_index.clear();
         self.agents = agents;
-        self.reports = reports;
         let mut fresh = SeriesStores::default();
         let mut own = HashMap::with_capacity(standalone.len());
         for (id, (meta, h)) in standalone {
@@ -890,21 +907,23 @@ impl DetectorEngine {
         self.note_time(now_ms);
         let agents = self.agents.iter_mut();
         tick_agents(&self.rules, now_ms, agents, out);
-        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out);
+        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out, &mut |_, _| {});
     }
 
     /// Processing-time housekeeping for agents whose liveness the caller
     /// keeps: runs the agent families' tick hooks, events in (tenant,
-    /// agent) order.
+    /// agent) order. Calls `report_changed` on every agent whose report
+    /// families' state the tick changed.
     pub fn on_tick_agents<'a>(
         &mut self,
         now_ms: i64,
         agents: impl Iterator<Item = (&'a str, &'a str, &'a mut Liveness)>,
         out: &mut Vec<AlertEvent>,
+        report_changed: &mut dyn FnMut(&str, &str),
     ) {
         self.note_time(now_ms);
         tick_agents(&self.rules, now_ms, agents, out);
-        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out);
+        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out, report_changed);
     }
 }
 

@@ -509,18 +509,59 @@ impl<S: Default + PartialEq> ReportStore<S> {
     }
 
     /// Runs `f` on every state, in (tenant, agent, rule) order, dropping
-    /// those that end `Default`.
-    fn each(&mut self, mut f: impl FnMut(&str, &str, u16, &mut S)) {
+    /// those that end `Default`; calls `changed` on every agent one of
+    /// whose states `f` changed.
+    fn each(
+        &mut self,
+        mut f: impl FnMut(&str, &str, u16, &mut S),
+        changed: &mut dyn FnMut(&str, &str),
+    ) where
+        S: Clone,
+    {
         self.agents.retain(|t, m| {
             m.retain(|a, v| {
+                let mut moved = false;
                 for (i, st) in v.iter_mut() {
+                    let before = st.clone();
                     f(t, a, *i, st);
+                    moved |= *st != before;
+                }
+                if moved {
+                    changed(t, a);
                 }
                 v.retain(|(_, st)| *st != S::default());
                 !v.is_empty()
             });
             !m.is_empty()
         });
+    }
+
+    /// The states of the agents `keys` (tenant, agent), as a store.
+    fn subset(&self, keys: &[(String, String)]) -> Self
+    where
+        S: Clone,
+    {
+        let mut out = ReportStore::default();
+        for (t, a) in keys {
+            if let Some(v) = self.agents.get(t).and_then(|m| m.get(a)) {
+                out.agents
+                    .entry(t.clone())
+                    .or_default()
+                    .insert(a.clone(), v.clone());
+            }
+        }
+        out
+    }
+
+    /// Moves every state of `other` into this store, replacing the
+    /// states of its agents.
+    fn merge(&mut self, other: ReportStore<S>) {
+        for (t, m) in other.agents {
+            let mine = self.agents.entry(t).or_default();
+            for (a, v) in m {
+                mine.insert(a, v);
+            }
+        }
     }
 
     /// Number of (agent, rule) states held.
@@ -775,6 +816,22 @@ macro_rules! registry {
             pub(crate) fn is_empty(&self) -> bool {
                 true $(&& self.$rkey.is_empty())*
             }
+
+            /// Every family's states of the agents `keys` (tenant, agent).
+            pub(crate) fn subset(&self, keys: &[(String, String)]) -> ReportStores {
+                ReportStores { $($rkey: self.$rkey.subset(keys),)* }
+            }
+
+            /// Drops every family's states of agent (`tenant`, `agent`).
+            pub(crate) fn forget(&mut self, tenant: &str, agent: &str) {
+                $(self.$rkey.take_agent(tenant, agent);)*
+            }
+
+            /// Moves every family's states of `other` in, replacing those
+            /// of its agents.
+            pub(crate) fn merge(&mut self, other: ReportStores) {
+                $(self.$rkey.merge(other.$rkey);)*
+            }
         }
 
         /// The rules watching a series, per series family as indexes into
@@ -903,11 +960,14 @@ macro_rules! registry {
 
             /// A tick, to every (agent, rule) state of every report
             /// family; the events are put in (tenant, agent) order.
+            /// Calls `changed` on every agent one of whose states the tick
+            /// changed (for delta checkpoints).
             pub(crate) fn tick_reports(
                 stores: &mut ReportStores,
                 rules: &RuleSet,
                 now_ms: i64,
                 out: &mut Vec<AlertEvent>,
+                changed: &mut dyn FnMut(&str, &str),
             ) {
                 let from = out.len();
                 $(stores.$rkey.each(|tenant, agent, i, st| {
@@ -915,7 +975,7 @@ macro_rules! registry {
                         let a = ReportCx { tenant, agent, now_ms };
                         <$RF as ReportFamily>::on_tick(rule, rules, &a, st, out);
                     }
-                });)*
+                }, changed);)*
                 out[from..].sort_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
             }
 

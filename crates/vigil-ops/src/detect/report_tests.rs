@@ -1081,3 +1081,176 @@ fn posture_lab_precision_and_recall_per_detector() {
         }
     }
 }
+
+/// The report families' states go into delta checkpoints by agent: a
+/// pipeline restored from a base and the deltas after it (checkpoints
+/// every 7 records) raises and resolves the same incidents, with the same
+/// ids, as one that never stopped, wherever it is restored.
+#[test]
+fn report_incidents_are_identical_across_a_chain_of_delta_checkpoints() {
+    let (all, cfg, recs) = mixed_scenario();
+    let pos = Position {
+        partition: 0,
+        offset: 0,
+    };
+    let run = |restore_at: &[usize]| {
+        let mut p = Pipeline::new(cfg.clone(), rules(&all)).unwrap();
+        let mut out = Outputs::default();
+        let mut base = Vec::new();
+        let mut chain: Vec<Vec<u8>> = Vec::new();
+        let mut deltas = 0;
+        for (i, r) in recs.iter().enumerate() {
+            if i > 0 && i % 7 == 0 {
+                match p.delta() {
+                    Some(d) => {
+                        deltas += 1;
+                        chain.push(serde_json::to_vec(&d).unwrap());
+                    }
+                    None => {
+                        base = serde_json::to_vec(&p).unwrap();
+                        chain.clear();
+                    }
+                }
+                p.checkpointed();
+                if restore_at.contains(&i) {
+                    let b: Pipeline = serde_json::from_slice(&base).unwrap();
+                    let ds = chain
+                        .iter()
+                        .map(|d| serde_json::from_slice(d).unwrap())
+                        .collect();
+                    p = Pipeline::restore_chain(b, ds)
+                        .unwrap()
+                        .resume(cfg.clone(), rules(&all))
+                        .unwrap();
+                }
+            }
+            p.process(pos, r, 0, &mut out);
+        }
+        let got = brief(&out.alerts)
+            .into_iter()
+            .zip(out.alerts.iter().map(|a| a.id.clone()))
+            .collect::<Vec<_>>();
+        (got, deltas)
+    };
+    let (want, _) = run(&[]);
+    assert!(want.len() >= 10, "{want:?}");
+    let at: Vec<usize> = (1..recs.len() / 7)
+        .map(|k| k * 7)
+        .filter(|i| i % 91 == 14)
+        .collect();
+    let (got, deltas) = run(&at);
+    assert!(deltas > 20, "{deltas}");
+    assert_eq!(got, want, "restored at {at:?}");
+}
+
+/// A report family's state that only a tick changes (a burst of failed
+/// logins that resolves an hour after its agent fell silent) goes into
+/// the next delta: a pipeline restored from it does not resolve the
+/// incident a second time.
+#[test]
+fn a_report_state_only_a_tick_changed_is_in_the_next_delta() {
+    let cfg = PipelineConfig::default();
+    let pos = Position {
+        partition: 0,
+        offset: 0,
+    };
+    let run = |restore: bool| {
+        let mut p = Pipeline::new(cfg.clone(), rules(BF)).unwrap();
+        let mut out = Outputs::default();
+        let burst = (0..3).map(|k| fail("admin", MON + k * 1_000)).collect();
+        p.process(
+            pos,
+            &batch("a", 1, MON + 5_000, vec![], burst),
+            MON + 5_000,
+            &mut out,
+        );
+        let mut base = Vec::new();
+        for m in 1..180i64 {
+            let t = MON + m * MIN;
+            if m == 10 {
+                base = serde_json::to_vec(&p).unwrap();
+                p.checkpointed();
+            }
+            if m == 120 && restore {
+                assert_eq!(
+                    p.changed_agents(),
+                    Some(2),
+                    "b by its batches, a by the tick"
+                );
+                let d = serde_json::to_vec(&p.delta().unwrap()).unwrap();
+                let b: Pipeline = serde_json::from_slice(&base).unwrap();
+                p = Pipeline::restore_chain(b, vec![serde_json::from_slice(&d).unwrap()])
+                    .unwrap()
+                    .resume(cfg.clone(), rules(BF))
+                    .unwrap();
+            }
+            p.process(
+                pos,
+                &batch("b", m as u64, t, vec![status(t)], vec![]),
+                t,
+                &mut out,
+            );
+        }
+        brief(&out.alerts)
+    };
+    let want = run(false);
+    assert_eq!(want.len(), 2, "fired, then resolved by a tick: {want:?}");
+    assert_eq!(run(true), want);
+}
+
+/// An agent evicted (past the state TTL) takes its report families'
+/// states with it, also in the next delta: a pipeline restored from it
+/// does not close its incident again later.
+#[test]
+fn an_evicted_agents_report_state_is_gone_from_the_next_delta() {
+    let cfg = PipelineConfig {
+        state_ttl: std::time::Duration::from_secs(900),
+        ..PipelineConfig::default()
+    };
+    let pos = Position {
+        partition: 0,
+        offset: 0,
+    };
+    let run = |restore: bool| {
+        let mut p = Pipeline::new(cfg.clone(), rules(BF)).unwrap();
+        let mut out = Outputs::default();
+        let burst = (0..3).map(|k| fail("admin", MON + k * 1_000)).collect();
+        p.process(
+            pos,
+            &batch("a", 1, MON + 5_000, vec![], burst),
+            MON + 5_000,
+            &mut out,
+        );
+        let mut base = Vec::new();
+        for m in 1..180i64 {
+            let t = MON + m * MIN;
+            if m == 5 {
+                base = serde_json::to_vec(&p).unwrap();
+                p.checkpointed();
+            }
+            if m == 40 && restore {
+                assert_eq!(p.stats().agents_evicted, 1);
+                let d = serde_json::to_vec(&p.delta().unwrap()).unwrap();
+                let b: Pipeline = serde_json::from_slice(&base).unwrap();
+                p = Pipeline::restore_chain(b, vec![serde_json::from_slice(&d).unwrap()])
+                    .unwrap()
+                    .resume(cfg.clone(), rules(BF))
+                    .unwrap();
+            }
+            p.process(
+                pos,
+                &batch("b", m as u64, t, vec![status(t)], vec![]),
+                t,
+                &mut out,
+            );
+        }
+        brief(&out.alerts)
+    };
+    let want = run(false);
+    assert_eq!(
+        want.len(),
+        2,
+        "fired, then closed by the eviction: {want:?}"
+    );
+    assert_eq!(run(true), want);
+}

@@ -2,12 +2,12 @@
 //! checkpoint, so a checkpoint's size follows the change, not the state.
 //!
 //! A pipeline notes which agents changed since it was last checkpointed
-//! (a batch, a window closed by idleness, an eviction, a liveness change
-//! at a tick). [`Pipeline::delta`] holds those agents whole (open
+//! (a batch, a window closed by idleness, an eviction, its liveness or a
+//! report family's state changed by a tick). [`Pipeline::delta`] holds those agents whole (open
 //! windows, dedup, liveness, and the detector state of their series) and
-//! the partition-wide fields that are small (counters, clock, rules,
-//! watch sets, report families' state), and of the OTLP converter's
-//! memory the series that changed. A restore reads a base
+//! their report families' state, the partition-wide fields that are
+//! small (counters, clock, rules, watch sets), and of the OTLP
+//! converter's memory the series that changed. A restore reads a base
 //! (a whole [`Pipeline`]) and the deltas written after it, in order
 //! ([`Pipeline::restore_chain`]): each agent comes from the last of them
 //! that holds it.
@@ -26,7 +26,7 @@ use crate::clock::ReplayClock;
 use crate::config::PipelineConfig;
 use crate::dedup::AgentDedup;
 use crate::detect::{EngineDelta, Liveness};
-use crate::model::AlertEvent;
+use crate::model::{AgentKey, AlertEvent};
 use crate::otlp::OtlpDelta;
 use crate::window::{AgentWindows, WindowSpec};
 
@@ -39,6 +39,9 @@ pub(super) struct Changed {
     all: bool,
     bits: Vec<u64>,
     list: Vec<u32>,
+    /// Agents evicted since (their slots may hold another agent now):
+    /// their report families' states go.
+    gone: Vec<Arc<AgentKey>>,
 }
 
 impl Default for Changed {
@@ -47,6 +50,7 @@ impl Default for Changed {
             all: true,
             bits: Vec::new(),
             list: Vec::new(),
+            gone: Vec::new(),
         }
     }
 }
@@ -68,11 +72,19 @@ impl Changed {
         }
     }
 
+    /// Notes that agent `key` was evicted.
+    pub(super) fn gone(&mut self, key: &Arc<AgentKey>) {
+        if !self.all {
+            self.gone.push(key.clone());
+        }
+    }
+
     /// Notes that every agent changed.
     pub(super) fn mark_all(&mut self) {
         self.all = true;
         self.bits.clear();
         self.list.clear();
+        self.gone.clear();
     }
 
     /// Nothing changed since now (a checkpoint was written).
@@ -81,6 +93,7 @@ impl Changed {
             self.bits[ai as usize / 64] = 0;
         }
         self.list.clear();
+        self.gone.clear();
         self.all = false;
     }
 }
@@ -137,9 +150,18 @@ impl Pipeline {
         if self.changed.all {
             return None;
         }
-        let mut detectors = self.detectors.delta_head();
         let mut list = self.changed.list.clone();
         list.sort_unstable();
+        let mut report_agents: Vec<(String, String)> = list
+            .iter()
+            .map(|&ai| &self.agents[ai as usize].key)
+            .chain(&self.changed.gone)
+            .filter(|k| !k.agent.is_empty())
+            .map(|k| (k.tenant.to_string(), k.agent.to_string()))
+            .collect();
+        report_agents.sort_unstable();
+        report_agents.dedup();
+        let mut detectors = self.detectors.delta_head(report_agents);
         let agents = list
             .into_iter()
             .map(|ai| {
@@ -226,6 +248,7 @@ impl Pipeline {
         let mut stores = Vec::with_capacity(deltas.len() + 1);
         for (k, d) in deltas.iter_mut().enumerate() {
             p.otlp.apply(std::mem::take(&mut d.otlp));
+            p.detectors.apply_reports(&mut d.detectors);
             stores.push(d.detectors.take_series());
             for (ai, st) in std::mem::take(&mut d.agents) {
                 p.agents[ai as usize] = st;

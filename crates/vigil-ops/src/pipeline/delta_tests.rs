@@ -317,3 +317,44 @@ fn a_delta_is_the_agents_that_sent_and_their_share_of_the_state() {
         p.agents_held()
     );
 }
+
+/// With status reports (patches, antivirus, backups) the report
+/// families' states in a delta are those of the agents that changed: the
+/// delta's share of the whole report state is about their share.
+#[test]
+fn a_deltas_report_states_are_the_changed_agents_share() {
+    let fleet = Fleet::new(FleetConfig {
+        agents: 400,
+        tenants: 5,
+        duration_ms: 3 * HOUR_MS,
+        seed: 3,
+        posture: true,
+        ..FleetConfig::default()
+    });
+    let recs: Vec<_> = fleet.collect();
+    let mut p = Pipeline::new(PipelineConfig::default(), rules()).unwrap();
+    let mut out = Outputs::default();
+    let n = recs.len();
+    for r in &recs[..n - 40] {
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+        out.clear();
+    }
+    p.checkpointed();
+    for r in &recs[n - 40..] {
+        p.process(POS, &r.payload, r.arrival_ms, &mut out);
+    }
+    let share = p.changed_agents().unwrap() as f64 / p.agents_held() as f64;
+    assert!(share < 0.2, "{share}");
+    let size = |x: &serde_json::Value| serde_json::to_vec(x).unwrap().len() as f64;
+    let delta = serde_json::to_value(p.delta().unwrap()).unwrap();
+    let whole = serde_json::to_value(&p).unwrap();
+    let (part, all) = (
+        size(&delta["detectors"]["reports"]),
+        size(&whole["detectors"]["reports"]),
+    );
+    assert!(all > 10_000.0, "the fleet has report state: {all} B");
+    assert!(
+        part < all * share * 2.0,
+        "{part} B of {all} B for {share:.3} of the agents"
+    );
+}

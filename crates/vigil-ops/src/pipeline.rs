@@ -38,6 +38,8 @@ mod agents;
 mod delta;
 mod reports;
 
+#[cfg(test)]
+pub(crate) use delta::testing::TestChain;
 pub use delta::PipelineDelta;
 pub use reports::{SECURITY_DLQ_METRIC, STATUS_DLQ_METRIC};
 

@@ -215,12 +215,7 @@ mod tests {
     #[test]
     fn intents_round_trip_on_disk_and_object_store() {
         let dir = tempfile::tempdir().unwrap();
-        let obj = Root::s3_with_store(
-            "b",
-            "p",
-            std::sync::Arc::new(object_store::memory::InMemory::new()),
-        );
-        for root in [Root::local(dir.path()), obj] {
+        for root in Root::test_pair(dir.path()) {
             let s = CheckpointStore::at(&root);
             assert_eq!(s.load_intent("rmm.t", 3).unwrap(), None);
             s.save_intent("rmm.t", 3, &intent()).unwrap();

@@ -398,6 +398,14 @@ impl Root {
         Root(RootKind::Local(dir.into()))
     }
 
+    /// A local directory under `dir` and an in-memory object store: the
+    /// two kinds of root a store test runs on.
+    #[cfg(test)]
+    pub(crate) fn test_pair(dir: &std::path::Path) -> [Root; 2] {
+        let mem = Arc::new(object_store::memory::InMemory::new());
+        [Root::local(dir), Root::s3_with_store("b", "p", mem)]
+    }
+
     /// A root over an already built `store`, standing for
     /// `s3://bucket/prefix` (a client configured in code rather than from
     /// the environment, or `object_store`'s in-memory store in tests).

@@ -174,12 +174,7 @@ mod tests {
     #[test]
     fn state_files_round_trip_list_and_go_on_disk_and_object_store() {
         let dir = tempfile::tempdir().unwrap();
-        let obj = Root::s3_with_store(
-            "b",
-            "p",
-            std::sync::Arc::new(object_store::memory::InMemory::new()),
-        );
-        for root in [Root::local(dir.path()), obj] {
+        for root in Root::test_pair(dir.path()) {
             let s = CheckpointStore::at(&root);
             assert!(s.state_files("rmm.t", 3).unwrap().is_empty());
             let a = state_file_name(3, "e1-aa", 1);

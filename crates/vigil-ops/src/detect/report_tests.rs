@@ -13,7 +13,7 @@ use vigil_proto::v1::{
 use super::DetectorEngine;
 use crate::config::{ClockMode, PipelineConfig};
 use crate::model::{AlertEvent, AlertStatus, DetectorKind, ResolveReason};
-use crate::pipeline::{Outputs, Pipeline};
+use crate::pipeline::{Outputs, Pipeline, TestChain};
 use crate::reject::Position;
 use crate::rules::RuleSet;
 
@@ -1096,32 +1096,12 @@ fn report_incidents_are_identical_across_a_chain_of_delta_checkpoints() {
     let run = |restore_at: &[usize]| {
         let mut p = Pipeline::new(cfg.clone(), rules(&all)).unwrap();
         let mut out = Outputs::default();
-        let mut base = Vec::new();
-        let mut chain: Vec<Vec<u8>> = Vec::new();
-        let mut deltas = 0;
+        let mut chain = TestChain::default();
         for (i, r) in recs.iter().enumerate() {
             if i > 0 && i % 7 == 0 {
-                match p.delta() {
-                    Some(d) => {
-                        deltas += 1;
-                        chain.push(serde_json::to_vec(&d).unwrap());
-                    }
-                    None => {
-                        base = serde_json::to_vec(&p).unwrap();
-                        chain.clear();
-                    }
-                }
-                p.checkpointed();
+                chain.checkpoint(&mut p);
                 if restore_at.contains(&i) {
-                    let b: Pipeline = serde_json::from_slice(&base).unwrap();
-                    let ds = chain
-                        .iter()
-                        .map(|d| serde_json::from_slice(d).unwrap())
-                        .collect();
-                    p = Pipeline::restore_chain(b, ds)
-                        .unwrap()
-                        .resume(cfg.clone(), rules(&all))
-                        .unwrap();
+                    p = chain.restore(rules(&all)).unwrap();
                 }
             }
             p.process(pos, r, 0, &mut out);
@@ -1130,7 +1110,7 @@ fn report_incidents_are_identical_across_a_chain_of_delta_checkpoints() {
             .into_iter()
             .zip(out.alerts.iter().map(|a| a.id.clone()))
             .collect::<Vec<_>>();
-        (got, deltas)
+        (got, chain.delta_count)
     };
     let (want, _) = run(&[]);
     assert!(want.len() >= 10, "{want:?}");
@@ -1143,6 +1123,53 @@ fn report_incidents_are_identical_across_a_chain_of_delta_checkpoints() {
     assert_eq!(got, want, "restored at {at:?}");
 }
 
+/// Agent a's burst of failed logins at MON, then agent b's status
+/// reports every minute for three hours (wall clock), under `cfg`. With
+/// `restore`, a base checkpoint at minute `base_at` and, at minute
+/// `restore_at` (after `check` looks at the pipeline), a restore from
+/// that base and the delta written then. Returns the alerts.
+fn silent_burst(
+    cfg: &PipelineConfig,
+    base_at: i64,
+    restore_at: i64,
+    restore: bool,
+    check: impl Fn(&Pipeline),
+) -> Vec<(String, AlertStatus, i64, i64, String)> {
+    let pos = Position {
+        partition: 0,
+        offset: 0,
+    };
+    let mut p = Pipeline::new(cfg.clone(), rules(BF)).unwrap();
+    let mut out = Outputs::default();
+    let burst = (0..3).map(|k| fail("admin", MON + k * 1_000)).collect();
+    p.process(
+        pos,
+        &batch("a", 1, MON + 5_000, vec![], burst),
+        MON + 5_000,
+        &mut out,
+    );
+    let mut chain = TestChain::default();
+    for m in 1..180i64 {
+        let t = MON + m * MIN;
+        if m == base_at {
+            chain.checkpoint(&mut p);
+        }
+        if m == restore_at && restore {
+            check(&p);
+            chain.checkpoint(&mut p);
+            assert_eq!((chain.wholes, chain.delta_count), (1, 1));
+            p = chain.restore(rules(BF)).unwrap();
+        }
+        p.process(
+            pos,
+            &batch("b", m as u64, t, vec![status(t)], vec![]),
+            t,
+            &mut out,
+        );
+    }
+    brief(&out.alerts)
+}
+
 /// A report family's state that only a tick changes (a burst of failed
 /// logins that resolves an hour after its agent fell silent) goes into
 /// the next delta: a pipeline restored from it does not resolve the
@@ -1150,52 +1177,16 @@ fn report_incidents_are_identical_across_a_chain_of_delta_checkpoints() {
 #[test]
 fn a_report_state_only_a_tick_changed_is_in_the_next_delta() {
     let cfg = PipelineConfig::default();
-    let pos = Position {
-        partition: 0,
-        offset: 0,
+    let check = |p: &Pipeline| {
+        assert_eq!(
+            p.changed_agents(),
+            Some(2),
+            "b by its batches, a by the tick"
+        )
     };
-    let run = |restore: bool| {
-        let mut p = Pipeline::new(cfg.clone(), rules(BF)).unwrap();
-        let mut out = Outputs::default();
-        let burst = (0..3).map(|k| fail("admin", MON + k * 1_000)).collect();
-        p.process(
-            pos,
-            &batch("a", 1, MON + 5_000, vec![], burst),
-            MON + 5_000,
-            &mut out,
-        );
-        let mut base = Vec::new();
-        for m in 1..180i64 {
-            let t = MON + m * MIN;
-            if m == 10 {
-                base = serde_json::to_vec(&p).unwrap();
-                p.checkpointed();
-            }
-            if m == 120 && restore {
-                assert_eq!(
-                    p.changed_agents(),
-                    Some(2),
-                    "b by its batches, a by the tick"
-                );
-                let d = serde_json::to_vec(&p.delta().unwrap()).unwrap();
-                let b: Pipeline = serde_json::from_slice(&base).unwrap();
-                p = Pipeline::restore_chain(b, vec![serde_json::from_slice(&d).unwrap()])
-                    .unwrap()
-                    .resume(cfg.clone(), rules(BF))
-                    .unwrap();
-            }
-            p.process(
-                pos,
-                &batch("b", m as u64, t, vec![status(t)], vec![]),
-                t,
-                &mut out,
-            );
-        }
-        brief(&out.alerts)
-    };
-    let want = run(false);
+    let want = silent_burst(&cfg, 10, 120, false, check);
     assert_eq!(want.len(), 2, "fired, then resolved by a tick: {want:?}");
-    assert_eq!(run(true), want);
+    assert_eq!(silent_burst(&cfg, 10, 120, true, check), want);
 }
 
 /// An agent evicted (past the state TTL) takes its report families'
@@ -1207,50 +1198,12 @@ fn an_evicted_agents_report_state_is_gone_from_the_next_delta() {
         state_ttl: std::time::Duration::from_secs(900),
         ..PipelineConfig::default()
     };
-    let pos = Position {
-        partition: 0,
-        offset: 0,
-    };
-    let run = |restore: bool| {
-        let mut p = Pipeline::new(cfg.clone(), rules(BF)).unwrap();
-        let mut out = Outputs::default();
-        let burst = (0..3).map(|k| fail("admin", MON + k * 1_000)).collect();
-        p.process(
-            pos,
-            &batch("a", 1, MON + 5_000, vec![], burst),
-            MON + 5_000,
-            &mut out,
-        );
-        let mut base = Vec::new();
-        for m in 1..180i64 {
-            let t = MON + m * MIN;
-            if m == 5 {
-                base = serde_json::to_vec(&p).unwrap();
-                p.checkpointed();
-            }
-            if m == 40 && restore {
-                assert_eq!(p.stats().agents_evicted, 1);
-                let d = serde_json::to_vec(&p.delta().unwrap()).unwrap();
-                let b: Pipeline = serde_json::from_slice(&base).unwrap();
-                p = Pipeline::restore_chain(b, vec![serde_json::from_slice(&d).unwrap()])
-                    .unwrap()
-                    .resume(cfg.clone(), rules(BF))
-                    .unwrap();
-            }
-            p.process(
-                pos,
-                &batch("b", m as u64, t, vec![status(t)], vec![]),
-                t,
-                &mut out,
-            );
-        }
-        brief(&out.alerts)
-    };
-    let want = run(false);
+    let check = |p: &Pipeline| assert_eq!(p.stats().agents_evicted, 1);
+    let want = silent_burst(&cfg, 5, 40, false, check);
     assert_eq!(
         want.len(),
         2,
         "fired, then closed by the eviction: {want:?}"
     );
-    assert_eq!(run(true), want);
+    assert_eq!(silent_burst(&cfg, 5, 40, true, check), want);
 }

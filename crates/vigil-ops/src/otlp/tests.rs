@@ -220,6 +220,24 @@ fn key(metric: &str, labels: &str) -> (String, String) {
     (metric.to_string(), labels.to_string())
 }
 
+/// The windows of `out` as (metric, start, count, sum), sorted.
+fn sorted_windows(out: &Outputs) -> Vec<(String, i64, u64, f64)> {
+    let mut w: Vec<_> = out
+        .windows
+        .iter()
+        .map(|w| {
+            (
+                w.series.metric().to_string(),
+                w.start_ms,
+                w.agg.count,
+                w.agg.sum,
+            )
+        })
+        .collect();
+    w.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    w
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
@@ -795,20 +813,7 @@ fn checkpoint_mid_stream_gives_the_same_output() {
             p.process_otlp(POS, r, T0 + 200_000, &mut out);
         }
         p.finish(&mut out);
-        let mut w: Vec<_> = out
-            .windows
-            .iter()
-            .map(|w| {
-                (
-                    w.series.metric().to_string(),
-                    w.start_ms,
-                    w.agg.count,
-                    w.agg.sum,
-                )
-            })
-            .collect();
-        w.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        w
+        sorted_windows(&out)
     };
     let straight = run(None);
     assert!(straight.iter().any(|w| w.0 == "cpu_pct"));
@@ -1063,20 +1068,11 @@ fn otlp_memory_goes_into_deltas_by_series_and_restores_exactly() {
             p.process_otlp(POS, r, now, &mut out);
         }
         p.finish(&mut out);
-        let mut w: Vec<_> = out
-            .windows
-            .iter()
-            .map(|w| {
-                (
-                    w.series.metric().to_string(),
-                    w.start_ms,
-                    w.agg.count,
-                    w.agg.sum,
-                )
-            })
-            .collect();
-        w.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        (w, p.otlp_stats().duplicate_points, p.stats().duplicates)
+        (
+            sorted_windows(&out),
+            p.otlp_stats().duplicate_points,
+            p.stats().duplicates,
+        )
     };
     let want = run(None);
     assert!(want.2 >= 5, "resends dropped: {want:?}");

@@ -281,3 +281,63 @@ impl Pipeline {
         Ok(p)
     }
 }
+
+/// A checkpoint chain kept in memory, for tests that checkpoint a
+/// pipeline as a worker does and restore it anywhere.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::Pipeline;
+    use crate::rules::RuleSet;
+
+    /// The serde forms of a base and the deltas after it, with counts.
+    #[derive(Default)]
+    pub(crate) struct TestChain {
+        base: Option<Vec<u8>>,
+        deltas: Vec<Vec<u8>>,
+        /// Whole checkpoints (bases) written.
+        pub(crate) wholes: usize,
+        /// Deltas written.
+        pub(crate) delta_count: usize,
+        /// Agents the deltas held, in all.
+        pub(crate) delta_agents: usize,
+    }
+
+    impl TestChain {
+        /// Checkpoints `p`: a delta when it has one, else a new base.
+        pub(crate) fn checkpoint(&mut self, p: &mut Pipeline) {
+            match p.delta() {
+                Some(d) => {
+                    self.delta_count += 1;
+                    self.delta_agents += d.agents();
+                    self.deltas.push(serde_json::to_vec(&d).unwrap());
+                }
+                None => {
+                    self.wholes += 1;
+                    self.base = Some(serde_json::to_vec(&*p).unwrap());
+                    self.deltas.clear();
+                }
+            }
+            p.checkpointed();
+        }
+
+        /// The pipeline the chain restores to, resumed under its own
+        /// configuration and `rules` (`None` before the first base).
+        pub(crate) fn restore(&self, rules: Arc<RuleSet>) -> Option<Pipeline> {
+            let base: Pipeline = serde_json::from_slice(self.base.as_ref()?).unwrap();
+            let cfg = base.config().clone();
+            let deltas = self
+                .deltas
+                .iter()
+                .map(|d| serde_json::from_slice(d).unwrap())
+                .collect();
+            Some(
+                Pipeline::restore_chain(base, deltas)
+                    .unwrap()
+                    .resume(cfg, rules)
+                    .unwrap(),
+            )
+        }
+    }
+}

@@ -9,6 +9,7 @@ use crate::rules::RuleSet;
 use vigil_sim::{Fleet, FleetConfig, ScenarioMix, HOUR_MS};
 
 use super::test_batch::batch_of;
+use super::TestChain;
 
 const POS: Position = Position {
     partition: 0,
@@ -73,36 +74,14 @@ fn run(
         alerts: Vec::new(),
         stats: String::new(),
     };
-    let mut base: Option<Vec<u8>> = None;
-    let mut chain: Vec<Vec<u8>> = Vec::new();
-    let (mut wholes, mut deltas, mut delta_agents) = (0, 0, 0);
+    let mut chain = TestChain::default();
     for (i, r) in recs.iter().enumerate() {
         if i > 0 && i % every == 0 {
-            match p.delta() {
-                Some(d) => {
-                    deltas += 1;
-                    delta_agents += d.agents();
-                    chain.push(serde_json::to_vec(&d).unwrap());
-                }
-                None => {
-                    wholes += 1;
-                    base = Some(serde_json::to_vec(&p).unwrap());
-                    chain.clear();
-                }
-            }
-            p.checkpointed();
+            chain.checkpoint(&mut p);
         }
         if restore_at.contains(&i) {
-            if let Some(b) = &base {
-                let b: Pipeline = serde_json::from_slice(b).unwrap();
-                let ds = chain
-                    .iter()
-                    .map(|d| serde_json::from_slice(d).unwrap())
-                    .collect();
-                p = Pipeline::restore_chain(b, ds)
-                    .unwrap()
-                    .resume(cfg.clone(), rules())
-                    .unwrap();
+            if let Some(back) = chain.restore(rules()) {
+                p = back;
             }
         }
         p.process(POS, &r.payload, r.arrival_ms, &mut out);
@@ -114,7 +93,7 @@ fn run(
     got.windows.append(&mut out.windows);
     got.alerts.append(&mut out.alerts);
     got.stats = format!("{:?}", p.stats());
-    (got, wholes, deltas, delta_agents)
+    (got, chain.wholes, chain.delta_count, chain.delta_agents)
 }
 
 #[test]

@@ -56,37 +56,70 @@ fn rest(mut p: Pipeline, recs: &[SimRecord]) -> (Vec<WindowAggregate>, Vec<Alert
     )
 }
 
+/// One owner of partition 0 of topic `t` in a test: its checkpoint
+/// store, pipeline and chain, fed the simulated records.
+struct Owner {
+    _dir: tempfile::TempDir,
+    h: CheckpointHook,
+    recs: Vec<SimRecord>,
+    p: Pipeline,
+    chain: Chain,
+}
+
+impl Owner {
+    fn new() -> Owner {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook(dir.path());
+        let p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
+        Owner {
+            _dir: dir,
+            h,
+            recs: records(),
+            p,
+            chain: Chain::new(1),
+        }
+    }
+
+    /// Processes records `range`.
+    fn feed(&mut self, range: std::ops::Range<usize>) {
+        let mut out = Outputs::default();
+        for r in &self.recs[range] {
+            self.p.process(POS, &r.payload, r.arrival_ms, &mut out);
+            out.clear();
+        }
+    }
+
+    /// Checkpoints at offset `i` as the worker does: the bytes written
+    /// and whether the state file was a delta.
+    fn checkpoint(&mut self, i: usize) -> (u64, bool) {
+        let at = (i as i64, 0, 1);
+        write_checkpoint(&self.h.store, "t", 0, at, &mut self.chain, &mut self.p).unwrap()
+    }
+}
+
 /// A worker's checkpoints every 15 records (a quarter of the agents
 /// change between two): deltas after the first base, each much smaller
 /// than the base, a new base once the deltas add up to one, and a
 /// restore at any checkpoint that continues as if nothing stopped.
 #[test]
 fn checkpoints_are_deltas_and_the_chain_restores_exactly() {
-    let d = tempfile::tempdir().unwrap();
-    let h = hook(d.path());
-    let recs = records();
-    let mut p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
-    let mut chain = Chain::new(1);
-    let mut out = Outputs::default();
+    let mut o = Owner::new();
     let mut sizes = Vec::new();
-    let check_at = [300, 1_500, 4_005];
-    for (i, r) in recs.iter().enumerate() {
-        if i > 0 && i % 15 == 0 {
-            let w =
-                write_checkpoint(&h.store, "t", 0, (i as i64, 0, 1), &mut chain, &mut p).unwrap();
-            sizes.push(w);
-            if check_at.contains(&i) {
-                let a = h.load("t", 0, Committed::Offset(i as i64)).unwrap();
-                let back = a.restored.unwrap();
-                assert_eq!(back.next_offset, i as i64);
-                assert_eq!(a.epoch, 2);
-                let (got, want) = (rest(back.pipeline, &recs[i..]), rest(p.clone(), &recs[i..]));
-                assert!(!want.0.is_empty() && !want.1.is_empty());
-                assert!(got == want, "restored at {i}");
-            }
+    for i in (15..o.recs.len()).step_by(15) {
+        o.feed(i - 15..i);
+        sizes.push(o.checkpoint(i));
+        if [300, 1_500, 4_005].contains(&i) {
+            let a = o.h.load("t", 0, Committed::Offset(i as i64)).unwrap();
+            let back = a.restored.unwrap();
+            assert_eq!(back.next_offset, i as i64);
+            assert_eq!(a.epoch, 2);
+            let (got, want) = (
+                rest(back.pipeline, &o.recs[i..]),
+                rest(o.p.clone(), &o.recs[i..]),
+            );
+            assert!(!want.0.is_empty() && !want.1.is_empty());
+            assert!(got == want, "restored at {i}");
         }
-        p.process(POS, &r.payload, r.arrival_ms, &mut out);
-        out.clear();
     }
     // About a quarter of the agents change between two checkpoints: a
     // delta is about a quarter of a base, and a new base comes when the
@@ -109,12 +142,13 @@ fn checkpoints_are_deltas_and_the_chain_restores_exactly() {
         "a checkpoint writes less than half a base on average: {mean} vs {base}"
     );
     // State files: only what the two generations name is left.
-    let files = h.store.state_files("t", 0).unwrap();
+    let store = &o.h.store;
+    let files = store.state_files("t", 0).unwrap();
     let named: usize = Generation::BOTH
         .iter()
         .map(|&g| {
-            let o = h.store.open("t", 0, g).unwrap().unwrap();
-            let v: serde_json::Value = serde_json::from_reader(o.reader().unwrap()).unwrap();
+            let c = store.open("t", 0, g).unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_reader(c.reader().unwrap()).unwrap();
             assert_eq!(v["format"], 8);
             v["state"]["deltas"].as_array().unwrap().len() + 1
         })
@@ -132,19 +166,14 @@ fn checkpoints_are_deltas_and_the_chain_restores_exactly() {
 /// that says what to do.
 #[test]
 fn a_damaged_state_file_falls_back_a_generation_or_is_a_clear_error() {
-    let d = tempfile::tempdir().unwrap();
-    let h = hook(d.path());
-    let recs = records();
-    let mut p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
-    let mut chain = Chain::new(1);
-    let mut out = Outputs::default();
-    for (i, r) in recs[..100].iter().enumerate() {
-        if i == 40 || i == 70 || i == 99 {
-            write_checkpoint(&h.store, "t", 0, (i as i64, 0, 1), &mut chain, &mut p).unwrap();
-        }
-        p.process(POS, &r.payload, r.arrival_ms, &mut out);
-        out.clear();
+    let mut o = Owner::new();
+    let mut from = 0;
+    for i in [40, 70, 99] {
+        o.feed(from..i);
+        o.checkpoint(i);
+        from = i;
     }
+    let h = &o.h;
     let files = h.store.state_files("t", 0).unwrap();
     assert_eq!(files.len(), 3, "a base and two deltas: {files:?}");
     let newest = h.store.state_file_path("t", files.last().unwrap());
@@ -174,23 +203,13 @@ fn a_damaged_state_file_falls_back_a_generation_or_is_a_clear_error() {
 /// checkpoint removes it.
 #[test]
 fn a_state_file_no_checkpoint_names_is_removed_by_the_next_owner() {
-    let d = tempfile::tempdir().unwrap();
-    let h = hook(d.path());
-    let recs = records();
-    let mut p = Pipeline::new(h.cfg.clone(), h.rules.clone()).unwrap();
-    let mut chain = Chain::new(1);
-    let mut out = Outputs::default();
-    for r in &recs[..50] {
-        p.process(POS, &r.payload, r.arrival_ms, &mut out);
-        out.clear();
-    }
-    write_checkpoint(&h.store, "t", 0, (50, 0, 1), &mut chain, &mut p).unwrap();
-    for r in &recs[50..80] {
-        p.process(POS, &r.payload, r.arrival_ms, &mut out);
-        out.clear();
-    }
+    let mut o = Owner::new();
+    o.feed(0..50);
+    o.checkpoint(50);
+    o.feed(50..80);
+    let (h, p, chain) = (&o.h, &o.p, &mut o.chain);
     // The crash: a delta written, its checkpoint never.
-    let (orphan, _) = chain.write(&h.store, "t", 0, &p).unwrap();
+    let (orphan, _) = chain.write(&h.store, "t", 0, p).unwrap();
     assert_eq!(h.store.state_files("t", 0).unwrap().len(), 2);
     let a = h.load("t", 0, Committed::Offset(50)).unwrap();
     assert_eq!(a.epoch, 2);

@@ -151,7 +151,7 @@ impl Chain {
     /// The checkpoint naming `next` (from [`Chain::write`]) is written:
     /// it is the owner's chain now. Removes the state files of the
     /// partition no generation names when a sweep is due (best effort: a
-    /// failure is logged and retried at the next base).
+    /// failure is logged and the sweep retried at the next checkpoint).
     pub(super) fn committed(
         &mut self,
         store: &CheckpointStore,

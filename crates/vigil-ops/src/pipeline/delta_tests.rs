@@ -337,3 +337,69 @@ fn a_deltas_report_states_are_the_changed_agents_share() {
         "{part} B of {all} B for {share:.3} of the agents"
     );
 }
+
+/// One step of a random stream: agent, gap since the last step (minutes,
+/// long ones make agents idle, offline or evicted), a CPU value, and
+/// whether a checkpoint comes before it and whether the pipeline is
+/// restored from the chain there.
+type Step = (u8, u8, u8, bool, bool);
+
+fn steps() -> impl proptest::strategy::Strategy<Value = Vec<Step>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        (
+            0u8..4,
+            prop_oneof![8 => 0u8..2, 1 => 5u8..40],
+            0u8..100,
+            any::<bool>(),
+            prop::bool::weighted(0.15),
+        ),
+        1..120,
+    )
+}
+
+/// Runs `steps` (wall clock, a 15-minute state TTL, the default rules):
+/// with `restores`, checkpoints and restores where the steps say.
+fn run_steps(steps: &[Step], restores: bool) -> (Vec<WindowAggregate>, Vec<AlertEvent>, String) {
+    const T: i64 = 1_800_000_000_000;
+    let cfg = PipelineConfig {
+        state_ttl: std::time::Duration::from_secs(900),
+        ..PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg, rules()).unwrap();
+    let mut out = Outputs::default();
+    let mut chain = TestChain::default();
+    let (mut t, mut seq) = (T, [0u64; 4]);
+    for &(agent, gap, v, checkpoint, restore) in steps {
+        t += i64::from(gap) * 60_000 + 1_000;
+        if restores && checkpoint {
+            chain.checkpoint(&mut p);
+            if restore {
+                p = chain.restore(rules()).unwrap();
+            }
+        }
+        let a = usize::from(agent);
+        seq[a] += 1;
+        let name = format!("agent-{a}");
+        let pts = [("cpu_pct", t, f64::from(v)), ("mem_pct", t, 50.0)];
+        p.process(POS, &batch_of("t", &name, 0, seq[a], t, &pts), t, &mut out);
+    }
+    p.finish(&mut out);
+    (
+        std::mem::take(&mut out.windows),
+        std::mem::take(&mut out.alerts),
+        format!("{:?}", p.stats()),
+    )
+}
+
+proptest::proptest! {
+    /// Checkpoints as deltas and restores from the chain anywhere in a
+    /// random stream (agents going idle, offline and evicted, thresholds
+    /// firing and resolving) change nothing in the output.
+    #[test]
+    fn restoring_a_chain_anywhere_is_invisible(s in steps()) {
+        let straight = run_steps(&s, false);
+        let chained = run_steps(&s, true);
+        proptest::prop_assert_eq!(chained, straight);
+    }
+}

@@ -152,6 +152,9 @@ fn kafka_broker_outage_of_60s_pauses_idle_clocks_and_the_worker_resumes() {
     // Held until the session timeout (6 s here) revoked the partitions;
     // the time after that is skipped at their restore.
     assert!(paused >= 2_000.0, "paused {paused} ms");
+    // The windows the watermark closed; the agents' last windows too
+    // when the worker stayed up past the idle timeout (4 s) after the
+    // last record before it was stopped (a loaded machine).
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
-    assert_windows(&env, &all);
+    assert_windows_or_idle_closed(&env, &all);
 }

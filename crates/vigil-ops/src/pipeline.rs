@@ -221,8 +221,6 @@ struct Scratch {
     /// (agent, slot) of the series of each window being closed, in step
     /// with them.
     closed: Vec<(u32, u32)>,
-    /// Agents' liveness before a tick's agent families ran.
-    lives: Vec<Liveness>,
     /// Next agent for [`Pipeline::finish_some`].
     finish_next: usize,
     labels: String,
@@ -1124,26 +1122,17 @@ impl Pipeline {
         }
         self.detect(from, out);
         let before = out.alerts.len();
-        // The agents whose liveness the tick changes go into the next
-        // delta checkpoint.
-        let mut lives = std::mem::take(&mut self.scratch.lives);
-        lives.clear();
-        lives.extend(self.agents.iter().map(|a| a.live));
         let agents = self.agents.iter_mut().map(|a| {
             let AgentState { key, live, .. } = a;
             (&*key.tenant, &*key.agent, live)
         });
+        // The agents whose state the tick changes go into the next delta
+        // checkpoint.
         let mut reported = Vec::new();
         self.detectors
             .on_tick_agents(now_ms, agents, &mut out.alerts, &mut |t, a| {
                 reported.push((t.to_string(), a.to_string()))
             });
-        for (ai, (a, was)) in self.agents.iter().zip(&lives).enumerate() {
-            if a.live != *was {
-                self.changed.mark(ai);
-            }
-        }
-        self.scratch.lives = lives;
         for (t, a) in reported {
             if let Some(ai) = self.find_agent(&t, &a) {
                 self.changed.mark(ai);

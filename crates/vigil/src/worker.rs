@@ -114,10 +114,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-
-mod chain;
-#[cfg(test)]
-mod chain_tests;
 use serde::{Deserialize, Serialize};
 use vigil_kafka::consumer::{
     AssignHook, CommitFailure, Committed, Committer, PartitionEvent, WorkerContext,
@@ -140,6 +136,10 @@ use vigil_store::{
 use crate::health::WorkerHealth;
 use crate::obs;
 use crate::settings::Settings;
+
+mod chain;
+#[cfg(test)]
+mod chain_tests;
 
 /// Pause between commit attempts while the shutdown drain retries.
 const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);

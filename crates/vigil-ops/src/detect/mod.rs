@@ -279,6 +279,21 @@ pub(crate) struct EngineDelta {
     standalone: HashMap<SeriesId, (SeriesMeta, DetHandle)>,
 }
 
+/// Copies one series' state from `from` to `to` under the watch sets
+/// `sets`; a series no rule watches has nothing to copy.
+fn copy_series(
+    sets: &[WatchSet],
+    from: &SeriesStores,
+    to: &mut SeriesStores,
+    h: DetHandle,
+    uid: u64,
+) -> DetHandle {
+    match sets.get(h.set as usize) {
+        Some(set) => Registry::copy(from, to, set, h, uid),
+        None => h,
+    }
+}
+
 /// Whether this build reads state of every family in `versions` (family
 /// → state form version): it knows the family, in that form or a newer.
 fn readable(versions: &BTreeMap<String, u32>) -> Result<(), String> {
@@ -788,7 +803,7 @@ impl DetectorEngine {
             .standalone
             .iter()
             .map(|(id, (meta, h))| {
-                let nh = self.copy_series_into(&self.series, &mut series, *h, id.0);
+                let nh = copy_series(&self.sets, &self.series, &mut series, *h, id.0);
                 (*id, (meta.clone(), nh))
             })
             .collect();
@@ -808,22 +823,7 @@ impl DetectorEngine {
     /// Copies the state of the series with handle `h` and uid `uid` into
     /// the delta `into`; returns its handle there.
     pub(crate) fn copy_series(&self, h: DetHandle, uid: u64, into: &mut EngineDelta) -> DetHandle {
-        self.copy_series_into(&self.series, &mut into.series, h, uid)
-    }
-
-    /// Copies one series' state from `from` to `to` under this engine's
-    /// watch sets; a series no rule watches has nothing to copy.
-    fn copy_series_into(
-        &self,
-        from: &SeriesStores,
-        to: &mut SeriesStores,
-        h: DetHandle,
-        uid: u64,
-    ) -> DetHandle {
-        match self.sets.get(h.set as usize) {
-            Some(set) => Registry::copy(from, to, set, h, uid),
-            None => h,
-        }
+        copy_series(&self.sets, &self.series, &mut into.series, h, uid)
     }
 
     /// Whether `later`, a delta written after this engine's state (a
@@ -870,7 +870,7 @@ impl DetectorEngine {
         let mut fresh = SeriesStores::default();
         let mut own = HashMap::with_capacity(standalone.len());
         for (id, (meta, h)) in standalone {
-            let nh = self.copy_series_into(head_series, &mut fresh, h, id.0);
+            let nh = copy_series(&self.sets, head_series, &mut fresh, h, id.0);
             own.insert(id, (meta, nh));
         }
         self.standalone = own;
@@ -886,10 +886,7 @@ impl DetectorEngine {
         h: DetHandle,
         uid: u64,
     ) -> DetHandle {
-        let mut to = std::mem::take(&mut self.series);
-        let nh = self.copy_series_into(from, &mut to, h, uid);
-        self.series = to;
-        nh
+        copy_series(&self.sets, from, &mut self.series, h, uid)
     }
 
     /// Moves every agent's last-seen time `ms` later (see
@@ -906,39 +903,46 @@ impl DetectorEngine {
     pub fn on_tick(&mut self, now_ms: i64, out: &mut Vec<AlertEvent>) {
         self.note_time(now_ms);
         let agents = self.agents.iter_mut();
-        tick_agents(&self.rules, now_ms, agents, out);
-        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out, &mut |_, _| {});
+        let unused = &mut |_: &str, _: &str| {};
+        tick_agents(&self.rules, now_ms, agents, out, unused);
+        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out, unused);
     }
 
     /// Processing-time housekeeping for agents whose liveness the caller
     /// keeps: runs the agent families' tick hooks, events in (tenant,
-    /// agent) order. Calls `report_changed` on every agent whose report
-    /// families' state the tick changed.
+    /// agent) order. Calls `changed` on every agent whose agent or report
+    /// families' state the tick changed (an agent may be named twice).
     pub fn on_tick_agents<'a>(
         &mut self,
         now_ms: i64,
         agents: impl Iterator<Item = (&'a str, &'a str, &'a mut Liveness)>,
         out: &mut Vec<AlertEvent>,
-        report_changed: &mut dyn FnMut(&str, &str),
+        changed: &mut dyn FnMut(&str, &str),
     ) {
         self.note_time(now_ms);
-        tick_agents(&self.rules, now_ms, agents, out);
-        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out, report_changed);
+        tick_agents(&self.rules, now_ms, agents, out, changed);
+        Registry::tick_reports(&mut self.reports, &self.rules, now_ms, out, changed);
     }
 }
 
 /// Runs every agent family's tick hook on `agents`, with the events in
-/// (tenant, agent) order (families in registry order per agent).
+/// (tenant, agent) order (families in registry order per agent); calls
+/// `changed` on every agent whose families' state a hook changed.
 fn tick_agents<'a>(
     rules: &RuleSet,
     now_ms: i64,
     agents: impl Iterator<Item = (&'a str, &'a str, &'a mut Liveness)>,
     out: &mut Vec<AlertEvent>,
+    changed: &mut dyn FnMut(&str, &str),
 ) {
     let from = out.len();
     for (tenant, agent, st) in agents {
         let a = st.cx(tenant, agent, now_ms);
+        let before = st.families;
         Registry::on_tick(rules, &a, &mut st.families, out);
+        if st.families != before {
+            changed(tenant, agent);
+        }
     }
     out[from..].sort_by(|a, b| (&a.tenant, &a.agent).cmp(&(&b.tenant, &b.agent)));
 }

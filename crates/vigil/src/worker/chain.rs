@@ -109,14 +109,9 @@ impl Chain {
         let delta = if room { pipeline.delta() } else { None };
         self.written += 1;
         let name = vigil_store::state_file_name(partition, &self.owner, self.written);
-        let save = |f: &dyn Fn(&mut dyn std::io::Write) -> serde_json::Result<()>| {
-            store
-                .save_state_file(topic, &name, |w| f(w).map_err(std::io::Error::other))
-                .map(|(_, bytes)| bytes)
-        };
         let r = match delta {
             Some(d) => {
-                let bytes = save(&|w| serde_json::to_writer(w, &d)).with_context(|| {
+                let bytes = save_json(store, topic, &name, &d).with_context(|| {
                     format!("writing a delta state file of partition {partition}")
                 })?;
                 let mut next = self.current.clone().expect("room means a chain");
@@ -129,7 +124,7 @@ impl Chain {
                 (next, w)
             }
             None => {
-                let bytes = save(&|w| serde_json::to_writer(w, pipeline)).with_context(|| {
+                let bytes = save_json(store, topic, &name, pipeline).with_context(|| {
                     format!("writing a base state file of partition {partition}")
                 })?;
                 let next = ChainRef {
@@ -194,6 +189,21 @@ impl Chain {
             ),
         }
     }
+}
+
+/// Streams `value` as JSON into state file `name` of `topic`; returns its
+/// body bytes.
+fn save_json(
+    store: &CheckpointStore,
+    topic: &str,
+    name: &str,
+    value: &impl Serialize,
+) -> vigil_store::Result<u64> {
+    store
+        .save_state_file(topic, name, |w| {
+            serde_json::to_writer(w, value).map_err(std::io::Error::other)
+        })
+        .map(|(_, bytes)| bytes)
 }
 
 /// Whether the owner of epoch `epoch` and name `owner` may remove state

@@ -12,9 +12,16 @@
 //! acknowledge a message, from an instant the caller gives (the worker
 //! gives the moment the pipeline emitted the alert): the delivery report
 //! records it in `vigil_kafka_produce_ack_latency_seconds` and in the
-//! producer's [`LatencyHistogram`] ([`AckedProducer::ack_latency`]). The
-//! instant travels with the message as its delivery opaque, encoded as
-//! nanoseconds since a base instant of the producer (no allocation).
+//! producer's [`LatencyHistogram`] ([`AckedProducer::ack_latency`]).
+//!
+//! Every message gets a sequence number, its delivery opaque (no
+//! allocation), and a slot in the producer's ledger (the instant it is
+//! timed from, whether a failed delivery is kept) until librdkafka settles
+//! it. [`AckedProducer::mark`] and [`AckedProducer::flush_to`] wait for the
+//! messages sent before a mark only, while other threads go on sending
+//! through clones of the producer (they share the librdkafka client and the
+//! ledger): the worker publishes a flush on one thread while its member
+//! sends the next flush's alerts.
 //!
 //! Dead letters ([`AckedProducer::send_dead_letter`]) must never stop the
 //! worker: a send refused for a transient reason (queue full, timeouts,
@@ -24,8 +31,9 @@
 //! whole, for the caller ([`AckedProducer::take_undelivered`]), which
 //! retries it or stores it elsewhere before it commits past it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -40,18 +48,42 @@ use crate::error::{Error, Result};
 use crate::latency::LatencyHistogram;
 use crate::metric_names;
 
-/// Delivery counters and acknowledgement latencies, updated by
-/// librdkafka's delivery reports.
+/// Delivery counters, the ledger of unsettled messages and the
+/// acknowledgement latencies, updated by librdkafka's delivery reports.
 #[derive(Debug)]
 pub struct DeliveryTracker {
     acked: AtomicU64,
     failed: AtomicU64,
+    /// Failures already reported by a flush.
+    failed_seen: AtomicU64,
+    /// Messages queued (handed to librdkafka).
+    sent: AtomicU64,
     first_error: Mutex<Option<String>>,
     /// Dead letters whose delivery failed, kept for the caller.
     undelivered: Mutex<Vec<Undelivered>>,
-    /// Instant that timed sends are encoded against (see [`Self::opaque`]).
-    base: Instant,
+    ledger: Mutex<Ledger>,
+    /// Notified when the ledger's oldest unsettled message settles.
+    settled: Condvar,
     ack_latency: Arc<LatencyHistogram>,
+}
+
+/// The messages not settled yet, by sequence number: `slots[i]` is
+/// message `base + i`; every message before `base` is settled.
+#[derive(Debug, Default)]
+struct Ledger {
+    base: u64,
+    slots: VecDeque<Slot>,
+}
+
+/// One message of the ledger.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    settled: bool,
+    /// The instant its acknowledgement latency is measured from.
+    since: Option<Instant>,
+    /// A failed delivery is kept for [`AckedProducer::take_undelivered`]
+    /// (dead letters), not counted as a flush error.
+    keep: bool,
 }
 
 impl Default for DeliveryTracker {
@@ -73,38 +105,96 @@ impl DeliveryTracker {
 
     /// A tracker that records acknowledgement latencies into `ack_latency`.
     fn new(ack_latency: Arc<LatencyHistogram>) -> DeliveryTracker {
-        let now = Instant::now();
         DeliveryTracker {
             acked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            failed_seen: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             first_error: Mutex::new(None),
             undelivered: Mutex::new(Vec::new()),
-            // A day before creation, so that instants taken shortly before
-            // the producer existed still encode.
-            base: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
+            ledger: Mutex::new(Ledger::default()),
+            settled: Condvar::new(),
             ack_latency,
         }
     }
 
-    /// The delivery opaque of a message timed from `since`: 1 + nanoseconds
-    /// since `base`; 0 (not timed) when it does not fit.
-    fn opaque(&self, since: Instant) -> usize {
-        since
-            .checked_duration_since(self.base)
-            .and_then(|d| usize::try_from(d.as_nanos()).ok())
-            .and_then(|n| n.checked_add(1))
-            .filter(|o| *o != KEEP_ON_FAILURE)
-            .unwrap_or(0)
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The instant a delivery opaque encodes (`None` for untimed messages).
-    fn sent_at(&self, opaque: usize) -> Option<Instant> {
-        if opaque == KEEP_ON_FAILURE {
+    /// Enters a message into the ledger; returns its sequence number.
+    fn reserve(&self, since: Option<Instant>, keep: bool) -> u64 {
+        let mut l = self.ledger();
+        let seq = l.base + l.slots.len() as u64;
+        l.slots.push_back(Slot {
+            settled: false,
+            since,
+            keep,
+        });
+        seq
+    }
+
+    /// Message `seq`'s slot, if it is not settled yet.
+    fn slot(&self, seq: u64) -> Option<Slot> {
+        let l = self.ledger();
+        let i = usize::try_from(seq.checked_sub(l.base)?).ok()?;
+        l.slots.get(i).copied().filter(|s| !s.settled)
+    }
+
+    /// Settles message `seq` (delivered, failed, or never queued) and
+    /// returns its slot (`None`: not in the ledger).
+    fn settle(&self, seq: u64) -> Option<Slot> {
+        let mut l = self.ledger();
+        let i = usize::try_from(seq.checked_sub(l.base)?).ok()?;
+        let slot = l.slots.get_mut(i)?;
+        if slot.settled {
             return None;
         }
-        let n = opaque.checked_sub(1)?;
-        self.base
-            .checked_add(Duration::from_nanos(u64::try_from(n).ok()?))
+        slot.settled = true;
+        let out = *slot;
+        let mut advanced = false;
+        while l.slots.front().is_some_and(|s| s.settled) {
+            l.slots.pop_front();
+            l.base += 1;
+            advanced = true;
+        }
+        drop(l);
+        if advanced {
+            self.settled.notify_all();
+        }
+        Some(out)
+    }
+
+    /// The sequence number the next message gets.
+    fn next_seq(&self) -> u64 {
+        let l = self.ledger();
+        l.base + l.slots.len() as u64
+    }
+
+    /// Waits until every message before `mark` is settled; `Err` with the
+    /// number still unsettled after `timeout`.
+    fn wait_settled(&self, mark: u64, timeout: Duration) -> std::result::Result<(), u64> {
+        let deadline = Instant::now() + timeout;
+        let mut l = self.ledger();
+        while l.base < mark {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let pending = (mark - l.base).min(l.slots.len() as u64);
+                let unsettled = l
+                    .slots
+                    .iter()
+                    .take(pending as usize)
+                    .filter(|s| !s.settled)
+                    .count();
+                return Err(unsettled as u64);
+            }
+            l = self
+                .settled
+                .wait_timeout(l, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        Ok(())
     }
 }
 
@@ -129,22 +219,24 @@ impl ClientContext for TrackingContext {
 }
 
 impl ProducerContext for TrackingContext {
-    /// 0 for untimed messages, else when the message was handed over (see
-    /// `DeliveryTracker::opaque`).
+    /// The message's sequence number in the producer's ledger.
     type DeliveryOpaque = usize;
 
     fn delivery(&self, r: &DeliveryResult<'_>, opaque: usize) {
+        let seq = opaque as u64;
+        let slot = self.tracker.slot(seq);
+        let keep = slot.is_some_and(|s| s.keep);
         match r {
             Ok(m) => {
                 self.tracker.acked.fetch_add(1, Ordering::Relaxed);
-                if let Some(sent) = self.tracker.sent_at(opaque) {
+                if let Some(sent) = slot.and_then(|s| s.since) {
                     let waited = sent.elapsed();
                     self.tracker.ack_latency.record(waited);
                     metrics::histogram!(metric_names::ACK_LATENCY, "topic" => m.topic().to_string())
                         .record(waited.as_secs_f64());
                 }
             }
-            Err((e, m)) if opaque == KEEP_ON_FAILURE => {
+            Err((e, m)) if keep => {
                 metrics::counter!(metric_names::PRODUCE_FAILURES, "topic" => m.topic().to_string())
                     .increment(1);
                 let headers = m
@@ -176,16 +268,13 @@ impl ProducerContext for TrackingContext {
                 }
             }
         }
+        // Settled last: whoever waits for it then sees its failure.
+        self.tracker.settle(seq);
     }
 }
 
 /// One header of an outgoing message.
 pub type HeaderPair<'a> = (&'a str, &'a [u8]);
-
-/// Delivery opaque of dead letters: never a timed opaque (see
-/// [`DeliveryTracker::opaque`]); a failed delivery is kept, not counted
-/// as a flush error.
-const KEEP_ON_FAILURE: usize = usize::MAX;
 
 /// Attempts of one dead-letter send refused for a transient reason.
 pub const DEAD_LETTER_SEND_ATTEMPTS: u32 = 4;
@@ -241,12 +330,11 @@ impl Undelivered {
 }
 
 /// An idempotent producer whose deliveries are checked at each flush. See
-/// the module docs.
+/// the module docs. Clones share the client and the ledger.
+#[derive(Clone)]
 pub struct AckedProducer {
-    producer: ThreadedProducer<TrackingContext, NoCustomPartitioner>,
+    producer: Arc<ThreadedProducer<TrackingContext, NoCustomPartitioner>>,
     tracker: Arc<DeliveryTracker>,
-    failed_seen: u64,
-    sent: u64,
     queue_timeout: Duration,
 }
 
@@ -274,10 +362,8 @@ impl AckedProducer {
         let tracker = ctx.tracker.clone();
         let producer = create_client(&config, ctx, "producer")?;
         Ok(AckedProducer {
-            producer,
+            producer: Arc::new(producer),
             tracker,
-            failed_seen: 0,
-            sent: 0,
             queue_timeout,
         })
     }
@@ -291,7 +377,7 @@ impl AckedProducer {
         payload: &[u8],
         headers: &[HeaderPair<'_>],
     ) -> Result<()> {
-        self.send_with_opaque(topic, key, payload, headers, 0)
+        self.send_with_opaque(topic, key, payload, headers, None, false)
     }
 
     /// Like [`AckedProducer::send`], and when the broker acknowledges the
@@ -305,8 +391,7 @@ impl AckedProducer {
         headers: &[HeaderPair<'_>],
         since: Instant,
     ) -> Result<()> {
-        let opaque = self.tracker.opaque(since);
-        self.send_with_opaque(topic, key, payload, headers, opaque)
+        self.send_with_opaque(topic, key, payload, headers, Some(since), false)
     }
 
     /// Queues one dead letter. A send refused for a transient reason
@@ -326,7 +411,7 @@ impl AckedProducer {
         let mut wait = DEAD_LETTER_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.send_with_opaque(topic, key, payload, headers, KEEP_ON_FAILURE) {
+            match self.send_with_opaque(topic, key, payload, headers, None, true) {
                 Err(Error::Kafka { source, .. })
                     if attempt < DEAD_LETTER_SEND_ATTEMPTS
                         && source.rdkafka_error_code().is_some_and(is_transient) =>
@@ -370,7 +455,8 @@ impl AckedProducer {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[HeaderPair<'_>],
-        opaque: usize,
+        since: Option<Instant>,
+        keep: bool,
     ) -> Result<()> {
         let mut hs = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
@@ -379,8 +465,15 @@ impl AckedProducer {
                 value: Some(*v),
             });
         }
+        let seq = self.tracker.reserve(since, keep);
+        // A message that is not queued settles at once (nothing waits for
+        // its delivery report).
+        let unqueued = |e: Error| {
+            self.tracker.settle(seq);
+            Err(e)
+        };
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(topic, opaque).payload(payload);
+            BaseRecord::with_opaque_to(topic, seq as usize).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -391,7 +484,7 @@ impl AckedProducer {
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
-                    self.sent += 1;
+                    self.tracker.sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
@@ -403,13 +496,13 @@ impl AckedProducer {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(Error::TooLarge {
+                    return unqueued(Error::TooLarge {
                         topic: topic.to_string(),
                         bytes: payload.len(),
                     })
                 }
                 Err((e, _)) => {
-                    return Err(Error::Kafka {
+                    return unqueued(Error::Kafka {
                         context: format!("producing to {topic}"),
                         source: e,
                     })
@@ -433,7 +526,27 @@ impl AckedProducer {
 
     /// Messages queued since the producer was created.
     pub fn sent(&self) -> u64 {
-        self.sent
+        self.tracker.sent.load(Ordering::Relaxed)
+    }
+
+    /// A mark after every message sent so far (through this producer or
+    /// a clone), for [`AckedProducer::flush_to`].
+    pub fn mark(&self) -> u64 {
+        self.tracker.next_seq()
+    }
+
+    /// Waits until every message sent before `mark` is acknowledged (or
+    /// failed), ignoring those sent after it, then reports failures since
+    /// the previous flush as an error (as [`AckedProducer::flush`]).
+    pub fn flush_to(&mut self, mark: u64, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        if let Err(in_flight) = self.tracker.wait_settled(mark, timeout) {
+            return Err(Error::FlushTimeout {
+                in_flight: i32::try_from(in_flight).unwrap_or(i32::MAX),
+                waited: started.elapsed(),
+            });
+        }
+        self.failures()
     }
 
     /// Messages acknowledged so far.
@@ -464,10 +577,15 @@ impl AckedProducer {
                 }),
             };
         }
+        self.failures()
+    }
+
+    /// The delivery failures not reported yet, as an error.
+    fn failures(&mut self) -> Result<()> {
         let failed = self.tracker.failed();
-        if failed > self.failed_seen {
-            let n = failed - self.failed_seen;
-            self.failed_seen = failed;
+        let seen = self.tracker.failed_seen.swap(failed, Ordering::Relaxed);
+        if failed > seen {
+            let n = failed - seen;
             let first = self
                 .tracker
                 .first_error
@@ -595,19 +713,66 @@ mod tests {
         assert!(s.max <= waited + Duration::from_millis(51), "{s:?}");
     }
 
+    /// The ledger: a mark waits for the messages before it, settled in
+    /// any order, and for none after it.
     #[test]
-    fn delivery_opaques_encode_instants_and_zero_is_untimed() {
+    fn a_mark_waits_for_the_messages_before_it_only() {
         let t = DeliveryTracker::default();
-        assert_eq!(t.sent_at(0), None);
-        let now = Instant::now();
-        let o = t.opaque(now);
-        assert_ne!(o, 0);
-        assert_eq!(t.sent_at(o), Some(now));
-        // Before the base: not timed rather than wrong.
-        let long_ago = t.base.checked_sub(Duration::from_secs(1));
-        if let Some(i) = long_ago {
-            assert_eq!(t.opaque(i), 0);
+        let seqs: Vec<u64> = (0..4).map(|_| t.reserve(None, false)).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+        let mark = t.next_seq();
+        let later = t.reserve(None, false);
+        // Settled out of order: the mark is not reached while 0 is open.
+        for s in [3, 1, 2] {
+            assert!(t.settle(s).is_some());
         }
+        assert_eq!(t.wait_settled(mark, Duration::from_millis(20)), Err(1));
+        // Settling twice, or a number never given, changes nothing.
+        assert!(t.settle(3).is_none());
+        assert!(t.settle(99).is_none());
+        let waiter = std::thread::scope(|sc| {
+            let h = sc.spawn(|| t.wait_settled(mark, Duration::from_secs(30)));
+            std::thread::sleep(Duration::from_millis(20));
+            t.settle(0);
+            h.join().unwrap()
+        });
+        // Message `later` is still open: it does not hold the mark.
+        assert_eq!(waiter, Ok(()));
+        assert!(t.slot(later).is_some());
+        assert_eq!(
+            t.wait_settled(t.next_seq(), Duration::from_millis(10)),
+            Err(1)
+        );
+        t.settle(later);
+        assert_eq!(t.wait_settled(t.next_seq(), Duration::ZERO), Ok(()));
+    }
+
+    /// While a clone sends on, a flush to a mark returns with every
+    /// message before the mark acknowledged (the ledger test above shows
+    /// that later ones do not hold it).
+    #[test]
+    fn flush_to_a_mark_acknowledges_the_messages_before_it() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("alerts", 1, 1).unwrap();
+        let mut p = AckedProducer::new(&settings(&cluster), Duration::from_secs(5)).unwrap();
+        p.prepare(&["alerts"], Duration::from_secs(10)).unwrap();
+        for i in 0..20u8 {
+            p.send("alerts", None, &[i], &[]).unwrap();
+        }
+        let mark = p.mark();
+        // The broker slows down: what the clone sends now is acknowledged
+        // later than the flush needs.
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(300))
+            .unwrap();
+        let mut other = p.clone();
+        for i in 0..20u8 {
+            other.send("alerts", None, &[i], &[]).unwrap();
+        }
+        p.flush_to(mark, Duration::from_secs(40)).unwrap();
+        assert!(p.acked() >= 20, "{} acknowledged", p.acked());
+        other.flush(Duration::from_secs(40)).unwrap();
+        assert_eq!((p.sent(), p.acked()), (40, 40));
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub trait AssignHook: Send + Sync + 'static {
         partition: i32,
         committed: Committed,
     ) -> (Option<i64>, Self::State);
+
+    /// Called inside the rebalance callback before `partitions` are
+    /// revoked (`lost`: the assignment was lost, not handed over), before
+    /// the rebalance may go on: the last moment this member may finish
+    /// work on them (the worker waits here for a flush of theirs that is
+    /// being published). It MUST return within `max.poll.interval.ms` and
+    /// MUST NOT call the consumer.
+    fn revoke(&self, topic: &str, partitions: &[i32], lost: bool) {
+        let _ = (topic, partitions, lost);
+    }
 }
 
 /// How long the rebalance callback waits for the group's committed
@@ -394,6 +404,16 @@ impl<H: AssignHook> WorkerContext<H> {
     /// Queues a `Revoked` event for each partition and zeroes their lag
     /// gauges.
     fn revoke(&self, parts: Vec<(String, i32)>, lost: bool) {
+        let mut topics: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+        topics.dedup();
+        for topic in topics {
+            let ps: Vec<i32> = parts
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            self.hook.revoke(topic, &ps, lost);
+        }
         for (topic, partition) in parts {
             tracing::info!(%topic, partition, lost, "partition revoked");
             forget_lag(partition);

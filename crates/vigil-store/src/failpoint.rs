@@ -10,7 +10,9 @@
 //! - `stop`: the process sends itself SIGSTOP (every thread freezes, as
 //!   in a VM pause) and goes on where it stopped once it gets SIGCONT;
 //! - `error`: the step fails with an error, as a failed write would (only
-//!   where the code asks [`fails`]: `flush.error`).
+//!   where the code asks [`fails`]: `flush.error`);
+//! - `delay<ms>` (e.g. `delay5000`): the thread that hit it sleeps that
+//!   long, the others run on (a slow disk or store under one step).
 //!
 //! Release builds compile [`hit`] to nothing, whatever the environment.
 //!
@@ -20,9 +22,9 @@
 //! the tests already run and in no release build.
 //!
 //! The names (documented where they are hit):
-//! - `flush.before_publish`: in a flush, before the first partition's
-//!   files are published (and before the worker checks it still owns its
-//!   partitions);
+//! - `flush.before_publish`: on a member's publishing thread, when it
+//!   takes a flush, before it checks the member still owns its
+//!   partitions and publishes the first partition's files;
 //! - `flush.after_intent`: after the first partition's intent record of
 //!   a flush is written, before its files are published;
 //! - `flush.after_publish`: after the first file of a flush is published;
@@ -82,6 +84,8 @@ mod armed {
         Stop,
         /// Fails the step (where the code asks [`super::fails`]).
         Error,
+        /// Sleeps this many milliseconds (the calling thread only).
+        Delay(u64),
     }
 
     /// An armed failpoint: its action, the hit that triggers it, the hits
@@ -115,7 +119,14 @@ mod armed {
                     "abort" => Action::Abort,
                     "stop" => Action::Stop,
                     "error" => Action::Error,
-                    _ => return Err(format!("{item:?}: the actions are abort, stop and error")),
+                    a => match a.strip_prefix("delay").map(str::parse::<u64>) {
+                        Some(Ok(ms)) => Action::Delay(ms),
+                        _ => {
+                            return Err(format!(
+                                "{item:?}: the actions are abort, stop, error and delay<ms>"
+                            ))
+                        }
+                    },
                 };
                 let at = at
                     .parse::<u64>()
@@ -150,6 +161,11 @@ mod armed {
                 stop_self();
                 eprintln!("failpoint {name}: continued");
             }
+            Action::Delay(ms) => {
+                eprintln!("failpoint {name}: hit {n}, delaying this thread {ms} ms");
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+                eprintln!("failpoint {name}: delay over");
+            }
         }
         false
     }
@@ -177,24 +193,27 @@ mod tests {
 
     #[test]
     fn spec_parses_and_bad_ones_are_named() {
-        use super::armed::Action::{Abort, Error, Stop};
+        use super::armed::Action::{Abort, Delay, Error, Stop};
         assert_eq!(
-            parse(" flush.after_acks=abort , checkpoint.between_renames=abort@3, flush.before_publish=stop@2, flush.error=error@4")
+            parse(" flush.after_acks=abort , checkpoint.between_renames=abort@3, flush.before_publish=stop@2, flush.error=error@4, flush.after_publish=delay250@2")
                 .unwrap(),
             vec![
                 ("flush.after_acks".to_string(), Abort, 1),
                 ("checkpoint.between_renames".to_string(), Abort, 3),
                 ("flush.before_publish".to_string(), Stop, 2),
-                ("flush.error".to_string(), Error, 4)
+                ("flush.error".to_string(), Error, 4),
+                ("flush.after_publish".to_string(), Delay(250), 2)
             ]
         );
+        assert!(parse("x=delay").unwrap_err().contains("delay<ms>"));
+        assert!(parse("x=delay-5").unwrap_err().contains("delay<ms>"));
         assert_eq!(parse("").unwrap(), vec![]);
         assert!(parse("x").unwrap_err().contains("not name=action"));
         assert!(parse("x=abort@0").unwrap_err().contains("N >= 1"));
         assert!(parse("x=stop@").unwrap_err().contains("N >= 1"));
         assert!(parse("x=panic")
             .unwrap_err()
-            .contains("abort, stop and error"));
+            .contains("abort, stop, error and delay<ms>"));
         // Not armed: passing is a no-op.
         super::hit("not.armed");
         assert!(!super::fails("not.armed"));

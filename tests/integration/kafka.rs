@@ -240,11 +240,13 @@ impl Env {
         // session timeout, given in a config file because property names
         // have dots.
         let config = self.dir.path().join(format!("{label}.toml"));
-        std::fs::write(
-            &config,
-            format!("[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n{toml}"),
-        )
-        .unwrap();
+        // A `toml` that sets its own session timeout gives the whole table.
+        let config_text = if toml.contains("session.timeout.ms") {
+            toml.to_string()
+        } else {
+            format!("[kafka.consumer_properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n{toml}")
+        };
+        std::fs::write(&config, config_text).unwrap();
         let mut cmd = Command::new(vigil_bin());
         cmd.arg("--config")
             .arg(&config)
@@ -1840,6 +1842,21 @@ fn kafka_bench_reports_worker_rate_lag_and_alert_ack_latency() {
         .collect();
     assert_eq!(flushing.len(), 2, "{out}");
     assert!(flushing.iter().all(|f| (0.0..=100.0).contains(f)), "{out}");
+    // The publishing threads worked beside the members.
+    let publishing: Vec<f64> = out
+        .lines()
+        .filter(|l| l.starts_with("flushing "))
+        .filter_map(|l| {
+            l.split("publishing beside it ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(publishing.len(), 2, "{out}");
+    assert!(publishing.iter().all(|p| *p > 0.0), "{out}");
     let one = figure(&out, "capacity ", "M points/s (1.00 × 1)");
     assert!(one > 0.0, "{out}");
     assert!(out.contains("2 members: "), "{out}");

@@ -126,6 +126,17 @@ pub const CHECKPOINT_RESTORE_SECONDS: &str = "vigil_checkpoint_restore_duration_
 pub const PARTITION_CLOCKS_PAUSED: &str = "vigil_worker_partition_clocks_paused";
 /// Milliseconds of processing time skipped by partitions' paused clocks.
 pub const CLOCKS_PAUSED_MS: &str = "vigil_worker_clocks_paused_milliseconds_total";
+/// Time a member stopped consuming at a flush point (histogram): waiting
+/// for its previous flush to be published, when it was not yet, and
+/// sealing this one (the publishing itself runs beside the member).
+pub const FLUSH_STALL_SECONDS: &str = "vigil_worker_flush_stall_seconds";
+/// Flushes the publishing thread handed back unfinished because the
+/// member might not own its partitions any more (label `reason`:
+/// `assignment_lost`, `stalled`); the member then proves its membership
+/// or is fenced.
+pub const FLUSH_UNCONFIRMED: &str = "vigil_worker_flushes_unconfirmed_total";
+/// Time a revoke waited for the member's flush in flight (histogram).
+pub const REVOKE_WAIT_SECONDS: &str = "vigil_worker_revoke_wait_seconds";
 /// Flushes of a silent partition that published what processing time
 /// alone produced (idle-closed windows, offline alerts) as a tick file.
 pub const TICK_FLUSHES: &str = "vigil_worker_tick_flushes_total";

@@ -9,7 +9,8 @@
 //! shared, and one member's flush does not stop another's partitions.
 //! What the members share is read-only or atomic ([`WorkerProgress`],
 //! the health facts). A member that fails stops the others, which drain.
-//! docs/kafka.md "Threads".
+//! Each member publishes its flushes on a publishing thread of its own
+//! (below). docs/kafka.md "Threads".
 //!
 //! ```text
 //!  poll batch ──▶ rebalance events ──▶ PartitionTask (one per partition, single owner)
@@ -19,13 +20,37 @@
 //!                                                                    └▶ each matching route's topic, in its encoding (sent now)
 //!                                                            refused ─▶ DLQ topic (sent now) / dlq files
 //!  every flush_interval (and on shutdown), for partitions with new records:
+//!    0. sealed on the member's thread: output stage swapped for its spare,
+//!       checkpoint state taken, producer mark noted; then, on the member's
+//!       publishing thread while the member consumes on:
 //!    1. Parquet + dead-letter files of the range [first, last] published (tmp + rename)
-//!    2. producer flushed: every alert and dead letter acknowledged by the broker
-//!       (a dead letter the topic does not take is sent again, then stored
-//!       under dlq/undelivered/; see "Dead letters")
+//!    2. every alert and dead letter sent before the mark acknowledged by the
+//!       broker (a dead letter the topic does not take is sent again, then
+//!       stored under dlq/undelivered/; see "Dead letters")
 //!    3. checkpoint: operator state + next offset, atomically replaced
-//!    4. offsets committed to the group (asynchronously; see below)
+//!    4. back on the member's thread: offsets committed to the group
+//!       (asynchronously; see below)
 //! ```
+//!
+//! ## Double-buffered output
+//! Each partition has two output stages. At a flush point the member
+//! seals its dirty partitions (step 0): it swaps each one's stage (the
+//! rows since the last flush) for the empty spare, takes the checkpoint's
+//! state (the agents changed since the last checkpoint, or a copy of the
+//! whole pipeline when a new base is due; [`chain`]) and notes the
+//! producer's mark, and hands the flush to its publishing thread
+//! ([`flusher`]), which runs steps 1 to 3 while the member goes on
+//! consuming into the other stage. The member takes the outcome after its
+//! polls and only then commits its offsets, so publish → ack →
+//! checkpoint → commit holds for every offset. At most one flush is in
+//! flight per member: the next flush point waits for it. A partition is
+//! therefore not consumed only while its member seals, or waits for the
+//! previous flush at the next flush point
+//! (`vigil_worker_flush_stall_seconds`). A revoke waits, inside the
+//! rebalance callback, until the flush in flight is done, so the next
+//! owner restores from its checkpoint. Memory: a flush's rows are held
+//! while the next ones buffer, and a new base holds a copy of the
+//! partition's state until it is written.
 //!
 //! ## Commits
 //! A checkpointed offset stays pending until the group coordinator has
@@ -78,12 +103,14 @@
 //! ranges past its offset.
 //!
 //! ## Fencing
-//! Before each partition's files are published and each checkpoint is
-//! written, `Worker::confirm_owner` checks that this worker still owns
-//! its partitions: librdkafka's lost-assignment flag, and after a stall
-//! longer than half the session timeout (a paused VM or process) a commit
-//! the coordinator takes only from a current member. A fenced worker drops
-//! its partitions unpublished. Each checkpoint carries its owner's epoch,
+//! When it seals a flush, `Worker::confirm_owner` checks that this worker
+//! still owns its partitions: librdkafka's lost-assignment flag, and after
+//! a stall longer than half the session timeout (a paused VM or process) a
+//! commit the coordinator takes only from a current member. Before each
+//! partition's files and each checkpoint, the publishing thread checks
+//! the flag and its own stall clock; when either fails it hands the flush
+//! back unfinished and the member proves its membership before it goes
+//! on. A fenced worker drops its partitions unpublished. Each checkpoint carries its owner's epoch,
 //! and a restore prefers a generation not behind the group's committed
 //! offset, then the later owner's (`restore_order`): a zombie's late
 //! checkpoint is passed over. docs/kafka.md "Fencing".
@@ -129,9 +156,7 @@ use vigil_ops::{Position, RejectReason, Rejected};
 use vigil_sink::{AlertRouter, DestinationError, Destinations, OutputStage, Route};
 use vigil_store::checkpoint::{Generation, Opened};
 use vigil_store::intent::{DatasetDays, Intent};
-use vigil_store::{
-    failpoint, CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root, SourceRange,
-};
+use vigil_store::{failpoint, CheckpointStore, DlqWriter, LetterBudget, LetterForm, Root};
 
 use crate::health::WorkerHealth;
 use crate::obs;
@@ -140,6 +165,7 @@ use crate::settings::Settings;
 mod chain;
 #[cfg(test)]
 mod chain_tests;
+mod flusher;
 
 /// Pause between commit attempts while the shutdown drain retries.
 const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
@@ -151,6 +177,9 @@ const PROOF_WAIT: Duration = Duration::from_millis(200);
 /// Time a membership proof gives librdkafka past the session timeout to
 /// declare a lost assignment by itself.
 const PROOF_MARGIN: Duration = Duration::from_secs(5);
+/// How much longer than two delivery timeouts a revoke waits for the
+/// member's flush in flight (its files and checkpoints).
+const REVOKE_WAIT_MARGIN: Duration = Duration::from_secs(30);
 
 /// What the coordinator's answer to a commit says of this member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,9 +497,25 @@ struct CheckpointHook {
     store: CheckpointStore,
     cfg: PipelineConfig,
     rules: Arc<RuleSet>,
+    /// The member's publishing thread: a revoke waits until it is idle.
+    gate: Arc<flusher::Gate>,
+    /// How long a revoke waits for it at most.
+    revoke_wait: Duration,
 }
 
 impl CheckpointHook {
+    /// A hook over the checkpoints under `dir` (tests).
+    #[cfg(test)]
+    fn at(dir: &std::path::Path, rules: Arc<RuleSet>) -> CheckpointHook {
+        CheckpointHook {
+            store: CheckpointStore::new(dir),
+            cfg: PipelineConfig::default(),
+            rules,
+            gate: Arc::default(),
+            revoke_wait: Duration::ZERO,
+        }
+    }
+
     /// Restores the partition from one of its two checkpoint generations:
     /// the newest, unless it is missing, torn, corrupt or does not decode
     /// (a fallback, counted in `vigil_checkpoint_fallbacks_total`), or a
@@ -704,6 +749,33 @@ impl CheckpointHook {
 impl AssignHook for CheckpointHook {
     type State = Result<Assignment>;
 
+    /// Waits until the member's flush in flight, if any, is published and
+    /// checkpointed (or stopped): nothing of the revoked partitions is
+    /// written after the rebalance goes on and their next owner restores
+    /// them.
+    fn revoke(&self, _topic: &str, partitions: &[i32], lost: bool) {
+        let started = Instant::now();
+        if !self.gate.wait_idle(self.revoke_wait) {
+            tracing::error!(
+                ?partitions,
+                lost,
+                waited_ms = self.revoke_wait.as_millis() as u64,
+                "a flush was still being published when its partitions were revoked; its \
+                 checkpoint may come after the next owner restored"
+            );
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(1) {
+            tracing::info!(
+                ?partitions,
+                lost,
+                waited_ms = waited.as_millis() as u64,
+                "revoke waited for the flush being published"
+            );
+        }
+        metrics::histogram!(obs::REVOKE_WAIT_SECONDS).record(waited.as_secs_f64());
+    }
+
     fn assign(
         &self,
         topic: &str,
@@ -842,12 +914,35 @@ impl Sinks {
         Ok(())
     }
 
+    /// What the publishing thread needs to settle dead letters: a clone
+    /// of the producer and where undelivered letters go.
+    fn dead_letters(&self) -> DeadLetters {
+        DeadLetters {
+            producer: self.producer.clone(),
+            data_dir: self.data_dir.clone(),
+            sync: self.sync,
+            source_topic: self.source_topic.clone(),
+        }
+    }
+}
+
+/// Dead letters after a flush's acknowledgements: sent again, or stored
+/// locally (on the member's publishing thread).
+pub(crate) struct DeadLetters {
+    producer: AckedProducer,
+    data_dir: Root,
+    sync: bool,
+    source_topic: String,
+}
+
+impl DeadLetters {
     /// After a producer flush: dead letters whose delivery failed for a
     /// transient reason are sent again (up to [`REDELIVERY_ROUNDS`] rounds,
     /// with backoff); the others, and those still failing, are stored
     /// under `dlq/undelivered/`. When this returns, every dead letter sent
-    /// so far is acknowledged by the broker or stored locally.
-    fn settle_dead_letters(&mut self, deadline: Instant) -> Result<()> {
+    /// before the flush's mark (whose acknowledgement the caller awaited)
+    /// is acknowledged by the broker or stored locally.
+    fn settle(&mut self, deadline: Instant) -> Result<()> {
         let mut pending = self.producer.take_undelivered();
         let mut wait = vigil_kafka::producer::DEAD_LETTER_BACKOFF;
         let mut round = 0;
@@ -873,8 +968,10 @@ impl Sinks {
                     self.store_kept(u, &e.to_string())?;
                 }
             }
+            // Only what was sent so far: the member sends on meanwhile.
+            let mark = self.producer.mark();
             self.producer
-                .flush(deadline.saturating_duration_since(Instant::now()))
+                .flush_to(mark, deadline.saturating_duration_since(Instant::now()))
                 .context("waiting for the broker to acknowledge dead letters sent again")?;
             pending = self.producer.take_undelivered();
         }
@@ -945,8 +1042,12 @@ struct PartitionTask {
     pipeline: Pipeline,
     out: Outputs,
     /// The partition's writers (Parquet, and `dlq/` files when there is no
-    /// DLQ topic).
+    /// DLQ topic), buffering the output of the records since the last
+    /// flush point.
     stage: OutputStage,
+    /// The other stage: `None` while it is being published (it holds the
+    /// last flush's rows), back empty once that flush is done.
+    spare: Option<OutputStage>,
     /// First offset of the unflushed range.
     range_start: Option<i64>,
     /// Offset of the next record to process (from the checkpoint, then
@@ -977,8 +1078,9 @@ struct PartitionTask {
     paused_ms: Option<i64>,
     /// This owner's epoch, written into its checkpoints.
     epoch: u64,
-    /// The state files this owner's checkpoints name.
-    chain: chain::Chain,
+    /// The state files this owner's checkpoints name (`None` while a
+    /// flush of the partition is being published: the flush has it).
+    chain: Option<chain::Chain>,
     /// The offset of the last checkpoint (restored or written): the
     /// offset a membership proof commits (see [`Worker::confirm_owner`]).
     durable: Option<i64>,
@@ -1021,6 +1123,8 @@ pub struct WorkerProgress {
     commits: AtomicU64,
     commit_failures: AtomicU64,
     flushing_ns: AtomicU64,
+    /// Time the members' publishing threads spent on flushes.
+    publishing_ns: AtomicU64,
     busy_members: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_bytes: AtomicU64,
@@ -1125,10 +1229,18 @@ impl WorkerProgress {
         self.busy_members.load(Ordering::Relaxed)
     }
 
-    /// Time the members spent in flushes, summed over them: while a
-    /// member flushes, its partitions are not consumed.
+    /// Time the members stopped consuming for flushes, summed over them:
+    /// sealing a flush, and waiting for the one before it to be published
+    /// when it was not yet (module docs, "Double-buffered output").
     pub fn flushing(&self) -> Duration {
         Duration::from_nanos(self.flushing_ns.load(Ordering::Relaxed))
+    }
+
+    /// Time the members' publishing threads spent publishing,
+    /// acknowledging and checkpointing flushes, summed over them (while
+    /// their members consumed on).
+    pub fn publishing(&self) -> Duration {
+        Duration::from_nanos(self.publishing_ns.load(Ordering::Relaxed))
     }
 
     /// When the first record was processed.
@@ -1320,10 +1432,13 @@ impl Shared {
             .alerts
             .router(&kafka.alert_topic)
             .map_err(|p| anyhow!("invalid alert routes:\n  {}", p.join("\n  ")))?;
+        let gate = Arc::new(flusher::Gate::default());
         let hook = CheckpointHook {
             store: self.store.clone(),
             cfg: self.cfg.clone(),
             rules: self.rules.clone(),
+            gate: gate.clone(),
+            revoke_wait: settings.worker.delivery_timeout * 2 + REVOKE_WAIT_MARGIN,
         };
         let producer = AckedProducer::with_ack_latency(
             kafka,
@@ -1363,22 +1478,35 @@ impl Shared {
             .context("kafka session.timeout.ms is not a positive integer")?;
         let health = self.health[k].clone();
         health.attach_consumer(consumer.context().health().clone());
+        let stall_limit = session_timeout / 2;
+        let sinks = Sinks {
+            producer,
+            source_topic: kafka.telemetry_topic.clone(),
+            dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
+            buf: Vec::new(),
+            dlq_budget,
+            data_dir: self.data_dir.clone(),
+            sync: settings.storage.parquet.sync,
+        };
+        let flusher = flusher::Flusher::start(
+            k,
+            flusher::Context {
+                topic: kafka.telemetry_topic.clone(),
+                store: self.store.clone(),
+                letters: sinks.dead_letters(),
+                consumer: consumer.clone(),
+                stall_limit,
+                progress: progress.clone(),
+            },
+            gate,
+        )?;
         let mut w = Worker {
             data_dir: self.data_dir.clone(),
-            sinks: Sinks {
-                producer,
-                source_topic: kafka.telemetry_topic.clone(),
-                dlq_topic: (!kafka.dlq_topic.is_empty()).then(|| kafka.dlq_topic.clone()),
-                buf: Vec::new(),
-                dlq_budget,
-                data_dir: self.data_dir.clone(),
-                sync: settings.storage.parquet.sync,
-            },
+            sinks,
             router,
             settings,
             tasks: HashMap::new(),
             owned: 0,
-            store: self.store.clone(),
             summary: WorkerSummary::default(),
             progress,
             health,
@@ -1388,7 +1516,8 @@ impl Shared {
             commit_sent_at: None,
             consumer: consumer.clone(),
             beat: Instant::now(),
-            stall_limit: session_timeout / 2,
+            flusher,
+            stall_limit,
         };
         let result = w.run_loop(&consumer, &self.cfg, &self.rules, &self.stop);
         if let Err(e) = &result {
@@ -1465,7 +1594,6 @@ pub struct Worker {
     sinks: Sinks,
     /// Which topics (and encodings) each alert event goes to.
     router: AlertRouter,
-    store: CheckpointStore,
     summary: WorkerSummary,
     progress: Arc<WorkerProgress>,
     /// This member's liveness facts.
@@ -1481,11 +1609,33 @@ pub struct Worker {
     commit_sent_at: Option<Instant>,
     /// The consumer (for the fencing checks of a flush).
     consumer: Arc<BaseConsumer<WorkerContext<CheckpointHook>>>,
-    /// When this worker last ran (its loop, a publish, a checkpoint) or
-    /// proved its membership; see [`Worker::confirm_owner`].
+    /// When this worker last ran (its loop, a finished flush) or proved
+    /// its membership; see [`Worker::confirm_owner`]. (The publishing
+    /// thread keeps its own.)
     beat: Instant,
+    /// The member's publishing thread (module docs, "Double-buffered
+    /// output").
+    flusher: flusher::Flusher,
     /// Half the group session timeout: a longer stall asks for a proof.
     stall_limit: Duration,
+}
+
+/// An output stage under `data_dir` for partitions of `topic`: the
+/// dataset writers and, without a DLQ topic (`dlq_topic` false), the
+/// dead-letter files.
+fn stage_for(
+    settings: &Settings,
+    data_dir: &Root,
+    dlq_topic: bool,
+    topic: &str,
+) -> Result<OutputStage> {
+    let w = settings.storage.parquet.clone();
+    let dlq = if dlq_topic {
+        None
+    } else {
+        Some(DlqWriter::at(data_dir, topic, w.sync).with_budget(settings.storage.dlq_budget()?))
+    };
+    Ok(OutputStage::at(data_dir, w, dlq)?)
 }
 
 fn wall_ms() -> i64 {
@@ -1611,7 +1761,7 @@ impl Worker {
     /// `deadline` (see the module docs).
     fn drain(&mut self, deadline: Instant) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.flush_all(self.settings.worker.delivery_timeout.min(left))?;
+        self.flush_all(self.settings.worker.delivery_timeout.min(left), true)?;
         while !self.uncommitted.is_empty() && Instant::now() < deadline {
             let retry_due = self
                 .commit_sent_at
@@ -1675,6 +1825,12 @@ impl Worker {
             metrics::counter!(obs::RECORDS_PROCESSED)
                 .increment(self.summary.records - processed_before);
             self.progress.reach(&self.tasks);
+            // A flush published meanwhile: its offsets go to the committer
+            // now, not at the next flush point.
+            if self.flusher.in_flight() {
+                self.finish_flush(false)?;
+                self.commit_pending()?;
+            }
             if stop.requested() {
                 // The drain flushes, within its own budget.
                 break;
@@ -1715,7 +1871,7 @@ impl Worker {
                     .values()
                     .any(|t| t.pending_records() >= storage.flush_records);
             if full || last_flush.elapsed() >= flush_every {
-                self.flush_all(self.settings.worker.delivery_timeout)?;
+                self.flush_all(self.settings.worker.delivery_timeout, false)?;
                 last_flush = Instant::now();
             }
         }
@@ -1760,28 +1916,18 @@ impl Worker {
                             None,
                         ),
                     };
-                    let w = self.settings.storage.parquet.clone();
                     let task = PartitionTask {
                         partition,
                         published: pipeline.stats().clone(),
                         published_otlp: pipeline.otlp_stats().clone(),
                         pipeline,
                         out: Outputs::default(),
-                        stage: OutputStage::at(
-                            &self.data_dir,
-                            w.clone(),
-                            match self.sinks.dlq_topic {
-                                Some(_) => None,
-                                None => Some(
-                                    DlqWriter::at(&self.data_dir, &self.sinks.source_topic, w.sync)
-                                        .with_budget(self.settings.storage.dlq_budget()?),
-                                ),
-                            },
-                        )?,
+                        stage: self.new_stage()?,
+                        spare: Some(self.new_stage()?),
                         range_start: None,
                         paused_ms: None,
                         epoch,
-                        chain: chain::Chain::new(epoch),
+                        chain: Some(chain::Chain::new(epoch)),
                         durable,
                         next_offset: next,
                         ticks,
@@ -1815,6 +1961,17 @@ impl Worker {
             self.apply_commit(o)?;
         }
         Ok(())
+    }
+
+    /// An output stage for a partition (its writers and, without a DLQ
+    /// topic, its dead-letter files).
+    fn new_stage(&self) -> Result<OutputStage> {
+        stage_for(
+            &self.settings,
+            &self.data_dir,
+            self.sinks.dlq_topic.is_some(),
+            &self.sinks.source_topic,
+        )
     }
 
     /// Stops owning `partition`: its task (returned) and its pending
@@ -2120,11 +2277,16 @@ impl Worker {
         Ok(())
     }
 
-    /// Publishes, acknowledges and checkpoints every partition with
-    /// records since its last flush, waiting at most `delivery_timeout`
-    /// for the broker's acknowledgements, then commits the pending offsets
-    /// (steps 1 to 4 of the module docs).
-    fn flush_all(&mut self, delivery_timeout: Duration) -> Result<()> {
+    /// A flush point: waits for the flush in flight, if any, to be done
+    /// (at most one is), then seals every partition with records (or
+    /// processing-time output) since its last flush and hands them to the
+    /// publishing thread, which publishes, acknowledges and checkpoints
+    /// them while this member consumes on (module docs, "Double-buffered
+    /// output"); `wait`: waits for that flush too (the shutdown drain).
+    /// Offsets of finished flushes go to the committer.
+    fn flush_all(&mut self, delivery_timeout: Duration, wait: bool) -> Result<()> {
+        let stalled = Instant::now();
+        self.finish_flush(true)?;
         let dirty: Vec<i32> = self
             .tasks
             .values()
@@ -2132,142 +2294,196 @@ impl Worker {
             .map(|t| t.partition)
             .collect();
         if !dirty.is_empty() {
-            let started = Instant::now();
-            let r = self.flush_partitions(&dirty, delivery_timeout);
-            let took = started.elapsed();
+            let sealed = self.seal(&dirty, delivery_timeout);
+            let took = stalled.elapsed();
             self.progress
                 .flushing_ns
                 .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-            r?;
+            metrics::histogram!(obs::FLUSH_STALL_SECONDS).record(took.as_secs_f64());
+            sealed?;
+            if wait {
+                self.finish_flush(true)?;
+            }
         }
         self.commit_pending()
     }
 
-    /// Steps 1 to 3 for the partitions `dirty`; their offsets become
-    /// pending commits.
-    fn flush_partitions(&mut self, dirty: &[i32], delivery_timeout: Duration) -> Result<()> {
-        let span = tracing::info_span!("flush", partitions = dirty.len());
+    /// Takes the outcome of the flush in flight (waiting for it when
+    /// `wait`) and applies it: a finished flush's offsets become pending
+    /// commits; one handed back unconfirmed goes on once this member
+    /// proved it still owns its partitions (until it is done, when
+    /// `wait`), or is dropped with them; a failed one is this member's
+    /// error.
+    fn finish_flush(&mut self, wait: bool) -> Result<()> {
+        while let Some(o) = self.flusher.outcome(wait)? {
+            match o {
+                flusher::Outcome::Done(job) => {
+                    self.beat = Instant::now();
+                    self.flushed(job);
+                    return Ok(());
+                }
+                flusher::Outcome::Failed(e) => return Err(e),
+                flusher::Outcome::Unconfirmed(mut job, reason) => {
+                    metrics::counter!(obs::FLUSH_UNCONFIRMED, "reason" => reason).increment(1);
+                    // A proof whatever this thread's own beat says: it may
+                    // have run since the process resumed.
+                    let verdict = if self.consumer.assignment_lost() {
+                        Some("assignment_lost")
+                    } else {
+                        self.prove_membership()?
+                    };
+                    if let Some(why) = verdict {
+                        // Fenced: the partitions and the flush are dropped.
+                        self.fence(why);
+                        return Ok(());
+                    }
+                    self.beat = Instant::now();
+                    // Partitions revoked meanwhile are not published on.
+                    job.parts.retain(|p| {
+                        self.tasks
+                            .get(&p.partition)
+                            .is_some_and(|t| t.epoch == p.epoch)
+                    });
+                    if job.parts.is_empty() {
+                        return Ok(());
+                    }
+                    self.flusher.submit(job)?;
+                    if !wait {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A flush is published and checkpointed: each partition (still owned
+    /// by the owner that sealed it) gets its chain and spare stage back,
+    /// and its offset becomes a pending commit.
+    fn flushed(&mut self, job: flusher::Job) {
+        for part in job.parts {
+            let Some(t) = self.tasks.get_mut(&part.partition) else {
+                continue;
+            };
+            if t.epoch != part.epoch {
+                continue;
+            }
+            let tick = part.tick();
+            t.durable = Some(part.next);
+            t.chain = Some(part.chain);
+            t.spare = Some(part.stage);
+            if !tick {
+                // A tick file does not move the offset.
+                self.uncommitted.insert(part.partition, part.next);
+            }
+        }
+        self.summary.flushes += 1;
+        self.progress.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Seals the partitions `dirty` at this flush point and hands them to
+    /// the publishing thread as one flush.
+    fn seal(&mut self, dirty: &[i32], delivery_timeout: Duration) -> Result<()> {
+        let span = tracing::info_span!("seal", partitions = dirty.len());
         let _g = span.enter();
-        let started = Instant::now();
         let topic = self.sinks.source_topic.clone();
         if failpoint::fails("flush.error") {
             bail!("failpoint flush.error: the flush failed");
         }
-        failpoint::hit("flush.before_publish");
-        for p in dirty {
-            if !self.confirm_owner()? {
-                return Ok(());
-            }
-            if let Some(t) = self.tasks.get_mut(p) {
-                let tick = t.range_start.is_none();
-                if tick {
-                    // The files after the checkpoint go before a tick
-                    // file takes its place in the sequence.
-                    let from = t.next_offset.unwrap_or(0);
-                    t.sweep(&self.data_dir, &topic, from)?;
-                }
-                // Where this flush and the one before it write, durable
-                // before the first file: a restart sweeps only there.
-                let days = t.stage.days();
-                let mut named = days.clone();
-                if let Some(last) = &t.last_days {
-                    named.extend(last);
-                }
-                let intent = Intent {
-                    days: named,
-                    full: t.last_days.is_none(),
-                };
-                self.store
-                    .save_intent(&topic, *p, &intent)
-                    .with_context(|| format!("writing the intent record of partition {p}"))?;
-                failpoint::hit("flush.after_intent");
-                t.publish(&topic)?;
-                t.last_days = Some(days);
-                self.beat = Instant::now();
-                failpoint::hit("flush.after_publish");
-                if tick {
-                    metrics::counter!(obs::TICK_FLUSHES).increment(1);
-                    failpoint::hit("flush.after_tick_publish");
-                }
-            }
+        if !self.confirm_owner()? {
+            return Ok(());
         }
-        let acked = Instant::now();
-        // One budget for the whole wait: the acknowledgements and any
-        // redelivery of dead letters together take at most
-        // `delivery_timeout` (the shutdown drain's share of its deadline).
-        let deadline = acked + delivery_timeout;
-        self.sinks
-            .producer
-            .flush(delivery_timeout)
-            .context("waiting for the broker to acknowledge alerts and dead letters")?;
-        self.sinks.settle_dead_letters(deadline)?;
-        metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
-        failpoint::hit("flush.after_acks");
-        let ck = Instant::now();
+        let mut parts = Vec::with_capacity(dirty.len());
         for p in dirty {
-            if !self.confirm_owner()? {
-                return Ok(());
-            }
             let Some(t) = self.tasks.get_mut(p) else {
                 continue;
             };
             let Some(next) = t.next_offset else { continue };
-            let tick = t.range_start.is_none();
-            let ticks = if tick { t.ticks + 1 } else { 0 };
-            let (bytes, delta) = write_checkpoint(
-                &self.store,
-                &topic,
-                *p,
-                (next, ticks, t.epoch),
-                &mut t.chain,
-                &mut t.pipeline,
-            )?;
-            let pr = &self.progress;
-            pr.checkpoints.fetch_add(1, Ordering::Relaxed);
-            pr.checkpoint_bytes.fetch_add(bytes, Ordering::Relaxed);
-            if !delta {
-                pr.checkpoint_bases.fetch_add(1, Ordering::Relaxed);
-                pr.checkpoint_base_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let span = match t.range_start {
+                Some(first) => flusher::Span::Records {
+                    first,
+                    last: next - 1,
+                },
+                None if next >= 1 => {
+                    // The files after the checkpoint go before a tick file
+                    // takes its place in the sequence.
+                    t.sweep(&self.data_dir, &topic, next)?;
+                    flusher::Span::Ticks {
+                        after: next - 1,
+                        n: t.ticks + 1,
+                    }
+                }
+                None => continue,
+            };
+            let spare = match t.spare.take() {
+                Some(s) => s,
+                None => stage_for(
+                    &self.settings,
+                    &self.data_dir,
+                    self.sinks.dlq_topic.is_some(),
+                    &topic,
+                )?,
+            };
+            let chain = t.chain.take().unwrap_or_else(|| chain::Chain::new(t.epoch));
+            // Where this flush and the one before it write: the intent
+            // record the publishing thread writes before the first file.
+            let days = t.stage.days();
+            let mut named = days.clone();
+            if let Some(last) = &t.last_days {
+                named.extend(last);
             }
-            t.range_start = None;
+            let intent = Intent {
+                days: named,
+                full: t.last_days.is_none(),
+            };
+            t.last_days = Some(days);
+            let stage = std::mem::replace(&mut t.stage, spare);
+            let snapshot = chain.snapshot(&t.pipeline);
+            t.pipeline.checkpointed();
+            let ticks = match span {
+                flusher::Span::Ticks { n, .. } => n,
+                flusher::Span::Records { .. } => 0,
+            };
             t.ticks = ticks;
-            t.durable = Some(next);
-            self.beat = Instant::now();
-            if !tick {
-                // A tick file does not move the offset.
-                self.uncommitted.insert(*p, next);
-            }
-            failpoint::hit("flush.after_checkpoint");
+            t.range_start = None;
+            t.sealed();
+            parts.push(flusher::Part::new(
+                *p,
+                t.epoch,
+                span,
+                stage,
+                intent,
+                snapshot,
+                chain,
+                (next, ticks),
+            ));
         }
-        failpoint::hit("flush.before_commit");
-        metrics::histogram!(obs::CHECKPOINT_SECONDS).record(ck.elapsed().as_secs_f64());
-        metrics::histogram!(obs::FLUSH_SECONDS).record(started.elapsed().as_secs_f64());
-        self.summary.flushes += 1;
-        self.progress.flushes.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "flushed; offsets pending commit"
-        );
-        Ok(())
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mark = self.sinks.producer.mark();
+        self.flusher
+            .submit(flusher::Job::new(parts, mark, delivery_timeout))
     }
 }
 
 /// Writes the checkpoint of `topic`/`partition` at (next offset, ticks,
-/// owner epoch) `at`: the state goes into a state file (a delta of what
-/// changed since the last checkpoint, or a new base, see [`chain`]),
-/// streamed, so a partition of a million series is never held in memory
-/// as JSON; the checkpoint naming it is written once it is durable.
-/// Returns the bytes written and whether the state file was a delta.
+/// owner epoch) `at`: the state taken at the flush point (`snapshot`, a
+/// delta of what changed since the last checkpoint or a new base, see
+/// [`chain`]) goes into a state file, streamed, so a partition of a
+/// million series is never held in memory as JSON; the checkpoint naming
+/// it is written once it is durable. Returns the bytes written and
+/// whether the state file was a delta.
 fn write_checkpoint(
     store: &CheckpointStore,
     topic: &str,
     partition: i32,
     at: (i64, u32, u64),
     chain: &mut chain::Chain,
-    pipeline: &mut Pipeline,
+    snapshot: &chain::Snapshot,
 ) -> Result<(u64, bool)> {
     let (next_offset, ticks, epoch) = at;
-    let (named, state) = chain.write(store, topic, partition, pipeline)?;
+    let (named, state) = chain.write(store, topic, partition, snapshot)?;
     let ckpt = CheckpointOut {
         format: CHECKPOINT_FORMAT,
         topic,
@@ -2283,7 +2499,6 @@ fn write_checkpoint(
             serde_json::to_writer(w, &ckpt).map_err(std::io::Error::other)
         })
         .with_context(|| format!("writing the checkpoint of partition {partition}"))?;
-    pipeline.checkpointed();
     chain.committed(store, topic, partition, named, &state);
     let bytes = head + state.bytes;
     tracing::trace!(
@@ -2398,25 +2613,9 @@ impl PartitionTask {
         }
     }
 
-    /// Step 1: publishes the Parquet and dead-letter files of the range.
-    fn publish(&mut self, topic: &str) -> Result<()> {
-        let Some(next) = self.next_offset else {
-            return Ok(());
-        };
-        let (range, first) = match self.range_start {
-            Some(first) => (
-                SourceRange::records(topic, self.partition, first, next - 1),
-                first,
-            ),
-            None if next >= 1 => (
-                SourceRange::ticks(topic, self.partition, next - 1, self.ticks + 1),
-                next,
-            ),
-            None => return Ok(()),
-        };
-        let p = self.stage.publish(range)?;
-        obs::published(&p);
-        let (a, b) = (&p.aggregates, &p.alerts);
+    /// The partition was sealed for a flush: its counters and state
+    /// gauges as of now are published.
+    fn sealed(&mut self) {
         let now = self.pipeline.stats().clone();
         obs::publish(&self.published, &now);
         let otlp = self.pipeline.otlp_stats().clone();
@@ -2424,16 +2623,6 @@ impl PartitionTask {
         self.published_otlp = otlp;
         obs::publish_state(self.partition, Some(&self.pipeline));
         self.published = now;
-        tracing::debug!(
-            partition = self.partition,
-            first,
-            last = next - 1,
-            tick = range.tick,
-            aggregates = a.rows,
-            alerts = b.rows,
-            "published"
-        );
-        Ok(())
     }
 }
 
@@ -2465,11 +2654,7 @@ mod tests {
     }
 
     fn hook(dir: &std::path::Path) -> CheckpointHook {
-        CheckpointHook {
-            store: CheckpointStore::new(dir),
-            cfg: PipelineConfig::default(),
-            rules: Arc::new(RuleSet::default()),
-        }
+        CheckpointHook::at(dir, Arc::new(RuleSet::default()))
     }
 
     #[test]

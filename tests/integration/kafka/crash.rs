@@ -527,3 +527,170 @@ fn kafka_a_failing_member_stops_the_other_members_of_its_worker() {
         );
     }
 }
+
+/// Issue 19 item 1, double-buffered output: while a member's flush is
+/// being published (its publishing thread slowed by 10 s after the first
+/// file, as a slow disk or object store would), the member consumes on:
+/// every record produced meanwhile is processed long before that flush
+/// is done, and nothing is committed before it is. Then everything
+/// commits and the output equals the oracle. (A member that published
+/// on its own thread would process nothing for the 10 s.)
+#[test]
+fn kafka_a_member_consumes_while_its_flush_is_published() {
+    let Some(env) = Env::new("overlap") else {
+        return;
+    };
+    const DELAY: Duration = Duration::from_secs(10);
+    let records = fleet(AGENTS, 0..MINUTES);
+    let half = records.len() / 2;
+    env.produce(&records[..half]);
+    let arm = format!("flush.after_publish=delay{}@1", DELAY.as_millis());
+    let w = env.worker(
+        "w",
+        &[
+            ONE,
+            ("VIGIL_FAILPOINTS", &arm),
+            // The next flush point, which waits for this flush, comes
+            // after the second half is consumed.
+            ("VIGIL_WORKER__FLUSH_INTERVAL", "3s"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w.log().contains("failpoint flush.after_publish: hit 1") {
+        assert!(Instant::now() < deadline, "no flush:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let slowed = Instant::now();
+    env.produce(&records[half..]);
+    loop {
+        let processed = metric_value(&w.metrics(), "vigil_worker_records_processed_total");
+        if processed >= records.len() as f64 {
+            break;
+        }
+        assert!(
+            slowed.elapsed() < DELAY,
+            "{processed} of {} records processed while the flush was published:\n{}",
+            records.len(),
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = slowed.elapsed();
+    assert!(
+        !w.log()
+            .contains("failpoint flush.after_publish: delay over"),
+        "the flush was done before the records were processed ({took:?}):\n{}",
+        w.log()
+    );
+    assert!(
+        env.committed().iter().all(|&c| c < 0),
+        "committed before the flush was done: {:?}",
+        env.committed()
+    );
+    env.wait_committed(&[&w]);
+    let log = w.stop();
+    assert!(
+        log.contains("failpoint flush.after_publish: delay over"),
+        "{log}"
+    );
+    eprintln!("every record processed {took:?} into a {DELAY:?} publish");
+    assert_windows(&env, &records);
+    assert_incidents(&env, true);
+}
+
+/// Issue 19 item 1: a rebalance that takes partitions from a member
+/// whose flush is being published (slowed by 6 s) waits, inside the
+/// revoke, until that flush is published and checkpointed: the next owner
+/// restores from its checkpoint and neither duplicates nor loses a row.
+/// (Without the wait, the next owner would resume from the checkpoint
+/// before and publish those records again beside the slowed flush's
+/// files.)
+#[test]
+fn kafka_a_revoke_waits_for_the_flush_being_published() {
+    let Some(env) = Env::new("revoke-wait") else {
+        return;
+    };
+    const DELAY: Duration = Duration::from_secs(6);
+    let records = fleet(AGENTS, 0..MINUTES);
+    let half = records.len() / 2;
+    env.produce(&records[..half]);
+    let arm = format!("flush.after_publish=delay{}@1", DELAY.as_millis());
+    // The slowed step stays under half the session timeout (not a stall
+    // that stops the flush by itself), and the member's next flush point
+    // comes after it: the member polls, and so takes part in the
+    // rebalance, while its flush is published.
+    let a = env.worker_with_config(
+        "a",
+        "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"30000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        &[
+            ONE,
+            ("VIGIL_FAILPOINTS", &arm),
+            ("VIGIL_WORKER__FLUSH_INTERVAL", "10s"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !a.log().contains("failpoint flush.after_publish: hit 1") {
+        assert!(Instant::now() < deadline, "no flush:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest of the records, then a second member joins while the flush
+    // is slowed: some partitions move to it. (Its first flush then covers
+    // more records than the slowed one: a file of that flush published
+    // after the move would not replace one of the new owner's but sit
+    // beside it.)
+    env.produce(&records[half..]);
+    let b = env.worker("b", &[ONE]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !plain(&b.log()).contains("partition assigned") {
+        assert!(
+            Instant::now() < deadline,
+            "no partition moved:\n{}\n----\n{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.wait_committed(&[&a, &b]);
+    let (la, lb) = (plain(&a.stop()), plain(&b.stop()));
+    // The partitions moved while the flush was slowed, and the revoke
+    // waited for it.
+    let revoked = la.find("partition revoked").unwrap_or(usize::MAX);
+    let over = la
+        .find("failpoint flush.after_publish: delay over")
+        .unwrap_or(usize::MAX);
+    let waited = la
+        .lines()
+        .find(|l| l.contains("revoke waited for the flush being published"))
+        .unwrap_or_default();
+    eprintln!("{waited}");
+    assert!(!waited.is_empty() && over < revoked, "{la}\n----\n{lb}");
+    // Nothing of the slowed flush came after the next owner restored:
+    // one copy of every row, and no file beside a later one that covers
+    // its records (which readers would skip, hiding the duplicate).
+    let covered = covered_files(&env);
+    assert!(covered.is_empty(), "files covered by others: {covered:?}");
+    assert_windows(&env, &records);
+    assert_incidents(&env, true);
+}
+
+/// Aggregates files that another file of the same directory covers (the
+/// reader rule of compaction, [`vigil_store::compact::superseded`]): left
+/// beside a later owner's by a flush that published after the move.
+fn covered_files(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    for day in std::fs::read_dir(env.data().join("aggregates"))
+        .into_iter()
+        .flatten()
+    {
+        let names: Vec<String> = std::fs::read_dir(day.unwrap().path())
+            .unwrap()
+            .map(|f| f.unwrap().file_name().into_string().unwrap())
+            .collect();
+        for (n, c) in names.iter().zip(vigil_store::compact::superseded(&names)) {
+            if c {
+                out.push(n.clone());
+            }
+        }
+    }
+    out
+}

@@ -144,8 +144,8 @@ impl Pipeline {
 
     /// What changed since the last checkpoint, or `None` when the next
     /// checkpoint must be whole. The caller calls
-    /// [`Pipeline::checkpointed`] once the checkpoint holding it (or the
-    /// whole pipeline) is durable.
+    /// [`Pipeline::checkpointed`] once it took it (or a copy of the whole
+    /// pipeline) for a checkpoint.
     pub fn delta(&self) -> Option<PipelineDelta> {
         if self.changed.all {
             return None;
@@ -191,8 +191,10 @@ impl Pipeline {
         })
     }
 
-    /// The pipeline's state is durable as of now (a checkpoint, whole or
-    /// delta, was written): the next delta holds what changes from here.
+    /// The pipeline's state as of now is taken for a checkpoint (a
+    /// delta or a copy of the whole, written by the caller, who drops the
+    /// pipeline if the write fails): the next delta holds what changes
+    /// from here.
     pub fn checkpointed(&mut self) {
         self.changed.clear();
         self.otlp.checkpointed();

@@ -63,6 +63,17 @@ pub(super) struct Chain {
     sweeps_due: u8,
 }
 
+/// The state a checkpoint writes, taken at the flush point
+/// ([`Chain::snapshot`]) and written by the member's publishing thread
+/// while the pipeline runs on.
+#[derive(Debug)]
+pub(super) enum Snapshot {
+    /// The agents that changed since the last checkpoint.
+    Delta(Box<PipelineDelta>),
+    /// The whole pipeline, for a new base.
+    Base(Box<Pipeline>),
+}
+
 /// What one state file write did.
 pub(super) struct Written {
     /// Body bytes of the state file.
@@ -91,30 +102,44 @@ impl Chain {
         }
     }
 
-    /// Writes the partition's state as the next state file (a delta when
-    /// the pipeline has one and the chain has room, else a new base) and
-    /// returns the chain the checkpoint names. Call [`Chain::committed`]
-    /// once that checkpoint is written.
+    /// What the next state file holds, taken from `pipeline` now (on the
+    /// member's thread, at the flush point): the changes since the last
+    /// checkpoint when the pipeline has them and the chain has room for a
+    /// delta, else a copy of the whole pipeline for a new base. The
+    /// caller marks the pipeline checkpointed ([`Pipeline::checkpointed`])
+    /// once it took this: later changes go into the next one.
+    pub(super) fn snapshot(&self, pipeline: &Pipeline) -> Snapshot {
+        let room = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.deltas.len() < MAX_DELTAS && self.delta_bytes < self.base_bytes);
+        match room.then(|| pipeline.delta()).flatten() {
+            Some(d) => Snapshot::Delta(Box::new(d)),
+            None => Snapshot::Base(Box::new(pipeline.clone())),
+        }
+    }
+
+    /// Writes `snapshot` as the partition's next state file and returns
+    /// the chain the checkpoint names. Call [`Chain::committed`] once that
+    /// checkpoint is written.
     pub(super) fn write(
         &mut self,
         store: &CheckpointStore,
         topic: &str,
         partition: i32,
-        pipeline: &Pipeline,
+        snapshot: &Snapshot,
     ) -> Result<(ChainRef, Written)> {
-        let room = self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.deltas.len() < MAX_DELTAS && self.delta_bytes < self.base_bytes);
-        let delta = if room { pipeline.delta() } else { None };
         self.written += 1;
         let name = vigil_store::state_file_name(partition, &self.owner, self.written);
-        let r = match delta {
-            Some(d) => {
-                let bytes = save_json(store, topic, &name, &d).with_context(|| {
+        let r = match snapshot {
+            Snapshot::Delta(d) => {
+                let bytes = save_json(store, topic, &name, &**d).with_context(|| {
                     format!("writing a delta state file of partition {partition}")
                 })?;
-                let mut next = self.current.clone().expect("room means a chain");
+                let mut next = self
+                    .current
+                    .clone()
+                    .ok_or_else(|| anyhow!("a delta of partition {partition} without a base"))?;
                 next.deltas.push(name.clone());
                 let w = Written {
                     bytes,
@@ -123,7 +148,7 @@ impl Chain {
                 };
                 (next, w)
             }
-            None => {
+            Snapshot::Base(pipeline) => {
                 let bytes = save_json(store, topic, &name, pipeline).with_context(|| {
                     format!("writing a base state file of partition {partition}")
                 })?;

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use vigil_ops::config::PipelineConfig;
 use vigil_ops::model::{AlertEvent, WindowAggregate};
 use vigil_ops::pipeline::{Outputs, Pipeline};
 use vigil_ops::reject::Position;
 use vigil_ops::rules::RuleSet;
 use vigil_sim::{Fleet, FleetConfig, SimRecord, HOUR_MS};
-use vigil_store::{CheckpointStore, Generation};
+use vigil_store::Generation;
 
 use super::chain::Chain;
 use super::{write_checkpoint, CheckpointHook, Committed};
@@ -32,11 +31,7 @@ fn records() -> Vec<SimRecord> {
 }
 
 fn hook(dir: &std::path::Path) -> CheckpointHook {
-    CheckpointHook {
-        store: CheckpointStore::new(dir),
-        cfg: PipelineConfig::default(),
-        rules: Arc::new(RuleSet::default_rules()),
-    }
+    CheckpointHook::at(dir, Arc::new(RuleSet::default_rules()))
 }
 
 /// Windows and series alerts of processing `recs` with `p`, then
@@ -93,7 +88,9 @@ impl Owner {
     /// and whether the state file was a delta.
     fn checkpoint(&mut self, i: usize) -> (u64, bool) {
         let at = (i as i64, 0, 1);
-        write_checkpoint(&self.h.store, "t", 0, at, &mut self.chain, &mut self.p).unwrap()
+        let snapshot = self.chain.snapshot(&self.p);
+        self.p.checkpointed();
+        write_checkpoint(&self.h.store, "t", 0, at, &mut self.chain, &snapshot).unwrap()
     }
 }
 
@@ -209,13 +206,15 @@ fn a_state_file_no_checkpoint_names_is_removed_by_the_next_owner() {
     o.feed(50..80);
     let (h, p, chain) = (&o.h, &o.p, &mut o.chain);
     // The crash: a delta written, its checkpoint never.
-    let (orphan, _) = chain.write(&h.store, "t", 0, p).unwrap();
+    let (orphan, _) = chain.write(&h.store, "t", 0, &chain.snapshot(p)).unwrap();
     assert_eq!(h.store.state_files("t", 0).unwrap().len(), 2);
     let a = h.load("t", 0, Committed::Offset(50)).unwrap();
     assert_eq!(a.epoch, 2);
     let mut back = a.restored.unwrap().pipeline;
     let mut next = Chain::new(a.epoch);
-    write_checkpoint(&h.store, "t", 0, (50, 0, 2), &mut next, &mut back).unwrap();
+    let snapshot = next.snapshot(&back);
+    back.checkpointed();
+    write_checkpoint(&h.store, "t", 0, (50, 0, 2), &mut next, &snapshot).unwrap();
     let files = h.store.state_files("t", 0).unwrap();
     assert_eq!(
         files.len(),

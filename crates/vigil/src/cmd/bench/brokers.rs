@@ -24,8 +24,10 @@
 //! members join before the fleet is produced as fast as it goes: with
 //! several members on a ready backlog, the first member to join would
 //! start alone and hand partitions over mid-run. Each run reports the
-//! share of the members' time spent flushing (their partitions are not
-//! consumed then).
+//! share of the members' time spent at flush points (sealing a flush, or
+//! waiting for the one before it to be published: their partitions are
+//! not consumed then), and the share their publishing threads worked
+//! beside them.
 //!
 //! Reported: the worker's points and batches per second from its first
 //! record to its last commit (everything published, acknowledged,
@@ -786,13 +788,19 @@ fn report(r: &Report<'_>) -> f64 {
         mb(base_bytes, bases),
         mb(bytes - base_bytes, deltas)
     );
-    // While a member flushes, none of its partitions is consumed.
+    // While a member seals a flush, or waits for the one before it to be
+    // published, none of its partitions is consumed; the publishing
+    // itself runs beside it.
+    let member_time = span * r.members.max(1) as f64;
     println!(
-        "flushing      {:.1} % of the members' time ({:.2} s over {} member{}): the share a partition is not consumed",
-        100.0 * r.progress.flushing().as_secs_f64() / (span * r.members.max(1) as f64),
+        "flushing      {:.1} % of the members' time ({:.2} s over {} member{}): the share a partition is not consumed \
+         (sealing a flush, or waiting for the one before it); publishing beside it {:.1} % ({:.2} s)",
+        100.0 * r.progress.flushing().as_secs_f64() / member_time,
         r.progress.flushing().as_secs_f64(),
         r.members,
-        if r.members == 1 { "" } else { "s" }
+        if r.members == 1 { "" } else { "s" },
+        100.0 * r.progress.publishing().as_secs_f64() / member_time,
+        r.progress.publishing().as_secs_f64(),
     );
 
     // Lag: during production in rate mode; the backlog draining otherwise.

@@ -1304,6 +1304,9 @@ fn register_metrics() {
     metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
     metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
     metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
+    for reason in ["assignment_lost", "stalled"] {
+        metrics::counter!(obs::FLUSH_UNCONFIRMED, "reason" => reason).increment(0);
+    }
     metrics::gauge!(obs::PARTITIONS_OWNED).set(0.0);
 }
 

@@ -3,7 +3,7 @@
 //! # Algorithm
 //!
 //! Per (rule, series) the state is a fixed set of scalars (O(1), no history
-//! buffer; 264 bytes):
+//! buffer; 272 bytes):
 //!
 //! * **Slow fit**: exponentially weighted least squares of window mean
 //!   against window mid-time, time constant `τ = lookback / 2` (86 % of the
@@ -34,6 +34,16 @@
 //!   how far this series rises and then gets cleared (log rotation, nightly
 //!   backups, cleanups; on a noisy host the wander of the level).
 //! * **Latch** (`spent`): the fast level at which the last incident fired.
+//! * **Steps down** (`step_n`, `step_sum`): windows more than 4 noise sd
+//!   below the fast fit's line are held back from the slow and fast fits;
+//!   five in a row are a step (a cleanup): the past of both fits moves
+//!   down by the step (their weighted mean; slope and residuals are
+//!   unchanged), so a fill cleaned up part-way is still one straight line
+//!   with its slope, not a drop that spoils both fits for hours. Shorter
+//!   dips are left out of the fits. A drop within what the series clears
+//!   anyway (1.5 × `cleared`) is not a step, and the long fit keeps every
+//!   drop (a sawtooth or nightly growth with its drops removed would climb
+//!   for ever).
 //!
 //! A prediction fires when all of these hold (a conjunction of cheap
 //! gates; each is aimed at one of the known traps of a plain
@@ -48,8 +58,11 @@
 //!      neither decelerates nor accelerates beyond 10 % + 2.5 standard
 //!      errors (kills fills that level off and cleanup edges);
 //!    * *fast path*: the fast slope accelerated beyond the slow one (a fill
-//!      started inside the lookback), is significant and the recent span is
-//!      one straight line; the prediction then uses the fast fit;
+//!      started inside the lookback), or, on a rise younger than two
+//!      lookbacks whose lookback is not one straight line (the onset is
+//!      still in it), is at least the slow one; it is significant and the
+//!      recent span is one straight line; the prediction then uses the fast
+//!      fit;
 //!    * *long path*: neither of those, but the long slope is significant
 //!      (`min_t`, with the autocorrelation factor), the long fit has
 //!      `4 × min_points` effective windows and `horizon` of history, and
@@ -144,6 +157,12 @@ const REPEAT_MARGIN: f64 = 1.5;
 /// Hours of rising after which a rise may be extrapolated the full
 /// `max_extrapolation` (before: linearly from 1).
 const RISE_MATURE_H: f64 = 8.0;
+/// A window this many local noise sd below the fast fit's line starts a
+/// candidate drop (the `agrees` gate's tolerance).
+const STEP_SD: f64 = 4.0;
+/// Consecutive windows that must stay that far below the line before the
+/// drop counts as a step (a cleanup), not a dip or a spike.
+const STEP_WINDOWS: u32 = 5;
 
 /// Serializes an `f64` as its IEEE-754 bit pattern (`u64`), so a
 /// checkpoint restores the exact value whatever the format's float
@@ -158,6 +177,19 @@ mod exact_f64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(f64::from_bits(u64::deserialize(d)?))
+    }
+}
+
+/// [`exact_f64`] for an `f32` (its bit pattern as a `u32`).
+mod exact_f32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        Ok(f32::from_bits(u32::deserialize(d)?))
     }
 }
 
@@ -369,6 +401,14 @@ pub struct TrendState {
     /// has lasted since then.
     #[serde(default)]
     pub low_ms: i64,
+    /// Consecutive windows held back from the slow and fast fits because
+    /// they lie far below the fast fit's line (a candidate step down).
+    #[serde(default)]
+    pub step_n: u32,
+    /// Sum of those windows' deviations from the line (f32: only their
+    /// mean, the size of the step, is used).
+    #[serde(default, with = "exact_f32")]
+    pub step_sum: f32,
 }
 
 fn nan() -> f64 {
@@ -401,6 +441,54 @@ impl Latch {
 }
 
 impl TrendState {
+    /// Step-down handling (a cleanup): whether window `(t, y)` goes into
+    /// the slow and fast fits. A window more than [`STEP_SD`] local noise
+    /// sd below the fast fit's line is held back; when [`STEP_WINDOWS`]
+    /// contiguous windows in a row are, the level stepped down: the past
+    /// of both fits moves down by the mean deviation (their weighted mean
+    /// value; the centred moments, hence slope and residuals, are
+    /// unchanged) and the window goes in. A dip or spike that returns
+    /// sooner is left out of the fits. Without this the drop sits in both
+    /// fits' residuals and slopes for hours: a fill cleaned up part-way is
+    /// neither one straight line nor significant until the drop has aged
+    /// out. The long fit keeps the drop: its path has no cleared-rise test,
+    /// and a sawtooth or nightly growth with its drops removed would be a
+    /// staircase climbing for ever. For the same reason a drop no larger
+    /// than [`REPEAT_MARGIN`] × the cleared rise is what this series
+    /// clears anyway (log rotation on a fill) and goes in as it is, and a
+    /// step's size is remembered in `cleared` unless an incident fired on
+    /// the rise (then it was a fill's cleanup; see [`Self::update`]).
+    /// Returns (the window goes into the fits, a step was taken).
+    fn step_down(&mut self, lim: f64, t: f64, y: f64, contiguous: bool) -> (bool, bool) {
+        if !contiguous || self.fast.n_eff() < 8.0 {
+            self.step_n = 0;
+            self.step_sum = 0.0;
+            return (true, false);
+        }
+        let sd = self.noise_var.sqrt().max(self.fast.residual_var().sqrt());
+        let dev = y - self.fast.level_at(t);
+        if dev >= -(STEP_SD * sd + REACHED_TOL * lim.abs()) || -dev <= REPEAT_MARGIN * self.cleared
+        {
+            self.step_n = 0;
+            self.step_sum = 0.0;
+            return (true, false);
+        }
+        self.step_n += 1;
+        self.step_sum += dev as f32;
+        if self.step_n < STEP_WINDOWS {
+            return (false, false);
+        }
+        let d = f64::from(self.step_sum) / f64::from(self.step_n);
+        self.slow.my += d;
+        self.fast.my += d;
+        if self.spent.0.is_nan() {
+            self.cleared = self.cleared.max(-d);
+        }
+        self.step_n = 0;
+        self.step_sum = 0.0;
+        (true, true)
+    }
+
     /// Updates the fits with one window mean and evaluates the gates.
     /// `y` is in the rule's orientation (negated for falling rules).
     pub fn update(&mut self, rule: &TrendRule, start_ms: i64, end_ms: i64, y: f64) -> Assessment {
@@ -428,8 +516,11 @@ impl TrendState {
             }
         }
         self.last_y = y;
-        self.slow.push(t, y);
-        self.fast.push(t, y);
+        let (fit, stepped) = self.step_down(lim, t, y, prev_end == start_ms);
+        if fit {
+            self.slow.push(t, y);
+            self.fast.push(t, y);
+        }
         self.long.push(t, y);
         self.last_end_ms = end_ms.into();
         let t_now = (end_ms - self.t0_ms) as f64 / MS_PER_HOUR;
@@ -446,10 +537,22 @@ impl TrendState {
         if self.crest.is_nan() || s > self.crest || self.slow.w <= 1.0 {
             self.crest = s;
         }
+        let prev_valley = self.valley;
         if s < self.valley {
             self.valley = s;
             self.low_ms = end_ms;
-            self.cleared = self.cleared.max(self.crest - s);
+            // A step down the fits took at once clears the whole drop;
+            // but after an incident fired on this rise (the latch is set)
+            // the drop is the cleanup of a fill, not a rise this series
+            // repeats: it counts only down to the old low, as a smoothed
+            // fall would, so a full disk cleaned to 40 % and filling
+            // again is predicted again.
+            let floor = if stepped && !self.spent.0.is_nan() {
+                s.max(prev_valley)
+            } else {
+                s
+            };
+            self.cleared = self.cleared.max(self.crest - floor);
             self.crest = s;
         } else {
             let relax = 1.0 - (-dt_h / (rule.horizon.as_secs_f64() / 3600.0).max(1e-6)).exp();
@@ -504,9 +607,19 @@ impl TrendState {
         // Fast path: the trend steepened (a fill started inside the
         // lookback); the recent span is one straight line.
         let fast_t = b_fast / se_fast;
+        let age_h = (end_ms - self.low_ms.max(self.t0_ms)) as f64 / MS_PER_HOUR;
+        // The rise began within two lookbacks (a saturating plateau,
+        // curved for longer, must not slip through the gap below).
+        let young = age_h <= 4.0 * tau_h;
         let fast_linear =
             self.fast.residual_var().sqrt() <= 1.5 * noise + 0.1 * b_fast.abs() * tau_fast_h;
-        let fast_ok = accelerating && fast_t >= min_t && fast_linear;
+        // It also covers the gap between the paths on a young rise: the
+        // fast slope is no flatter than the slow one, but the lookback
+        // still holds the fill's onset, so the slow fit is not one straight
+        // line and the fast one is not steeper by 2.5 standard errors.
+        let fast_ok = (accelerating || (young && !slow_linear && b_fast >= b))
+            && fast_t >= min_t
+            && fast_linear;
 
         // Long path: a slow fill, significant over the long fit even with
         // autocorrelated noise, that the slow and fast fits do not contradict.
@@ -538,7 +651,6 @@ impl TrendState {
         // extrapolated at most as far as it rose; the full reach comes
         // with RISE_MATURE_H of rising.
         let max_ex = rule.max_extrapolation;
-        let age_h = (end_ms - self.low_ms.max(self.t0_ms)) as f64 / MS_PER_HOUR;
         let k = 1.0 + (max_ex - 1.0).max(0.0) * (age_h / RISE_MATURE_H).min(1.0);
         let k = k.min(max_ex.max(0.0));
         let reach = if fast_ok { 0.5 } else { 1.0 } * k;
@@ -846,7 +958,9 @@ mod latch_tests {
         let Ok(serde_json::Value::Object(mut m)) = serde_json::to_value(&st) else {
             panic!("state does not serialize to an object");
         };
-        for k in ["long", "spent", "crest", "cleared", "low_ms"] {
+        for k in [
+            "long", "spent", "crest", "cleared", "low_ms", "step_n", "step_sum",
+        ] {
             assert!(m.remove(k).is_some(), "{k} not serialized");
         }
         let back: TrendState = match serde_json::from_value(serde_json::Value::Object(m)) {
@@ -856,6 +970,7 @@ mod latch_tests {
         assert_eq!((back.slow, back.fast), (st.slow, st.fast));
         assert!(back.spent.0.is_nan() && back.crest.is_nan());
         assert_eq!(back.long, EwFit::default());
+        assert_eq!((back.step_n, back.step_sum), (0, 0.0));
         // Same state round trip: exact.
         let json = serde_json::to_string(&st).unwrap_or_default();
         let again: Result<TrendState, _> = serde_json::from_str(&json);

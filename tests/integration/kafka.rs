@@ -419,6 +419,18 @@ impl Env {
     }
 }
 
+/// Waits (at most `within`) until `done` holds, else fails showing `logs`.
+fn wait_for(what: &str, within: Duration, logs: &[&WorkerProc], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            let l: Vec<String> = logs.iter().map(|w| w.log()).collect();
+            panic!("{what}: timed out; worker logs:\n{}", l.join("\n----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The value of the unlabelled metric `name` in a Prometheus exposition
 /// (panics, showing the exposition, when it is not there).
 fn metric_value(exposition: &str, name: &str) -> f64 {

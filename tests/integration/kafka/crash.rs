@@ -541,25 +541,10 @@ fn kafka_a_member_consumes_while_its_flush_is_published() {
         return;
     };
     const DELAY: Duration = Duration::from_secs(10);
-    let records = fleet(AGENTS, 0..MINUTES);
+    // The next flush point, which waits for this flush, comes after the
+    // second half is consumed.
+    let (records, w) = slowed_first_flush(&env, "w", DELAY, "3s", "");
     let half = records.len() / 2;
-    env.produce(&records[..half]);
-    let arm = format!("flush.after_publish=delay{}@1", DELAY.as_millis());
-    let w = env.worker(
-        "w",
-        &[
-            ONE,
-            ("VIGIL_FAILPOINTS", &arm),
-            // The next flush point, which waits for this flush, comes
-            // after the second half is consumed.
-            ("VIGIL_WORKER__FLUSH_INTERVAL", "3s"),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !w.log().contains("failpoint flush.after_publish: hit 1") {
-        assert!(Instant::now() < deadline, "no flush:\n{}", w.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let slowed = Instant::now();
     env.produce(&records[half..]);
     loop {
@@ -611,28 +596,18 @@ fn kafka_a_revoke_waits_for_the_flush_being_published() {
         return;
     };
     const DELAY: Duration = Duration::from_secs(6);
-    let records = fleet(AGENTS, 0..MINUTES);
-    let half = records.len() / 2;
-    env.produce(&records[..half]);
-    let arm = format!("flush.after_publish=delay{}@1", DELAY.as_millis());
     // The slowed step stays under half the session timeout (not a stall
     // that stops the flush by itself), and the member's next flush point
     // comes after it: the member polls, and so takes part in the
     // rebalance, while its flush is published.
-    let a = env.worker_with_config(
+    let (records, a) = slowed_first_flush(
+        &env,
         "a",
+        DELAY,
+        "10s",
         "[kafka.consumer_properties]\n\"session.timeout.ms\" = \"30000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
-        &[
-            ONE,
-            ("VIGIL_FAILPOINTS", &arm),
-            ("VIGIL_WORKER__FLUSH_INTERVAL", "10s"),
-        ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !a.log().contains("failpoint flush.after_publish: hit 1") {
-        assert!(Instant::now() < deadline, "no flush:\n{}", a.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let half = records.len() / 2;
     // The rest of the records, then a second member joins while the flush
     // is slowed: some partitions move to it. (Its first flush then covers
     // more records than the slowed one: a file of that flush published
@@ -640,16 +615,12 @@ fn kafka_a_revoke_waits_for_the_flush_being_published() {
     // beside it.)
     env.produce(&records[half..]);
     let b = env.worker("b", &[ONE]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !plain(&b.log()).contains("partition assigned") {
-        assert!(
-            Instant::now() < deadline,
-            "no partition moved:\n{}\n----\n{}",
-            a.log(),
-            b.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        "a partition moving",
+        Duration::from_secs(60),
+        &[&a, &b],
+        || plain(&b.log()).contains("partition assigned"),
+    );
     env.wait_committed(&[&a, &b]);
     let (la, lb) = (plain(&a.stop()), plain(&b.stop()));
     // The partitions moved while the flush was slowed, and the revoke
@@ -693,4 +664,34 @@ fn covered_files(env: &Env) -> Vec<String> {
         }
     }
     out
+}
+
+/// Produces the first half of the fleet, starts worker `label` (one
+/// member flushing every `interval`, `toml` added to its config) whose
+/// first flush is slowed by `delay` after its first file is published,
+/// and returns the fleet's records and the worker once that flush is
+/// slowed.
+fn slowed_first_flush(
+    env: &Env,
+    label: &str,
+    delay: Duration,
+    interval: &str,
+    toml: &str,
+) -> (Vec<(String, Vec<u8>)>, WorkerProc) {
+    let records = fleet(AGENTS, 0..MINUTES);
+    env.produce(&records[..records.len() / 2]);
+    let arm = format!("flush.after_publish=delay{}@1", delay.as_millis());
+    let w = env.worker_with_config(
+        label,
+        toml,
+        &[
+            ONE,
+            ("VIGIL_FAILPOINTS", &arm),
+            ("VIGIL_WORKER__FLUSH_INTERVAL", interval),
+        ],
+    );
+    wait_for("the slowed flush", Duration::from_secs(60), &[&w], || {
+        w.log().contains("failpoint flush.after_publish: hit 1")
+    });
+    (records, w)
 }

@@ -20,18 +20,6 @@ fn proc_state(w: &WorkerProc) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
-/// Waits (at most `within`) until `done` holds, else fails showing `logs`.
-fn wait_for(what: &str, within: Duration, logs: &[&WorkerProc], mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        if Instant::now() > deadline {
-            let l: Vec<String> = logs.iter().map(|w| w.log()).collect();
-            panic!("{what}: timed out; worker logs:\n{}", l.join("\n----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() {
     let Some(env) = Env::new("fence") else {

@@ -37,9 +37,9 @@
 //! seals its dirty partitions (step 0): it swaps each one's stage (the
 //! rows since the last flush) for the empty spare, takes the checkpoint's
 //! state (the agents changed since the last checkpoint, or a copy of the
-//! whole pipeline when a new base is due; [`chain`]) and notes the
+//! whole pipeline when a new base is due; `worker/chain.rs`) and notes the
 //! producer's mark, and hands the flush to its publishing thread
-//! ([`flusher`]), which runs steps 1 to 3 while the member goes on
+//! (`worker/flusher.rs`), which runs steps 1 to 3 while the member goes on
 //! consuming into the other stage. The member takes the outcome after its
 //! polls and only then commits its offsets, so publish → ack →
 //! checkpoint → commit holds for every offset. At most one flush is in

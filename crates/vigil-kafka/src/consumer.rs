@@ -401,10 +401,12 @@ impl<H: AssignHook> WorkerContext<H> {
         }
     }
 
-    /// Queues a `Revoked` event for each partition and zeroes their lag
-    /// gauges.
+    /// Lets the hook finish its work on the partitions
+    /// ([`AssignHook::revoke`], once per topic), then queues a `Revoked`
+    /// event for each and zeroes their lag gauges.
     fn revoke(&self, parts: Vec<(String, i32)>, lost: bool) {
         let mut topics: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+        topics.sort_unstable();
         topics.dedup();
         for topic in topics {
             let ps: Vec<i32> = parts

@@ -54,11 +54,11 @@ use crate::metric_names;
 pub struct DeliveryTracker {
     acked: AtomicU64,
     failed: AtomicU64,
-    /// Failures already reported by a flush.
-    failed_seen: AtomicU64,
     /// Messages queued (handed to librdkafka).
     sent: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    /// Failed messages not reported by a flush yet: sequence number and
+    /// error.
+    failures: Mutex<Vec<(u64, String)>>,
     /// Dead letters whose delivery failed, kept for the caller.
     undelivered: Mutex<Vec<Undelivered>>,
     ledger: Mutex<Ledger>,
@@ -108,9 +108,8 @@ impl DeliveryTracker {
         DeliveryTracker {
             acked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            failed_seen: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            first_error: Mutex::new(None),
+            failures: Mutex::new(Vec::new()),
             undelivered: Mutex::new(Vec::new()),
             ledger: Mutex::new(Ledger::default()),
             settled: Condvar::new(),
@@ -169,6 +168,49 @@ impl DeliveryTracker {
     fn next_seq(&self) -> u64 {
         let l = self.ledger();
         l.base + l.slots.len() as u64
+    }
+
+    /// Takes the unreported failures of the messages `mine` picks.
+    fn take_failures(&self, mine: impl Fn(u64) -> bool) -> Vec<(u64, String)> {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (picked, rest) = std::mem::take(&mut *f)
+            .into_iter()
+            .partition(|(seq, _)| mine(*seq));
+        *f = rest;
+        picked
+    }
+
+    /// Waits until each message of `seqs` is settled; `Err` with the
+    /// number still unsettled after `timeout`.
+    fn wait_each(&self, seqs: &[u64], timeout: Duration) -> std::result::Result<(), u64> {
+        let deadline = Instant::now() + timeout;
+        let mut l = self.ledger();
+        loop {
+            let open = seqs
+                .iter()
+                .filter(|&&q| {
+                    q >= l.base
+                        && usize::try_from(q - l.base)
+                            .ok()
+                            .and_then(|i| l.slots.get(i))
+                            .is_some_and(|s| !s.settled)
+                })
+                .count() as u64;
+            if open == 0 {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(open);
+            }
+            // Woken when the oldest message settles; a later one settling
+            // does not notify, so wait in short slices.
+            l = self
+                .settled
+                .wait_timeout(l, left.min(Duration::from_millis(10)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     /// Waits until every message before `mark` is settled; `Err` with the
@@ -263,8 +305,8 @@ impl ProducerContext for TrackingContext {
                 self.tracker.failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(metric_names::PRODUCE_FAILURES, "topic" => m.topic().to_string())
                     .increment(1);
-                if let Ok(mut first) = self.tracker.first_error.lock() {
-                    first.get_or_insert_with(|| format!("{} (topic {})", e, m.topic()));
+                if let Ok(mut f) = self.tracker.failures.lock() {
+                    f.push((seq, format!("{} (topic {})", e, m.topic())));
                 }
             }
         }
@@ -378,6 +420,7 @@ impl AckedProducer {
         headers: &[HeaderPair<'_>],
     ) -> Result<()> {
         self.send_with_opaque(topic, key, payload, headers, None, false)
+            .map(drop)
     }
 
     /// Like [`AckedProducer::send`], and when the broker acknowledges the
@@ -392,9 +435,11 @@ impl AckedProducer {
         since: Instant,
     ) -> Result<()> {
         self.send_with_opaque(topic, key, payload, headers, Some(since), false)
+            .map(drop)
     }
 
-    /// Queues one dead letter. A send refused for a transient reason
+    /// Queues one dead letter and returns its sequence number (see
+    /// [`Self::flush_each`]). A send refused for a transient reason
     /// ([`is_transient`], after the queue-full wait of `send`) is tried
     /// again after [`DEAD_LETTER_BACKOFF`], doubling, up to
     /// [`DEAD_LETTER_SEND_ATTEMPTS`] attempts in all. If its delivery
@@ -407,7 +452,7 @@ impl AckedProducer {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: &[HeaderPair<'_>],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut wait = DEAD_LETTER_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -429,8 +474,9 @@ impl AckedProducer {
         }
     }
 
-    /// Sends a kept dead letter again (as [`Self::send_dead_letter`]).
-    pub fn resend(&mut self, u: &Undelivered) -> Result<()> {
+    /// Sends a kept dead letter again (as [`Self::send_dead_letter`]);
+    /// returns its sequence number (see [`Self::flush_each`]).
+    pub fn resend(&mut self, u: &Undelivered) -> Result<u64> {
         let headers: Vec<HeaderPair<'_>> = u
             .headers
             .iter()
@@ -457,7 +503,7 @@ impl AckedProducer {
         headers: &[HeaderPair<'_>],
         since: Option<Instant>,
         keep: bool,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut hs = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
             hs = hs.insert(Header {
@@ -485,7 +531,7 @@ impl AckedProducer {
             match self.producer.send(record) {
                 Ok(()) => {
                     self.tracker.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(seq);
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < self.queue_timeout =>
@@ -546,7 +592,21 @@ impl AckedProducer {
                 waited: started.elapsed(),
             });
         }
-        self.failures()
+        self.failures(|seq| seq < mark)
+    }
+
+    /// Waits until each message of `seqs` (sequence numbers that
+    /// [`Self::send_dead_letter`] or [`Self::resend`] returned) is
+    /// acknowledged or failed, ignoring every other.
+    pub fn flush_each(&mut self, seqs: &[u64], timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        if let Err(in_flight) = self.tracker.wait_each(seqs, timeout) {
+            return Err(Error::FlushTimeout {
+                in_flight: i32::try_from(in_flight).unwrap_or(i32::MAX),
+                waited: started.elapsed(),
+            });
+        }
+        self.failures(|seq| seqs.contains(&seq))
     }
 
     /// Messages acknowledged so far.
@@ -577,25 +637,21 @@ impl AckedProducer {
                 }),
             };
         }
-        self.failures()
+        self.failures(|_| true)
     }
 
-    /// The delivery failures not reported yet, as an error.
-    fn failures(&mut self) -> Result<()> {
-        let failed = self.tracker.failed();
-        let seen = self.tracker.failed_seen.swap(failed, Ordering::Relaxed);
-        if failed > seen {
-            let n = failed - seen;
-            let first = self
-                .tracker
-                .first_error
-                .lock()
-                .ok()
-                .and_then(|mut f| f.take())
-                .unwrap_or_else(|| "unknown".into());
-            return Err(Error::Delivery { failed: n, first });
+    /// The delivery failures of the messages `mine` picks that no flush
+    /// reported yet, as an error (each is reported once; the others wait
+    /// for the flush they belong to).
+    fn failures(&mut self, mine: impl Fn(u64) -> bool) -> Result<()> {
+        let picked = self.tracker.take_failures(mine);
+        match picked.first() {
+            None => Ok(()),
+            Some((_, first)) => Err(Error::Delivery {
+                failed: picked.len() as u64,
+                first: first.clone(),
+            }),
         }
-        Ok(())
     }
 }
 
@@ -745,6 +801,25 @@ mod tests {
         );
         t.settle(later);
         assert_eq!(t.wait_settled(t.next_seq(), Duration::ZERO), Ok(()));
+        // Specific messages: only those are waited for.
+        let (a, b) = (t.reserve(None, true), t.reserve(None, false));
+        assert_eq!(t.wait_each(&[b], Duration::from_millis(10)), Err(1));
+        t.settle(b);
+        assert_eq!(t.wait_each(&[b, 2], Duration::ZERO), Ok(()));
+        assert_eq!(t.wait_each(&[a, b], Duration::from_millis(10)), Err(1));
+    }
+
+    /// A failure is reported by the flush its message belongs to, once.
+    #[test]
+    fn failures_are_reported_by_the_flush_they_belong_to() {
+        let t = DeliveryTracker::default();
+        if let Ok(mut f) = t.failures.lock() {
+            f.extend([(1, "one".to_string()), (7, "seven".to_string())]);
+        }
+        let before_mark = t.take_failures(|s| s < 5);
+        assert_eq!(before_mark, [(1, "one".to_string())]);
+        assert!(t.take_failures(|s| s < 5).is_empty());
+        assert_eq!(t.take_failures(|_| true), [(7, "seven".to_string())]);
     }
 
     /// While a clone sends on, a flush to a mark returns with every

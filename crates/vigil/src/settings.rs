@@ -367,6 +367,20 @@ impl Settings {
         Ok(s)
     }
 
+    /// How long one flush may wait at most: `worker.delivery_timeout`
+    /// for acknowledgements, and on an object store one failing request
+    /// takes up to the store's worst case before the flush reports it.
+    pub fn flush_wait_bound(&self) -> std::time::Duration {
+        let w = &self.worker;
+        let on_store = self.data_dir.is_object_store() || w.state_dir.is_object_store();
+        let store_wait = if on_store {
+            self.storage.object_store.options().worst_case()
+        } else {
+            std::time::Duration::ZERO
+        };
+        w.delivery_timeout + store_wait
+    }
+
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<()> {
         let mut problems: Vec<String> = self
@@ -436,14 +450,7 @@ impl Settings {
         );
         let w = &self.worker;
         let on_store = self.data_dir.is_object_store() || w.state_dir.is_object_store();
-        // A flush waits up to delivery_timeout for acknowledgements, and
-        // on an object store one failing request takes up to the store's
-        // worst case before the flush reports it.
-        let store_wait = if on_store {
-            store.worst_case()
-        } else {
-            std::time::Duration::ZERO
-        };
+        let store_wait = self.flush_wait_bound() - w.delivery_timeout;
         let budget = w.delivery_timeout + w.flush_interval + store_wait;
         if w.stall_timeout <= budget {
             let what = if on_store {

@@ -47,8 +47,9 @@
 //! therefore not consumed only while its member seals, or waits for the
 //! previous flush at the next flush point
 //! (`vigil_worker_flush_stall_seconds`). A revoke waits, inside the
-//! rebalance callback, until the flush in flight is done, so the next
-//! owner restores from its checkpoint. Memory: a flush's rows are held
+//! rebalance callback, until the flush in flight is done (or handed back;
+//! bounded, docs/kafka.md), so the next owner restores from its
+//! checkpoint. Outcomes apply to the assignment that sealed them only. Memory: a flush's rows are held
 //! while the next ones buffer, and a new base holds a copy of the
 //! partition's state until it is written.
 //!
@@ -756,12 +757,16 @@ impl AssignHook for CheckpointHook {
     fn revoke(&self, _topic: &str, partitions: &[i32], lost: bool) {
         let started = Instant::now();
         if !self.gate.wait_idle(self.revoke_wait) {
+            // The flush does no further step for them; a step under way
+            // (one file, one checkpoint) may still end after the next
+            // owner restored (an older epoch's checkpoint is passed over).
+            self.gate.give_up(partitions);
             tracing::error!(
                 ?partitions,
                 lost,
                 waited_ms = self.revoke_wait.as_millis() as u64,
-                "a flush was still being published when its partitions were revoked; its \
-                 checkpoint may come after the next owner restored"
+                "a flush was still being published when its partitions were revoked; it leaves \
+                 them at its next step"
             );
         }
         let waited = started.elapsed();
@@ -962,16 +967,17 @@ impl DeadLetters {
             round += 1;
             std::thread::sleep(wait);
             wait *= 2;
+            let mut resent = Vec::with_capacity(again.len());
             for u in &again {
                 metrics::counter!(obs::DLQ_REDELIVERIES).increment(1);
-                if let Err(e) = self.producer.resend(u) {
-                    self.store_kept(u, &e.to_string())?;
+                match self.producer.resend(u) {
+                    Ok(seq) => resent.push(seq),
+                    Err(e) => self.store_kept(u, &e.to_string())?,
                 }
             }
-            // Only what was sent so far: the member sends on meanwhile.
-            let mark = self.producer.mark();
+            // Only the letters sent again: the member sends on meanwhile.
             self.producer
-                .flush_to(mark, deadline.saturating_duration_since(Instant::now()))
+                .flush_each(&resent, deadline.saturating_duration_since(Instant::now()))
                 .context("waiting for the broker to acknowledge dead letters sent again")?;
             pending = self.producer.take_undelivered();
         }
@@ -1078,6 +1084,9 @@ struct PartitionTask {
     paused_ms: Option<i64>,
     /// This owner's epoch, written into its checkpoints.
     epoch: u64,
+    /// This assignment, unique within the member (epochs repeat when a
+    /// partition comes back before a checkpoint): see [`flusher::Part`].
+    owner: u64,
     /// The state files this owner's checkpoints name (`None` while a
     /// flush of the partition is being published: the flush has it).
     chain: Option<chain::Chain>,
@@ -1441,7 +1450,7 @@ impl Shared {
             cfg: self.cfg.clone(),
             rules: self.rules.clone(),
             gate: gate.clone(),
-            revoke_wait: settings.worker.delivery_timeout * 2 + REVOKE_WAIT_MARGIN,
+            revoke_wait: settings.flush_wait_bound() * 2 + REVOKE_WAIT_MARGIN,
         };
         let producer = AckedProducer::with_ack_latency(
             kafka,
@@ -1641,6 +1650,24 @@ fn stage_for(
     Ok(OutputStage::at(data_dir, w, dlq)?)
 }
 
+/// The offset a membership proof commits for a partition: its pending
+/// checkpointed offset (`uncommitted`), else its last checkpoint's
+/// (`durable`), else the first offset it processed since (`range_start`,
+/// where the group's offset already is). For a partition of a flush not
+/// done yet whose first record is `sealed`, never past that record: its
+/// last checkpoint, else that record.
+fn proof_offset(
+    uncommitted: Option<i64>,
+    durable: Option<i64>,
+    range_start: Option<i64>,
+    sealed: Option<i64>,
+) -> Option<i64> {
+    match sealed {
+        Some(first) => durable.or(Some(first)),
+        None => uncommitted.or(durable).or(range_start),
+    }
+}
+
 fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -1763,6 +1790,9 @@ impl Worker {
     /// The shutdown drain: a last flush, then the pending commits, all by
     /// `deadline` (see the module docs).
     fn drain(&mut self, deadline: Instant) -> Result<()> {
+        // The flush in flight first (its own delivery timeout), then the
+        // last one within what is left.
+        self.finish_flush(true)?;
         let left = deadline.saturating_duration_since(Instant::now());
         self.flush_all(self.settings.worker.delivery_timeout.min(left), true)?;
         while !self.uncommitted.is_empty() && Instant::now() < deadline {
@@ -1930,6 +1960,7 @@ impl Worker {
                         range_start: None,
                         paused_ms: None,
                         epoch,
+                        owner: self.summary.assignments,
                         chain: Some(chain::Chain::new(epoch)),
                         durable,
                         next_offset: next,
@@ -2060,6 +2091,16 @@ impl Worker {
     /// the coordinator. An error if none of these happens within the
     /// session timeout and a margin.
     fn prove_membership(&mut self) -> Result<Option<&'static str>> {
+        self.prove_membership_with(None)
+    }
+
+    /// [`Worker::prove_membership`] while `pending`, a flush handed back
+    /// unfinished, is not published and checkpointed yet: the proof must
+    /// not commit past its records ([`Worker::proof_offsets`]).
+    fn prove_membership_with(
+        &mut self,
+        pending: Option<&flusher::Job>,
+    ) -> Result<Option<&'static str>> {
         let stalled = self.beat.elapsed();
         tracing::warn!(
             stalled_ms = stalled.as_millis() as u64,
@@ -2081,7 +2122,7 @@ impl Worker {
                 );
             }
             if !self.commit_in_flight {
-                let tpl = self.proof_offsets()?;
+                let tpl = self.proof_offsets(pending)?;
                 if tpl.count() == 0 {
                     // No owned partition has an offset: nothing of this
                     // flush can be published.
@@ -2115,18 +2156,22 @@ impl Worker {
         Ok(verdict)
     }
 
-    /// The offsets a membership proof commits: per owned partition, its
-    /// pending checkpointed offset, else its last checkpoint's, else the
-    /// first offset it processed (where the group's offset already is).
-    fn proof_offsets(&self) -> Result<TopicPartitionList> {
+    /// The offsets a membership proof commits, per owned partition
+    /// ([`proof_offset`]; `pending`: a flush handed back unfinished).
+    fn proof_offsets(&self, pending: Option<&flusher::Job>) -> Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for t in self.tasks.values() {
-            let at = self
-                .uncommitted
-                .get(&t.partition)
-                .copied()
-                .or(t.durable)
-                .or(t.range_start);
+            let sealed = pending.and_then(|j| {
+                j.parts
+                    .iter()
+                    .find(|p| p.partition == t.partition && p.owner == t.owner)
+            });
+            let at = proof_offset(
+                self.uncommitted.get(&t.partition).copied(),
+                t.durable,
+                t.range_start,
+                sealed.map(flusher::Part::first_offset),
+            );
             if let Some(at) = at {
                 tpl.add_partition_offset(&self.sinks.source_topic, t.partition, Offset::Offset(at))
                     .context("building the membership proof commit")?;
@@ -2321,7 +2366,9 @@ impl Worker {
         while let Some(o) = self.flusher.outcome(wait)? {
             match o {
                 flusher::Outcome::Done(job) => {
-                    self.beat = Instant::now();
+                    // When its last step ended: a pause since then (while
+                    // this thread waited for the outcome) still shows.
+                    self.beat = self.beat.max(job.finished);
                     self.flushed(job);
                     return Ok(());
                 }
@@ -2333,7 +2380,7 @@ impl Worker {
                     let verdict = if self.consumer.assignment_lost() {
                         Some("assignment_lost")
                     } else {
-                        self.prove_membership()?
+                        self.prove_membership_with(Some(&job))?
                     };
                     if let Some(why) = verdict {
                         // Fenced: the partitions and the flush are dropped.
@@ -2345,7 +2392,7 @@ impl Worker {
                     job.parts.retain(|p| {
                         self.tasks
                             .get(&p.partition)
-                            .is_some_and(|t| t.epoch == p.epoch)
+                            .is_some_and(|t| t.owner == p.owner)
                     });
                     if job.parts.is_empty() {
                         return Ok(());
@@ -2368,7 +2415,7 @@ impl Worker {
             let Some(t) = self.tasks.get_mut(&part.partition) else {
                 continue;
             };
-            if t.epoch != part.epoch {
+            if t.owner != part.owner || !part.done() {
                 continue;
             }
             let tick = part.tick();
@@ -2452,7 +2499,7 @@ impl Worker {
             t.sealed();
             parts.push(flusher::Part::new(
                 *p,
-                t.epoch,
+                (t.owner, t.epoch),
                 span,
                 stage,
                 intent,
@@ -2658,6 +2705,21 @@ mod tests {
 
     fn hook(dir: &std::path::Path) -> CheckpointHook {
         CheckpointHook::at(dir, Arc::new(RuleSet::default()))
+    }
+
+    /// A proof never commits past a flush that is not done: after a seal
+    /// the partition's next records start a new range, and a first flush
+    /// has no checkpoint to fall back on.
+    #[test]
+    fn a_proof_never_commits_past_a_flush_not_done() {
+        // A first flush (records 0-99) handed back, records 100+ since.
+        assert_eq!(proof_offset(None, None, Some(100), Some(0)), Some(0));
+        // With a checkpoint at 40 before it.
+        assert_eq!(proof_offset(None, Some(40), Some(100), Some(40)), Some(40));
+        // No flush in flight: the pending commit, the checkpoint, the range.
+        assert_eq!(proof_offset(Some(60), Some(60), Some(70), None), Some(60));
+        assert_eq!(proof_offset(None, None, Some(70), None), Some(70));
+        assert_eq!(proof_offset(None, None, None, None), None);
     }
 
     #[test]

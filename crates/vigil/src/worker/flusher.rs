@@ -17,10 +17,14 @@
 //! At most one job is in flight per member: the next flush point waits
 //! for it (the member stops consuming only then, and while it seals).
 //! A rebalance that revokes partitions waits inside its callback until
-//! the job in flight is finished ([`Gate`]), so nothing of a partition is
-//! published or checkpointed after its next owner may have restored it.
+//! the job in flight is finished or handed back ([`Gate`]), so nothing of
+//! a partition is published or checkpointed after its next owner may have
+//! restored it; past a bound it gives up, and the job leaves those
+//! partitions at its next step.
 //! Before each partition's files and each checkpoint the publishing
-//! thread checks librdkafka's lost-assignment flag and the stall limit;
+//! thread checks librdkafka's lost-assignment flag and its own stall
+//! clock (since it took the job, or its last file or checkpoint: the wait
+//! for acknowledgements counts);
 //! when either says the member may not own its partitions any more, it
 //! hands the job back unfinished ([`Outcome::Unconfirmed`]) and the member
 //! proves its membership (or is fenced) before the job goes on.
@@ -66,9 +70,12 @@ impl Span {
 /// One partition of a flush, sealed by the member.
 pub(super) struct Part {
     pub(super) partition: i32,
-    /// The owner's epoch when sealed: an outcome applies to the task of
-    /// that epoch only (the partition may have been revoked and assigned
-    /// again meanwhile).
+    /// The assignment that sealed it (unique per assignment within the
+    /// member): an outcome applies to that assignment's task only (the
+    /// partition may have been revoked and assigned again meanwhile, with
+    /// the same epoch when no checkpoint came in between).
+    pub(super) owner: u64,
+    /// The owner's epoch, written into the checkpoint.
     pub(super) epoch: u64,
     pub(super) span: Span,
     /// The stage whose buffers hold this flush's rows; handed back empty
@@ -89,7 +96,7 @@ impl Part {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         partition: i32,
-        epoch: u64,
+        (owner, epoch): (u64, u64),
         span: Span,
         stage: OutputStage,
         intent: Intent,
@@ -99,6 +106,7 @@ impl Part {
     ) -> Part {
         Part {
             partition,
+            owner,
             epoch,
             span,
             stage,
@@ -110,6 +118,21 @@ impl Part {
             published: false,
             checkpointed: false,
         }
+    }
+
+    /// The first record the part covers (for a tick file, the next
+    /// record: it covers none): the group's offset must not pass it
+    /// before the part is done.
+    pub(super) fn first_offset(&self) -> i64 {
+        match self.span {
+            Span::Records { first, .. } => first,
+            Span::Ticks { after, .. } => after + 1,
+        }
+    }
+
+    /// Whether the part is published and checkpointed.
+    pub(super) fn done(&self) -> bool {
+        self.checkpointed
     }
 
     /// Whether the part is processing-time output alone (a tick file; it
@@ -127,6 +150,9 @@ pub(super) struct Job {
     pub(super) delivery_timeout: Duration,
     /// When the member sealed it.
     pub(super) sealed: Instant,
+    /// When its last step ended (the member's stall clock goes on from
+    /// there, not from when it took the outcome).
+    pub(super) finished: Instant,
     acked: bool,
 }
 
@@ -138,6 +164,7 @@ impl Job {
             mark,
             delivery_timeout,
             sealed: Instant::now(),
+            finished: Instant::now(),
             acked: false,
         }
     }
@@ -162,6 +189,9 @@ pub(super) enum Outcome {
 pub(super) struct Gate {
     busy: Mutex<bool>,
     idle: Condvar,
+    /// Partitions whose revoke stopped waiting for the job in flight: the
+    /// job does no further step for them.
+    given_up: Mutex<Vec<i32>>,
 }
 
 impl Gate {
@@ -169,8 +199,32 @@ impl Gate {
         let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         *b = busy;
         if !busy {
+            self.given_up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             self.idle.notify_all();
         }
+    }
+
+    /// The revoke of `partitions` stopped waiting: the job in flight
+    /// leaves them at its next step.
+    pub(super) fn give_up(&self, partitions: &[i32]) {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if *busy {
+            self.given_up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(partitions);
+        }
+    }
+
+    /// Whether the revoke of `partition` gave up waiting for this job.
+    fn gave_up(&self, partition: i32) -> bool {
+        self.given_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&partition)
     }
 
     /// Waits at most `timeout` until no job is in flight; whether none is.
@@ -189,6 +243,16 @@ impl Gate {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
         true
+    }
+}
+
+/// Opens the gate when the publishing thread's job ends, also by a panic
+/// (a revoke must not wait for a thread that is gone).
+struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
@@ -236,12 +300,13 @@ impl Flusher {
                     last: Instant::now(),
                 };
                 while let Ok(job) = rx.recv() {
+                    let open = OpenOnDrop(&g);
                     cx.last = Instant::now();
-                    let outcome = cx.run(job);
+                    let outcome = cx.run(job, &g);
                     // Sent before the gate opens: a revoke that waited
                     // finds the outcome there.
                     let stop = tx.send(outcome).is_err();
-                    g.set(false);
+                    drop(open);
                     if stop {
                         break;
                     }
@@ -325,10 +390,10 @@ impl Clock {
         }
     }
 
-    fn run(&mut self, job: Job) -> Outcome {
+    fn run(&mut self, job: Job, gate: &Gate) -> Outcome {
         let span = tracing::info_span!("publish", partitions = job.parts.len());
         let _g = span.enter();
-        match self.steps(job) {
+        match self.steps(job, gate) {
             Ok(o) => o,
             Err(e) => Outcome::Failed(e),
         }
@@ -336,13 +401,16 @@ impl Clock {
 
     /// Steps 1 to 3 of the worker's protocol for `job`, skipping what an
     /// earlier, unconfirmed run of it did.
-    fn steps(&mut self, mut job: Job) -> Result<Outcome> {
+    fn steps(&mut self, mut job: Job, gate: &Gate) -> Result<Outcome> {
         let started = Instant::now();
         let topic = self.cx.topic.clone();
         failpoint::hit("flush.before_publish");
         for part in job.parts.iter_mut().filter(|p| !p.published) {
             if let Some(why) = self.unconfirmed() {
                 return Ok(Outcome::Unconfirmed(job, why));
+            }
+            if gate.gave_up(part.partition) {
+                continue;
             }
             let p = part.partition;
             // Where this flush and the one before it write, durable
@@ -381,7 +449,6 @@ impl Clock {
                 .flush_to(job.mark, job.delivery_timeout)
                 .context("waiting for the broker to acknowledge alerts and dead letters")?;
             self.cx.letters.settle(deadline)?;
-            self.last = Instant::now();
             metrics::histogram!(obs::DELIVERY_WAIT_SECONDS).record(acked.elapsed().as_secs_f64());
             job.acked = true;
             failpoint::hit("flush.after_acks");
@@ -390,6 +457,9 @@ impl Clock {
         for part in job.parts.iter_mut().filter(|p| !p.checkpointed) {
             if let Some(why) = self.unconfirmed() {
                 return Ok(Outcome::Unconfirmed(job, why));
+            }
+            if gate.gave_up(part.partition) || !part.published {
+                continue;
             }
             let (bytes, delta) = write_checkpoint(
                 &self.cx.store,
@@ -422,6 +492,7 @@ impl Clock {
             since_sealed_ms = job.sealed.elapsed().as_millis() as u64,
             "flush published and checkpointed; offsets pending commit"
         );
+        job.finished = self.last;
         Ok(Outcome::Done(job))
     }
 }

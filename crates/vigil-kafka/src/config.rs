@@ -162,6 +162,8 @@ pub const DEFAULT_STATS_INTERVAL_MS: i64 = 5000;
 
 /// librdkafka's default `session.timeout.ms` (45 s).
 pub const DEFAULT_SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+/// librdkafka's default `max.poll.interval.ms`.
+pub const DEFAULT_MAX_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// True when a secret property must come from `kafka.secret_env` or
 /// `kafka.secret_files` rather than the config file.
@@ -374,10 +376,24 @@ impl KafkaSettings {
     /// consumer properties or the shared ones; librdkafka's default, 45 s,
     /// when unset), or `None` when it is not a positive integer.
     pub fn consumer_session_timeout(&self) -> Option<std::time::Duration> {
+        self.consumer_ms("session.timeout.ms", DEFAULT_SESSION_TIMEOUT)
+    }
+
+    /// The longest the consumer may go between polls before the group
+    /// evicts it (`max.poll.interval.ms`; librdkafka's default, 300 s,
+    /// when unset), or `None` when it is not a positive integer. A
+    /// rebalance callback that blocks counts against it.
+    pub fn consumer_max_poll_interval(&self) -> Option<std::time::Duration> {
+        self.consumer_ms("max.poll.interval.ms", DEFAULT_MAX_POLL_INTERVAL)
+    }
+
+    /// A consumer property in milliseconds (consumer properties, then the
+    /// shared ones, then `default`); `None` when not a positive integer.
+    fn consumer_ms(&self, key: &str, default: std::time::Duration) -> Option<std::time::Duration> {
         match self
             .consumer_properties
-            .get("session.timeout.ms")
-            .or_else(|| self.properties.get("session.timeout.ms"))
+            .get(key)
+            .or_else(|| self.properties.get(key))
         {
             Some(v) => v
                 .trim()
@@ -385,7 +401,7 @@ impl KafkaSettings {
                 .ok()
                 .filter(|n| *n > 0)
                 .map(std::time::Duration::from_millis),
-            None => Some(DEFAULT_SESSION_TIMEOUT),
+            None => Some(default),
         }
     }
 

@@ -367,6 +367,13 @@ impl Settings {
         Ok(s)
     }
 
+    /// How long a revoke waits at most for the member's flush in flight
+    /// (worker docs, "Double-buffered output"): twice the longest a flush
+    /// may wait, plus 30 s for its files and checkpoints.
+    pub fn revoke_wait(&self) -> std::time::Duration {
+        self.flush_wait_bound() * 2 + std::time::Duration::from_secs(30)
+    }
+
     /// How long one flush may wait at most: `worker.delivery_timeout`
     /// for acknowledgements, and on an object store one failing request
     /// takes up to the store's worst case before the flush reports it.
@@ -468,6 +475,21 @@ impl Settings {
                 humantime::format_duration(w.stall_timeout),
                 humantime::format_duration(budget)
             ));
+        }
+        // A revoke waits inside the rebalance callback, which must return
+        // before the consumer's max.poll.interval.ms.
+        match self.kafka.consumer_max_poll_interval() {
+            Some(max_poll) if self.revoke_wait() >= max_poll => problems.push(format!(
+                "worker.delivery_timeout: a revoke may wait {} for a flush being published \
+                 (twice delivery_timeout, plus the object store's worst-case request on s3://, \
+                 plus 30 s), which must stay under the consumer's max.poll.interval.ms ({})",
+                humantime::format_duration(self.revoke_wait()),
+                humantime::format_duration(max_poll)
+            )),
+            Some(_) => {}
+            None => problems.push(
+                "kafka max.poll.interval.ms: must be a positive integer (milliseconds)".into(),
+            ),
         }
         if w.threads > MAX_WORKER_THREADS {
             problems.push(format!(
@@ -706,6 +728,39 @@ mod tests {
         assert_eq!(s.worker.member_threads(), MAX_WORKER_THREADS);
         let e = load(&format!("[worker]\nthreads = {}\n", MAX_WORKER_THREADS + 1)).unwrap_err();
         assert!(e.contains("worker.threads: 257 is more than 256"), "{e}");
+    }
+
+    /// A revoke waits up to twice the longest flush wait plus 30 s inside
+    /// the rebalance callback: it must stay under max.poll.interval.ms
+    /// (librdkafka's 300 s by default). Locally, with the default 10 s
+    /// delivery timeout, 50 s; refused exactly at the limit, accepted
+    /// 1 ms under it; on an object store its worst-case request counts.
+    #[test]
+    fn a_revoke_waits_less_than_the_max_poll_interval() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("v.toml");
+        let load = |extra: &str| {
+            std::fs::write(&f, extra).unwrap();
+            Settings::load(Some(&f)).map_err(|e| format!("{e:#}"))
+        };
+        let s = load("").unwrap();
+        assert_eq!(s.revoke_wait(), std::time::Duration::from_secs(50));
+        let max_poll =
+            |ms: u64| format!("[kafka.consumer_properties]\n\"max.poll.interval.ms\" = \"{ms}\"\n");
+        let e = load(&max_poll(50_000)).unwrap_err();
+        assert!(
+            e.contains("max.poll.interval.ms") && e.contains("worker.delivery_timeout"),
+            "{e}"
+        );
+        load(&max_poll(50_001)).unwrap();
+        // On s3:// the store's 70 s worst case counts twice: 190 s.
+        let s3 = "data_dir = \"s3://b/p\"\n[worker]\nstall_timeout = \"90s\"\n";
+        let s = load(s3).unwrap();
+        assert_eq!(s.revoke_wait(), std::time::Duration::from_secs(190));
+        let e = load(&format!("{s3}{}", max_poll(190_000))).unwrap_err();
+        assert!(e.contains("max.poll.interval.ms"), "{e}");
+        let e = load(&max_poll(0)).unwrap_err();
+        assert!(e.contains("must be a positive integer"), "{e}");
     }
 
     /// With an object store, the liveness budget must exceed delivery

@@ -178,9 +178,6 @@ const PROOF_WAIT: Duration = Duration::from_millis(200);
 /// Time a membership proof gives librdkafka past the session timeout to
 /// declare a lost assignment by itself.
 const PROOF_MARGIN: Duration = Duration::from_secs(5);
-/// How much longer than two delivery timeouts a revoke waits for the
-/// member's flush in flight (its files and checkpoints).
-const REVOKE_WAIT_MARGIN: Duration = Duration::from_secs(30);
 
 /// What the coordinator's answer to a commit says of this member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1450,7 +1447,7 @@ impl Shared {
             cfg: self.cfg.clone(),
             rules: self.rules.clone(),
             gate: gate.clone(),
-            revoke_wait: settings.flush_wait_bound() * 2 + REVOKE_WAIT_MARGIN,
+            revoke_wait: settings.revoke_wait(),
         };
         let producer = AckedProducer::with_ack_latency(
             kafka,

@@ -708,16 +708,20 @@ mod tests {
         assert!(e.contains("12345"), "{e}");
     }
 
+    /// Settings from a config file holding `text` in `dir` (the error's
+    /// whole message when refused).
+    fn load_in(dir: &std::path::Path, text: &str) -> Result<Settings, String> {
+        let f = dir.join("v.toml");
+        std::fs::write(&f, text).unwrap();
+        Settings::load(Some(&f)).map_err(|e| format!("{e:#}"))
+    }
+
     /// `worker.threads`: 0 is one member per core, 256 the most; 257 is
     /// refused with the limit in the message.
     #[test]
     fn worker_threads_default_to_the_cores_and_are_bounded() {
         let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("v.toml");
-        let load = |extra: &str| {
-            std::fs::write(&f, extra).unwrap();
-            Settings::load(Some(&f)).map_err(|e| format!("{e:#}"))
-        };
+        let load = |text: &str| load_in(d.path(), text);
         let s = load("").unwrap();
         assert_eq!(s.worker.threads, 0);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -738,11 +742,7 @@ mod tests {
     #[test]
     fn a_revoke_waits_less_than_the_max_poll_interval() {
         let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("v.toml");
-        let load = |extra: &str| {
-            std::fs::write(&f, extra).unwrap();
-            Settings::load(Some(&f)).map_err(|e| format!("{e:#}"))
-        };
+        let load = |text: &str| load_in(d.path(), text);
         let s = load("").unwrap();
         assert_eq!(s.revoke_wait(), std::time::Duration::from_secs(50));
         let max_poll =

@@ -183,28 +183,37 @@ impl DeliveryTracker {
     /// Waits until each message of `seqs` is settled; `Err` with the
     /// number still unsettled after `timeout`.
     fn wait_each(&self, seqs: &[u64], timeout: Duration) -> std::result::Result<(), u64> {
+        self.wait_until(timeout, |l| {
+            seqs.iter().filter(|&&q| l.is_open(q)).count() as u64
+        })
+    }
+
+    /// Waits until every message before `mark` is settled; `Err` with the
+    /// number still unsettled after `timeout`.
+    fn wait_settled(&self, mark: u64, timeout: Duration) -> std::result::Result<(), u64> {
+        self.wait_until(timeout, |l| l.open_before(mark))
+    }
+
+    /// Waits until `open` (messages of interest still unsettled) is 0;
+    /// `Err` with its count after `timeout`. The condvar wakes when the
+    /// oldest message settles; a later one settling does not notify, so
+    /// the wait is in short slices.
+    fn wait_until(
+        &self,
+        timeout: Duration,
+        open: impl Fn(&Ledger) -> u64,
+    ) -> std::result::Result<(), u64> {
         let deadline = Instant::now() + timeout;
         let mut l = self.ledger();
         loop {
-            let open = seqs
-                .iter()
-                .filter(|&&q| {
-                    q >= l.base
-                        && usize::try_from(q - l.base)
-                            .ok()
-                            .and_then(|i| l.slots.get(i))
-                            .is_some_and(|s| !s.settled)
-                })
-                .count() as u64;
-            if open == 0 {
+            let n = open(&l);
+            if n == 0 {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(open);
+                return Err(n);
             }
-            // Woken when the oldest message settles; a later one settling
-            // does not notify, so wait in short slices.
             l = self
                 .settled
                 .wait_timeout(l, left.min(Duration::from_millis(10)))
@@ -212,31 +221,29 @@ impl DeliveryTracker {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
     }
+}
 
-    /// Waits until every message before `mark` is settled; `Err` with the
-    /// number still unsettled after `timeout`.
-    fn wait_settled(&self, mark: u64, timeout: Duration) -> std::result::Result<(), u64> {
-        let deadline = Instant::now() + timeout;
-        let mut l = self.ledger();
-        while l.base < mark {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let pending = (mark - l.base).min(l.slots.len() as u64);
-                let unsettled = l
-                    .slots
-                    .iter()
-                    .take(pending as usize)
-                    .filter(|s| !s.settled)
-                    .count();
-                return Err(unsettled as u64);
-            }
-            l = self
-                .settled
-                .wait_timeout(l, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+impl Ledger {
+    /// Whether message `seq` is in the ledger and not settled.
+    fn is_open(&self, seq: u64) -> bool {
+        seq.checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.slots.get(i))
+            .is_some_and(|s| !s.settled)
+    }
+
+    /// Messages before `mark` not settled yet (0 at once when every
+    /// message before it is).
+    fn open_before(&self, mark: u64) -> u64 {
+        if self.base >= mark {
+            return 0;
         }
-        Ok(())
+        let pending = (mark - self.base).min(self.slots.len() as u64);
+        self.slots
+            .iter()
+            .take(pending as usize)
+            .filter(|s| !s.settled)
+            .count() as u64
     }
 }
 

@@ -334,7 +334,7 @@ impl Flusher {
         let sent = self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
         if !sent {
             self.gate.set(false);
-            return Err(anyhow!("the publishing thread stopped"));
+            return Err(stopped());
         }
         self.in_flight = true;
         Ok(())
@@ -349,20 +349,23 @@ impl Flusher {
         let o = if wait {
             match self.outcomes.recv() {
                 Ok(o) => o,
-                Err(_) => return Err(anyhow!("the publishing thread stopped")),
+                Err(_) => return Err(stopped()),
             }
         } else {
             match self.outcomes.try_recv() {
                 Ok(o) => o,
                 Err(mpsc::TryRecvError::Empty) => return Ok(None),
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    return Err(anyhow!("the publishing thread stopped"))
-                }
+                Err(mpsc::TryRecvError::Disconnected) => return Err(stopped()),
             }
         };
         self.in_flight = false;
         Ok(Some(o))
     }
+}
+
+/// The error when the publishing thread is gone (it panicked or ended).
+fn stopped() -> anyhow::Error {
+    anyhow!("the publishing thread stopped")
 }
 
 impl Drop for Flusher {

@@ -577,6 +577,32 @@ impl<H: AssignHook> ConsumerContext for WorkerContext<H> {
     }
 }
 
+/// Leaves the consumer group and closes `consumer`, within `timeout`.
+///
+/// What dropping a [`BaseConsumer`] does (the final revoke, the
+/// LeaveGroup), but bounded: a broker that does not answer cannot hold a
+/// stopping process past its termination grace period. When the close
+/// does not finish in time the consumer is leaked, not destroyed (its
+/// librdkafka threads end with the process), the group notices the member
+/// left at its session timeout, and `false` is returned.
+pub fn close<C: ConsumerContext>(consumer: BaseConsumer<C>, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    if let Err(e) = consumer.close_queue() {
+        tracing::warn!(error = %e, "closing the consumer failed; destroying it");
+        return true;
+    }
+    while !consumer.closed() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            std::mem::forget(consumer);
+            return false;
+        }
+        // Serves the final revoke; any message still fetched is dropped.
+        let _ = consumer.poll(left.min(Duration::from_millis(100)));
+    }
+    true
+}
+
 /// Creates the worker's consumer for `settings` (consumer role) and
 /// subscribes it to the telemetry topic.
 pub fn subscribe<H: AssignHook>(
@@ -795,6 +821,62 @@ mod tests {
             .take_events()
             .iter()
             .any(|e| matches!(e, PartitionEvent::Revoked { partition: 1, .. })));
+    }
+
+    /// A close leaves the group (the final revoke reaches the hook) and
+    /// returns true; with a coordinator that answers only after 10 s it
+    /// returns false once its timeout passed, not when the broker answers.
+    #[test]
+    fn a_close_leaves_the_group_or_gives_up_at_its_timeout() {
+        /// Counts the partitions revoked from it.
+        struct Revokes(Arc<std::sync::atomic::AtomicUsize>);
+        impl AssignHook for Revokes {
+            type State = ();
+            fn assign(&self, _: &str, _: i32, _: Committed) -> (Option<i64>, ()) {
+                (None, ())
+            }
+            fn revoke(&self, _: &str, partitions: &[i32], _: bool) {
+                self.0.fetch_add(partitions.len(), Ordering::Relaxed);
+            }
+        }
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 2, 1).unwrap();
+        let joined = |group: &str, revoked: &Arc<std::sync::atomic::AtomicUsize>| {
+            let s = KafkaSettings {
+                group_id: group.into(),
+                ..settings(&cluster)
+            };
+            let c = subscribe(&s, Revokes(revoked.clone())).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut assigned = 0;
+            while assigned < 2 {
+                assert!(Instant::now() < deadline, "not assigned");
+                let _ = c.poll(Duration::from_millis(50));
+                assigned += c.context().take_events().len();
+            }
+            c
+        };
+        let revoked = Arc::default();
+        let c = joined("g", &revoked);
+        let started = Instant::now();
+        assert!(close(c, Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(revoked.load(Ordering::Relaxed), 2);
+
+        let c = joined("g2", &revoked);
+        cluster
+            .broker_round_trip_time(1, Duration::from_secs(10))
+            .unwrap();
+        let started = Instant::now();
+        assert!(!close(c, Duration::from_secs(1)));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(0))
+            .unwrap();
     }
 
     /// A commit the coordinator refuses with a retriable error comes back

@@ -135,6 +135,9 @@ pub const FLUSH_STALL_SECONDS: &str = "vigil_worker_flush_stall_seconds";
 /// `assignment_lost`, `stalled`); the member then proves its membership
 /// or is fenced.
 pub const FLUSH_UNCONFIRMED: &str = "vigil_worker_flushes_unconfirmed_total";
+/// Members that could not leave the consumer group within the leave
+/// timeout after their drain (the group notices at its session timeout).
+pub const LEAVE_TIMEOUTS: &str = "vigil_worker_leave_timeouts_total";
 /// Time a revoke waited for the member's flush in flight (histogram).
 pub const REVOKE_WAIT_SECONDS: &str = "vigil_worker_revoke_wait_seconds";
 /// Flushes of a silent partition that published what processing time

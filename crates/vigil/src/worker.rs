@@ -175,6 +175,11 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// the assignment again.
 const PROOF_WAIT: Duration = Duration::from_millis(200);
 
+/// Longest wait for the consumer to leave its group once the drain is
+/// over (the final revoke, the LeaveGroup): `worker.shutdown_timeout` and
+/// this stay within a pod's termination grace period.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Time a membership proof gives librdkafka past the session timeout to
 /// declare a lost assignment by itself.
 const PROOF_MARGIN: Duration = Duration::from_secs(5);
@@ -1309,6 +1314,7 @@ fn register_metrics() {
     metrics::counter!(obs::CONSUMER_ERRORS).increment(0);
     metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
     metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
+    metrics::counter!(obs::LEAVE_TIMEOUTS).increment(0);
     metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
     for reason in ["assignment_lost", "stalled"] {
         metrics::counter!(obs::FLUSH_UNCONFIRMED, "reason" => reason).increment(0);
@@ -1578,15 +1584,47 @@ impl Shared {
         w.tasks.clear();
         w.count_owned();
         drop(w);
-        drop(consumer);
-        tracing::info!(
-            elapsed_ms = leaving.elapsed().as_millis() as u64,
-            "left the consumer group"
-        );
+        // Bounded: a broker that does not answer must not hold the process
+        // past its termination grace period.
+        let left = match last_handle(consumer, Duration::from_secs(1)) {
+            Some(c) => vigil_kafka::consumer::close(c, LEAVE_TIMEOUT),
+            // A hanging commit's thread holds the other handle.
+            None => false,
+        };
+        if left {
+            tracing::info!(
+                elapsed_ms = leaving.elapsed().as_millis() as u64,
+                "left the consumer group"
+            );
+        } else {
+            metrics::counter!(obs::LEAVE_TIMEOUTS).increment(1);
+            tracing::warn!(
+                elapsed_ms = leaving.elapsed().as_millis() as u64,
+                "could not leave the consumer group in time; the group notices at its session \
+                 timeout that this member is gone"
+            );
+        }
         if let Some(e) = drain_error {
             return Err(e);
         }
         result.map(|()| summary)
+    }
+}
+
+/// `handle` once it is the last one (the threads holding the others end
+/// on their own), waiting at most `timeout`; `None` (and the handle
+/// dropped) if another is still held then.
+fn last_handle<T>(mut handle: Arc<T>, timeout: Duration) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match Arc::try_unwrap(handle) {
+            Ok(t) => return Some(t),
+            Err(h) if Instant::now() < deadline => {
+                handle = h;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return None,
+        }
     }
 }
 

@@ -90,10 +90,26 @@ impl WorkerProc {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "worker did not stop after SIGTERM"
-            );
+            if Instant::now() >= deadline {
+                // Its stacks and its log say where it hangs.
+                let stacks = Command::new("gdb")
+                    .args([
+                        "-p",
+                        &child.id().to_string(),
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt",
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!(
+                    "worker did not stop after SIGTERM; its log:\n{log}\nits threads:\n{stacks}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         };
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();

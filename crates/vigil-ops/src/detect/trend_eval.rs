@@ -623,9 +623,22 @@ fn lab_fleet_held_out_seeds_meet_the_targets() {
     }
 }
 
+/// Which fit a firing assessment used, from its gate bits 5 and 6
+/// (`fast_ok`, `long_ok` in [`super::trend::GATE_NAMES`]).
+fn path_of(gates: u16) -> &'static str {
+    if gates >> 5 & 1 == 1 {
+        "fast"
+    } else if gates >> 6 & 1 == 1 {
+        "long"
+    } else {
+        "slow"
+    }
+}
+
 /// Per filling disk of the tuning seeds: fill length, level at the onset
 /// and a day before full, lead and predicted-time error of the first true
-/// firing, early (false) incidents; for missed disks (every disk with
+/// firing, early (false) incidents, and at that firing the path, the
+/// rise's age and the fast, slow and long slopes; for missed disks (every disk with
 /// `DIAG_ALL` set) the share of the last day's windows passing each gate
 /// ([`super::trend::GATE_NAMES`]). With `DIAG_FALSE` set, instead every
 /// false firing: shape, day and time of day, the path that fired (fast,
@@ -708,14 +721,7 @@ fn lab_fleet_diagnose() {
                             .copied()
                             .collect();
                         let mx = later.iter().copied().fold(0.0, f64::max);
-                        // Bits 5 and 6: fast_ok, long_ok (GATE_NAMES).
-                        let path = if a.gates >> 5 & 1 == 1 {
-                            "fast"
-                        } else if a.gates >> 6 & 1 == 1 {
-                            "long"
-                        } else {
-                            "slow"
-                        };
+                        let path = path_of(a.gates);
                         eprintln!(
                             "false seed {seed} disk {:4} {:<18} noisy {:5} day {:5.2} tod {:5.1} path {path} level {:5.1} slope {:6.3} ttl {:5.1} max24h {:5.1} noise {:.2}",
                             t.index, t.shape.as_str(), t.noisy_host, i as f64 / 1440.0, (i % 1440) as f64 / 60.0,
@@ -755,8 +761,35 @@ fn lab_fleet_diagnose() {
                 ),
                 None => (f64::NAN, f64::NAN),
             };
+            // The state at the first firing on the fill: its path and fits.
+            let at_fire = {
+                let series = SeriesMeta::new("t", "host", "disk_used_pct", "mount=/data");
+                let mut st = TrendState::default();
+                let mut out = Vec::new();
+                let mut found = None;
+                for (i, v) in d.values.iter().enumerate().take(at) {
+                    let Some(v) = *v else { continue };
+                    let w = minute_window(&series, start_ms, i, v);
+                    out.clear();
+                    let a = st.on_window(rule, &rules, &w, &mut out);
+                    if i >= on && out.iter().any(|e| e.status == AlertStatus::Firing) {
+                        let a = a.unwrap_or_default();
+                        let path = path_of(a.gates);
+                        found = Some(format!(
+                            "path {path} age {:5.1} h slopes f/s/l {:6.3} {:6.3} {:6.3} rise {:5.1}",
+                            (i as f64 - (st.low_ms - start_ms) as f64 / 60_000.0) / 60.0,
+                            st.fast.slope().unwrap_or(f64::NAN),
+                            st.slow.slope().unwrap_or(f64::NAN),
+                            st.long.slope().unwrap_or(f64::NAN),
+                            a.fast_level - st.valley,
+                        ));
+                        break;
+                    }
+                }
+                found.unwrap_or_default()
+            };
             eprintln!(
-                "seed {seed} disk {:4} {:<22} noisy {:5} fill {:6.1} h from {:5.1} (24h before {:5.1}) lead {:5.1} err {:5.3} early {}",
+                "seed {seed} disk {:4} {:<22} noisy {:5} fill {:6.1} h from {:5.1} (24h before {:5.1}) lead {:5.1} err {:5.3} early {} {at_fire}",
                 t.index,
                 t.shape.as_str(),
                 t.noisy_host,

@@ -70,7 +70,6 @@ struct WorkerProc {
 }
 
 impl WorkerProc {
-    /// SIGTERM, then waits for a clean exit; returns the log.
     /// Sends the process signal `sig` (`kill` syntax: `-STOP`, `-CONT`).
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
@@ -78,7 +77,17 @@ impl WorkerProc {
         assert!(st.success(), "kill {sig} {pid}");
     }
 
-    fn stop(mut self) -> String {
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    fn stop(self) -> String {
+        let (status, log) = self.terminate();
+        assert!(status.success(), "worker exited with {status}:\n{log}");
+        log
+    }
+
+    /// SIGTERM, then waits for the process to exit (a minute at most: then
+    /// it panics with the worker's log and thread stacks); its exit status
+    /// and log.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
         let st = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -112,9 +121,10 @@ impl WorkerProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(status.success(), "worker exited with {status}:\n{log}");
-        log
+        (
+            status,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        )
     }
 
     /// SIGKILL: no flush, no commit, no goodbye.

@@ -135,6 +135,10 @@ pub const FLUSH_STALL_SECONDS: &str = "vigil_worker_flush_stall_seconds";
 /// `assignment_lost`, `stalled`); the member then proves its membership
 /// or is fenced.
 pub const FLUSH_UNCONFIRMED: &str = "vigil_worker_flushes_unconfirmed_total";
+/// Shutdown drains that ended with a flush still being published (a
+/// store or broker slower than `worker.shutdown_timeout`): its partitions
+/// resume from their last checkpoint.
+pub const DRAIN_TIMEOUTS: &str = "vigil_worker_drain_timeouts_total";
 /// Members that could not leave the consumer group within the leave
 /// timeout after their drain (the group notices at its session timeout).
 pub const LEAVE_TIMEOUTS: &str = "vigil_worker_leave_timeouts_total";

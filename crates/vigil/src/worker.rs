@@ -175,6 +175,24 @@ const DRAIN_COMMIT_RETRY: Duration = Duration::from_millis(200);
 /// the assignment again.
 const PROOF_WAIT: Duration = Duration::from_millis(200);
 
+/// How long the member waits for the flush in flight between two looks
+/// at its stop flag.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// How long [`Worker::finish_flush`] waits for the flush in flight.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Not at all: its outcome if it is there.
+    No,
+    /// Until it is done (a flush point: the flush's own steps are
+    /// bounded), or until the worker is asked to stop (the drain then
+    /// waits, within its deadline).
+    Done,
+    /// Until it is done or the instant passed (the shutdown drain), which
+    /// is an error.
+    Until(Instant),
+}
+
 /// Longest wait for the consumer to leave its group once the drain is
 /// over (the final revoke, the LeaveGroup): `worker.shutdown_timeout` and
 /// this stay within a pod's termination grace period.
@@ -1289,9 +1307,10 @@ struct Shared {
 
 /// When the members stop: SIGTERM (or the caller's flag), or another
 /// member failed.
+#[derive(Clone)]
 struct Stop {
     shutdown: Arc<AtomicBool>,
-    failed: AtomicBool,
+    failed: Arc<AtomicBool>,
 }
 
 impl Stop {
@@ -1315,6 +1334,7 @@ fn register_metrics() {
     metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
     metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
     metrics::counter!(obs::LEAVE_TIMEOUTS).increment(0);
+    metrics::counter!(obs::DRAIN_TIMEOUTS).increment(0);
     metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
     for reason in ["assignment_lost", "stalled"] {
         metrics::counter!(obs::FLUSH_UNCONFIRMED, "reason" => reason).increment(0);
@@ -1533,8 +1553,9 @@ impl Shared {
             beat: Instant::now(),
             flusher,
             stall_limit,
+            stop: self.stop.clone(),
         };
-        let result = w.run_loop(&consumer, &self.cfg, &self.rules, &self.stop);
+        let result = w.run_loop(&consumer, &self.cfg, &self.rules);
         if let Err(e) = &result {
             // At once, not after this member has left the group.
             self.failed(e);
@@ -1665,6 +1686,8 @@ pub struct Worker {
     flusher: flusher::Flusher,
     /// Half the group session timeout: a longer stall asks for a proof.
     stall_limit: Duration,
+    /// When to stop consuming and drain.
+    stop: Stop,
 }
 
 /// An output stage under `data_dir` for partitions of `topic`: the
@@ -1778,7 +1801,7 @@ impl Worker {
             members,
             stop: Stop {
                 shutdown,
-                failed: AtomicBool::new(false),
+                failed: Arc::default(),
             },
         };
         if members == 1 {
@@ -1825,11 +1848,14 @@ impl Worker {
     /// The shutdown drain: a last flush, then the pending commits, all by
     /// `deadline` (see the module docs).
     fn drain(&mut self, deadline: Instant) -> Result<()> {
-        // The flush in flight first (its own delivery timeout), then the
-        // last one within what is left.
-        self.finish_flush(true)?;
+        // The flush in flight first, then the last one within what is
+        // left; neither waits past the deadline.
+        self.finish_flush(Wait::Until(deadline))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        self.flush_all(self.settings.worker.delivery_timeout.min(left), true)?;
+        self.flush_all(
+            self.settings.worker.delivery_timeout.min(left),
+            Some(deadline),
+        )?;
         while !self.uncommitted.is_empty() && Instant::now() < deadline {
             let retry_due = self
                 .commit_sent_at
@@ -1857,14 +1883,13 @@ impl Worker {
         consumer: &BaseConsumer<WorkerContext<CheckpointHook>>,
         cfg: &PipelineConfig,
         rules: &Arc<RuleSet>,
-        stop: &Stop,
     ) -> Result<()> {
         let flush_every = self.settings.worker.flush_interval;
         let tick_every = cfg.tick_interval;
         let max_batch = self.settings.worker.max_poll_records;
         let mut last_flush = Instant::now();
         let mut last_tick = Instant::now();
-        while !stop.requested() {
+        while !self.stop.requested() {
             self.health.beat(wall_ms());
             self.beat = Instant::now();
             let processed_before = self.summary.records;
@@ -1896,10 +1921,10 @@ impl Worker {
             // A flush published meanwhile: its offsets go to the committer
             // now, not at the next flush point.
             if self.flusher.in_flight() {
-                self.finish_flush(false)?;
+                self.finish_flush(Wait::No)?;
                 self.commit_pending()?;
             }
-            if stop.requested() {
+            if self.stop.requested() {
                 // The drain flushes, within its own budget.
                 break;
             }
@@ -1939,7 +1964,7 @@ impl Worker {
                     .values()
                     .any(|t| t.pending_records() >= storage.flush_records);
             if full || last_flush.elapsed() >= flush_every {
-                self.flush_all(self.settings.worker.delivery_timeout, false)?;
+                self.flush_all(self.settings.worker.delivery_timeout, None)?;
                 last_flush = Instant::now();
             }
         }
@@ -2365,11 +2390,17 @@ impl Worker {
     /// processing-time output) since its last flush and hands them to the
     /// publishing thread, which publishes, acknowledges and checkpoints
     /// them while this member consumes on (module docs, "Double-buffered
-    /// output"); `wait`: waits for that flush too (the shutdown drain).
-    /// Offsets of finished flushes go to the committer.
-    fn flush_all(&mut self, delivery_timeout: Duration, wait: bool) -> Result<()> {
+    /// output"); `drain`: waits for that flush too, and for no flush past
+    /// that instant (the shutdown drain). Offsets of finished flushes go to
+    /// the committer.
+    fn flush_all(&mut self, delivery_timeout: Duration, drain: Option<Instant>) -> Result<()> {
         let stalled = Instant::now();
-        self.finish_flush(true)?;
+        self.finish_flush(drain.map_or(Wait::Done, Wait::Until))?;
+        if self.flusher.in_flight() {
+            // Asked to stop meanwhile: the drain waits for it, by its
+            // deadline, and seals what is left.
+            return Ok(());
+        }
         let dirty: Vec<i32> = self
             .tasks
             .values()
@@ -2384,21 +2415,43 @@ impl Worker {
                 .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
             metrics::histogram!(obs::FLUSH_STALL_SECONDS).record(took.as_secs_f64());
             sealed?;
-            if wait {
-                self.finish_flush(true)?;
+            if let Some(deadline) = drain {
+                self.finish_flush(Wait::Until(deadline))?;
             }
         }
         self.commit_pending()
     }
 
-    /// Takes the outcome of the flush in flight (waiting for it when
-    /// `wait`) and applies it: a finished flush's offsets become pending
+    /// Takes the outcome of the flush in flight (waiting for it as `wait`
+    /// says) and applies it: a finished flush's offsets become pending
     /// commits; one handed back unconfirmed goes on once this member
-    /// proved it still owns its partitions (until it is done, when
-    /// `wait`), or is dropped with them; a failed one is this member's
-    /// error.
-    fn finish_flush(&mut self, wait: bool) -> Result<()> {
-        while let Some(o) = self.flusher.outcome(wait)? {
+    /// proved it still owns its partitions (and is waited for again), or
+    /// is dropped with them; a failed one is this member's error.
+    fn finish_flush(&mut self, wait: Wait) -> Result<()> {
+        loop {
+            let until = match wait {
+                Wait::No => None,
+                Wait::Done => Some(Instant::now() + WAIT_SLICE),
+                Wait::Until(deadline) => Some(deadline.min(Instant::now() + WAIT_SLICE)),
+            };
+            let Some(o) = self.flusher.outcome(until)? else {
+                if !self.flusher.in_flight() {
+                    return Ok(());
+                }
+                match wait {
+                    Wait::No => return Ok(()),
+                    // The drain takes over, with its own deadline.
+                    Wait::Done if self.stop.requested() => return Ok(()),
+                    Wait::Until(deadline) if Instant::now() >= deadline => {
+                        metrics::counter!(obs::DRAIN_TIMEOUTS).increment(1);
+                        bail!(
+                            "the flush being published was not done by the end of the shutdown \
+                             drain; its partitions resume from their last checkpoint"
+                        );
+                    }
+                    _ => continue,
+                }
+            };
             match o {
                 flusher::Outcome::Done(job) => {
                     // When its last step ended: a pause since then (while
@@ -2433,13 +2486,12 @@ impl Worker {
                         return Ok(());
                     }
                     self.flusher.submit(job)?;
-                    if !wait {
+                    if matches!(wait, Wait::No) {
                         return Ok(());
                     }
                 }
             }
         }
-        Ok(())
     }
 
     /// A flush is published and checkpointed: each partition (still owned

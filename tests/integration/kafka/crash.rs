@@ -644,6 +644,46 @@ fn kafka_a_revoke_waits_for_the_flush_being_published() {
     assert_incidents(&env, true);
 }
 
+/// The shutdown drain is bounded even when a flush is not: SIGTERM
+/// while the member's flush is slowed by a minute (a store that hangs)
+/// stops the worker within `worker.shutdown_timeout` (4 s here) and the
+/// bound on leaving the group, not when the slowed step ends. It exits
+/// with an error that says the flush was not done, and the next owner
+/// resumes from the last checkpoint: every row once. (Were the drain to
+/// wait for the flush, the stop would take the minute.)
+#[test]
+fn kafka_a_drain_stops_waiting_for_a_hung_flush_at_its_deadline() {
+    let Some(env) = Env::new("drain-deadline") else {
+        return;
+    };
+    let (records, w) = slowed_first_flush(
+        &env,
+        "w",
+        Duration::from_secs(60),
+        "3s",
+        "[worker]\nshutdown_timeout = \"4s\"\n",
+    );
+    env.produce(&records[records.len() / 2..]);
+    let stopping = Instant::now();
+    let (status, log) = w.terminate();
+    let took = stopping.elapsed();
+    eprintln!("stopped {took:?} after SIGTERM, during a slowed flush");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("not done by the end of the shutdown drain"),
+        "{log}"
+    );
+    assert!(!log.contains("delay over"), "{log}");
+    // 4 s of drain, at most 1 s for the commit thread and the last
+    // handle, 5 s to leave the group; the rest is margin.
+    assert!(took < Duration::from_secs(20), "{took:?}:\n{log}");
+    let next = env.worker("next", &[ONE]);
+    env.wait_committed(&[&next]);
+    next.stop();
+    assert_windows(&env, &records);
+    assert_incidents(&env, true);
+}
+
 /// Aggregates files that another file of the same directory covers (the
 /// reader rule of compaction, [`vigil_store::compact::superseded`]): left
 /// beside a later owner's by a flush that published after the move.

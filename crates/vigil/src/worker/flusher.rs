@@ -340,23 +340,21 @@ impl Flusher {
         Ok(())
     }
 
-    /// The outcome of the job in flight: waits for it when `wait`, else
-    /// `None` unless it is there.
-    pub(super) fn outcome(&mut self, wait: bool) -> Result<Option<Outcome>> {
+    /// The outcome of the job in flight: at once if it is there, else
+    /// waiting for it until `until` (not at all when `None`); `None` when
+    /// there is no job or it is not done yet (it stays in flight), an
+    /// error when the thread is gone.
+    pub(super) fn outcome(&mut self, until: Option<Instant>) -> Result<Option<Outcome>> {
         if !self.in_flight {
             return Ok(None);
         }
-        let o = if wait {
-            match self.outcomes.recv() {
-                Ok(o) => o,
-                Err(_) => return Err(stopped()),
-            }
-        } else {
-            match self.outcomes.try_recv() {
-                Ok(o) => o,
-                Err(mpsc::TryRecvError::Empty) => return Ok(None),
-                Err(mpsc::TryRecvError::Disconnected) => return Err(stopped()),
-            }
+        let left = until.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        let o = match self.outcomes.recv_timeout(left) {
+            Ok(o) => o,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
         };
         self.in_flight = false;
         Ok(Some(o))
@@ -370,10 +368,14 @@ fn stopped() -> anyhow::Error {
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        // The thread ends after its current job.
+        // The thread ends after its current job. An idle one is joined;
+        // one still publishing (a drain that ran out of time) is left to
+        // end by itself: its member must not wait past its deadline.
         self.jobs = None;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if !self.in_flight {
+                let _ = t.join();
+            }
         }
     }
 }

@@ -197,6 +197,10 @@ pub struct LabDisk {
     /// Value of minute `i` (the point at `start_ms + i` minutes), in
     /// [0, 100].
     pub values: Vec<Option<f64>>,
+    /// The noiseless curve under `values` at each minute (no noise, no
+    /// working-hours bump, no gap, not clipped): what a detector that
+    /// saw through all noise would see (yardsticks, not detectors).
+    pub curve: Vec<f64>,
 }
 
 /// The lab fleet: a deterministic function of its config.
@@ -653,6 +657,7 @@ fn generate(rng: &mut ChaCha8Rng, shape: DiskShape, index: usize, n: usize) -> L
 
     let mut ar = ar_sd * normal(rng);
     let mut values = Vec::with_capacity(n);
+    let clean = (0..n).map(|i| curve.at(i as f64)).collect();
     for i in 0..n {
         ar = phi * ar + innov * normal(rng);
         let w = normal(rng);
@@ -678,6 +683,7 @@ fn generate(rng: &mut ChaCha8Rng, shape: DiskShape, index: usize, n: usize) -> L
             minutes: n,
         },
         values,
+        curve: clean,
     }
 }
 

@@ -521,6 +521,58 @@ fn lab_fleet_tuning_seeds() {
     }
 }
 
+/// A yardstick no detector can beat by extrapolating the present: a
+/// predictor that sees each disk's noiseless curve ([`LabDisk::curve`]:
+/// no noise, no working-hours bump) and its slope over the last `span`
+/// minutes, and fires when that line reaches 100 within 24 h (one
+/// incident per rise: re-armed after the curve fell 2 points below where
+/// it fired; none once the curve is within 0.5 of 100). Gaps hide
+/// nothing from it. Its false incidents are traps that look exactly like
+/// fills until they stop; its short leads are fills too short or too
+/// curved to be seen earlier.
+fn clairvoyant_incidents(d: &LabDisk, span: usize) -> Vec<ScoredIncident> {
+    let c = &d.curve;
+    let mut out = Vec::new();
+    let mut spent = f64::NAN;
+    for i in span..c.len() {
+        let level = c[i];
+        if spent.is_finite() {
+            if level < spent - 2.0 {
+                spent = f64::NAN;
+            }
+            continue;
+        }
+        let slope = (c[i] - c[i - span]) / span as f64;
+        if level >= 99.5 || slope <= 0.0 {
+            continue;
+        }
+        let ttl = (100.0 - level) / slope;
+        if ttl <= 24.0 * HOUR {
+            out.push(ScoredIncident {
+                fired: i,
+                predicted: i as f64 + ttl,
+            });
+            spent = level;
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "prints a clairvoyant yardstick's lab figures (run with --ignored --nocapture)"]
+fn lab_fleet_clairvoyant_yardstick() {
+    for seed in lab_seeds() {
+        for (label, span) in [
+            ("slope over 1 min", 1),
+            ("slope over 1 h", 60),
+            ("slope over 6 h", 360),
+        ] {
+            let s = score_lab(seed, |_, d| clairvoyant_incidents(d, span));
+            eprintln!("seed {seed} noiseless curve, {label}: {s}");
+        }
+    }
+}
+
 /// Held-out seeds: never looked at while choosing the detector's
 /// constants; the targets are asserted on these.
 const HELD_OUT_SEEDS: [u64; 3] = [101, 102, 103];
@@ -642,8 +694,8 @@ fn path_of(gates: u16) -> &'static str {
 /// `DIAG_ALL` set) the share of the last day's windows passing each gate
 /// ([`super::trend::GATE_NAMES`]). With `DIAG_FALSE` set, instead every
 /// false firing: shape, day and time of day, the path that fired (fast,
-/// long or slow), level, slope, hours to the limit and the highest value
-/// of the next day. How the issue-20 diagnosis in docs/rules.md was made.
+/// long or slow), level, slope, hours to the limit, the highest value of
+/// the next day, and the rise, its age and the fast slope. How the issue-20 diagnosis in docs/rules.md was made.
 #[test]
 #[ignore = "prints per-disk diagnostics of the tuning seeds (run with --ignored --nocapture)"]
 fn lab_fleet_diagnose() {
@@ -723,9 +775,12 @@ fn lab_fleet_diagnose() {
                         let mx = later.iter().copied().fold(0.0, f64::max);
                         let path = path_of(a.gates);
                         eprintln!(
-                            "false seed {seed} disk {:4} {:<18} noisy {:5} day {:5.2} tod {:5.1} path {path} level {:5.1} slope {:6.3} ttl {:5.1} max24h {:5.1} noise {:.2}",
+                            "false seed {seed} disk {:4} {:<18} noisy {:5} day {:5.2} tod {:5.1} path {path} level {:5.1} slope {:6.3} ttl {:5.1} max24h {:5.1} noise {:.2} age {:5.1} h fast {:6.3} rise {:5.1}",
                             t.index, t.shape.as_str(), t.noisy_host, i as f64 / 1440.0, (i % 1440) as f64 / 60.0,
                             a.fast_level, a.slope, a.ttl_h.unwrap_or(f64::NAN), mx, st.noise_var.sqrt(),
+                            (i as f64 - (st.low_ms - start_ms) as f64 / 60_000.0) / 60.0,
+                            st.fast.slope().unwrap_or(f64::NAN),
+                            a.fast_level - st.valley,
                         );
                     }
                 }

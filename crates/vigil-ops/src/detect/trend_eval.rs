@@ -531,11 +531,33 @@ fn lab_fleet_tuning_seeds() {
 /// fills until they stop; its short leads are fills too short or too
 /// curved to be seen earlier.
 fn clairvoyant_incidents(d: &LabDisk, span: usize) -> Vec<ScoredIncident> {
+    clairvoyant_bounded(d, span, f64::INFINITY, false)
+}
+
+/// [`clairvoyant_incidents`] with Vigil's two defences against rises that
+/// get cleared, on the noiseless curve: it fires only when the headroom
+/// is at most `reach` times the rise since the curve's low (the low
+/// relaxing up with a 24 h time constant, as the detector's does) and,
+/// with `cleared`, when that rise exceeds 1.5 times the largest rise the
+/// curve made and then lost (decaying over a week).
+fn clairvoyant_bounded(d: &LabDisk, span: usize, reach: f64, cleared: bool) -> Vec<ScoredIncident> {
     let c = &d.curve;
     let mut out = Vec::new();
     let mut spent = f64::NAN;
+    let (mut valley, mut crest, mut lost) = (c[0], c[0], 0.0f64);
+    let relax = 1.0 - (-1.0 / (24.0 * HOUR)).exp();
+    let decay = (-1.0 / (168.0 * HOUR)).exp();
     for i in span..c.len() {
         let level = c[i];
+        lost *= decay;
+        crest = crest.max(level);
+        if level < valley {
+            valley = level;
+            lost = lost.max(crest - level);
+            crest = level;
+        } else {
+            valley += (level - valley) * relax;
+        }
         if spent.is_finite() {
             if level < spent - 2.0 {
                 spent = f64::NAN;
@@ -547,7 +569,8 @@ fn clairvoyant_incidents(d: &LabDisk, span: usize) -> Vec<ScoredIncident> {
             continue;
         }
         let ttl = (100.0 - level) / slope;
-        if ttl <= 24.0 * HOUR {
+        let rise = level - valley;
+        if ttl <= 24.0 * HOUR && 100.0 - level <= reach * rise && (!cleared || rise > 1.5 * lost) {
             out.push(ScoredIncident {
                 fired: i,
                 predicted: i as f64 + ttl,
@@ -556,6 +579,29 @@ fn clairvoyant_incidents(d: &LabDisk, span: usize) -> Vec<ScoredIncident> {
         }
     }
     out
+}
+
+#[test]
+#[ignore = "prints the noiseless predictor's lead / false-alarm frontier (run with --ignored --nocapture)"]
+fn lab_fleet_clairvoyant_frontier() {
+    for seed in lab_seeds() {
+        for cleared in [false, true] {
+            for reach in [0.5, 1.0, 1.5, 2.0, 3.0, f64::INFINITY] {
+                let s = score_lab(seed, |_, d| clairvoyant_bounded(d, 60, reach, cleared));
+                eprintln!(
+                    "seed {seed} cleared {cleared:5} reach {reach:4}: recall {:.3} p10 {:5.1} h median {:5.1} h false {:5.1} error {:.3}",
+                    s.recall,
+                    s.p10_lead_h,
+                    s.median_lead_h,
+                    s.false_per_1000_disk_days,
+                    s.median_predicted_error,
+                );
+                if cleared && reach == 2.0 {
+                    eprintln!("  {s}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -619,6 +619,30 @@ fn lab_fleet_clairvoyant_yardstick() {
     }
 }
 
+/// How much of the gap to the frontier is noise: the default rule fed
+/// each disk's noiseless curve (where the disk reported; clipped at 100)
+/// instead of its values.
+#[test]
+#[ignore = "prints the default rule's lab figures on noiseless curves (run with --ignored --nocapture)"]
+fn lab_fleet_noiseless_input() {
+    let rules = RuleSet::default_rules();
+    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
+        panic!("default rules lack disk_full_predicted");
+    };
+    for seed in lab_seeds() {
+        let s = score_lab(seed, |start_ms, d| {
+            let mut clean = d.clone();
+            for (v, c) in clean.values.iter_mut().zip(&d.curve) {
+                if v.is_some() {
+                    *v = Some(c.clamp(0.0, 100.0));
+                }
+            }
+            lab_incidents(rule, &rules, start_ms, &clean)
+        });
+        eprintln!("seed {seed} noiseless input: {s}");
+    }
+}
+
 /// Held-out seeds: never looked at while choosing the detector's
 /// constants; the targets are asserted on these.
 const HELD_OUT_SEEDS: [u64; 3] = [101, 102, 103];

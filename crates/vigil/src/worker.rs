@@ -68,10 +68,14 @@
 //! committed even when no new record arrives, and the lag reads true.
 //!
 //! ## Shutdown
-//! On SIGTERM the worker drains within `worker.shutdown_timeout`: a last
-//! flush (waiting at most the smaller of `worker.delivery_timeout` and the
-//! time left), then the pending commits, retried until acknowledged or the
-//! time is up, then it leaves the group. It logs how long the drain took.
+//! On SIGTERM the worker drains within `worker.shutdown_timeout`: the
+//! flush being published, then a last flush (waiting at most the smaller
+//! of `worker.delivery_timeout` and the time left), then the pending
+//! commits, retried until acknowledged or the time is up, then it leaves
+//! the group (within 5 s). No wait for a flush passes the deadline: a
+//! flush not done by then is abandoned, the drain fails, and its
+//! partitions resume from their last checkpoint. It logs how long the
+//! drain took.
 //!
 //! ## Recovery
 //! On assignment the partition's checkpoint is loaded inside the rebalance

@@ -293,12 +293,18 @@ const TRAPS: &[&str] = &[
 ];
 const SEEDS: u64 = 25;
 
-#[test]
-fn trend_scenarios() {
-    let rules = RuleSet::default_rules();
+/// The default rules' `disk_full_predicted`, the rule these tests score.
+fn disk_full_rule(rules: &RuleSet) -> &TrendRule {
     let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
         panic!("default rules lack disk_full_predicted");
     };
+    rule
+}
+
+#[test]
+fn trend_scenarios() {
+    let rules = RuleSet::default_rules();
+    let rule = disk_full_rule(&rules);
     let mut all_err = Vec::new();
     let mut first_errs = Vec::new();
     let mut slow_leads = Vec::new();
@@ -435,9 +441,7 @@ fn lab_incidents(
 /// `seed`.
 fn lab_scores(seed: u64) -> DiskScores {
     let rules = RuleSet::default_rules();
-    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
-        panic!("default rules lack disk_full_predicted");
-    };
+    let rule = disk_full_rule(&rules);
     score_lab(seed, |start_ms, d| lab_incidents(rule, &rules, start_ms, d))
 }
 
@@ -626,9 +630,7 @@ fn lab_fleet_clairvoyant_yardstick() {
 #[ignore = "prints the default rule's lab figures on noiseless curves (run with --ignored --nocapture)"]
 fn lab_fleet_noiseless_input() {
     let rules = RuleSet::default_rules();
-    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
-        panic!("default rules lack disk_full_predicted");
-    };
+    let rule = disk_full_rule(&rules);
     for seed in lab_seeds() {
         let s = score_lab(seed, |start_ms, d| {
             let mut clean = d.clone();
@@ -765,14 +767,13 @@ fn path_of(gates: u16) -> &'static str {
 /// ([`super::trend::GATE_NAMES`]). With `DIAG_FALSE` set, instead every
 /// false firing: shape, day and time of day, the path that fired (fast,
 /// long or slow), level, slope, hours to the limit, the highest value of
-/// the next day, and the rise, its age and the fast slope. How the issue-20 diagnosis in docs/rules.md was made.
+/// the next day, and the rise, its age and the fast slope. How the
+/// issue-20 diagnosis in docs/rules.md was made.
 #[test]
 #[ignore = "prints per-disk diagnostics of the tuning seeds (run with --ignored --nocapture)"]
 fn lab_fleet_diagnose() {
     let rules = RuleSet::default_rules();
-    let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
-        panic!("default rules lack disk_full_predicted");
-    };
+    let rule = disk_full_rule(&rules);
     if let Ok(spec) = std::env::var("DIAG_DISK") {
         // `seed:index`: every 30 minutes from a day before the onset, the
         // fast level, rise, cleared rise, slopes, hours to the limit and

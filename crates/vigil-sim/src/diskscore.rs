@@ -47,6 +47,7 @@ pub struct DiskScorer {
     missed: Vec<(usize, DiskShape)>,
     detected_by_shape: BTreeMap<DiskShape, (usize, usize)>,
     leads_by_shape: BTreeMap<DiskShape, Vec<f64>>,
+    errors_by_shape: BTreeMap<DiskShape, Vec<f64>>,
 }
 
 /// The figures of a scored run.
@@ -80,6 +81,8 @@ pub struct DiskScores {
     pub missed: Vec<(usize, DiskShape)>,
     /// (p10, median) lead per filling shape, hours.
     pub lead_by_shape: BTreeMap<DiskShape, (f64, f64)>,
+    /// Median predicted-time error per filling shape.
+    pub error_by_shape: BTreeMap<DiskShape, f64>,
 }
 
 impl DiskScorer {
@@ -109,7 +112,12 @@ impl DiskScorer {
                             .entry(truth.shape)
                             .or_default()
                             .push(lead);
-                        self.errors.push((x.predicted - at as f64).abs() / lead);
+                        let err = (x.predicted - at as f64).abs() / lead;
+                        self.errors.push(err);
+                        self.errors_by_shape
+                            .entry(truth.shape)
+                            .or_default()
+                            .push(err);
                     }
                     None => self.missed.push((truth.index, truth.shape)),
                 }
@@ -147,6 +155,9 @@ impl DiskScorer {
             e.1 += n;
         }
         self.missed.extend(o.missed);
+        for (k, v) in o.errors_by_shape {
+            self.errors_by_shape.entry(k).or_default().extend(v);
+        }
         for (k, v) in o.leads_by_shape {
             self.leads_by_shape.entry(k).or_default().extend(v);
         }
@@ -197,6 +208,15 @@ impl DiskScorer {
                     (*k, (quantile(&v, 0.1) / 60.0, quantile(&v, 0.5) / 60.0))
                 })
                 .collect(),
+            error_by_shape: self
+                .errors_by_shape
+                .iter()
+                .map(|(k, v)| {
+                    let mut v = v.clone();
+                    v.sort_by(f64::total_cmp);
+                    (*k, quantile(&v, 0.5))
+                })
+                .collect(),
         }
     }
 }
@@ -237,6 +257,10 @@ impl std::fmt::Display for DiskScores {
         write!(f, "\n  lead p10/median by shape:")?;
         for (k, (p, m)) in &self.lead_by_shape {
             write!(f, " {}={p:.1}/{m:.1}", k.as_str())?;
+        }
+        write!(f, "\n  median predicted-time error by shape:")?;
+        for (k, e) in &self.error_by_shape {
+            write!(f, " {}={e:.3}", k.as_str())?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! # Algorithm
 //!
 //! Per (rule, series) the state is a fixed set of scalars (O(1), no history
-//! buffer; 272 bytes):
+//! buffer; 360 bytes):
 //!
 //! * **Slow fit**: exponentially weighted least squares of window mean
 //!   against window mid-time, time constant `τ = lookback / 2` (86 % of the
@@ -44,6 +44,13 @@
 //!   anyway (1.5 × `cleared`) is not a step, and the long fit keeps every
 //!   drop (a sawtooth or nightly growth with its drops removed would climb
 //!   for ever).
+//! * **Rise fit** ([`RiseFit`]): an exponentially weighted (τ_long)
+//!   quadratic least-squares fit of the current rise from its onset: it
+//!   restarts at every window whose fast level is within 1 local noise sd
+//!   of the low, and moves with a step down like the fast and slow fits.
+//!   It sees the whole rise where they see hours of it: whether the rise
+//!   bends over, stays straight or accelerates, and its slope over all
+//!   of it. Eleven scalars.
 //!
 //! A prediction fires when all of these hold (a conjunction of cheap
 //! gates; each is aimed at one of the known traps of a plain
@@ -73,7 +80,9 @@
 //! 4. the newest window agrees with the fast level within 4 noise sd (not
 //!    the first window of a cleanup drop or a spike);
 //! 5. **bounded extrapolation**: the headroom left, `limit - level`, is at
-//!    most `k` (half that on the fast path) times the rise observed since
+//!    most `k` (half that on the fast path until the series has `horizon`
+//!    of history: the first night's backup and the first burst have no
+//!    cleared rise to compare with yet) times the rise observed since
 //!    the valley, and the rise is at least 1.5 × the cleared rise. `k`
 //!    grows from 1 for a new rise to `max_extrapolation` for a rise that
 //!    has lasted 8 h. A trend is not projected further than it has been
@@ -88,10 +97,24 @@
 //!    evidence there;
 //! 6. the series has not reached the limit (below) and the latch is armed:
 //!    the fast level is below where the last incident fired, less
-//!    `2 × noise sd + 0.5 % × |limit|` (a cleanup happened since).
+//!    `2 × noise sd + 0.5 % × |limit|` (a cleanup happened since);
+//! 7. the rise does not **level off**: its curvature is not 2 standard
+//!    errors (with the autocorrelation factor) below zero with its
+//!    parabola peaking under the limit within `horizon`. A fill that
+//!    saturates (an exponential approach to 80-95 %) is steepest at its
+//!    onset; by the time it has risen far enough to pass gate 5 its slope
+//!    has often halved, which the fast-over-slow tests of gate 2 miss
+//!    because the slow fit still holds the flat stretch before the onset.
 //!
-//! The predicted time is `now + (limit - level) / slope` from the chosen
-//! fit (unbiased for a linear fill once the fit covers the fill).
+//! The predicted time, tested against `horizon` in gate 3 and reported,
+//! is `now + (limit - level) / slope` with, off the long path, the fast
+//! level and the slope of the rise fit's straight line (all of the rise,
+//! so a working-hours bump on a long fill does not tilt it as it tilts
+//! the fast slope), or the rise fit's parabola when the rise accelerates
+//! significantly (curvature ≥ 3 standard errors, its slope now agreeing
+//! with the fast slope; on the slow path only for a rise 6 times what the
+//! series clears anyway). On the long path, and before the rise fit has
+//! `min_points / 2` windows, it is the chosen fit's line.
 //!
 //! The labelled evaluations in `detect/trend_eval.rs` pin the behaviour:
 //! per trap family, and on `vigil_sim::disklab`'s mixed fleet (1,000
@@ -163,6 +186,19 @@ const STEP_SD: f64 = 4.0;
 /// Consecutive windows that must stay that far below the line before the
 /// drop counts as a step (a cleanup), not a dip or a spike.
 const STEP_WINDOWS: u32 = 5;
+/// The rise fit restarts while the fast level is within this many local
+/// noise sd of the low.
+const RISE_BAND_SD: f64 = 1.0;
+/// A rise whose curvature is this many standard errors below zero, and
+/// whose parabola peaks under the limit within the horizon, levels off.
+const LEVEL_OFF_T: f64 = 2.0;
+/// A rise whose curvature is this many standard errors above zero
+/// accelerates: its predicted time is the parabola's.
+const CURVE_T: f64 = 3.0;
+/// On the slow path, a curvature counts only for a rise this many times
+/// what the series clears anyway (or its local noise sd): a working-hours
+/// bump on a slow fill is curved too.
+const CURVE_RISE_MARGIN: f64 = 6.0;
 
 /// Serializes an `f64` as its IEEE-754 bit pattern (`u64`), so a
 /// checkpoint restores the exact value whatever the format's float
@@ -177,6 +213,33 @@ mod exact_f64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(f64::from_bits(u64::deserialize(d)?))
+    }
+}
+
+/// [`exact_f64`] for an array of `f64` (their bit patterns).
+mod exact_f64s {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(v: &[f64; N], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.to_bits()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[f64; N], D::Error> {
+        let bits = Vec::<u64>::deserialize(d)?;
+        let n = bits.len();
+        let mut out = [0.0; N];
+        if n != N {
+            return Err(serde::de::Error::invalid_length(
+                n,
+                &"the rise fit's moments",
+            ));
+        }
+        for (o, b) in out.iter_mut().zip(bits) {
+            *o = f64::from_bits(b);
+        }
+        Ok(out)
     }
 }
 
@@ -306,6 +369,156 @@ impl EwFit {
     }
 }
 
+/// Exponentially weighted quadratic least-squares fit of the current rise,
+/// from its onset (the last window whose fast level was within
+/// [`RISE_BAND_SD`] local noise sd of the low) on, as decayed raw moments
+/// of `x = (t - origin) / RISE_SCALE_H`. Where the fast and slow fits see
+/// the last hours, this one sees the whole rise: whether it bends over (a
+/// saturating plateau), stays straight or accelerates, and its slope over
+/// all of it. O(1): 11 scalars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RiseFit {
+    /// Onset of the rise, hours since the series' reference time.
+    #[serde(with = "exact_f64")]
+    pub origin: f64,
+    /// Σw, Σw², Σwx, Σwx², Σwx³, Σwx⁴, Σwy, Σwxy, Σwx²y, Σwy².
+    #[serde(with = "exact_f64s")]
+    pub m: [f64; 10],
+}
+
+/// Time unit of [`RiseFit`]'s moments, hours: keeps `x⁴` of a rise of a
+/// few days near 1-1,000.
+const RISE_SCALE_H: f64 = 12.0;
+
+/// `y = a + b x + c x²` fitted by [`RiseFit::solve`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quadratic {
+    /// Value at `x = 0` (the onset).
+    pub a: f64,
+    /// Slope at the onset, per [`RISE_SCALE_H`].
+    pub b: f64,
+    /// Curvature, per [`RISE_SCALE_H`]².
+    pub c: f64,
+    /// Unbiased residual variance.
+    pub var: f64,
+    /// Standard error of `c` for independent residuals.
+    pub se_c: f64,
+}
+
+impl RiseFit {
+    /// Starts again at time `t` (hours).
+    pub fn reset(&mut self, t: f64) {
+        *self = RiseFit {
+            origin: t,
+            m: [0.0; 10],
+        };
+    }
+
+    /// Multiplies every past weight by `d`.
+    pub fn decay(&mut self, d: f64) {
+        for (i, v) in self.m.iter_mut().enumerate() {
+            *v *= if i == 1 { d * d } else { d };
+        }
+    }
+
+    /// Adds a point of weight 1 at time `t` (hours).
+    pub fn push(&mut self, t: f64, y: f64) {
+        let x = (t - self.origin) / RISE_SCALE_H;
+        let x2 = x * x;
+        let m = &mut self.m;
+        m[0] += 1.0;
+        m[1] += 1.0;
+        m[2] += x;
+        m[3] += x2;
+        m[4] += x2 * x;
+        m[5] += x2 * x2;
+        m[6] += y;
+        m[7] += x * y;
+        m[8] += x2 * y;
+        m[9] += y * y;
+    }
+
+    /// Moves every past value by `d` (the step down the fast and slow
+    /// fits took: the rise goes on from the cleaned-up level).
+    pub fn shift(&mut self, d: f64) {
+        let m = &mut self.m;
+        m[9] += 2.0 * d * m[6] + d * d * m[0];
+        m[6] += d * m[0];
+        m[7] += d * m[2];
+        m[8] += d * m[3];
+    }
+
+    /// Effective number of points, `(Σw)² / Σw²`.
+    pub fn n_eff(&self) -> f64 {
+        if self.m[1] > 0.0 {
+            self.m[0] * self.m[0] / self.m[1]
+        } else {
+            0.0
+        }
+    }
+
+    /// Slope (per hour) of the straight line fitted to the rise.
+    pub fn line_slope(&self) -> Option<f64> {
+        let m = &self.m;
+        let det = m[0] * m[3] - m[2] * m[2];
+        (self.n_eff() >= 3.0 && det > 1e-12 * m[0] * m[3])
+            .then(|| (m[0] * m[7] - m[2] * m[6]) / det / RISE_SCALE_H)
+    }
+
+    /// The quadratic through the rise, if at least 4 effective points
+    /// spread in time determine it.
+    pub fn solve(&self) -> Option<Quadratic> {
+        let m = &self.m;
+        let n = self.n_eff();
+        if n < 4.0 {
+            return None;
+        }
+        // Normal equations: [[m0 m2 m3] [m2 m3 m4] [m3 m4 m5]] p = [m6 m7 m8],
+        // solved by the adjugate (symmetric, so six cofactors).
+        let (s0, s1, s2, s3, s4) = (m[0], m[2], m[3], m[4], m[5]);
+        let k00 = s2 * s4 - s3 * s3;
+        let k01 = s2 * s3 - s1 * s4;
+        let k02 = s1 * s3 - s2 * s2;
+        let k11 = s0 * s4 - s2 * s2;
+        let k12 = s1 * s2 - s0 * s3;
+        let k22 = s0 * s2 - s1 * s1;
+        let det = s0 * k00 + s1 * k01 + s2 * k02;
+        // (Also rejects a NaN determinant.)
+        if det.is_nan() || det <= 1e-12 * s0 * s2 * s4 {
+            return None;
+        }
+        let (r0, r1, r2) = (m[6], m[7], m[8]);
+        let a = (k00 * r0 + k01 * r1 + k02 * r2) / det;
+        let b = (k01 * r0 + k11 * r1 + k12 * r2) / det;
+        let c = (k02 * r0 + k12 * r1 + k22 * r2) / det;
+        let ss = m[9] - (a * r0 + b * r1 + c * r2);
+        let var = (ss.max(0.0) / s0) * n / (n - 3.0);
+        // Weighted least squares: Var(p) ≈ var · (Σw² / Σw) · A⁻¹.
+        let se_c = (var * (m[1] / s0) * (k22 / det)).max(0.0).sqrt();
+        Some(Quadratic { a, b, c, var, se_c })
+    }
+}
+
+/// What [`RiseFit`] says about the current rise (see
+/// [`TrendState::update`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RiseShape {
+    /// Curvature over its standard error (with the autocorrelation
+    /// factor): below `-LEVEL_OFF_T` the rise bends over, above
+    /// `CURVE_T` it accelerates.
+    curve_t: f64,
+    /// Significantly concave and peaking below the limit within the
+    /// horizon.
+    levels_off: bool,
+    /// The parabola's slope now, per hour.
+    slope_now: f64,
+    /// Slope of the straight line through the rise, per hour (NaN if
+    /// undetermined).
+    line_slope: f64,
+    /// Hours until the parabola first reaches the limit (convex only).
+    ttl_h: Option<f64>,
+}
+
 /// What the fit says after a window (for tests and diagnostics).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Assessment {
@@ -409,6 +622,11 @@ pub struct TrendState {
     /// mean, the size of the step, is used).
     #[serde(default, with = "exact_f32")]
     pub step_sum: f32,
+    /// Quadratic fit of the current rise from its onset. Empty in a state
+    /// checkpointed before it existed: it starts at the next onset, and
+    /// until it has `min_points / 2` windows the chosen fit's line is used.
+    #[serde(default)]
+    pub rise: RiseFit,
 }
 
 fn nan() -> f64 {
@@ -459,11 +677,11 @@ impl TrendState {
     /// step's size is remembered in `cleared` unless an incident fired on
     /// the rise (then it was a fill's cleanup; see [`Self::update`]).
     /// Returns (the window goes into the fits, a step was taken).
-    fn step_down(&mut self, lim: f64, t: f64, y: f64, contiguous: bool) -> (bool, bool) {
+    fn step_down(&mut self, lim: f64, t: f64, y: f64, contiguous: bool) -> (bool, f64) {
         if !contiguous || self.fast.n_eff() < 8.0 {
             self.step_n = 0;
             self.step_sum = 0.0;
-            return (true, false);
+            return (true, 0.0);
         }
         let sd = self.noise_var.sqrt().max(self.fast.residual_var().sqrt());
         let dev = y - self.fast.level_at(t);
@@ -471,12 +689,12 @@ impl TrendState {
         {
             self.step_n = 0;
             self.step_sum = 0.0;
-            return (true, false);
+            return (true, 0.0);
         }
         self.step_n += 1;
         self.step_sum += dev as f32;
         if self.step_n < STEP_WINDOWS {
-            return (false, false);
+            return (false, 0.0);
         }
         let d = f64::from(self.step_sum) / f64::from(self.step_n);
         self.slow.my += d;
@@ -486,7 +704,53 @@ impl TrendState {
         }
         self.step_n = 0;
         self.step_sum = 0.0;
-        (true, true)
+        (true, d)
+    }
+
+    /// What the rise fit says at `t_now` (hours), if it has at least
+    /// half of `min_points` windows and its normal equations are solvable.
+    fn rise_shape(
+        &self,
+        rule: &TrendRule,
+        t_now: f64,
+        lim: f64,
+        horizon_h: f64,
+    ) -> Option<RiseShape> {
+        if self.rise.n_eff() < 0.5 * f64::from(rule.min_points) {
+            return None;
+        }
+        let q = self.rise.solve()?;
+        let v1 = self.noise_var.max(1e-12);
+        let se_c = q.se_c * (2.0 * q.var / v1 - 1.0).max(1.0).sqrt();
+        let curve_t = if se_c > 0.0 { q.c / se_c } else { 0.0 };
+        let x0 = (t_now - self.rise.origin) / RISE_SCALE_H;
+        let x1 = x0 + horizon_h / RISE_SCALE_H;
+        let at = |x: f64| q.a + q.b * x + q.c * x * x;
+        // The parabola's highest point over the next horizon.
+        let vertex = if q.c != 0.0 {
+            -q.b / (2.0 * q.c)
+        } else {
+            f64::NAN
+        };
+        let peak = if q.c < 0.0 && vertex > x0 && vertex < x1 {
+            at(vertex)
+        } else {
+            at(x0).max(at(x1))
+        };
+        // Its first crossing of the limit from now on (convex only).
+        let ttl_h = (q.c > 0.0)
+            .then_some(q.b * q.b - 4.0 * q.c * (q.a - lim))
+            .filter(|d| *d >= 0.0)
+            .map(|d| (-q.b + d.sqrt()) / (2.0 * q.c))
+            .filter(|x| *x >= x0)
+            .map(|x| (x - x0) * RISE_SCALE_H);
+        Some(RiseShape {
+            curve_t,
+            levels_off: curve_t <= -LEVEL_OFF_T && peak < lim,
+            slope_now: (q.b + 2.0 * q.c * x0) / RISE_SCALE_H,
+            line_slope: self.rise.line_slope().unwrap_or(f64::NAN),
+            ttl_h,
+        })
     }
 
     /// Updates the fits with one window mean and evaluates the gates.
@@ -509,6 +773,7 @@ impl TrendState {
             self.slow.decay(d);
             self.fast.decay((-dt / tau_fast_h).exp());
             self.long.decay((-dt / tau_long_h).exp());
+            self.rise.decay((-dt / tau_long_h).exp());
             if self.last_end_ms.get() == Some(start_ms) {
                 let diff = y - self.last_y;
                 self.noise_w = self.noise_w * d + 1.0;
@@ -516,10 +781,15 @@ impl TrendState {
             }
         }
         self.last_y = y;
-        let (fit, stepped) = self.step_down(lim, t, y, prev_end == start_ms);
+        let (fit, step) = self.step_down(lim, t, y, prev_end == start_ms);
+        let stepped = step != 0.0;
+        if stepped {
+            self.rise.shift(step);
+        }
         if fit {
             self.slow.push(t, y);
             self.fast.push(t, y);
+            self.rise.push(t, y);
         }
         self.long.push(t, y);
         self.last_end_ms = end_ms.into();
@@ -557,6 +827,21 @@ impl TrendState {
         } else {
             let relax = 1.0 - (-dt_h / (rule.horizon.as_secs_f64() / 3600.0).max(1e-6)).exp();
             self.valley += (s - self.valley) * relax;
+        }
+
+        // The rise fit starts where the fast level leaves the bottom band
+        // (within RISE_BAND_SD local noise sd of the low): its origin is
+        // the onset of the current rise, not a low days before it.
+        let band_sd = if self.fast.n_eff() >= 8.0 {
+            self.noise_var.sqrt().max(self.fast.residual_var().sqrt())
+        } else {
+            self.noise_var.sqrt()
+        };
+        if s <= self.valley + RISE_BAND_SD * band_sd {
+            self.rise.reset(t);
+            if fit {
+                self.rise.push(t, y);
+            }
         }
 
         // The limit is reached when the smoothed level is within noise of
@@ -641,19 +926,48 @@ impl TrendState {
         } else {
             (slow_level, b)
         };
-        let ttl_h = ttl(level, slope);
+        let rise = s - self.valley;
+        // The rise since its onset, as a quadratic (see [`RiseFit`]).
+        let shape = self.rise_shape(rule, t_now, lim, horizon_h);
+        // A rise that bends over below the limit (significantly concave,
+        // its parabola peaking under the limit within the horizon) levels
+        // off: a saturating plateau, not a fill.
+        let levels_off = shape.is_some_and(|q| q.levels_off);
+        // The predicted time. Off the long path, the rise fit has seen the
+        // whole rise where the fast and slow fits see hours of it: if the
+        // rise significantly accelerates (and the parabola's slope now
+        // agrees with the fast fit's; on the slow path only for a rise far
+        // above what this series clears, not a working-hours bump), the
+        // parabola's crossing; else the straight line through the rise,
+        // from the fast level. On the long path, and for a rise too short
+        // to fit, the path's own line.
+        let path_ttl = ttl(level, slope);
+        let (level, slope, ttl_h) = match shape.filter(|_| !long_ok && path_ttl.is_some()) {
+            Some(q)
+                if q.curve_t >= CURVE_T
+                    && (q.slope_now - b_fast).abs() <= 2.5 * se_fast + 0.1 * b_fast.abs()
+                    && (fast_ok || rise >= CURVE_RISE_MARGIN * self.cleared.max(local_sd))
+                    && q.ttl_h.is_some() =>
+            {
+                (s, q.slope_now, q.ttl_h)
+            }
+            Some(q) if q.line_slope > 0.0 => (s, q.line_slope, ttl(s, q.line_slope)),
+            _ => (level, slope, path_ttl),
+        };
         let within = |h: f64| ttl_h.is_some_and(|x| x <= h);
         let enough = self.slow.n_eff() >= f64::from(rule.min_points);
         let headroom = lim - s;
-        let rise = s - self.valley;
-        // The fast path sees a short span: it may extrapolate half as far.
         // A young rise (a nightly job, a burst, a ramp that may stop) is
         // extrapolated at most as far as it rose; the full reach comes
         // with RISE_MATURE_H of rising.
         let max_ex = rule.max_extrapolation;
         let k = 1.0 + (max_ex - 1.0).max(0.0) * (age_h / RISE_MATURE_H).min(1.0);
         let k = k.min(max_ex.max(0.0));
-        let reach = if fast_ok { 0.5 } else { 1.0 } * k;
+        // The fast path sees a short span: it may extrapolate half as far
+        // until the series has a horizon of history (the first night's
+        // backup, the first burst), then as far as the slow path.
+        let seasoned = t_now >= horizon_h;
+        let reach = if fast_ok && !seasoned { 0.5 } else { 1.0 } * k;
         let mut bounded = headroom <= reach * rise && rise >= REPEAT_MARGIN * self.cleared;
         // The long path's evidence is the long fit itself (significant
         // with the autocorrelation factor over a day): its rise is what the
@@ -674,7 +988,8 @@ impl TrendState {
             && agrees
             && (slow_ok || fast_ok || long_ok)
             && within(horizon_h)
-            && bounded;
+            && bounded
+            && !levels_off;
         let hold =
             !reached && (fast_ok || long_ok || slow_t >= 0.5 * min_t) && within(1.5 * horizon_h);
         let gates = [
@@ -959,7 +1274,7 @@ mod latch_tests {
             panic!("state does not serialize to an object");
         };
         for k in [
-            "long", "spent", "crest", "cleared", "low_ms", "step_n", "step_sum",
+            "long", "spent", "crest", "cleared", "low_ms", "step_n", "step_sum", "rise",
         ] {
             assert!(m.remove(k).is_some(), "{k} not serialized");
         }
@@ -971,10 +1286,187 @@ mod latch_tests {
         assert!(back.spent.0.is_nan() && back.crest.is_nan());
         assert_eq!(back.long, EwFit::default());
         assert_eq!((back.step_n, back.step_sum), (0, 0.0));
+        assert_eq!(back.rise, RiseFit::default());
         // Same state round trip: exact.
         let json = serde_json::to_string(&st).unwrap_or_default();
         let again: Result<TrendState, _> = serde_json::from_str(&json);
         assert_eq!(again.ok().as_ref(), Some(&st));
+    }
+
+    /// The rise fit against a direct weighted least-squares solution.
+    #[test]
+    fn the_rise_fit_recovers_a_parabola_and_its_line() {
+        // y = 40 + 3 t - 0.05 t² (t in hours from the onset), every 10 min,
+        // weights decaying by d per point, plus a shift of -5 at the end.
+        let (a, b, c) = (40.0, 3.0, -0.05);
+        let mut f = RiseFit::default();
+        f.reset(100.0);
+        let d: f64 = 0.995;
+        let mut pts = Vec::new();
+        for i in 0..200 {
+            let t = i as f64 / 6.0;
+            f.decay(d);
+            f.push(100.0 + t, a + b * t + c * t * t);
+            pts.push(t);
+        }
+        f.shift(-5.0);
+        let Some(q) = f.solve() else {
+            panic!("a parabola over 33 h does not solve")
+        };
+        let h = RISE_SCALE_H;
+        assert!((q.a - (a - 5.0)).abs() < 1e-6, "{q:?}");
+        assert!((q.b - b * h).abs() < 1e-6, "{q:?}");
+        assert!((q.c - c * h * h).abs() < 1e-6, "{q:?}");
+        assert!(q.var < 1e-9 && q.se_c < 1e-4, "{q:?}");
+        // n_eff from the weights d^k.
+        let w: Vec<f64> = (0..200).rev().map(|k| d.powi(k)).collect();
+        let (sw, sw2): (f64, f64) = (w.iter().sum(), w.iter().map(|x| x * x).sum());
+        assert!((f.n_eff() - sw * sw / sw2).abs() < 1e-6);
+        // The straight line through it: weighted least squares by hand.
+        let mt = w.iter().zip(&pts).map(|(w, t)| w * t).sum::<f64>() / sw;
+        let y = |t: f64| a + b * t + c * t * t;
+        let my = w.iter().zip(&pts).map(|(w, &t)| w * y(t)).sum::<f64>() / sw;
+        let ctt: f64 = w
+            .iter()
+            .zip(&pts)
+            .map(|(w, t)| w * (t - mt) * (t - mt))
+            .sum();
+        let cty: f64 = w
+            .iter()
+            .zip(&pts)
+            .map(|(w, &t)| w * (t - mt) * (y(t) - my))
+            .sum();
+        let line = f.line_slope().unwrap_or(f64::NAN);
+        assert!((line - cty / ctt).abs() < 1e-9, "{line} vs {}", cty / ctt);
+        // Too few points or no spread in time: no answer, no NaN.
+        let mut g = RiseFit::default();
+        g.reset(0.0);
+        g.push(0.0, 1.0);
+        g.push(0.0, 2.0);
+        assert!(g.solve().is_none() && g.line_slope().is_none());
+    }
+
+    /// Minute values of a rise from `base` at `on_h` to `cap` with time
+    /// constant `tc_h` (a saturating plateau), with deterministic noise.
+    fn saturating(base: f64, cap: f64, on_h: f64, tc_h: f64, days: usize) -> Vec<f64> {
+        (0..days * 1440)
+            .map(|i| {
+                let h = i as f64 / 60.0;
+                let c = if h < on_h {
+                    base
+                } else {
+                    cap - (cap - base) * (-(h - on_h) / tc_h).exp()
+                };
+                c + 0.3 * wiggle(i)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rise_that_levels_off_below_the_limit_is_not_predicted() {
+        // From 65 towards 92 with a 6 h time constant, 2 days after the
+        // start (the fast path has its full reach): steepest at the onset
+        // (4.5 %/h), a straight line from anywhere on its first hours
+        // reaches 100 within 24 h. Before issue 20's fourth slice it fired.
+        let v = saturating(65.0, 92.0, 48.0, 6.0, 5);
+        let ev = run(&v);
+        assert!(ev.is_empty(), "{ev:?}");
+        // The same onset as a linear fill at the same first rate does
+        // fire, long before full.
+        let fill: Vec<f64> = (0..5 * 1440)
+            .map(|i| {
+                let h = i as f64 / 60.0;
+                (65.0 + 1.5 * (h - 48.0).max(0.0)).min(100.0) + 0.3 * wiggle(i)
+            })
+            .collect();
+        let ev = run(&fill);
+        let full_min = (48.0 + 35.0 / 1.5) * 60.0;
+        assert!(
+            ev.first().is_some_and(|e| e.1 == AlertStatus::Firing
+                && (e.0 as f64) < full_min - 8.0 * 60.0),
+            "{ev:?}"
+        );
+    }
+
+    /// Minute of the first firing and its predicted minute.
+    fn first_prediction(values: &[f64]) -> Option<(usize, f64)> {
+        let rules = RuleSet::default_rules();
+        let rule = rules
+            .trend
+            .iter()
+            .find(|r| r.name == "disk_full_predicted")?;
+        let series = SeriesMeta::new("t", "h", "disk_used_pct", "mount=/");
+        let mut st = TrendState::default();
+        let mut out = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            let start = i as i64 * MIN;
+            let w = WindowAggregate {
+                series: series.clone(),
+                start_ms: start,
+                end_ms: start + MIN,
+                agg: Agg::new(start, v),
+            };
+            out.clear();
+            st.on_window(rule, &rules, &w, &mut out);
+            if let Some(e) = out.iter().find(|e| e.status == AlertStatus::Firing) {
+                return Some((i, e.predicted_at_ms? as f64 / MIN as f64));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn an_accelerating_fill_is_predicted_from_its_curve() {
+        // 30 % + 70 % × (t / 60 h)² from hour 36: full at hour 96. A
+        // straight line through any recent span predicts it late (by
+        // 45-60 % of the lead for the default rule before the rise fit).
+        let on = 36.0;
+        let v: Vec<f64> = (0..100 * 60)
+            .map(|i| {
+                let h = i as f64 / 60.0;
+                let x = ((h - on) / 60.0).max(0.0);
+                (30.0 + 70.0 * x.powi(2)).min(100.0) + 0.3 * wiggle(i)
+            })
+            .collect();
+        let full = 96.0 * 60.0;
+        let Some((fired, predicted)) = first_prediction(&v) else {
+            panic!("an accelerating fill was not predicted")
+        };
+        let lead = full - fired as f64;
+        let err = (predicted - full).abs() / lead;
+        assert!(lead >= 8.0 * 60.0, "lead {} h", lead / 60.0);
+        assert!(
+            err <= 0.15,
+            "predicted-time error {err:.3} (lead {:.1} h)",
+            lead / 60.0
+        );
+    }
+
+    #[test]
+    fn a_young_series_extrapolates_a_fast_rise_half_as_far() {
+        // The same fast rise (8 %/h from 30 %) 2 h after the series
+        // started and 2 days after: the seasoned series fires earlier (it
+        // may extrapolate the fast fit as far as the rise it saw; the
+        // young one half as far: a first-night backup looks the same).
+        let rise = |start_h: f64| -> Vec<f64> {
+            (0..((start_h + 9.0) * 60.0) as usize)
+                .map(|i| {
+                    let h = i as f64 / 60.0;
+                    (30.0 + 8.0 * (h - start_h).max(0.0)).min(100.0) + 0.2 * wiggle(i)
+                })
+                .collect()
+        };
+        let young = first_prediction(&rise(2.0)).map(|(i, _)| i as f64 / 60.0 - 2.0);
+        let old = first_prediction(&rise(48.0)).map(|(i, _)| i as f64 / 60.0 - 48.0);
+        let (Some(young), Some(old)) = (young, old) else {
+            panic!("a fast rise was not predicted: young {young:?}, seasoned {old:?}")
+        };
+        // Full 8.75 h after the onset.
+        assert!(
+            old < young - 1.0,
+            "seasoned fired {old:.1} h after the onset, young {young:.1} h"
+        );
+        assert!(8.75 - old >= 4.0, "seasoned lead {:.1} h", 8.75 - old);
     }
 
     #[test]

@@ -927,8 +927,13 @@ impl TrendState {
             (slow_level, b)
         };
         let rise = s - self.valley;
-        // The rise since its onset, as a quadratic (see [`RiseFit`]).
-        let shape = self.rise_shape(rule, t_now, lim, horizon_h);
+        // The rise since its onset, as a quadratic (see [`RiseFit`]); only
+        // where a fit could fire or hold (most windows of a fleet are on
+        // flat series, and the solve is a tenth of a window's work).
+        let candidate = slow_ok || fast_ok || long_ok || slow_t >= 0.5 * min_t;
+        let shape = candidate
+            .then(|| self.rise_shape(rule, t_now, lim, horizon_h))
+            .flatten();
         // A rise that bends over below the limit (significantly concave,
         // its parabola peaking under the limit within the horizon) levels
         // off: a saturating plateau, not a fill.

@@ -128,7 +128,7 @@ fn disks_that_fill_are_predicted_and_flat_noisy_disks_are_not() {
     // first night only (this run has one night): with no history a night's
     // growth toward the limit looks like a fill. The rate of false
     // incidents over a fortnight (at most 10 per 1,000 disk-days, first
-    // nights included) is asserted on the held-out seeds of the disk lab,
+    // nights included) is asserted on the unseen seeds of the disk lab,
     // vigil-ops `detect::trend_eval`.
     let flat: BTreeSet<_> = run
         .truth

@@ -371,7 +371,7 @@ impl EwFit {
 
 /// Exponentially weighted quadratic least-squares fit of the current rise,
 /// from its onset (the last window whose fast level was within
-/// [`RISE_BAND_SD`] local noise sd of the low) on, as decayed raw moments
+/// one local noise sd of the low) on, as decayed raw moments
 /// of `x = (t - origin) / RISE_SCALE_H`. Where the fast and slow fits see
 /// the last hours, this one sees the whole rise: whether it bends over (a
 /// saturating plateau), stays straight or accelerates, and its slope over
@@ -395,9 +395,9 @@ const RISE_SCALE_H: f64 = 12.0;
 pub struct Quadratic {
     /// Value at `x = 0` (the onset).
     pub a: f64,
-    /// Slope at the onset, per [`RISE_SCALE_H`].
+    /// Slope at the onset, per `RISE_SCALE_H` (12 h).
     pub b: f64,
-    /// Curvature, per [`RISE_SCALE_H`]².
+    /// Curvature, per `RISE_SCALE_H`².
     pub c: f64,
     /// Unbiased residual variance.
     pub var: f64,

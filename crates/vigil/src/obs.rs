@@ -82,7 +82,9 @@ pub const CONSUMER_ERRORS: &str = "vigil_worker_consumer_errors_total";
 pub const READY: &str = "vigil_worker_ready";
 /// Worker: partitions assigned to this worker (counter of assignments).
 pub const PARTITIONS_ASSIGNED: &str = "vigil_worker_partitions_assigned_total";
-/// Worker: partitions revoked from this worker.
+/// Worker: partitions revoked from this worker; `lost` = `true` when
+/// librdkafka declared the assignment lost (the group session ended, e.g.
+/// while the process was paused), `false` for a rebalance.
 pub const PARTITIONS_REVOKED: &str = "vigil_worker_partitions_revoked_total";
 /// Worker: partitions currently owned.
 pub const PARTITIONS_OWNED: &str = "vigil_worker_partitions_owned";

@@ -1336,7 +1336,9 @@ fn register_metrics() {
     }
     metrics::counter!(obs::CONSUMER_ERRORS).increment(0);
     metrics::counter!(obs::PARTITIONS_ASSIGNED).increment(0);
-    metrics::counter!(obs::PARTITIONS_REVOKED).increment(0);
+    for lost in ["true", "false"] {
+        metrics::counter!(obs::PARTITIONS_REVOKED, "lost" => lost).increment(0);
+    }
     metrics::counter!(obs::LEAVE_TIMEOUTS).increment(0);
     metrics::counter!(obs::DRAIN_TIMEOUTS).increment(0);
     metrics::counter!(obs::DLQ_REDELIVERIES).increment(0);
@@ -2050,7 +2052,8 @@ impl Worker {
                             "partition revoked; unflushed work dropped"
                         );
                     }
-                    metrics::counter!(obs::PARTITIONS_REVOKED).increment(1);
+                    let lost = if lost { "true" } else { "false" };
+                    metrics::counter!(obs::PARTITIONS_REVOKED, "lost" => lost).increment(1);
                 }
             }
         }

@@ -71,15 +71,15 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
     let committed = env.committed();
     let owner_files = aggregate_files(&env);
     zombie.signal("-CONT");
+    // It fences itself, or librdkafka, whose session timer ran out while
+    // the process was stopped, revokes the partitions as lost first (which
+    // of the two depends on thread timing after the resume; docs/kafka.md
+    // "Fencing"): either way before anything stale is published.
     wait_for(
         "the zombie to fence itself",
         Duration::from_secs(60),
         &[&zombie],
-        || {
-            zombie
-                .log()
-                .contains("fenced: this worker no longer owns its partitions")
-        },
+        || gave_up(&zombie.log()),
     );
     let log = zombie.log();
     assert!(
@@ -99,9 +99,12 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
     let zombie_metrics = zombie.metrics();
     let (lz, lo) = (zombie.stop(), owner.stop());
     assert!(
-        zombie_metrics
-            .lines()
-            .any(|l| l.starts_with("vigil_worker_fenced_total{") && !l.ends_with(" 0")),
+        zombie_metrics.lines().any(|l| {
+            (l.starts_with("vigil_worker_fenced_total{")
+                || (l.starts_with("vigil_worker_partitions_revoked_total{")
+                    && l.contains("lost=\"true\"")))
+                && !l.ends_with(" 0")
+        }),
         "{zombie_metrics}"
     );
     for l in lz.lines().chain(lo.lines()).filter(|l| {
@@ -115,6 +118,34 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
     let all: Vec<_> = parts.iter().flatten().cloned().collect();
     assert_windows(&env, &all);
     assert_incidents(&env, true);
+}
+
+/// Whether the worker log shows it gave up its partitions after the
+/// resume: a `fenced` line, or a partition revoked as lost (the log's
+/// colour codes removed).
+fn gave_up(log: &str) -> bool {
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An SGR sequence: ESC [ ... m
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let after = match plain.find("failpoint flush.before_publish: continued") {
+        Some(i) => &plain[i..],
+        None => return false,
+    };
+    after.contains("fenced: this worker no longer owns its partitions")
+        || after.lines().any(|l| {
+            l.contains("partition revoked; unflushed work dropped") && l.contains("lost=true")
+        })
 }
 
 /// The names of the published aggregates files.
@@ -135,4 +166,27 @@ fn aggregate_files(env: &Env) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     walk(&env.data().join("aggregates"), &mut out);
     out
+}
+
+/// `gave_up` on the two endings of a resume, as the worker logs them
+/// (with colour codes; the lost-assignment one is from a CI run under
+/// load).
+#[test]
+fn a_lost_revocation_or_a_fence_after_the_resume_counts_as_giving_up() {
+    let e = "\u{1b}";
+    let resumed = "failpoint flush.before_publish: continued\n";
+    let lost = format!(
+        "{e}[2m2026-12-06T01:01:47.568320Z{e}[0m {e}[32m INFO{e}[0m {e}[2mvigil::worker{e}[0m{e}[2m:{e}[0m \
+         partition revoked; unflushed work dropped {e}[3mpartition{e}[0m{e}[2m={e}[0m0 \
+         {e}[3mlost{e}[0m{e}[2m={e}[0mtrue {e}[3mdropped{e}[0m{e}[2m={e}[0m0\n"
+    );
+    let rebalanced = lost.replace("true", "false");
+    let fenced = format!(
+        "{e}[33m WARN{e}[0m fenced: this worker no longer owns its partitions; their unflushed work is dropped\n"
+    );
+    assert!(gave_up(&format!("{resumed}{lost}")));
+    assert!(gave_up(&format!("{resumed}{fenced}")));
+    // Not before the resume, and not a plain rebalance.
+    assert!(!gave_up(&format!("{lost}{resumed}")));
+    assert!(!gave_up(&format!("{resumed}{rebalanced}")));
 }

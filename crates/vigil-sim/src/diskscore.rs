@@ -165,10 +165,8 @@ impl DiskScorer {
 
     /// The figures so far.
     pub fn scores(&self) -> DiskScores {
-        let mut leads = self.leads_min.clone();
-        leads.sort_by(f64::total_cmp);
-        let mut errors = self.errors.clone();
-        errors.sort_by(f64::total_cmp);
+        let leads = sorted(&self.leads_min);
+        let errors = sorted(&self.errors);
         let detected = leads.len();
         let disk_days = self.false_minutes / 1440.0;
         let mut missed = self.missed.clone();
@@ -203,22 +201,24 @@ impl DiskScorer {
                 .leads_by_shape
                 .iter()
                 .map(|(k, v)| {
-                    let mut v = v.clone();
-                    v.sort_by(f64::total_cmp);
+                    let v = sorted(v);
                     (*k, (quantile(&v, 0.1) / 60.0, quantile(&v, 0.5) / 60.0))
                 })
                 .collect(),
             error_by_shape: self
                 .errors_by_shape
                 .iter()
-                .map(|(k, v)| {
-                    let mut v = v.clone();
-                    v.sort_by(f64::total_cmp);
-                    (*k, quantile(&v, 0.5))
-                })
+                .map(|(k, v)| (*k, quantile(&sorted(v), 0.5)))
                 .collect(),
         }
     }
+}
+
+/// `v` sorted ascending (total order).
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// Quantile `q` of sorted values (lower nearest rank: the value with

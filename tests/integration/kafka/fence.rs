@@ -124,20 +124,7 @@ fn kafka_a_paused_worker_is_fenced_before_it_publishes_and_nothing_duplicates() 
 /// resume: a `fenced` line, or a partition revoked as lost (the log's
 /// colour codes removed).
 fn gave_up(log: &str) -> bool {
-    let mut plain = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // An SGR sequence: ESC [ ... m
-            for d in chars.by_ref() {
-                if d == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
+    let plain = plain(log);
     let after = match plain.find("failpoint flush.before_publish: continued") {
         Some(i) => &plain[i..],
         None => return false,

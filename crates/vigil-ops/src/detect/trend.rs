@@ -1180,8 +1180,9 @@ mod latch_tests {
 
     const MIN: i64 = 60_000;
 
-    /// Feeds minute values; returns the events as (minute, status, summary).
-    fn run(values: &[f64]) -> Vec<(usize, AlertStatus, String)> {
+    /// Feeds minute values to the default `disk_full_predicted` rule;
+    /// returns its events with the minute of each.
+    fn events(values: &[f64]) -> Vec<(usize, AlertEvent)> {
         let rules = RuleSet::default_rules();
         let Some(rule) = rules.trend.iter().find(|r| r.name == "disk_full_predicted") else {
             panic!("default rules lack disk_full_predicted");
@@ -1200,9 +1201,17 @@ mod latch_tests {
             };
             out.clear();
             st.on_window(rule, &rules, &w, &mut out);
-            events.extend(out.iter().map(|e| (i, e.status, e.summary.clone())));
+            events.extend(out.drain(..).map(|e| (i, e)));
         }
         events
+    }
+
+    /// Feeds minute values; returns the events as (minute, status, summary).
+    fn run(values: &[f64]) -> Vec<(usize, AlertStatus, String)> {
+        events(values)
+            .into_iter()
+            .map(|(i, e)| (i, e.status, e.summary))
+            .collect()
     }
 
     /// Deterministic noise in [-1, 1].
@@ -1395,29 +1404,10 @@ mod latch_tests {
 
     /// Minute of the first firing and its predicted minute.
     fn first_prediction(values: &[f64]) -> Option<(usize, f64)> {
-        let rules = RuleSet::default_rules();
-        let rule = rules
-            .trend
-            .iter()
-            .find(|r| r.name == "disk_full_predicted")?;
-        let series = SeriesMeta::new("t", "h", "disk_used_pct", "mount=/");
-        let mut st = TrendState::default();
-        let mut out = Vec::new();
-        for (i, &v) in values.iter().enumerate() {
-            let start = i as i64 * MIN;
-            let w = WindowAggregate {
-                series: series.clone(),
-                start_ms: start,
-                end_ms: start + MIN,
-                agg: Agg::new(start, v),
-            };
-            out.clear();
-            st.on_window(rule, &rules, &w, &mut out);
-            if let Some(e) = out.iter().find(|e| e.status == AlertStatus::Firing) {
-                return Some((i, e.predicted_at_ms? as f64 / MIN as f64));
-            }
-        }
-        None
+        events(values)
+            .into_iter()
+            .find(|(_, e)| e.status == AlertStatus::Firing)
+            .and_then(|(i, e)| Some((i, e.predicted_at_ms? as f64 / MIN as f64)))
     }
 
     #[test]

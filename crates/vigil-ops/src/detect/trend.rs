@@ -522,11 +522,13 @@ struct RiseShape {
 /// What the fit says after a window (for tests and diagnostics).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Assessment {
-    /// Slow-fit level at the window end (in the rule's orientation).
+    /// Level the prediction starts from at the window end (in the rule's
+    /// orientation): the chosen fit's, or the fast level when the rise
+    /// fit gives the slope (module docs, "The predicted time").
     pub level: f64,
-    /// Slow-fit slope, per hour.
+    /// Slope of the prediction, per hour.
     pub slope: f64,
-    /// Hours until the limit, if the slope points at it.
+    /// Hours until the limit, if the prediction reaches it.
     pub ttl_h: Option<f64>,
     /// All firing gates pass.
     pub fire: bool,

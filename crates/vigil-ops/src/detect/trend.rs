@@ -709,6 +709,15 @@ impl TrendState {
         (true, d)
     }
 
+    /// Autocorrelated noise: the lag-1 estimate `v1` sees only `(1 - ρ)`
+    /// of the variance a fit's residuals show (`v_res`); a slope's (or
+    /// curvature's) standard error grows by about `sqrt((1 + ρ) / (1 - ρ))
+    /// = sqrt(2 v_res / v1 - 1)`, at least 1.
+    fn ar_factor(&self, v_res: f64) -> f64 {
+        let v1 = self.noise_var.max(1e-12);
+        (2.0 * v_res / v1 - 1.0).max(1.0).sqrt()
+    }
+
     /// What the rise fit says at `t_now` (hours), if it has at least
     /// half of `min_points` windows and its normal equations are solvable.
     fn rise_shape(
@@ -722,8 +731,7 @@ impl TrendState {
             return None;
         }
         let q = self.rise.solve()?;
-        let v1 = self.noise_var.max(1e-12);
-        let se_c = q.se_c * (2.0 * q.var / v1 - 1.0).max(1.0).sqrt();
+        let se_c = q.se_c * self.ar_factor(q.var);
         let curve_t = if se_c > 0.0 { q.c / se_c } else { 0.0 };
         let x0 = (t_now - self.rise.origin) / RISE_SCALE_H;
         let x1 = x0 + horizon_h / RISE_SCALE_H;
@@ -875,11 +883,8 @@ impl TrendState {
 
         // Slow path: the lookback is one straight line and the recent slope
         // agrees with it.
-        // Autocorrelated noise: the lag-1 estimate sees only (1 - ρ) of
-        // the variance a fit's residuals show; the slope's variance grows
-        // by about (1 + ρ) / (1 - ρ) = 2 v_res / v_1 - 1.
-        let v1 = self.noise_var.max(1e-12);
-        let infl = |v_res: f64| (2.0 * v_res / v1 - 1.0).max(1.0).sqrt();
+        // Every standard error carries the autocorrelation factor.
+        let infl = |v_res: f64| self.ar_factor(v_res);
         let se_fast = se_fast * infl(self.fast.residual_var());
         let slow_t = b / (self.slow.slope_se() * infl(self.slow.residual_var()));
         let local_sd = noise.max(self.fast.residual_var().sqrt());
@@ -932,8 +937,8 @@ impl TrendState {
         // The rise since its onset, as a quadratic (see [`RiseFit`]); only
         // where a fit could fire or hold (most windows of a fleet are on
         // flat series, and the solve is a tenth of a window's work).
-        let candidate = slow_ok || fast_ok || long_ok || slow_t >= 0.5 * min_t;
-        let shape = candidate
+        let may_hold = fast_ok || long_ok || slow_t >= 0.5 * min_t;
+        let shape = (slow_ok || may_hold)
             .then(|| self.rise_shape(rule, t_now, lim, horizon_h))
             .flatten();
         // A rise that bends over below the limit (significantly concave,
@@ -997,8 +1002,7 @@ impl TrendState {
             && within(horizon_h)
             && bounded
             && !levels_off;
-        let hold =
-            !reached && (fast_ok || long_ok || slow_t >= 0.5 * min_t) && within(1.5 * horizon_h);
+        let hold = !reached && may_hold && within(1.5 * horizon_h);
         let gates = [
             enough,
             !reached,

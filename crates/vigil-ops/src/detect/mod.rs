@@ -984,7 +984,7 @@ fn slot_sizes() {
     // The per-series memory budget (BENCHMARKS.md "Memory").
     assert_eq!(std::mem::size_of::<DetHandle>(), 8);
     assert_eq!(std::mem::size_of::<threshold::ThresholdState>(), 24);
-    assert_eq!(std::mem::size_of::<trend::TrendState>(), 360);
+    assert_eq!(std::mem::size_of::<trend::TrendState>(), 576);
     assert_eq!(std::mem::size_of::<Liveness>(), 40);
 }
 

@@ -91,10 +91,9 @@
 //! 4. the newest window agrees with the fast level within 4 noise sd (not
 //!    the first window of a cleanup drop or a spike);
 //! 5. **bounded extrapolation**: the headroom left, `limit - level`, is at
-//!    most `k` (half that until the series has `horizon` of history: the
-//!    first night's backup, the first burst and the first morning's
-//!    working-hours bump have no cleared rise to compare with yet) times
-//!    the rise observed since
+//!    most `k` (half that on the fast path until the series has `horizon`
+//!    of history: the first night's backup and the first burst have no
+//!    cleared rise to compare with yet) times the rise observed since
 //!    the valley, and the rise is at least 1.5 × the cleared rise. `k`
 //!    grows from 1 for a new rise to `max_extrapolation` for a rise that
 //!    has lasted 8 h. A trend is not projected further than it has been
@@ -275,6 +274,17 @@ mod exact_f32 {
     }
 }
 
+/// Effective number of points of weights summing to `w` whose squares
+/// sum to `w2`: `w² / w2` (0 without weight).
+#[inline]
+fn n_eff(w: f64, w2: f64) -> f64 {
+    if w2 > 0.0 {
+        w * w / w2
+    } else {
+        0.0
+    }
+}
+
 /// Exponentially weighted linear least-squares fit, as decayed moments.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EwFit {
@@ -329,11 +339,7 @@ impl EwFit {
     /// Effective number of points, `(Σw)² / Σw²`.
     #[inline]
     pub fn n_eff(&self) -> f64 {
-        if self.w2 > 0.0 {
-            self.w * self.w / self.w2
-        } else {
-            0.0
-        }
+        n_eff(self.w, self.w2)
     }
 
     /// Fitted slope (value per hour), if time has spread.
@@ -469,11 +475,7 @@ impl RiseFit {
 
     /// Effective number of points, `(Σw)² / Σw²`.
     pub fn n_eff(&self) -> f64 {
-        if self.m[1] > 0.0 {
-            self.m[0] * self.m[0] / self.m[1]
-        } else {
-            0.0
-        }
+        n_eff(self.m[0], self.m[1])
     }
 
     /// Slope (per hour) of the straight line fitted to the rise.
@@ -615,11 +617,7 @@ impl CycleFit {
 
     /// Effective number of points, `(Σw)² / Σw²`.
     pub fn n_eff(&self) -> f64 {
-        if self.m[0] > 0.0 {
-            self.m[1] * self.m[1] / self.m[0]
-        } else {
-            0.0
-        }
+        n_eff(self.m[1], self.m[0])
     }
 
     /// Solves the normal equations (Cholesky), if at least 6 effective
@@ -1202,12 +1200,11 @@ impl TrendState {
         };
         let within = |h: f64| ttl_h.is_some_and(|x| x <= h);
         let enough = self.slow.n_eff() >= f64::from(rule.min_points);
-        // Until the series has a horizon of history, a rise may be
-        // extrapolated half as far: the first night's backup, the first
-        // burst and the first morning's working-hours bump have no
-        // cleared rise to compare with yet.
+        // The fast path sees a short span: it may extrapolate half as far
+        // until the series has a horizon of history (the first night's
+        // backup, the first burst), then as far as the slow path.
         let seasoned = t_now >= horizon_h;
-        let reach = if seasoned { 1.0 } else { 0.5 } * k;
+        let reach = if fast_ok && !seasoned { 0.5 } else { 1.0 } * k;
         let mut bounded = headroom <= reach * rise && rise >= REPEAT_MARGIN * self.cleared;
         // The long path's evidence is the long fit itself (significant
         // with the autocorrelation factor over a day): its rise is what the

@@ -10,13 +10,13 @@
 //! state (a firing threshold incident and a threshold run in progress,
 //! trend fits, an agent offline, an agent whose input is refused).
 //!
-//! The trend detector has changed since: the golden output's one trend
-//! prediction (`disk_fill`, a new disk climbing 0.5 %/min) fired at step
-//! 40; since issue 20's fifth slice a series younger than the rule's
-//! horizon extrapolates a rise half as far, and it fires at step 55,
-//! predicting full within two minutes of the golden prediction. Both
-//! tests hold every other line to the golden output exactly, and the
-//! trend prediction to that.
+//! Since issue 20's fourth slice an uninterrupted run reports a trend
+//! prediction's value and time from the fast level and the trend state's
+//! rise fit: step 40's `disk_fill` alert fires at the same step, with
+//! value 59.350 instead of 59.318 and predicted 0.5 s later. A format-5
+//! checkpoint has no rise fit, so the restored run still reports those
+//! two fields as before (until its rise fit has `min_points / 2`
+//! windows) and matches the golden output exactly.
 
 use std::sync::Arc;
 
@@ -178,60 +178,56 @@ fn golden_output() -> Vec<String> {
         .collect()
 }
 
-/// The lines of a run but the trend rule's, and the steps and predicted
-/// times of its firing predictions.
-fn split_trend(lines: Vec<String>) -> (Vec<String>, Vec<(usize, f64)>) {
-    let mut trend = Vec::new();
-    let mut rest = Vec::new();
-    for l in lines {
-        if !l.contains("rule: \"disk_fill\"") {
-            rest.push(l);
-            continue;
-        }
-        assert!(l.contains("status: Firing"), "unexpected trend event: {l}");
-        let step = l.split(' ').next().and_then(|k| k.parse().ok());
-        let at = l
-            .find("predicted_at_ms: Some(")
-            .map(|i| &l[i + 22..])
-            .and_then(|r| r[..r.find(')')?].parse().ok());
-        let (Some(step), Some(at)) = (step, at) else {
-            panic!("trend event without a step or a predicted time: {l}");
-        };
-        trend.push((step, at));
-    }
-    (rest, trend)
-}
-
-/// The trend prediction of a run against the golden one (module docs):
-/// one, firing at step 40-55 (a series younger than the horizon reaches
-/// half as far), predicting full within two minutes of it.
-fn assert_trend_prediction(got: &[(usize, f64)], want: &[(usize, f64)]) {
-    let ([(step, at)], [(_, want_at)]) = (got, want) else {
-        panic!("one trend prediction expected: {got:?} against {want:?}");
-    };
-    assert!((40..=55).contains(step), "fired at step {step}");
-    assert!(
-        (at - want_at).abs() <= 120_000.0,
-        "predicted {at}, golden {want_at}"
-    );
-}
-
 /// The registry changes no output: the whole scenario, uninterrupted,
 /// gives the events and windows of the Vigil before it, line for line,
-/// but for the trend prediction (module docs).
+/// but for a trend prediction's `value` and `predicted_at_ms` (see the
+/// module docs), which may differ by at most 0.1 and 1 s.
 #[test]
 fn output_is_unchanged_by_the_registry() {
     let mut p = Pipeline::new(cfg(), rules()).unwrap();
-    let (got, got_trend) = split_trend(feed(&mut p, 0..STEPS));
-    let (want, want_trend) = split_trend(golden_output());
-    assert_eq!(got, want);
-    assert_trend_prediction(&got_trend, &want_trend);
+    let got = feed(&mut p, 0..STEPS);
+    let want = golden_output();
+    assert_eq!(got.len(), want.len());
+    let field = |l: &str, name: &str| -> Option<f64> {
+        let rest = &l[l.find(&format!("{name}: Some("))? + name.len() + 7..];
+        rest[..rest.find(')')?].parse().ok()
+    };
+    let mut trend = 0;
+    for (g, w) in got.iter().zip(&want) {
+        if g.contains("kind: Trend") && g.contains("status: Firing") {
+            trend += 1;
+            for (name, tol) in [("value", 0.1), ("predicted_at_ms", 1000.0)] {
+                let (Some(a), Some(b)) = (field(g, name), field(w, name)) else {
+                    panic!("{name} missing: {g} / {w}")
+                };
+                assert!((a - b).abs() <= tol, "{name}: {a} vs {b}");
+            }
+            let strip = |l: &str| {
+                let cut = |l: String, name: &str| match l.find(&format!("{name}: Some(")) {
+                    Some(i) => {
+                        let j = i + l[i..].find(')').unwrap_or(0);
+                        format!("{}{}", &l[..i], &l[j + 1..])
+                    }
+                    None => l,
+                };
+                // The summary text carries both as well.
+                let l = cut(cut(l.to_string(), "value"), "predicted_at_ms");
+                match l.find("summary: ") {
+                    Some(i) => l[..i].to_string(),
+                    None => l,
+                }
+            };
+            assert_eq!(strip(g), strip(w));
+        } else {
+            assert_eq!(g, w);
+        }
+    }
+    assert_eq!(trend, 1, "the scenario's one trend prediction");
 }
 
 /// A format-5 checkpoint restores into the registry's layout and
-/// continues with exactly the output of the uninterrupted run (but for
-/// the trend prediction, module docs); written again (new layout) and
-/// restored, it still does.
+/// continues with exactly the output of the uninterrupted run; written
+/// again (new layout) and restored, it still does.
 #[test]
 fn format_5_checkpoint_restores_into_the_registry_layout() {
     let text = include_str!("testdata/pipeline_v5.json");
@@ -247,7 +243,6 @@ fn format_5_checkpoint_restores_into_the_registry_layout() {
         })
         .collect();
     assert!(want.iter().any(|l| l.contains("alert")));
-    let (want, want_trend) = split_trend(want);
     // The restored state holds what the old layout held.
     assert_eq!(p.detectors.series_states(), 2, "mem_high firing, disk fit");
     let again = serde_json::to_string(&p).unwrap();
@@ -259,11 +254,8 @@ fn format_5_checkpoint_restores_into_the_registry_layout() {
     assert!(!again.contains("\"free_trend\""), "no old engine form");
     let mut q: Pipeline = serde_json::from_str(&again).unwrap();
     q.attach_rules(rules());
-    for r in [&mut p, &mut q] {
-        let (got, got_trend) = split_trend(feed(r, HALF..STEPS));
-        assert_eq!(got, want);
-        assert_trend_prediction(&got_trend, &want_trend);
-    }
+    assert_eq!(feed(&mut p, HALF..STEPS), want);
+    assert_eq!(feed(&mut q, HALF..STEPS), want);
 }
 
 /// A checkpoint holding a family this Vigil does not know, or a newer

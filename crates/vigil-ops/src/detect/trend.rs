@@ -251,7 +251,7 @@ mod exact_f64s {
         if n != N {
             return Err(serde::de::Error::invalid_length(
                 n,
-                &"the rise fit's moments",
+                &"as many moments as the fit keeps",
             ));
         }
         for (o, b) in out.iter_mut().zip(bits) {
@@ -584,14 +584,15 @@ impl CycleFit {
     }
 
     /// Adds a point of weight 1 at time `t` (hours) with the cycle's
-    /// phase `(cos ωt, sin ωt)` (computed once for every fit of a series).
+    /// phase `(sin ωt, cos ωt)`, as `f64::sin_cos` gives it (computed once
+    /// for every fit of a series).
     pub fn push(&mut self, t: f64, phase: (f64, f64), y: f64) {
         if self.m[1] <= 0.0 {
             self.origin = t;
         } else if t - self.origin > CYCLE_RECENTRE_H {
             self.recentre(t);
         }
-        let x = [1.0, phase.0, phase.1, (t - self.origin) / RISE_SCALE_H];
+        let x = [1.0, phase.1, phase.0, (t - self.origin) / RISE_SCALE_H];
         let m = &mut self.m;
         m[0] += 1.0;
         for i in 0..4 {
@@ -965,7 +966,7 @@ impl TrendState {
             let d_long = (-dt / tau_long_h).exp();
             self.day.decay(d_long);
             self.days.decay((-dt / (DAYS_TAU * tau_long_h)).exp());
-            self.rise.decay((-dt / tau_long_h).exp());
+            self.rise.decay(d_long);
             if self.last_end_ms.get() == Some(start_ms) {
                 let diff = y - self.last_y;
                 self.noise_w = self.noise_w * d + 1.0;
@@ -984,7 +985,6 @@ impl TrendState {
             self.rise.push(t, y);
         }
         let phase = (CYCLE_OMEGA * t).sin_cos();
-        let phase = (phase.1, phase.0);
         self.day.push(t, phase, y);
         self.days.push(t, phase, y);
         self.last_end_ms = end_ms.into();
@@ -1693,8 +1693,7 @@ mod latch_tests {
         for i in 0..10 * 1440 {
             let t = i as f64 / 60.0;
             f.decay(d);
-            let (sn, cs) = (CYCLE_OMEGA * t).sin_cos();
-            f.push(t, (cs, sn), y(t));
+            f.push(t, (CYCLE_OMEGA * t).sin_cos(), y(t));
         }
         assert!(f.origin > 190.0, "origin {} did not move", f.origin);
         let Some(c) = f.solve() else {
@@ -1707,7 +1706,7 @@ mod latch_tests {
         // Too few points, or all at one time: no solution.
         let mut g = CycleFit::default();
         for _ in 0..10 {
-            g.push(5.0, (1.0, 0.0), 3.0);
+            g.push(5.0, (0.0, 1.0), 3.0);
         }
         assert!(g.solve().is_none());
     }
